@@ -1,0 +1,1 @@
+"""Shipped models, one folder each (``birds32``): found through package resources."""

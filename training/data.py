@@ -1,0 +1,250 @@
+"""Bird images in, uint8 arrays out: decoded and resized once, then cached on disk.
+
+Two sources are understood:
+- the official CUB-200-2011 layout (``images.txt``, ``train_test_split.txt``,
+  ``bounding_boxes.txt``, ``images/``): its own train/test split, each photo cropped to its
+  bounding box (with a margin, kept square) before resizing;
+- any folder of images, flat or nested: a deterministic validation split, stratified by
+  sub-folder, that does not move when files are added elsewhere.
+
+An epoch then costs no JPEG decoding: the whole set lives in memory as uint8 [N, 3, S, S].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+BOX_MARGIN = 0.15  # extra context around a CUB bounding box, as a fraction of its longer side
+CACHE_VERSION = 1
+Box = tuple[float, float, float, float]  # x, y, width, height in pixels
+
+
+class DataError(ValueError):
+    """A data source that cannot be used; the message says what to fix."""
+
+
+@dataclass
+class Splits:
+    train: np.ndarray  # uint8 [N, 3, S, S]
+    val: np.ndarray  # uint8 [M, 3, S, S]
+    kind: str  # "cub" or "folder"
+    skipped: int  # unreadable files left out
+
+
+@dataclass
+class _Item:
+    path: Path
+    is_val: bool
+    box: Box | None = None
+
+
+def load_splits(
+    source: str | os.PathLike,
+    image_size: int,
+    crop: str = "center",
+    val_fraction: float = 0.1,
+    cache_dir: str | os.PathLike | None = None,
+) -> Splits:
+    """Train and validation images from ``source`` at ``image_size``, through the disk cache."""
+    if crop not in ("center", "squash"):
+        raise DataError(f"unknown crop {crop!r} (choose center or squash)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a folder")
+    cub_root = find_cub_root(root)
+    if cub_root is not None:
+        items, kind = read_cub_layout(cub_root), "cub"
+    else:
+        items, kind = split_folder(root, val_fraction), "folder"
+    if not items:
+        raise DataError(
+            f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+
+    key = _cache_key(root, kind, items, image_size, crop, val_fraction)
+    cache_path = Path(cache_dir) / f"{kind}-{image_size}px-{key}.npz" if cache_dir else None
+    if cache_path is not None and cache_path.is_file():
+        with np.load(cache_path, allow_pickle=False) as cached:
+            return Splits(cached["train"], cached["val"], kind, int(cached["skipped"]))
+
+    splits = _decode_all(items, image_size, crop, kind)
+    if len(splits.train) == 0:
+        raise DataError(f"no readable training images in {root}")
+    if cache_path is not None:
+        _save_atomic(cache_path, train=splits.train, val=splits.val, skipped=splits.skipped)
+    return splits
+
+
+def find_cub_root(root: Path) -> Path | None:
+    """The folder holding CUB's index files: ``root`` itself or its ``CUB_200_2011/``."""
+    for candidate in (root, root / "CUB_200_2011"):
+        if (
+            all((candidate / name).is_file() for name in _CUB_FILES)
+            and (candidate / "images").is_dir()
+        ):
+            return candidate
+    return None
+
+
+_CUB_FILES = ("images.txt", "train_test_split.txt", "bounding_boxes.txt")
+
+
+def read_cub_layout(cub_root: Path) -> list[_Item]:
+    """CUB's official split (is_training_image == 0 becomes validation) and bounding boxes."""
+
+    def table(name: str) -> dict[str, list[str]]:
+        rows: dict[str, list[str]] = {}
+        for number, line in enumerate((cub_root / name).read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise DataError(f"{cub_root / name} line {number} is malformed: {line!r}")
+            rows[parts[0]] = parts[1:]
+        return rows
+
+    paths, splits, boxes = (
+        table("images.txt"),
+        table("train_test_split.txt"),
+        table("bounding_boxes.txt"),
+    )
+    items = []
+    for image_id, (relative, *_) in paths.items():
+        try:
+            is_train = splits[image_id][0] == "1"
+            box = tuple(float(v) for v in boxes[image_id][:4])
+        except (KeyError, IndexError, ValueError) as exc:
+            raise DataError(f"CUB image {image_id} has no valid split or box entry") from exc
+        items.append(_Item(cub_root / "images" / relative, not is_train, box))  # type: ignore[arg-type]
+    return items
+
+
+def split_folder(root: Path, val_fraction: float) -> list[_Item]:
+    """Every image under ``root``; per sub-folder, the files whose path hashes lowest are val.
+
+    Hashing the relative path (not shuffling) keeps each file's side of the split fixed when
+    other files come and go.
+    """
+    groups: dict[Path, list[Path]] = defaultdict(list)
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            groups[path.parent].append(path)
+    items = []
+    for files in groups.values():
+        ranked = sorted(
+            files, key=lambda p: hashlib.sha1(str(p.relative_to(root)).encode()).digest()
+        )
+        n_val = round(len(ranked) * val_fraction)
+        if val_fraction > 0 and n_val == 0 and len(ranked) >= 2:
+            n_val = 1
+        val = set(ranked[:n_val])
+        items += [_Item(path, path in val) for path in files]
+    return items
+
+
+def load_image(
+    path: Path, image_size: int, crop: str = "center", box: Box | None = None
+) -> np.ndarray:
+    """One photo as uint8 [3, S, S]: RGB whatever its mode, cropped, antialiased down to S."""
+    with Image.open(path) as image:
+        if box is None and crop == "center" and image.format == "JPEG":
+            image.draft("RGB", (image_size * 2, image_size * 2))  # decode at reduced scale
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        if box is not None:
+            image = image.crop(square_box(box, image.size))
+        elif crop == "center":
+            side = min(image.size)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale, palette, CMYK and alpha images to RGB; transparency becomes white."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def square_box(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A square around ``box`` with a margin, shifted (and if need be shrunk) to fit the image."""
+    x, y, w, h = box
+    width, height = size
+    side = min(max(w, h) * (1 + 2 * BOX_MARGIN), width, height)
+    cx, cy = x + w / 2, y + h / 2
+    left = min(max(cx - side / 2, 0), width - side)
+    top = min(max(cy - side / 2, 0), height - side)
+    return round(left), round(top), round(left + side), round(top + side)
+
+
+def _decode_all(items: Sequence[_Item], image_size: int, crop: str, kind: str) -> Splits:
+    def decode(item: _Item) -> np.ndarray | None:
+        try:
+            return load_image(item.path, image_size, crop, item.box)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            return None
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
+        decoded = list(pool.map(decode, items))
+    bad = [item.path for item, image in zip(items, decoded) if image is None]
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s), e.g. {bad[0]}", stacklevel=2)
+    empty = np.zeros((0, 3, image_size, image_size), np.uint8)
+
+    def stack(is_val: bool) -> np.ndarray:
+        chosen = [
+            im for item, im in zip(items, decoded) if item.is_val == is_val and im is not None
+        ]
+        return np.stack(chosen) if chosen else empty
+
+    return Splits(stack(False), stack(True), kind, len(bad))
+
+
+def _cache_key(
+    root: Path, kind: str, items: Sequence[_Item], image_size: int, crop: str, val_fraction: float
+) -> str:
+    """Changes whenever a file, the split or the preprocessing would change the arrays."""
+    listing = []
+    for item in items:
+        stat = item.path.stat()
+        listing.append([str(item.path), stat.st_size, stat.st_mtime_ns, item.is_val, item.box])
+    payload = json.dumps(
+        [CACHE_VERSION, str(root.resolve()), kind, image_size, crop, val_fraction, listing]
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _save_atomic(path: Path, **arrays: np.ndarray | int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

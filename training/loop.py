@@ -1,0 +1,463 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, EMA, KL warm-up and free bits.
+
+One ``Trainer`` runs on a CPU, a GPU or (under ``torchrun``) several GPUs with
+DistributedDataParallel; rank 0 alone logs, draws grids and writes checkpoints. Stopping
+(Ctrl-C, SIGTERM) saves ``last.pt`` at the current step, and ``resume`` continues from it
+exactly: same data order, same random numbers, same weights as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DistributedSampler
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import TrainConfig
+from .data import load_splits
+from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
+from .likelihood import bits_per_dim, to_unit
+from .model import VAE, count_parameters, kl_per_dim
+
+LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (for example, the loss stays non-finite); the message says why."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda was asked for, but no CUDA GPU is available")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise TrainingError(f"unknown device {name!r} (choose auto, cpu or cuda)")
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warm-up, then cosine decay to 2% of the peak (or constant)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Distributed:
+    """Who we are under torchrun (or a plain single process)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def start(self, device: torch.device) -> None:
+        if self.enabled and not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def stop(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class Trainer:
+    """Builds everything a run needs from a config and a run folder, then ``fit``s."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        resume_state: dict[str, Any] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.ddp = _Distributed()
+        self.device = resolve_device(config.device, self.ddp.local_rank)
+        self.ddp.start(self.device)
+        self.log = (log or (lambda line: print(line, flush=True))) if self.ddp.main else _quiet
+        self._stop_requested = False
+        torch.manual_seed(config.seed + self.ddp.rank)
+
+        if self.ddp.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "grids").mkdir(exist_ok=True)
+        self.ddp.barrier()
+        splits = self._load_data()
+        self.train_images = torch.from_numpy(splits.train).to(self.device)
+        self.val_images = torch.from_numpy(splits.val).to(self.device)
+        self.steps_per_epoch = len(self.train_images) // (config.batch_size * self.ddp.world)
+        if self.steps_per_epoch == 0:
+            raise TrainingError(
+                f"{len(self.train_images)} training images are fewer than one batch of "
+                f"{config.batch_size} per process; lower --batch-size"
+            )
+        self.sampler = DistributedSampler(
+            range(len(self.train_images)),
+            num_replicas=self.ddp.world,
+            rank=self.ddp.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=True,
+        )
+
+        self.model = VAE(config.model).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = (
+            AveragedModel(self.model, avg_fn=_ema_update(config.ema_decay), use_buffers=True)
+            if config.ema_decay > 0
+            else None
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(step, self.total_steps, config.warmup_steps, config.schedule),
+        )
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches of the current epoch already taken
+        self.step = 0
+        self.best_val_bpd = math.inf
+        self.partial: dict[str, float] = {}
+        if resume_state is not None:
+            self._restore(resume_state)
+
+        trainable = self.model
+        if config.compile:
+            trainable = torch.compile(trainable)
+        if self.ddp.enabled:
+            trainable = DistributedDataParallel(
+                trainable, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.trainable = trainable
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else nullcontext()
+        )
+        # Fixed latent codes, so sample grids of successive epochs are comparable.
+        fixed = torch.Generator().manual_seed(config.seed)
+        self.fixed_z = torch.randn(config.grid_size, config.model.latent_dim, generator=fixed)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+    @property
+    def eval_model(self) -> VAE:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _load_data(self):
+        cache = self.run_dir / "cache"
+        # Rank 0 decodes and caches; the others then read the cache.
+        if self.ddp.main:
+            splits = load_splits(
+                self.config.data, self.config.model.image_size, self.config.crop,
+                self.config.val_fraction, cache,
+            )  # fmt: skip
+        self.ddp.barrier()
+        if not self.ddp.main:
+            splits = load_splits(
+                self.config.data, self.config.model.image_size, self.config.crop,
+                self.config.val_fraction, cache,
+            )  # fmt: skip
+        return splits
+
+    # --- one step -----------------------------------------------------------------------
+
+    def kl_weight(self) -> float:
+        warmup = self.config.kl_warmup_epochs * self.steps_per_epoch
+        return 1.0 if warmup <= 0 else min(1.0, (self.step + 1) / warmup)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.flip:
+            return x
+        flip = torch.rand(len(x), device="cpu") < 0.5
+        return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
+        """One optimiser step on a uint8 batch; None when it was skipped as non-finite."""
+        x = self._augment(x)
+        unit = to_unit(x)
+        if self.device.type == "cuda":
+            unit = unit.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            params, mean, logvar = self.trainable(unit)
+        recon = self.model.likelihood.nll(params, x)  # nats per image, float32
+        kl_dims = kl_per_dim(mean, logvar)
+        kl = kl_dims.sum(1)
+        kl_term = kl_dims.mean(0).clamp(min=self.config.free_bits).sum()
+        dims = x[0].numel()
+        loss = (recon.mean() + self.kl_weight() * kl_term) / dims  # nats per sub-pixel
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        size = self.config.model.image_size
+        recon_mean, kl_mean = recon.detach().mean().item(), kl.detach().mean().item()
+        return {
+            "bpd": bits_per_dim(recon_mean + kl_mean, size),
+            "recon_bpd": bits_per_dim(recon_mean, size),
+            "kl_bpd": bits_per_dim(kl_mean, size),
+            "grad_norm": float(grad_norm),
+        }
+
+    # --- epochs -------------------------------------------------------------------------
+
+    def fit(self, on_step: Callable[[Trainer], None] | None = None) -> dict[str, Any]:
+        """Train until ``config.epochs`` epochs are done or a stop is requested."""
+        config = self.config
+        if self.ddp.main:
+            config.save(self.run_dir / CONFIG)
+            self.log(
+                f"{len(self.train_images)} train / {len(self.val_images)} val images, "
+                f"{count_parameters(self.model) / 1e6:.2f}M parameters, device {self.device}"
+                + (f" x {self.ddp.world} processes" if self.ddp.enabled else "")
+            )
+        previous = _install_stop_handlers(self.request_stop)
+        last_metrics: dict[str, Any] = {}
+        try:
+            while self.epoch < config.epochs and not self._stop_requested:
+                finished = self._run_epoch(on_step)
+                if not finished:
+                    break
+                last_metrics = self._end_epoch()
+            if self._stop_requested and self.ddp.main:
+                self.save(LAST)
+                self.log(
+                    f"stopped: saved {self.run_dir / LAST} at epoch {self.epoch}, "
+                    f"batch {self.batch_in_epoch}; continue with --resume {self.run_dir}"
+                )
+        finally:
+            _restore_stop_handlers(previous)
+        return last_metrics
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def _run_epoch(self, on_step: Callable[[Trainer], None] | None) -> bool:
+        self.sampler.set_epoch(self.epoch)
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        batch = self.config.batch_size
+        sums = self.partial or {"bpd": 0.0, "recon_bpd": 0.0, "kl_bpd": 0.0, "n": 0.0,
+                                "seconds": 0.0, "images": 0.0, "skipped": 0.0}  # fmt: skip
+        bad_in_a_row = 0
+        bar = tqdm(
+            total=self.steps_per_epoch, initial=self.batch_in_epoch, leave=False, unit="batch",
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            disable=None if self.ddp.main else True,  # None: no bar when stderr is no TTY
+            dynamic_ncols=True, file=sys.stderr,
+        )  # fmt: skip
+        self.model.train()
+        started = time.perf_counter()
+        while self.batch_in_epoch < self.steps_per_epoch:
+            index = order[self.batch_in_epoch * batch : (self.batch_in_epoch + 1) * batch]
+            stats = self.train_step(self.train_images[index.to(self.device)])
+            self.batch_in_epoch += 1
+            bar.update(1)
+            if stats is None:
+                sums["skipped"] += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= self.config.max_bad_steps:
+                    bar.close()
+                    raise TrainingError(
+                        f"{bad_in_a_row} non-finite steps in a row at step {self.step}: "
+                        "the run diverged; lower --lr or resume from best.pt"
+                    )
+                continue
+            bad_in_a_row = 0
+            for key in ("bpd", "recon_bpd", "kl_bpd"):
+                sums[key] += stats[key]
+            sums["n"] += 1
+            sums["images"] += len(index) * self.ddp.world
+            bar.set_postfix(bpd=f"{stats['bpd']:.3f}", kl=f"{stats['kl_bpd']:.3f}")
+            if on_step is not None:
+                on_step(self)
+            if self._stop_requested:
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        sums["seconds"] += time.perf_counter() - started
+        bar.close()
+        self.partial = sums
+        return self.batch_in_epoch >= self.steps_per_epoch
+
+    def _end_epoch(self) -> dict[str, Any]:
+        sums, self.partial = self.partial, {}
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        n = max(sums["n"], 1.0)
+        metrics: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.scheduler.get_last_lr()[0],
+            "kl_weight": self.kl_weight(),
+            "train_bpd": sums["bpd"] / n,
+            "train_recon_bpd": sums["recon_bpd"] / n,
+            "train_kl_bpd": sums["kl_bpd"] / n,
+            "images_per_s": sums["images"] / max(sums["seconds"], 1e-9),
+            "epoch_seconds": sums["seconds"],
+            "skipped_steps": int(sums["skipped"]),
+        }
+        if self.ddp.main:
+            metrics.update(self._validate())
+            improved = metrics["val_bpd"] < self.best_val_bpd
+            if improved:
+                self.best_val_bpd = metrics["val_bpd"]
+            metrics["best_val_bpd"] = self.best_val_bpd
+            self.metrics = metrics
+            self.save(LAST)
+            if improved:
+                self.save(BEST)
+            with open(self.run_dir / METRICS, "a") as handle:
+                handle.write(json.dumps(metrics) + "\n")
+            self._write_grids()
+            self.log(
+                f"epoch {self.epoch:>3}/{self.config.epochs}  train {metrics['train_bpd']:.3f}"
+                f"  val {metrics['val_bpd']:.3f} bits/dim (recon {metrics['val_recon_bpd']:.3f},"
+                f" kl {metrics['val_kl_bpd']:.3f})  psnr {metrics['val_psnr']:.2f} dB"
+                f"  {metrics['images_per_s']:.0f} img/s" + ("  *" if improved else "")
+            )
+        self.ddp.barrier()
+        return metrics
+
+    def _validate(self) -> dict[str, float]:
+        model = self.eval_model
+        images = self.val_images if len(self.val_images) else self.train_images[:512]
+        sigma = None
+        if not model.likelihood.is_discrete:
+            sigma = fit_gaussian_sigma(model, self.train_images, self.device)
+        scores = evaluate(model, images, self.device, sigma=sigma, seed=self.config.seed)
+        self.model.train()
+        return scores.as_dict("val_")
+
+    @torch.no_grad()
+    def _write_grids(self) -> None:
+        model = self.eval_model
+        model.eval()
+        grids = self.run_dir / "grids"
+        source = self.val_images if len(self.val_images) else self.train_images
+        recon = reconstruction_grid(model, source[:32])
+        save_image(recon.float().cpu(), grids / f"recon_{self.epoch:04d}.png", nrow=8, padding=2)
+        samples = model.decode_image(self.fixed_z.to(self.device))
+        save_image(samples.float().cpu(), grids / f"samples_{self.epoch:04d}.png", nrow=8,
+                   padding=2)  # fmt: skip
+        self.model.train()
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": checkpoint.CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "ema_n": int(self.ema.n_averaged) if self.ema is not None else 0,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "partial": dict(self.partial),
+            "step": self.step,
+            "best_val_bpd": self.best_val_bpd,
+            "metrics": getattr(self, "metrics", {}),
+            "rng": rng,
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / name
+        checkpoint.save_atomic(self.state(), path)
+        return path
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+            self.ema.n_averaged.fill_(int(state.get("ema_n", 0)))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.partial = dict(state.get("partial", {}))
+        self.step = int(state["step"])
+        self.best_val_bpd = float(state["best_val_bpd"])
+        self.metrics = dict(state.get("metrics", {}))
+        torch.set_rng_state(state["rng"]["cpu"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+
+def _ema_update(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
+    """EMA whose decay ramps up as (1 + n) / (10 + n): early averages are not stuck at init."""
+
+    def update(average: torch.Tensor, current: torch.Tensor, n: Any) -> torch.Tensor:
+        rate = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return average + (current - average) * (1.0 - rate)
+
+    return update
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _install_stop_handlers(stop: Callable[[], None]) -> dict[int, Any]:
+    """Ctrl-C and SIGTERM finish the current step, save last.pt and return."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop())
+    return previous
+
+
+def _restore_stop_handlers(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
