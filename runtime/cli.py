@@ -1,0 +1,381 @@
+"""``bird-gen``: sample, reconstruct, interpolate and describe birds from the command line.
+
+A user's mistake ends as one line ``error: ...`` on stderr with exit status 2, found before any
+file is written where it can be; PNGs are written atomically, so none is ever left half-done.
+PIL is imported only by the commands that touch pixels, and ``info`` never loads onnxruntime.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+import click
+import numpy as np
+from click.core import ParameterSource
+
+from .format import MANIFEST_FILE
+from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE
+from .prior import PRIOR_NAMES
+
+MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
+MAX_STEPS = 256
+TILE_PIXELS = 128  # the default scale makes each bird about this wide
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _BirdGen(click.Group):
+    """A group whose errors, click's own included, are one line and exit status 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
+        extra["standalone_mode"] = False
+        try:
+            status = super().main(args, prog_name or self.name, **extra)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            message = exc.format_message()
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message += f" (see '{exc.ctx.command_path} --help')"
+            _exit_with_error(message)
+        except OSError as exc:
+            _exit_with_error(_describe_os_error(exc))
+        except ValueError as exc:  # the runtime's ModelFormatError, ImageError and bad arguments
+            _exit_with_error(str(exc))
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+def _exit_with_error(message: str) -> NoReturn:
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(2)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+_model_option = click.option(
+    "--model",
+    "-m",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="A shipped model's name (birds32, birds64) or a model folder.",
+)
+_threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    help="onnxruntime threads; 0 lets it use one per physical core.",
+)
+
+
+def _output_option(default: str, what: str) -> Callable[..., Any]:
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=default,
+        show_default=True,
+        help=f"The PNG to write: {what}.",
+    )
+
+
+_scale_option = click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    help="Enlarge each image K times (nearest neighbour). Default: about 128 px an image.",
+)
+
+
+def _check_output_file(path: Path) -> None:
+    """Refuse an output the PNG cannot be written to before any work is done."""
+    if path.suffix.lower() != ".png":
+        raise click.ClickException(f"{path}: the output must be a .png file")
+    if path.is_dir():
+        raise click.ClickException(f"{path} is a directory; give a .png file name")
+    folder = path.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise click.ClickException(f"{path}: {folder} {problem}")
+    if not os.access(folder, os.W_OK):
+        raise click.ClickException(f"{path}: the folder {folder} is not writable")
+
+
+def _default_scale(scale: int | None, vae: BirdVAE) -> int:
+    return scale or max(1, TILE_PIXELS // vae.image_size)
+
+
+@click.group("bird-gen", cls=_BirdGen, invoke_without_command=True, context_settings=CONTEXT)
+@click.option(
+    "-n",
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help=f"How many birds (at most {MAX_FIGURE} in one grid).",
+)
+@_output_option("birds.png", "a near-square grid of the birds")
+@click.option(
+    "--separate",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Write each bird as its own PNG, DIR/bird_00000.png and on, instead of one grid.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Random seed: the same seed writes the same PNG bytes.",
+)
+@click.option(
+    "--temperature",
+    "-t",
+    type=click.FloatRange(min=0),
+    help="Spread of the prior (1: as fitted; lower: safer, blander). Default: the model's.",
+)
+@click.option(
+    "--prior",
+    type=click.Choice(PRIOR_NAMES),
+    help="standard: N(0, I); fitted: the mixture fitted to the training set's codes. "
+    "Default: the model's.",
+)
+@click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    help="Enlarge each bird K times (nearest neighbour). Default: about 128 px a bird in a "
+    "grid, 1 with --separate.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Birds decoded at once; bounds memory.",
+)
+@_model_option
+@_threads_option
+@click.pass_context
+def main(
+    ctx: click.Context,
+    n: int,
+    output: Path,
+    separate: Path | None,
+    seed: int,
+    temperature: float | None,
+    prior: str | None,
+    scale: int | None,
+    batch: int,
+    model: str,
+    threads: int,
+) -> None:
+    """Sample new birds from a bird VAE into one grid PNG (or one PNG each with --separate).
+
+    The options below are for sampling. The commands reconstruct photos (recon), morph one
+    photo into another (interp) and describe a model (info); each has its own --help.
+    """
+    if ctx.invoked_subcommand is not None:
+        given = [
+            param.opts[-1]
+            for param in ctx.command.params
+            if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+        ]
+        if given:
+            command = ctx.invoked_subcommand
+            raise click.UsageError(
+                f"options before '{command}' are for sampling ({', '.join(given)}); "
+                f"give {command}'s options after its name"
+            )
+        return
+    if separate is not None:
+        if ctx.get_parameter_source("output") is ParameterSource.COMMANDLINE:
+            raise click.UsageError("give either -o/--output or --separate, not both")
+    else:
+        if n > MAX_FIGURE:
+            raise click.ClickException(
+                f"--n {n} is too many birds for one grid (at most {MAX_FIGURE}); "
+                "use --separate DIR to write one PNG each"
+            )
+        _check_output_file(output)
+
+    vae = BirdVAE.load(model, threads)
+    prior_name = prior or vae.manifest.default_prior
+    if temperature is None:
+        temperature = vae.default_temperature(prior_name)
+    batches = vae.sample_batches(n, seed, temperature, prior_name, batch)
+    settings = f"seed {seed}, {prior_name} prior, temperature {temperature:g}"
+    if separate is not None:
+        first = next(batches)  # a model that cannot run fails here, before the folder is made
+        _write_separate(itertools.chain([first], batches), n, separate, scale or 1)
+        click.echo(f"wrote {n} birds to {separate}/ ({settings})")
+        return
+
+    from . import images
+
+    tiles = _collect_uint8(batches)
+    pixels = images.grid(tiles, _default_scale(scale, vae))
+    images.save_png(pixels, output)
+    rows, cols = images.grid_shape(n)
+    height, width = pixels.shape[:2]
+    click.echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
+
+
+def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
+    """All batches as one uint8 [N, S, S, 3] array: a quarter of the float images' memory."""
+    from . import images
+
+    return np.concatenate([images.to_uint8_hwc(batch) for batch in batches])
+
+
+def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: int) -> None:
+    from . import images
+
+    digits = max(5, len(str(n - 1)))
+    folder.mkdir(parents=True, exist_ok=True)
+    index = 0
+    with click.progressbar(length=n, label="writing birds", file=sys.stderr) as bar:
+        for batch in batches:
+            for tile in images.to_uint8_hwc(batch):
+                images.save_png(
+                    images.upscale(tile, scale), folder / f"bird_{index:0{digits}d}.png"
+                )
+                index += 1
+            bar.update(len(batch))
+
+
+@main.command()
+@click.argument(
+    "photos", metavar="IMAGES...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
+@_output_option("recon.png", "originals on top, each reconstruction below it")
+@_scale_option
+@_model_option
+@_threads_option
+def recon(
+    photos: tuple[Path, ...], output: Path, scale: int | None, model: str, threads: int
+) -> None:
+    """Reconstruct photos and print each one's PSNR and the mean.
+
+    Each photo is centre-cropped and resized to the model's size, encoded to its posterior mean
+    and decoded. The PNG shows the cropped originals on one row and their reconstructions on the
+    row below; many photos wrap into a near-square block of such row pairs. PSNR (dB) compares
+    the 8-bit reconstruction with the 8-bit cropped original; the mean is over photos.
+    """
+    if len(photos) > MAX_FIGURE:
+        raise click.ClickException(
+            f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})"
+        )
+    _check_output_file(output)
+    from . import images
+
+    vae = BirdVAE.load(model, threads)
+    originals = np.stack([images.load_image(path, vae.image_size) for path in photos])
+    reconstructions = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(originals)))
+    scores = [images.psnr(a, b) for a, b in zip(originals, reconstructions)]
+    pixels = images.pairs(originals, reconstructions, _default_scale(scale, vae))
+    images.save_png(pixels, output)
+    width = max(len(str(path)) for path in photos)
+    for path, score in zip(photos, scores):
+        click.echo(f"{path!s:<{width}}  {score:6.2f} dB")
+    click.echo(f"{'mean':<{width}}  {sum(scores) / len(scores):6.2f} dB")
+    click.echo(
+        f"wrote {output}: {len(photos)} originals and reconstructions, "
+        f"{pixels.shape[1]}x{pixels.shape[0]} px"
+    )
+
+
+@main.command()
+@click.argument("first", metavar="A", type=click.Path(path_type=Path))
+@click.argument("last", metavar="B", type=click.Path(path_type=Path))
+@click.option(
+    "--steps",
+    type=click.IntRange(2, MAX_STEPS),
+    default=8,
+    show_default=True,
+    help="Images decoded along the path, both ends included.",
+)
+@_output_option("interp.png", "one row, photo A, the path, photo B")
+@_scale_option
+@_model_option
+@_threads_option
+def interp(
+    first: Path, last: Path, steps: int, output: Path, scale: int | None, model: str, threads: int
+) -> None:
+    """Morph photo A into photo B through the latent space.
+
+    Both photos are encoded to their posterior means; the path between them is spherical
+    (slerp), which keeps every code as typical as the ends. The row starts with the cropped
+    photo A and ends with photo B.
+    """
+    _check_output_file(output)
+    from . import images
+
+    vae = BirdVAE.load(model, threads)
+    ends = np.stack([images.load_image(path, vae.image_size) for path in (first, last)])
+    start, end = images.from_uint8_hwc(ends)
+    path = images.to_uint8_hwc(vae.interpolate(start, end, steps))
+    pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), _default_scale(scale, vae))
+    images.save_png(pixels, output)
+    click.echo(
+        f"wrote {output}: {steps} steps between {first} and {last}, "
+        f"{pixels.shape[1]}x{pixels.shape[0]} px"
+    )
+
+
+@main.command()
+@_model_option
+def info(model: str) -> None:
+    """Describe a model: sizes, likelihood, prior, where it came from, its files.
+
+    The files are checked against the manifest's hashes; onnxruntime is not loaded.
+    """
+    vae = BirdVAE.load(model)
+    manifest = vae.manifest
+    facts: list[tuple[str, str]] = [
+        ("model", str(vae.path)),
+        ("image size", f"{vae.image_size}x{vae.image_size} RGB"),
+        ("latent size", str(vae.latent_dim)),
+        ("likelihood", manifest.likelihood),
+        ("onnx", f"opset {manifest.opset}, IR version {manifest.ir_version}"),
+    ]
+    if manifest.prior is None:
+        facts.append(("prior", "standard normal only (no fitted prior)"))
+    else:
+        facts.append(
+            (
+                "prior",
+                f"{manifest.prior.kind}, {manifest.prior.components} components, "
+                f"default temperature {manifest.prior.default_temperature:g}",
+            )
+        )
+    default = manifest.default_prior
+    facts.append(("sampling", f"{default} prior, temperature {vae.default_temperature(default):g}"))
+    for i, (key, value) in enumerate(manifest.source.items()):
+        facts.append(("source" if i == 0 else "", f"{key}: {_show(value)}"))
+    sizes = {name: (vae.path / name).stat().st_size for name in [*manifest.files, MANIFEST_FILE]}
+    for i, (name, size) in enumerate(sizes.items()):
+        facts.append(("files" if i == 0 else "", f"{name:<16}{_human_size(size):>10}"))
+    facts.append(("total", f"{_human_size(sum(sizes.values()))}"))
+    for label, text in facts:
+        click.echo(f"{label:<13}{text}")
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

@@ -1,0 +1,388 @@
+"""The whole runtime as one class over a model folder: numpy in, numpy out, no torch.
+
+Only numpy and the standard library are imported here at start-up: onnxruntime is imported when
+the first graph is needed, so reading a model's facts (``bird-gen info``) never pays for it. The
+folder is checked against its manifest on construction and each graph's signature against the
+format before it is used, so a wrong or damaged model fails with one ModelFormatError that says
+what is wrong instead of an onnxruntime error deep inside a run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from .format import (
+    DECODER_FILE,
+    DECODER_INPUT,
+    DECODER_OUTPUTS,
+    ENCODER_FILE,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    MANIFEST_FILE,
+    Manifest,
+    ModelFormatError,
+    PriorInfo,
+    verify_model_dir,
+)
+from .prior import PRIOR_NAMES, Draws, GaussianMixture, Prior, StandardNormal, check_temperature
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+    from onnxruntime import InferenceSession
+
+PathLike = Union[str, Path]
+
+SHIPPED_MODELS = ("birds32", "birds64")
+DEFAULT_MODEL = "birds32"
+DEFAULT_BATCH = 64
+
+
+def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """A real folder holding a shipped model, wherever the package was installed from."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"{name!r} is not a shipped model (shipped: {', '.join(SHIPPED_MODELS)})")
+    resource = files("birdvae.models").joinpath(name)
+    if not resource.joinpath(MANIFEST_FILE).is_file():
+        raise ModelFormatError(
+            f"the shipped model {name} is not in this installation; pass a model folder instead"
+        )
+    return real_folder(resource)
+
+
+def real_folder(resource: Traversable) -> Path:
+    """A path onnxruntime can open: the resource itself on disk, else a copy for this process.
+
+    Wheels and editable installs keep package data on disk. A zip import (zipapp) does not, and
+    ``importlib.resources.as_file`` extracts folders only from Python 3.12 on, so the model's few
+    files are copied into a temporary folder removed at exit.
+    """
+    if isinstance(resource, Path):
+        return resource
+    folder = Path(tempfile.mkdtemp(prefix=f"birdvae-{resource.name}-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for child in resource.iterdir():
+        if child.is_file():
+            (folder / child.name).write_bytes(child.read_bytes())
+    return folder
+
+
+def resolve_model(name_or_path: PathLike) -> Path:
+    """A shipped model's name (``birds32``) or else a model folder's path."""
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_MODELS:
+        return shipped_model_dir(name_or_path)
+    return Path(name_or_path)
+
+
+class BirdVAE:
+    """A bird VAE exported to ONNX: sample, encode, decode and reconstruct 3xSxS images.
+
+    Images are float32 [N, 3, S, S] RGB in [0, 1] and latent codes float32 [N, D]. Work is done
+    ``batch`` rows at a time, so memory stays bounded whatever N is. ``threads`` sets
+    onnxruntime's intra-op threads; None or 0 lets it use one per physical core.
+    """
+
+    def __init__(self, model_dir: PathLike | None = None, threads: int | None = None) -> None:
+        if threads is not None and (not isinstance(threads, int) or threads < 0):
+            raise ValueError(f"threads must be an integer >= 0 or None, got {threads!r}")
+        self._path = Path(model_dir) if model_dir is not None else shipped_model_dir()
+        self._manifest = verify_model_dir(self._path)
+        _check_prior_settings(self._manifest, self._path)
+        self._threads = threads or 0
+        self._sessions: dict[str, InferenceSession] = {}
+        self._priors: dict[str, Prior] = {}
+
+    @classmethod
+    def load(cls, name_or_path: PathLike = DEFAULT_MODEL, threads: int | None = None) -> BirdVAE:
+        """Open a shipped model by name (``birds32``, ``birds64``) or any model folder by path."""
+        return cls(resolve_model(name_or_path), threads)
+
+    def __repr__(self) -> str:
+        size, dim = self.image_size, self.latent_dim
+        return f"BirdVAE({str(self._path)!r}, image_size={size}, latent_dim={dim})"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def image_size(self) -> int:
+        return self._manifest.image_size
+
+    @property
+    def latent_dim(self) -> int:
+        return self._manifest.latent_dim
+
+    # Priors ------------------------------------------------------------------------------------
+
+    def prior(self, name: str | None = None) -> Prior:
+        """The prior called ``name`` ("standard" or "fitted"); None means the manifest's default."""
+        name = name or self._manifest.default_prior
+        if name not in PRIOR_NAMES:
+            raise ValueError(f"unknown prior {name!r} (choose {' or '.join(PRIOR_NAMES)})")
+        if name not in self._priors:
+            if name == "standard":
+                self._priors[name] = StandardNormal(self.latent_dim)
+            else:
+                self._priors[name] = self._load_fitted_prior()
+        return self._priors[name]
+
+    def _fitted_prior_info(self) -> PriorInfo:
+        if self._manifest.prior is None:
+            raise ValueError(f"the model in {self._path} has no fitted prior; use the standard one")
+        return self._manifest.prior
+
+    def _load_fitted_prior(self) -> GaussianMixture:
+        info = self._fitted_prior_info()
+        mixture = GaussianMixture.load(self._path / info.file, self.latent_dim)
+        if mixture.components != info.components:
+            raise ModelFormatError(
+                f"{info.file} has {mixture.components} components, the manifest says "
+                f"{info.components}"
+            )
+        return mixture
+
+    def default_temperature(self, prior: str | None = None) -> float:
+        """The temperature used when none is given: the fitted prior's own for "fitted", and the
+        manifest's top-level ``default_temperature`` for "standard"."""
+        name = prior or self._manifest.default_prior
+        if name == "fitted":
+            return self._fitted_prior_info().default_temperature
+        if name == "standard":
+            return self._manifest.default_temperature
+        raise ValueError(f"unknown prior {name!r} (choose {' or '.join(PRIOR_NAMES)})")
+
+    # Sampling ----------------------------------------------------------------------------------
+
+    def latent_batches(
+        self,
+        n: int,
+        seed: int | None = None,
+        temperature: float | None = None,
+        prior: str | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> Iterator[np.ndarray]:
+        """n codes from the prior, ``batch`` at a time; the same seed gives the same codes
+        whatever ``batch`` is."""
+        _check_count(n, "n")
+        _check_count(batch, "batch")
+        chosen = self.prior(prior)
+        temperature = check_temperature(
+            self.default_temperature(prior) if temperature is None else temperature
+        )
+        draws = Draws(seed)  # created now, so a bad seed fails here and not at the first next()
+        return (
+            chosen.sample(min(batch, n - start), draws, temperature) for start in range(0, n, batch)
+        )
+
+    def sample_batches(
+        self,
+        n: int,
+        seed: int | None = None,
+        temperature: float | None = None,
+        prior: str | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> Iterator[np.ndarray]:
+        """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time."""
+        latents = self.latent_batches(n, seed, temperature, prior, batch)
+        return (self.decode(z, batch) for z in latents)
+
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        temperature: float | None = None,
+        prior: str | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> np.ndarray:
+        """n new birds, float32 [n, 3, S, S]. prior None and temperature None take the model's
+        defaults; seed None draws fresh randomness."""
+        return np.concatenate(list(self.sample_batches(n, seed, temperature, prior, batch)))
+
+    # The two graphs ----------------------------------------------------------------------------
+
+    def encode(
+        self, images: np.ndarray, batch: int = DEFAULT_BATCH
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The posterior q(z|x) of each image: its mean and log-variance, float32 [N, D] each."""
+        images = _as_float_batch(images, (3, self.image_size, self.image_size), "images")
+        _check_count(batch, "batch")
+        session = self._session(ENCODER_FILE)
+        means, logvars = [], []
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            mean, logvar = _run(session, ENCODER_FILE, list(ENCODER_OUTPUTS), ENCODER_INPUT, chunk)
+            for name, value in (("mean", mean), ("logvar", logvar)):
+                _check_output(value, (len(chunk), self.latent_dim), f"{ENCODER_FILE} {name}")
+            means.append(mean)
+            logvars.append(logvar)
+        return np.concatenate(means), np.concatenate(logvars)
+
+    def decode(self, z: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
+        """The image for each code, float32 [N, 3, S, S] in [0, 1]."""
+        z = _as_float_batch(z, (self.latent_dim,), "z")
+        _check_count(batch, "batch")
+        session = self._session(DECODER_FILE)
+        shape = (3, self.image_size, self.image_size)
+        images = []
+        for start in range(0, len(z), batch):
+            chunk = z[start : start + batch]
+            (image,) = _run(session, DECODER_FILE, list(DECODER_OUTPUTS[:1]), DECODER_INPUT, chunk)
+            _check_output(image, (len(chunk), *shape), f"{DECODER_FILE} image")
+            images.append(image)
+        return np.concatenate(images)
+
+    def reconstruct(self, images: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
+        """Each image decoded from its posterior mean: what the model keeps of a photo."""
+        mean, _ = self.encode(images, batch)
+        return self.decode(mean, batch)
+
+    def interpolate(self, first: np.ndarray, last: np.ndarray, steps: int = 8) -> np.ndarray:
+        """``steps`` images on the slerp path between two images' posterior means, ends included."""
+        if not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
+        mean, _ = self.encode(np.stack([first, last]))
+        return self.decode(slerp(mean[0], mean[1], np.linspace(0.0, 1.0, steps)))
+
+    def _session(self, file: str) -> InferenceSession:
+        session = self._sessions.get(file)
+        if session is None:
+            if file == ENCODER_FILE:
+                signature = (ENCODER_INPUT, (3, self.image_size, self.image_size), ENCODER_OUTPUTS)
+            else:
+                signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
+            session = _open_session(self._path / file, self._threads, *signature)
+            self._sessions[file] = session
+        return session
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation between codes a and b at each t in [0, 1], float32 [len(t), D].
+
+    Codes from N(0, I) live near a sphere; a straight line between two of them cuts through its
+    low-density middle and decodes to washed-out images, the arc does not.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64).reshape(-1, 1)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    omega = np.arccos(np.clip(a @ b / norms, -1.0, 1.0)) if norms > 0 else 0.0
+    if np.sin(omega) < 1e-6:  # (anti)parallel or zero codes: no unique arc, use the line
+        return ((1.0 - t) * a + t * b).astype(np.float32)
+    weights_a = np.sin((1.0 - t) * omega) / np.sin(omega)
+    weights_b = np.sin(t * omega) / np.sin(omega)
+    return (weights_a * a + weights_b * b).astype(np.float32)
+
+
+def _check_prior_settings(manifest: Manifest, folder: Path) -> None:
+    """Settings verify_model_dir leaves to the runtime, checked once so requests cannot trip."""
+    if manifest.default_prior not in PRIOR_NAMES:
+        raise ModelFormatError(
+            f"manifest in {folder} names an unknown default_prior {manifest.default_prior!r}"
+        )
+    if manifest.default_prior == "fitted" and manifest.prior is None:
+        raise ModelFormatError(f"manifest in {folder} defaults to a fitted prior it does not have")
+    if manifest.prior is not None and manifest.prior.kind != "gaussian-mixture":
+        raise ModelFormatError(f"manifest in {folder} has an unknown prior {manifest.prior.kind!r}")
+    temperatures = [manifest.default_temperature]
+    temperatures += [manifest.prior.default_temperature] if manifest.prior else []
+    for temperature in temperatures:
+        try:
+            check_temperature(temperature)
+        except ValueError as exc:
+            raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
+
+
+def _check_count(value: int, name: str) -> None:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _as_float_batch(array: Any, row_shape: tuple[int, ...], name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        raise ValueError(f"{name} must be floats in [0, 1], not uint8 (see images.from_uint8_hwc)")
+    if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape or len(array) == 0:
+        expected = ", ".join(["N", *map(str, row_shape)])
+        raise ValueError(
+            f"{name} must have shape [{expected}] with N >= 1, got {list(array.shape)}"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _check_output(value: np.ndarray, shape: tuple[int, ...], what: str) -> None:
+    if value.shape != shape:
+        raise ModelFormatError(f"{what} has shape {list(value.shape)}, expected {list(shape)}")
+
+
+def _open_session(
+    path: Path, threads: int, input_name: str, row_shape: tuple[int, ...], outputs: tuple[str, ...]
+) -> InferenceSession:
+    """A CPU session for one graph, refused unless its signature is the format's."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: warnings would drown a command's own output
+    try:
+        session = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) subclass Exception
+        raise ModelFormatError(
+            f"{path} cannot be loaded by onnxruntime: {_first_line(exc)}"
+        ) from exc
+    inputs = session.get_inputs()
+    if [i.name for i in inputs] != [input_name]:
+        raise ModelFormatError(
+            f"{path} takes inputs {[i.name for i in inputs]}, the format needs [{input_name!r}]"
+        )
+    (graph_input,) = inputs
+    if graph_input.type != "tensor(float)":
+        raise ModelFormatError(f"{path} input {input_name!r} is {graph_input.type}, not float32")
+    expected = ["N", *row_shape]
+    shape = list(graph_input.shape)
+    if (
+        len(shape) != len(expected)
+        or isinstance(shape[0], int)
+        or any(isinstance(dim, int) and dim != want for dim, want in zip(shape[1:], row_shape))
+    ):
+        raise ModelFormatError(
+            f"{path} input {input_name!r} has shape {shape}, the format needs {expected} "
+            "with a dynamic batch axis N"
+        )
+    names = [o.name for o in session.get_outputs()]
+    if names[: len(outputs)] != list(outputs):
+        raise ModelFormatError(
+            f"{path} has outputs {names}, the format needs {list(outputs)} first"
+        )
+    return session
+
+
+def _run(
+    session: InferenceSession, file: str, outputs: list[str], input_name: str, chunk: np.ndarray
+) -> list[np.ndarray]:
+    try:
+        return session.run(outputs, {input_name: chunk})
+    except Exception as exc:  # the input was checked, so a failure here is the graph's fault
+        raise ModelFormatError(
+            f"{file} failed on a batch of {len(chunk)}: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

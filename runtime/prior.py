@@ -1,0 +1,124 @@
+"""Latent priors in numpy: where the runtime draws z from before decoding.
+
+The VAE is trained against N(0, I), but its posteriors never fill that ball evenly, so a Gaussian
+mixture fitted to the training set's codes (``prior.npz``) gives birds that look more like birds.
+Both priors read their random numbers from ``Draws``, which makes a seed mean the same z whatever
+the batch size the caller decodes with.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from .format import PRIOR_ARRAYS, ModelFormatError
+
+PRIOR_NAMES = ("standard", "fitted")
+
+
+class Draws:
+    """The random numbers of one request, in two streams spawned from one seed.
+
+    Component picks and Gaussian noise come from separate generators, and each generator fills
+    its arrays in order, so drawing 100 codes as 64 + 36 gives exactly the codes drawn as 100.
+    ``seed=None`` takes fresh entropy from the operating system.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        picks, noise = np.random.SeedSequence(seed).spawn(2)
+        self.picks = np.random.default_rng(picks)
+        self.noise = np.random.default_rng(noise)
+
+
+def check_temperature(temperature: float) -> float:
+    temperature = float(temperature)
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    return temperature
+
+
+class StandardNormal:
+    """N(0, I), the prior the VAE was trained against; temperature T draws z = T * eps."""
+
+    name = "standard"
+
+    def __init__(self, latent_dim: int) -> None:
+        self.latent_dim = latent_dim
+
+    def sample(self, n: int, draws: Draws, temperature: float = 1.0) -> np.ndarray:
+        eps = draws.noise.standard_normal((n, self.latent_dim))
+        return (check_temperature(temperature) * eps).astype(np.float32)
+
+
+class GaussianMixture:
+    """sum_k w_k N(mean_k, L_k L_k^T); temperature T scales each draw's deviation from its mean."""
+
+    name = "fitted"
+
+    def __init__(self, weights: np.ndarray, means: np.ndarray, cholesky: np.ndarray) -> None:
+        weights = np.asarray(weights, dtype=np.float64)
+        means = np.asarray(means, dtype=np.float64)
+        cholesky = np.asarray(cholesky, dtype=np.float64)
+        if weights.ndim != 1 or weights.size == 0:
+            raise ValueError(f"mixture weights must have shape [K], got {weights.shape}")
+        k = weights.size
+        if means.ndim != 2 or means.shape[0] != k:
+            raise ValueError(f"mixture means must have shape [{k}, D], got {means.shape}")
+        d = means.shape[1]
+        if cholesky.shape != (k, d, d):
+            raise ValueError(
+                f"mixture cholesky must have shape [{k}, {d}, {d}], got {cholesky.shape}"
+            )
+        if not all(np.isfinite(a).all() for a in (weights, means, cholesky)):
+            raise ValueError("mixture arrays hold NaN or infinite values")
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("mixture weights must be >= 0 with a positive sum")
+        if np.triu(cholesky, 1).any() or (np.diagonal(cholesky, axis1=1, axis2=2) <= 0).any():
+            raise ValueError("mixture cholesky factors must be lower-triangular, positive diagonal")
+        self.latent_dim = d
+        self.weights = weights / weights.sum()
+        self.means = means
+        self.cholesky = cholesky
+        self._cdf = np.cumsum(self.weights)
+
+    @classmethod
+    def load(cls, path: str | Path, latent_dim: int) -> GaussianMixture:
+        """Read ``prior.npz``; any problem with the file is the model's, so ModelFormatError."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [name for name in PRIOR_ARRAYS if name not in data.files]
+                if missing:
+                    raise ModelFormatError(f"{path} lacks the arrays {missing}")
+                mixture = cls(*(data[name] for name in PRIOR_ARRAYS))
+        except ModelFormatError:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ModelFormatError(f"{path} is not a valid prior: {exc}") from exc
+        if mixture.latent_dim != latent_dim:
+            raise ModelFormatError(
+                f"{path} has {mixture.latent_dim}-dimensional components, the model's latent "
+                f"size is {latent_dim}"
+            )
+        return mixture
+
+    @property
+    def components(self) -> int:
+        return self.weights.size
+
+    def sample(self, n: int, draws: Draws, temperature: float = 1.0) -> np.ndarray:
+        temperature = check_temperature(temperature)
+        picks = np.searchsorted(self._cdf, draws.picks.random(n), side="right")
+        picks = np.minimum(picks, self.components - 1)  # a uniform past a rounded-down cdf[-1]
+        eps = draws.noise.standard_normal((n, self.latent_dim))
+        z = self.means[picks]
+        for k in np.unique(picks):  # one matmul per component: no [n, D, D] temporary
+            rows = picks == k
+            z[rows] += temperature * (eps[rows] @ self.cholesky[k].T)
+        return z.astype(np.float32)
+
+
+Prior = Union[StandardNormal, GaussianMixture]

@@ -1,0 +1,227 @@
+"""bird-gen end to end in this process: what each command writes and prints, and how every user
+mistake ends: exit status 2, one ``error:`` line on stderr, no traceback, no file written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, PRIOR_FILE
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        return np.asarray(image)
+
+
+def _ok(result) -> None:
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+
+
+def test_sample_writes_a_grid_of_the_documented_size(cli, tiny_model: Path, out: Path) -> None:
+    result = cli("--n", 7, "-o", out / "birds.png", "--model", tiny_model, "--threads", 1)
+    _ok(result)
+    # S = 16, default scale 128 // 16 = 8: 3x3 tiles of 128 px with 2 px gutters.
+    assert _png(out / "birds.png").shape == (3 * 128 + 4 * 2, 3 * 128 + 4 * 2, 3)
+    assert "birds.png" in result.stdout and "7 birds" in result.stdout and "seed 0" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["birds.png"]
+
+
+@pytest.mark.parametrize(("n", "scale", "side"), [(1, 1, 16 + 4), (64, 2, 8 * 32 + 18)])
+def test_sample_grid_sizes(cli, tiny_model: Path, out: Path, n: int, scale: int, side: int) -> None:
+    args = ("--n", n, "--scale", scale, "--model", tiny_model, "--threads", 1)
+    _ok(cli(*args, "-o", out / "g.png"))
+    assert _png(out / "g.png").shape == (side, side, 3)
+
+
+def test_default_output_name(cli, tiny_model: Path, out: Path, monkeypatch) -> None:
+    monkeypatch.chdir(out)
+    _ok(cli("--n", 2, "--model", tiny_model, "--threads", 1))
+    assert (out / "birds.png").is_file()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(cli, tiny_model: Path, out: Path) -> None:
+    common = ("--n", 9, "--model", tiny_model, "--threads", 1)
+    for name, seed in (("a.png", 5), ("b.png", 5), ("c.png", 6)):
+        _ok(cli(*common, "--seed", seed, "-o", out / name))
+    assert (out / "a.png").read_bytes() == (out / "b.png").read_bytes()
+    assert (out / "a.png").read_bytes() != (out / "c.png").read_bytes()
+
+
+def test_batch_size_does_not_change_the_birds(cli, tiny_model: Path, out: Path) -> None:
+    common = ("--n", 10, "--seed", 2, "--model", tiny_model, "--threads", 1)
+    _ok(cli(*common, "--batch", 3, "-o", out / "a.png"))
+    _ok(cli(*common, "--batch", 64, "-o", out / "b.png"))
+    difference = np.abs(_png(out / "a.png").astype(int) - _png(out / "b.png").astype(int))
+    assert difference.max() <= 1  # float noise may flip a rounding, never more
+
+
+def test_prior_and_temperature_options_change_the_birds(cli, tiny_model: Path, out: Path) -> None:
+    common = ("--n", 4, "--model", tiny_model, "--threads", 1)
+    _ok(cli(*common, "-o", out / "default.png"))
+    _ok(cli(*common, "--prior", "fitted", "--temperature", 0.8, "-o", out / "explicit.png"))
+    _ok(cli(*common, "--prior", "standard", "-o", out / "standard.png"))
+    _ok(cli(*common, "-t", 0, "-o", out / "cold.png"))
+    default = (out / "default.png").read_bytes()
+    assert (out / "explicit.png").read_bytes() == default
+    assert (out / "standard.png").read_bytes() != default
+    assert (out / "cold.png").read_bytes() != default
+
+
+def test_separate_writes_n_files(cli, tiny_model: Path, out: Path) -> None:
+    folder = out / "birds"  # created by the command
+    result = cli(
+        "--n", 11, "--separate", folder, "--batch", 4, "--model", tiny_model, "--threads", 1
+    )
+    _ok(result)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"bird_{i:05d}.png" for i in range(11)]
+    assert _png(folder / "bird_00000.png").shape == (16, 16, 3)  # native size by default
+    assert "11 birds" in result.stdout
+    _ok(cli("--n", 11, "--separate", out / "big", "--scale", 3, "--model", tiny_model))
+    assert _png(out / "big" / "bird_00010.png").shape == (48, 48, 3)
+
+
+def test_separate_files_are_the_grid_birds(cli, tiny_model: Path, out: Path) -> None:
+    common = ("--n", 4, "--seed", 9, "--scale", 1, "--model", tiny_model, "--threads", 1)
+    _ok(cli(*common, "-o", out / "grid.png"))
+    _ok(cli(*common, "--separate", out / "each"))
+    grid = _png(out / "grid.png")
+    np.testing.assert_array_equal(grid[2:18, 20:36], _png(out / "each" / "bird_00001.png"))
+
+
+def test_recon_writes_pairs_and_prints_psnr(cli, tiny_model: Path, birds: list[Path], out: Path):
+    result = cli("recon", *birds, "-o", out / "recon.png", "--model", tiny_model, "--threads", 1)
+    _ok(result)
+    lines = result.stdout.splitlines()
+    scores = [float(line.split()[-2]) for line in lines[: len(birds) + 1]]
+    for line, bird in zip(lines, birds):
+        assert line.startswith(str(bird)) and line.endswith(" dB")
+    assert lines[len(birds)].startswith("mean")
+    assert scores[-1] == pytest.approx(np.mean(scores[:-1]), abs=0.01)
+    assert all(0 < score < 60 for score in scores)
+    # 3 photos: originals on one row, reconstructions below: 2 rows x 3 columns of 128 px.
+    figure = _png(out / "recon.png")
+    assert figure.shape == (2 * 128 + 3 * 2, 3 * 128 + 4 * 2, 3)
+    assert not np.array_equal(figure[2:130], figure[132:260])
+
+
+def test_interp_writes_one_row(cli, tiny_model: Path, birds: list[Path], out: Path) -> None:
+    args = ("interp", birds[0], birds[1], "--steps", 5, "-o", out / "i.png", "--scale", 2)
+    result = cli(*args, "--model", tiny_model, "--threads", 1)
+    _ok(result)
+    # photo A, 5 steps, photo B: 7 tiles of 32 px in one row.
+    assert _png(out / "i.png").shape == (32 + 4, 7 * 32 + 8 * 2, 3)
+    assert "i.png" in result.stdout
+
+
+def test_info(cli, tiny_model: Path) -> None:
+    result = cli("info", "--model", tiny_model)
+    _ok(result)
+    text = result.stdout
+    facts = ["16x16", "latent size  8", "discretized_logistic", "opset 17", "IR version 8"]
+    facts += ["gaussian-mixture, 2 components", "epochs: 0", "encoder.onnx", str(tiny_model)]
+    for fact in facts:
+        assert fact in text, fact
+
+
+@pytest.mark.parametrize("command", [[], ["recon"], ["interp"], ["info"]])
+def test_help(cli, command: list[str]) -> None:
+    result = cli(*command, "--help")
+    _ok(result)
+    assert "Usage:" in result.stdout and "--model" in result.stdout
+
+
+def _damage_hash(model: Path, refresh) -> None:
+    data = bytearray((model / DECODER_FILE).read_bytes())
+    data[100] ^= 0xFF
+    (model / DECODER_FILE).write_bytes(bytes(data))
+
+
+def _corrupt_onnx(model: Path, refresh) -> None:
+    (model / DECODER_FILE).write_bytes(b"this is not an onnx file at all")
+    refresh(model)
+
+
+def _bad_prior(model: Path, refresh) -> None:
+    np.savez(model / PRIOR_FILE, weights=np.ones(2), means=np.zeros((2, 5)), cholesky=np.ones(1))
+    refresh(model)
+
+
+def _bad_json(model: Path, refresh) -> None:
+    (model / MANIFEST_FILE).write_text("{not json")
+
+
+def _no_prior(model: Path, refresh) -> None:
+    manifest = json.loads((model / MANIFEST_FILE).read_text())
+    manifest.update(prior=None, default_prior="standard")
+    (model / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+# Each case: the arguments (with {model}, {out}, {bird}, {text} filled in), and how to break
+# the copied model first. Every one must fail with status 2 and write nothing into {out}.
+BAD_INPUTS = {
+    "n-zero": ("--n 0 -o {out}/b.png", None),
+    "n-negative": ("--n -3 -o {out}/b.png", None),
+    "n-huge-without-separate": ("--n 5000 -o {out}/b.png", None),
+    "batch-zero": ("--batch 0 -o {out}/b.png", None),
+    "seed-negative": ("--seed -1 -o {out}/b.png", None),
+    "temperature-negative": ("--temperature -1 -o {out}/b.png", None),
+    "temperature-nan": ("--temperature nan -o {out}/b.png", None),
+    "unknown-prior": ("--prior uniform -o {out}/b.png", None),
+    "fitted-prior-missing": ("--prior fitted -o {out}/b.png", _no_prior),
+    "output-is-a-directory": ("-o {out}", None),
+    "output-folder-missing": ("-o {out}/missing/b.png", None),
+    "output-under-a-file": ("-o {text}/b.png", None),
+    "output-not-png": ("-o {out}/b.jpg", None),
+    "separate-and-output": ("--separate {out}/s -o {out}/b.png", None),
+    "separate-is-a-file": ("--n 2 --separate {text}", None),
+    "unknown-option": ("--colour red -o {out}/b.png", None),
+    "unknown-command": ("paint -o {out}/b.png", None),
+    "sampling-option-before-command": ("--n 3 info", None),
+    "model-missing": ("--model {out}/no_model -o {out}/b.png", None),
+    "model-not-shipped": ("--model birds64 -o {out}/b.png", None),
+    "manifest-hash-mismatch": ("-o {out}/b.png", _damage_hash),
+    "manifest-not-json": ("-o {out}/b.png", _bad_json),
+    "corrupt-onnx": ("-o {out}/b.png", _corrupt_onnx),
+    "bad-prior-file": ("-o {out}/b.png", _bad_prior),
+    "wrong-input-names": ("--model {wrong} -o {out}/b.png", None),
+    "separate-wrong-input-names": ("--model {wrong} --separate {out}/s", None),
+    "recon-unreadable-image": ("recon {text} -o {out}/r.png", None),
+    "recon-missing-image": ("recon {bird} {out}/missing.jpg -o {out}/r.png", None),
+    "recon-directory-as-image": ("recon {out} -o {out}/r.png", None),
+    "recon-no-images": ("recon -o {out}/r.png", None),
+    "recon-corrupt-onnx": ("recon {bird} -o {out}/r.png", _corrupt_onnx),
+    "recon-output-not-png": ("recon {bird} -o {out}/r.txt", None),
+    "interp-steps-one": ("interp {bird} {bird} --steps 1 -o {out}/i.png", None),
+    "interp-missing-image": ("interp {bird} {out}/missing.jpg -o {out}/i.png", None),
+    "interp-one-image": ("interp {bird} -o {out}/i.png", None),
+    "interp-wrong-input-names": ("interp {bird} {bird} --model {wrong} -o {out}/i.png", None),
+    "info-model-missing": ("info --model {out}/no_model", None),
+    "info-hash-mismatch": ("info", _damage_hash),
+}
+
+
+@pytest.mark.parametrize(("template", "damage"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_user_mistakes_end_in_one_error_line(
+    cli, template, damage, model_copy, wrong_names_model, birds, out, tmp_path, refresh_manifest
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("a text file, not an image")
+    if damage is not None:
+        damage(model_copy, refresh_manifest)
+    args = template.format(out=out, text=text, bird=birds[0], wrong=wrong_names_model).split()
+    if "--model" not in args:
+        args += ["--model", str(model_copy)]
+    result = cli(*args)
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    assert isinstance(result.exception, SystemExit)  # not an escaped exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert list(out.iterdir()) == [], "a failed command left files behind"

@@ -1,0 +1,99 @@
+"""The runtime stands alone: bird-gen runs in a fresh process without importing torch, onnx or
+the training and export packages; ``info`` and ``import birdvae.runtime`` skip onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+# Runs bird-gen's entry point with the given arguments, then reports what got imported.
+WRAPPER = """
+import json, sys
+from birdvae.runtime.cli import main
+sys.argv = ["bird-gen", *json.loads(sys.argv[1])]
+try:
+    main()
+except SystemExit as exc:
+    status = exc.code
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+FORBIDDEN = ("torch", "onnx", "birdvae.training", "birdvae.export")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _imported(*args: object, cwd: Path) -> tuple[int, set[str]]:
+    argv = json.dumps([str(arg) for arg in args])
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER, argv], cwd=cwd, env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    return report["status"], set(report["modules"])
+
+
+def _loaded(modules: set[str], package: str) -> bool:
+    return any(name == package or name.startswith(package + ".") for name in modules)
+
+
+def test_sampling_and_recon_import_nothing_of_training(tiny_model: Path, birds, tmp_path) -> None:
+    common = ("--model", tiny_model, "--threads", 1)
+    status, modules = _imported("--n", 4, "-o", tmp_path / "b.png", *common, cwd=tmp_path)
+    assert status == 0 and (tmp_path / "b.png").is_file()
+    assert _loaded(modules, "onnxruntime")  # the check sees real imports
+    assert [p for p in FORBIDDEN if _loaded(modules, p)] == []
+    status, modules = _imported("recon", *birds, "-o", tmp_path / "r.png", *common, cwd=tmp_path)
+    assert status == 0 and (tmp_path / "r.png").is_file()
+    assert [p for p in FORBIDDEN if _loaded(modules, p)] == []
+
+
+def test_info_imports_neither_onnxruntime_nor_pil(tiny_model: Path, tmp_path: Path) -> None:
+    status, modules = _imported("info", "--model", tiny_model, cwd=tmp_path)
+    assert status == 0
+    assert [p for p in ("onnxruntime", "PIL", *FORBIDDEN) if _loaded(modules, p)] == []
+
+
+def test_importing_the_runtime_is_cheap(tmp_path: Path) -> None:
+    code = "import sys, birdvae.runtime; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    modules = set(done.stdout.split())
+    assert [p for p in ("onnxruntime", "PIL", "click", *FORBIDDEN) if _loaded(modules, p)] == []
+
+
+def test_console_script_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("bird-gen")
+    if not script.is_file():
+        pytest.skip(f"the bird-gen console script is not installed next to {sys.executable}")
+    common = ["--n", "5", "--seed", "3", "--model", str(tiny_model), "--threads", "1"]
+    for name in ("a.png", "b.png"):
+        done = subprocess.run(
+            [script, *common, "-o", name], cwd=tmp_path, env=ENV, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert name in done.stdout
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    done = subprocess.run(
+        [script, "--n", "0"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    assert len(done.stderr.splitlines()) == 1 and "bird-gen --help" in done.stderr
+
+
+@pytest.mark.skipif(
+    not files("birdvae.models").joinpath("birds32", "manifest.json").is_file(),
+    reason="the shipped model models/birds32 is not trained and exported yet (no manifest.json)",
+)
+def test_default_model_from_the_command_line(tmp_path: Path) -> None:
+    status, modules = _imported("--n", 4, "--threads", 1, cwd=tmp_path)
+    assert status == 0 and (tmp_path / "birds.png").is_file()
+    assert [p for p in FORBIDDEN if _loaded(modules, p)] == []
+    status, _ = _imported("info", cwd=tmp_path)
+    assert status == 0

@@ -1,0 +1,235 @@
+"""BirdVAE over the committed tiny model: shapes, determinism, chunking, and refused models."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from birdvae.runtime import BirdVAE
+from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, Manifest, ModelFormatError
+from birdvae.runtime.model import real_folder, resolve_model, shipped_model_dir, slerp
+
+
+@pytest.fixture
+def vae(tiny_model: Path) -> BirdVAE:
+    return BirdVAE(tiny_model, threads=1)
+
+
+def test_properties(vae: BirdVAE, tiny_model: Path) -> None:
+    assert (vae.image_size, vae.latent_dim) == (16, 8)
+    assert vae.path == tiny_model
+    assert isinstance(vae.manifest, Manifest) and vae.manifest.prior is not None
+    assert "image_size=16" in repr(vae)
+    assert BirdVAE.load(str(tiny_model)).path == tiny_model
+
+
+def test_sample_shape_range_and_seed(vae: BirdVAE) -> None:
+    birds = vae.sample(5, seed=1)
+    assert birds.shape == (5, 3, 16, 16) and birds.dtype == np.float32
+    assert birds.min() >= 0.0 and birds.max() <= 1.0
+    np.testing.assert_array_equal(vae.sample(5, seed=1), birds)
+    assert not np.array_equal(vae.sample(5, seed=2), birds)
+
+
+@pytest.mark.parametrize("prior", ["standard", "fitted"])
+def test_chunked_sampling_equals_unchunked(vae: BirdVAE, prior: str) -> None:
+    whole_z = np.concatenate(list(vae.latent_batches(7, seed=3, prior=prior, batch=64)))
+    chunks_z = list(vae.latent_batches(7, seed=3, prior=prior, batch=3))
+    assert [len(z) for z in chunks_z] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate(chunks_z), whole_z)
+    whole = vae.sample(7, seed=3, prior=prior, batch=64)
+    chunks = list(vae.sample_batches(7, seed=3, prior=prior, batch=3))
+    assert [len(c) for c in chunks] == [3, 3, 1]
+    np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-6)
+    np.testing.assert_allclose(vae.decode(whole_z), whole, atol=1e-6)
+
+
+def test_defaults_come_from_the_manifest(vae: BirdVAE) -> None:
+    assert vae.manifest.default_prior == "fitted"
+    assert vae.default_temperature() == vae.default_temperature("fitted") == 0.8
+    assert vae.default_temperature("standard") == 1.0
+    np.testing.assert_array_equal(
+        vae.sample(3, seed=0), vae.sample(3, seed=0, prior="fitted", temperature=0.8)
+    )
+    assert not np.array_equal(vae.sample(3, seed=0), vae.sample(3, seed=0, prior="standard"))
+    assert not np.array_equal(vae.sample(3, seed=0), vae.sample(3, seed=0, temperature=1.5))
+
+
+def test_encode_decode_reconstruct(vae: BirdVAE) -> None:
+    images = vae.sample(4, seed=0)
+    mean, logvar = vae.encode(images)
+    assert mean.shape == logvar.shape == (4, 8) and mean.dtype == np.float32
+    mean_in_chunks, _ = vae.encode(images, batch=3)
+    np.testing.assert_allclose(mean_in_chunks, mean, atol=1e-6)
+    np.testing.assert_allclose(vae.reconstruct(images), vae.decode(mean), atol=1e-6)
+    assert vae.decode(mean[:1]).shape == (1, 3, 16, 16)
+
+
+def test_interpolate_ends_at_both_images(vae: BirdVAE) -> None:
+    images = vae.sample(2, seed=4)
+    path = vae.interpolate(images[0], images[1], steps=5)
+    assert path.shape == (5, 3, 16, 16)
+    np.testing.assert_allclose(path[[0, -1]], vae.reconstruct(images), atol=1e-5)
+    with pytest.raises(ValueError, match="steps"):
+        vae.interpolate(images[0], images[1], steps=1)
+
+
+def test_slerp() -> None:
+    a, b = np.array([3.0, 0.0]), np.array([0.0, 3.0])
+    path = slerp(a, b, np.linspace(0, 1, 5))
+    np.testing.assert_allclose(path[[0, -1]], [a, b], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(path, axis=1), 3.0, rtol=1e-6)  # on the arc
+    np.testing.assert_allclose(path[2], [3 / np.sqrt(2)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(slerp(a, 2 * a, [0.5]), [1.5 * a])  # parallel: the line
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (np.zeros((1, 3, 16, 16), np.uint8), "uint8"),
+        (np.zeros((3, 16, 16), np.float32), "shape"),
+        (np.zeros((1, 3, 8, 8), np.float32), "shape"),
+        (np.zeros((0, 3, 16, 16), np.float32), "N >= 1"),
+    ],
+)
+def test_encode_refuses_bad_arrays(vae: BirdVAE, images: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        vae.encode(images)
+
+
+BAD_SAMPLE_ARGUMENTS = [
+    {"n": 0},
+    {"n": 2, "batch": 0},
+    {"n": 2, "prior": "uniform"},
+    {"n": 2, "temperature": -1.0},
+    {"n": 2, "seed": -1},
+]
+
+
+@pytest.mark.parametrize("kwargs", BAD_SAMPLE_ARGUMENTS)
+def test_sample_refuses_bad_arguments(vae: BirdVAE, kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        vae.sample(**kwargs)
+
+
+def test_threads_must_be_a_count(tiny_model: Path) -> None:
+    with pytest.raises(ValueError, match="threads"):
+        BirdVAE(tiny_model, threads=-1)
+
+
+def test_sessions_are_made_once_and_reused(vae: BirdVAE) -> None:
+    vae.sample(1, seed=0)
+    session = vae._session(DECODER_FILE)
+    vae.sample(1, seed=1)
+    assert vae._session(DECODER_FILE) is session
+
+
+def test_wrong_input_names_are_refused(wrong_names_model: Path) -> None:
+    vae = BirdVAE(wrong_names_model, threads=1)  # the manifest and hashes are fine
+    vae.encode(np.zeros((1, 3, 16, 16), np.float32))  # and so is the encoder
+    with pytest.raises(ModelFormatError, match=r"takes inputs \['latent'\].*'z'"):
+        vae.sample(1)
+
+
+def test_corrupt_onnx_is_refused(model_copy: Path, refresh_manifest) -> None:
+    (model_copy / DECODER_FILE).write_bytes(b"\x08\x07garbage that is no protobuf graph")
+    refresh_manifest(model_copy)
+    vae = BirdVAE(model_copy)
+    with pytest.raises(ModelFormatError, match="cannot be loaded by onnxruntime"):
+        vae.decode(np.zeros((1, 8), np.float32))
+
+
+def test_hash_mismatch_is_refused(model_copy: Path) -> None:
+    data = bytearray((model_copy / DECODER_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (model_copy / DECODER_FILE).write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="sha256"):
+        BirdVAE(model_copy)
+
+
+def _edit_manifest(folder: Path, **changes: object) -> None:
+    path = folder / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"default_prior": "uniform"}, "unknown default_prior"),
+        ({"prior": {"kind": "flow"}}, "unknown prior"),
+        ({"default_temperature": -1}, "temperature"),
+        ({"prior": {"components": 3}}, "3"),
+    ],
+)
+def test_inconsistent_prior_settings_are_refused(model_copy: Path, changes, message) -> None:
+    _edit_manifest(model_copy, **changes)
+    with pytest.raises(ModelFormatError, match=message):
+        BirdVAE(model_copy).sample(1, prior="fitted")
+
+
+def test_model_without_fitted_prior(model_without_prior: Path) -> None:
+    vae = BirdVAE(model_without_prior, threads=1)
+    assert vae.default_temperature() == 1.0
+    assert vae.sample(2, seed=0).shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="no fitted prior"):
+        vae.sample(2, prior="fitted")
+    _edit_manifest(model_without_prior, default_prior="fitted")
+    with pytest.raises(ModelFormatError, match="fitted prior it does not have"):
+        BirdVAE(model_without_prior)
+
+
+def test_names_and_paths(tmp_path: Path) -> None:
+    assert resolve_model(tmp_path) == tmp_path
+    assert resolve_model("some/folder") == Path("some/folder")
+    with pytest.raises(ValueError, match="not a shipped model"):
+        shipped_model_dir("birds16")
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        BirdVAE.load(tmp_path / "missing")
+
+
+def test_real_folder_extracts_a_zipped_model(tiny_model: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "models.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in tiny_model.iterdir():
+            zipped.write(path, f"birds32/{path.name}")
+    folder = real_folder(zipfile.Path(archive, "birds32/"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in tiny_model.iterdir())
+    assert BirdVAE(folder, threads=1).sample(1, seed=0).shape == (1, 3, 16, 16)
+    assert real_folder(tiny_model) == tiny_model  # on disk: used in place
+
+
+SHIPPED = files("birdvae.models").joinpath("birds32", MANIFEST_FILE)
+needs_shipped = pytest.mark.skipif(
+    not SHIPPED.is_file(),
+    reason="the shipped model models/birds32 is not trained and exported yet (no manifest.json)",
+)
+
+
+@needs_shipped
+def test_shipped_default_model_loads_and_samples() -> None:
+    vae = BirdVAE(threads=1)
+    assert vae.path == BirdVAE.load("birds32").path
+    birds = vae.sample(2, seed=0)
+    assert birds.shape == (2, 3, vae.image_size, vae.image_size)
+    assert birds.min() >= 0.0 and birds.max() <= 1.0
+
+
+@needs_shipped
+def test_shipped_model_reconstructs_a_photo(birds: list[Path]) -> None:
+    from birdvae.runtime import images
+
+    vae = BirdVAE(threads=1)
+    photo = images.load_image(birds[0], vae.image_size)
+    recon = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(photo[None])))[0]
+    assert images.psnr(photo, recon) > 15.0  # a trained model, not noise

@@ -1,0 +1,120 @@
+"""The latent priors: seeds reproduce, chunking never changes the codes, bad files are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from birdvae.runtime.format import ModelFormatError
+from birdvae.runtime.prior import Draws, GaussianMixture, StandardNormal
+
+
+def _mixture(d: int = 4) -> GaussianMixture:
+    rng = np.random.default_rng(1)
+    cholesky = np.stack([np.tril(rng.normal(0, 0.1, (d, d)), -1) + np.eye(d) * s for s in (0.5, 2)])
+    return GaussianMixture(np.array([0.25, 0.75]), np.array([[-10.0] * d, [10.0] * d]), cholesky)
+
+
+def _in_chunks(prior, n: int, batch: int, seed: int, temperature: float = 1.0) -> np.ndarray:
+    draws = Draws(seed)
+    sizes = [min(batch, n - start) for start in range(0, n, batch)]
+    return np.concatenate([prior.sample(size, draws, temperature) for size in sizes])
+
+
+@pytest.mark.parametrize("prior", [StandardNormal(4), _mixture()], ids=["standard", "mixture"])
+def test_chunked_draws_equal_one_draw(prior) -> None:
+    whole = prior.sample(100, Draws(7))
+    for batch in (1, 3, 64, 99):
+        np.testing.assert_array_equal(_in_chunks(prior, 100, batch, seed=7), whole)
+
+
+@pytest.mark.parametrize("prior", [StandardNormal(4), _mixture()], ids=["standard", "mixture"])
+def test_seed_reproduces_and_differs(prior) -> None:
+    first = prior.sample(10, Draws(3))
+    assert first.dtype == np.float32 and first.shape == (10, 4)
+    np.testing.assert_array_equal(prior.sample(10, Draws(3)), first)
+    assert not np.array_equal(prior.sample(10, Draws(4)), first)
+
+
+def test_standard_temperature_scales_the_noise() -> None:
+    prior = StandardNormal(8)
+    base = prior.sample(50, Draws(0), 1.0)
+    np.testing.assert_allclose(prior.sample(50, Draws(0), 0.5), 0.5 * base, rtol=1e-6)
+    np.testing.assert_array_equal(prior.sample(5, Draws(0), 0.0), np.zeros((5, 8), np.float32))
+
+
+def test_mixture_temperature_scales_deviation_from_the_component_mean() -> None:
+    mixture = _mixture()
+    at_zero = mixture.sample(200, Draws(5), 0.0)
+    assert {tuple(row) for row in at_zero.tolist()} == {(-10.0,) * 4, (10.0,) * 4}
+    full, half = mixture.sample(200, Draws(5), 1.0), mixture.sample(200, Draws(5), 0.5)
+    np.testing.assert_allclose(half - at_zero, 0.5 * (full - at_zero), atol=1e-5)
+
+
+def test_mixture_matches_its_weights_means_and_covariances() -> None:
+    mixture = _mixture()
+    z = mixture.sample(20000, Draws(0)).astype(np.float64)
+    upper = z[:, 0] > 0
+    assert abs(upper.mean() - 0.75) < 0.02
+    for rows, k in ((~upper, 0), (upper, 1)):
+        np.testing.assert_allclose(z[rows].mean(0), mixture.means[k], atol=0.1)
+        covariance = mixture.cholesky[k] @ mixture.cholesky[k].T
+        np.testing.assert_allclose(np.cov(z[rows].T), covariance, atol=0.12 * covariance.max())
+
+
+@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf")])
+def test_bad_temperature_is_refused(temperature: float) -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        StandardNormal(2).sample(1, Draws(0), temperature)
+
+
+def _save(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_load_reads_a_valid_file(tmp_path: Path) -> None:
+    m = _mixture(3)
+    path = _save(tmp_path / "p.npz", weights=m.weights, means=m.means, cholesky=m.cholesky)
+    loaded = GaussianMixture.load(path, latent_dim=3)
+    assert loaded.components == 2
+    np.testing.assert_array_equal(loaded.cholesky, m.cholesky)
+
+
+def _arrays(d: int = 3, **changes: np.ndarray) -> dict[str, np.ndarray]:
+    """Valid prior arrays for 2 components of dimension d, with some replaced."""
+    arrays = {
+        "weights": np.ones(2),
+        "means": np.zeros((2, d)),
+        "cholesky": np.tile(np.eye(d), (2, 1, 1)),
+    }
+    arrays.update(changes)
+    return {name: value for name, value in arrays.items() if value is not None}
+
+
+BAD_FILES = {
+    "missing-array": (_arrays(cholesky=None), "lacks"),
+    "wrong-dim": (_arrays(d=5), "latent size"),
+    "wrong-k": (_arrays(means=np.zeros((3, 3))), "shape"),
+    "not-triangular": (_arrays(cholesky=np.ones((2, 3, 3))), "lower-triangular"),
+    "zero-diagonal": (_arrays(cholesky=np.zeros((2, 3, 3))), "positive diagonal"),
+    "negative-weight": (_arrays(weights=-np.ones(2)), "weights"),
+    "nan": (_arrays(weights=np.array([1.0, np.nan])), "NaN"),
+    "pickled": (_arrays(weights=np.array([{"a": 1}, 2], dtype=object)), "not a valid prior"),
+}
+
+
+@pytest.mark.parametrize(("arrays", "message"), BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_load_refuses_bad_files(tmp_path: Path, arrays: dict, message: str) -> None:
+    path = _save(tmp_path / "p.npz", **arrays)
+    with pytest.raises(ModelFormatError, match=message):
+        GaussianMixture.load(path, latent_dim=3)
+
+
+def test_load_refuses_a_file_that_is_not_npz(tmp_path: Path) -> None:
+    path = tmp_path / "p.npz"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelFormatError, match="not a valid prior"):
+        GaussianMixture.load(path, latent_dim=3)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from birdvae.training.data import DataError, load_splits, square_box
+
+from .conftest import write_images
+
+
+def test_folder_split_is_deterministic_stratified_and_cached(image_folder: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    first = load_splits(image_folder, 16, val_fraction=0.25, cache_dir=cache)
+    assert first.kind == "folder"
+    assert first.train.shape == (36, 3, 16, 16) and first.val.shape == (12, 3, 16, 16)
+    assert first.train.dtype == np.uint8
+    assert len(list(cache.glob("*.npz"))) == 1
+    again = load_splits(image_folder, 16, val_fraction=0.25, cache_dir=cache)
+    assert np.array_equal(first.val, again.val) and np.array_equal(first.train, again.train)
+    # Adding files to one species must not move any image of the other across the split.
+    write_images(image_folder / "species_c", 8, seed=3)
+    grown = load_splits(image_folder, 16, val_fraction=0.25, cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 2  # the key follows the files
+    assert {a.tobytes() for a in first.val} <= {a.tobytes() for a in grown.val}
+
+
+def test_bad_files_are_skipped_with_one_warning_and_odd_modes_become_rgb(tmp_path: Path):
+    root = tmp_path / "mixed"
+    write_images(root, 4)
+    (root / "notes.png").write_text("not an image")
+    (root / "random.jpg").write_bytes(np.random.default_rng(0).bytes(500))
+    good = root / "0000.png"
+    (root / "truncated.png").write_bytes(good.read_bytes()[:60])
+    rgb = Image.open(good).convert("RGB")
+    rgb.convert("L").save(root / "gray.png")
+    rgb.convert("RGBA").save(root / "alpha.png")
+    rgb.convert("CMYK").save(root / "cmyk.jpg")
+    rgb.convert("P").save(root / "palette.gif")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_splits(root, 16, val_fraction=0.0)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "skipped 3" in messages[0]
+    assert splits.skipped == 3
+    assert splits.train.shape == (8, 3, 16, 16) and len(splits.val) == 0
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "file", "only_junk"])
+def test_unusable_sources_are_clear_errors(tmp_path: Path, make: str):
+    target = tmp_path / "data"
+    if make == "empty":
+        target.mkdir()
+    elif make == "file":
+        target.write_text("x")
+    elif make == "only_junk":
+        target.mkdir()
+        (target / "a.jpg").write_text("junk")
+    with pytest.raises(DataError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_splits(target, 16)
+
+
+def _fake_cub(root: Path) -> Path:
+    """A 4-image CUB_200_2011 folder: red birds in blue photos, boxes around the birds."""
+    cub = root / "CUB_200_2011"
+    (cub / "images" / "001.Tiny_Bird").mkdir(parents=True)
+    lines, splits, boxes = [], [], []
+    for i in range(1, 5):
+        photo = np.zeros((60, 90, 3), np.uint8)
+        photo[..., 2] = 255
+        x, y = 10 + 10 * i, 15
+        photo[y : y + 20, x : x + 20] = (255, 0, 0)
+        name = f"001.Tiny_Bird/bird_{i}.jpg"
+        Image.fromarray(photo).save(cub / "images" / name, quality=95)
+        lines.append(f"{i} {name}")
+        splits.append(f"{i} {1 if i <= 3 else 0}")
+        boxes.append(f"{i} {x}.0 {y}.0 20.0 20.0")
+    (cub / "images.txt").write_text("\n".join(lines) + "\n")
+    (cub / "train_test_split.txt").write_text("\n".join(splits) + "\n")
+    (cub / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    return root
+
+
+def test_cub_layout_uses_its_split_and_crops_to_the_box(tmp_path: Path):
+    splits = load_splits(_fake_cub(tmp_path), 16)
+    assert splits.kind == "cub"
+    assert len(splits.train) == 3 and len(splits.val) == 1
+    centre = splits.train[:, :, 8, 8].astype(int)  # [N, 3]
+    assert (centre[:, 0] > 200).all() and (centre[:, 2] < 60).all()  # the bird, not the sky
+
+
+def test_square_box_keeps_a_margin_and_stays_inside():
+    left, top, right, bottom = square_box((80, 5, 20, 10), (100, 50))
+    assert right - left == bottom - top
+    assert left >= 0 and top >= 0 and right <= 100 and bottom <= 50
+    assert left <= 80 and right >= 100 - 1

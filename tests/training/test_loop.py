@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from birdvae.training import checkpoint
+from birdvae.training.cli import eval_command, train_command
+from birdvae.training.loop import LAST, Trainer
+
+from .conftest import tiny_config
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    trainer = Trainer(tiny_config(image_folder, kl_warmup_epochs=0), tmp_path / "run", log=_quiet)
+    batch = trainer.train_images[:16]
+    trainer.config.flip = False
+    first = trainer.train_step(batch)["bpd"]
+    for _ in range(40):
+        last = trainer.train_step(batch)["bpd"]
+    assert last < first - 0.5, (first, last)
+
+
+def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
+    image_folder: Path, tmp_path: Path
+):
+    straight = Trainer(tiny_config(image_folder), tmp_path / "straight", log=_quiet)
+    straight.fit()
+
+    def stop_mid_second_epoch(trainer: Trainer) -> None:
+        if trainer.epoch == 1 and trainer.batch_in_epoch == 2:
+            trainer.request_stop()
+
+    stopped = Trainer(tiny_config(image_folder), tmp_path / "stopped", log=_quiet)
+    stopped.fit(on_step=stop_mid_second_epoch)
+    state = checkpoint.load(tmp_path / "stopped" / LAST)
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 2)
+
+    resumed = Trainer(checkpoint.config_of(state), tmp_path / "stopped", state, log=_quiet)
+    resumed.fit()
+    assert resumed.step == straight.step
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    for name, tensor in straight.ema.module.state_dict().items():
+        assert torch.equal(tensor, resumed.ema.module.state_dict()[name]), name
+
+
+def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, tmp_path):
+    run = tmp_path / "run"
+    args = ["--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "8",
+            "--latent-dim", "8", "--seed", "3"]  # fmt: skip
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 0, result.output
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "grids").iterdir()) == [
+        "recon_0001.png", "samples_0001.png"
+    ]  # fmt: skip
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"val_bpd", "val_psnr", "val_kl_bpd", "train_bpd", "images_per_s"} <= set(record)
+
+    again = CliRunner().invoke(train_command, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+
+    carried = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "2"])
+    assert carried.exit_code == 0, carried.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert checkpoint.load(run / LAST)["epoch"] == 2
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+
+    changed = CliRunner().invoke(train_command, ["--resume", str(run), "--lr", "0.1"])
+    assert changed.exit_code == 2 and "--lr" in changed.output
+
+    scored = CliRunner().invoke(eval_command, [str(run / "best.pt"), "--iw-samples", "4",
+                                               "--json"])  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    figures = json.loads(scored.output.strip().splitlines()[-1])
+    assert figures["iw_bpd"] <= figures["bpd"] + 0.05 and figures["psnr"] > 0
+
+
+def test_baseline_eval_reports_fitted_gaussian_bits(image_folder, tmp_path):
+    run = tmp_path / "base"
+    result = CliRunner().invoke(train_command, [
+        "--data", str(image_folder), "--out", str(run), "--preset", "baseline", "--epochs", "1",
+        "--batch-size", "8", "--image-size", "32",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scored = CliRunner().invoke(eval_command, [str(run / "best.pt")])
+    assert scored.exit_code == 0, scored.output
+    assert "discretized Gaussian" in scored.output and "bits/dim" in scored.output
+
+
+@pytest.mark.parametrize("content", [b"garbage bytes", None], ids=["corrupt", "foreign"])
+def test_bad_checkpoints_are_clear_errors(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load(path)
+    result = CliRunner().invoke(eval_command, [str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_user_mistakes_exit_2_with_one_line(tmp_path):
+    missing = CliRunner().invoke(train_command, ["--data", str(tmp_path / "nope"), "--out",
+                                                 str(tmp_path / "run")])  # fmt: skip
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    assert not (tmp_path / "run" / LAST).exists()
+
+
+def test_vae_train_without_torch_prints_the_install_hint(monkeypatch):
+    import importlib.util
+
+    from birdvae.training import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))  # fmt: skip
+    result = CliRunner().invoke(cli.train_command, [])
+    assert result.exit_code == 2
+    assert "pip install 'bird-vae[train]'" in result.output
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_run(image_folder, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", "29533", "-m", "birdvae.training",
+        "--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "4",
+        "--latent-dim", "8", "--device", "cpu",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "x 2 processes" in done.stdout
+    state = checkpoint.load(run / LAST)
+    # 44 training images, batch 4 per process, 2 processes: 5 steps of 8 images.
+    assert state["step"] == 44 // (4 * 2)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import torch
+
+from birdvae.training.config import ModelConfig, TrainConfig, preset
+from birdvae.training.likelihood import Bernoulli, DiscretizedLogistic, bits_per_dim
+from birdvae.training.model import VAE, count_parameters, kl_per_dim
+
+
+def test_discretized_logistic_sums_to_one_over_256_values():
+    likelihood = DiscretizedLogistic()
+    values = torch.arange(256, dtype=torch.uint8).view(256, 1, 1, 1).expand(256, 3, 1, 1)
+    for loc, log_scale in [(0.5, -3.0), (0.02, -6.5), (0.97, -1.0), (0.3, 1.0), (1.4, -4.0)]:
+        params = torch.tensor([loc] * 3 + [log_scale] * 3).view(1, 6, 1, 1).expand(256, 6, 1, 1)
+        log_p = likelihood.log_prob(params, values)
+        total = torch.logsumexp(log_p, dim=0).exp()
+        assert torch.allclose(total, torch.ones_like(total), atol=2e-3), (loc, log_scale, total)
+
+
+def test_discretized_logistic_prefers_the_right_value():
+    likelihood = DiscretizedLogistic()
+    params = torch.tensor([100 / 255] * 3 + [-5.0] * 3).view(1, 6, 1, 1)
+    near = likelihood.nll(params, torch.full((1, 3, 1, 1), 100, dtype=torch.uint8))
+    far = likelihood.nll(params, torch.full((1, 3, 1, 1), 140, dtype=torch.uint8))
+    assert near < far
+
+
+def test_resnet_shapes_and_image_range():
+    for size in (16, 32, 64):
+        cfg = ModelConfig(image_size=size, latent_dim=12, encoder_width=8, decoder_width=8)
+        vae = VAE(cfg).eval()
+        x = torch.rand(3, 3, size, size)
+        params, mean, logvar = vae(x)
+        assert params.shape == (3, 6, size, size)
+        assert mean.shape == logvar.shape == (3, 12)
+        image = vae.decode_image(torch.randn(3, 12) * 3)
+        assert image.shape == (3, 3, size, size)
+        assert image.min() >= 0 and image.max() <= 1
+
+
+def test_baseline_matches_the_blog_post():
+    vae = VAE(preset("baseline").model)
+    assert isinstance(vae.likelihood, Bernoulli)
+    assert abs(count_parameters(vae) - 1.85e6) < 0.01e6
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in vae.decoder.modules())
+    params, mean, _ = vae(torch.rand(2, 3, 32, 32))
+    assert params.shape == (2, 3, 32, 32) and mean.shape == (2, 180)
+
+
+def test_default_decoder_has_no_conv_transpose_and_no_full_resolution_conv():
+    vae = VAE(ModelConfig())
+    convs = [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in vae.decoder.modules())
+    shapes = []
+    for conv in convs:
+        conv.register_forward_hook(lambda m, i, o: shapes.append(i[0].shape[-1]))
+    vae.decoder(torch.randn(1, vae.cfg.latent_dim))
+    assert max(shapes) == vae.cfg.image_size // 2
+
+
+def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
+    zero = kl_per_dim(torch.zeros(2, 4), torch.zeros(2, 4))
+    assert torch.allclose(zero, torch.zeros_like(zero))
+    assert (kl_per_dim(torch.ones(2, 4), torch.full((2, 4), -1.0)) > 0).all()
+
+
+def test_bits_per_dim_converts_nats():
+    nats = 3 * 32 * 32 * torch.log(torch.tensor(2.0))
+    assert abs(bits_per_dim(nats, 32) - 1.0) < 1e-6
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = preset("baseline")
+    config.model.latent_dim = 99
+    config.save(tmp_path / "config.json")
+    assert TrainConfig.load(tmp_path / "config.json") == config
