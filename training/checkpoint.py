@@ -53,11 +53,19 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: corrupt, truncated or another format"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first})") from exc
+    except pickle.UnpicklingError as exc:
+        # torch's own text suggests weights_only=False, which would run code from the file.
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values; it is not loaded"
+        ) from exc
+    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint: {type(exc).__name__}") from exc
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a bird-vae checkpoint (missing keys)")
     if state["format"] != CHECKPOINT_FORMAT:
@@ -90,8 +98,9 @@ def load_model(path: Path, ema: bool = True) -> tuple[VAE, TrainConfig, dict[str
     try:
         model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights do not fit its model: {first}") from exc
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
+        raise CheckpointError(f"checkpoint weights do not fit its model: {detail}") from exc
     return model.eval(), config, state
 
 

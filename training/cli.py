@@ -49,19 +49,35 @@ def _warnings_as_lines() -> None:
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
-    help="Epochs for the whole run (with --resume: carry the run on to this epoch).",
+    help="Epochs for the whole run (with --resume: carry the run on to this epoch). [default: 100]",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per step per process.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate.")
-@click.option("--image-size", type=click.Choice(["32", "64"]), help="Square image size.")
-@click.option("--latent-dim", type=click.IntRange(min=1), help="Latent size D.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per step per process. [default: 64; baseline: 32]",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Peak learning rate. [default: 2e-3; baseline: 1e-3]",
+)
+@click.option(
+    "--image-size", type=click.Choice(["32", "64"]), help="Square image size. [default: 32]"
+)
+@click.option(
+    "--latent-dim", type=click.IntRange(min=1), help="Latent size D. [default: 128; baseline: 180]"
+)
 @click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
     help="Held-out share of a plain folder (CUB uses its own split). [default: 0.1]",
 )
-@click.option("--kl-warmup-epochs", type=click.IntRange(min=0), help="Epochs to ramp the KL in.")
-@click.option("--free-bits", type=click.FloatRange(min=0), help="Nats per latent dim kept free.")
+@click.option(
+    "--kl-warmup-epochs", type=click.IntRange(min=0), help="Epochs to ramp the KL in. [default: 10]"
+)
+@click.option(
+    "--free-bits", type=click.FloatRange(min=0), help="Nats per latent dim kept free. [default: 0]"
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
 @click.option("--seed", type=int, help="Makes a CPU run reproducible. [default: 0]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")

@@ -1,0 +1,288 @@
+"""PyTorch -> ONNX: the encoder and decoder graphs of the model format, folded, checked, stamped.
+
+Exporter choice. Up to opset 17 (the format's default) the TorchScript exporter
+(``dynamo=False``) writes the graph: it emits opset 17 and IR 8 natively, and
+``onnxscript.optimizer`` then folds away its shape arithmetic (``chunk`` becomes Shape/Gather/Slice
+with dynamic N), leaving the same small graph, static in every dimension but N, that the dynamo
+exporter gives. The dynamo exporter (torch's default since 2.9) builds at opset 18 and cannot
+reach 17 cleanly: its down-conversion kept Split's opset-18 ``num_outputs`` attribute under an
+opset-17 import (the ONNX C converter has no Split 18->17 adapter), an invalid file that the full
+checker rejects. It is used for ``--opset 18`` and above, where it needs no conversion; its IR
+version 10 is lowered to the oldest one the opset allows once the graph is shown to use nothing
+newer. The TorchScript exporter is deprecated (its DeprecationWarnings are silenced here); when
+torch drops it, the format's default opset has to move to 18.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.metadata
+import io
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import onnx
+import onnxscript.optimizer
+import torch
+from onnx import TensorProto
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    DECODER_INPUT,
+    DECODER_OUTPUTS,
+    DEFAULT_IR_VERSION,
+    ENCODER_FILE,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+    FORMAT_VERSION,
+)
+from birdvae.training.model import VAE
+
+EXAMPLE_BATCH = 2  # with a batch of 1 an exporter may specialise N to 1
+BATCH_DIM = "N"
+# Ops a deterministic inference graph must not hold: randomness belongs to the runtime, and a
+# BatchNormalization node means a normalisation was not folded into its convolution.
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+     "Bernoulli", "Dropout"}
+)  # fmt: skip
+FORBIDDEN_OPS = RANDOM_OPS | {"BatchNormalization"}
+# Element types 17 and up (float8, 4-bit) came with IR 9 and 10; lower IRs end at bfloat16.
+LAST_IR8_ELEM_TYPE = TensorProto.BFLOAT16
+TORCHSCRIPT_MAX_OPSET = 17  # the legacy exporter's last opset; the dynamo exporter's first is 18
+
+
+class ExportError(RuntimeError):
+    """An export step that failed; the message says which step and why."""
+
+
+class EncoderGraph(nn.Module):
+    """``image`` [N, 3, S, S] in [0, 1] -> ``mean``, ``logvar`` [N, D]."""
+
+    def __init__(self, model: VAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encoder(image)
+
+
+class DecoderGraph(nn.Module):
+    """``z`` [N, D] -> ``image`` [N, 3, S, S] in [0, 1], the likelihood's mean."""
+
+    def __init__(self, model: VAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode_image(z)
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("bird-vae")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
+def ir_version_for(opset: int) -> int:
+    """The format's IR version, or the first one that allows ``opset`` if that is newer."""
+    needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
+    return max(DEFAULT_IR_VERSION, needed)
+
+
+def exporter_for(opset: int) -> str:
+    """The torch exporter that writes ``opset`` natively (see the module docstring)."""
+    return "torchscript" if opset <= TORCHSCRIPT_MAX_OPSET else "dynamo"
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with every BatchNorm folded into the convolution before it.
+
+    Only ``nn.Sequential`` children are folded: there, registration order is data-flow order.
+    """
+    folded = copy.deepcopy(model).eval()
+    for parent in folded.modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        names = list(parent._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = parent._modules[first], parent._modules[second]
+            if isinstance(conv, _ConvNd) and isinstance(norm, _BatchNorm):
+                if norm.running_mean is None:
+                    continue  # batch statistics at inference: nothing fixed to fold
+                transpose = isinstance(conv, _ConvTransposeNd)
+                parent._modules[first] = fuse_conv_bn_eval(conv, norm, transpose=transpose)
+                parent._modules[second] = nn.Identity()
+    left = [name for name, m in folded.named_modules() if isinstance(m, _BatchNorm)]
+    if left:
+        raise ExportError(f"cannot fold BatchNorm layer(s) {left} into a preceding convolution")
+    return folded
+
+
+def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
+    """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` into ``folder``; check both."""
+    cfg = model.cfg
+    folded = fold_batchnorm(model)
+    metadata = {
+        "birdvae.format_version": str(FORMAT_VERSION),
+        "birdvae.package_version": package_version(),
+        "birdvae.arch": cfg.arch,
+        "birdvae.image_size": str(cfg.image_size),
+        "birdvae.latent_dim": str(cfg.latent_dim),
+        "birdvae.likelihood": model.likelihood.name,
+    }
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(EXAMPLE_BATCH, 3, cfg.image_size, cfg.image_size, generator=generator)
+    z = torch.randn(EXAMPLE_BATCH, cfg.latent_dim, generator=generator)
+    encoder = export_graph(
+        EncoderGraph(folded), image, [ENCODER_INPUT], list(ENCODER_OUTPUTS),
+        {ENCODER_INPUT: [3, cfg.image_size, cfg.image_size],
+         **{name: [cfg.latent_dim] for name in ENCODER_OUTPUTS}},
+        Path(folder) / ENCODER_FILE, opset, {**metadata, "birdvae.graph": "encoder"},
+    )  # fmt: skip
+    decoder = export_graph(
+        DecoderGraph(folded), z, [DECODER_INPUT], list(DECODER_OUTPUTS),
+        {DECODER_INPUT: [cfg.latent_dim], DECODER_OUTPUTS[0]: [3, cfg.image_size, cfg.image_size]},
+        Path(folder) / DECODER_FILE, opset, {**metadata, "birdvae.graph": "decoder"},
+    )  # fmt: skip
+    return encoder, decoder
+
+
+def export_graph(
+    module: nn.Module,
+    example: torch.Tensor,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    shapes: dict[str, list[int]],
+    path: Path,
+    opset: int,
+    metadata: dict[str, str],
+) -> Path:
+    """Trace ``module`` with a dynamic batch, then optimise, check, stamp and save it.
+
+    ``shapes`` gives each input's and output's dimensions after the batch dimension.
+    """
+    graph = metadata.get("birdvae.graph", path.stem)
+    try:
+        proto = _trace(module.eval(), example, list(input_names), list(output_names), opset)
+        proto = onnxscript.optimizer.optimize(proto)
+    except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
+        raise ExportError(f"torch.onnx.export failed for the {graph}: {_first_line(exc)}") from exc
+    proto = finalize(proto, opset, metadata)
+    check_graph(proto, opset, shapes, graph)
+    onnx.save_model(proto, path)
+    return path
+
+
+def _trace(
+    module: nn.Module, example: torch.Tensor, inputs: list[str], outputs: list[str], opset: int
+) -> onnx.ModelProto:
+    """The raw graph from the exporter that writes ``opset`` natively (see the module doc)."""
+    with torch.no_grad(), _quiet_exporter():
+        if exporter_for(opset) == "torchscript":
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                module, (example,), buffer, input_names=inputs, output_names=outputs,
+                opset_version=opset, dynamo=False,
+                dynamic_axes={name: {0: BATCH_DIM} for name in inputs + outputs},
+            )  # fmt: skip
+            return onnx.load_model_from_string(buffer.getvalue())
+        program = torch.onnx.export(
+            module, (example,), input_names=inputs, output_names=outputs, opset_version=opset,
+            dynamo=True, external_data=False, verbose=False,
+            dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
+        )  # fmt: skip
+        return program.model_proto
+
+
+def finalize(proto: onnx.ModelProto, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Set the format's IR version, stamp metadata, infer shapes, run the full checker."""
+    target = ir_version_for(opset)
+    if proto.ir_version > target:
+        _lower_ir_version(proto, target)
+    proto.ir_version = target
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"the ONNX checker rejects the graph: {_first_line(exc)}") from exc
+    return proto
+
+
+def _lower_ir_version(proto: onnx.ModelProto, target: int) -> None:
+    """Drop what IR versions after ``target`` added; refuse what cannot be dropped."""
+    graph = proto.graph
+    if target < 9:
+        types = [v.type.tensor_type.elem_type for v in _all_values(graph)]
+        types += [tensor.data_type for tensor in graph.initializer]
+        if max(types, default=0) > LAST_IR8_ELEM_TYPE:
+            raise ExportError(f"the graph uses an element type IR version {target} lacks")
+    if target < 10:  # IR 10 added metadata to graphs, nodes and values: names for debugging
+        del graph.metadata_props[:]
+        for item in [*graph.node, *_all_values(graph)]:
+            del item.metadata_props[:]
+
+
+def check_graph(
+    proto: onnx.ModelProto, opset: int, shapes: dict[str, list[int]], graph: str
+) -> None:
+    """The format's promises: opset, IR version, names, dynamic N, static rest, no banned ops."""
+    imports = {entry.domain or "ai.onnx": entry.version for entry in proto.opset_import}
+    if imports != {"ai.onnx": opset}:
+        raise ExportError(f"the {graph} graph imports opsets {imports}, expected ai.onnx {opset}")
+    if proto.ir_version != ir_version_for(opset):
+        raise ExportError(f"the {graph} graph has IR version {proto.ir_version}")
+    banned = sorted({node.op_type for node in proto.graph.node} & FORBIDDEN_OPS)
+    if banned:
+        raise ExportError(f"the {graph} graph holds forbidden op(s): {', '.join(banned)}")
+    values = list(proto.graph.input) + list(proto.graph.output)
+    found = [value.name for value in values]
+    if found != list(shapes):
+        raise ExportError(f"the {graph} graph has inputs/outputs {found}, expected {list(shapes)}")
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = [dim.dim_param or dim.dim_value for dim in tensor.shape.dim]
+        if tensor.elem_type != TensorProto.FLOAT or dims != [BATCH_DIM, *shapes[value.name]]:
+            raise ExportError(
+                f"{graph} {value.name!r} is {dims} of type {tensor.elem_type}, expected float32 "
+                f"{[BATCH_DIM, *shapes[value.name]]}"
+            )
+
+
+def io_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
+    """Each graph input's and output's dimensions after the batch dimension, as check_graph
+    takes them."""
+    values = list(proto.graph.input) + list(proto.graph.output)
+    return {
+        value.name: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim][1:]
+        for value in values
+    }
+
+
+def _all_values(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
+    yield from graph.input
+    yield from graph.output
+    yield from graph.value_info
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the legacy exporter's deprecation notices: it is chosen on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

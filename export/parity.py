@@ -1,0 +1,153 @@
+"""The exported graphs must compute what the PyTorch model computes: same inputs, both engines.
+
+Measured on this project's networks (random and briefly trained), onnxruntime and PyTorch agree
+to about 1e-6 on images and latents, so the tolerances below leave a tenfold margin while still
+catching any real mismatch (a wrong layer, a badly folded BatchNorm, a frozen batch size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    DECODER_INPUT,
+    ENCODER_FILE,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+)
+from birdvae.training.model import VAE
+
+from .onnx import ExportError
+
+IMAGE_TOL = 1e-5  # max |difference| of decoded images in [0, 1]; the format allows 1e-4
+LATENT_TOL = 1e-5  # max |difference| of mean and logvar, per unit of max(1, largest |value|)
+BATCH_SIZES = (1, 3, 64)
+BATCH = 256  # images per onnxruntime call when encoding a data set
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    graph: str
+    output: str
+    input: str
+    n: int
+    max_abs_diff: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.max_abs_diff <= self.tolerance)  # NaN fails
+
+
+def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session as the runtime opens one (all graph optimisations on)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 3, S, S] -> float32 in [0, 1], the encoder's input."""
+    return images.astype(np.float32) / 255.0
+
+
+def encode_means(encoder: Path | ort.InferenceSession, images: np.ndarray) -> np.ndarray:
+    """Posterior means [N, D] of uint8 images, by the exported encoder."""
+    session = encoder if isinstance(encoder, ort.InferenceSession) else ort_session(encoder)
+    latent_dim = session.get_outputs()[0].shape[1]
+    means = [np.zeros((0, latent_dim), np.float32)]
+    for chunk in _chunks(images):
+        means.append(session.run([ENCODER_OUTPUTS[0]], {ENCODER_INPUT: to_unit(chunk)})[0])
+    return np.concatenate(means)
+
+
+def check_parity(
+    model: VAE, folder: Path, images: np.ndarray | None, seed: int = 0
+) -> list[ParityRow]:
+    """Compare ``folder``'s graphs with ``model`` at every size in BATCH_SIZES.
+
+    ``images`` are uint8 [M, 3, S, S] real photos (repeated up to the largest batch); without
+    them, uniform noise stands in. The decoder sees standard-normal z and the real images'
+    posterior means.
+    """
+    cfg = model.cfg
+    rng = np.random.default_rng(seed)
+    largest = max(BATCH_SIZES)
+    if images is not None and len(images):
+        label = "real images"
+        x = to_unit(images[np.arange(largest) % len(images)])
+    else:
+        label = "random images"
+        size = (largest, 3, cfg.image_size, cfg.image_size)
+        x = rng.random(size, dtype=np.float32)
+    z = rng.standard_normal((largest, cfg.latent_dim), dtype=np.float32)
+    model = model.eval()
+    encoder, decoder = ort_session(folder / ENCODER_FILE), ort_session(folder / DECODER_FILE)
+    rows: list[ParityRow] = []
+    for n in BATCH_SIZES:
+        with torch.no_grad():
+            mean, logvar = (t.numpy() for t in model.encoder(torch.from_numpy(x[:n])))
+            torch_images = {
+                "random z": model.decode_image(torch.from_numpy(z[:n])).numpy(),
+                "encoded z": model.decode_image(torch.from_numpy(mean)).numpy(),
+            }
+        onnx_latents = encoder.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: x[:n]})
+        for name, ref, got in zip(ENCODER_OUTPUTS, (mean, logvar), onnx_latents):
+            tolerance = LATENT_TOL * max(1.0, float(np.abs(ref).max()))
+            rows.append(ParityRow("encoder", name, label, n, _max_diff(ref, got), tolerance))
+        for source, latents in (("random z", z[:n]), ("encoded z", mean)):
+            (got,) = decoder.run(None, {DECODER_INPUT: latents})
+            diff = _max_diff(torch_images[source], got)
+            rows.append(ParityRow("decoder", "image", source, n, diff, IMAGE_TOL))
+    return rows
+
+
+def verdict(rows: list[ParityRow]) -> None:
+    """Raise ExportError naming the worst failing comparison, if any."""
+    failed = [row for row in rows if not row.ok]
+    if failed:
+        worst = max(failed, key=lambda row: row.max_abs_diff)
+        raise ExportError(
+            f"parity check failed: onnxruntime and PyTorch differ by {worst.max_abs_diff:.3g} "
+            f"on the {worst.graph} {worst.output} for {worst.input} at N={worst.n} "
+            f"(tolerance {worst.tolerance:.1g})"
+        )
+
+
+def max_diffs(rows: list[ParityRow]) -> dict[str, float]:
+    """The largest difference per graph and output, for the manifest."""
+    worst: dict[str, float] = {}
+    for row in rows:
+        key = f"{row.graph}.{row.output}"
+        worst[key] = max(worst.get(key, 0.0), row.max_abs_diff)
+    return worst
+
+
+def format_table(rows: list[ParityRow]) -> str:
+    header = f"{'graph':<8} {'output':<7} {'input':<14} {'N':>3} {'max|diff|':>10} {'tol':>8}  ok"
+    lines = [header]
+    for row in rows:
+        lines.append(
+            f"{row.graph:<8} {row.output:<7} {row.input:<14} {row.n:>3} "
+            f"{row.max_abs_diff:>10.2e} {row.tolerance:>8.1e}  {'yes' if row.ok else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def _max_diff(reference: np.ndarray, other: np.ndarray) -> float:
+    if reference.shape != other.shape:
+        return float("inf")
+    return float(np.abs(reference.astype(np.float64) - other).max())
+
+
+def _chunks(images: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(images), BATCH):
+        yield images[start : start + BATCH]

@@ -1,0 +1,243 @@
+"""Optional int8 graphs: static QDQ quantization, shipped only where onnxruntime runs it faster.
+
+Static QDQ (QuantizeLinear/DequantizeLinear pairs around float ops) because dynamic quantization
+writes ConvInteger nodes that onnxruntime's CPU provider cannot run, and QDQ is the format its
+CPU kernels fuse into integer convolutions. Settings: uint8 activations, int8 weights per output
+channel, ``reduce_range`` (7-bit weights). That is onnxruntime's advice for x86 CPUs without
+VNNI, where full-range weights can saturate the 16-bit accumulator (measured here on an AVX2
+CPU: full range tripled the encoder's worst error), and it costs nothing measurable elsewhere.
+
+Activation ranges come from real data: the encoder calibrates on real images, the decoder on
+those images' posterior means, so it sees the latents it will decode. Whether int8 pays depends
+on the graph (onnxruntime fuses QDQ Conv into integer kernels, but not ConvTranspose), so each
+graph is timed both ways and its int8 version kept only when it is clearly faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    DECODER_INPUT,
+    ENCODER_FILE,
+    ENCODER_INPUT,
+    ENCODER_OUTPUTS,
+)
+
+from .onnx import ExportError, check_graph, io_shapes
+from .parity import encode_means, ort_session, to_unit
+
+CALIBRATION_IMAGES = 256
+EVALUATION_IMAGES = 256
+CALIBRATION_BATCH = 32
+LATENCY_BATCH = 64  # "64 birds": one grid of samples
+LATENCY_THREADS = 1
+LATENCY_REPEATS = 15
+MIN_SPEEDUP = 1.1  # int8 replaces fp32 only when at least this much faster
+SETTINGS = {
+    "format": "QDQ",
+    "activations": "uint8, per tensor, min-max calibrated",
+    "weights": "int8, per channel, reduce_range (7-bit)",
+}
+
+
+def quantize_model(
+    folder: Path,
+    calibration_images: np.ndarray,
+    evaluation_images: np.ndarray,
+    opset: int,
+    repeats: int = LATENCY_REPEATS,
+) -> dict[str, Any]:
+    """Quantize both graphs in ``folder``, measure them, keep the faster ones in place.
+
+    Images are uint8 [N, 3, S, S]: calibration from the training split, evaluation (PSNR)
+    preferably held out. Returns the figures for the manifest's ``source["int8"]``.
+    """
+    if len(calibration_images) == 0:
+        raise ExportError("int8 calibration needs at least one real image")
+    folder = Path(folder)
+    evaluation_images = evaluation_images if len(evaluation_images) else calibration_images
+    calibration = calibration_images[:CALIBRATION_IMAGES]
+    evaluation = to_unit(evaluation_images[:EVALUATION_IMAGES])
+    paths = {"encoder": folder / ENCODER_FILE, "decoder": folder / DECODER_FILE}
+    int8 = {graph: path.with_suffix(".int8.onnx") for graph, path in paths.items()}
+    quantize_graph(paths["encoder"], int8["encoder"], ENCODER_INPUT, to_unit(calibration), opset)
+    z_calibration = encode_means(paths["encoder"], calibration)
+    quantize_graph(paths["decoder"], int8["decoder"], DECODER_INPUT, z_calibration, opset)
+
+    sessions = {
+        (graph, kind): ort_session(path, LATENCY_THREADS)
+        for graph in paths
+        for kind, path in (("fp32", paths[graph]), ("int8", int8[graph]))
+    }
+    z = _encode(sessions["encoder", "fp32"], evaluation)
+    reference = _decode(sessions["decoder", "fp32"], z)
+    quality = {
+        "encoder": psnr(reference, _decode(sessions["decoder", "fp32"],
+                                           _encode(sessions["encoder", "int8"], evaluation))),
+        "decoder": psnr(reference, _decode(sessions["decoder", "int8"], z)),
+    }  # fmt: skip
+    feeds = {
+        "encoder": {ENCODER_INPUT: _tile(evaluation, LATENCY_BATCH)},
+        "decoder": {DECODER_INPUT: _tile(z, LATENCY_BATCH)},
+    }
+    figures: dict[str, Any] = {
+        **SETTINGS,
+        "calibration_images": len(calibration),
+        "evaluation_images": len(evaluation),
+        "latency_batch": LATENCY_BATCH,
+        "latency_threads": LATENCY_THREADS,
+        "cpu": _cpu_name(),
+        "onnxruntime": ort.__version__,
+    }
+    shipped = {}
+    for graph, path in paths.items():
+        fp32_ms, int8_ms = compare_latency(
+            sessions[graph, "fp32"], sessions[graph, "int8"], feeds[graph], repeats
+        )
+        used = int8_ms * MIN_SPEEDUP <= fp32_ms
+        shipped[graph] = sessions[graph, "int8" if used else "fp32"]
+        figures[graph] = {
+            "fp32_ms": round(fp32_ms, 3),
+            "int8_ms": round(int8_ms, 3),
+            "speedup": round(fp32_ms / int8_ms, 3),
+            "fp32_bytes": path.stat().st_size,
+            "int8_bytes": int8[graph].stat().st_size,
+            "psnr_vs_fp32_db": _finite(quality[graph]),
+            "used": used,
+        }
+    # What a person sees: reconstructions of held-out photos, by fp32 and by the shipped graphs.
+    reconstruction = _decode(shipped["decoder"], _encode(shipped["encoder"], evaluation))
+    figures["reconstruction_psnr_db"] = {
+        "fp32": _finite(psnr(evaluation, reference)),
+        "shipped": _finite(psnr(evaluation, reconstruction)),
+        "shipped_vs_fp32": _finite(psnr(reference, reconstruction)),
+    }
+    for graph, path in paths.items():
+        if figures[graph]["used"]:
+            os.replace(int8[graph], path)
+        else:
+            int8[graph].unlink()
+    return figures
+
+
+def format_figures(figures: dict[str, Any]) -> str:
+    """One line per graph: latency, size, quality, and which version ships."""
+    lines = []
+    for graph in ("encoder", "decoder"):
+        row = figures[graph]
+        lines.append(
+            f"int8 {graph}: {row['fp32_ms']:.2f} -> {row['int8_ms']:.2f} ms for "
+            f"{figures['latency_batch']} birds, {row['fp32_bytes']} -> {row['int8_bytes']} bytes, "
+            f"PSNR vs fp32 {row['psnr_vs_fp32_db']} dB: "
+            f"{'int8 shipped' if row['used'] else 'fp32 kept (int8 not faster)'}"
+        )
+    return "\n".join(lines)
+
+
+def quantize_graph(
+    fp32: Path, out: Path, input_name: str, calibration: np.ndarray, opset: int
+) -> None:
+    """Write the static-QDQ int8 version of ``fp32`` to ``out`` and check it keeps the format."""
+    reader = _Batches(input_name, calibration.astype(np.float32))
+    try:
+        with _quiet_root_logger():
+            quantize_static(
+                fp32, out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                reduce_range=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )  # fmt: skip
+    except Exception as exc:  # onnxruntime's quantizer raises assorted types
+        raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
+    reference = onnx.load_model(fp32)
+    check_graph(onnx.load_model(out), opset, io_shapes(reference), f"int8 {fp32.stem}")
+
+
+def compare_latency(
+    fp32: ort.InferenceSession,
+    int8: ort.InferenceSession,
+    feed: dict[str, np.ndarray],
+    repeats: int,
+) -> tuple[float, float]:
+    """Median milliseconds per run of each session, interleaved so both see the same load."""
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for session in (fp32, int8):
+        session.run(None, feed)  # warm-up: first runs allocate
+    for _ in range(repeats):
+        for index, session in enumerate((fp32, int8)):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times[index].append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def psnr(reference: np.ndarray, other: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1]; inf when identical."""
+    mse = float(np.mean((reference.astype(np.float64) - other) ** 2))
+    return float("inf") if mse == 0.0 else float(10.0 * np.log10(1.0 / mse))
+
+
+class _Batches(CalibrationDataReader):
+    def __init__(self, input_name: str, data: np.ndarray) -> None:
+        self._batches = iter(
+            [{input_name: data[i : i + CALIBRATION_BATCH]}
+             for i in range(0, len(data), CALIBRATION_BATCH)]
+        )  # fmt: skip
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _encode(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    return session.run([ENCODER_OUTPUTS[0]], {ENCODER_INPUT: x})[0]
+
+
+def _decode(session: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
+    return session.run(None, {DECODER_INPUT: z})[0]
+
+
+def _cpu_name() -> str:
+    """The CPU the latencies were taken on: its model name where Linux tells it."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+    return platform.machine() or "unknown"
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: identical outputs (infinite PSNR) are recorded as null."""
+    return round(value, 2) if np.isfinite(value) else None
+
+
+def _tile(x: np.ndarray, n: int) -> np.ndarray:
+    return x[np.arange(n) % len(x)]
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime advises pre-processing on the root logger; export already optimised the graph
+    and inferred its shapes, which is what that pre-processing does."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)

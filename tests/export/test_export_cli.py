@@ -1,0 +1,153 @@
+"""``vae-export`` as a user meets it: clear one-line errors, exit codes, and no partial folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, verify_model_dir
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+pytestmark = pytest.mark.torch
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Anything an export may have left in ``folder`` (the checkpoint's own files aside)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".pt"))
+
+
+def assert_one_error_line(result, exit_code: int, *fragments: str) -> None:
+    assert result.exit_code == exit_code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    return folder
+
+
+def test_random_bytes_are_not_a_checkpoint(export_cli, run_dir):
+    path = run_dir / "last.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    result = export_cli(path)
+    assert_one_error_line(result, 2, "not a readable checkpoint")
+    assert leftovers(run_dir) == []
+
+
+def test_truncated_checkpoint_is_refused(export_cli, make_checkpoint, tiny_kwargs, run_dir):
+    path = make_checkpoint(run_dir / "last.pt", tiny_kwargs)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert_one_error_line(export_cli(path), 2, "not a readable checkpoint")
+    assert leftovers(run_dir) == []
+
+
+def test_dict_missing_keys_is_refused(export_cli, run_dir):
+    import torch
+
+    path = run_dir / "last.pt"
+    torch.save({"model": {}}, path)
+    assert_one_error_line(export_cli(path), 2, "missing keys")
+    assert leftovers(run_dir) == []
+
+
+def test_weights_that_do_not_fit_are_refused(export_cli, make_checkpoint, tiny_kwargs, run_dir):
+    import torch
+
+    other = make_checkpoint(run_dir / "other.pt", {**tiny_kwargs, "latent_dim": 4})
+    path = make_checkpoint(run_dir / "last.pt", tiny_kwargs)
+    state = torch.load(path, weights_only=True)
+    state["ema"] = torch.load(other, weights_only=True)["ema"]
+    torch.save(state, path)
+    assert_one_error_line(export_cli(path), 2, "do not fit")
+    assert leftovers(run_dir) == []
+
+
+def test_missing_checkpoint_and_missing_data(export_cli, resnet_checkpoint, tmp_path):
+    assert_one_error_line(export_cli(tmp_path / "nope.pt"), 2, "does not exist")
+    out = tmp_path / "model"
+    result = export_cli(resnet_checkpoint, "-o", out, "--prior-data", tmp_path / "no-birds")
+    assert_one_error_line(result, 2, "no-birds")
+    assert not out.exists()
+
+
+def test_options_that_need_data(export_cli, resnet_checkpoint, tmp_path):
+    out = tmp_path / "model"
+    assert_one_error_line(export_cli(resnet_checkpoint, "-o", out, "--int8"), 2, "--prior-data")
+    result = export_cli(resnet_checkpoint, "-o", out, "--prior-components", 3)
+    assert result.exit_code == 2 and "--prior-components needs --prior-data" in result.stderr
+    assert not out.exists()
+
+
+def test_a_folder_that_is_not_a_model_is_never_replaced(export_cli, resnet_checkpoint, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert_one_error_line(export_cli(resnet_checkpoint, "-o", out), 2, "refusing to replace")
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_failed_parity_leaves_the_old_model_and_no_partial_folder(
+    export_cli, resnet_checkpoint, tmp_path, monkeypatch
+):
+    out = tmp_path / "models" / "birds"
+    first = export_cli(resnet_checkpoint, "-o", out)
+    assert first.exit_code == 0, first.stderr
+    before = (out / MANIFEST_FILE).read_bytes()
+
+    monkeypatch.setattr("birdvae.export.parity.IMAGE_TOL", 0.0)
+    result = export_cli(resnet_checkpoint, "-o", out)
+    assert_one_error_line(result, 1, "parity check failed")
+    assert (out / MANIFEST_FILE).read_bytes() == before
+    verify_model_dir(out)
+    assert leftovers(out.parent) == ["birds"]
+
+    fresh = tmp_path / "new" / "deeper" / "model"
+    assert export_cli(resnet_checkpoint, "-o", fresh).exit_code == 1
+    assert not (tmp_path / "new").exists()  # the parents it made are gone too
+
+
+def test_a_successful_export_replaces_the_old_model(export_cli, make_checkpoint, tiny_kwargs,
+                                                    run_dir):  # fmt: skip
+    path = make_checkpoint(run_dir / "last.pt", tiny_kwargs)
+    assert export_cli(path).exit_code == 0
+    old = json.loads((run_dir / "model" / MANIFEST_FILE).read_text())
+    make_checkpoint(path, tiny_kwargs, seed=1)
+    result = export_cli(path, "--no-ema", "--temperature", 0.5)
+    assert result.exit_code == 0, result.stderr
+    new = verify_model_dir(run_dir / "model")
+    assert new.source["checkpoint_sha256"] != old["source"]["checkpoint_sha256"]
+    assert new.default_temperature == 0.5 and new.source["weights"] == "model"
+    assert leftovers(run_dir) == ["model"]
+
+
+def test_int8_export_records_its_measurements(export_cli, resnet_checkpoint, bird_folder,
+                                              tmp_path):  # fmt: skip
+    out = tmp_path / "int8"
+    result = export_cli(resnet_checkpoint, "-o", out, "--int8", "--prior-data", bird_folder)
+    assert result.exit_code == 0, result.stderr
+    assert "int8 decoder:" in result.stdout
+    manifest = verify_model_dir(out)
+    figures = manifest.source["int8"]
+    assert figures["format"] == "QDQ" and figures["latency_batch"] == 64
+    for graph in ("encoder", "decoder"):
+        row = figures[graph]
+        assert row["fp32_ms"] > 0 and row["int8_ms"] > 0
+        assert row["int8_bytes"] < row["fp32_bytes"]
+        assert row["psnr_vs_fp32_db"] > 20
+        assert isinstance(row["used"], bool)
+    assert set(figures["reconstruction_psnr_db"]) == {"fp32", "shipped", "shipped_vs_fp32"}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*manifest.files, MANIFEST_FILE])
+    session = ort.InferenceSession(str(out / DECODER_FILE), providers=["CPUExecutionProvider"])
+    (images,) = session.run(None, {"z": np.zeros((3, manifest.latent_dim), np.float32)})
+    assert images.shape == (3, 3, 16, 16)  # whichever decoder shipped, it runs

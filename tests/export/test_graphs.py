@@ -1,0 +1,159 @@
+"""The exported graphs keep the format's promises and compute what PyTorch computes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+import onnxruntime as ort  # noqa: E402
+
+from birdvae.export.onnx import (  # noqa: E402
+    EXAMPLE_BATCH,
+    FORBIDDEN_OPS,
+    DecoderGraph,
+    ExportError,
+    export_graph,
+    fold_batchnorm,
+)
+from birdvae.export.parity import BATCH_SIZES, IMAGE_TOL, check_parity, verdict  # noqa: E402
+from birdvae.runtime.format import (  # noqa: E402
+    DECODER_FILE,
+    ENCODER_FILE,
+    PRIOR_FILE,
+    verify_model_dir,
+)
+from birdvae.training.checkpoint import load_model  # noqa: E402
+
+pytestmark = pytest.mark.torch
+ARCHS = ["resnet", "baseline"]
+
+
+def dims(value: onnx.ValueInfoProto) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_succeeds_and_prints_the_parity_table(exported, arch):
+    _, folder, result = exported[arch]
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {folder}" in result.stdout
+    table = [line for line in result.stdout.splitlines() if line.startswith(("encoder", "decoder"))]
+    assert len(table) == 4 * len(BATCH_SIZES)
+    assert all(line.endswith("yes") for line in table)
+    assert "real images" in result.stdout
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_folder_satisfies_the_format(exported, arch):
+    checkpoint, folder, _ = exported[arch]
+    model, config, _ = load_model(checkpoint)
+    manifest = verify_model_dir(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [ENCODER_FILE, DECODER_FILE, PRIOR_FILE, "manifest.json"]
+    )
+    assert (manifest.image_size, manifest.latent_dim) == (config.model.image_size,
+                                                          config.model.latent_dim)  # fmt: skip
+    assert manifest.likelihood == model.likelihood.name
+    assert (manifest.opset, manifest.ir_version) == (17, 8)
+    assert manifest.default_prior == "fitted"
+    assert manifest.prior is not None and manifest.prior.file == PRIOR_FILE
+    source = manifest.source
+    assert source["architecture"] == config.to_dict()["model"]
+    assert source["epochs"] == 3 and source["val_bpd"] == 5.25 and source["weights"] == "ema"
+    assert len(source["checkpoint_sha256"]) == 64
+    assert source["exporter"] == "torchscript"
+    assert max(source["parity"]["max_abs_diff"].values()) <= IMAGE_TOL
+    json.dumps(manifest.to_dict(), allow_nan=False)  # strict JSON: no NaN or Infinity
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_graphs_have_the_contract_signatures(exported, arch):
+    checkpoint, folder, _ = exported[arch]
+    cfg = load_model(checkpoint)[0].cfg
+    s, d = cfg.image_size, cfg.latent_dim
+    expected = {
+        ENCODER_FILE: ({"image": ["N", 3, s, s]}, {"mean": ["N", d], "logvar": ["N", d]}),
+        DECODER_FILE: ({"z": ["N", d]}, {"image": ["N", 3, s, s]}),
+    }
+    for name, (inputs, outputs) in expected.items():
+        proto = onnx.load(folder / name)
+        onnx.checker.check_model(proto, full_check=True)
+        assert proto.ir_version == 8
+        assert [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
+        assert {v.name: dims(v) for v in proto.graph.input} == inputs
+        assert {v.name: dims(v) for v in proto.graph.output} == outputs
+        assert not {node.op_type for node in proto.graph.node} & FORBIDDEN_OPS
+        assert not proto.graph.initializer[0].data_location  # weights inside the file
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert meta["birdvae.image_size"] == str(s) and meta["birdvae.latent_dim"] == str(d)
+        assert meta["birdvae.format_version"] == "1" and meta["birdvae.arch"] == cfg.arch
+        assert meta["birdvae.package_version"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_plain_onnxruntime_decodes_like_pytorch(exported, arch):
+    checkpoint, folder, _ = exported[arch]
+    model = load_model(checkpoint)[0]
+    session = ort.InferenceSession(str(folder / DECODER_FILE), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    for n in BATCH_SIZES:
+        z = rng.standard_normal((n, model.cfg.latent_dim), dtype=np.float32)
+        (images,) = session.run(["image"], {"z": z})
+        with torch.no_grad():
+            reference = model.decode_image(torch.from_numpy(z)).numpy()
+        assert images.shape == reference.shape
+        assert np.abs(images - reference).max() <= IMAGE_TOL
+
+
+def test_parity_holds_and_catches_a_changed_model(exported):
+    checkpoint, folder, _ = exported["baseline"]
+    model = load_model(checkpoint)[0]
+    rows = check_parity(model, folder, None)
+    assert sorted({row.n for row in rows}) == sorted(BATCH_SIZES)
+    assert all(row.ok for row in rows) and rows[0].input == "random images"
+    verdict(rows)
+    with torch.no_grad():
+        model.decoder.body[0].bias.add_(0.01)  # the graph on disk no longer matches
+    with pytest.raises(ExportError, match=r"parity check failed.*decoder"):
+        verdict(check_parity(model, folder, None))
+
+
+def test_batchnorm_folds_exactly(baseline_checkpoint):
+    model = load_model(baseline_checkpoint)[0]
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy
+    z = torch.randn(5, model.cfg.latent_dim)
+    with torch.no_grad():
+        assert torch.allclose(folded.decode_image(z), model.decode_image(z), atol=1e-6)
+
+
+def test_batchnorm_that_cannot_fold_is_refused():
+    module = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.BatchNorm2d(3))
+    with pytest.raises(ExportError, match="cannot fold BatchNorm"):
+        fold_batchnorm(module)
+
+
+@pytest.mark.slow
+def test_opset_18_uses_the_dynamo_exporter(resnet_checkpoint, tmp_path: Path):
+    model = load_model(resnet_checkpoint)[0]
+    d = model.cfg.latent_dim
+    path = export_graph(
+        DecoderGraph(fold_batchnorm(model)), torch.randn(EXAMPLE_BATCH, d), ["z"], ["image"],
+        {"z": [d], "image": [3, 16, 16]}, tmp_path / DECODER_FILE, 18, {"birdvae.graph": "decoder"},
+    )  # fmt: skip
+    proto = onnx.load(path)
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 18)]
+    assert proto.ir_version == 8
+    assert all(not node.metadata_props for node in proto.graph.node)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    z = np.random.default_rng(0).standard_normal((3, d), dtype=np.float32)
+    with torch.no_grad():
+        reference = model.decode_image(torch.from_numpy(z)).numpy()
+    assert np.abs(session.run(None, {"z": z})[0] - reference).max() <= IMAGE_TOL
