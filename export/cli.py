@@ -34,22 +34,49 @@ class UsageProblem(Exception):
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Model folder to write. [default: 'model' beside the checkpoint]")
-@click.option("--ema/--no-ema", default=True, show_default=True,
-              help="Export the weight average (when the checkpoint has one) or the raw weights.")
-@click.option("--opset", type=click.IntRange(min=13), default=DEFAULT_OPSET, show_default=True,
-              help="ONNX opset of both graphs.")
-@click.option("--int8", is_flag=True,
-              help="Also quantize to int8 (static QDQ) and ship each graph whose int8 version "
-                   "runs faster; needs real images (--prior-data or the checkpoint's data).")
-@click.option("--prior-data", type=click.Path(path_type=Path),
-              help="Data set whose training split the latent prior is fitted to (its images "
-                   "also feed the parity check and int8 calibration).")
-@click.option("--prior-components", type=click.IntRange(min=1),
-              help="Gaussian mixture components of the fitted prior. [default: 1]")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True, help="Default sampling temperature written to the manifest.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder to write. [default: 'model' beside the checkpoint]",
+)
+@click.option(
+    "--ema/--no-ema",
+    default=True,
+    show_default=True,
+    help="Export the weight average (when the checkpoint has one) or the raw weights.",
+)
+@click.option(
+    "--opset",
+    type=click.IntRange(min=13),
+    default=DEFAULT_OPSET,
+    show_default=True,
+    help="ONNX opset of both graphs.",
+)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="Also quantize to int8 (static QDQ) and ship each graph whose int8 version "
+    "runs faster; needs real images (--prior-data or the checkpoint's data).",
+)
+@click.option(
+    "--prior-data",
+    type=click.Path(path_type=Path),
+    help="Data set whose training split the latent prior is fitted to (its images "
+    "also feed the parity check and int8 calibration).",
+)
+@click.option(
+    "--prior-components",
+    type=click.IntRange(min=1),
+    help="Gaussian mixture components of the fitted prior. [default: 1]",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Default sampling temperature written to the manifest.",
+)
 def main(
     checkpoint: Path,
     out: Path | None,
@@ -103,9 +130,10 @@ def _export(
         PRIOR_FILE,
         FileEntry,
         Manifest,
+        sha256_of,
         verify_model_dir,
     )
-    from birdvae.training.checkpoint import file_sha256, load_model
+    from birdvae.training.checkpoint import load_model
 
     from .onnx import export_model, exporter_for, ir_version_for, package_version
     from .quantize import format_figures, quantize_model
@@ -123,7 +151,7 @@ def _export(
         "epochs": int(state["epoch"]),
         "val_bpd": _float_or_none((state.get("metrics") or {}).get("val_bpd")),
         "weights": "ema" if used_ema else "model",
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": sha256_of(checkpoint),
         "package_version": package_version(),
         "exporter": exporter_for(opset),
         "data": str(data) if data else None,

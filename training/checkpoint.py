@@ -9,7 +9,6 @@ A checkpoint holds ``config`` (TrainConfig as a dict), ``model`` and ``ema`` sta
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -102,11 +101,3 @@ def load_model(path: Path, ema: bool = True) -> tuple[VAE, TrainConfig, dict[str
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
         raise CheckpointError(f"checkpoint weights do not fit its model: {detail}") from exc
     return model.eval(), config, state
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

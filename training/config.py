@@ -32,10 +32,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        _reject_unknown(cls, data)
         return cls(**data)
 
 
@@ -70,10 +67,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+        _reject_unknown(cls, data)
         values = dict(data)
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
         return cls(**values)
@@ -84,6 +78,13 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _reject_unknown(cls: type, data: dict[str, Any]) -> None:
+    """A config from a newer or foreign file fails loudly instead of dropping settings."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
 
 
 def preset(name: str) -> TrainConfig:
