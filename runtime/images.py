@@ -162,6 +162,9 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray, scale: int = 1) ->
     return _compose(np.concatenate([originals, reconstructions]), cells, rows, cols, scale)
 
 
+PNG_COMPRESS_LEVEL = 3
+
+
 def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     """Write uint8 [H, W, 3] pixels as a PNG atomically: the file is whole or absent.
 
@@ -170,7 +173,9 @@ def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     """
     path = Path(path)
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+    # zlib level 3 instead of PIL's 6: half the encoding time of a 64-bird grid, ~10% larger.
+    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # os.open applies the umask to 0o666, so the PNG gets the permissions a plain write would.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
