@@ -280,6 +280,15 @@ class Trainer:
     def request_stop(self) -> None:
         self._stop_requested = True
 
+    def _should_stop(self) -> bool:
+        """Whether any process was asked to stop: all ranks leave at the same step, or one
+        would wait forever in the next gradient all-reduce."""
+        if self.ddp.enabled:
+            flag = torch.tensor([float(self._stop_requested)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self._stop_requested = bool(flag.item())
+        return self._stop_requested
+
     def _run_epoch(self, on_step: Callable[[Trainer], None] | None) -> bool:
         self.sampler.set_epoch(self.epoch)
         order = torch.tensor(list(self.sampler), dtype=torch.long)
@@ -318,7 +327,7 @@ class Trainer:
             bar.set_postfix(bpd=f"{stats['bpd']:.3f}", kl=f"{stats['kl_bpd']:.3f}")
             if on_step is not None:
                 on_step(self)
-            if self._stop_requested:
+            if self._should_stop():
                 break
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
