@@ -27,8 +27,8 @@ ENCODER_OUTPUTS = ("mean", "logvar")  # float32 [N, D] each
 DECODER_INPUT = "z"  # float32 [N, D]
 DECODER_OUTPUTS = ("image",)  # float32 [N, 3, S, S] in [0, 1]; more outputs may follow
 
-# What a widely deployed onnxruntime reads: opset 17 / IR 8 load in onnxruntime >= 1.14,
-# the first release with wheels for Python 3.11 and for 64-bit ARM boards of that time.
+# What a widely deployed onnxruntime reads: opset 17 / IR 8 load in onnxruntime 1.14 and later
+# (early 2023); CI runs the runtime tests under 1.15.0, the oldest wheel served for Python 3.11.
 DEFAULT_OPSET = 17
 DEFAULT_IR_VERSION = 8
 
