@@ -56,6 +56,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 10
     free_bits: float = 0.0  # nats per latent dimension, averaged over the batch
     flip: bool = True
+    shift: int = 2  # random translation of each training image, in pixels
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -107,6 +108,7 @@ def preset(name: str) -> TrainConfig:
             ema_decay=0.0,
             kl_warmup_epochs=0,
             flip=False,
+            shift=0,
         )
     raise ValueError(f"unknown preset {name!r} (choose default or baseline)")
 

@@ -74,3 +74,22 @@ def test_config_round_trips_through_json(tmp_path):
     config.model.latent_dim = 99
     config.save(tmp_path / "config.json")
     assert TrainConfig.load(tmp_path / "config.json") == config
+
+
+def test_random_shift_moves_each_image_and_repeats_its_edges():
+    from birdvae.training.loop import random_shift
+
+    torch.manual_seed(0)
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6).to(torch.uint8)
+    shifted = random_shift(x, 2)
+    assert shifted.shape == x.shape and shifted.dtype == x.dtype
+    for image, moved in zip(x, shifted):
+        # Some (dy, dx) in [-2, 2] explains every pixel, with edge rows/columns repeated.
+        matches = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                rows = (torch.arange(6) + dy).clamp(0, 5)
+                cols = (torch.arange(6) + dx).clamp(0, 5)
+                matches.append(torch.equal(image[:, rows][:, :, cols], moved))
+        assert any(matches)
+    assert torch.equal(random_shift(x, 0), x)
