@@ -339,6 +339,7 @@ def info(model: str) -> None:
     The files are checked against the manifest's hashes; onnxruntime is not loaded.
     """
     vae = BirdVAE.load(model)
+    vae.verify()
     manifest = vae.manifest
     facts: list[tuple[str, str]] = [
         ("model", str(vae.path)),

@@ -134,8 +134,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_model_dir(folder: Path) -> Manifest:
-    """Load the manifest and check every listed file's size and hash; raise ModelFormatError."""
+def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
+    """Load the manifest and check every listed file's size and hash; raise ModelFormatError.
+
+    With ``check_hashes=False`` only presence and sizes are checked here and each file's hash is
+    checked by ``read_verified`` when it is read, so a command hashes only the files it uses
+    (sampling never reads the encoder).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFormatError(f"model folder {folder} does not exist")
@@ -150,9 +155,36 @@ def verify_model_dir(folder: Path) -> Manifest:
         path = folder / name
         if not path.is_file():
             raise ModelFormatError(f"{path} is missing")
-        size = path.stat().st_size
-        if size != entry.bytes:
-            raise ModelFormatError(f"{path} has {size} bytes, the manifest says {entry.bytes}")
-        if sha256_of(path) != entry.sha256:
-            raise ModelFormatError(f"{path} does not match its sha256 in the manifest")
+        _check_size(path, path.stat().st_size, entry)
+        if check_hashes and sha256_of(path) != entry.sha256:
+            raise _hash_mismatch(path)
     return manifest
+
+
+def read_verified(folder: Path, manifest: Manifest, name: str) -> bytes:
+    """The bytes of one file the manifest lists, refused unless its size and sha256 match.
+
+    The caller hands these very bytes on (to onnxruntime, to numpy), so what was checked is what
+    is used, even if the file changes afterwards.
+    """
+    path = Path(folder) / name
+    entry = manifest.files.get(name)
+    if entry is None:
+        raise ModelFormatError(f"manifest in {folder} does not list {name}")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelFormatError(f"{path} is missing") from exc
+    _check_size(path, len(data), entry)
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise _hash_mismatch(path)
+    return data
+
+
+def _check_size(path: Path, size: int, entry: FileEntry) -> None:
+    if size != entry.bytes:
+        raise ModelFormatError(f"{path} has {size} bytes, the manifest says {entry.bytes}")
+
+
+def _hash_mismatch(path: Path) -> ModelFormatError:
+    return ModelFormatError(f"{path} does not match its sha256 in the manifest")

@@ -10,6 +10,7 @@ what is wrong instead of an onnxruntime error deep inside a run.
 from __future__ import annotations
 
 import atexit
+import io
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from .format import (
     Manifest,
     ModelFormatError,
     PriorInfo,
+    read_verified,
     verify_model_dir,
 )
 from .prior import PRIOR_NAMES, Draws, GaussianMixture, Prior, StandardNormal, check_temperature
@@ -94,7 +96,8 @@ class BirdVAE:
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise ValueError(f"threads must be an integer >= 0 or None, got {threads!r}")
         self._path = Path(model_dir) if model_dir is not None else shipped_model_dir()
-        self._manifest = verify_model_dir(self._path)
+        # Sizes now, each file's sha256 when it is first read (see read_verified).
+        self._manifest = verify_model_dir(self._path, check_hashes=False)
         _check_prior_settings(self._manifest, self._path)
         self._threads = threads or 0
         self._sessions: dict[str, InferenceSession] = {}
@@ -125,6 +128,11 @@ class BirdVAE:
     def latent_dim(self) -> int:
         return self._manifest.latent_dim
 
+    def verify(self) -> None:
+        """Check every file's sha256 now (otherwise each is checked when first read)."""
+        for name in self._manifest.files:
+            read_verified(self._path, self._manifest, name)
+
     # Priors ------------------------------------------------------------------------------------
 
     def prior(self, name: str | None = None) -> Prior:
@@ -146,7 +154,8 @@ class BirdVAE:
 
     def _load_fitted_prior(self) -> GaussianMixture:
         info = self._fitted_prior_info()
-        mixture = GaussianMixture.load(self._path / info.file, self.latent_dim)
+        data = read_verified(self._path, self._manifest, info.file)
+        mixture = GaussianMixture.load(io.BytesIO(data), self.latent_dim, self._path / info.file)
         if mixture.components != info.components:
             raise ModelFormatError(
                 f"{info.file} has {mixture.components} components, the manifest says "
@@ -263,7 +272,8 @@ class BirdVAE:
                 signature = (ENCODER_INPUT, (3, self.image_size, self.image_size), ENCODER_OUTPUTS)
             else:
                 signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
-            session = _open_session(self._path / file, self._threads, *signature)
+            model = read_verified(self._path, self._manifest, file)
+            session = _open_session(self._path / file, model, self._threads, *signature)
             self._sessions[file] = session
         return session
 
@@ -328,9 +338,15 @@ def _check_output(value: np.ndarray, shape: tuple[int, ...], what: str) -> None:
 
 
 def _open_session(
-    path: Path, threads: int, input_name: str, row_shape: tuple[int, ...], outputs: tuple[str, ...]
+    path: Path,
+    model: bytes,
+    threads: int,
+    input_name: str,
+    row_shape: tuple[int, ...],
+    outputs: tuple[str, ...],
 ) -> InferenceSession:
-    """A CPU session for one graph, refused unless its signature is the format's."""
+    """A CPU session for one graph (``model``: the bytes read from ``path``), refused unless its
+    signature is the format's."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -339,7 +355,7 @@ def _open_session(
     options.log_severity_level = 3  # errors only: warnings would drown a command's own output
     try:
         session = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            model, sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) subclass Exception
         raise ModelFormatError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 
@@ -86,10 +86,14 @@ class GaussianMixture:
         self._cdf = np.cumsum(self.weights)
 
     @classmethod
-    def load(cls, path: str | Path, latent_dim: int) -> GaussianMixture:
-        """Read ``prior.npz``; any problem with the file is the model's, so ModelFormatError."""
+    def load(
+        cls, source: str | Path | BinaryIO, latent_dim: int, path: str | Path | None = None
+    ) -> GaussianMixture:
+        """Read ``prior.npz`` from a path or an open file (``path`` names it in messages); any
+        problem with the file is the model's, so ModelFormatError."""
+        path = path if path is not None else source
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(source, allow_pickle=False) as data:
                 missing = [name for name in PRIOR_ARRAYS if name not in data.files]
                 if missing:
                     raise ModelFormatError(f"{path} lacks the arrays {missing}")

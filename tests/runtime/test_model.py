@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from birdvae.runtime import BirdVAE
-from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, Manifest, ModelFormatError
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    MANIFEST_FILE,
+    PRIOR_FILE,
+    Manifest,
+    ModelFormatError,
+)
 from birdvae.runtime.model import real_folder, resolve_model, shipped_model_dir, slerp
 
 
@@ -144,11 +151,37 @@ def test_corrupt_onnx_is_refused(model_copy: Path, refresh_manifest) -> None:
         vae.decode(np.zeros((1, 8), np.float32))
 
 
-def test_hash_mismatch_is_refused(model_copy: Path) -> None:
-    data = bytearray((model_copy / DECODER_FILE).read_bytes())
+@pytest.mark.parametrize(
+    ("damaged", "use"),
+    [
+        (DECODER_FILE, lambda vae: vae.decode(np.zeros((1, vae.latent_dim), np.float32))),
+        (ENCODER_FILE, lambda vae: vae.encode(np.zeros((1, 3, 16, 16), np.float32))),
+        (PRIOR_FILE, lambda vae: vae.sample(1, prior="fitted")),
+        (DECODER_FILE, lambda vae: vae.verify()),
+    ],
+)
+def test_hash_mismatch_is_refused_before_use(model_copy: Path, damaged: str, use) -> None:
+    data = bytearray((model_copy / damaged).read_bytes())
     data[-1] ^= 0xFF
-    (model_copy / DECODER_FILE).write_bytes(bytes(data))
-    with pytest.raises(ModelFormatError, match="sha256"):
+    (model_copy / damaged).write_bytes(bytes(data))
+    vae = BirdVAE(model_copy, threads=1)  # sizes match, so only the hash can tell
+    with pytest.raises(ModelFormatError, match=f"{damaged} does not match its sha256"):
+        use(vae)
+    assert not vae._sessions, "onnxruntime must never see a file whose hash is wrong"
+
+
+def test_files_are_hashed_only_when_used(model_copy: Path) -> None:
+    data = bytearray((model_copy / ENCODER_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (model_copy / ENCODER_FILE).write_bytes(bytes(data))
+    birds = BirdVAE(model_copy, threads=1).sample(2, seed=0)  # sampling never reads the encoder
+    assert birds.shape == (2, 3, 16, 16)
+
+
+def test_changed_size_is_refused_at_once(model_copy: Path) -> None:
+    with open(model_copy / ENCODER_FILE, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelFormatError, match="bytes, the manifest says"):
         BirdVAE(model_copy)
 
 
