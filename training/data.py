@@ -179,7 +179,11 @@ def load_image(
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, palette, CMYK and alpha images to RGB; transparency becomes white."""
+    """Grayscale (8, 16 or 32 bit), palette, CMYK and alpha images to RGB; transparency becomes
+    white. The runtime prepares photos the same way (``runtime/images.py``; training may not
+    import it), and a test holds the two to the same pixels."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _deep_gray_to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -187,6 +191,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image.convert("RGB")
+
+
+def _deep_gray_to_8bit(image: Image.Image) -> Image.Image:
+    """16/32-bit and float grayscale to 8-bit (PIL's own conversion clips them to white):
+    16-bit spans 0..65535; values up to 255 (floats: up to 1) read as 8-bit (unit) scaled."""
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max(initial=0.0))
+    if image.mode.startswith("I;16") or top > 255.0:
+        peak = 65535.0
+    else:
+        peak = 1.0 if image.mode == "F" and top <= 1.0 else 255.0
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8))
 
 
 def square_box(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -98,3 +98,40 @@ def test_square_box_keeps_a_margin_and_stays_inside():
     assert right - left == bottom - top
     assert left >= 0 and top >= 0 and right <= 100 and bottom <= 50
     assert left <= 80 and right >= 100 - 1
+
+
+def _photo(mode: str) -> Image.Image:
+    """A 60x40 picture with detail in it, in ``mode``."""
+    ramp = np.linspace(0, 1, 60 * 40).reshape(40, 60)
+    rgb = np.stack([ramp, ramp[::-1], np.roll(ramp, 7, axis=1)], axis=-1)
+    image = Image.fromarray((rgb * 255).astype(np.uint8))
+    if mode == "I;16":
+        return Image.fromarray((ramp * 65535).astype(np.uint16))
+    if mode == "F":
+        return Image.fromarray(ramp.astype(np.float32))
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [
+        ("RGB", ".jpg"),
+        ("L", ".png"),
+        ("RGBA", ".png"),
+        ("P", ".png"),
+        ("CMYK", ".jpg"),
+        ("I;16", ".png"),
+        ("F", ".tiff"),
+        ("LA", ".png"),
+    ],
+)
+def test_training_and_runtime_prepare_a_photo_the_same_way(tmp_path: Path, mode, suffix):
+    """Reconstructions by bird-gen are only fair if photos reach the model as in training."""
+    from birdvae.runtime.images import load_image as runtime_load_image
+    from birdvae.training.data import load_image as training_load_image
+
+    path = tmp_path / f"photo{suffix}"
+    _photo(mode).save(path)
+    trained = training_load_image(path, 16)
+    served = runtime_load_image(path, 16)
+    np.testing.assert_array_equal(trained.transpose(1, 2, 0), served)
