@@ -2,7 +2,7 @@
 
 A user's mistake ends as one line ``error: ...`` on stderr with exit status 2, found before any
 file is written where it can be; PNGs are written atomically, so none is ever left half-done.
-PIL is imported only by the commands that touch pixels, and ``info`` never loads onnxruntime.
+PIL is imported only by the commands that read photos, and ``info`` never loads onnxruntime.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import click
 import numpy as np
 from click.core import ParameterSource
 
+from . import images
 from .format import MANIFEST_FILE
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE
 from .prior import PRIOR_NAMES
@@ -219,8 +220,6 @@ def main(
         click.echo(f"wrote {n} birds to {separate}/ ({settings})")
         return
 
-    from . import images
-
     tiles = _collect_uint8(batches)
     pixels = images.grid(tiles, _default_scale(scale, vae))
     images.save_png(pixels, output)
@@ -231,14 +230,10 @@ def main(
 
 def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
     """All batches as one uint8 [N, S, S, 3] array: a quarter of the float images' memory."""
-    from . import images
-
     return np.concatenate([images.to_uint8_hwc(batch) for batch in batches])
 
 
 def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: int) -> None:
-    from . import images
-
     digits = max(5, len(str(n - 1)))
     folder.mkdir(parents=True, exist_ok=True)
     index = 0
@@ -275,10 +270,10 @@ def recon(
             f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})"
         )
     _check_output_file(output)
-    from . import images
+    from .photos import load_image
 
     vae = BirdVAE.load(model, threads)
-    originals = np.stack([images.load_image(path, vae.image_size) for path in photos])
+    originals = np.stack([load_image(path, vae.image_size) for path in photos])
     reconstructions = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(originals)))
     scores = [images.psnr(a, b) for a, b in zip(originals, reconstructions)]
     pixels = images.pairs(originals, reconstructions, _default_scale(scale, vae))
@@ -317,10 +312,10 @@ def interp(
     photo A and ends with photo B.
     """
     _check_output_file(output)
-    from . import images
+    from .photos import load_image
 
     vae = BirdVAE.load(model, threads)
-    ends = np.stack([images.load_image(path, vae.image_size) for path in (first, last)])
+    ends = np.stack([load_image(path, vae.image_size) for path in (first, last)])
     start, end = images.from_uint8_hwc(ends)
     path = images.to_uint8_hwc(vae.interpolate(start, end, steps))
     pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), _default_scale(scale, vae))

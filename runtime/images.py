@@ -1,78 +1,24 @@
-"""Photos in, PNGs out: everything the runtime does with pixels, and the only module using PIL.
+"""Pixels out: model images to uint8, figures laid out in arrays, and PNGs written atomically.
 
-Photos are prepared exactly as the training data was (EXIF orientation applied, any mode made
-RGB with transparency on white, square centre crop, LANCZOS down to S), so a reconstruction
-shows the model, not a preprocessing mismatch. Figures are laid out in uint8 [H, W, 3] arrays;
-PNGs are written atomically, so an interrupted run never leaves a truncated file behind.
+numpy and the standard library only. PNGs are encoded here with zlib rather than through PIL:
+``bird-gen`` samples without reading a photo, and PIL's import plus the image plugins its
+``save`` loads cost about 35 ms of a 0.3 s run. An interrupted run never leaves a truncated file.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import secrets
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
 GUTTER = 2  # pixels between tiles and around the figure
 BACKGROUND = 255  # gutter colour: white
-
-
-class ImageError(ValueError):
-    """A photo that cannot be read; the message names the file and the reason."""
-
-
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """A photo as the model sees it: uint8 [size, size, 3]."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (size * 2, size * 2))  # decode at reduced scale: much faster
-            image = _to_rgb(ImageOps.exif_transpose(image))
-            side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
-            image = image.resize((size, size), Image.Resampling.LANCZOS)
-            return np.asarray(image, dtype=np.uint8).copy()
-    except FileNotFoundError as exc:
-        raise ImageError(f"{path}: no such file") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        # PIL reports unreadable or truncated files as OSError (UnidentifiedImageError), and
-        # some broken headers as ValueError or SyntaxError.
-        raise ImageError(f"{path}: cannot read it as an image ({exc})") from exc
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, palette, CMYK and alpha images to RGB; transparency becomes white."""
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _deep_gray_to_8bit(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
-
-
-def _deep_gray_to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float grayscale to 8-bit: PIL's own conversion clips them to white.
-
-    16-bit files span 0..65535; 32-bit integer and float images carry no range, so values up to
-    255 (floats: up to 1) are read as 8-bit (unit) scaled, larger ones as 16-bit.
-    """
-    values = np.asarray(image, dtype=np.float64)
-    top = float(values.max(initial=0.0))
-    if image.mode.startswith("I;16") or top > 255.0:
-        peak = 65535.0
-    else:
-        peak = 1.0 if image.mode == "F" and top <= 1.0 else 255.0
-    return Image.fromarray(np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8))
 
 
 def to_uint8_hwc(images: np.ndarray) -> np.ndarray:
@@ -162,9 +108,6 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray, scale: int = 1) ->
     return _compose(np.concatenate([originals, reconstructions]), cells, rows, cols, scale)
 
 
-PNG_COMPRESS_LEVEL = 3
-
-
 def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     """Write uint8 [H, W, 3] pixels as a PNG atomically: the file is whole or absent.
 
@@ -172,19 +115,48 @@ def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     file system) and renamed over it. The same pixels give the same bytes on every run.
     """
     path = Path(path)
-    buffer = io.BytesIO()
-    # zlib level 3 instead of PIL's 6: half the encoding time of a 64-bird grid, ~10% larger.
-    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    data = encode_png(pixels)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # os.open applies the umask to 0o666, so the PNG gets the permissions a plain write would.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     descriptor = os.open(temporary, flags, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(buffer.getbuffer())
+            handle.write(data)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# zlib level 3, measured on a 64-bird grid after the Up filter: 10 ms and 237 kB, against
+# 14 ms / 246 kB at level 1 and 20 ms / 208 kB at level 6 (PIL's default level: 195 kB).
+PNG_COMPRESS_LEVEL = 3
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] pixels as the bytes of an 8-bit RGB PNG (PNG spec, ISO/IEC 15948)."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
+        raise ValueError(
+            f"expected uint8 [H, W, 3] pixels, got {pixels.dtype} {list(pixels.shape)}"
+        )
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, 3 * width)
+    # Each scanline: filter type 2 ("Up", each byte minus the one above, mod 256), then the
+    # bytes. Upscaled tiles repeat every row ``scale`` times, which Up turns into zeros.
+    scanlines = np.full((height, 1 + 3 * width), 2, np.uint8)
+    scanlines[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, no interlace
+    compressed = zlib.compress(scanlines.tobytes(), PNG_COMPRESS_LEVEL)
+    return b"".join(
+        [PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", compressed), _chunk(b"IEND", b"")]
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)

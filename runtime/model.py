@@ -9,10 +9,7 @@ what is wrong instead of an onnxruntime error deep inside a run.
 
 from __future__ import annotations
 
-import atexit
 import io
-import shutil
-import tempfile
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -69,6 +66,10 @@ def real_folder(resource: Traversable) -> Path:
     """
     if isinstance(resource, Path):
         return resource
+    import atexit  # only a zip import gets here
+    import shutil
+    import tempfile
+
     folder = Path(tempfile.mkdtemp(prefix=f"birdvae-{resource.name}-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     for child in resource.iterdir():

@@ -119,7 +119,9 @@ class GaussianMixture:
         picks = np.minimum(picks, self.components - 1)  # a uniform past a rounded-down cdf[-1]
         eps = draws.noise.standard_normal((n, self.latent_dim))
         z = self.means[picks]
-        for k in np.unique(picks):  # one matmul per component: no [n, D, D] temporary
+        # One matmul per component: no [n, D, D] temporary. (bincount, not np.unique: the
+        # latter imports numpy.ma on first use, 14 ms of a 0.3 s bird-gen run.)
+        for k in np.flatnonzero(np.bincount(picks, minlength=self.components)):
             rows = picks == k
             z[rows] += temperature * (eps[rows] @ self.cholesky[k].T)
         return z.astype(np.float32)

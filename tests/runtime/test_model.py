@@ -260,9 +260,9 @@ def test_shipped_default_model_loads_and_samples() -> None:
 
 @needs_shipped
 def test_shipped_model_reconstructs_a_photo(birds: list[Path]) -> None:
-    from birdvae.runtime import images
+    from birdvae.runtime import images, photos
 
     vae = BirdVAE(threads=1)
-    photo = images.load_image(birds[0], vae.image_size)
+    photo = photos.load_image(birds[0], vae.image_size)
     recon = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(photo[None])))[0]
     assert images.psnr(photo, recon) > 15.0  # a trained model, not noise

@@ -127,7 +127,7 @@ def _photo(mode: str) -> Image.Image:
 )
 def test_training_and_runtime_prepare_a_photo_the_same_way(tmp_path: Path, mode, suffix):
     """Reconstructions by bird-gen are only fair if photos reach the model as in training."""
-    from birdvae.runtime.images import load_image as runtime_load_image
+    from birdvae.runtime.photos import load_image as runtime_load_image
     from birdvae.training.data import load_image as training_load_image
 
     path = tmp_path / f"photo{suffix}"

@@ -1,0 +1,77 @@
+"""Photos in: any mode becomes RGB, centre-cropped and upright; bad files are clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from birdvae.runtime import photos
+from birdvae.runtime.photos import ImageError
+
+
+def _save(image: Image.Image, path: Path, **options: object) -> Path:
+    image.save(path, **options)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "PA", "CMYK", "YCbCr", "RGBA", "1", "RGB"])
+def test_load_image_makes_any_mode_rgb(tmp_path: Path, mode: str) -> None:
+    path = _save(Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode), tmp_path / "a.tiff")
+    pixels = photos.load_image(path, 8)
+    assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [("I;16", 40000, 156), ("I", 40000, 156), ("I", 200, 200), ("F", 0.5, 128), ("F", 100.0, 100)],
+)
+def test_load_image_scales_deep_grayscale(tmp_path: Path, mode: str, value, expected: int) -> None:
+    path = tmp_path / ("a.png" if mode == "I;16" else "a.tiff")
+    _save(Image.new(mode, (12, 12), value), path)
+    assert (photos.load_image(path, 4) == expected).all()
+
+
+def test_load_image_puts_transparency_on_white(tmp_path: Path) -> None:
+    image = Image.new("RGBA", (20, 20), (255, 0, 0, 0))  # fully transparent red
+    pixels = photos.load_image(_save(image, tmp_path / "a.png"), 4)
+    assert (pixels == 255).all()
+
+
+def test_load_image_centre_crops_to_a_square(tmp_path: Path) -> None:
+    image = Image.new("RGB", (60, 20), (0, 0, 255))
+    image.paste((255, 0, 0), (20, 0, 40, 20))  # red middle third: the centre square
+    pixels = photos.load_image(_save(image, tmp_path / "a.png"), 10)
+    assert (pixels == (255, 0, 0)).all()
+
+
+def test_load_image_applies_exif_orientation(tmp_path: Path) -> None:
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 20, 20))  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the white half ends up on top
+    path = _save(image, tmp_path / "a.jpg", exif=exif, quality=100)
+    with Image.open(path) as reopened:
+        assert reopened.size == (40, 20)
+    pixels = photos.load_image(path, 20).astype(int)
+    assert pixels[:8].mean() > 200 and pixels[12:].mean() < 50
+
+
+def test_load_image_real_photo(birds: list[Path]) -> None:
+    pixels = photos.load_image(birds[0], 32)
+    assert pixels.shape == (32, 32, 3) and 20 < pixels.mean() < 235
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00"])
+def test_load_image_refuses_unreadable_files(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bird.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=r"bird\.jpg"):
+        photos.load_image(path, 16)
+
+
+def test_load_image_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no such file"):
+        photos.load_image(tmp_path / "missing.jpg", 16)
