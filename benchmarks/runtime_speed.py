@@ -14,7 +14,9 @@ Everything is measured in one run on this machine and printed side by side:
 2. birds per second at batch 1, 64 and 1024 for default and baseline;
 3. each decoder's FLOPs per bird, counted from its ONNX graph, and the share of this CPU's peak
    fp32 rate (a 4096x4096 float32 matrix product) it reaches at batch 64 and 1024;
-4. the whole ``bird-gen --n 64 -o birds.png`` process: wall time, peak memory, import time;
+4. the whole ``bird-gen --n 64 -o birds.png`` process: wall time, peak memory, import time,
+   and, in turns with it, the issue's yardstick: a bare onnxruntime script that decodes 64 birds
+   with the baseline's decoder and saves a PNG;
 5. the installed size of the runtime venv against the torch venv.
 
 Timed calls take turns (one of each, then again), so background load slows all of them alike;
@@ -51,7 +53,7 @@ PEAK_BATCHES = (64, 1024)
 SPEEDUP_TARGET = 3.0
 CLI_SECONDS_TARGET = 0.3
 CLI_MIB_TARGET = 150.0
-CLI_RUNS = 5
+CLI_RUNS = 11
 PEAK_SIZE = 4096
 PEAK_TRIES = 3
 SEED = 0
@@ -67,6 +69,19 @@ Call = Callable[[], object]
 Key = TypeVar("Key")
 
 # Runs a command, then prints its wall time and the peak RSS of the child (KiB on Linux).
+# The issue's yardstick for start-up: a bare script that decodes 64 birds with the baseline's
+# decoder in onnxruntime and saves them with PIL. argv: decoder.onnx, latent size, PNG path.
+BARE_SCRIPT = """\
+import sys
+import numpy as np, onnxruntime
+from PIL import Image
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+z = np.random.default_rng(0).standard_normal((64, int(sys.argv[2]))).astype(np.float32)
+birds = session.run(None, {"z": z})[0]
+size = birds.shape[-1]
+grid = birds.reshape(8, 8, 3, size, size).transpose(0, 3, 1, 4, 2).reshape(8 * size, 8 * size, 3)
+Image.fromarray((grid * 255).round().astype(np.uint8)).save(sys.argv[3])
+"""
 MEASURE_CHILD = """\
 import resource, subprocess, sys, time
 start = time.perf_counter()
@@ -455,21 +470,34 @@ def measure_child(command: Sequence[str]) -> tuple[float, float]:
     return float(seconds), float(maxrss) * kib_per_unit / 1024
 
 
-def bench_bird_gen(bird_gen: Path, model_dir: Path, runs: int) -> tuple[float, float]:
-    """Median wall seconds and largest peak RSS (MiB) of ``bird-gen --n 64 -o birds.png``."""
+def bench_bird_gen(
+    bird_gen: Path, model_dir: Path, python: Path, baseline: BirdVAE | None, runs: int
+) -> tuple[float, float, float | None]:
+    """Median wall seconds and largest peak RSS (MiB) of ``bird-gen --n 64 -o birds.png``, and
+    the median seconds of the bare baseline script (None without a baseline), run in turns."""
     with tempfile.TemporaryDirectory(prefix="bird-gen-bench-") as folder:
-        png = Path(folder) / "birds.png"
+        png, bare_png = Path(folder) / "birds.png", Path(folder) / "bare.png"
         command = [str(bird_gen), "--n", str(DECODE_BIRDS), "-o", str(png)]
         command += ["--model", str(model_dir)]
-        results = []
+        bare = None
+        if baseline is not None:
+            decoder = str(baseline.path.resolve() / DECODER_FILE)
+            bare = [str(python), "-c", BARE_SCRIPT, decoder, str(baseline.latent_dim)]
+            bare.append(str(bare_png))
+        results, bare_seconds = [], []
         for run in range(runs + 1):  # the first run warms the file cache and is not counted
             png.unlink(missing_ok=True)
             seconds, mib = measure_child(command)
             if not png.is_file():
                 raise RuntimeError(f"{' '.join(command)} wrote no PNG")
+            if bare is not None:
+                bare_time, _ = measure_child(bare)
+                if run:
+                    bare_seconds.append(bare_time)
             if run:
                 results.append((seconds, mib))
-    return statistics.median(s for s, _ in results), max(m for _, m in results)
+    median_bare = statistics.median(bare_seconds) if bare_seconds else None
+    return statistics.median(s for s, _ in results), max(m for _, m in results), median_bare
 
 
 def bench_import(python: Path, runs: int) -> float:
@@ -484,7 +512,7 @@ def bench_import(python: Path, runs: int) -> float:
     )
 
 
-def report_bird_gen(runtime_env: Path | None, model_dir: Path) -> None:
+def report_bird_gen(runtime_env: Path | None, model_dir: Path, baseline: BirdVAE | None) -> None:
     bird_gen = env_executable(runtime_env, "bird-gen")
     python = env_executable(runtime_env, "python")
     print_section(f"4. bird-gen --n {DECODE_BIRDS} -o birds.png (median of {CLI_RUNS} processes)")
@@ -493,7 +521,7 @@ def report_bird_gen(runtime_env: Path | None, model_dir: Path) -> None:
         print(f"skipped: {bird_gen} does not exist")
         return
     try:
-        seconds, mib = bench_bird_gen(bird_gen, model_dir, CLI_RUNS)
+        seconds, mib, bare = bench_bird_gen(bird_gen, model_dir, python, baseline, CLI_RUNS)
         imports = bench_import(python, CLI_RUNS)
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"skipped: bird-gen failed: {exc}")
@@ -513,7 +541,14 @@ def report_bird_gen(runtime_env: Path | None, model_dir: Path) -> None:
         ],
         ["import birdvae.runtime.cli", f"{imports:.3f} s", "", ""],
     ]
+    if bare is not None:
+        rows.append(["bare onnxruntime script, baseline decoder", f"{bare:.3f} s", "", ""])
     print_table(["", "measured", "target", ""], rows)
+    if bare is not None:
+        print(
+            f"bird-gen takes {seconds / bare:.2f}x the time of the bare script (decode 64 birds "
+            "with the baseline's decoder, save a PNG with PIL), timed in turns with it"
+        )
 
 
 # 5. Installed size -----------------------------------------------------------------------------
@@ -637,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rates = bench_throughput(vaes, args.repeats)
     report_throughput(rates, list(vaes))
     report_flops(vaes, rates, peak_gflops())
-    report_bird_gen(args.runtime_env, vaes[DEFAULT].path.resolve())
+    report_bird_gen(args.runtime_env, vaes[DEFAULT].path.resolve(), vaes.get("baseline"))
     report_install_size(args.runtime_env, args.torch_env)
 
 
