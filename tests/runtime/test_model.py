@@ -19,7 +19,13 @@ from birdvae.runtime.format import (
     Manifest,
     ModelFormatError,
 )
-from birdvae.runtime.model import real_folder, resolve_model, shipped_model_dir, slerp
+from birdvae.runtime.model import (
+    SHIPPED_MODELS,
+    real_folder,
+    resolve_model,
+    shipped_model_dir,
+    slerp,
+)
 
 
 @pytest.fixture
@@ -242,27 +248,43 @@ def test_real_folder_extracts_a_zipped_model(tiny_model: Path, tmp_path: Path) -
     assert real_folder(tiny_model) == tiny_model  # on disk: used in place
 
 
-SHIPPED = files("birdvae.models").joinpath("birds32", MANIFEST_FILE)
-needs_shipped = pytest.mark.skipif(
-    not SHIPPED.is_file(),
-    reason="the shipped model models/birds32 is not trained and exported yet (no manifest.json)",
-)
+def test_a_shipped_name_missing_from_the_installation_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr("birdvae.runtime.model.files", lambda package: tmp_path)
+    with pytest.raises(ModelFormatError, match="birds64 is not in this installation"):
+        BirdVAE.load("birds64")
 
 
-@needs_shipped
-def test_shipped_default_model_loads_and_samples() -> None:
-    vae = BirdVAE(threads=1)
-    assert vae.path == BirdVAE.load("birds32").path
+def _shipped(name: str) -> bool:
+    return files("birdvae.models").joinpath(name, MANIFEST_FILE).is_file()
+
+
+def test_the_default_model_is_shipped() -> None:
+    assert _shipped("birds32"), "models/birds32 must ship: bird-gen's default"
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_model_loads_and_samples(name: str) -> None:
+    if not _shipped(name):
+        pytest.skip(f"models/{name} is not in this checkout")
+    vae = BirdVAE.load(name, threads=1)
+    assert vae.image_size == int(name.removeprefix("birds"))
     birds = vae.sample(2, seed=0)
     assert birds.shape == (2, 3, vae.image_size, vae.image_size)
     assert birds.min() >= 0.0 and birds.max() <= 1.0
+    assert birds.std() > 0.05  # a picture, not a flat colour
 
 
-@needs_shipped
-def test_shipped_model_reconstructs_a_photo(birds: list[Path]) -> None:
+def test_no_argument_means_birds32() -> None:
+    assert BirdVAE(threads=1).path == BirdVAE.load("birds32").path
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_model_reconstructs_a_photo(name: str, birds: list[Path]) -> None:
     from birdvae.runtime import images, photos
 
-    vae = BirdVAE(threads=1)
+    if not _shipped(name):
+        pytest.skip(f"models/{name} is not in this checkout")
+    vae = BirdVAE.load(name, threads=1)
     photo = photos.load_image(birds[0], vae.image_size)
     recon = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(photo[None])))[0]
     assert images.psnr(photo, recon) > 15.0  # a trained model, not noise
