@@ -2,9 +2,10 @@
 
 Only numpy and the standard library are imported here at start-up: onnxruntime is imported when
 the first graph is needed, so reading a model's facts (``bird-gen info``) never pays for it. The
-folder is checked against its manifest on construction and each graph's signature against the
-format before it is used, so a wrong or damaged model fails with one ModelFormatError that says
-what is wrong instead of an onnxruntime error deep inside a run.
+manifest and the files' sizes are checked on construction, each file's sha256 when that file is
+first read, and each graph's signature against the format before it is used, so a wrong or
+damaged model fails with one ModelFormatError that says what is wrong instead of an onnxruntime
+error deep inside a run.
 """
 
 from __future__ import annotations

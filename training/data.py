@@ -180,7 +180,7 @@ def load_image(
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Grayscale (8, 16 or 32 bit), palette, CMYK and alpha images to RGB; transparency becomes
-    white. The runtime prepares photos the same way (``runtime/images.py``; training may not
+    white. The runtime prepares photos the same way (``runtime/photos.py``; training may not
     import it), and a test holds the two to the same pixels."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = _deep_gray_to_8bit(image)
