@@ -68,7 +68,6 @@ TORCH = "PyTorch eager"
 Call = Callable[[], object]
 Key = TypeVar("Key")
 
-# Runs a command, then prints its wall time and the peak RSS of the child (KiB on Linux).
 # The issue's yardstick for start-up: a bare script that decodes 64 birds with the baseline's
 # decoder in onnxruntime and saves them with PIL. argv: decoder.onnx, latent size, PNG path.
 BARE_SCRIPT = """\
@@ -82,6 +81,7 @@ size = birds.shape[-1]
 grid = birds.reshape(8, 8, 3, size, size).transpose(0, 3, 1, 4, 2).reshape(8 * size, 8 * size, 3)
 Image.fromarray((grid * 255).round().astype(np.uint8)).save(sys.argv[3])
 """
+# Runs a command, then prints its wall time and the peak RSS of the child (KiB on Linux).
 MEASURE_CHILD = """\
 import resource, subprocess, sys, time
 start = time.perf_counter()

@@ -42,12 +42,6 @@ def test_sample_grid_sizes(cli, tiny_model: Path, out: Path, n: int, scale: int,
 @pytest.mark.parametrize("name", ["birds32", "birds64"])
 def test_shipped_models_by_name(cli, out: Path, name: str) -> None:
     """Both sizes come out about 128 px a bird: scale 4 for 32x32, 2 for 64x64."""
-    from birdvae.runtime.model import shipped_model_dir
-
-    try:
-        shipped_model_dir(name)
-    except ValueError:
-        pytest.skip(f"models/{name} is not in this checkout")
     _ok(cli("--n", 4, "--model", name, "--threads", 1, "-o", out / "b.png"))
     side = 2 * 128 + 3 * 2  # 2x2 birds of 128 px, 2 px gutters
     assert _png(out / "b.png").shape == (side, side, 3)

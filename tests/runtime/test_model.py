@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -254,18 +253,8 @@ def test_a_shipped_name_missing_from_the_installation_is_a_clear_error(monkeypat
         BirdVAE.load("birds64")
 
 
-def _shipped(name: str) -> bool:
-    return files("birdvae.models").joinpath(name, MANIFEST_FILE).is_file()
-
-
-def test_the_default_model_is_shipped() -> None:
-    assert _shipped("birds32"), "models/birds32 must ship: bird-gen's default"
-
-
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_shipped_model_loads_and_samples(name: str) -> None:
-    if not _shipped(name):
-        pytest.skip(f"models/{name} is not in this checkout")
     vae = BirdVAE.load(name, threads=1)
     assert vae.image_size == int(name.removeprefix("birds"))
     birds = vae.sample(2, seed=0)
@@ -282,8 +271,6 @@ def test_no_argument_means_birds32() -> None:
 def test_shipped_model_reconstructs_a_photo(name: str, birds: list[Path]) -> None:
     from birdvae.runtime import images, photos
 
-    if not _shipped(name):
-        pytest.skip(f"models/{name} is not in this checkout")
     vae = BirdVAE.load(name, threads=1)
     photo = photos.load_image(birds[0], vae.image_size)
     recon = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(photo[None])))[0]
