@@ -7,8 +7,9 @@
 Samples and reconstructions go through ``birdvae.runtime.BirdVAE``: what ``bird-gen`` writes is
 what is scored. SWD compares 7x7 Laplacian-pyramid patches of samples with the validation photos
 (Karras et al. 2018); ``real vs real`` (training photos against validation photos, same count) is
-the floor a perfect model would reach. ``--sweep`` scores each prior and temperature, to choose
-the defaults. Bits/dim (negative ELBO and importance-weighted bound) come from the checkpoints.
+the floor a perfect model would reach. ``--sweep`` scores each prior and temperature, then each
+pixel noise, to choose the defaults. Bits/dim (negative ELBO and importance-weighted bound) come
+from the checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from birdvae.training.data import load_splits
 from birdvae.training.swd import sliced_wasserstein
 
 TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0)
+NOISES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def as_uint8_nchw(images: np.ndarray) -> np.ndarray:
@@ -31,10 +33,15 @@ def as_uint8_nchw(images: np.ndarray) -> np.ndarray:
 
 
 def sample_swd(
-    model: BirdVAE, real: np.ndarray, count: int, prior: str | None, temperature: float | None
+    model: BirdVAE,
+    real: np.ndarray,
+    count: int,
+    prior: str | None,
+    temperature: float | None,
+    noise: float | None = None,
 ) -> float:
-    samples = as_uint8_nchw(model.sample(count, seed=1, prior=prior, temperature=temperature))
-    return sliced_wasserstein(real, samples).mean
+    birds = model.sample(count, seed=1, prior=prior, temperature=temperature, noise=noise)
+    return sliced_wasserstein(real, as_uint8_nchw(birds)).mean
 
 
 def recon_psnr(model: BirdVAE, images: np.ndarray) -> float:
@@ -81,12 +88,21 @@ def main() -> None:
         priors = ["standard"] + (["fitted"] if ours.manifest.prior else [])
         for prior in priors:
             for t in TEMPERATURES:
-                print(f"{prior:<10}{t:>5.2f}{sample_swd(ours, real, args.samples, prior, t):>8.1f}")
+                swd = sample_swd(ours, real, args.samples, prior, t, noise=0)
+                print(f"{prior:<10}{t:>5.2f}{swd:>8.1f}")
+        if ours.manifest.likelihood != "bernoulli":
+            prior = ours.manifest.default_prior
+            print(f"\npixel noise, {prior} prior at T={ours.default_temperature(prior)}")
+            print(f"{'noise':>5}{'SWD':>8}")
+            for noise in NOISES:
+                swd = sample_swd(ours, real, args.samples, None, None, noise)
+                print(f"{noise:>5.2f}{swd:>8.1f}")
 
     rows = [("default", ours, args.checkpoint)]
     if args.baseline:
         rows.append(("baseline", BirdVAE.load(args.baseline), args.baseline_checkpoint))
-    print(f"\n{'model':<10}{'SWD':>8}{'PSNR dB':>9}{'bits/dim':>10}{'IW bits/dim':>13}  prior")
+    header = f"{'model':<10}{'SWD':>8}{'PSNR dB':>9}{'bits/dim':>10}{'IW bits/dim':>13}"
+    print(f"\n{header}  sampling")
     figures = {}
     for name, model, ckpt in rows:
         swd = sample_swd(model, real, args.samples, None, None)
@@ -95,7 +111,8 @@ def main() -> None:
         prior = model.manifest.default_prior
         temperature = model.default_temperature(prior)
         figures[name] = (swd, psnr, bpd)
-        print(f"{name:<10}{swd:>8.1f}{psnr:>9.2f}{bpd:>10.3f}{iw:>13.3f}  {prior}, T={temperature}")
+        sampling = f"{prior}, T={temperature}, noise {model.default_noise():g}"
+        print(f"{name:<10}{swd:>8.1f}{psnr:>9.2f}{bpd:>10.3f}{iw:>13.3f}  {sampling}")
     if "baseline" in figures:
         (s0, p0, b0), (s1, p1, b1) = figures["default"], figures["baseline"]
         print(

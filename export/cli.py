@@ -77,6 +77,14 @@ class UsageProblem(Exception):
     show_default=True,
     help="Default sampling temperature written to the manifest.",
 )
+@click.option(
+    "--noise",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Default pixel noise written to the manifest: bird-gen draws pixels from the "
+    "decoder's distribution at this temperature (0: its mean). Logistic likelihoods only.",
+)
 def main(
     checkpoint: Path,
     out: Path | None,
@@ -86,6 +94,7 @@ def main(
     prior_data: Path | None,
     prior_components: int | None,
     temperature: float,
+    noise: float,
 ) -> None:
     """Export CHECKPOINT to an ONNX model folder the torch-free runtime (bird-gen) loads."""
     if any(importlib.util.find_spec(name) is None for name in TRAIN_MODULES):
@@ -101,7 +110,7 @@ def main(
     destination = out if out is not None else checkpoint.parent / "model"
     try:
         _export(checkpoint, destination, ema, opset, int8, prior_data, prior_components or 1,
-                temperature)  # fmt: skip
+                temperature, noise)  # fmt: skip
     except (UsageProblem, CheckpointError, DataError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -123,6 +132,7 @@ def _export(
     prior_data: Path | None,
     components: int,
     temperature: float,
+    noise: float,
 ) -> None:
     from birdvae.runtime.format import (
         DECODER_FILE,
@@ -135,11 +145,21 @@ def _export(
     )
     from birdvae.training.checkpoint import load_model
 
-    from .onnx import export_model, exporter_for, ir_version_for, package_version
+    from .onnx import (
+        export_model,
+        exporter_for,
+        has_pixel_noise,
+        ir_version_for,
+        package_version,
+    )
     from .quantize import format_figures, quantize_model
 
     _check_destination(destination)
     model, config, state = load_model(checkpoint, ema=ema)
+    if noise > 0 and not has_pixel_noise(model):
+        raise UsageProblem(
+            f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
+        )
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights")
@@ -178,6 +198,7 @@ def _export(
             prior=prior,
             default_prior="fitted" if prior else "standard",
             default_temperature=temperature,
+            default_noise=noise,
             source=source,
         ).save(folder)
         verify_model_dir(folder)

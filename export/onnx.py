@@ -35,6 +35,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from birdvae.runtime.format import (
     DECODER_FILE,
     DECODER_INPUT,
+    DECODER_NOISE_OUTPUTS,
     DECODER_OUTPUTS,
     DEFAULT_IR_VERSION,
     ENCODER_FILE,
@@ -74,14 +75,28 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """``z`` [N, D] -> ``image`` [N, 3, S, S] in [0, 1], the likelihood's mean."""
+    """``z`` [N, D] -> ``image`` [N, 3, S, S] in [0, 1], the likelihood's mean, followed for a
+    logistic likelihood by its ``scale`` and ``coupling``, which the runtime draws pixels with."""
 
     def __init__(self, model: VAE) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_image(z)
+    def forward(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        params = self.model.decoder(z)
+        image = self.model.likelihood.mean(params)
+        if not has_pixel_noise(self.model):
+            return image
+        return (image, *self.model.likelihood.noise_params(params))
+
+
+def has_pixel_noise(model: VAE) -> bool:
+    """Whether the decoder graph also outputs the pixel distribution's scale and coupling."""
+    return hasattr(model.likelihood, "noise_params")
+
+
+def decoder_outputs(model: VAE) -> list[str]:
+    return list(DECODER_OUTPUTS) + (list(DECODER_NOISE_OUTPUTS) if has_pixel_noise(model) else [])
 
 
 def package_version() -> str:
@@ -147,9 +162,11 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
          **{name: [cfg.latent_dim] for name in ENCODER_OUTPUTS}},
         Path(folder) / ENCODER_FILE, opset, {**metadata, "birdvae.graph": "encoder"},
     )  # fmt: skip
+    image_shape = [3, cfg.image_size, cfg.image_size]
+    outputs = decoder_outputs(model)
     decoder = export_graph(
-        DecoderGraph(folded), z, [DECODER_INPUT], list(DECODER_OUTPUTS),
-        {DECODER_INPUT: [cfg.latent_dim], DECODER_OUTPUTS[0]: [3, cfg.image_size, cfg.image_size]},
+        DecoderGraph(folded), z, [DECODER_INPUT], outputs,
+        {DECODER_INPUT: [cfg.latent_dim], **{name: image_shape for name in outputs}},
         Path(folder) / DECODER_FILE, opset, {**metadata, "birdvae.graph": "decoder"},
     )  # fmt: skip
     return encoder, decoder

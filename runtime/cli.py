@@ -145,6 +145,12 @@ def _default_scale(scale: int | None, vae: BirdVAE) -> int:
     help="Spread of the prior (1: as fitted; lower: safer, blander). Default: the model's.",
 )
 @click.option(
+    "--noise",
+    type=click.FloatRange(min=0),
+    help="Pixel grain drawn from the decoder's own distribution (0: its smooth mean; 1: a full "
+    "sample). Default: the model's.",
+)
+@click.option(
     "--prior",
     type=click.Choice(PRIOR_NAMES),
     help="standard: N(0, I); fitted: the mixture fitted to the training set's codes. "
@@ -173,6 +179,7 @@ def main(
     separate: Path | None,
     seed: int,
     temperature: float | None,
+    noise: float | None,
     prior: str | None,
     scale: int | None,
     batch: int,
@@ -212,8 +219,10 @@ def main(
     prior_name = prior or vae.manifest.default_prior
     if temperature is None:
         temperature = vae.default_temperature(prior_name)
-    batches = vae.sample_batches(n, seed, temperature, prior_name, batch)
-    settings = f"seed {seed}, {prior_name} prior, temperature {temperature:g}"
+    if noise is None:
+        noise = vae.default_noise()
+    batches = vae.sample_batches(n, seed, temperature, prior_name, batch, noise)
+    settings = f"seed {seed}, {prior_name} prior, temperature {temperature:g}, noise {noise:g}"
     if separate is not None:
         first = next(batches)  # a model that cannot run fails here, before the folder is made
         _write_separate(itertools.chain([first], batches), n, separate, scale or 1)
@@ -354,7 +363,13 @@ def info(model: str) -> None:
             )
         )
     default = manifest.default_prior
-    facts.append(("sampling", f"{default} prior, temperature {vae.default_temperature(default):g}"))
+    facts.append(
+        (
+            "sampling",
+            f"{default} prior, temperature {vae.default_temperature(default):g}, "
+            f"pixel noise {vae.default_noise():g}",
+        )
+    )
     for i, (key, value) in enumerate(manifest.source.items()):
         facts.append(("source" if i == 0 else "", f"{key}: {_show(value)}"))
     sizes = {name: (vae.path / name).stat().st_size for name in [*manifest.files, MANIFEST_FILE]}

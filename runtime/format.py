@@ -26,6 +26,10 @@ ENCODER_INPUT = "image"  # float32 [N, 3, S, S], RGB in [0, 1]
 ENCODER_OUTPUTS = ("mean", "logvar")  # float32 [N, D] each
 DECODER_INPUT = "z"  # float32 [N, D]
 DECODER_OUTPUTS = ("image",)  # float32 [N, 3, S, S] in [0, 1]; more outputs may follow
+# Optional, after ``image``, in models whose likelihood is a logistic per sub-pixel: its scale
+# ([0, 1] units) and the colour couplings (green|red, blue|red, blue|green; 0 when independent),
+# float32 [N, 3, S, S] each. With them the runtime can draw pixels, not only show the mean.
+DECODER_NOISE_OUTPUTS = ("scale", "coupling")
 
 # What a widely deployed onnxruntime reads: opset 17 / IR 8 load in onnxruntime 1.14 and later
 # (early 2023); CI runs the runtime tests under 1.15.0, the oldest wheel served for Python 3.11.
@@ -70,6 +74,9 @@ class Manifest:
     prior: PriorInfo | None = None
     default_prior: str = "standard"  # "standard" or "fitted"
     default_temperature: float = 1.0
+    # Pixel noise drawn around the decoder's mean, as a temperature of its pixel distribution:
+    # 0 shows the mean (smooth), 1 draws whole samples. Needs DECODER_NOISE_OUTPUTS.
+    default_noise: float = 0.0
     # Where the model came from: architecture config, epochs, validation bits/dim, checkpoint
     # sha256, package version, int8 details. Free-form for people; nothing here is loaded.
     source: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +106,7 @@ class Manifest:
                 prior=prior,
                 default_prior=str(data.get("default_prior", "standard")),
                 default_temperature=float(data.get("default_temperature", 1.0)),
+                default_noise=float(data.get("default_noise", 0.0)),
                 source=dict(data.get("source", {})),
                 format_version=version,
             )

@@ -21,6 +21,7 @@ import numpy as np
 from .format import (
     DECODER_FILE,
     DECODER_INPUT,
+    DECODER_NOISE_OUTPUTS,
     DECODER_OUTPUTS,
     ENCODER_FILE,
     ENCODER_INPUT,
@@ -32,6 +33,7 @@ from .format import (
     read_verified,
     verify_model_dir,
 )
+from .pixels import check_noise, draw_pixels
 from .prior import PRIOR_NAMES, Draws, GaussianMixture, Prior, StandardNormal, check_temperature
 
 if TYPE_CHECKING:
@@ -187,16 +189,24 @@ class BirdVAE:
     ) -> Iterator[np.ndarray]:
         """n codes from the prior, ``batch`` at a time; the same seed gives the same codes
         whatever ``batch`` is."""
+        return self._latents(n, Draws(seed), temperature, prior, batch)
+
+    def _latents(
+        self, n: int, draws: Draws, temperature: float | None, prior: str | None, batch: int
+    ) -> Iterator[np.ndarray]:
         _check_count(n, "n")
         _check_count(batch, "batch")
         chosen = self.prior(prior)
         temperature = check_temperature(
             self.default_temperature(prior) if temperature is None else temperature
         )
-        draws = Draws(seed)  # created now, so a bad seed fails here and not at the first next()
         return (
             chosen.sample(min(batch, n - start), draws, temperature) for start in range(0, n, batch)
         )
+
+    def default_noise(self) -> float:
+        """The pixel noise used when none is given (see ``runtime.pixels``); 0 shows the mean."""
+        return self._manifest.default_noise
 
     def sample_batches(
         self,
@@ -205,10 +215,16 @@ class BirdVAE:
         temperature: float | None = None,
         prior: str | None = None,
         batch: int = DEFAULT_BATCH,
+        noise: float | None = None,
     ) -> Iterator[np.ndarray]:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time."""
-        latents = self.latent_batches(n, seed, temperature, prior, batch)
-        return (self.decode(z, batch) for z in latents)
+        noise = check_noise(self.default_noise() if noise is None else noise)
+        draws = Draws(seed)  # created now, so a bad seed fails here and not at the first next()
+        latents = self._latents(n, draws, temperature, prior, batch)
+        if noise == 0:
+            return (self.decode(z, batch) for z in latents)
+        self._check_pixel_noise()
+        return (self._decode_drawn(z, noise, draws.pixels) for z in latents)
 
     def sample(
         self,
@@ -217,10 +233,12 @@ class BirdVAE:
         temperature: float | None = None,
         prior: str | None = None,
         batch: int = DEFAULT_BATCH,
+        noise: float | None = None,
     ) -> np.ndarray:
-        """n new birds, float32 [n, 3, S, S]. prior None and temperature None take the model's
+        """n new birds, float32 [n, 3, S, S]. prior, temperature and noise None take the model's
         defaults; seed None draws fresh randomness."""
-        return np.concatenate(list(self.sample_batches(n, seed, temperature, prior, batch)))
+        batches = self.sample_batches(n, seed, temperature, prior, batch, noise)
+        return np.concatenate(list(batches))
 
     # The two graphs ----------------------------------------------------------------------------
 
@@ -254,6 +272,24 @@ class BirdVAE:
             _check_output(image, (len(chunk), *shape), f"{DECODER_FILE} image")
             images.append(image)
         return np.concatenate(images)
+
+    def _decode_drawn(self, z: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+        """One batch of codes decoded, each pixel drawn around the mean at temperature ``noise``."""
+        outputs = list(DECODER_OUTPUTS[:1] + DECODER_NOISE_OUTPUTS)
+        session = self._session(DECODER_FILE)
+        image, scale, coupling = _run(session, DECODER_FILE, outputs, DECODER_INPUT, z)
+        shape = (len(z), 3, self.image_size, self.image_size)
+        for name, value in zip(outputs, (image, scale, coupling)):
+            _check_output(value, shape, f"{DECODER_FILE} {name}")
+        return draw_pixels(image, scale, coupling, noise, rng)
+
+    def _check_pixel_noise(self) -> None:
+        names = [o.name for o in self._session(DECODER_FILE).get_outputs()]
+        if names[1:3] != list(DECODER_NOISE_OUTPUTS):
+            raise ValueError(
+                f"the decoder in {self._path} has no pixel scales ({self._manifest.likelihood} "
+                "likelihood or an older export), so it can only show the mean: use noise 0"
+            )
 
     def reconstruct(self, images: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
         """Each image decoded from its posterior mean: what the model keeps of a photo."""
@@ -315,6 +351,10 @@ def _check_prior_settings(manifest: Manifest, folder: Path) -> None:
             check_temperature(temperature)
         except ValueError as exc:
             raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
+    try:
+        check_noise(manifest.default_noise)
+    except ValueError as exc:
+        raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
 
 
 def _check_count(value: int, name: str) -> None:

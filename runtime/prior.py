@@ -21,17 +21,19 @@ PRIOR_NAMES = ("standard", "fitted")
 
 
 class Draws:
-    """The random numbers of one request, in two streams spawned from one seed.
+    """The random numbers of one request, in three streams spawned from one seed.
 
-    Component picks and Gaussian noise come from separate generators, and each generator fills
-    its arrays in order, so drawing 100 codes as 64 + 36 gives exactly the codes drawn as 100.
+    Component picks, Gaussian noise and pixel noise come from separate generators, and each
+    generator fills its arrays in order, so drawing 100 birds as 64 + 36 gives exactly the birds
+    drawn as 100, and asking for pixel noise leaves the codes as they were.
     ``seed=None`` takes fresh entropy from the operating system.
     """
 
     def __init__(self, seed: int | None = None) -> None:
-        picks, noise = np.random.SeedSequence(seed).spawn(2)
+        picks, noise, pixels = np.random.SeedSequence(seed).spawn(3)
         self.picks = np.random.default_rng(picks)
         self.noise = np.random.default_rng(noise)
+        self.pixels = np.random.default_rng(pixels)
 
 
 def check_temperature(temperature: float) -> float:

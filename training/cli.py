@@ -68,12 +68,32 @@ def _warnings_as_lines() -> None:
     "--latent-dim", type=click.IntRange(min=1), help="Latent size D. [default: 128; baseline: 180]"
 )
 @click.option(
+    "--decoder-width",
+    type=click.IntRange(min=1),
+    help="Decoder channels at half resolution, its costliest level. [default: 32]",
+)
+@click.option(
+    "--blocks-per-level",
+    type=click.IntRange(min=1),
+    help="Residual blocks at each resolution, encoder and decoder. [default: 1]",
+)
+@click.option(
+    "--likelihood",
+    type=click.Choice(["logistic", "coupled_logistic", "bernoulli"]),
+    help="Decoder likelihood over 8-bit pixels. [default: logistic; baseline: bernoulli]",
+)
+@click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
     help="Held-out share of a plain folder (CUB uses its own split). [default: 0.1]",
 )
 @click.option(
     "--kl-warmup-epochs", type=click.IntRange(min=0), help="Epochs to ramp the KL in. [default: 10]"
+)
+@click.option(
+    "--kl-weight",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Final weight of the KL term (beta); validation bits/dim always use 1. [default: 1]",
 )
 @click.option(
     "--free-bits", type=click.FloatRange(min=0), help="Nats per latent dim kept free. [default: 0]"
@@ -139,9 +159,13 @@ def train_command(ctx: click.Context, **options) -> None:
                 preset(options["preset"]), data=str(Path(options["data"]).expanduser()),
                 epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
                 image_size=int(size) if size else None, latent_dim=options["latent_dim"],
+                decoder_width=options["decoder_width"],
+                blocks_per_level=options["blocks_per_level"],
+                likelihood=options["likelihood"],
                 val_fraction=options["val_fraction"], device=options["device"],
                 seed=options["seed"], compile=options["compile_"],
                 kl_warmup_epochs=options["kl_warmup_epochs"], free_bits=options["free_bits"],
+                kl_weight=options["kl_weight"],
             )  # fmt: skip
             VAE(config.model)  # fail fast on an impossible architecture
         trainer = Trainer(TrainConfig.from_dict(config.to_dict()), run_dir, resume_state)

@@ -28,7 +28,9 @@ class ModelConfig:
     decoder_width: int = 32
     decoder_max_width: int = 128
     blocks_per_level: int = 1
-    likelihood: str = "logistic"  # "logistic" (discretized logistic) or "bernoulli" (BCE)
+    # "logistic" (discretized logistic), "coupled_logistic" (its colour channels coupled, as
+    # PixelCNN++) or "bernoulli" (the blog's BCE)
+    likelihood: str = "logistic"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -54,6 +56,12 @@ class TrainConfig:
     grad_clip: float = 1.0  # on the gradient of nats per sub-pixel
     ema_decay: float = 0.999
     kl_warmup_epochs: int = 10
+    # The KL term's final weight (beta). Below 1 the code carries more of each photo: sharper
+    # reconstructions, at some cost in bits/dim (always reported for the true ELBO, beta = 1).
+    kl_weight: float = 1.0
+    # A coupled likelihood's colour coupling is off this many epochs, then ramps in over as many
+    # (see Trainer.coupling_weight); no effect on other likelihoods.
+    coupling_warmup_epochs: int = 10
     free_bits: float = 0.0  # nats per latent dimension, averaged over the batch
     flip: bool = True
     shift: int = 2  # random translation of each training image, in pixels

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from birdvae.runtime import BirdVAE
 from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, verify_model_dir
 
 pytest.importorskip("torch")
@@ -89,6 +90,25 @@ def test_options_that_need_data(export_cli, resnet_checkpoint, tmp_path):
     assert not out.exists()
 
 
+def test_noise_needs_a_logistic_likelihood(export_cli, baseline_checkpoint, tmp_path):
+    out = tmp_path / "model"
+    result = export_cli(baseline_checkpoint, "-o", out, "--noise", 0.5)
+    assert_one_error_line(result, 2, "--noise needs a logistic likelihood")
+    assert not out.exists()
+
+
+def test_coupled_model_exports_and_draws_pixels(export_cli, make_checkpoint, tiny_kwargs,
+                                                run_dir):  # fmt: skip
+    path = make_checkpoint(run_dir / "last.pt", {**tiny_kwargs, "likelihood": "coupled_logistic"})
+    result = export_cli(path, "--noise", 0.5)
+    assert result.exit_code == 0, result.stderr
+    assert "coupling" in result.stdout  # its couplings are checked against PyTorch too
+    vae = BirdVAE(run_dir / "model", threads=1)
+    assert vae.manifest.likelihood == "coupled_logistic" and vae.default_noise() == 0.5
+    grainy, smooth = vae.sample(4, seed=0), vae.sample(4, seed=0, noise=0)
+    assert not np.array_equal(grainy, smooth) and np.abs(grainy - smooth).mean() < 0.2
+
+
 def test_a_folder_that_is_not_a_model_is_never_replaced(export_cli, resnet_checkpoint, tmp_path):
     out = tmp_path / "precious"
     out.mkdir()
@@ -123,11 +143,12 @@ def test_a_successful_export_replaces_the_old_model(export_cli, make_checkpoint,
     assert export_cli(path).exit_code == 0
     old = json.loads((run_dir / "model" / MANIFEST_FILE).read_text())
     make_checkpoint(path, tiny_kwargs, seed=1)
-    result = export_cli(path, "--no-ema", "--temperature", 0.5)
+    result = export_cli(path, "--no-ema", "--temperature", 0.5, "--noise", 0.4)
     assert result.exit_code == 0, result.stderr
     new = verify_model_dir(run_dir / "model")
     assert new.source["checkpoint_sha256"] != old["source"]["checkpoint_sha256"]
     assert new.default_temperature == 0.5 and new.source["weights"] == "model"
+    assert new.default_noise == 0.4 and old["default_noise"] == 0
     assert leftovers(run_dir) == ["model"]
 
 
@@ -149,5 +170,6 @@ def test_int8_export_records_its_measurements(export_cli, resnet_checkpoint, bir
     assert set(figures["reconstruction_psnr_db"]) == {"fp32", "shipped", "shipped_vs_fp32"}
     assert sorted(p.name for p in out.iterdir()) == sorted([*manifest.files, MANIFEST_FILE])
     session = ort.InferenceSession(str(out / DECODER_FILE), providers=["CPUExecutionProvider"])
-    (images,) = session.run(None, {"z": np.zeros((3, manifest.latent_dim), np.float32)})
-    assert images.shape == (3, 3, 16, 16)  # whichever decoder shipped, it runs
+    outputs = session.run(None, {"z": np.zeros((3, manifest.latent_dim), np.float32)})
+    # whichever decoder shipped, it runs: image, pixel scale, coupling
+    assert [o.shape for o in outputs] == [(3, 3, 16, 16)] * 3

@@ -18,6 +18,7 @@ from birdvae.export.onnx import (  # noqa: E402
     FORBIDDEN_OPS,
     DecoderGraph,
     ExportError,
+    decoder_outputs,
     export_graph,
     fold_batchnorm,
 )
@@ -44,7 +45,9 @@ def test_export_succeeds_and_prints_the_parity_table(exported, arch):
     assert result.exit_code == 0, result.stderr
     assert f"wrote {folder}" in result.stdout
     table = [line for line in result.stdout.splitlines() if line.startswith(("encoder", "decoder"))]
-    assert len(table) == 4 * len(BATCH_SIZES)
+    decoder_count = 3 if arch == "resnet" else 1  # image (+ pixel scale, coupling)
+    # each batch size: the encoder's 2 outputs, the decoder's for random and encoded z
+    assert len(table) == (2 + 2 * decoder_count) * len(BATCH_SIZES)
     assert all(line.endswith("yes") for line in table)
     assert "real images" in result.stdout
 
@@ -81,6 +84,8 @@ def test_graphs_have_the_contract_signatures(exported, arch):
         ENCODER_FILE: ({"image": ["N", 3, s, s]}, {"mean": ["N", d], "logvar": ["N", d]}),
         DECODER_FILE: ({"z": ["N", d]}, {"image": ["N", 3, s, s]}),
     }
+    if arch == "resnet":  # a logistic likelihood: the runtime can also draw pixels
+        expected[DECODER_FILE][1].update(scale=["N", 3, s, s], coupling=["N", 3, s, s])
     for name, (inputs, outputs) in expected.items():
         proto = onnx.load(folder / name)
         onnx.checker.check_model(proto, full_check=True)
@@ -144,9 +149,11 @@ def test_batchnorm_that_cannot_fold_is_refused():
 def test_opset_18_uses_the_dynamo_exporter(resnet_checkpoint, tmp_path: Path):
     model = load_model(resnet_checkpoint)[0]
     d = model.cfg.latent_dim
+    outputs = decoder_outputs(model)
     path = export_graph(
-        DecoderGraph(fold_batchnorm(model)), torch.randn(EXAMPLE_BATCH, d), ["z"], ["image"],
-        {"z": [d], "image": [3, 16, 16]}, tmp_path / DECODER_FILE, 18, {"birdvae.graph": "decoder"},
+        DecoderGraph(fold_batchnorm(model)), torch.randn(EXAMPLE_BATCH, d), ["z"], outputs,
+        {"z": [d], **{name: [3, 16, 16] for name in outputs}}, tmp_path / DECODER_FILE, 18,
+        {"birdvae.graph": "decoder"},
     )  # fmt: skip
     proto = onnx.load(path)
     assert [(o.domain, o.version) for o in proto.opset_import] == [("", 18)]

@@ -19,6 +19,7 @@ from birdvae.runtime.format import FileEntry, Manifest
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TINY_MODEL = FIXTURES / "tiny_model"
 WRONG_NAMES_MODEL = FIXTURES / "wrong_names_model"
+MEAN_ONLY_MODEL = FIXTURES / "mean_only_model"  # exported before decoders had pixel scales
 BIRDS = sorted((FIXTURES / "birds").glob("*.jpg"))
 
 
@@ -56,6 +57,11 @@ def tiny_model() -> Path:
 @pytest.fixture
 def wrong_names_model() -> Path:
     return WRONG_NAMES_MODEL
+
+
+@pytest.fixture
+def mean_only_model() -> Path:
+    return MEAN_ONLY_MODEL
 
 
 @pytest.fixture

@@ -47,6 +47,16 @@ def test_shipped_models_by_name(cli, out: Path, name: str) -> None:
     assert _png(out / "b.png").shape == (side, side, 3)
 
 
+def test_pixel_noise_option(cli, tiny_model: Path, out: Path) -> None:
+    common = ("--n", 4, "--scale", 1, "--model", tiny_model, "--threads", 1)
+    _ok(cli(*common, "-o", out / "smooth.png"))
+    result = cli(*common, "--noise", 0.7, "-o", out / "grainy.png")
+    _ok(result)
+    assert "noise 0.7" in result.stdout
+    smooth, grainy = _png(out / "smooth.png"), _png(out / "grainy.png")
+    assert smooth.shape == grainy.shape and not np.array_equal(smooth, grainy)
+
+
 def test_default_output_name(cli, tiny_model: Path, out: Path, monkeypatch) -> None:
     monkeypatch.chdir(out)
     _ok(cli("--n", 2, "--model", tiny_model, "--threads", 1))
@@ -132,8 +142,9 @@ def test_info(cli, tiny_model: Path) -> None:
     result = cli("info", "--model", tiny_model)
     _ok(result)
     text = result.stdout
-    facts = ["16x16", "latent size  8", "discretized_logistic", "opset 17", "IR version 8"]
-    facts += ["gaussian-mixture, 2 components", "epochs: 0", "encoder.onnx", str(tiny_model)]
+    facts = ["16x16", "latent size  8", "coupled_logistic", "opset 17", "IR version 8"]
+    facts += ["gaussian-mixture, 2 components", "pixel noise 0", "epochs: 0", "encoder.onnx"]
+    facts += [str(tiny_model)]
     for fact in facts:
         assert fact in text, fact
 
@@ -181,6 +192,8 @@ BAD_INPUTS = {
     "seed-negative": ("--seed -1 -o {out}/b.png", None),
     "temperature-negative": ("--temperature -1 -o {out}/b.png", None),
     "temperature-nan": ("--temperature nan -o {out}/b.png", None),
+    "noise-negative": ("--noise -0.5 -o {out}/b.png", None),
+    "noise-without-pixel-scales": ("--noise 0.5 --model {mean_only} -o {out}/b.png", None),
     "unknown-prior": ("--prior uniform -o {out}/b.png", None),
     "fitted-prior-missing": ("--prior fitted -o {out}/b.png", _no_prior),
     "output-is-a-directory": ("-o {out}", None),
@@ -216,13 +229,24 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize(("template", "damage"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_user_mistakes_end_in_one_error_line(
-    cli, template, damage, model_copy, wrong_names_model, birds, out, tmp_path, refresh_manifest
+    cli,
+    template,
+    damage,
+    model_copy,
+    wrong_names_model,
+    mean_only_model,
+    birds,
+    out,
+    tmp_path,
+    refresh_manifest,
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("a text file, not an image")
     if damage is not None:
         damage(model_copy, refresh_manifest)
-    args = template.format(out=out, text=text, bird=birds[0], wrong=wrong_names_model).split()
+    args = template.format(
+        out=out, text=text, bird=birds[0], wrong=wrong_names_model, mean_only=mean_only_model
+    ).split()
     if "--model" not in args:
         args += ["--model", str(model_copy)]
     result = cli(*args)

@@ -48,6 +48,38 @@ def test_sample_shape_range_and_seed(vae: BirdVAE) -> None:
     assert not np.array_equal(vae.sample(5, seed=2), birds)
 
 
+def test_pixel_noise_draws_around_the_same_birds(vae: BirdVAE) -> None:
+    smooth = vae.sample(6, seed=4, noise=0)
+    grainy = vae.sample(6, seed=4, noise=1.0)
+    assert grainy.shape == smooth.shape and grainy.min() >= 0 and grainy.max() <= 1
+    assert not np.array_equal(grainy, smooth)
+    assert np.abs(grainy - smooth).mean() < 0.1  # the same codes underneath, plus grain
+    np.testing.assert_array_equal(vae.sample(6, seed=4, noise=1.0), grainy)
+    chunks = np.concatenate(list(vae.sample_batches(6, seed=4, batch=4, noise=1.0)))
+    np.testing.assert_allclose(chunks, grainy, atol=1e-6)  # batch size changes nothing
+    assert vae.default_noise() == 0
+    np.testing.assert_array_equal(vae.sample(6, seed=4), smooth)
+
+
+def test_pixel_noise_needs_a_decoder_with_scales(mean_only_model: Path) -> None:
+    vae = BirdVAE(mean_only_model, threads=1)
+    assert vae.sample(2, seed=0).shape == (2, 3, 16, 16)  # older exports still sample the mean
+    with pytest.raises(ValueError, match=r"no pixel scales.*use noise 0"):
+        vae.sample(2, seed=0, noise=0.5)
+
+
+def test_manifest_default_noise_is_used_and_checked(model_copy: Path) -> None:
+    manifest = Manifest.load(model_copy)
+    manifest.default_noise = 0.5
+    manifest.save(model_copy)
+    vae = BirdVAE(model_copy, threads=1)
+    np.testing.assert_array_equal(vae.sample(3, seed=2), vae.sample(3, seed=2, noise=0.5))
+    manifest.default_noise = -1.0
+    manifest.save(model_copy)
+    with pytest.raises(ModelFormatError, match="default noise must be"):
+        BirdVAE(model_copy)
+
+
 @pytest.mark.parametrize("prior", ["standard", "fitted"])
 def test_chunked_sampling_equals_unchunked(vae: BirdVAE, prior: str) -> None:
     whole_z = np.concatenate(list(vae.latent_batches(7, seed=3, prior=prior, batch=64)))

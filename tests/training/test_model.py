@@ -3,7 +3,12 @@ from __future__ import annotations
 import torch
 
 from birdvae.training.config import ModelConfig, TrainConfig, preset
-from birdvae.training.likelihood import Bernoulli, DiscretizedLogistic, bits_per_dim
+from birdvae.training.likelihood import (
+    Bernoulli,
+    CoupledLogistic,
+    DiscretizedLogistic,
+    bits_per_dim,
+)
 from birdvae.training.model import VAE, count_parameters, kl_per_dim
 
 
@@ -23,6 +28,45 @@ def test_discretized_logistic_prefers_the_right_value():
     near = likelihood.nll(params, torch.full((1, 3, 1, 1), 100, dtype=torch.uint8))
     far = likelihood.nll(params, torch.full((1, 3, 1, 1), 140, dtype=torch.uint8))
     assert near < far
+
+
+def _coupled_params(n: int, coupling: tuple[float, float, float]) -> torch.Tensor:
+    raw = torch.atanh(torch.tensor(coupling))
+    row = torch.cat([torch.tensor([0.4, 0.5, 0.6, -3.0, -4.0, -3.5]), raw])
+    return row.view(1, 9, 1, 1).expand(n, 9, 1, 1)
+
+
+def test_coupled_logistic_conditionals_each_sum_to_one():
+    """Channel c's term is log p(x_c | earlier channels): summed over x_c it must give 1."""
+    likelihood = CoupledLogistic()
+    values = torch.arange(256, dtype=torch.uint8)
+    for red, green in [(0, 0), (90, 200), (255, 30)]:
+        x = torch.stack([torch.full((256,), red, dtype=torch.uint8), values, values], 1).view(
+            256, 3, 1, 1
+        )
+        x[:, 1] = values.view(256, 1, 1)  # green runs over its values for this red
+        log_p = likelihood.log_prob(_coupled_params(256, (0.7, -0.5, 0.6)), x)
+        assert torch.allclose(log_p[:, 1].logsumexp(0).exp(), torch.ones(1), atol=2e-3)
+        x[:, 1] = green  # blue runs over its values for this red and green
+        log_p = likelihood.log_prob(_coupled_params(256, (0.7, -0.5, 0.6)), x)
+        assert torch.allclose(log_p[:, 2].logsumexp(0).exp(), torch.ones(1), atol=2e-3)
+
+
+def test_coupled_logistic_moves_green_with_red_and_matches_plain_when_uncoupled():
+    likelihood = CoupledLogistic()
+    values = torch.arange(256, dtype=torch.uint8)
+    x = torch.stack([torch.full((256,), 150, dtype=torch.uint8), values, values], 1)
+    log_p = likelihood.log_prob(_coupled_params(256, (0.9, 0.0, 0.0)), x.view(256, 3, 1, 1))
+    # red sits 48 levels above its location 0.4, so green's likeliest value moves up by 0.9 x that
+    best_green = int(log_p[:, 1].flatten().argmax())
+    assert abs(best_green - (0.5 * 255 + 0.9 * (150 - 0.4 * 255))) <= 2
+    x = x.view(256, 3, 1, 1)
+    plain = DiscretizedLogistic().log_prob(_coupled_params(256, (0, 0, 0))[:, :6], x)
+    uncoupled = likelihood.log_prob(_coupled_params(256, (0, 0, 0)), x)
+    assert torch.allclose(plain, uncoupled)
+    scale, coupling = likelihood.noise_params(_coupled_params(2, (0.9, -0.5, 0.1)))
+    assert torch.allclose(coupling[0].flatten(), torch.tensor([0.9, -0.5, 0.1]), atol=1e-6)
+    assert torch.allclose(scale[0].flatten(), torch.tensor([-3.0, -4.0, -3.5]).exp())
 
 
 def test_resnet_shapes_and_image_range():
