@@ -58,7 +58,8 @@ class TrainConfig:
     kl_warmup_epochs: int = 10
     # The KL term's final weight (beta). Below 1 the code carries more of each photo: sharper
     # reconstructions, at some cost in bits/dim (always reported for the true ELBO, beta = 1).
-    kl_weight: float = 1.0
+    # 0.7 measured as good as 1 on bits/dim and a little better on PSNR and samples (README).
+    kl_weight: float = 0.7
     # A coupled likelihood's colour coupling is off this many epochs, then ramps in over as many
     # (see Trainer.coupling_weight); no effect on other likelihoods.
     coupling_warmup_epochs: int = 10
@@ -115,6 +116,7 @@ def preset(name: str) -> TrainConfig:
             grad_clip=0.0,
             ema_decay=0.0,
             kl_warmup_epochs=0,
+            kl_weight=1.0,
             flip=False,
             shift=0,
         )

@@ -295,6 +295,16 @@ def test_shipped_model_loads_and_samples(name: str) -> None:
     assert birds.std() > 0.05  # a picture, not a flat colour
 
 
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_models_draw_pixel_noise_by_default(name: str) -> None:
+    """Both ship with grain chosen by SWD and by eye (README); it sits on the same birds."""
+    vae = BirdVAE.load(name, threads=1)
+    assert vae.default_noise() > 0
+    grainy, smooth = vae.sample(8, seed=0), vae.sample(8, seed=0, noise=0)
+    assert not np.array_equal(grainy, smooth)
+    assert np.abs(grainy - smooth).mean() < 0.05
+
+
 def test_no_argument_means_birds32() -> None:
     assert BirdVAE(threads=1).path == BirdVAE.load("birds32").path
 

@@ -32,6 +32,25 @@ def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path):
     assert last < first - 0.5, (first, last)
 
 
+def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):
+    """KL ramps up to --kl-weight over its warm-up; a coupling is off for its warm-up, then ramps
+    in over as many epochs, and a coupled run trains."""
+    config = tiny_config(image_folder, kl_warmup_epochs=2, kl_weight=0.5, coupling_warmup_epochs=1)
+    config.model.likelihood = "coupled_logistic"
+    trainer = Trainer(config, tmp_path / "run", log=_quiet)
+    per_epoch = trainer.steps_per_epoch
+    seen = {}
+    for step in (0, per_epoch - 1, 2 * per_epoch - 1, 3 * per_epoch):
+        trainer.step = step
+        seen[step] = (trainer.kl_weight(), trainer.coupling_weight())
+    assert seen[0][0] == pytest.approx(0.5 / (2 * per_epoch)) and seen[0][1] == 0.0
+    assert seen[per_epoch - 1] == (pytest.approx(0.25), 0.0)
+    assert seen[2 * per_epoch - 1] == (pytest.approx(0.5), pytest.approx(1.0))
+    assert seen[3 * per_epoch] == (0.5, 1.0)
+    trainer.step = 0
+    assert trainer.train_step(trainer.train_images[:8]) is not None
+
+
 def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
     image_folder: Path, tmp_path: Path
 ):
