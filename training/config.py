@@ -79,6 +79,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         _reject_unknown(cls, data)
         values = dict(data)
+        values.setdefault("kl_weight", 1.0)  # runs saved before the option trained at beta 1
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
         return cls(**values)
 

@@ -120,6 +120,14 @@ def test_config_round_trips_through_json(tmp_path):
     assert TrainConfig.load(tmp_path / "config.json") == config
 
 
+def test_configs_saved_before_kl_weight_keep_beta_1():
+    """The default beta is 0.7 now; a run saved without the field trained (and resumes) at 1."""
+    old = TrainConfig().to_dict()
+    del old["kl_weight"]
+    assert TrainConfig.from_dict(old).kl_weight == 1.0
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).kl_weight == 0.7
+
+
 def test_random_shift_moves_each_image_and_repeats_its_edges():
     from birdvae.training.loop import random_shift
 
