@@ -76,7 +76,8 @@ class EncoderGraph(nn.Module):
 
 class DecoderGraph(nn.Module):
     """``z`` [N, D] -> ``image`` [N, 3, S, S] in [0, 1], the likelihood's mean, followed for a
-    logistic likelihood by its ``scale`` and ``coupling``, which the runtime draws pixels with."""
+    logistic likelihood by its ``location``, ``scale`` and ``coupling``, which the runtime draws
+    pixels with."""
 
     def __init__(self, model: VAE) -> None:
         super().__init__()
@@ -91,7 +92,7 @@ class DecoderGraph(nn.Module):
 
 
 def has_pixel_noise(model: VAE) -> bool:
-    """Whether the decoder graph also outputs the pixel distribution's scale and coupling."""
+    """Whether the decoder graph also outputs the pixel distribution (location, scale, coupling)."""
     return hasattr(model.likelihood, "noise_params")
 
 
@@ -193,6 +194,7 @@ def export_graph(
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
         raise ExportError(f"torch.onnx.export failed for the {graph}: {_first_line(exc)}") from exc
     proto = finalize(proto, opset, metadata)
+    _name_batch_dims(proto)
     check_graph(proto, opset, shapes, graph)
     onnx.save_model(proto, path)
     return path
@@ -217,6 +219,19 @@ def _trace(
             dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
         )  # fmt: skip
         return program.model_proto
+
+
+def _name_batch_dims(proto: onnx.ModelProto) -> None:
+    """Call every symbolic leading dimension of the graph's inputs and outputs ``N``.
+
+    An output that is also an intermediate value (the decoder's unclipped ``location`` feeds
+    its clipped ``image``) can come out of the optimiser with a fresh name such as ``unk__0``;
+    a fixed size is left as it is, for check_graph to refuse.
+    """
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            dims[0].dim_param = BATCH_DIM
 
 
 def finalize(proto: onnx.ModelProto, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:

@@ -26,10 +26,11 @@ ENCODER_INPUT = "image"  # float32 [N, 3, S, S], RGB in [0, 1]
 ENCODER_OUTPUTS = ("mean", "logvar")  # float32 [N, D] each
 DECODER_INPUT = "z"  # float32 [N, D]
 DECODER_OUTPUTS = ("image",)  # float32 [N, 3, S, S] in [0, 1]; more outputs may follow
-# Optional, after ``image``, in models whose likelihood is a logistic per sub-pixel: its scale
-# ([0, 1] units) and the colour couplings (green|red, blue|red, blue|green; 0 when independent),
-# float32 [N, 3, S, S] each. With them the runtime can draw pixels, not only show the mean.
-DECODER_NOISE_OUTPUTS = ("scale", "coupling")
+# Optional, after ``image``, in models whose likelihood is a logistic per sub-pixel: its centre
+# (``image`` before clipping to [0, 1]), its scale ([0, 1] units) and the colour couplings
+# (green|red, blue|red, blue|green; 0 when independent), float32 [N, 3, S, S] each. With them
+# the runtime can draw pixels, not only show the mean.
+DECODER_NOISE_OUTPUTS = ("location", "scale", "coupling")
 
 # What a widely deployed onnxruntime reads: opset 17 / IR 8 load in onnxruntime 1.14 and later
 # (early 2023); CI runs the runtime tests under 1.15.0, the oldest wheel served for Python 3.11.

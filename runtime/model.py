@@ -274,18 +274,24 @@ class BirdVAE:
         return np.concatenate(images)
 
     def _decode_drawn(self, z: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
-        """One batch of codes decoded, each pixel drawn around the mean at temperature ``noise``."""
-        outputs = list(DECODER_OUTPUTS[:1] + DECODER_NOISE_OUTPUTS)
+        """One batch of codes decoded, each pixel drawn from the decoder's distribution at
+        temperature ``noise``."""
+        outputs = list(DECODER_NOISE_OUTPUTS)
         session = self._session(DECODER_FILE)
-        image, scale, coupling = _run(session, DECODER_FILE, outputs, DECODER_INPUT, z)
+        arrays = _run(session, DECODER_FILE, outputs, DECODER_INPUT, z)
         shape = (len(z), 3, self.image_size, self.image_size)
-        for name, value in zip(outputs, (image, scale, coupling)):
+        for name, value in zip(outputs, arrays):
             _check_output(value, shape, f"{DECODER_FILE} {name}")
-        return draw_pixels(image, scale, coupling, noise, rng)
+        return draw_pixels(*arrays, noise, rng)
+
+    @property
+    def has_pixel_noise(self) -> bool:
+        """Whether the decoder outputs its pixel distribution, so ``noise`` above 0 can work
+        (logistic models exported since pixel noise exists)."""
+        return _outputs_pixel_noise(self._session(DECODER_FILE))
 
     def _check_pixel_noise(self) -> None:
-        names = [o.name for o in self._session(DECODER_FILE).get_outputs()]
-        if names[1:3] != list(DECODER_NOISE_OUTPUTS):
+        if not self.has_pixel_noise:
             raise ValueError(
                 f"the decoder in {self._path} has no pixel scales ({self._manifest.likelihood} "
                 "likelihood or an older export), so it can only show the mean: use noise 0"
@@ -312,6 +318,12 @@ class BirdVAE:
                 signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
             model = read_verified(self._path, self._manifest, file)
             session = _open_session(self._path / file, model, self._threads, *signature)
+            needs_noise = file == DECODER_FILE and self._manifest.default_noise > 0
+            if needs_noise and not _outputs_pixel_noise(session):
+                raise ModelFormatError(
+                    f"manifest in {self._path} defaults to pixel noise, but {file} does not "
+                    f"output {', '.join(DECODER_NOISE_OUTPUTS)}"
+                )
             self._sessions[file] = session
         return session
 
@@ -428,6 +440,12 @@ def _open_session(
             f"{path} has outputs {names}, the format needs {list(outputs)} first"
         )
     return session
+
+
+def _outputs_pixel_noise(session: InferenceSession) -> bool:
+    """Whether a decoder session outputs DECODER_NOISE_OUTPUTS right after ``image``."""
+    names = [o.name for o in session.get_outputs()]
+    return names[1 : 1 + len(DECODER_NOISE_OUTPUTS)] == list(DECODER_NOISE_OUTPUTS)
 
 
 def _run(

@@ -24,21 +24,26 @@ def check_noise(noise: float) -> float:
 
 
 def draw_pixels(
-    image: np.ndarray,
+    location: np.ndarray,
     scale: np.ndarray,
     coupling: np.ndarray,
     noise: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Images [N, 3, S, S] in [0, 1] drawn around ``image`` at temperature ``noise``.
+    """Images [N, 3, S, S] in [0, 1] drawn at temperature ``noise``.
 
-    ``scale`` and ``coupling`` are the decoder's extra outputs, same shape as ``image``. Red is
-    drawn first; green's deviation adds ``coupling[:, 0]`` times red's, blue's adds
-    ``coupling[:, 1]`` times red's and ``coupling[:, 2]`` times green's, as in the likelihood.
+    The three arrays are the decoder's pixel outputs, [N, 3, S, S] each. ``location`` is the
+    logistic's centre before clipping: a centre below 0 puts nearly all draws at 0, as the
+    likelihood's end bin does, where drawing around the clipped mean would scatter half of them
+    upwards. Red is drawn first; green's centre then moves by ``coupling[:, 0]`` times red's
+    deviation, blue's by ``coupling[:, 1]`` times red's and ``coupling[:, 2]`` times green's,
+    each deviation taken after clipping, as the likelihood sees 8-bit values.
     """
-    u = rng.random(image.shape, dtype=np.float32).clip(_TINY, 1.0 - _TINY)
+    u = rng.random(location.shape, dtype=np.float32).clip(_TINY, 1.0 - _TINY)
     own = noise * scale * (np.log(u) - np.log1p(-u))  # logistic draws, each channel alone
-    red = own[:, 0]
-    green = own[:, 1] + coupling[:, 0] * red
-    blue = own[:, 2] + coupling[:, 1] * red + coupling[:, 2] * green
-    return np.clip(image + np.stack([red, green, blue], axis=1), 0.0, 1.0)
+    red_loc, green_loc, blue_loc = location[:, 0], location[:, 1], location[:, 2]
+    red = np.clip(red_loc + own[:, 0], 0.0, 1.0)
+    green = np.clip(green_loc + own[:, 1] + coupling[:, 0] * (red - red_loc), 0.0, 1.0)
+    blue = blue_loc + own[:, 2] + coupling[:, 1] * (red - red_loc)
+    blue = np.clip(blue + coupling[:, 2] * (green - green_loc), 0.0, 1.0)
+    return np.stack([red, green, blue], axis=1)

@@ -24,8 +24,8 @@ class Draws:
     """The random numbers of one request, in three streams spawned from one seed.
 
     Component picks, Gaussian noise and pixel noise come from separate generators, and each
-    generator fills its arrays in order, so drawing 100 birds as 64 + 36 gives exactly the birds
-    drawn as 100, and asking for pixel noise leaves the codes as they were.
+    generator fills its arrays in order, so drawing 100 birds as 64 + 36 gives exactly the codes
+    and pixel draws of 100 at once, and asking for pixel noise leaves the codes as they were.
     ``seed=None`` takes fresh entropy from the operating system.
     """
 

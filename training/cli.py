@@ -156,6 +156,10 @@ def train_command(ctx: click.Context, **options) -> None:
                     "or choose another --out"
                 )
             size = options["image_size"]
+            resnet_only = {"decoder_width", "blocks_per_level"} & given
+            if options["preset"] == "baseline" and resnet_only:
+                flags = ", ".join(sorted(f"--{n.replace('_', '-')}" for n in resnet_only))
+                raise UserError(f"{flags}: the baseline's architecture is fixed (the blog's)")
             config = override(
                 preset(options["preset"]), data=str(Path(options["data"]).expanduser()),
                 epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],

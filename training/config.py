@@ -59,6 +59,7 @@ class TrainConfig:
     # The KL term's final weight (beta). Below 1 the code carries more of each photo: sharper
     # reconstructions, at some cost in bits/dim (always reported for the true ELBO, beta = 1).
     # 0.7 measured as good as 1 on bits/dim and a little better on PSNR and samples (README).
+    # A saved config without this field reads as 1, what runs trained with before it existed.
     kl_weight: float = 0.7
     # A coupled likelihood's colour coupling is off this many epochs, then ramps in over as many
     # (see Trainer.coupling_weight); no effect on other likelihoods.

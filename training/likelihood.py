@@ -53,12 +53,13 @@ class DiscretizedLogistic:
         """The displayable image: the logistic's centre, clipped to the pixel range."""
         return params[:, :3].float().clamp(0.0, 1.0)
 
-    def noise_params(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the runtime needs to draw pixels, not just show the mean: the logistic scales
-        [N, 3, S, S] and the channel coupling [N, 3, S, S] (zero here: channels independent)."""
-        _, log_scale = self.split(params)
+    def noise_params(self, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the runtime needs to draw pixels, not just show the mean: the logistics'
+        centres (unclipped), scales and channel couplings (zero here: channels independent),
+        [N, 3, S, S] each."""
+        loc, log_scale = self.split(params)
         # Zero as ``0 * log_scale`` rather than zeros_like: exported graphs keep its static shape.
-        return log_scale.exp(), 0.0 * log_scale
+        return loc, log_scale.exp(), 0.0 * log_scale
 
 
 class CoupledLogistic(DiscretizedLogistic):
@@ -99,9 +100,9 @@ class CoupledLogistic(DiscretizedLogistic):
     def coupling(params: torch.Tensor) -> torch.Tensor:
         return torch.tanh(params[:, 6:9].float())
 
-    def noise_params(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, log_scale = self.split(params)
-        return log_scale.exp(), self.coupling(params)
+    def noise_params(self, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        loc, log_scale = self.split(params)
+        return loc, log_scale.exp(), self.coupling(params)
 
 
 def logistic_bin_log_prob(

@@ -371,7 +371,6 @@ class Trainer:
             "step": self.step,
             "lr": self.scheduler.get_last_lr()[0],
             "kl_weight": self.kl_weight(),
-            "coupling_weight": self.coupling_weight(),
             "train_bpd": sums["bpd"] / n,
             "train_recon_bpd": sums["recon_bpd"] / n,
             "train_kl_bpd": sums["kl_bpd"] / n,
@@ -379,6 +378,8 @@ class Trainer:
             "epoch_seconds": sums["seconds"],
             "skipped_steps": int(sums["skipped"]),
         }
+        if isinstance(self.model.likelihood, CoupledLogistic):
+            metrics["coupling_weight"] = self.coupling_weight()
         if self.ddp.main:
             metrics.update(self._validate())
             improved = metrics["val_bpd"] < self.best_val_bpd

@@ -171,5 +171,5 @@ def test_int8_export_records_its_measurements(export_cli, resnet_checkpoint, bir
     assert sorted(p.name for p in out.iterdir()) == sorted([*manifest.files, MANIFEST_FILE])
     session = ort.InferenceSession(str(out / DECODER_FILE), providers=["CPUExecutionProvider"])
     outputs = session.run(None, {"z": np.zeros((3, manifest.latent_dim), np.float32)})
-    # whichever decoder shipped, it runs: image, pixel scale, coupling
-    assert [o.shape for o in outputs] == [(3, 3, 16, 16)] * 3
+    # whichever decoder shipped, it runs: image, then pixel location, scale, coupling
+    assert [o.shape for o in outputs] == [(3, 3, 16, 16)] * 4

@@ -45,7 +45,7 @@ def test_export_succeeds_and_prints_the_parity_table(exported, arch):
     assert result.exit_code == 0, result.stderr
     assert f"wrote {folder}" in result.stdout
     table = [line for line in result.stdout.splitlines() if line.startswith(("encoder", "decoder"))]
-    decoder_count = 3 if arch == "resnet" else 1  # image (+ pixel scale, coupling)
+    decoder_count = 4 if arch == "resnet" else 1  # image (+ pixel location, scale, coupling)
     # each batch size: the encoder's 2 outputs, the decoder's for random and encoded z
     assert len(table) == (2 + 2 * decoder_count) * len(BATCH_SIZES)
     assert all(line.endswith("yes") for line in table)
@@ -85,7 +85,8 @@ def test_graphs_have_the_contract_signatures(exported, arch):
         DECODER_FILE: ({"z": ["N", d]}, {"image": ["N", 3, s, s]}),
     }
     if arch == "resnet":  # a logistic likelihood: the runtime can also draw pixels
-        expected[DECODER_FILE][1].update(scale=["N", 3, s, s], coupling=["N", 3, s, s])
+        pixels = ["N", 3, s, s]
+        expected[DECODER_FILE][1].update(location=pixels, scale=pixels, coupling=pixels)
     for name, (inputs, outputs) in expected.items():
         proto = onnx.load(folder / name)
         onnx.checker.check_model(proto, full_check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -66,6 +67,21 @@ def test_pixel_noise_needs_a_decoder_with_scales(mean_only_model: Path) -> None:
     assert vae.sample(2, seed=0).shape == (2, 3, 16, 16)  # older exports still sample the mean
     with pytest.raises(ValueError, match=r"no pixel scales.*use noise 0"):
         vae.sample(2, seed=0, noise=0.5)
+
+
+def test_default_noise_on_a_decoder_without_pixel_outputs_is_a_format_error(
+    mean_only_model: Path, tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(mean_only_model, tmp_path / "m"))
+    manifest = Manifest.load(folder)
+    manifest.default_noise = 0.4
+    manifest.save(folder)
+    vae = BirdVAE(folder, threads=1)
+    assert vae.encode(np.zeros((1, 3, 16, 16), np.float32))[0].shape == (1, 8)  # encoder fine
+    with pytest.raises(ModelFormatError, match=r"defaults to pixel noise, but decoder\.onnx"):
+        vae.sample(2, seed=0)
+    with pytest.raises(ModelFormatError, match="defaults to pixel noise"):
+        vae.sample(2, seed=0, noise=0)  # the folder is broken, not just this request
 
 
 def test_manifest_default_noise_is_used_and_checked(model_copy: Path) -> None:

@@ -50,6 +50,25 @@ def test_draws_stay_in_range() -> None:
     assert 0 < (drawn[:, 0] > 0).mean() < 1  # the clipped edges still move inwards
 
 
+def test_a_centre_beyond_the_range_draws_the_end_value() -> None:
+    """As the likelihood's end bins take the tails: a centre at -0.2 with scale 0.02 is black."""
+    location = np.full((300, 3, 4, 4), -0.2, np.float32)
+    drawn = draw_pixels(location, np.full_like(location, 0.02), np.zeros_like(location), 1.0,
+                        np.random.default_rng(2))  # fmt: skip
+    assert (drawn == 0).mean() > 0.999
+
+
+def test_coupling_follows_the_clipped_red_as_the_likelihood_sees_it() -> None:
+    location = np.zeros((50, 3, 2, 2), np.float32)
+    location[:, 0] = -0.5  # red's draws all clip to 0, half a unit above red's centre
+    scale = np.full_like(location, 1e-4)
+    coupling = np.zeros_like(location)
+    coupling[:, 0] = 0.8  # green follows red
+    drawn = draw_pixels(location, scale, coupling, 1.0, np.random.default_rng(3))
+    assert np.all(drawn[:, 0] == 0)
+    np.testing.assert_allclose(drawn[:, 1], 0.8 * 0.5, atol=0.01)
+
+
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
 def test_bad_noise_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="noise must be a finite number >= 0"):

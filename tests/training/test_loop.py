@@ -138,6 +138,11 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
                                                  str(tmp_path / "run")])  # fmt: skip
     assert missing.exit_code == 2 and "does not exist" in missing.output
     assert not (tmp_path / "run" / LAST).exists()
+    fixed = CliRunner().invoke(train_command, ["--data", str(tmp_path), "--out",
+                                               str(tmp_path / "run"), "--preset", "baseline",
+                                               "--decoder-width", "64"])  # fmt: skip
+    assert fixed.exit_code == 2 and "--decoder-width: the baseline's architecture" in fixed.output
+    assert not (tmp_path / "run" / LAST).exists()
 
 
 def test_vae_train_without_torch_prints_the_install_hint(monkeypatch):

@@ -64,7 +64,8 @@ def test_coupled_logistic_moves_green_with_red_and_matches_plain_when_uncoupled(
     plain = DiscretizedLogistic().log_prob(_coupled_params(256, (0, 0, 0))[:, :6], x)
     uncoupled = likelihood.log_prob(_coupled_params(256, (0, 0, 0)), x)
     assert torch.allclose(plain, uncoupled)
-    scale, coupling = likelihood.noise_params(_coupled_params(2, (0.9, -0.5, 0.1)))
+    location, scale, coupling = likelihood.noise_params(_coupled_params(2, (0.9, -0.5, 0.1)))
+    assert torch.allclose(location[0].flatten(), torch.tensor([0.4, 0.5, 0.6]))
     assert torch.allclose(coupling[0].flatten(), torch.tensor([0.9, -0.5, 0.1]), atol=1e-6)
     assert torch.allclose(scale[0].flatten(), torch.tensor([-3.0, -4.0, -3.5]).exp())
 
