@@ -27,7 +27,7 @@ from birdvae.training.model import VAE
 from .onnx import DecoderGraph, ExportError, decoder_outputs
 
 IMAGE_TOL = 1e-5  # max |difference| of decoded images in [0, 1]; the format allows 1e-4
-# and of the pixel scales and couplings that may follow them (both are of order 0.01 to 1)
+# and of the pixel locations, scales and couplings that may follow them (of order 0.01 to 1)
 LATENT_TOL = 1e-5  # max |difference| of mean and logvar, per unit of max(1, largest |value|)
 BATCH_SIZES = (1, 3, 64)
 BATCH = 256  # images per onnxruntime call when encoding a data set

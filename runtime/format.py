@@ -75,8 +75,8 @@ class Manifest:
     prior: PriorInfo | None = None
     default_prior: str = "standard"  # "standard" or "fitted"
     default_temperature: float = 1.0
-    # Pixel noise drawn around the decoder's mean, as a temperature of its pixel distribution:
-    # 0 shows the mean (smooth), 1 draws whole samples. Needs DECODER_NOISE_OUTPUTS.
+    # Pixel noise: each pixel drawn from the decoder's logistic at this temperature (its scale
+    # times it): 0 shows the mean (smooth), 1 draws whole samples. Needs DECODER_NOISE_OUTPUTS.
     default_noise: float = 0.0
     # Where the model came from: architecture config, epochs, validation bits/dim, checkpoint
     # sha256, package version, int8 details. Free-form for people; nothing here is loaded.
