@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-RESUMABLE_FLAGS = {"resume", "epochs", "device", "compile", "threads"}
+RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile", "threads"}
 
 
 class UserError(click.ClickException):
@@ -78,6 +78,11 @@ def _warnings_as_lines() -> None:
     help="Residual blocks at each resolution, encoder and decoder. [default: 1]",
 )
 @click.option(
+    "--spatial-latent/--global-latent",
+    default=None,
+    help="The code as a 4x4 grid of latent-dim/16 channels, or one vector. [default: global]",
+)
+@click.option(
     "--likelihood",
     type=click.Choice(["logistic", "coupled_logistic", "bernoulli"]),
     help="Decoder likelihood over 8-bit pixels. [default: logistic; baseline: bernoulli]",
@@ -100,6 +105,12 @@ def _warnings_as_lines() -> None:
     "--free-bits", type=click.FloatRange(min=0), help="Nats per latent dim kept free. [default: 0]"
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    help="Forward pass in bfloat16 autocast or float32; auto picks bf16 where the GPU or CPU "
+    "does it natively. [default: auto]",
+)
 @click.option("--seed", type=int, help="Makes a CPU run reproducible. [default: 0]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
@@ -139,12 +150,14 @@ def train_command(ctx: click.Context, **options) -> None:
                 flags = ", ".join(sorted(f"--{n.rstrip('_').replace('_', '-')}" for n in extra))
                 raise UserError(
                     f"--resume continues a run with the config it was started with; "
-                    f"drop {flags} (only --epochs, --device, --compile, --threads may change)"
+                    f"drop {flags} (only --epochs, --device, --precision, --compile, --threads "
+                    "may change)"
                 )
             run_dir = options["resume"]
             resume_state = checkpoint.load(run_dir / LAST)
             config = checkpoint.config_of(resume_state)
             config = override(config, epochs=options["epochs"], device=options["device"],
+                              precision=options["precision"],
                               compile=options["compile_"])  # fmt: skip
         else:
             if not options["data"] or options["out"] is None:
@@ -156,7 +169,7 @@ def train_command(ctx: click.Context, **options) -> None:
                     "or choose another --out"
                 )
             size = options["image_size"]
-            resnet_only = {"decoder_width", "blocks_per_level"} & given
+            resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given
             if options["preset"] == "baseline" and resnet_only:
                 flags = ", ".join(sorted(f"--{n.replace('_', '-')}" for n in resnet_only))
                 raise UserError(f"{flags}: the baseline's architecture is fixed (the blog's)")
@@ -166,11 +179,12 @@ def train_command(ctx: click.Context, **options) -> None:
                 image_size=int(size) if size else None, latent_dim=options["latent_dim"],
                 decoder_width=options["decoder_width"],
                 blocks_per_level=options["blocks_per_level"],
+                spatial_latent=options["spatial_latent"],
                 likelihood=options["likelihood"],
                 val_fraction=options["val_fraction"], device=options["device"],
-                seed=options["seed"], compile=options["compile_"],
-                kl_warmup_epochs=options["kl_warmup_epochs"], free_bits=options["free_bits"],
-                kl_weight=options["kl_weight"],
+                seed=options["seed"], precision=options["precision"],
+                compile=options["compile_"], kl_warmup_epochs=options["kl_warmup_epochs"],
+                free_bits=options["free_bits"], kl_weight=options["kl_weight"],
             )  # fmt: skip
             VAE(config.model)  # fail fast on an impossible architecture
         trainer = Trainer(TrainConfig.from_dict(config.to_dict()), run_dir, resume_state)

@@ -15,7 +15,8 @@ import torch
 from .likelihood import bits_per_dim, discretized_gaussian_nll, to_unit
 from .model import VAE, kl_per_dim
 
-SIGMA_GRID = torch.logspace(math.log10(0.005), math.log10(0.5), 120)
+SIGMA_RANGE = (0.005, 0.5)
+SIGMA_STEPS = 16  # per round of the search; two rounds resolve sigma to about 2%
 
 
 @dataclass
@@ -42,14 +43,28 @@ def _as_tensor(images: torch.Tensor | np.ndarray, device: torch.device) -> torch
 
 
 @torch.no_grad()
+@torch.no_grad()
 def fit_gaussian_sigma(
     model: VAE, images: torch.Tensor | np.ndarray, device: torch.device, limit: int = 512
 ) -> float:
-    """The single scale that makes the model's mean image the best discretized Gaussian."""
+    """The single scale that makes the model's mean image the best discretized Gaussian.
+
+    A coarse log-spaced grid, then a fine one between the best point's neighbours: 32 scores
+    instead of a 120-point grid's, as precise, because training fits sigma at every epoch and
+    that fit was most of the baseline's validation time.
+    """
+    model.eval()
     x = _as_tensor(images[:limit], device)
     mean = model.decode_image(model.encoder(to_unit(x))[0])
-    nll = torch.stack([discretized_gaussian_nll(mean, x, float(s)).mean() for s in SIGMA_GRID])
-    return float(SIGMA_GRID[int(nll.argmin())])
+
+    def best_of(low: float, high: float) -> tuple[float, float, float]:
+        grid = torch.logspace(math.log10(low), math.log10(high), SIGMA_STEPS).tolist()
+        nll = [float(discretized_gaussian_nll(mean, x, s).mean()) for s in grid]
+        i = int(np.argmin(nll))
+        return grid[max(i - 1, 0)], grid[i], grid[min(i + 1, len(grid) - 1)]
+
+    low, _, high = best_of(*SIGMA_RANGE)
+    return best_of(low, high)[1]
 
 
 def _recon_nll(model: VAE, params: torch.Tensor, x: torch.Tensor, sigma: float | None):

@@ -52,6 +52,13 @@ def _level_widths(image_size: int, width: int, max_width: int) -> list[int]:
     return [min(max_width, width * 2**i) for i in range(levels)]
 
 
+def _grid_channels(cfg: ModelConfig) -> int:
+    """Channels of a spatial code: latent_dim spread over the 4x4 grid."""
+    if cfg.latent_dim % 16:
+        raise ValueError(f"a spatial latent needs latent_dim divisible by 16, got {cfg.latent_dim}")
+    return cfg.latent_dim // 16
+
+
 class ResNetEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -66,11 +73,19 @@ class ResNetEncoder(nn.Module):
             if i + 1 < len(widths):
                 layers += [nn.Conv2d(width, widths[i + 1], 4, stride=2, padding=1), _act()]
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(widths[-1] * 16, 2 * cfg.latent_dim)
+        self.spatial = cfg.spatial_latent
+        if self.spatial:
+            channels = _grid_channels(cfg)
+            self.head: nn.Module = nn.Conv2d(widths[-1], 2 * channels, 3, padding=1)
+        else:
+            self.head = nn.Linear(widths[-1] * 16, 2 * cfg.latent_dim)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(image * 2.0 - 1.0).flatten(1)
-        mean, logvar = self.head(h).chunk(2, dim=1)
+        h = self.features(image * 2.0 - 1.0)
+        if self.spatial:
+            mean, logvar = (part.flatten(1) for part in self.head(h).chunk(2, dim=1))
+        else:
+            mean, logvar = self.head(h.flatten(1)).chunk(2, dim=1)
         return mean, logvar.clamp(*LOGVAR_RANGE)
 
 
@@ -79,7 +94,11 @@ class ResNetDecoder(nn.Module):
         super().__init__()
         widths = _level_widths(cfg.image_size, cfg.decoder_width, cfg.decoder_max_width)[::-1]
         self.top = widths[0]
-        self.fc = nn.Linear(cfg.latent_dim, widths[0] * 16)
+        self.grid_channels = _grid_channels(cfg) if cfg.spatial_latent else 0
+        if self.grid_channels:
+            self.fc: nn.Module = nn.Conv2d(self.grid_channels, widths[0], 3, padding=1)
+        else:
+            self.fc = nn.Linear(cfg.latent_dim, widths[0] * 16)
         layers: list[nn.Module] = [_act()]
         for i, width in enumerate(widths):
             layers += [ResBlock(width) for _ in range(cfg.blocks_per_level)]
@@ -94,6 +113,8 @@ class ResNetDecoder(nn.Module):
             self.head.bias.copy_(torch.tensor(bias).repeat_interleave(4))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.grid_channels:
+            return self.body(self.fc(z.view(-1, self.grid_channels, 4, 4)))
         return self.body(self.fc(z).view(-1, self.top, 4, 4))
 
 

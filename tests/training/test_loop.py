@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from birdvae.training import checkpoint
+from birdvae.training import checkpoint, loop
 from birdvae.training.cli import eval_command, train_command
 from birdvae.training.loop import LAST, Trainer
 
@@ -21,15 +21,29 @@ def _quiet(_: str) -> None:
     pass
 
 
-def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path, precision: str):
     torch.manual_seed(0)
-    trainer = Trainer(tiny_config(image_folder, kl_warmup_epochs=0), tmp_path / "run", log=_quiet)
+    config = tiny_config(image_folder, kl_warmup_epochs=0, precision=precision)
+    trainer = Trainer(config, tmp_path / "run", log=_quiet)
+    assert trainer.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
     batch = trainer.train_images[:16]
     trainer.config.flip = False
     first = trainer.train_step(batch)["bpd"]
     for _ in range(40):
         last = trainer.train_step(batch)["bpd"]
     assert last < first - 0.5, (first, last)
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_does_it(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.resolve_precision("auto", cpu) == torch.float32
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.resolve_precision("auto", cpu) == torch.bfloat16
+    assert loop.resolve_precision("fp32", cpu) == torch.float32
+    with pytest.raises(loop.TrainingError, match="unknown precision"):
+        loop.resolve_precision("fp16", cpu)
 
 
 def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):

@@ -83,6 +83,29 @@ def test_resnet_shapes_and_image_range():
         assert image.min() >= 0 and image.max() <= 1
 
 
+def test_spatial_latent_is_a_4x4_grid_behind_the_same_flat_code():
+    """No linear layer is left, and the flat code is the grid channel-major, both ways."""
+    cfg = ModelConfig(image_size=16, latent_dim=32, encoder_width=8, decoder_width=8,
+                      spatial_latent=True)  # fmt: skip
+    vae = VAE(cfg).eval()
+    assert not any(isinstance(m, torch.nn.Linear) for m in vae.modules())
+    x = torch.rand(3, 3, 16, 16)
+    params, mean, logvar = vae(x)
+    assert params.shape == (3, 6, 16, 16) and mean.shape == logvar.shape == (3, 32)
+    grid = vae.encoder.head(vae.encoder.features(x * 2 - 1))  # [3, 2 * 2 channels, 4, 4]
+    assert torch.allclose(mean, grid[:, :2].flatten(1))
+    seen = []
+    vae.decoder.fc.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    vae.decoder(mean)
+    assert torch.equal(seen[0], grid[:, :2])
+    try:
+        VAE(ModelConfig(latent_dim=100, spatial_latent=True))
+    except ValueError as exc:
+        assert "divisible by 16" in str(exc)
+    else:
+        raise AssertionError("latent_dim 100 cannot be a 4x4 grid")
+
+
 def test_baseline_matches_the_blog_post():
     vae = VAE(preset("baseline").model)
     assert isinstance(vae.likelihood, Bernoulli)
@@ -127,6 +150,13 @@ def test_configs_saved_before_kl_weight_keep_beta_1():
     del old["kl_weight"]
     assert TrainConfig.from_dict(old).kl_weight == 1.0
     assert TrainConfig.from_dict(TrainConfig().to_dict()).kl_weight == 0.7
+
+
+def test_configs_saved_before_precision_keep_float32():
+    old = TrainConfig().to_dict()
+    del old["precision"]
+    assert TrainConfig.from_dict(old).precision == "fp32"
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).precision == "auto"
 
 
 def test_random_shift_moves_each_image_and_repeats_its_edges():
