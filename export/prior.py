@@ -47,9 +47,13 @@ class GaussianMixture:
         return _logsumexp(self.component_log_prob(x))
 
     def save(self, path: Path) -> None:
-        """``prior.npz``: float32 arrays named as the format says, no pickles."""
+        """``prior.npz``: float32 arrays named as the format says, no pickles.
+
+        Compressed: the upper halves of the Cholesky factors are zeros, and a 40-component
+        mixture over 256 dimensions is 10.5 MB stored plain, 4.7 MB compressed.
+        """
         with open(path, "wb") as handle:
-            np.savez(
+            np.savez_compressed(
                 handle,
                 weights=self.weights.astype(np.float32),
                 means=self.means.astype(np.float32),

@@ -65,7 +65,7 @@ def _warnings_as_lines() -> None:
     "--image-size", type=click.Choice(["32", "64"]), help="Square image size. [default: 32]"
 )
 @click.option(
-    "--latent-dim", type=click.IntRange(min=1), help="Latent size D. [default: 128; baseline: 180]"
+    "--latent-dim", type=click.IntRange(min=1), help="Latent size D. [default: 256; baseline: 180]"
 )
 @click.option(
     "--decoder-width",
@@ -80,7 +80,7 @@ def _warnings_as_lines() -> None:
 @click.option(
     "--spatial-latent/--global-latent",
     default=None,
-    help="The code as a 4x4 grid of latent-dim/16 channels, or one vector. [default: global]",
+    help="The code as a 4x4 grid of latent-dim/16 channels, or one vector. [default: spatial]",
 )
 @click.option(
     "--likelihood",

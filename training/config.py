@@ -19,7 +19,7 @@ class ModelConfig:
 
     arch: str = "resnet"  # "resnet" (ours) or "baseline" (the blog post's VAE)
     image_size: int = 32
-    latent_dim: int = 128
+    latent_dim: int = 256
     # Both networks work from S/2 down to 4x4 and move to and from full resolution by pixel
     # (un)shuffle, so no convolution runs at full resolution, where it would cost the most.
     # Widths double at each halving, from ``*_width`` at S/2 up to ``*_max_width``.
@@ -28,10 +28,12 @@ class ModelConfig:
     decoder_width: int = 32
     decoder_max_width: int = 128
     blocks_per_level: int = 1
-    # The code's shape inside the networks: False, one vector from a linear layer over the 4x4
-    # features; True, a 4x4 grid of latent_dim/16 channels from a convolution, so each part of
-    # the code describes its own part of the bird. Either way the ONNX files see [N, latent_dim].
-    spatial_latent: bool = False
+    # The code's shape inside the networks: True, a 4x4 grid of latent_dim/16 channels from a
+    # convolution, so each part of the code describes its own part of the bird; False, one
+    # vector from a linear layer over the 4x4 features. Either way the ONNX files see
+    # [N, latent_dim]. The grid learned faster and generalised better (README, Results): +0.5 dB
+    # PSNR at equal latent size in the same 30 minutes. Configs saved before it read as False.
+    spatial_latent: bool = True
     # "logistic" (discretized logistic), "coupled_logistic" (its colour channels coupled, as
     # PixelCNN++) or "bernoulli" (the blog's BCE)
     likelihood: str = "logistic"
@@ -39,7 +41,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         _reject_unknown(cls, data)
-        return cls(**data)
+        return cls(**{"spatial_latent": False, **data})
 
 
 @dataclass
@@ -115,7 +117,11 @@ def preset(name: str) -> TrainConfig:
     if name == "baseline":
         return TrainConfig(
             model=ModelConfig(
-                arch="baseline", image_size=32, latent_dim=180, likelihood="bernoulli"
+                arch="baseline",
+                image_size=32,
+                latent_dim=180,
+                likelihood="bernoulli",
+                spatial_latent=False,
             ),
             preset="baseline",
             crop="squash",

@@ -55,7 +55,10 @@ def _level_widths(image_size: int, width: int, max_width: int) -> list[int]:
 def _grid_channels(cfg: ModelConfig) -> int:
     """Channels of a spatial code: latent_dim spread over the 4x4 grid."""
     if cfg.latent_dim % 16:
-        raise ValueError(f"a spatial latent needs latent_dim divisible by 16, got {cfg.latent_dim}")
+        raise ValueError(
+            f"a spatial latent (a 4x4 grid) needs latent_dim divisible by 16, got "
+            f"{cfg.latent_dim}; choose another or a global latent"
+        )
     return cfg.latent_dim // 16
 
 

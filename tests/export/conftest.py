@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BIRDS = sorted((FIXTURES / "birds").glob("*.jpg"))
-TINY = dict(image_size=16, latent_dim=8, encoder_width=8, decoder_width=8,
+TINY = dict(image_size=16, latent_dim=16, encoder_width=8, decoder_width=8,
             encoder_max_width=16, decoder_max_width=16)  # fmt: skip
 BASELINE = dict(arch="baseline", image_size=32, latent_dim=16, likelihood="bernoulli")
 

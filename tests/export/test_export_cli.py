@@ -65,7 +65,7 @@ def test_dict_missing_keys_is_refused(export_cli, run_dir):
 def test_weights_that_do_not_fit_are_refused(export_cli, make_checkpoint, tiny_kwargs, run_dir):
     import torch
 
-    other = make_checkpoint(run_dir / "other.pt", {**tiny_kwargs, "latent_dim": 4})
+    other = make_checkpoint(run_dir / "other.pt", {**tiny_kwargs, "latent_dim": 32})
     path = make_checkpoint(run_dir / "last.pt", tiny_kwargs)
     state = torch.load(path, weights_only=True)
     state["ema"] = torch.load(other, weights_only=True)["ema"]

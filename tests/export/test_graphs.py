@@ -130,16 +130,17 @@ def test_parity_holds_and_catches_a_changed_model(exported):
         verdict(check_parity(model, folder, None))
 
 
-def test_a_spatial_latent_model_exports_with_parity(make_checkpoint, tiny_kwargs, tmp_path):
+def test_a_global_latent_model_exports_with_parity(make_checkpoint, tiny_kwargs, tmp_path):
+    """The models shipped before the spatial latent (and --global-latent runs) still export."""
     from .conftest import run_export
 
-    kwargs = {**tiny_kwargs, "latent_dim": 32, "spatial_latent": True}
+    kwargs = {**tiny_kwargs, "latent_dim": 12, "spatial_latent": False}
     checkpoint = make_checkpoint(tmp_path / "last.pt", kwargs)
     result = run_export(checkpoint, "-o", tmp_path / "model")
     assert result.exit_code == 0, result.stderr
     table = [line for line in result.stdout.splitlines() if line.startswith(("encoder", "decoder"))]
     assert table and all(line.endswith("yes") for line in table)
-    assert verify_model_dir(tmp_path / "model").latent_dim == 32
+    assert verify_model_dir(tmp_path / "model").latent_dim == 12
 
 
 def test_batchnorm_folds_exactly(baseline_checkpoint):

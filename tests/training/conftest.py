@@ -40,7 +40,7 @@ def image_folder(tmp_path: Path) -> Path:
 
 def tiny_config(data: Path, **changes) -> TrainConfig:
     model = ModelConfig(
-        image_size=16, latent_dim=8, encoder_width=8, encoder_max_width=16,
+        image_size=16, latent_dim=16, encoder_width=8, encoder_max_width=16,
         decoder_width=8, decoder_max_width=16,
     )  # fmt: skip
     config = TrainConfig(

@@ -92,7 +92,7 @@ def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
 def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, tmp_path):
     run = tmp_path / "run"
     args = ["--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "8",
-            "--latent-dim", "8", "--seed", "3"]  # fmt: skip
+            "--latent-dim", "16", "--seed", "3"]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
     for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json"):
@@ -180,7 +180,7 @@ def test_two_process_gloo_ddp_run(image_folder, tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
         "--master-port", "29533", "-m", "birdvae.training",
         "--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "4",
-        "--latent-dim", "8", "--device", "cpu",
+        "--latent-dim", "16", "--device", "cpu",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -71,14 +71,15 @@ def test_coupled_logistic_moves_green_with_red_and_matches_plain_when_uncoupled(
 
 
 def test_resnet_shapes_and_image_range():
-    for size in (16, 32, 64):
-        cfg = ModelConfig(image_size=size, latent_dim=12, encoder_width=8, decoder_width=8)
+    for size, spatial in ((16, True), (32, False), (64, True)):
+        cfg = ModelConfig(image_size=size, latent_dim=32, encoder_width=8, decoder_width=8,
+                          spatial_latent=spatial)  # fmt: skip
         vae = VAE(cfg).eval()
         x = torch.rand(3, 3, size, size)
         params, mean, logvar = vae(x)
         assert params.shape == (3, 6, size, size)
-        assert mean.shape == logvar.shape == (3, 12)
-        image = vae.decode_image(torch.randn(3, 12) * 3)
+        assert mean.shape == logvar.shape == (3, 32)
+        image = vae.decode_image(torch.randn(3, 32) * 3)
         assert image.shape == (3, 3, size, size)
         assert image.min() >= 0 and image.max() <= 1
 
@@ -150,6 +151,13 @@ def test_configs_saved_before_kl_weight_keep_beta_1():
     del old["kl_weight"]
     assert TrainConfig.from_dict(old).kl_weight == 1.0
     assert TrainConfig.from_dict(TrainConfig().to_dict()).kl_weight == 0.7
+
+
+def test_configs_saved_before_spatial_latent_keep_the_global_code():
+    old = TrainConfig().to_dict()
+    del old["model"]["spatial_latent"]
+    assert TrainConfig.from_dict(old).model.spatial_latent is False
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).model.spatial_latent is True
 
 
 def test_configs_saved_before_precision_keep_float32():
