@@ -171,7 +171,10 @@ def train_command(ctx: click.Context, **options) -> None:
             size = options["image_size"]
             resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given
             if options["preset"] == "baseline" and resnet_only:
-                flags = ", ".join(sorted(f"--{n.replace('_', '-')}" for n in resnet_only))
+                shown = {"spatial_latent": "spatial-latent/--global-latent"}
+                flags = ", ".join(
+                    sorted(f"--{shown.get(n, n.replace('_', '-'))}" for n in resnet_only)
+                )
                 raise UserError(f"{flags}: the baseline's architecture is fixed (the blog's)")
             config = override(
                 preset(options["preset"]), data=str(Path(options["data"]).expanduser()),
