@@ -12,6 +12,12 @@ from pathlib import Path
 import click
 
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile", "threads"}
+SHOWN_FLAGS = {"spatial_latent": "--spatial-latent/--global-latent", "compile_": "--compile"}
+
+
+def _flag_names(options: set[str]) -> str:
+    """Option names as a user types them, for messages: decoder_width -> --decoder-width."""
+    return ", ".join(sorted(SHOWN_FLAGS.get(n, "--" + n.replace("_", "-")) for n in options))
 
 
 class UserError(click.ClickException):
@@ -147,7 +153,7 @@ def train_command(ctx: click.Context, **options) -> None:
         if options["resume"] is not None:
             extra = given - RESUMABLE_FLAGS
             if extra:
-                flags = ", ".join(sorted(f"--{n.rstrip('_').replace('_', '-')}" for n in extra))
+                flags = _flag_names(extra)
                 raise UserError(
                     f"--resume continues a run with the config it was started with; "
                     f"drop {flags} (only --epochs, --device, --precision, --compile, --threads "
@@ -171,10 +177,7 @@ def train_command(ctx: click.Context, **options) -> None:
             size = options["image_size"]
             resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given
             if options["preset"] == "baseline" and resnet_only:
-                shown = {"spatial_latent": "spatial-latent/--global-latent"}
-                flags = ", ".join(
-                    sorted(f"--{shown.get(n, n.replace('_', '-'))}" for n in resnet_only)
-                )
+                flags = _flag_names(resnet_only)
                 raise UserError(f"{flags}: the baseline's architecture is fixed (the blog's)")
             config = override(
                 preset(options["preset"]), data=str(Path(options["data"]).expanduser()),

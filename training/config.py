@@ -75,9 +75,7 @@ class TrainConfig:
     shift: int = 2  # random translation of each training image, in pixels
     seed: int = 0
     device: str = "auto"
-    # "auto" trains in bfloat16 autocast where the hardware does bf16 natively (a recent GPU, or
-    # a CPU with AVX512-BF16/AMX: about 1.9x the images per second there), else float32.
-    # Weights, optimiser, likelihood and validation stay float32 either way.
+    # "auto": bfloat16 autocast where the hardware does bf16 natively, else float32 (precision.py)
     precision: str = "auto"
     compile: bool = False
     max_bad_steps: int = 20  # consecutive non-finite steps before the run stops

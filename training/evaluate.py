@@ -43,7 +43,6 @@ def _as_tensor(images: torch.Tensor | np.ndarray, device: torch.device) -> torch
 
 
 @torch.no_grad()
-@torch.no_grad()
 def fit_gaussian_sigma(
     model: VAE, images: torch.Tensor | np.ndarray, device: torch.device, limit: int = 512
 ) -> float:
@@ -51,7 +50,8 @@ def fit_gaussian_sigma(
 
     A coarse log-spaced grid, then a fine one between the best point's neighbours: 32 scores
     instead of a 120-point grid's, as precise, because training fits sigma at every epoch and
-    that fit was most of the baseline's validation time.
+    that fit was most of the baseline's validation time. The model is put in eval mode, the mode
+    it is then scored in (it matters for the baseline's BatchNorm).
     """
     model.eval()
     x = _as_tensor(images[:limit], device)

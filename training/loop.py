@@ -34,6 +34,7 @@ from .data import load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
 from .likelihood import CoupledLogistic, bits_per_dim, to_unit
 from .model import VAE, count_parameters, kl_per_dim
+from .precision import resolve_precision
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 
@@ -52,31 +53,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name != "cpu":
         raise TrainingError(f"unknown device {name!r} (choose auto, cpu or cuda)")
     return torch.device("cpu")
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), read from Linux.
-
-    Elsewhere bfloat16 on the CPU is emulated and slower than float32, so "auto" stays float32.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """The dtype the forward pass runs in: float32, or bfloat16 under autocast."""
-    if name not in PRECISIONS:
-        raise TrainingError(f"unknown precision {name!r} (choose {', '.join(PRECISIONS)})")
-    if name == "auto":
-        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
-        name = "bf16" if native else "fp32"
-    return torch.bfloat16 if name == "bf16" else torch.float32
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:

@@ -117,7 +117,7 @@ class ResNetDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.grid_channels:
-            return self.body(self.fc(z.view(-1, self.grid_channels, 4, 4)))
+            return self.body(self.fc(z.unflatten(1, (self.grid_channels, 4, 4))))
         return self.body(self.fc(z).view(-1, self.top, 4, 4))
 
 

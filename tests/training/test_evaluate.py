@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
-from birdvae.training.evaluate import fit_gaussian_sigma
+from birdvae.training.evaluate import SIGMA_RANGE, fit_gaussian_sigma
 
 
 class _KnownMean:
@@ -29,3 +30,19 @@ def test_fitted_sigma_recovers_the_noise_that_made_the_photos():
         photos = (noisy * 255).round().clamp(0, 255).to(torch.uint8)
         fitted = fit_gaussian_sigma(_KnownMean(means), photos, torch.device("cpu"))
         assert abs(fitted / sigma - 1) < 0.05, (sigma, fitted)
+
+
+def test_fitted_sigma_stops_at_the_ends_of_its_range():
+    generator = torch.Generator().manual_seed(1)
+    means = torch.rand(32, 3, 8, 8, generator=generator) * 0.6 + 0.2
+    exact = (means * 255).round().to(torch.uint8)  # noise-free: the best sigma is the smallest
+    assert fit_gaussian_sigma(_KnownMean(means), exact, torch.device("cpu")) == pytest.approx(
+        SIGMA_RANGE[0]
+    )
+    # every pixel black or white around grey means: the wider the Gaussian, the more of it falls
+    # in the end bins, so the best sigma is the largest the range allows
+    grey = torch.full((32, 3, 8, 8), 0.5)
+    extremes = (torch.rand(grey.shape, generator=generator) < 0.5).to(torch.uint8) * 255
+    assert fit_gaussian_sigma(_KnownMean(grey), extremes, torch.device("cpu")) == pytest.approx(
+        SIGMA_RANGE[1]
+    )

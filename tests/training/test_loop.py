@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from birdvae.training import checkpoint, loop
+from birdvae.training import checkpoint, precision
 from birdvae.training.cli import eval_command, train_command
 from birdvae.training.loop import LAST, Trainer
 
@@ -37,13 +37,13 @@ def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path, precisio
 
 def test_auto_precision_is_bf16_only_where_the_hardware_does_it(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
-    assert loop.resolve_precision("auto", cpu) == torch.float32
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    assert loop.resolve_precision("auto", cpu) == torch.bfloat16
-    assert loop.resolve_precision("fp32", cpu) == torch.float32
-    with pytest.raises(loop.TrainingError, match="unknown precision"):
-        loop.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto", cpu) == torch.float32
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("auto", cpu) == torch.bfloat16
+    assert precision.resolve_precision("fp32", cpu) == torch.float32
+    with pytest.raises(ValueError, match="unknown precision"):
+        precision.resolve_precision("fp16", cpu)
 
 
 def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):

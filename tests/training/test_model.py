@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from birdvae.training.config import ModelConfig, TrainConfig, preset
@@ -99,12 +100,10 @@ def test_spatial_latent_is_a_4x4_grid_behind_the_same_flat_code():
     vae.decoder.fc.register_forward_hook(lambda m, i, o: seen.append(i[0]))
     vae.decoder(mean)
     assert torch.equal(seen[0], grid[:, :2])
-    try:
+    with pytest.raises(ValueError, match="divisible by 16"):
         VAE(ModelConfig(latent_dim=100, spatial_latent=True))
-    except ValueError as exc:
-        assert "divisible by 16" in str(exc)
-    else:
-        raise AssertionError("latent_dim 100 cannot be a 4x4 grid")
+    with pytest.raises(RuntimeError):  # a code of the wrong width is refused, not reshaped
+        vae.decoder(torch.zeros(4, 16))
 
 
 def test_baseline_matches_the_blog_post():
