@@ -117,7 +117,12 @@ class ResNetDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.grid_channels:
-            return self.body(self.fc(z.unflatten(1, (self.grid_channels, 4, 4))))
+            # view would make another batch of a wrong-width code (the ONNX graph checks widths)
+            if not torch.jit.is_tracing() and z.shape[1] != self.grid_channels * 16:
+                raise ValueError(f"expected codes of {self.grid_channels * 16}, got {z.shape[1]}")
+            # view, not unflatten: the exported Reshape then has a constant shape, which ONNX
+            # shape inference carries through to static image sizes.
+            return self.body(self.fc(z.view(-1, self.grid_channels, 4, 4)))
         return self.body(self.fc(z).view(-1, self.top, 4, 4))
 
 

@@ -102,7 +102,7 @@ def test_spatial_latent_is_a_4x4_grid_behind_the_same_flat_code():
     assert torch.equal(seen[0], grid[:, :2])
     with pytest.raises(ValueError, match="divisible by 16"):
         VAE(ModelConfig(latent_dim=100, spatial_latent=True))
-    with pytest.raises(RuntimeError):  # a code of the wrong width is refused, not reshaped
+    with pytest.raises(ValueError, match="expected codes of 32"):  # not reshaped into 2 codes
         vae.decoder(torch.zeros(4, 16))
 
 
