@@ -7,7 +7,9 @@ Design choices for the default (``resnet``) architecture:
 - plain Conv + LeakyReLU + residual Add, no normalisation: every layer fuses in onnxruntime and
   nothing has to be folded at export; residual branches start at zero, so training is stable;
 - upsampling by a 1x1 convolution and pixel shuffle, never ConvTranspose, whose onnxruntime CPU
-  kernel is slow and fuses with nothing.
+  kernel is slow and fuses with nothing;
+- the code a 4x4 grid made and read by 3x3 convolutions (``spatial_latent``), not a vector from
+  linear layers: it learns faster and overfits less, and is flat [N, latent_dim] outside.
 """
 
 from __future__ import annotations
@@ -76,16 +78,15 @@ class ResNetEncoder(nn.Module):
             if i + 1 < len(widths):
                 layers += [nn.Conv2d(width, widths[i + 1], 4, stride=2, padding=1), _act()]
         self.features = nn.Sequential(*layers)
-        self.spatial = cfg.spatial_latent
-        if self.spatial:
-            channels = _grid_channels(cfg)
-            self.head: nn.Module = nn.Conv2d(widths[-1], 2 * channels, 3, padding=1)
+        self.grid_channels = _grid_channels(cfg) if cfg.spatial_latent else 0
+        if self.grid_channels:
+            self.head: nn.Module = nn.Conv2d(widths[-1], 2 * self.grid_channels, 3, padding=1)
         else:
             self.head = nn.Linear(widths[-1] * 16, 2 * cfg.latent_dim)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(image * 2.0 - 1.0)
-        if self.spatial:
+        if self.grid_channels:  # channel-major, as the decoder's view reads it back
             mean, logvar = (part.flatten(1) for part in self.head(h).chunk(2, dim=1))
         else:
             mean, logvar = self.head(h.flatten(1)).chunk(2, dim=1)
