@@ -39,7 +39,9 @@ def _commands() -> list[tuple[str, click.Command]]:
 
 
 def _section(name: str, command: click.Command, parent: click.Context | None, level: int) -> str:
-    ctx = click.Context(command, info_name=name.split()[-1], parent=parent)
+    ctx = click.Context(
+        command, info_name=name.split()[-1], parent=parent, **command.context_settings
+    )
     usage = " ".join([ctx.command_path, *command.collect_usage_pieces(ctx)])
     lines = [f"{'#' * level} `{name}`", "", f"```\n{usage}\n```", ""]
     if command.help:
