@@ -1,28 +1,34 @@
 """Checkpoints: plain tensors and JSON-able values, written atomically, read with
-``weights_only=True`` (a checkpoint is data, never code).
+``weights_only=True`` (a checkpoint is data, never code), and verified before they are used:
+every member's zip CRC (torch.load does not check them, so a bit-rotted file would load as
+garbage or NaN weights) and every floating-point weight finite.
 
 A checkpoint holds ``config`` (TrainConfig as a dict), ``model`` and ``ema`` state dicts,
 ``optimizer``, ``scheduler``, ``epoch`` (epochs completed), ``step``, ``best_val_bpd``,
 ``rng`` (torch CPU and CUDA generator states), ``metrics`` (the last epoch's figures) and
-``format`` (this module's version).
+``format`` (this module's version). ``best_epoch`` says which epoch's weights ``best.pt``
+holds; with ``metrics`` it lets a resume replay what a crash cut off (``runfolder.py``).
 """
 
 from __future__ import annotations
 
-import os
+import math
 import pickle
-import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import durable
 from .config import TrainConfig
 from .model import VAE
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
+RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
+WEIGHT_KEYS = ("model", "ema", "optimizer")
 
 
 class CheckpointError(ValueError):
@@ -30,21 +36,35 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+    """Write through a locked temporary beside ``path``: a crash or kill at any moment leaves
+    either the old file or the new one, never half of one."""
+    durable.write_atomic(Path(path), lambda handle: torch.save(state, handle))
 
-    A crash or kill at any moment leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+def verify_crcs(path: Path) -> None:
+    """Read every member of the zip archive and check its CRC; raise CheckpointError."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is damaged ({type(exc).__name__}); use best.pt or another copy"
+        ) from exc
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} is damaged: {bad.rsplit('/', 1)[-1]} fails its CRC check (bit rot or an "
+            "incomplete copy); use best.pt or another copy"
+        )
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() and not bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return any(_non_finite(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(item) for item in value)
+    return isinstance(value, float) and math.isnan(value)
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -56,6 +76,7 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(
             f"{path} is not a readable checkpoint: corrupt, truncated or another format"
         )
+    verify_crcs(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -71,7 +92,20 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(
             f"{path} has checkpoint format {state['format']}, expected {CHECKPOINT_FORMAT}"
         )
+    for key in WEIGHT_KEYS:
+        if _non_finite(state.get(key)):
+            raise CheckpointError(f"{path} holds non-finite (NaN or infinite) {key} weights")
     return state
+
+
+def check_resumable(state: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint that cannot carry a run on (one made for export or by hand)."""
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} cannot be resumed: it holds no {', '.join(missing)} state "
+            "(evaluate or export it, or start a new run)"
+        )
 
 
 def config_of(state: dict[str, Any]) -> TrainConfig:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
+
+from . import durable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BOX_MARGIN = 0.15  # extra context around a CUB bounding box, as a fraction of its longer side
@@ -220,8 +221,8 @@ def _decode_all(items: Sequence[_Item], image_size: int, crop: str, kind: str) -
     def decode(item: _Item) -> np.ndarray | None:
         try:
             return load_image(item.path, image_size, crop, item.box)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-            return None
+        except Exception:  # PIL's plugins raise many types on a malformed file (SyntaxError,
+            return None  # NotImplementedError, struct.error...); each means "unreadable" here
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
@@ -256,11 +257,4 @@ def _cache_key(
 
 def _save_atomic(path: Path, **arrays: np.ndarray | int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    durable.write_atomic(path, lambda handle: np.savez(handle, **arrays))

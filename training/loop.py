@@ -28,7 +28,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, durable, runfolder
 from .config import TrainConfig
 from .data import load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
@@ -36,7 +36,7 @@ from .likelihood import CoupledLogistic, bits_per_dim, to_unit
 from .model import VAE, count_parameters, kl_per_dim
 from .precision import resolve_precision
 
-LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
+LAST, BEST, METRICS, CONFIG = runfolder.LAST, runfolder.BEST, runfolder.METRICS, runfolder.CONFIG
 
 
 class TrainingError(RuntimeError):
@@ -114,11 +114,14 @@ class Trainer:
         self.log = (log or (lambda line: print(line, flush=True))) if self.ddp.main else _quiet
         self._stop_requested = False
         torch.manual_seed(config.seed + self.ddp.rank)
-
+        if resume_state is not None:
+            checkpoint.check_resumable(resume_state, self.run_dir / LAST)
         if self.ddp.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "grids").mkdir(exist_ok=True)
-        self.ddp.barrier()
+            removed = runfolder.sweep(self.run_dir)
+            if removed:
+                self.log(f"removed {len(removed)} temporary file(s) left by a killed run")
+
+        # The run folder is made only once the data has loaded: a data error leaves nothing.
         splits = self._load_data()
         self.train_images = torch.from_numpy(splits.train).to(self.device)
         self.val_images = torch.from_numpy(splits.val).to(self.device)
@@ -128,6 +131,9 @@ class Trainer:
                 f"{len(self.train_images)} training images are fewer than one batch of "
                 f"{config.batch_size} per process; lower --batch-size"
             )
+        if self.ddp.main:
+            (self.run_dir / runfolder.GRIDS).mkdir(parents=True, exist_ok=True)
+        self.ddp.barrier()
         self.sampler = DistributedSampler(
             range(len(self.train_images)),
             num_replicas=self.ddp.world,
@@ -155,6 +161,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of the current epoch already taken
         self.step = 0
         self.best_val_bpd = math.inf
+        self.best_epoch: int | None = None
         self.partial: dict[str, float] = {}
         if resume_state is not None:
             self._restore(resume_state)
@@ -176,6 +183,8 @@ class Trainer:
         # Fixed latent codes, so sample grids of successive epochs are comparable.
         fixed = torch.Generator().manual_seed(config.seed)
         self.fixed_z = torch.randn(config.grid_size, config.model.latent_dim, generator=fixed)
+        if resume_state is not None and self.ddp.main:
+            self._replay(resume_state)
 
     @property
     def total_steps(self) -> int:
@@ -277,7 +286,8 @@ class Trainer:
         """Train until ``config.epochs`` epochs are done or a stop is requested."""
         config = self.config
         if self.ddp.main:
-            config.save(self.run_dir / CONFIG)
+            text = json.dumps(config.to_dict(), indent=2) + "\n"
+            durable.write_bytes_atomic(self.run_dir / CONFIG, text.encode())
             self.log(
                 f"{len(self.train_images)} train / {len(self.val_images)} val images, "
                 f"{count_parameters(self.model) / 1e6:.2f}M parameters, device {self.device}"
@@ -385,13 +395,10 @@ class Trainer:
             improved = metrics["val_bpd"] < self.best_val_bpd
             if improved:
                 self.best_val_bpd = metrics["val_bpd"]
+                self.best_epoch = self.epoch
             metrics["best_val_bpd"] = self.best_val_bpd
             self.metrics = metrics
-            self.save(LAST)
-            if improved:
-                self.save(BEST)
-            with open(self.run_dir / METRICS, "a") as handle:
-                handle.write(json.dumps(metrics) + "\n")
+            runfolder.commit_epoch(self.run_dir, self.state())
             self._write_grids()
             self.log(
                 f"epoch {self.epoch:>3}/{self.config.epochs}  train {metrics['train_bpd']:.3f}"
@@ -420,11 +427,26 @@ class Trainer:
         grids = self.run_dir / "grids"
         source = self.val_images if len(self.val_images) else self.train_images
         recon = reconstruction_grid(model, source[:32])
-        save_image(recon.float().cpu(), grids / f"recon_{self.epoch:04d}.png", nrow=8, padding=2)
         samples = model.decode_image(self.fixed_z.to(self.device))
-        save_image(samples.float().cpu(), grids / f"samples_{self.epoch:04d}.png", nrow=8,
-                   padding=2)  # fmt: skip
+        for name, images in (("recon", recon), ("samples", samples)):
+            durable.write_atomic(
+                grids / f"{name}_{self.epoch:04d}.png",
+                lambda handle, images=images: save_image(
+                    images.float().cpu(), handle, format="png", nrow=8, padding=2
+                ),
+            )
         self.model.train()
+
+    def _replay(self, state: dict[str, Any]) -> None:
+        """Redo what a kill after the last commit of ``last.pt`` cut off (runfolder.py)."""
+        written = runfolder.bring_up_to_date(self.run_dir, state)
+        grids = [self.run_dir / runfolder.GRIDS / f"{kind}_{self.epoch:04d}.png"
+                 for kind in ("recon", "samples")]  # fmt: skip
+        if self.epoch > 0 and self.batch_in_epoch == 0 and not all(p.is_file() for p in grids):
+            self._write_grids()
+            written.append(f"grids of epoch {self.epoch}")
+        if written:
+            self.log(f"recovered from an interrupted epoch end: wrote {', '.join(written)}")
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -445,6 +467,7 @@ class Trainer:
             "partial": dict(self.partial),
             "step": self.step,
             "best_val_bpd": self.best_val_bpd,
+            "best_epoch": self.best_epoch,
             "metrics": getattr(self, "metrics", {}),
             "rng": rng,
         }
@@ -455,6 +478,15 @@ class Trainer:
         return path
 
     def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise checkpoint.CheckpointError(
+                f"{self.run_dir / LAST} cannot be resumed: {detail}"
+            ) from exc
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.module.load_state_dict(state["ema"])
@@ -466,6 +498,8 @@ class Trainer:
         self.partial = dict(state.get("partial", {}))
         self.step = int(state["step"])
         self.best_val_bpd = float(state["best_val_bpd"])
+        best_epoch = state.get("best_epoch")
+        self.best_epoch = None if best_epoch is None else int(best_epoch)
         self.metrics = dict(state.get("metrics", {}))
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:

@@ -1,0 +1,158 @@
+"""Files that are whole or absent, and the sweep of what a killed process left behind.
+
+Every file bird-vae writes beside a user's data goes through a hidden temporary in the same
+folder (``.NAME.XXXXXXXX.tmp``), is fsynced, renamed over ``NAME`` and the folder fsynced, so a
+crash or power cut leaves the old file or the new one. While a temporary is being written, its
+writer holds an ``flock`` on it: the lock dies with the process, even under SIGKILL, so the next
+run can tell a temporary left by a dead writer (removed) from one a live writer still owns
+(left alone). Where ``fcntl`` does not exist, nothing is ever swept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Container, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no proof that a writer is dead
+    fcntl = None  # type: ignore[assignment]
+
+TMP_PATTERN = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's 8 characters
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def lock(fd: int) -> bool:
+    """Take an exclusive flock on an open file or folder; False when another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def hold(path: Path) -> int | None:
+    """Open and lock ``path`` (a file or folder); the descriptor to close when done, or None
+    when another process holds it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    if lock(fd):
+        return fd
+    os.close(fd)
+    return None
+
+
+def is_abandoned(path: Path) -> bool:
+    """Whether no live process holds ``path``'s lock (so its writer died); False when unsure."""
+    if fcntl is None or path.is_symlink():
+        return False
+    try:
+        fd = hold(path)
+    except OSError:
+        return False
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(handle)`` on a locked temporary beside ``path``, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            lock(handle.fileno())
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    write_atomic(path, lambda handle: handle.write(data))
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source``, all at once."""
+    with open(source, "rb") as handle:
+        write_atomic(target, lambda out: shutil.copyfileobj(handle, out, 1 << 20))
+
+
+def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
+    """Remove ``.NAME.XXXXXXXX.tmp`` files in ``folder`` whose NAME is in ``names`` and whose
+    writer is dead; returns what was removed. Nothing else is touched."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        match = TMP_PATTERN.fullmatch(entry.name)
+        if match is None or match["name"] not in names:
+            continue
+        if entry.is_file() and is_abandoned(entry):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143), so ``finally`` and ``except BaseException`` blocks clean
+    up as they do for Ctrl-C, instead of the process vanishing mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(*_: object) -> None:
+        print("error: terminated (SIGTERM)", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for a few renames that must all happen or none; they are
+    delivered as soon as the block ends."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    block(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        block(signal.SIG_UNBLOCK, held)

@@ -1,0 +1,100 @@
+"""A run folder's records, kept consistent with ``last.pt`` whatever moment a crash strikes.
+
+``last.pt`` is the commit record of an epoch: it is written first, atomically, and carries the
+epoch's metrics line and which epoch's weights are the best (``best_epoch``). ``best.pt``,
+``metrics.jsonl`` and the grids are then derived from it by ``bring_up_to_date``, which is
+idempotent: the end of every epoch runs it, and so does every resume, where it replays whatever
+a kill cut off. A crash before ``last.pt`` is renamed into place loses the epoch as a whole; the
+resume trains it again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import checkpoint, durable
+
+LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
+GRIDS, CACHE = "grids", "cache"
+
+
+def sweep(run_dir: Path) -> list[Path]:
+    """Remove the temporaries a killed run left (``.last.pt.*.tmp`` and the like)."""
+    removed = durable.sweep_temporaries(run_dir, {LAST, BEST, METRICS, CONFIG})
+    removed += durable.sweep_temporaries(run_dir / GRIDS, _Suffix(".png"))
+    removed += durable.sweep_temporaries(run_dir / CACHE, _Suffix(".npz"))
+    return removed
+
+
+class _Suffix:
+    """Any file name with this suffix, as a container for ``sweep_temporaries``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.endswith(self.suffix) and "/" not in name
+
+
+def commit_epoch(run_dir: Path, state: dict[str, Any]) -> list[str]:
+    """Write ``last.pt`` (the commit point), then the records derived from it."""
+    checkpoint.save_atomic(state, run_dir / LAST)
+    return bring_up_to_date(run_dir, state)
+
+
+def bring_up_to_date(run_dir: Path, state: dict[str, Any]) -> list[str]:
+    """Make ``best.pt`` and ``metrics.jsonl`` agree with ``state`` (the one in ``last.pt``);
+    returns the names of the files it had to write."""
+    written = []
+    at_boundary = int(state.get("batch_in_epoch", 0)) == 0
+    if at_boundary and state.get("best_epoch") == state["epoch"] and not _holds(run_dir, state):
+        durable.copy_atomic(run_dir / LAST, run_dir / BEST)
+        written.append(BEST)
+    if _add_metrics_line(run_dir / METRICS, state.get("metrics") or {}, int(state["epoch"])):
+        written.append(METRICS)
+    return written
+
+
+def _holds(run_dir: Path, state: dict[str, Any]) -> bool:
+    """Whether ``best.pt`` is a sound checkpoint of the same epoch and step as ``state``."""
+    if not (run_dir / BEST).is_file():
+        return False
+    try:
+        best = checkpoint.load(run_dir / BEST)
+    except checkpoint.CheckpointError:
+        return False
+    return (best["epoch"], best.get("step")) == (state["epoch"], state.get("step"))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; a line cut short by a crash is left out."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            records.append(record)
+    return records
+
+
+def _add_metrics_line(path: Path, record: dict[str, Any], completed: int) -> bool:
+    """Rewrite ``metrics.jsonl`` (atomically) with one line per completed epoch up to
+    ``completed``, ``record`` included; False when it already was so."""
+    old = read_metrics(path)
+    kept = [line for line in old if line["epoch"] <= completed]
+    epochs = {line["epoch"] for line in kept}
+    if isinstance(record.get("epoch"), int) and record["epoch"] not in epochs:
+        kept.append(record)
+    text = "".join(json.dumps(line) + "\n" for line in kept)
+    if path.is_file() and path.read_text(errors="replace") == text:
+        return False
+    if not kept and not path.exists():
+        return False
+    durable.write_bytes_atomic(path, text.encode())
+    return True
