@@ -1,0 +1,225 @@
+"""What survives a crash in a run folder: a kill at every write point of an epoch's end, a
+bit-rotted checkpoint, checkpoints that cannot be resumed, debris of killed writers, hostile
+training files. Each case is checked on disk, then by resuming."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from birdvae.training import checkpoint, durable, runfolder
+from birdvae.training.cli import train_command
+from birdvae.training.data import load_splits
+from birdvae.training.loop import BEST, LAST, METRICS, Trainer
+
+from .conftest import tiny_config, write_images
+
+
+class Killed(BaseException):
+    """Stands in for a kill: nothing after the injected point runs."""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def assert_consistent(run: Path) -> dict:
+    """The invariants a crash must never break; returns last.pt's state."""
+    state = checkpoint.load(run / LAST)
+    records = runfolder.read_metrics(run / METRICS)
+    assert [r["epoch"] for r in records] == list(range(1, state["epoch"] + 1))
+    assert (run / METRICS).read_text().endswith("\n")
+    best_line = min(records, key=lambda r: r["val_bpd"])
+    best = checkpoint.load(run / BEST)
+    assert best["epoch"] == best_line["epoch"] == state["best_epoch"]
+    assert best["best_val_bpd"] == best_line["val_bpd"]
+    for epoch in range(1, state["epoch"] + 1):
+        for kind in ("recon", "samples"):
+            assert (run / "grids" / f"{kind}_{epoch:04d}.png").is_file()
+    assert not [p for p in run.rglob(".*") if p.name.endswith(".tmp")]
+    return state
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An uninterrupted 2-epoch run whose second epoch improves (the case a kill can hurt)."""
+    root = tmp_path_factory.mktemp("straight")
+    data = root / "birds"
+    write_images(data / "a", 24, seed=1)
+    write_images(data / "b", 24, seed=2)
+    run = root / "run"
+    Trainer(tiny_config(data), run, log=_quiet).fit()
+    assert checkpoint.load(run / BEST)["epoch"] == 2, "the fixture must improve at epoch 2"
+    return data, run
+
+
+@pytest.mark.parametrize("point", range(5))  # last.pt, best.pt, metrics.jsonl, two grids
+def test_a_crash_at_each_write_of_an_epoch_end_is_replayed_on_resume(
+    straight, tmp_path, monkeypatch, point
+):
+    data, reference = straight
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_config(data), run, log=_quiet)
+    real_replace, calls = os.replace, []
+    # writes: config.json, then per epoch last.pt, best.pt, metrics.jsonl and two grids
+    kill_at = 1 + 5 + point + 1
+
+    def replace(source, target):
+        calls.append(Path(target).name)
+        if len(calls) == kill_at:
+            raise Killed
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(Killed):
+        trainer.fit()
+    assert calls[-1] == [LAST, BEST, METRICS, "recon_0002.png", "samples_0002.png"][point]
+    monkeypatch.setattr(os, "replace", real_replace)
+
+    resumed = Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=_quiet)
+    resumed.fit()
+    state = assert_consistent(run)
+    assert state["epoch"] == 2
+    want = runfolder.read_metrics(reference / METRICS)
+    got = runfolder.read_metrics(run / METRICS)
+    assert [r["val_bpd"] for r in got] == [r["val_bpd"] for r in want]
+
+
+def test_a_bit_rotted_checkpoint_is_refused_in_one_line(straight, tmp_path):
+    _, reference = straight
+    run = tmp_path / "run"
+    run.mkdir()
+    data = bytearray((reference / LAST).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    (run / LAST).write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="damaged"):
+        checkpoint.load(run / LAST)
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 2 and "damaged" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_non_finite_weights_are_refused(straight, tmp_path):
+    _, reference = straight
+    state = checkpoint.load(reference / LAST)
+    name = next(iter(state["ema"]))
+    state["ema"][name] = torch.full_like(state["ema"][name], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="non-finite"):
+        checkpoint.load(tmp_path / "nan.pt")
+
+
+def test_resume_without_optimizer_state_is_one_line(straight, tmp_path):
+    _, reference = straight
+    state = checkpoint.load(reference / LAST)
+    del state["optimizer"]
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(state, run / LAST)
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 2, result.output
+    assert "cannot be resumed" in result.output and "optimizer" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_stale_temporaries_are_swept_and_live_ones_kept(straight, tmp_path):
+    data, _ = straight
+    run = tmp_path / "run"
+    Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()
+    stale = run / ".last.pt.abcd_123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    stale_grid = run / "grids" / ".recon_0002.png.x1y2z3w4.tmp"
+    stale_grid.write_bytes(b"half a png")
+    live = run / ".best.pt.live0000.tmp"
+    live.write_bytes(b"being written")
+    foreign = run / ".notes.txt.abcdefgh.tmp"
+    foreign.write_bytes(b"not ours")
+    fd = durable.hold(live)
+    try:
+        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=_quiet)
+    finally:
+        os.close(fd)
+    assert not stale.exists() and not stale_grid.exists()
+    assert live.exists() and foreign.exists()
+
+
+def test_an_undecodable_file_is_skipped_with_the_one_warning(image_folder):
+    header = struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + bytes(44)
+    pixel_format = struct.pack("<2I", 32, 0x4) + b"XXXX" + bytes(20)
+    (image_folder / "species_a" / "dds.png").write_bytes(
+        b"DDS " + header + pixel_format + bytes(20 + 64)
+    )
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        splits = load_splits(image_folder, 16)
+    assert splits.skipped == 1 and len(splits.train) + len(splits.val) == 48
+
+
+def test_a_data_error_leaves_no_run_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.jpg").write_bytes(b"not a jpeg")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train_command, ["--data", str(empty), "--out", str(run)])
+    assert result.exit_code == 2 and "no readable training images" in result.output
+    assert not run.exists()
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from birdvae.training.config import TrainConfig
+    from birdvae.training.loop import Trainer
+
+    config, run, kill_at, when = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        calls.append(target)
+        if len(calls) == kill_at and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(source, target)
+        if len(calls) == kill_at and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace
+    Trainer(TrainConfig.load(config), run, log=lambda _: None).fit()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kill_at", "when"),
+    # writes: config.json, cache, then per epoch last.pt, best.pt, metrics.jsonl, two grids
+    [(3, "before"), (3, "after"), (4, "after"), (5, "after"), (8, "before"), (8, "after"),
+     (9, "after"), (10, "after"), (12, "after")],
+)  # fmt: skip
+def test_sigkill_at_a_write_point_then_resume(straight, tmp_path, kill_at, when):
+    data, reference = straight
+    config = tmp_path / "config.json"
+    tiny_config(data).save(config)
+    run = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(config), str(run), str(kill_at), when],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if not (run / LAST).exists():  # killed before the first commit: a fresh start is the resume
+        Trainer(tiny_config(data), run, log=_quiet).fit()
+    else:
+        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=_quiet).fit()
+    state = assert_consistent(run)
+    assert state["epoch"] == 2
+    want = [r["val_bpd"] for r in runfolder.read_metrics(reference / METRICS)]
+    assert [r["val_bpd"] for r in runfolder.read_metrics(run / METRICS)] == want
