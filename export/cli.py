@@ -1,26 +1,23 @@
 """``vae-export``: a training checkpoint in, a checked model folder (runtime/format.py) out.
 
 Everything is written into a hidden folder beside the destination and renamed into place only
-after every check has passed: a failed export leaves nothing behind, and an existing model is
-replaced only at the very end. torch and the export modules are imported inside the command, so
-a runtime-only install gets one clear line instead of a traceback.
+after every check has passed: a failed or killed export leaves the old model, and only a folder
+that is a model of ours is ever replaced (``destination.py``). torch and the export modules are
+imported inside the command, so a runtime-only install gets one clear line instead of a
+traceback.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import secrets
-import shutil
 import sys
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from birdvae.runtime.format import DEFAULT_OPSET, MANIFEST_FILE
+from birdvae.runtime.format import DEFAULT_OPSET
 
 NEEDS_TRAIN_EXTRA = "vae-export needs the training extra: pip install 'bird-vae[train]'"
 TRAIN_MODULES = ("torch", "onnx", "onnxscript")
@@ -32,14 +29,30 @@ class UsageProblem(Exception):
     """An input the user has to fix (exit 2); the message says what."""
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """What one export is asked for, as the command line gave it."""
+
+    checkpoint: Path
+    destination: Path
+    ema: bool = True
+    opset: int = DEFAULT_OPSET
+    int8: bool = False
+    prior_data: Path | None = None
+    components: int = 1
+    temperature: float = 1.0
+    noise: float = 0.0
+
+
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
-    "--out",
+    "--output",
     type=click.Path(file_okay=False, path_type=Path),
     help="Model folder to write. [default: 'model' beside the checkpoint]",
 )
+@click.option("--out", "out_alias", type=click.Path(file_okay=False, path_type=Path), hidden=True)
 @click.option(
     "--ema/--no-ema",
     default=True,
@@ -87,7 +100,8 @@ class UsageProblem(Exception):
 )
 def main(
     checkpoint: Path,
-    out: Path | None,
+    output: Path | None,
+    out_alias: Path | None,
     ema: bool,
     opset: int,
     int8: bool,
@@ -102,16 +116,31 @@ def main(
         sys.exit(EXIT_USAGE)
     if prior_components is not None and prior_data is None:
         raise click.UsageError("--prior-components needs --prior-data")
+    if output is not None and out_alias is not None:
+        raise click.UsageError("give -o/--output once (--out is its old name)")
+    from birdvae.training import durable
     from birdvae.training.checkpoint import CheckpointError
     from birdvae.training.data import DataError
 
+    from .destination import DestinationError
     from .onnx import ExportError
 
-    destination = out if out is not None else checkpoint.parent / "model"
+    destination = output or out_alias or checkpoint.parent / "model"
+    options = ExportOptions(
+        checkpoint=checkpoint,
+        destination=destination,
+        ema=ema,
+        opset=opset,
+        int8=int8,
+        prior_data=prior_data,
+        components=prior_components or 1,
+        temperature=temperature,
+        noise=noise,
+    )
     try:
-        _export(checkpoint, destination, ema, opset, int8, prior_data, prior_components or 1,
-                temperature, noise)  # fmt: skip
-    except (UsageProblem, CheckpointError, DataError) as exc:
+        with durable.exit_on_sigterm():
+            _export(options)
+    except (UsageProblem, DestinationError, CheckpointError, DataError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except ExportError as exc:
@@ -123,17 +152,7 @@ def main(
     click.echo(f"wrote {destination}")
 
 
-def _export(
-    checkpoint: Path,
-    destination: Path,
-    ema: bool,
-    opset: int,
-    int8: bool,
-    prior_data: Path | None,
-    components: int,
-    temperature: float,
-    noise: float,
-) -> None:
+def _export(options: ExportOptions) -> None:
     from birdvae.runtime.format import (
         DECODER_FILE,
         ENCODER_FILE,
@@ -145,6 +164,7 @@ def _export(
     )
     from birdvae.training.checkpoint import load_model
 
+    from .destination import check_replaceable, staging, sweep
     from .onnx import (
         export_model,
         exporter_for,
@@ -154,17 +174,21 @@ def _export(
     )
     from .quantize import format_figures, quantize_model
 
-    _check_destination(destination)
+    checkpoint, destination = options.checkpoint, options.destination
+    ema, opset = options.ema, options.opset
+    for line in sweep(destination):
+        click.echo(f"note: {line}", err=True)
+    check_replaceable(destination)
     model, config, state = load_model(checkpoint, ema=ema)
-    if noise > 0 and not has_pixel_noise(model):
+    if options.noise > 0 and not has_pixel_noise(model):
         raise UsageProblem(
             f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
         )
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights")
-    splits, data = _real_images(checkpoint, config, prior_data)
-    if int8 and splits is None:
+    splits, data = _real_images(checkpoint, config, options.prior_data)
+    if options.int8 and splits is None:
         raise UsageProblem("--int8 calibrates on real images: pass --prior-data DIR")
     source: dict[str, Any] = {
         "architecture": config.to_dict()["model"],
@@ -177,14 +201,16 @@ def _export(
         "data": str(data) if data else None,
     }
     cfg = model.cfg
-    with _staging(destination) as folder:
+    with staging(destination) as folder:
         export_model(model, folder, opset)
         source["parity"] = _parity(model, folder, splits)
         prior = None
-        if prior_data is not None:
-            prior, figures = _fit_prior(folder, splits, components, temperature, config.seed)
+        if options.prior_data is not None:
+            prior, figures = _fit_prior(
+                folder, splits, options.components, options.temperature, config.seed
+            )
             source["prior"] = figures
-        if int8:
+        if options.int8:
             source["int8"] = quantize_model(folder, splits.train, splits.val, opset)
             click.echo(format_figures(source["int8"]))
         names = [ENCODER_FILE, DECODER_FILE] + ([PRIOR_FILE] if prior else [])
@@ -197,8 +223,8 @@ def _export(
             files={name: FileEntry.of(folder / name) for name in names},
             prior=prior,
             default_prior="fitted" if prior else "standard",
-            default_temperature=temperature,
-            default_noise=noise,
+            default_temperature=options.temperature,
+            default_noise=options.noise,
             source=source,
         ).save(folder)
         verify_model_dir(folder)
@@ -248,20 +274,6 @@ def _fit_prior(
     return PriorInfo(components=components, default_temperature=temperature), figures
 
 
-def _check_destination(destination: Path) -> None:
-    """Refuse early to replace anything that is not a model folder."""
-    if destination.exists() and not destination.is_dir():
-        raise UsageProblem(f"{destination} exists and is not a folder")
-    if (
-        destination.is_dir()
-        and any(destination.iterdir())
-        and not (destination / MANIFEST_FILE).is_file()
-    ):
-        raise UsageProblem(
-            f"refusing to replace {destination}: it is not empty and holds no {MANIFEST_FILE}"
-        )
-
-
 def _real_images(checkpoint: Path, config: Any, prior_data: Path | None) -> tuple[Any, Path | None]:
     """The data set's splits (uint8 arrays) from --prior-data, else from the folder the checkpoint
     was trained on when it exists here; (None, None) when neither is available.
@@ -283,40 +295,6 @@ def _real_images(checkpoint: Path, config: Any, prior_data: Path | None) -> tupl
     )  # fmt: skip
     click.echo(f"images: {data} ({len(splits.train)} train, {len(splits.val)} val)")
     return splits, data
-
-
-@contextlib.contextmanager
-def _staging(destination: Path) -> Iterator[Path]:
-    """A hidden folder beside ``destination``, renamed onto it when the block succeeds and
-    removed, with any parent folders made for it, when the block fails."""
-    made = [p for p in [destination.parent, *destination.parent.parents] if not p.exists()]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    folder = destination.parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
-    folder.mkdir()
-    try:
-        yield folder
-        _replace(folder, destination)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        for parent in made:  # deepest first; only the empty ones this call created
-            with contextlib.suppress(OSError):
-                parent.rmdir()
-        raise
-
-
-def _replace(folder: Path, destination: Path) -> None:
-    """Rename ``folder`` to ``destination``, moving an old model aside only for the swap."""
-    if not destination.exists():
-        os.replace(folder, destination)
-        return
-    old = destination.parent / f".{destination.name}.{secrets.token_hex(4)}.old"
-    os.replace(destination, old)
-    try:
-        os.replace(folder, destination)
-    except BaseException:
-        os.replace(old, destination)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _float_or_none(value: Any) -> float | None:

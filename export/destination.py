@@ -1,0 +1,166 @@
+"""Where ``vae-export`` writes: which folders it may replace, and how, so that no crash leaves
+half a model and no file a user put there is ever deleted.
+
+A model is built in a hidden staging folder beside the destination (``.NAME.XXXXXXXX.partial``),
+then swapped in: the old model is renamed aside (``.NAME.XXXXXXXX.old``), the new one renamed
+onto the name, the old one removed. SIGINT and SIGTERM are held back during those renames. The
+exporting process holds an ``flock`` on the staging folder and on the old model while it works;
+the next export into the same destination removes such folders whose owner is dead, and puts an
+old model back when a kill in the swap left the destination missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    MANIFEST_FILE,
+    PRIOR_FILE,
+    Manifest,
+    ModelFormatError,
+)
+from birdvae.training import durable
+
+MODEL_FILES = frozenset({MANIFEST_FILE, ENCODER_FILE, DECODER_FILE, PRIOR_FILE})
+# What a staging folder may also hold while it is being built: the int8 candidates.
+STAGING_FILES = MODEL_FILES | {"encoder.int8.onnx", "decoder.int8.onnx"}
+
+
+class DestinationError(ValueError):
+    """A destination vae-export will not write to; the message says why."""
+
+
+def check_replaceable(destination: Path) -> None:
+    """Refuse unless ``destination`` is absent, an empty folder, or a model folder of ours:
+    a valid manifest and nothing but the files an export writes."""
+    if destination.is_symlink():
+        raise DestinationError(f"{destination} is a symbolic link; give the folder itself")
+    if not destination.exists():
+        return
+    if not destination.is_dir():
+        raise DestinationError(f"{destination} exists and is not a folder")
+    entries = sorted(destination.iterdir())
+    if not entries:
+        return
+    foreign = [e.name for e in entries if not _is_our_file(e, MODEL_FILES)]
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        shown = ", ".join(foreign[:3]) + more
+        raise DestinationError(
+            f"refusing to replace {destination}: it holds {shown}, which vae-export did not "
+            "write; move them out or choose another -o"
+        )
+    try:
+        Manifest.load(destination)
+    except ModelFormatError as exc:
+        raise DestinationError(
+            f"refusing to replace {destination}: it is not a bird-vae model folder ({exc})"
+        ) from exc
+
+
+def _is_our_file(entry: Path, names: frozenset[str]) -> bool:
+    return entry.name in names and entry.is_file() and not entry.is_symlink()
+
+
+def _only_ours(folder: Path, names: frozenset[str]) -> bool:
+    try:
+        return all(_is_our_file(entry, names) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def sweep(destination: Path) -> list[str]:
+    """Clear what killed exports into ``destination`` left beside it; returns what was done,
+    for the user. Only folders named by our pattern, whose owner is dead, are touched: a staging
+    folder or an old model holding only our files is removed; an old model is renamed back when
+    the destination is missing (whatever it holds: renaming deletes nothing)."""
+    parent = destination.parent
+    if not parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(f".{destination.name}.") + r"[a-z0-9_]{8}\.(partial|old)")
+    partial, old = [], []
+    for entry in parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        if durable.is_abandoned(entry):
+            (partial if match[1] == "partial" else old).append(entry)
+    done = []
+    if old and not destination.exists() and not destination.is_symlink():
+        newest = max(old, key=lambda p: p.stat().st_mtime_ns)
+        os.replace(newest, destination)
+        durable.fsync_dir(parent)
+        old.remove(newest)
+        done.append(f"restored {destination} from an export killed while replacing it")
+    removed = 0
+    for folder in partial + old:
+        if _only_ours(folder, STAGING_FILES):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        done.append(f"removed {removed} folder(s) left by an interrupted export")
+    return done
+
+
+@contextlib.contextmanager
+def staging(destination: Path) -> Iterator[Path]:
+    """A hidden, locked folder beside ``destination``, swapped onto it when the block succeeds
+    and removed, with any parent folders made for it, when the block fails."""
+    made = [p for p in [destination.parent, *destination.parent.parents] if not p.exists()]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    folder = destination.parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
+    folder.mkdir()
+    fd = durable.hold(folder)
+    try:
+        yield folder
+        for entry in folder.iterdir():
+            _fsync_file(entry)
+        durable.fsync_dir(folder)
+        _swap(folder, destination)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in made:  # deepest first; only the empty ones this call created
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _swap(folder: Path, destination: Path) -> None:
+    """Rename ``folder`` onto ``destination``, moving an old model aside only for the swap."""
+    parent = destination.parent
+    with durable.signals_deferred():
+        if not destination.exists():
+            os.replace(folder, destination)
+            durable.fsync_dir(parent)
+            return
+        held = durable.hold(destination)
+        if held is None:
+            raise DestinationError(f"another vae-export is replacing {destination} right now")
+        try:
+            old = parent / f".{destination.name}.{secrets.token_hex(4)}.old"
+            os.replace(destination, old)
+            try:
+                os.replace(folder, destination)
+            except BaseException:
+                os.replace(old, destination)
+                raise
+            durable.fsync_dir(parent)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(held)
