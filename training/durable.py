@@ -144,15 +144,22 @@ def exit_on_sigterm() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for a few renames that must all happen or none; they are
-    delivered as soon as the block ends."""
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None or threading.current_thread() is not threading.main_thread():
+    """Hold SIGINT and SIGTERM back for a few renames that must all happen or none; one that
+    came meanwhile is raised again as soon as the block ends.
+
+    Python-level handlers, not a signal mask: a mask covers one thread, and the kernel hands a
+    signal to any thread (torch's and onnxruntime's included) that does not block it.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    block(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda n, _f: caught.append(n)) for signum in held}
     try:
         yield
     finally:
-        block(signal.SIG_UNBLOCK, held)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])

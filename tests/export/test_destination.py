@@ -1,0 +1,190 @@
+"""What ``vae-export -o DIR`` may replace, and what survives a failure, a signal or a kill at
+each write point of an export: the destination always ends as the old model or the new one,
+and the next export clears (or restores from) what a kill left."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from birdvae.runtime.format import MANIFEST_FILE, Manifest, verify_model_dir
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from birdvae.export.destination import sweep
+from birdvae.training import durable
+
+pytestmark = pytest.mark.torch
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def one_error(result, fragment: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def old_model(tmp_path_factory, resnet_checkpoint) -> Path:
+    """A model folder exported once, to copy where a test needs an existing model."""
+    from .conftest import run_export
+
+    folder = tmp_path_factory.mktemp("old") / "model"
+    assert run_export(resnet_checkpoint, "-o", folder).exit_code == 0
+    return folder
+
+
+def test_a_web_app_folder_with_a_manifest_is_not_replaced(export_cli, resnet_checkpoint,
+                                                          tmp_path):  # fmt: skip
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / MANIFEST_FILE).write_text(json.dumps({"name": "My PWA", "start_url": "/"}))
+    (app / "index.html").write_text("<html></html>")
+    one_error(export_cli(resnet_checkpoint, "-o", app), "index.html")
+    assert sorted(p.name for p in app.iterdir()) == ["index.html", MANIFEST_FILE]
+
+    (app / "index.html").unlink()  # a lone manifest of another kind is no model either
+    one_error(export_cli(resnet_checkpoint, "-o", app), "not a bird-vae model folder")
+    assert json.loads((app / MANIFEST_FILE).read_text())["name"] == "My PWA"
+
+
+def test_a_model_folder_with_the_users_notes_is_not_replaced(export_cli, resnet_checkpoint,
+                                                             old_model, tmp_path):  # fmt: skip
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    (out / "NOTES.txt").write_text("what I changed")
+    one_error(export_cli(resnet_checkpoint, "-o", out), "NOTES.txt")
+    assert (out / "NOTES.txt").read_text() == "what I changed"
+    verify_model_dir(out)
+    assert hidden(tmp_path) == []
+
+
+def test_our_model_folder_and_an_empty_folder_are_replaced(export_cli, resnet_checkpoint,
+                                                           old_model, tmp_path):  # fmt: skip
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    assert export_cli(resnet_checkpoint, "--output", out).exit_code == 0
+    verify_model_dir(out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export_cli(resnet_checkpoint, "--out", empty).exit_code == 0  # the old flag name
+    verify_model_dir(empty)
+    both = export_cli(resnet_checkpoint, "-o", out, "--out", empty)
+    assert both.exit_code == 2 and "once" in both.stderr
+    assert hidden(tmp_path) == []
+
+
+def test_a_failed_swap_puts_the_old_model_back(export_cli, resnet_checkpoint, old_model,
+                                               tmp_path, monkeypatch):  # fmt: skip
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    before = (out / MANIFEST_FILE).read_bytes()
+    real_replace = __import__("os").replace
+
+    def replace(source, target):
+        if Path(source).name.endswith(".partial"):
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+
+    monkeypatch.setattr("os.replace", replace)
+    result = export_cli(resnet_checkpoint, "-o", out)
+    assert result.exit_code == 1 and "No space left" in result.stderr
+    assert (out / MANIFEST_FILE).read_bytes() == before
+    assert hidden(tmp_path) == []
+
+
+def test_debris_of_killed_exports_is_swept_and_a_lost_model_restored(old_model, tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(old_model, tmp_path / ".model.0a1b2c3d.old")  # killed in the swap window
+    staged = tmp_path / ".model.99aa88bb.partial"  # killed while building
+    staged.mkdir()
+    (staged / "encoder.onnx").write_bytes(b"half")
+    live = tmp_path / ".model.11112222.partial"  # another export, still running
+    live.mkdir()
+    mine = tmp_path / ".model.33334444.partial"  # our pattern, but a user's file inside
+    mine.mkdir()
+    (mine / "NOTES.txt").write_text("keep")
+    other = tmp_path / ".other.55556666.partial"  # another destination's: not ours to judge
+    other.mkdir()
+    fd = durable.hold(live)
+    try:
+        done = sweep(out)
+    finally:
+        __import__("os").close(fd)
+    assert any("restored" in line for line in done)
+    assert Manifest.load(out).to_dict() == Manifest.load(old_model).to_dict()
+    assert hidden(tmp_path) == sorted([live.name, mine.name, other.name])
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, shutil, signal, sys
+    import onnx
+    from birdvae.export.cli import main
+
+    checkpoint, out, target, kill_at, how = sys.argv[1:6]
+    calls = []
+
+    def hook(name, real):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            if name == target and calls.count(name) == int(kill_at):
+                os.kill(os.getpid(), getattr(signal, how))
+            return real(*args, **kwargs)
+        return wrapped
+
+    onnx.save_model = hook("save", onnx.save_model)
+    os.replace = hook("replace", os.replace)
+    shutil.rmtree = hook("rmtree", shutil.rmtree)
+    main([checkpoint, "-o", out], standalone_mode=True)
+    """
+)
+
+
+def _kill_export(checkpoint: Path, out: Path, target: str, kill_at: int, how: str):
+    return subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(checkpoint), str(out), target, str(kill_at), how],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "kill_at"),
+    # the decoder's write, the old model moved aside, the new one moved in, the old removed
+    [("save", 2), ("replace", 1), ("replace", 2), ("rmtree", 1)],
+)
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_kill_at_each_write_point_of_an_export(
+    export_cli, make_checkpoint, tiny_kwargs, old_model, tmp_path, target, kill_at, how
+):
+    checkpoint = make_checkpoint(tmp_path / "last.pt", tiny_kwargs, seed=5)
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    old = Manifest.load(out).source["checkpoint_sha256"]
+    killed = _kill_export(checkpoint, out, target, kill_at, how)
+    if how == "SIGKILL":
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    else:  # cleaned up and left with the conventional status; never a traceback
+        assert killed.returncode in (0, 128 + signal.SIGTERM), killed.stderr
+        assert "Traceback" not in killed.stderr
+        assert not [name for name in hidden(tmp_path) if "model" in name], hidden(tmp_path)
+    if out.exists():
+        verify_model_dir(out)  # the old model or the new one, whole
+    else:  # only a SIGKILL between the two renames leaves the destination missing
+        assert how == "SIGKILL" and (target, kill_at) == ("replace", 2)
+    again = export_cli(checkpoint, "-o", out)
+    assert again.exit_code == 0, again.stderr
+    assert Manifest.load(out).source["checkpoint_sha256"] != old
+    assert [name for name in hidden(tmp_path) if "model" in name] == []
