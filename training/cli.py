@@ -12,7 +12,12 @@ from pathlib import Path
 import click
 
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile", "threads"}
-SHOWN_FLAGS = {"spatial_latent": "--spatial-latent/--global-latent", "compile_": "--compile"}
+SHOWN_FLAGS = {
+    "spatial_latent": "--spatial-latent/--global-latent",
+    "compile_": "--compile",
+    "out": "-o/--output",
+    "out_alias": "--out",
+}
 
 
 def _flag_names(options: set[str]) -> str:
@@ -41,10 +46,13 @@ def _warnings_as_lines() -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", help="CUB_200_2011 folder (official layout) or any folder of images.")
 @click.option(
-    "--out",
+    "-o",
+    "--output",
+    "out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Run folder: checkpoints, metrics.jsonl, config.json, grids/.",
 )
+@click.option("--out", "out_alias", type=click.Path(file_okay=False, path_type=Path), hidden=True)
 @click.option(
     "--preset",
     type=click.Choice(["default", "baseline"]),
@@ -130,7 +138,7 @@ def train_command(ctx: click.Context, **options) -> None:
     """Train the bird VAE and write checkpoints (last.pt, best.pt) into the run folder.
 
     Under torchrun it trains on several GPUs:
-    torchrun --nproc-per-node N --no-python vae-train --data ... --out ...
+    torchrun --nproc-per-node N --no-python vae-train --data ... -o ...
     """
     require_train_extra("vae-train")
     _warnings_as_lines()
@@ -166,13 +174,15 @@ def train_command(ctx: click.Context, **options) -> None:
                               precision=options["precision"],
                               compile=options["compile_"])  # fmt: skip
         else:
-            if not options["data"] or options["out"] is None:
-                raise UserError("--data and --out are required (or --resume RUN_DIR)")
-            run_dir = options["out"]
+            if options["out"] is not None and options["out_alias"] is not None:
+                raise UserError("give -o/--output once (--out is its old name)")
+            run_dir = options["out"] or options["out_alias"]
+            if not options["data"] or run_dir is None:
+                raise UserError("--data and -o/--output are required (or --resume RUN_DIR)")
             if (run_dir / LAST).exists():
                 raise UserError(
                     f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                    "or choose another --out"
+                    "or choose another -o/--output"
                 )
             size = options["image_size"]
             resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given

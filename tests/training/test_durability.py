@@ -5,6 +5,7 @@ training files. Each case is checked on disk, then by resuming."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -169,9 +170,17 @@ def test_a_data_error_leaves_no_run_folder(tmp_path):
     empty.mkdir()
     (empty / "broken.jpg").write_bytes(b"not a jpeg")
     run = tmp_path / "run"
-    result = CliRunner().invoke(train_command, ["--data", str(empty), "--out", str(run)])
+    result = CliRunner().invoke(train_command, ["--data", str(empty), "-o", str(run)])
     assert result.exit_code == 2 and "no readable training images" in result.output
     assert not run.exists()
+
+
+def test_output_is_the_flag_and_out_its_hidden_old_name(tmp_path):
+    shown = CliRunner().invoke(train_command, ["--help"]).output
+    assert "-o, --output" in shown and not re.search(r"--out\b(?!put)", shown)
+    both = CliRunner().invoke(train_command, ["--data", str(tmp_path), "-o", str(tmp_path / "a"),
+                                              "--out", str(tmp_path / "b")])  # fmt: skip
+    assert both.exit_code == 2 and "once" in both.output
 
 
 KILL_SCRIPT = textwrap.dedent(
