@@ -153,6 +153,7 @@ def _swap(folder: Path, destination: Path) -> None:
         if held is None:
             raise DestinationError(f"another vae-export is replacing {destination} right now")
         try:
+            check_replaceable(destination)  # again: a user may have put a file there meanwhile
             old = parent / f".{destination.name}.{secrets.token_hex(4)}.old"
             os.replace(destination, old)
             try:

@@ -85,6 +85,26 @@ def test_our_model_folder_and_an_empty_folder_are_replaced(export_cli, resnet_ch
     assert hidden(tmp_path) == []
 
 
+def test_a_file_the_user_adds_during_the_export_is_kept(
+    export_cli, resnet_checkpoint, old_model, tmp_path, monkeypatch
+):
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    from birdvae.export import onnx as export_onnx
+
+    real_export = export_onnx.export_model
+
+    def export_then_user_writes(*args, **kwargs):
+        (out / "NOTES.txt").write_text("written while exporting")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(export_onnx, "export_model", export_then_user_writes)
+    one_error(export_cli(resnet_checkpoint, "-o", out), "NOTES.txt")
+    assert (out / "NOTES.txt").read_text() == "written while exporting"
+    verify_model_dir(out)
+    assert hidden(tmp_path) == []
+
+
 def test_a_failed_swap_puts_the_old_model_back(export_cli, resnet_checkpoint, old_model,
                                                tmp_path, monkeypatch):  # fmt: skip
     out = tmp_path / "model"
