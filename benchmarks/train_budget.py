@@ -44,12 +44,12 @@ def summarise(run: Path) -> dict[str, float]:
     state = checkpoint.load(run / BEST)
     metrics = state["metrics"]
     seconds = sum(r["epoch_seconds"] for r in records)
-    images = sum(r["images_per_s"] * r["epoch_seconds"] for r in records)
+    images = sum(r["items_per_s"] * r["epoch_seconds"] for r in records)
     return {
         "preset": state["config"]["preset"],
         "epochs": len(records),
         "train_minutes": seconds / 60,
-        "images_per_s": images / max(seconds, 1e-9),
+        "items_per_s": images / max(seconds, 1e-9),
         "val_bpd": metrics["val_bpd"],
         "val_psnr": metrics["val_psnr"],
         "best_epoch": metrics["epoch"],
@@ -81,10 +81,10 @@ def main() -> None:
     for row in (ours, base):
         print(
             f"{row['preset']:<10}{row['epochs']:>8}{row['train_minutes']:>9.1f}"
-            f"{row['images_per_s']:>9.0f}{row['val_bpd']:>14.3f}{row['val_psnr']:>9.2f}"
+            f"{row['items_per_s']:>9.0f}{row['val_bpd']:>14.3f}{row['val_psnr']:>9.2f}"
         )
     print(
-        f"default vs baseline: {ours['images_per_s'] / base['images_per_s']:.2f}x images/s, "
+        f"default vs baseline: {ours['items_per_s'] / base['items_per_s']:.2f}x images/s, "
         f"{base['val_bpd'] - ours['val_bpd']:+.3f} bits/dim better, "
         f"{ours['val_psnr'] - base['val_psnr']:+.2f} dB PSNR"
     )

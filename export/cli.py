@@ -38,7 +38,7 @@ class ExportOptions:
     ema: bool = True
     opset: int = DEFAULT_OPSET
     int8: bool = False
-    prior_data: Path | None = None
+    prior_data: tuple[Path, ...] = ()
     components: int = 1
     temperature: float = 1.0
     noise: float = 0.0
@@ -75,8 +75,10 @@ class ExportOptions:
 @click.option(
     "--prior-data",
     type=click.Path(path_type=Path),
+    multiple=True,
     help="Data set whose training split the latent prior is fitted to (its images "
-    "also feed the parity check and int8 calibration).",
+    "also feed the parity check and int8 calibration); may be given again. "
+    "[default: the checkpoint's data, where it exists here]",
 )
 @click.option(
     "--prior-components",
@@ -105,7 +107,7 @@ def main(
     ema: bool,
     opset: int,
     int8: bool,
-    prior_data: Path | None,
+    prior_data: tuple[Path, ...],
     prior_components: int | None,
     temperature: float,
     noise: float,
@@ -114,7 +116,7 @@ def main(
     if any(importlib.util.find_spec(name) is None for name in TRAIN_MODULES):
         click.echo(NEEDS_TRAIN_EXTRA, err=True)
         sys.exit(EXIT_USAGE)
-    if prior_components is not None and prior_data is None:
+    if prior_components is not None and not prior_data:
         raise click.UsageError("--prior-components needs --prior-data")
     if output is not None and out_alias is not None:
         raise click.UsageError("give -o/--output once (--out is its old name)")
@@ -156,7 +158,6 @@ def _export(options: ExportOptions) -> None:
     from birdvae.runtime.format import (
         DECODER_FILE,
         ENCODER_FILE,
-        PRIOR_FILE,
         FileEntry,
         Manifest,
         sha256_of,
@@ -198,14 +199,14 @@ def _export(options: ExportOptions) -> None:
         "checkpoint_sha256": sha256_of(checkpoint),
         "package_version": package_version(),
         "exporter": exporter_for(opset),
-        "data": str(data) if data else None,
+        "data": data,
     }
     cfg = model.cfg
     with staging(destination) as folder:
         export_model(model, folder, opset)
         source["parity"] = _parity(model, folder, splits)
         prior = None
-        if options.prior_data is not None:
+        if options.prior_data:
             prior, figures = _fit_prior(
                 folder, splits, options.components, options.temperature, config.seed
             )
@@ -213,7 +214,8 @@ def _export(options: ExportOptions) -> None:
         if options.int8:
             source["int8"] = quantize_model(folder, splits.train, splits.val, opset)
             click.echo(format_figures(source["int8"]))
-        names = [ENCODER_FILE, DECODER_FILE] + ([PRIOR_FILE] if prior else [])
+        priors = {"fitted": prior} if prior else {}
+        names = [ENCODER_FILE, DECODER_FILE] + [info.file for info in priors.values()]
         Manifest(
             image_size=cfg.image_size,
             latent_dim=cfg.latent_dim,
@@ -221,7 +223,7 @@ def _export(options: ExportOptions) -> None:
             opset=opset,
             ir_version=ir_version_for(opset),
             files={name: FileEntry.of(folder / name) for name in names},
-            prior=prior,
+            priors=priors,
             default_prior="fitted" if prior else "standard",
             default_temperature=options.temperature,
             default_noise=options.noise,
@@ -271,30 +273,38 @@ def _fit_prior(
         "converged": mixture.converged,
         **held_out_fit(mixture, encode_means(folder / ENCODER_FILE, splits.val)),
     }
-    return PriorInfo(components=components, default_temperature=temperature), figures
+    info = PriorInfo(
+        kind="gaussian-mixture", file=PRIOR_FILE, components=components,
+        default_temperature=temperature,
+    )  # fmt: skip
+    return info, figures
 
 
-def _real_images(checkpoint: Path, config: Any, prior_data: Path | None) -> tuple[Any, Path | None]:
-    """The data set's splits (uint8 arrays) from --prior-data, else from the folder the checkpoint
-    was trained on when it exists here; (None, None) when neither is available.
+def _real_images(
+    checkpoint: Path, config: Any, prior_data: tuple[Path, ...]
+) -> tuple[Any, dict[str, Any] | None]:
+    """The data sets' splits (uint8 arrays) from --prior-data, else from the folders the
+    checkpoint was trained on when they exist here; (None, None) when neither is available.
+    Second, what the manifest records of the data: names and a hash, never a local path.
 
     The train split is the checkpoint's own: same crop, size and validation share. A run folder's
     decoded-image cache is reused when the checkpoint sits in one.
     """
-    from birdvae.training.data import load_splits
+    from birdvae.training.data import describe, load_splits
 
-    data = prior_data
-    if data is None and config.data and Path(config.data).is_dir():
-        data = Path(config.data)
-    if data is None:
+    sources = [Path(p) for p in prior_data]
+    if not sources and config.data and all(Path(d).is_dir() for d in config.data):
+        sources = [Path(d) for d in config.data]
+    if not sources:
         return None, None
     cache = checkpoint.parent / "cache"
     splits = load_splits(
-        data, config.model.image_size, crop=config.crop, val_fraction=config.val_fraction,
+        sources, config.model.image_size, crop=config.crop, val_fraction=config.val_fraction,
         cache_dir=cache if cache.is_dir() else None,
     )  # fmt: skip
-    click.echo(f"images: {data} ({len(splits.train)} train, {len(splits.val)} val)")
-    return splits, data
+    names = ", ".join(str(p) for p in sources)
+    click.echo(f"images: {names} ({len(splits.train)} train, {len(splits.val)} val)")
+    return splits, describe(sources, splits)
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -20,9 +20,8 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import images
-from .format import MANIFEST_FILE
+from .format import MANIFEST_FILE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE
-from .prior import PRIOR_NAMES
 
 MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
 MAX_STEPS = 256
@@ -153,8 +152,8 @@ def _default_scale(scale: int | None, vae: BirdVAE) -> int:
 @click.option(
     "--prior",
     type=click.Choice(PRIOR_NAMES),
-    help="standard: N(0, I); fitted: the mixture fitted to the training set's codes. "
-    "Default: the model's.",
+    help="learned: the network trained on the training set's codes; fitted: a Gaussian mixture "
+    "fitted to them; standard: N(0, I). Default: the model's.",
 )
 @click.option(
     "--scale",
@@ -352,16 +351,15 @@ def info(model: str) -> None:
         ("likelihood", manifest.likelihood),
         ("onnx", f"opset {manifest.opset}, IR version {manifest.ir_version}"),
     ]
-    if manifest.prior is None:
-        facts.append(("prior", "standard normal only (no fitted prior)"))
-    else:
-        facts.append(
-            (
-                "prior",
-                f"{manifest.prior.kind}, {manifest.prior.components} components, "
-                f"default temperature {manifest.prior.default_temperature:g}",
-            )
-        )
+    for i, name in enumerate(vae.prior_names):
+        if name == "standard":
+            what = "N(0, I)"
+        elif name == "fitted":
+            what = f"Gaussian mixture of {manifest.priors[name].components} components"
+        else:
+            what = f"learned sampler from {manifest.priors[name].noise_dim} noise numbers"
+        temperature = vae.default_temperature(name)
+        facts.append(("priors" if i == 0 else "", f"{name}: {what}, temperature {temperature:g}"))
     default = manifest.default_prior
     facts.append(
         (

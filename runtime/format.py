@@ -1,9 +1,11 @@
 """The model format: the one contract between `vae-export` (which writes it) and the runtime.
 
-A model is a folder holding ``encoder.onnx``, ``decoder.onnx``, ``manifest.json`` and, when a
-latent density was fitted, ``prior.npz``. The manifest lists every file with its sha256 and size,
-so a model is checked before onnxruntime ever sees it. This module uses only the standard
-library: reading a manifest must cost nothing at start-up.
+A model is a folder holding ``encoder.onnx``, ``decoder.onnx``, ``manifest.json`` and up to two
+priors over the latent code: ``prior.onnx``, a learned sampler (noise in, codes out), and
+``prior.npz``, a Gaussian mixture fitted to the training codes. The manifest lists every file with
+its sha256 and size, so a model is checked before onnxruntime ever sees it, and it may name only
+the files below: a model folder is read by name, never by a path it supplies. This module uses
+only the standard library: reading a manifest must cost nothing at start-up.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 had one optional prior, the mixture (see upgrade)
 
 MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
-PRIOR_FILE = "prior.npz"
+PRIOR_FILE = "prior.npz"  # the fitted Gaussian mixture
+SAMPLER_FILE = "prior.onnx"  # the learned prior
+MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, PRIOR_FILE)  # all a manifest may list
 
 # Graph signatures. Both graphs are deterministic: the runtime draws z itself.
 ENCODER_INPUT = "image"  # float32 [N, 3, S, S], RGB in [0, 1]
@@ -37,7 +42,17 @@ DECODER_NOISE_OUTPUTS = ("location", "scale", "coupling")
 DEFAULT_OPSET = 17
 DEFAULT_IR_VERSION = 8
 
+# The learned prior: a deterministic graph from standard-normal noise (times the temperature,
+# drawn by the runtime) to codes. The graph draws nothing, so a seed still fixes the birds.
+SAMPLER_INPUT = "noise"  # float32 [N, K]
+SAMPLER_OUTPUT = "z"  # float32 [N, D]
+
 PRIOR_ARRAYS = ("weights", "means", "cholesky")  # [K], [K, D], [K, D, D]
+
+# Each prior a manifest may carry: its name (what --prior says), kind and file. "standard",
+# N(0, I), needs no file and is always there.
+PRIOR_KINDS = {"learned": ("sampler", SAMPLER_FILE), "fitted": ("gaussian-mixture", PRIOR_FILE)}
+PRIOR_NAMES = ("standard", *PRIOR_KINDS)
 
 
 class ModelFormatError(ValueError):
@@ -56,12 +71,15 @@ class FileEntry:
 
 @dataclass
 class PriorInfo:
-    """A density fitted to the training set's latent codes, sampled by the runtime in numpy."""
+    """One prior of the model: ``kind`` says how ``file`` is read; ``components`` sizes a
+    mixture, ``noise_dim`` a sampler's input. ``source`` is free-form, for people."""
 
-    kind: str = "gaussian-mixture"
-    components: int = 1
-    file: str = PRIOR_FILE
+    kind: str
+    file: str
     default_temperature: float = 1.0
+    components: int | None = None
+    noise_dim: int | None = None
+    source: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,9 +90,9 @@ class Manifest:
     opset: int = DEFAULT_OPSET
     ir_version: int = DEFAULT_IR_VERSION
     files: dict[str, FileEntry] = field(default_factory=dict)
-    prior: PriorInfo | None = None
-    default_prior: str = "standard"  # "standard" or "fitted"
-    default_temperature: float = 1.0
+    priors: dict[str, PriorInfo] = field(default_factory=dict)  # by name: "learned", "fitted"
+    default_prior: str = "standard"  # one of PRIOR_NAMES that the model has
+    default_temperature: float = 1.0  # the standard prior's
     # Pixel noise: each pixel drawn from the decoder's logistic at this temperature (its scale
     # times it): 0 shows the mean (smooth), 1 draws whole samples. Needs DECODER_NOISE_OUTPUTS.
     default_noise: float = 0.0
@@ -89,32 +107,62 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         try:
-            version = int(data["format_version"])
-            if version != FORMAT_VERSION:
-                raise ModelFormatError(
-                    f"manifest format_version {version} is not supported "
-                    f"(this runtime reads version {FORMAT_VERSION})"
-                )
+            data = upgrade(data)
             files = {name: FileEntry(**entry) for name, entry in data["files"].items()}
-            prior = PriorInfo(**data["prior"]) if data.get("prior") else None
-            return cls(
+            priors = {name: PriorInfo(**info) for name, info in data.get("priors", {}).items()}
+            manifest = cls(
                 image_size=int(data["image_size"]),
                 latent_dim=int(data["latent_dim"]),
                 likelihood=str(data["likelihood"]),
                 opset=int(data["opset"]),
                 ir_version=int(data["ir_version"]),
                 files=files,
-                prior=prior,
+                priors=priors,
                 default_prior=str(data.get("default_prior", "standard")),
                 default_temperature=float(data.get("default_temperature", 1.0)),
                 default_noise=float(data.get("default_noise", 0.0)),
                 source=dict(data.get("source", {})),
-                format_version=version,
+                format_version=FORMAT_VERSION,
             )
         except ModelFormatError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFormatError(f"manifest is malformed: {exc!r}") from exc
+        manifest.check()
+        return manifest
+
+    def check(self) -> None:
+        """The rules a manifest obeys whatever its files hold; ModelFormatError if not."""
+        if self.image_size <= 0 or self.latent_dim <= 0:
+            raise ModelFormatError("manifest image_size and latent_dim must be positive")
+        for name in self.files:
+            if name not in MODEL_FILES:
+                raise ModelFormatError(
+                    f"manifest lists a file {name!r}; a model folder holds only "
+                    f"{', '.join(MODEL_FILES)}"
+                )
+        for name, info in self.priors.items():
+            if name not in PRIOR_KINDS:
+                raise ModelFormatError(
+                    f"manifest has an unknown prior {name!r} (known: {', '.join(PRIOR_KINDS)})"
+                )
+            kind, file = PRIOR_KINDS[name]
+            if (info.kind, info.file) != (kind, file):
+                raise ModelFormatError(
+                    f"manifest prior {name!r} must be kind {kind!r} in {file!r}, "
+                    f"not {info.kind!r} in {info.file!r}"
+                )
+            size = info.components if name == "fitted" else info.noise_dim
+            if not isinstance(size, int) or size < 1:
+                field_name = "components" if name == "fitted" else "noise_dim"
+                raise ModelFormatError(f"manifest prior {name!r} needs a positive {field_name}")
+        if self.default_prior != "standard" and self.default_prior not in self.priors:
+            raise ModelFormatError(
+                f"manifest defaults to the {self.default_prior!r} prior, which it does not have"
+            )
+        for name in (ENCODER_FILE, DECODER_FILE, *(i.file for i in self.priors.values())):
+            if name not in self.files:
+                raise ModelFormatError(f"manifest does not list {name}")
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_FILE
@@ -133,6 +181,25 @@ class Manifest:
         if not isinstance(data, dict):
             raise ModelFormatError(f"{path} does not hold a JSON object")
         return cls.from_dict(data)
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A manifest of any readable version in the current version's terms.
+
+    Version 1 carried at most one prior, the mixture, as ``prior``; version 2 names each prior
+    in ``priors``.
+    """
+    version = data["format_version"]
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise ModelFormatError(
+            f"manifest format_version {version!r} is not supported (this runtime reads "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))})"
+        )
+    data = dict(data)
+    if version == 1:
+        old = data.pop("prior", None)
+        data["priors"] = {"fitted": {"kind": "gaussian-mixture", **old}} if old else {}
+    return data
 
 
 def sha256_of(path: Path) -> str:
@@ -154,12 +221,6 @@ def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
     if not folder.is_dir():
         raise ModelFormatError(f"model folder {folder} does not exist")
     manifest = Manifest.load(folder)
-    required = [ENCODER_FILE, DECODER_FILE] + ([manifest.prior.file] if manifest.prior else [])
-    for name in required:
-        if name not in manifest.files:
-            raise ModelFormatError(f"manifest in {folder} does not list {name}")
-    if manifest.image_size <= 0 or manifest.latent_dim <= 0:
-        raise ModelFormatError("manifest image_size and latent_dim must be positive")
     for name, entry in manifest.files.items():
         path = folder / name
         if not path.is_file():

@@ -27,6 +27,10 @@ from .format import (
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
     MANIFEST_FILE,
+    PRIOR_NAMES,
+    SAMPLER_FILE,
+    SAMPLER_INPUT,
+    SAMPLER_OUTPUT,
     Manifest,
     ModelFormatError,
     PriorInfo,
@@ -34,7 +38,14 @@ from .format import (
     verify_model_dir,
 )
 from .pixels import check_noise, draw_pixels
-from .prior import PRIOR_NAMES, Draws, GaussianMixture, Prior, StandardNormal, check_temperature
+from .prior import (
+    Draws,
+    GaussianMixture,
+    LearnedPrior,
+    Prior,
+    StandardNormal,
+    check_temperature,
+)
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -139,25 +150,38 @@ class BirdVAE:
 
     # Priors ------------------------------------------------------------------------------------
 
+    @property
+    def prior_names(self) -> tuple[str, ...]:
+        """The priors this model can sample from, its default first."""
+        names = ["standard", *self._manifest.priors]
+        default = self._manifest.default_prior
+        return (default, *(n for n in names if n != default))
+
     def prior(self, name: str | None = None) -> Prior:
-        """The prior called ``name`` ("standard" or "fitted"); None means the manifest's default."""
-        name = name or self._manifest.default_prior
-        if name not in PRIOR_NAMES:
-            raise ValueError(f"unknown prior {name!r} (choose {' or '.join(PRIOR_NAMES)})")
+        """The prior called ``name`` ("learned", "fitted" or "standard"); None means the
+        manifest's default."""
+        name = self._prior_name(name)
         if name not in self._priors:
             if name == "standard":
                 self._priors[name] = StandardNormal(self.latent_dim)
+            elif name == "fitted":
+                self._priors[name] = self._load_mixture(self._manifest.priors[name])
             else:
-                self._priors[name] = self._load_fitted_prior()
+                self._priors[name] = self._load_sampler(self._manifest.priors[name])
         return self._priors[name]
 
-    def _fitted_prior_info(self) -> PriorInfo:
-        if self._manifest.prior is None:
-            raise ValueError(f"the model in {self._path} has no fitted prior; use the standard one")
-        return self._manifest.prior
+    def _prior_name(self, name: str | None) -> str:
+        name = name or self._manifest.default_prior
+        if name not in PRIOR_NAMES:
+            raise ValueError(f"unknown prior {name!r} (choose {', '.join(PRIOR_NAMES)})")
+        if name not in self.prior_names:
+            raise ValueError(
+                f"the model in {self._path} has no {name} prior (it has: "
+                f"{', '.join(self.prior_names)})"
+            )
+        return name
 
-    def _load_fitted_prior(self) -> GaussianMixture:
-        info = self._fitted_prior_info()
+    def _load_mixture(self, info: PriorInfo) -> GaussianMixture:
         data = read_verified(self._path, self._manifest, info.file)
         mixture = GaussianMixture.load(io.BytesIO(data), self.latent_dim, self._path / info.file)
         if mixture.components != info.components:
@@ -167,15 +191,24 @@ class BirdVAE:
             )
         return mixture
 
+    def _load_sampler(self, info: PriorInfo) -> LearnedPrior:
+        assert info.noise_dim is not None  # Manifest.check made sure
+        session = self._session(SAMPLER_FILE)
+        shape = (self.latent_dim,)
+
+        def run(noise: np.ndarray) -> np.ndarray:
+            (z,) = _run(session, SAMPLER_FILE, [SAMPLER_OUTPUT], SAMPLER_INPUT, noise)
+            _check_output(z, (len(noise), *shape), f"{SAMPLER_FILE} {SAMPLER_OUTPUT}")
+            return z
+
+        return LearnedPrior(run, info.noise_dim)
+
     def default_temperature(self, prior: str | None = None) -> float:
-        """The temperature used when none is given: the fitted prior's own for "fitted", and the
-        manifest's top-level ``default_temperature`` for "standard"."""
-        name = prior or self._manifest.default_prior
-        if name == "fitted":
-            return self._fitted_prior_info().default_temperature
+        """The temperature used when none is given: each prior's own from the manifest."""
+        name = self._prior_name(prior)
         if name == "standard":
             return self._manifest.default_temperature
-        raise ValueError(f"unknown prior {name!r} (choose {' or '.join(PRIOR_NAMES)})")
+        return self._manifest.priors[name].default_temperature
 
     # Sampling ----------------------------------------------------------------------------------
 
@@ -314,6 +347,9 @@ class BirdVAE:
         if session is None:
             if file == ENCODER_FILE:
                 signature = (ENCODER_INPUT, (3, self.image_size, self.image_size), ENCODER_OUTPUTS)
+            elif file == SAMPLER_FILE:
+                noise_dim = self._manifest.priors["learned"].noise_dim
+                signature = (SAMPLER_INPUT, (noise_dim,), (SAMPLER_OUTPUT,))
             else:
                 signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
             model = read_verified(self._path, self._manifest, file)
@@ -348,16 +384,8 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _check_prior_settings(manifest: Manifest, folder: Path) -> None:
     """Settings verify_model_dir leaves to the runtime, checked once so requests cannot trip."""
-    if manifest.default_prior not in PRIOR_NAMES:
-        raise ModelFormatError(
-            f"manifest in {folder} names an unknown default_prior {manifest.default_prior!r}"
-        )
-    if manifest.default_prior == "fitted" and manifest.prior is None:
-        raise ModelFormatError(f"manifest in {folder} defaults to a fitted prior it does not have")
-    if manifest.prior is not None and manifest.prior.kind != "gaussian-mixture":
-        raise ModelFormatError(f"manifest in {folder} has an unknown prior {manifest.prior.kind!r}")
     temperatures = [manifest.default_temperature]
-    temperatures += [manifest.prior.default_temperature] if manifest.prior else []
+    temperatures += [info.default_temperature for info in manifest.priors.values()]
     for temperature in temperatures:
         try:
             check_temperature(temperature)

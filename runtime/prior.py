@@ -1,9 +1,11 @@
-"""Latent priors in numpy: where the runtime draws z from before decoding.
+"""Latent priors: where the runtime draws z from before decoding.
 
-The VAE is trained against N(0, I), but its posteriors never fill that ball evenly, so a Gaussian
-mixture fitted to the training set's codes (``prior.npz``) gives birds that look more like birds.
-Both priors read their random numbers from ``Draws``, which makes a seed mean the same z whatever
-the batch size the caller decodes with.
+The VAE is trained against N(0, I), but its posteriors never fill that ball evenly, and the
+cells of its 4x4 code grid go together in ways N(0, I) knows nothing of. So a model may carry a
+learned prior (``prior.onnx``: a network trained on the training set's codes that turns
+standard-normal noise into a code) and a Gaussian mixture fitted to those codes
+(``prior.npz``). Every prior reads its random numbers from ``Draws``, which makes a seed mean the
+same z whatever the batch size the caller decodes with.
 """
 
 from __future__ import annotations
@@ -11,13 +13,11 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Union
 
 import numpy as np
 
 from .format import PRIOR_ARRAYS, ModelFormatError
-
-PRIOR_NAMES = ("standard", "fitted")
 
 
 class Draws:
@@ -129,4 +129,24 @@ class GaussianMixture:
         return z.astype(np.float32)
 
 
-Prior = Union[StandardNormal, GaussianMixture]
+class LearnedPrior:
+    """A learned sampler: z = f(T * eps) for standard-normal eps [n, noise_dim].
+
+    ``run`` is the graph (``prior.onnx`` in an onnxruntime session); it is deterministic, so
+    the noise drawn here is all the randomness there is. Temperature T below 1 starts the
+    sampler nearer the centre of its noise: typical birds, less variety.
+    """
+
+    name = "learned"
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], noise_dim: int) -> None:
+        self._run = run
+        self.noise_dim = noise_dim
+
+    def sample(self, n: int, draws: Draws, temperature: float = 1.0) -> np.ndarray:
+        eps = draws.noise.standard_normal((n, self.noise_dim))
+        noise = (check_temperature(temperature) * eps).astype(np.float32)
+        return self._run(noise)
+
+
+Prior = Union[StandardNormal, GaussianMixture, LearnedPrior]

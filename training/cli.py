@@ -44,7 +44,12 @@ def _warnings_as_lines() -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", help="CUB_200_2011 folder (official layout) or any folder of images.")
+@click.option(
+    "--data",
+    multiple=True,
+    help="CUB_200_2011 folder (official layout) or any folder of images; give it again to "
+    "train on several together.",
+)
 @click.option(
     "-o",
     "--output",
@@ -190,7 +195,8 @@ def train_command(ctx: click.Context, **options) -> None:
                 flags = _flag_names(resnet_only)
                 raise UserError(f"{flags}: the baseline's architecture is fixed (the blog's)")
             config = override(
-                preset(options["preset"]), data=str(Path(options["data"]).expanduser()),
+                preset(options["preset"]),
+                data=[str(Path(d).expanduser()) for d in options["data"]],
                 epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
                 image_size=int(size) if size else None, latent_dim=options["latent_dim"],
                 decoder_width=options["decoder_width"],
@@ -217,7 +223,11 @@ def train_command(ctx: click.Context, **options) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("ckpt", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", help="Data set to score [default: the one the run trained on].")
+@click.option(
+    "--data",
+    multiple=True,
+    help="Data set to score; may be given again [default: the ones the run trained on].",
+)
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
 @click.option(
     "--iw-samples",
@@ -229,7 +239,7 @@ def train_command(ctx: click.Context, **options) -> None:
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Score the EMA weights.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-def eval_command(ckpt: Path, data: str | None, split: str, iw_samples: int, ema: bool,
+def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int, ema: bool,
                  device: str, as_json: bool) -> None:  # fmt: skip
     """Score a checkpoint: negative ELBO in bits/dim, IW bound, reconstruction PSNR."""
     require_train_extra("vae-eval")
@@ -243,13 +253,14 @@ def eval_command(ckpt: Path, data: str | None, split: str, iw_samples: int, ema:
         model, config, _ = checkpoint.load_model(ckpt, ema=ema)
         target = resolve_device(device)
         model.to(target)
-        splits = load_splits(data or config.data, config.model.image_size, config.crop,
+        sources = list(data) or config.data
+        splits = load_splits(sources, config.model.image_size, config.crop,
                              config.val_fraction)  # fmt: skip
     except (DataError, TrainingError, checkpoint.CheckpointError, OSError) as exc:
         raise UserError(str(exc)) from exc
     images = splits.val if split == "val" else splits.train
     if len(images) == 0:
-        raise UserError(f"the {split} split of {data or config.data} is empty")
+        raise UserError(f"the {split} split of {', '.join(sources)} is empty")
     sigma = None
     if not model.likelihood.is_discrete:
         sigma = fit_gaussian_sigma(model, splits.train, target)
@@ -258,7 +269,7 @@ def eval_command(ckpt: Path, data: str | None, split: str, iw_samples: int, ema:
         click.echo(json.dumps({"checkpoint": str(ckpt), "split": split, "images": len(images),
                                **scores.as_dict()}))  # fmt: skip
         return
-    click.echo(f"{ckpt}: {len(images)} {split} images of {data or config.data}")
+    click.echo(f"{ckpt}: {len(images)} {split} images of {', '.join(sources)}")
     if sigma is not None:
         click.echo(
             f"note: the {config.model.likelihood} loss is no likelihood over 8-bit pixels; its "

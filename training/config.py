@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+CONFIG_VERSION = 2
 
 @dataclass
 class ModelConfig:
@@ -31,8 +32,7 @@ class ModelConfig:
     # The code's shape inside the networks: True, a 4x4 grid of latent_dim/16 channels from a
     # convolution, so each part of the code describes its own part of the bird; False, one
     # vector from a linear layer over the 4x4 features. Either way the ONNX files see
-    # [N, latent_dim]. The grid learned faster and generalised better (README, Results): +0.5 dB
-    # PSNR at equal latent size in the same 30 minutes. Configs saved before it read as False.
+    # [N, latent_dim]. The grid learns faster and generalises better (docs/TRAINING.md).
     spatial_latent: bool = True
     # "logistic" (discretized logistic), "coupled_logistic" (its colour channels coupled, as
     # PixelCNN++) or "bernoulli" (the blog's BCE)
@@ -41,7 +41,26 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         _reject_unknown(cls, data)
-        return cls(**{"spatial_latent": False, **data})
+        return cls(**data)
+
+
+@dataclass
+class PriorConfig:
+    """The learned prior (``--stage prior``, training/prior.py): an EDM denoiser over codes."""
+
+    width: int = 512
+    blocks: int = 4
+    dropout: float = 0.1
+    steps: int = 10  # DPM-Solver++(2M) steps of the exported sampler, one network call each
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    views: int = 8  # augmented views (flips, shifts) of each training photo in the code bank
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PriorConfig:
+        _reject_unknown(cls, data)
+        return cls(**data)
 
 
 @dataclass
@@ -49,8 +68,14 @@ class TrainConfig:
     """Everything a run depends on. Presets fill it; command-line flags override it."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    # What this run trains: "vae" (encoder and decoder), "prior" (the learned prior on the frozen
+    # encoder's codes) or "decoder" (the decoder sharpened against a discriminator, encoder
+    # frozen). Later stages start from ``init``, an earlier stage's checkpoint.
+    stage: str = "vae"
+    init: str = ""
+    prior: PriorConfig = field(default_factory=PriorConfig)
     preset: str = "default"
-    data: str = ""
+    data: list[str] = field(default_factory=list)  # data sets trained on together
     val_fraction: float = 0.1
     crop: str = "center"  # "center" (square centre crop) or "squash" (whole photo resized)
     epochs: int = 100
@@ -64,8 +89,6 @@ class TrainConfig:
     kl_warmup_epochs: int = 10
     # The KL term's final weight (beta). Below 1 the code carries more of each photo: sharper
     # reconstructions, at some cost in bits/dim (always reported for the true ELBO, beta = 1).
-    # 0.7 measured as good as 1 on bits/dim and a little better on PSNR and samples (README).
-    # A saved config without this field reads as 1, what runs trained with before it existed.
     kl_weight: float = 0.7
     # A coupled likelihood's colour coupling is off this many epochs, then ramps in over as many
     # (see Trainer.coupling_weight); no effect on other likelihoods.
@@ -80,17 +103,17 @@ class TrainConfig:
     compile: bool = False
     max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
     grid_size: int = 64  # birds in each PNG grid
+    config_version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        _reject_unknown(cls, data)
-        values = dict(data)
-        values.setdefault("kl_weight", 1.0)  # runs saved before the option trained at beta 1
-        values.setdefault("precision", "fp32")  # and in float32 before this one
+        values = upgrade(dict(data))
+        _reject_unknown(cls, values)
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
+        values["prior"] = PriorConfig.from_dict(values.get("prior", {}))
         return cls(**values)
 
     def save(self, path: Path) -> None:
@@ -99,6 +122,28 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config of any earlier version in the current version's terms, so an old run
+    resumes (and an old checkpoint exports) exactly as it trained.
+
+    Version 1 (no ``config_version``) had one data folder as a string, and its missing
+    fields meant what the code did then: beta 1, float32, a global code.
+    """
+    version = int(values.get("config_version", 1))
+    if version > CONFIG_VERSION:
+        raise ValueError(
+            f"config_version {version} is newer than this bird-vae reads ({CONFIG_VERSION})"
+        )
+    if version == 1:
+        values.setdefault("kl_weight", 1.0)
+        values.setdefault("precision", "fp32")
+        values["model"] = {"spatial_latent": False, **values.get("model", {})}
+        data = values.get("data", "")
+        values["data"] = [data] if isinstance(data, str) and data else list(data or [])
+    values["config_version"] = CONFIG_VERSION
+    return values
 
 
 def _reject_unknown(cls: type, data: dict[str, Any]) -> None:

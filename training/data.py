@@ -1,6 +1,7 @@
 """Bird images in, uint8 arrays out: decoded and resized once, then cached on disk.
 
-Two sources are understood:
+Two kinds of source are understood, and several may be given together (their splits are
+concatenated):
 - the official CUB-200-2011 layout (``images.txt``, ``train_test_split.txt``,
   ``bounding_boxes.txt``, ``images/``): its own train/test split, each photo cropped to its
   bounding box (with a margin, kept square) before resizing;
@@ -29,7 +30,7 @@ from . import durable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BOX_MARGIN = 0.15  # extra context around a CUB bounding box, as a fraction of its longer side
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 
 
@@ -41,8 +42,13 @@ class DataError(ValueError):
 class Splits:
     train: np.ndarray  # uint8 [N, 3, S, S]
     val: np.ndarray  # uint8 [M, 3, S, S]
-    kind: str  # "cub" or "folder"
+    kind: str  # "cub", "folder", or several joined by "+"
     skipped: int  # unreadable files left out
+    # The species of each image (its folder), as indices into ``classes``: what the benchmarks'
+    # species classifier learns. Training the VAE never reads them.
+    train_labels: np.ndarray  # int64 [N]
+    val_labels: np.ndarray  # int64 [M]
+    classes: list[str]
 
 
 @dataclass
@@ -50,21 +56,76 @@ class _Item:
     path: Path
     is_val: bool
     box: Box | None = None
+    label: str = ""
 
 
 def load_splits(
-    source: str | os.PathLike,
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
     image_size: int,
     crop: str = "center",
     val_fraction: float = 0.1,
     cache_dir: str | os.PathLike | None = None,
 ) -> Splits:
-    """Train and validation images from ``source`` at ``image_size``, through the disk cache."""
+    """Train and validation images from one source or several, at ``image_size``, through the
+    disk cache."""
     if crop not in ("center", "squash"):
         raise DataError(f"unknown crop {crop!r} (choose center or squash)")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    root = Path(source).expanduser()
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if not sources:
+        raise DataError("no data source given")
+    items: list[_Item] = []
+    kinds: list[str] = []
+    roots: list[Path] = []
+    for source in sources:
+        root = Path(source).expanduser()
+        found, kind = _list_source(root, val_fraction)
+        items += found
+        kinds.append(kind)
+        roots.append(root)
+    kind = "+".join(kinds)
+
+    key = _cache_key(roots, kind, items, image_size, crop, val_fraction)
+    cache_path = Path(cache_dir) / f"{kinds[0]}-{image_size}px-{key}.npz" if cache_dir else None
+    if cache_path is not None and cache_path.is_file():
+        with np.load(cache_path, allow_pickle=False) as cached:
+            return Splits(
+                cached["train"], cached["val"], kind, int(cached["skipped"]),
+                cached["train_labels"], cached["val_labels"], [str(c) for c in cached["classes"]],
+            )  # fmt: skip
+
+    splits = _decode_all(items, image_size, crop, kind)
+    if len(splits.train) == 0:
+        raise DataError(f"no readable training images in {', '.join(map(str, roots))}")
+    if cache_path is not None:
+        _save_atomic(
+            cache_path, train=splits.train, val=splits.val, skipped=splits.skipped,
+            train_labels=splits.train_labels, val_labels=splits.val_labels,
+            classes=np.array(splits.classes),
+        )  # fmt: skip
+    return splits
+
+
+def describe(sources: Sequence[str | os.PathLike], splits: Splits) -> dict[str, object]:
+    """What a manifest or model card records of the data: the folders' names and the sha256 of
+    the decoded images (what the model saw), never a path on the machine that trained it."""
+    digest = hashlib.sha256()
+    for array in (splits.train, splits.val):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return {
+        "names": [Path(source).expanduser().resolve().name for source in sources],
+        "kind": splits.kind,
+        "train_images": len(splits.train),
+        "val_images": len(splits.val),
+        "classes": len(splits.classes),
+        "images_sha256": digest.hexdigest(),
+    }
+
+
+def _list_source(root: Path, val_fraction: float) -> tuple[list[_Item], str]:
+    """The images of one source, each with its side of the split, and the source's kind."""
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
     if not root.is_dir():
@@ -78,19 +139,7 @@ def load_splits(
         raise DataError(
             f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-
-    key = _cache_key(root, kind, items, image_size, crop, val_fraction)
-    cache_path = Path(cache_dir) / f"{kind}-{image_size}px-{key}.npz" if cache_dir else None
-    if cache_path is not None and cache_path.is_file():
-        with np.load(cache_path, allow_pickle=False) as cached:
-            return Splits(cached["train"], cached["val"], kind, int(cached["skipped"]))
-
-    splits = _decode_all(items, image_size, crop, kind)
-    if len(splits.train) == 0:
-        raise DataError(f"no readable training images in {root}")
-    if cache_path is not None:
-        _save_atomic(cache_path, train=splits.train, val=splits.val, skipped=splits.skipped)
-    return splits
+    return items, kind
 
 
 def find_cub_root(root: Path) -> Path | None:
@@ -133,7 +182,8 @@ def read_cub_layout(cub_root: Path) -> list[_Item]:
             box = tuple(float(v) for v in boxes[image_id][:4])
         except (KeyError, IndexError, ValueError) as exc:
             raise DataError(f"CUB image {image_id} has no valid split or box entry") from exc
-        items.append(_Item(cub_root / "images" / relative, not is_train, box))  # type: ignore[arg-type]
+        label = Path(relative).parts[0] if len(Path(relative).parts) > 1 else ""
+        items.append(_Item(cub_root / "images" / relative, not is_train, box, label))  # type: ignore[arg-type]
     return items
 
 
@@ -156,7 +206,8 @@ def split_folder(root: Path, val_fraction: float) -> list[_Item]:
         if val_fraction > 0 and n_val == 0 and len(ranked) >= 2:
             n_val = 1
         val = set(ranked[:n_val])
-        items += [_Item(path, path in val) for path in files]
+        label = str(files[0].parent.relative_to(root)).replace(os.sep, "/")
+        items += [_Item(path, path in val, label=label) for path in files]
     return items
 
 
@@ -231,27 +282,38 @@ def _decode_all(items: Sequence[_Item], image_size: int, crop: str, kind: str) -
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image file(s), e.g. {bad[0]}", stacklevel=2)
     empty = np.zeros((0, 3, image_size, image_size), np.uint8)
+    classes = sorted({item.label for item in items})
+    index = {name: i for i, name in enumerate(classes)}
 
-    def stack(is_val: bool) -> np.ndarray:
+    def stack(is_val: bool) -> tuple[np.ndarray, np.ndarray]:
         chosen = [
-            im for item, im in zip(items, decoded) if item.is_val == is_val and im is not None
+            (im, index[item.label])
+            for item, im in zip(items, decoded)
+            if item.is_val == is_val and im is not None
         ]
-        return np.stack(chosen) if chosen else empty
+        if not chosen:
+            return empty, np.zeros(0, np.int64)
+        return np.stack([im for im, _ in chosen]), np.array([c for _, c in chosen], np.int64)
 
-    return Splits(stack(False), stack(True), kind, len(bad))
+    (train, train_labels), (val, val_labels) = stack(False), stack(True)
+    return Splits(train, val, kind, len(bad), train_labels, val_labels, classes)
 
 
 def _cache_key(
-    root: Path, kind: str, items: Sequence[_Item], image_size: int, crop: str, val_fraction: float
+    roots: Sequence[Path],
+    kind: str,
+    items: Sequence[_Item],
+    image_size: int,
+    crop: str,
+    val_fraction: float,
 ) -> str:
     """Changes whenever a file, the split or the preprocessing would change the arrays."""
     listing = []
     for item in items:
         stat = item.path.stat()
         listing.append([str(item.path), stat.st_size, stat.st_mtime_ns, item.is_val, item.box])
-    payload = json.dumps(
-        [CACHE_VERSION, str(root.resolve()), kind, image_size, crop, val_fraction, listing]
-    )
+    resolved = [str(root.resolve()) for root in roots]
+    payload = json.dumps([CACHE_VERSION, resolved, kind, image_size, crop, val_fraction, listing])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -121,21 +121,30 @@ class Trainer:
             if removed:
                 self.log(f"removed {len(removed)} temporary file(s) left by a killed run")
 
+        self.dtype = resolve_precision(config.precision, self.device)
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32
+            else nullcontext()
+        )
         # The run folder is made only once the data has loaded: a data error leaves nothing.
         splits = self._load_data()
         self.train_images = torch.from_numpy(splits.train).to(self.device)
         self.val_images = torch.from_numpy(splits.val).to(self.device)
-        self.steps_per_epoch = len(self.train_images) // (config.batch_size * self.ddp.world)
+        self._build()
+        self.train_set = self._train_set()
+        self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.ddp.world)
         if self.steps_per_epoch == 0:
             raise TrainingError(
-                f"{len(self.train_images)} training images are fewer than one batch of "
+                f"{len(self.train_set)} training items are fewer than one batch of "
                 f"{config.batch_size} per process; lower --batch-size"
             )
+        self.scheduler = self._schedule(self.optimizer)
         if self.ddp.main:
             (self.run_dir / runfolder.GRIDS).mkdir(parents=True, exist_ok=True)
         self.ddp.barrier()
         self.sampler = DistributedSampler(
-            range(len(self.train_images)),
+            range(len(self.train_set)),
             num_replicas=self.ddp.world,
             rank=self.ddp.rank,
             shuffle=True,
@@ -143,6 +152,45 @@ class Trainer:
             drop_last=True,
         )
 
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches of the current epoch already taken
+        self.step = 0
+        self.best_val_bpd = math.inf  # the best validation score (score_key) so far
+        self.best_epoch: int | None = None
+        self.partial: dict[str, float] = {}
+        if resume_state is not None:
+            self._restore(resume_state)
+
+        trainable = self._trained_module()
+        if config.compile:
+            trainable = torch.compile(trainable)
+        if self.ddp.enabled:
+            trainable = DistributedDataParallel(
+                trainable, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.trainable = trainable
+        # Fixed latent codes, so sample grids of successive epochs are comparable.
+        fixed = torch.Generator().manual_seed(config.seed)
+        self.fixed_z = torch.randn(config.grid_size, config.model.latent_dim, generator=fixed)
+        if resume_state is not None and self.ddp.main:
+            self._replay(resume_state)
+
+    # --- what a stage changes ----------------------------------------------------------------
+    # The VAE stage is this class; the later stages (stages.py) override these.
+
+    score_key: str | None = "val_bpd"  # lower is better; None: every epoch is the best so far
+    item_name = "img"  # what the train set holds, for the log line
+
+    def _schedule_figures(self) -> dict[str, float]:
+        """Loss weights that change over the run, for the metrics line."""
+        figures = {"kl_weight": self.kl_weight()}
+        if isinstance(self.model.likelihood, CoupledLogistic):
+            figures["coupling_weight"] = self.coupling_weight()
+        return figures
+
+    def _build(self) -> None:
+        """The networks, their weight average and ``optimizer`` (scheduled by ``_schedule``)."""
+        config = self.config
         # Channels-last suits oneDNN on the CPU (1.3x in float32) as much as cuDNN on a GPU.
         self.model = VAE(config.model).to(self.device, memory_format=torch.channels_last)
         self.ema = (
@@ -153,38 +201,39 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
+
+    def _schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        config = self.config
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
             lambda step: lr_factor(step, self.total_steps, config.warmup_steps, config.schedule),
         )
-        self.epoch = 0  # epochs completed
-        self.batch_in_epoch = 0  # batches of the current epoch already taken
-        self.step = 0
-        self.best_val_bpd = math.inf
-        self.best_epoch: int | None = None
-        self.partial: dict[str, float] = {}
-        if resume_state is not None:
-            self._restore(resume_state)
 
-        trainable = self.model
-        if config.compile:
-            trainable = torch.compile(trainable)
-        if self.ddp.enabled:
-            trainable = DistributedDataParallel(
-                trainable, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        self.trainable = trainable
-        self.dtype = resolve_precision(config.precision, self.device)
-        self.autocast = (
-            torch.autocast(self.device.type, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else nullcontext()
+    def _trained_module(self) -> torch.nn.Module:
+        """The module whose forward the steps call (compiled and DDP-wrapped as asked)."""
+        return self.model
+
+    def _train_set(self) -> torch.Tensor:
+        """What an epoch walks through in shuffled batches: the training photos here."""
+        return self.train_images
+
+    def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
+        """What the progress bar shows of a step."""
+        return {"bpd": f"{stats['bpd']:.3f}", "kl": f"{stats['kl_bpd']:.3f}"}
+
+    def _log_line(self, metrics: dict[str, Any]) -> str:
+        return (
+            f"train {metrics['train_bpd']:.3f}  val {metrics['val_bpd']:.3f} bits/dim (recon "
+            f"{metrics['val_recon_bpd']:.3f}, kl {metrics['val_kl_bpd']:.3f})  psnr "
+            f"{metrics['val_psnr']:.2f} dB"
         )
-        # Fixed latent codes, so sample grids of successive epochs are comparable.
-        fixed = torch.Generator().manual_seed(config.seed)
-        self.fixed_z = torch.randn(config.grid_size, config.model.latent_dim, generator=fixed)
-        if resume_state is not None and self.ddp.main:
-            self._replay(resume_state)
+
+    def _extra_state(self) -> dict[str, Any]:
+        """A stage's own checkpoint entries, beside the common ones."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
 
     @property
     def total_steps(self) -> int:
@@ -328,8 +377,8 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         order = torch.tensor(list(self.sampler), dtype=torch.long)
         batch = self.config.batch_size
-        sums = self.partial or {"bpd": 0.0, "recon_bpd": 0.0, "kl_bpd": 0.0, "n": 0.0,
-                                "seconds": 0.0, "images": 0.0, "skipped": 0.0}  # fmt: skip
+        # "n", "seconds", "items" and "skipped", then the sum of each figure train_step returns
+        sums = self.partial or {"n": 0.0, "seconds": 0.0, "items": 0.0, "skipped": 0.0}
         bad_in_a_row = 0
         bar = tqdm(
             total=self.steps_per_epoch, initial=self.batch_in_epoch, leave=False, unit="batch",
@@ -337,11 +386,11 @@ class Trainer:
             disable=None if self.ddp.main else True,  # None: no bar when stderr is no TTY
             dynamic_ncols=True, file=sys.stderr,
         )  # fmt: skip
-        self.model.train()
+        self._trained_module().train()
         started = time.perf_counter()
         while self.batch_in_epoch < self.steps_per_epoch:
             index = order[self.batch_in_epoch * batch : (self.batch_in_epoch + 1) * batch]
-            stats = self.train_step(self.train_images[index.to(self.device)])
+            stats = self.train_step(self.train_set[index.to(self.train_set.device)])
             self.batch_in_epoch += 1
             bar.update(1)
             if stats is None:
@@ -355,11 +404,11 @@ class Trainer:
                     )
                 continue
             bad_in_a_row = 0
-            for key in ("bpd", "recon_bpd", "kl_bpd"):
-                sums[key] += stats[key]
+            for key, value in stats.items():
+                sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + value
             sums["n"] += 1
-            sums["images"] += len(index) * self.ddp.world
-            bar.set_postfix(bpd=f"{stats['bpd']:.3f}", kl=f"{stats['kl_bpd']:.3f}")
+            sums["items"] += len(index) * self.ddp.world
+            bar.set_postfix(self._postfix(stats))
             if on_step is not None:
                 on_step(self)
             if self._should_stop():
@@ -380,31 +429,27 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "lr": self.scheduler.get_last_lr()[0],
-            "kl_weight": self.kl_weight(),
-            "train_bpd": sums["bpd"] / n,
-            "train_recon_bpd": sums["recon_bpd"] / n,
-            "train_kl_bpd": sums["kl_bpd"] / n,
-            "images_per_s": sums["images"] / max(sums["seconds"], 1e-9),
+            **self._schedule_figures(),
+            **{key: value / n for key, value in sums.items() if key.startswith("train_")},
+            "items_per_s": sums["items"] / max(sums["seconds"], 1e-9),
             "epoch_seconds": sums["seconds"],
             "skipped_steps": int(sums["skipped"]),
         }
-        if isinstance(self.model.likelihood, CoupledLogistic):
-            metrics["coupling_weight"] = self.coupling_weight()
         if self.ddp.main:
             metrics.update(self._validate())
-            improved = metrics["val_bpd"] < self.best_val_bpd
+            score = metrics[self.score_key] if self.score_key else -float(self.epoch)
+            improved = score < self.best_val_bpd
             if improved:
-                self.best_val_bpd = metrics["val_bpd"]
+                self.best_val_bpd = score
                 self.best_epoch = self.epoch
-            metrics["best_val_bpd"] = self.best_val_bpd
+            if self.score_key:
+                metrics[f"best_{self.score_key}"] = self.best_val_bpd
             self.metrics = metrics
             runfolder.commit_epoch(self.run_dir, self.state())
             self._write_grids()
             self.log(
-                f"epoch {self.epoch:>3}/{self.config.epochs}  train {metrics['train_bpd']:.3f}"
-                f"  val {metrics['val_bpd']:.3f} bits/dim (recon {metrics['val_recon_bpd']:.3f},"
-                f" kl {metrics['val_kl_bpd']:.3f})  psnr {metrics['val_psnr']:.2f} dB"
-                f"  {metrics['images_per_s']:.0f} img/s" + ("  *" if improved else "")
+                f"epoch {self.epoch:>3}/{self.config.epochs}  {self._log_line(metrics)}"
+                f"  {metrics['items_per_s']:.0f} {self.item_name}/s" + ("  *" if improved else "")
             )
         self.ddp.barrier()
         return metrics
@@ -470,6 +515,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "metrics": getattr(self, "metrics", {}),
             "rng": rng,
+            **self._extra_state(),
         }
 
     def save(self, name: str) -> Path:
@@ -501,6 +547,7 @@ class Trainer:
         best_epoch = state.get("best_epoch")
         self.best_epoch = None if best_epoch is None else int(best_epoch)
         self.metrics = dict(state.get("metrics", {}))
+        self._load_extra_state(state)
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)

@@ -26,6 +26,7 @@ from birdvae.export.parity import BATCH_SIZES, IMAGE_TOL, check_parity, verdict 
 from birdvae.runtime.format import (  # noqa: E402
     DECODER_FILE,
     ENCODER_FILE,
+    FORMAT_VERSION,
     PRIOR_FILE,
     verify_model_dir,
 )
@@ -65,7 +66,7 @@ def test_folder_satisfies_the_format(exported, arch):
     assert manifest.likelihood == model.likelihood.name
     assert (manifest.opset, manifest.ir_version) == (17, 8)
     assert manifest.default_prior == "fitted"
-    assert manifest.prior is not None and manifest.prior.file == PRIOR_FILE
+    assert manifest.priors["fitted"].file == PRIOR_FILE
     source = manifest.source
     assert source["architecture"] == config.to_dict()["model"]
     assert source["epochs"] == 3 and source["val_bpd"] == 5.25 and source["weights"] == "ema"
@@ -98,7 +99,8 @@ def test_graphs_have_the_contract_signatures(exported, arch):
         assert not proto.graph.initializer[0].data_location  # weights inside the file
         meta = {p.key: p.value for p in proto.metadata_props}
         assert meta["birdvae.image_size"] == str(s) and meta["birdvae.latent_dim"] == str(d)
-        assert meta["birdvae.format_version"] == "1" and meta["birdvae.arch"] == cfg.arch
+        assert meta["birdvae.format_version"] == str(FORMAT_VERSION)
+        assert meta["birdvae.arch"] == cfg.arch
         assert meta["birdvae.package_version"]
 
 

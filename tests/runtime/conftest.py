@@ -89,7 +89,7 @@ def model_without_prior(model_copy: Path) -> Path:
     (model_copy / "prior.npz").unlink()
     manifest = Manifest.load(model_copy)
     del manifest.files["prior.npz"]
-    manifest.prior = None
+    manifest.priors = {}
     manifest.default_prior = "standard"
     manifest.save(model_copy)
     return model_copy

@@ -143,7 +143,8 @@ def test_info(cli, tiny_model: Path) -> None:
     _ok(result)
     text = result.stdout
     facts = ["16x16", "latent size  8", "coupled_logistic", "opset 17", "IR version 8"]
-    facts += ["gaussian-mixture, 2 components", "pixel noise 0", "epochs: 0", "encoder.onnx"]
+    facts += ["fitted: Gaussian mixture of 2 components", "standard: N(0, I)", "pixel noise 0"]
+    facts += ["epochs: 0", "encoder.onnx"]
     facts += [str(tiny_model)]
     for fact in facts:
         assert fact in text, fact
@@ -178,7 +179,7 @@ def _bad_json(model: Path, refresh) -> None:
 
 def _no_prior(model: Path, refresh) -> None:
     manifest = json.loads((model / MANIFEST_FILE).read_text())
-    manifest.update(prior=None, default_prior="standard")
+    manifest.update(priors={}, default_prior="standard")
     (model / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 

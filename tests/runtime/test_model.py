@@ -36,7 +36,7 @@ def vae(tiny_model: Path) -> BirdVAE:
 def test_properties(vae: BirdVAE, tiny_model: Path) -> None:
     assert (vae.image_size, vae.latent_dim) == (16, 8)
     assert vae.path == tiny_model
-    assert isinstance(vae.manifest, Manifest) and vae.manifest.prior is not None
+    assert isinstance(vae.manifest, Manifest) and "fitted" in vae.manifest.priors
     assert "image_size=16" in repr(vae)
     assert BirdVAE.load(str(tiny_model)).path == tiny_model
 
@@ -252,10 +252,17 @@ def _edit_manifest(folder: Path, **changes: object) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"default_prior": "uniform"}, "unknown default_prior"),
-        ({"prior": {"kind": "flow"}}, "unknown prior"),
+        ({"default_prior": "uniform"}, "defaults to the 'uniform' prior"),
+        ({"priors": {"flow": {"kind": "flow", "file": "prior.npz"}}}, "unknown prior 'flow'"),
+        ({"priors": {"fitted": {"kind": "flow", "file": "prior.npz", "components": 2}}},
+         "must be kind 'gaussian-mixture'"),
+        ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "../prior.npz",
+                                "components": 2}}}, "must be kind"),
+        ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "prior.npz"}}},
+         "positive components"),
         ({"default_temperature": -1}, "temperature"),
-        ({"prior": {"components": 3}}, "3"),
+        ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "prior.npz",
+                                "components": 3}}}, "3"),
     ],
 )
 def test_inconsistent_prior_settings_are_refused(model_copy: Path, changes, message) -> None:
@@ -271,7 +278,7 @@ def test_model_without_fitted_prior(model_without_prior: Path) -> None:
     with pytest.raises(ValueError, match="no fitted prior"):
         vae.sample(2, prior="fitted")
     _edit_manifest(model_without_prior, default_prior="fitted")
-    with pytest.raises(ModelFormatError, match="fitted prior it does not have"):
+    with pytest.raises(ModelFormatError, match="'fitted' prior, which it does not have"):
         BirdVAE(model_without_prior)
 
 

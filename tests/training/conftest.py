@@ -44,7 +44,7 @@ def tiny_config(data: Path, **changes) -> TrainConfig:
         decoder_width=8, decoder_max_width=16,
     )  # fmt: skip
     config = TrainConfig(
-        model=model, data=str(data), epochs=2, batch_size=8, warmup_steps=2,
+        model=model, data=[str(data)], epochs=2, batch_size=8, warmup_steps=2,
         kl_warmup_epochs=1, grid_size=4,
     )  # fmt: skip
     for key, value in changes.items():

@@ -135,3 +135,31 @@ def test_training_and_runtime_prepare_a_photo_the_same_way(tmp_path: Path, mode,
     trained = training_load_image(path, 16)
     served = runtime_load_image(path, 16)
     np.testing.assert_array_equal(trained.transpose(1, 2, 0), served)
+
+
+def test_several_sources_train_together_with_each_ones_species(tmp_path):
+    first, second = tmp_path / "one", tmp_path / "two"
+    write_images(first / "wren", 10, seed=1)
+    write_images(second / "robin", 10, seed=2)
+    write_images(second / "finch", 10, seed=3)
+    alone = load_splits(first, 16, val_fraction=0.2)
+    both = load_splits([first, second], 16, val_fraction=0.2, cache_dir=tmp_path / "cache")
+    assert len(both.train) == 24 and len(both.val) == 6
+    assert np.array_equal(both.train[: len(alone.train)], alone.train)
+    assert both.classes == ["finch", "robin", "wren"]
+    assert sorted(set(both.train_labels.tolist())) == [0, 1, 2]
+    assert np.bincount(both.val_labels).tolist() == [2, 2, 2]
+    cached = load_splits([first, second], 16, val_fraction=0.2, cache_dir=tmp_path / "cache")
+    assert np.array_equal(cached.train_labels, both.train_labels)
+    assert cached.classes == both.classes and cached.kind == "folder+folder"
+
+
+def test_describe_records_names_and_a_hash_of_the_images_not_paths(tmp_path):
+    from birdvae.training.data import describe
+
+    write_images(tmp_path / "birds" / "wren", 6, seed=1)
+    splits = load_splits(tmp_path / "birds", 16)
+    record = describe([tmp_path / "birds"], splits)
+    assert record["names"] == ["birds"] and str(tmp_path) not in str(record)
+    other = load_splits(tmp_path / "birds", 8)
+    assert describe([tmp_path / "birds"], other)["images_sha256"] != record["images_sha256"]

@@ -101,7 +101,7 @@ def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, 
         "recon_0001.png", "samples_0001.png"
     ]  # fmt: skip
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    assert {"val_bpd", "val_psnr", "val_kl_bpd", "train_bpd", "images_per_s"} <= set(record)
+    assert {"val_bpd", "val_psnr", "val_kl_bpd", "train_bpd", "items_per_s"} <= set(record)
 
     again = CliRunner().invoke(train_command, args)
     assert again.exit_code == 2 and "--resume" in again.output

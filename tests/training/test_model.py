@@ -144,26 +144,40 @@ def test_config_round_trips_through_json(tmp_path):
     assert TrainConfig.load(tmp_path / "config.json") == config
 
 
-def test_configs_saved_before_kl_weight_keep_beta_1():
-    """The default beta is 0.7 now; a run saved without the field trained (and resumes) at 1."""
+def _version_1_config() -> dict:
+    """A config as version 1 saved it: one data folder as a string, and no config_version,
+    kl_weight, precision or spatial_latent."""
     old = TrainConfig().to_dict()
-    del old["kl_weight"]
-    assert TrainConfig.from_dict(old).kl_weight == 1.0
-    assert TrainConfig.from_dict(TrainConfig().to_dict()).kl_weight == 0.7
-
-
-def test_configs_saved_before_spatial_latent_keep_the_global_code():
-    old = TrainConfig().to_dict()
+    for key in ("config_version", "kl_weight", "precision"):
+        del old[key]
     del old["model"]["spatial_latent"]
-    assert TrainConfig.from_dict(old).model.spatial_latent is False
-    assert TrainConfig.from_dict(TrainConfig().to_dict()).model.spatial_latent is True
+    old["data"] = "/data/CUB_200_2011"
+    return old
 
 
-def test_configs_saved_before_precision_keep_float32():
-    old = TrainConfig().to_dict()
-    del old["precision"]
-    assert TrainConfig.from_dict(old).precision == "fp32"
-    assert TrainConfig.from_dict(TrainConfig().to_dict()).precision == "auto"
+def test_a_version_1_config_upgrades_to_what_it_trained_with():
+    config = TrainConfig.from_dict(_version_1_config())
+    assert config.config_version == 2
+    assert config.kl_weight == 1.0 and config.precision == "fp32"
+    assert config.model.spatial_latent is False
+    assert config.data == ["/data/CUB_200_2011"]
+    current = TrainConfig.from_dict(TrainConfig().to_dict())
+    assert (current.kl_weight, current.precision, current.model.spatial_latent) == (
+        0.7, "auto", True
+    )
+
+
+def test_a_version_1_config_keeps_the_fields_it_did_save():
+    old = _version_1_config()
+    old["kl_weight"], old["model"]["spatial_latent"] = 0.5, True
+    config = TrainConfig.from_dict(old)
+    assert config.kl_weight == 0.5 and config.model.spatial_latent is True
+
+
+def test_a_config_from_a_newer_version_is_refused():
+    newer = {**TrainConfig().to_dict(), "config_version": 99}
+    with pytest.raises(ValueError, match="config_version 99 is newer"):
+        TrainConfig.from_dict(newer)
 
 
 def test_random_shift_moves_each_image_and_repeats_its_edges():
