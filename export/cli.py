@@ -40,7 +40,8 @@ class ExportOptions:
     int8: bool = False
     prior_data: tuple[Path, ...] = ()
     components: int = 1
-    temperature: float = 1.0
+    default_prior: str | None = None  # None: learned, else fitted, else standard
+    temperature: float = 1.0  # the default prior's
     noise: float = 0.0
 
 
@@ -86,11 +87,18 @@ class ExportOptions:
     help="Gaussian mixture components of the fitted prior. [default: 1]",
 )
 @click.option(
+    "--default-prior",
+    type=click.Choice(["learned", "fitted", "standard"]),
+    help="The prior bird-gen samples from unless told otherwise. [default: learned when the "
+    "checkpoint has one (a --stage prior run or later), else fitted with --prior-data, else "
+    "standard]",
+)
+@click.option(
     "--temperature",
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
-    help="Default sampling temperature written to the manifest.",
+    help="The default prior's sampling temperature, written to the manifest.",
 )
 @click.option(
     "--noise",
@@ -109,6 +117,7 @@ def main(
     int8: bool,
     prior_data: tuple[Path, ...],
     prior_components: int | None,
+    default_prior: str | None,
     temperature: float,
     noise: float,
 ) -> None:
@@ -136,6 +145,7 @@ def main(
         int8=int8,
         prior_data=prior_data,
         components=prior_components or 1,
+        default_prior=default_prior,
         temperature=temperature,
         noise=noise,
     )
@@ -160,10 +170,12 @@ def _export(options: ExportOptions) -> None:
         ENCODER_FILE,
         FileEntry,
         Manifest,
+        PriorInfo,
         sha256_of,
         verify_model_dir,
     )
     from birdvae.training.checkpoint import load_model
+    from birdvae.training.stages import learned_prior
 
     from .destination import check_replaceable, staging, sweep
     from .onnx import (
@@ -185,6 +197,17 @@ def _export(options: ExportOptions) -> None:
         raise UsageProblem(
             f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
         )
+    learned = learned_prior(state)
+    default = options.default_prior or (
+        "learned" if learned else "fitted" if options.prior_data else "standard"
+    )
+    if default == "learned" and learned is None:
+        raise UsageProblem(
+            "--default-prior learned: the checkpoint has no learned prior (train one with "
+            "vae-train --stage prior --init CKPT)"
+        )
+    if default == "fitted" and not options.prior_data:
+        raise UsageProblem("--default-prior fitted: fitting the mixture needs --prior-data")
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights")
@@ -205,16 +228,16 @@ def _export(options: ExportOptions) -> None:
     with staging(destination) as folder:
         export_model(model, folder, opset)
         source["parity"] = _parity(model, folder, splits)
-        prior = None
+        priors: dict[str, PriorInfo] = {}
+        if learned is not None:
+            priors["learned"] = _export_learned(learned, folder, opset)
         if options.prior_data:
-            prior, figures = _fit_prior(
-                folder, splits, options.components, options.temperature, config.seed
-            )
-            source["prior"] = figures
+            priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)
+        if default in priors:
+            priors[default].default_temperature = options.temperature
         if options.int8:
             source["int8"] = quantize_model(folder, splits.train, splits.val, opset)
             click.echo(format_figures(source["int8"]))
-        priors = {"fitted": prior} if prior else {}
         names = [ENCODER_FILE, DECODER_FILE] + [info.file for info in priors.values()]
         Manifest(
             image_size=cfg.image_size,
@@ -224,8 +247,8 @@ def _export(options: ExportOptions) -> None:
             ir_version=ir_version_for(opset),
             files={name: FileEntry.of(folder / name) for name in names},
             priors=priors,
-            default_prior="fitted" if prior else "standard",
-            default_temperature=options.temperature,
+            default_prior=default,
+            default_temperature=options.temperature if default == "standard" else 1.0,
             default_noise=options.noise,
             source=source,
         ).save(folder)
@@ -249,9 +272,30 @@ def _parity(model: Any, folder: Path, splits: Any) -> dict[str, Any]:
     }
 
 
-def _fit_prior(
-    folder: Path, splits: Any, components: int, temperature: float, seed: int
-) -> tuple[Any, dict[str, Any]]:
+def _export_learned(prior: Any, folder: Path, opset: int) -> Any:
+    """Write ``prior.onnx`` from the checkpoint's learned prior and prove its parity."""
+    from birdvae.runtime.format import SAMPLER_FILE, PriorInfo
+
+    from .onnx import export_sampler
+    from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
+
+    export_sampler(prior, folder, opset)
+    rows = check_sampler_parity(prior, folder)
+    click.echo(format_table(rows))
+    verdict(rows)
+    cfg = prior.cfg
+    return PriorInfo(
+        kind="sampler", file=SAMPLER_FILE, noise_dim=prior.latent_dim,
+        source={
+            "model": "EDM denoiser MLP", "width": cfg.width, "blocks": cfg.blocks,
+            "sampler": f"DPM-Solver++(2M), {cfg.steps} steps",
+            "parity_max_abs_diff": max(row.max_abs_diff for row in rows),
+            "parity_tolerance_relative": SAMPLER_TOL,
+        },
+    )  # fmt: skip
+
+
+def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
     """Fit the mixture to the training split's posterior means and write ``prior.npz``."""
     from birdvae.runtime.format import ENCODER_FILE, PRIOR_FILE, PriorInfo
 
@@ -273,11 +317,9 @@ def _fit_prior(
         "converged": mixture.converged,
         **held_out_fit(mixture, encode_means(folder / ENCODER_FILE, splits.val)),
     }
-    info = PriorInfo(
-        kind="gaussian-mixture", file=PRIOR_FILE, components=components,
-        default_temperature=temperature,
-    )  # fmt: skip
-    return info, figures
+    return PriorInfo(
+        kind="gaussian-mixture", file=PRIOR_FILE, components=components, source=figures
+    )
 
 
 def _real_images(

@@ -42,8 +42,12 @@ from birdvae.runtime.format import (
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
     FORMAT_VERSION,
+    SAMPLER_FILE,
+    SAMPLER_INPUT,
+    SAMPLER_OUTPUT,
 )
 from birdvae.training.model import VAE
+from birdvae.training.prior import CodePrior, Sampler
 
 EXAMPLE_BATCH = 2  # with a batch of 1 an exporter may specialise N to 1
 BATCH_DIM = "N"
@@ -171,6 +175,24 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
         Path(folder) / DECODER_FILE, opset, {**metadata, "birdvae.graph": "decoder"},
     )  # fmt: skip
     return encoder, decoder
+
+
+def export_sampler(prior: CodePrior, folder: Path, opset: int) -> Path:
+    """Write ``prior.onnx``: the learned prior's whole sampler, noise [N, D] -> z [N, D]."""
+    dim = prior.latent_dim
+    metadata = {
+        "birdvae.format_version": str(FORMAT_VERSION),
+        "birdvae.package_version": package_version(),
+        "birdvae.latent_dim": str(dim),
+        "birdvae.graph": "prior",
+        "birdvae.sampler": f"DPM-Solver++(2M), {prior.cfg.steps} steps",
+    }
+    noise = torch.randn(EXAMPLE_BATCH, dim, generator=torch.Generator().manual_seed(0))
+    return export_graph(
+        Sampler(prior.eval()), noise, [SAMPLER_INPUT], [SAMPLER_OUTPUT],
+        {SAMPLER_INPUT: [dim], SAMPLER_OUTPUT: [dim]}, Path(folder) / SAMPLER_FILE, opset,
+        metadata,
+    )  # fmt: skip
 
 
 def export_graph(

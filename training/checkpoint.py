@@ -28,7 +28,7 @@ from .model import VAE
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
-WEIGHT_KEYS = ("model", "ema", "optimizer")
+WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator")
 
 
 class CheckpointError(ValueError):

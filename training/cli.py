@@ -59,6 +59,34 @@ def _warnings_as_lines() -> None:
 )
 @click.option("--out", "out_alias", type=click.Path(file_okay=False, path_type=Path), hidden=True)
 @click.option(
+    "--stage",
+    type=click.Choice(["vae", "prior", "decoder"]),
+    default="vae",
+    show_default=True,
+    help="vae: encoder and decoder; prior: the learned prior on the frozen encoder's codes; "
+    "decoder: the decoder sharpened against a discriminator. Later stages need --init.",
+)
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The checkpoint a prior or decoder stage starts from (an earlier stage's best.pt).",
+)
+@click.option(
+    "--prior-width",
+    type=click.IntRange(min=8),
+    help="Learned prior: width of its MLP. [default: 512]",
+)
+@click.option(
+    "--prior-blocks",
+    type=click.IntRange(min=1),
+    help="Learned prior: residual blocks. [default: 4]",
+)
+@click.option(
+    "--prior-steps",
+    type=click.IntRange(min=2, max=64),
+    help="Learned prior: solver steps of the exported sampler. [default: 10]",
+)
+@click.option(
     "--preset",
     type=click.Choice(["default", "baseline"]),
     default="default",
@@ -150,10 +178,11 @@ def train_command(ctx: click.Context, **options) -> None:
     import torch
 
     from . import checkpoint
-    from .config import TrainConfig, override, preset
+    from .config import TrainConfig, override
     from .data import DataError
-    from .loop import LAST, Trainer, TrainingError
+    from .loop import LAST, TrainingError
     from .model import VAE
+    from .stages import trainer_class
 
     if options["threads"]:
         torch.set_num_threads(options["threads"])
@@ -182,34 +211,23 @@ def train_command(ctx: click.Context, **options) -> None:
             if options["out"] is not None and options["out_alias"] is not None:
                 raise UserError("give -o/--output once (--out is its old name)")
             run_dir = options["out"] or options["out_alias"]
-            if not options["data"] or run_dir is None:
-                raise UserError("--data and -o/--output are required (or --resume RUN_DIR)")
+            if run_dir is None or not (options["data"] or options["init"]):
+                raise UserError(
+                    "-o/--output and --data (or --init for a later stage) are required "
+                    "(or --resume RUN_DIR)"
+                )
             if (run_dir / LAST).exists():
                 raise UserError(
                     f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                     "or choose another -o/--output"
                 )
-            size = options["image_size"]
-            resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given
-            if options["preset"] == "baseline" and resnet_only:
-                flags = _flag_names(resnet_only)
-                raise UserError(f"{flags}: the baseline's architecture is fixed (the blog's)")
-            config = override(
-                preset(options["preset"]),
-                data=[str(Path(d).expanduser()) for d in options["data"]],
-                epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
-                image_size=int(size) if size else None, latent_dim=options["latent_dim"],
-                decoder_width=options["decoder_width"],
-                blocks_per_level=options["blocks_per_level"],
-                spatial_latent=options["spatial_latent"],
-                likelihood=options["likelihood"],
-                val_fraction=options["val_fraction"], device=options["device"],
-                seed=options["seed"], precision=options["precision"],
-                compile=options["compile_"], kl_warmup_epochs=options["kl_warmup_epochs"],
-                free_bits=options["free_bits"], kl_weight=options["kl_weight"],
-            )  # fmt: skip
+            if options["stage"] == "vae":
+                config = _vae_config(options, given)
+            else:
+                config = _stage_config(options, given)
             VAE(config.model)  # fail fast on an impossible architecture
-        trainer = Trainer(TrainConfig.from_dict(config.to_dict()), run_dir, resume_state)
+        config = TrainConfig.from_dict(config.to_dict())
+        trainer = trainer_class(config.stage)(config, run_dir, resume_state)
         if resume_state is not None and trainer.epoch >= config.epochs:
             raise UserError(
                 f"{run_dir} has already trained {trainer.epoch} epochs; "
@@ -219,6 +237,71 @@ def train_command(ctx: click.Context, **options) -> None:
         trainer.ddp.stop()
     except (DataError, TrainingError, checkpoint.CheckpointError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from exc
+
+
+ARCHITECTURE_FLAGS = {
+    "image_size", "latent_dim", "decoder_width", "blocks_per_level", "spatial_latent",
+    "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
+}  # fmt: skip
+PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps"}
+
+
+def _vae_config(options: dict, given: set[str]):
+    """The VAE stage's config: the preset, then what the command line gives."""
+    from .config import override, preset
+
+    if options["init"] is not None:
+        raise UserError("--init starts a later stage: give --stage prior or --stage decoder")
+    if given & PRIOR_FLAGS:
+        raise UserError(f"{_flag_names(given & PRIOR_FLAGS)}: only for --stage prior")
+    resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given
+    if options["preset"] == "baseline" and resnet_only:
+        raise UserError(f"{_flag_names(resnet_only)}: the baseline's architecture is fixed")
+    size = options["image_size"]
+    return override(
+        preset(options["preset"]),
+        data=[str(Path(d).expanduser()) for d in options["data"]],
+        epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
+        image_size=int(size) if size else None, latent_dim=options["latent_dim"],
+        decoder_width=options["decoder_width"],
+        blocks_per_level=options["blocks_per_level"],
+        spatial_latent=options["spatial_latent"],
+        likelihood=options["likelihood"],
+        val_fraction=options["val_fraction"], device=options["device"],
+        seed=options["seed"], precision=options["precision"],
+        compile=options["compile_"], kl_warmup_epochs=options["kl_warmup_epochs"],
+        free_bits=options["free_bits"], kl_weight=options["kl_weight"],
+    )  # fmt: skip
+
+
+def _stage_config(options: dict, given: set[str]):
+    """A later stage's config: the init checkpoint's model and data, the stage's defaults,
+    then what the command line gives."""
+    from . import checkpoint
+    from .config import override, stage_config
+
+    stage, init = options["stage"], options["init"]
+    if init is None:
+        raise UserError(f"--stage {stage} starts from a trained checkpoint: pass --init CKPT")
+    fixed = given & ARCHITECTURE_FLAGS
+    if fixed:
+        raise UserError(
+            f"{_flag_names(fixed)}: --stage {stage} keeps the model of its --init checkpoint"
+        )
+    if stage != "prior" and given & PRIOR_FLAGS:
+        raise UserError(f"{_flag_names(given & PRIOR_FLAGS)}: only for --stage prior")
+    init_config = checkpoint.config_of(checkpoint.load(init))
+    if init_config.model.arch != "resnet":
+        raise UserError(f"--stage {stage} needs a model of the default architecture")
+    config = stage_config(init_config, stage, str(init))
+    data = [str(Path(d).expanduser()) for d in options["data"]] or None
+    return override(
+        config, data=data, epochs=options["epochs"], batch_size=options["batch_size"],
+        lr=options["lr"], device=options["device"], seed=options["seed"],
+        precision=options["precision"], compile=options["compile_"],
+        prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
+        prior_steps=options["prior_steps"],
+    )  # fmt: skip
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -64,6 +64,28 @@ class PriorConfig:
 
 
 @dataclass
+class SharpenConfig:
+    """The decoder stage (``--stage decoder``, training/sharpen.py): the decoder against a
+    discriminator, its reconstruction terms and the adversarial term's schedule."""
+
+    disc_width: int = 32
+    disc_lr: float = 2e-4
+    gan_weight: float = 0.8  # times the adaptive weight (VQGAN's disc_weight)
+    gan_start: int = 200  # steps the discriminator trains alone first
+    l1_weight: float = 1.0
+    feature_weight: float = 1.0  # feature matching on the discriminator's layers
+    frequency_weight: float = 1.0  # focal frequency loss
+    nll_weight: float = 0.05  # the likelihood's own loss, which keeps its scales fitted
+    prior_share: float = 0.5  # of the fakes, the share decoded from learned-prior codes
+    augment: str = "color,translation,cutout"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SharpenConfig:
+        _reject_unknown(cls, data)
+        return cls(**data)
+
+
+@dataclass
 class TrainConfig:
     """Everything a run depends on. Presets fill it; command-line flags override it."""
 
@@ -74,6 +96,7 @@ class TrainConfig:
     stage: str = "vae"
     init: str = ""
     prior: PriorConfig = field(default_factory=PriorConfig)
+    sharpen: SharpenConfig = field(default_factory=SharpenConfig)
     preset: str = "default"
     data: list[str] = field(default_factory=list)  # data sets trained on together
     val_fraction: float = 0.1
@@ -114,6 +137,7 @@ class TrainConfig:
         _reject_unknown(cls, values)
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
         values["prior"] = PriorConfig.from_dict(values.get("prior", {}))
+        values["sharpen"] = SharpenConfig.from_dict(values.get("sharpen", {}))
         return cls(**values)
 
     def save(self, path: Path) -> None:
@@ -183,9 +207,34 @@ def preset(name: str) -> TrainConfig:
     raise ValueError(f"unknown preset {name!r} (choose default or baseline)")
 
 
+STAGES = ("vae", "prior", "decoder")
+
+
+def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
+    """The config a later stage starts from: the init run's model and data, the stage's own
+    optimisation defaults."""
+    if stage not in STAGES[1:]:
+        raise ValueError(f"unknown stage {stage!r} (choose {', '.join(STAGES)})")
+    defaults: dict[str, Any] = {
+        # An epoch is one pass over views x photos codes, batch 256 of them a step.
+        "prior": dict(epochs=100, batch_size=256, lr=1e-3, warmup_steps=300, weight_decay=0.0,
+                      ema_decay=0.999, grad_clip=1.0, schedule="cosine"),
+        "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
+                        ema_decay=0.999, grad_clip=0.0, schedule="cosine"),
+    }[stage]  # fmt: skip
+    return replace(init, stage=stage, init=init_path, **defaults)
+
+
 def override(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy with the given top-level or model fields changed; ``None`` values are ignored."""
+    """A copy with the given top-level, model or prior fields changed (``prior_`` before a
+    prior field's name); ``None`` values are ignored."""
     changes = {k: v for k, v in changes.items() if v is not None}
     model_keys = {f.name for f in fields(ModelConfig)}
     model_changes = {k: changes.pop(k) for k in list(changes) if k in model_keys}
-    return replace(config, model=replace(config.model, **model_changes), **changes)
+    prior_changes = {k[6:]: changes.pop(k) for k in list(changes) if k.startswith("prior_")}
+    return replace(
+        config,
+        model=replace(config.model, **model_changes),
+        prior=replace(config.prior, **prior_changes),
+        **changes,
+    )

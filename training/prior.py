@@ -139,8 +139,8 @@ class CodePrior(nn.Module):
         c_skip, c_out, c_in, c_noise = preconditioning(sigma.reshape(-1, 1))
         return c_skip * x + c_out * self.net(c_in * x, c_noise)
 
-    def loss(self, z: torch.Tensor) -> torch.Tensor:
-        """EDM's weighted denoising loss for a batch of codes, per dimension."""
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """EDM's weighted denoising loss for a batch of codes z [N, D], per dimension."""
         x = self.standardise(z)
         sigma = (torch.randn(len(x), device=x.device) * P_STD + P_MEAN).exp()
         return self.loss_at(x, sigma, torch.randn_like(x))

@@ -1,0 +1,58 @@
+"""The feature-space distances and the copy check of benchmarks/metrics.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import metrics  # noqa: E402
+
+
+def test_frechet_distance_is_zero_for_one_set_and_the_mean_shift_squared_for_a_moved_one():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2000, 4))
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = np.array([3.0, 0.0, 4.0, 0.0])
+    assert metrics.frechet_distance(a, a + shift) == pytest.approx(25.0, rel=1e-6)
+    wider = metrics.frechet_distance(a, a * 2)  # tr(C + 4C - 2 * 2C) = tr(C)
+    assert wider == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-3)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_another():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((1000, 8)), rng.standard_normal((1000, 8))
+    same, _ = metrics.kernel_distance(a, b, subsets=10, size=400)
+    moved, _ = metrics.kernel_distance(a, b + 1.0, subsets=10, size=400)
+    assert abs(same) < 0.01 < moved
+
+
+def test_nearest_two_matches_brute_force():
+    rng = np.random.default_rng(2)
+    samples, references = rng.random((30, 2, 3)), rng.random((50, 2, 3))
+    got = metrics.nearest_two(samples, references, block=7)
+    full = np.linalg.norm(samples.reshape(30, 1, -1) - references.reshape(1, 50, -1), axis=2)
+    want = np.sort(full, axis=1)[:, :2]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_copies_are_samples_much_nearer_one_reference_than_any_other():
+    rng = np.random.default_rng(3)
+    references = rng.random((100, 48)) * 255
+    copies = references[:10] + rng.normal(0, 1.0, (10, 48))
+    fresh = rng.random((30, 48)) * 255
+    share, ratio = metrics.copy_share(np.concatenate([copies, fresh]), references)
+    assert share == pytest.approx(10 / 40)
+    assert (ratio[:10] < metrics.COPY_RATIO).all() and (ratio[10:] > metrics.COPY_RATIO).all()
+
+
+def test_prdc_of_a_set_against_itself_is_perfect():
+    pytest.importorskip("prdc")
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((200, 5))
+    scores = metrics.prdc(a, a, k=5)
+    assert scores["precision"] == 1.0 and scores["recall"] == 1.0 and scores["coverage"] == 1.0

@@ -1,0 +1,197 @@
+"""The stages after the VAE: a learned prior on the frozen encoder's codes, then the decoder
+sharpened against a discriminator, each resumable, each leaving the encoder as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from birdvae.training import checkpoint, codes, runfolder, sharpen
+from birdvae.training.cli import train_command
+from birdvae.training.config import PriorConfig, TrainConfig, stage_config
+from birdvae.training.loop import LAST, METRICS, Trainer
+from birdvae.training.prior import CodePrior, Sampler
+from birdvae.training.stages import DecoderTrainer, PriorTrainer, learned_prior
+
+from .conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def vae_checkpoint(tmp_path_factory) -> Path:
+    from .conftest import write_images
+
+    root = tmp_path_factory.mktemp("stages")
+    write_images(root / "birds" / "a", 24, seed=1)
+    write_images(root / "birds" / "b", 24, seed=2)
+    Trainer(tiny_config(root / "birds", epochs=1), root / "vae", log=_quiet).fit()
+    return root / "vae" / "best.pt"
+
+
+def _stage(vae_checkpoint: Path, stage: str, **changes) -> TrainConfig:
+    init = checkpoint.config_of(checkpoint.load(vae_checkpoint))
+    config = stage_config(init, stage, str(vae_checkpoint))
+    config.prior = PriorConfig(width=32, blocks=2, steps=4, views=2)
+    config.batch_size, config.warmup_steps = 8, 2
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_the_prior_learns_the_codes_and_leaves_the_vae_alone(vae_checkpoint, tmp_path):
+    torch.manual_seed(0)
+    config = _stage(vae_checkpoint, "prior", epochs=6, lr=3e-3)
+    trainer = PriorTrainer(config, tmp_path / "prior", log=_quiet)
+    assert len(trainer.train_set) == 2 * len(trainer.train_images)  # two views of each photo
+    trainer.fit()
+    losses = [r["val_prior_loss"] for r in runfolder.read_metrics(tmp_path / "prior" / METRICS)]
+    state = checkpoint.load(tmp_path / "prior" / "best.pt")
+    vae = checkpoint.load(vae_checkpoint)
+    for name, weight in vae["ema"].items():
+        assert torch.equal(state["model"][name], weight), name
+    assert len(losses) == 6 and min(losses[3:]) < losses[0]
+    prior = learned_prior(state)
+    z = prior.sample(torch.randn(5, prior.latent_dim))
+    assert z.shape == (5, 16) and torch.isfinite(z).all()
+
+
+def test_a_prior_run_resumes_to_the_same_weights(vae_checkpoint, tmp_path):
+    whole = PriorTrainer(_stage(vae_checkpoint, "prior", epochs=2), tmp_path / "a", log=_quiet)
+    whole.fit()
+    half = PriorTrainer(_stage(vae_checkpoint, "prior", epochs=2), tmp_path / "b", log=_quiet)
+    stop_at = half.steps_per_epoch + 2  # mid-way through the second epoch
+    half.fit(on_step=lambda t: t.request_stop() if t.step == stop_at else None)
+    assert checkpoint.load(tmp_path / "b" / LAST)["step"] == stop_at
+    resumed = PriorTrainer(
+        _stage(vae_checkpoint, "prior", epochs=2), tmp_path / "b",
+        checkpoint.load(tmp_path / "b" / LAST), log=_quiet,
+    )  # fmt: skip
+    resumed.fit()
+    a = checkpoint.load(tmp_path / "a" / LAST)["prior"]
+    b = checkpoint.load(tmp_path / "b" / LAST)["prior"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_the_sampler_is_the_solver_and_ignores_nothing_but_its_noise():
+    torch.manual_seed(0)
+    prior = CodePrior(8, PriorConfig(width=16, blocks=2, steps=5)).eval()
+    for parameter in prior.parameters():
+        parameter.data.normal_(0, 0.3)
+    noise = torch.randn(4, 8)
+    with torch.no_grad():
+        z = Sampler(prior)(noise)
+        again = Sampler(prior)(noise)
+        other = Sampler(prior)(noise * 0.5)
+    assert torch.equal(z, again) and not torch.allclose(z, other)
+    sigmas = prior.sigmas()
+    assert sigmas[0] == pytest.approx(80.0) and sigmas[-1] == 0 and len(sigmas) == 6
+    assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
+
+
+def test_a_perfect_denoiser_makes_the_sampler_return_the_data():
+    """With D(x; sigma) = the data point for every input, DPM-Solver++ lands on it exactly."""
+    prior = CodePrior(3, PriorConfig(width=8, blocks=1, steps=6)).eval()
+    target = torch.tensor([[0.5, -1.0, 2.0]])
+
+    class Oracle(torch.nn.Module):
+        def films(self, c_noise):
+            return []
+
+        def trunk(self, x, films):  # F such that c_skip x + c_out F = target
+            return self.solve(x)
+
+    sampler = Sampler(prior)
+    calls = iter(range(100))
+
+    def solve(x):
+        i = next(calls)
+        return (target - sampler.c_skip[i] * x / sampler.c_in[i]) / sampler.c_out[i]
+
+    # trunk sees c_in * x; undo it to recover x
+    oracle = Oracle()
+    oracle.solve = solve
+    prior.net = oracle
+    z = sampler(torch.randn(1, 3))
+    assert torch.allclose(z, target, atol=1e-5)
+
+
+def test_views_are_the_photo_its_mirror_then_reproducible_shifts():
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    views = codes.views(images, 4, shift=2, seed=0)
+    assert views.shape == (12, 3, 8, 8)
+    assert torch.equal(views[:3], images) and torch.equal(views[3:6], images.flip(3))
+    assert torch.equal(codes.views(images, 4, shift=2, seed=0), views)
+    assert not torch.equal(codes.views(images, 4, shift=2, seed=1)[6:], views[6:])
+
+
+def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(
+    vae_checkpoint, tmp_path
+):
+    torch.manual_seed(0)
+    prior_run = PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet)
+    prior_run.fit()
+    config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
+    config.sharpen.gan_start = 3
+    trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    assert trainer.prior_codes is not None
+    metrics = trainer.fit()
+    assert "train_g_loss" in metrics and metrics["train_gan_weight"] > 0
+    state = checkpoint.load(tmp_path / "d" / "best.pt")
+    start = checkpoint.load(vae_checkpoint)["ema"]
+    encoder = [name for name in start if name.startswith("encoder.")]
+    decoder = [name for name in start if name.startswith("decoder.")]
+    assert all(torch.equal(state["ema"][name], start[name]) for name in encoder)
+    assert any(not torch.equal(state["ema"][name], start[name]) for name in decoder)
+    carried = checkpoint.load(tmp_path / "p" / "best.pt")["prior_ema"]
+    assert all(torch.equal(state["prior_ema"][n], carried[n]) for n in carried)
+    assert (tmp_path / "d" / "grids" / "samples_0002.png").is_file()
+
+
+def test_diff_augment_is_the_same_transform_for_the_same_seed():
+    x = torch.rand(4, 3, 16, 16)
+    kinds = "color,translation,cutout"
+    a = sharpen.diff_augment(x, kinds, torch.Generator().manual_seed(7))
+    b = sharpen.diff_augment(x, kinds, torch.Generator().manual_seed(7))
+    c = sharpen.diff_augment(x, kinds, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        sharpen.diff_augment(x, "rotate")
+
+
+def test_the_adaptive_weight_balances_the_gradients_at_the_last_layer():
+    weight = torch.nn.Parameter(torch.ones(3))
+    rec = (weight * 2.0).sum()  # gradient norm 2 * sqrt(3)
+    adv = (weight * 0.5).sum()  # gradient norm 0.5 * sqrt(3)
+    assert float(sharpen.adaptive_weight(rec, adv, weight)) == pytest.approx(4.0, rel=1e-3)
+
+
+def test_the_focal_frequency_loss_is_zero_only_for_the_same_image():
+    x = torch.rand(2, 3, 8, 8)
+    assert float(sharpen.focal_frequency_loss(x, x)) == 0.0
+    assert float(sharpen.focal_frequency_loss(x.flip(3), x)) > 0.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stage", "prior"], "--init"),
+        (["--init", "{ckpt}"], "give --stage prior or --stage decoder"),
+        (["--stage", "prior", "--init", "{ckpt}", "--latent-dim", "32"], "keeps the model"),
+        (["--stage", "decoder", "--init", "{ckpt}", "--prior-width", "8"], "only for --stage"),
+        (["--stage", "prior", "--init", "{missing}"], "does not exist"),
+    ],
+)
+def test_stage_mistakes_are_one_line(vae_checkpoint, tmp_path, args, message):
+    filled = [a.format(ckpt=vae_checkpoint, missing=tmp_path / "no.pt") for a in args]
+    result = CliRunner().invoke(train_command, [*filled, "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,60 @@
+"""The frozen encoder's codes of the training photos: what the later stages learn from.
+
+The learned prior models the codes the encoder gives, not the photos, so each photo is encoded
+once per view (itself, its mirror image, then random mirrorings and shifts as the VAE trained
+on) and kept as its posterior's mean and log-variance. A training step then draws fresh
+posterior samples from the bank, which costs nothing next to encoding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .likelihood import to_unit
+from .model import VAE
+
+ENCODE_BATCH = 256
+
+
+def views(images: torch.Tensor, count: int, shift: int, seed: int) -> torch.Tensor:
+    """``count`` views of each uint8 image [N, 3, S, S], view-major: [count * N, 3, S, S].
+
+    View 0 is the photo, view 1 its mirror image, the rest random mirrorings and shifts of up to
+    ``shift`` pixels (edges repeated), drawn from ``seed`` so a resumed run rebuilds the same.
+    """
+    from .loop import random_shift  # the VAE's own augmentation
+
+    generator = torch.Generator().manual_seed(seed)
+    out = [images, images.flip(3)][:count]
+    state = torch.get_rng_state()
+    try:
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        for _ in range(count - len(out)):
+            flip = torch.rand(len(images)) < 0.5
+            view = torch.where(flip[:, None, None, None], images.flip(3), images)
+            out.append(random_shift(view, shift) if shift > 0 else view)
+    finally:
+        torch.set_rng_state(state)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_bank(
+    model: VAE, images: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Posterior mean and log-variance of each uint8 image: float32 [N, 2, D]."""
+    model.eval()
+    rows = []
+    for start in range(0, len(images), ENCODE_BATCH):
+        unit = to_unit(images[start : start + ENCODE_BATCH])
+        with torch.autocast(unit.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            mean, logvar = model.encoder(unit.contiguous(memory_format=torch.channels_last))
+        rows.append(torch.stack([mean.float(), logvar.float()], dim=1))
+    return torch.cat(rows)
+
+
+def draw(bank: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One posterior sample z [N, D] from each row of a bank [N, 2, D]."""
+    mean, logvar = bank[:, 0], bank[:, 1]
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+    return mean + eps * torch.exp(0.5 * logvar)

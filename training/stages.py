@@ -1,0 +1,360 @@
+"""The stages after the VAE, each a ``Trainer`` over a frozen encoder.
+
+- ``PriorTrainer`` (``--stage prior``) trains the learned prior (prior.py) on the codes the
+  frozen encoder gives of the training photos.
+- ``DecoderTrainer`` (``--stage decoder``, sharpen.py) fine-tunes the decoder against a
+  discriminator.
+
+Freezing the encoder keeps every code valid across stages: the prior learned on its codes
+stays the prior of the sharpened decoder. Each stage starts from an earlier stage's
+checkpoint (``config.init``) and writes checkpoints that hold everything export needs: the VAE
+under ``model``/``ema`` as the VAE stage writes them, and the prior, when one was trained,
+under ``prior``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+from torchvision.utils import save_image
+
+from . import checkpoint, codes, durable, sharpen
+from .evaluate import evaluate, reconstruction_grid
+from .likelihood import to_unit
+from .loop import Trainer, TrainingError, _ema_update
+from .prior import P_MEAN, P_STD, CodePrior
+
+PRIOR_BANK = 4096  # learned-prior codes drawn once for the decoder stage's fakes
+
+VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
+
+
+def load_init(path: str) -> dict[str, Any]:
+    """The checkpoint a stage starts from; it must hold a VAE of the same config family."""
+    if not path:
+        raise TrainingError("this stage starts from a trained checkpoint: pass --init CKPT")
+    return checkpoint.load(path)
+
+
+def frozen_vae(state: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """The init checkpoint's VAE (its weight average when it has one), frozen, in eval mode."""
+    from .model import VAE
+
+    model = VAE(checkpoint.config_of(state).model)
+    model.load_state_dict(state.get("ema") or state["model"])
+    model.to(device, memory_format=torch.channels_last).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def learned_prior(state: dict[str, Any]) -> CodePrior | None:
+    """The learned prior a checkpoint carries (its weight average), in eval mode, or None."""
+    weights = state.get("prior_ema") or state.get("prior")
+    if weights is None:
+        return None
+    config = checkpoint.config_of(state)
+    prior = CodePrior(config.model.latent_dim, config.prior)
+    try:
+        prior.load_state_dict(weights)
+    except (RuntimeError, KeyError) as exc:
+        raise checkpoint.CheckpointError(
+            f"the checkpoint's learned prior does not fit its config: {exc}"
+        ) from exc
+    return prior.eval()
+
+
+class PriorTrainer(Trainer):
+    """Trains ``CodePrior`` on posterior samples of the frozen encoder's codes."""
+
+    score_key = "val_prior_loss"
+    item_name = "code"
+
+    def _build(self) -> None:
+        config = self.config
+        init = load_init(config.init)
+        self.model = frozen_vae(init, self.device)
+        self.ema = None
+        cfg = config.prior
+        images = codes.views(self.train_images, cfg.views, config.shift, config.seed)
+        self.bank = codes.encode_bank(self.model, images, self.dtype)
+        val = self.val_images if len(self.val_images) else self.train_images[:512]
+        self.val_bank = codes.encode_bank(self.model, val, self.dtype)
+        self.prior = CodePrior(config.model.latent_dim, cfg).to(self.device)
+        generator = torch.Generator(device=self.bank.device).manual_seed(config.seed)
+        self.prior.set_scale(codes.draw(self.bank, generator))
+        self.prior_ema = AveragedModel(
+            self.prior, avg_fn=_ema_update(config.ema_decay), use_buffers=True
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.prior.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self._val_inputs = self._fixed_inputs(self.val_bank, config.seed + 1)
+        train_rows = self.bank[torch.randperm(len(self.bank), generator=generator)[:1024]]
+        self._train_inputs = self._fixed_inputs(train_rows, config.seed + 2)
+
+    def _fixed_inputs(self, bank: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
+        """Codes, noise levels and noise for a validation loss that only the weights move."""
+        generator = torch.Generator(device=bank.device).manual_seed(seed)
+        z = codes.draw(bank, generator).repeat(VAL_LEVELS, 1)
+        quantiles = (torch.arange(VAL_LEVELS) + 0.5) / VAL_LEVELS
+        normal = torch.distributions.Normal(0.0, 1.0)
+        sigmas = (normal.icdf(quantiles) * P_STD + P_MEAN).exp().repeat_interleave(len(bank))
+        noise = torch.randn(z.shape, generator=generator, device=bank.device)
+        return z, sigmas.to(bank.device), noise
+
+    def _trained_module(self) -> torch.nn.Module:
+        return self.prior
+
+    def _train_set(self) -> torch.Tensor:
+        return self.bank
+
+    def _schedule_figures(self) -> dict[str, float]:
+        return {}
+
+    def train_step(self, rows: torch.Tensor) -> dict[str, float] | None:
+        with self.autocast:
+            loss = self.trainable(codes.draw(rows)).float()  # CodePrior.forward: the loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.prior.parameters(), clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.prior_ema.update_parameters(self.prior)
+        self.step += 1
+        return {"prior_loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def _loss_on(self, inputs: tuple[torch.Tensor, ...]) -> float:
+        prior = self.prior_ema.module.eval()
+        z, sigmas, noise = inputs
+        total = 0.0
+        for start in range(0, len(z), 4096):
+            part = slice(start, start + 4096)
+            x = prior.standardise(z[part])
+            total += float(prior.loss_at(x, sigmas[part], noise[part])) * len(x)
+        return total / len(z)
+
+    def _validate(self) -> dict[str, float]:
+        figures = {
+            "val_prior_loss": self._loss_on(self._val_inputs),
+            "train_fixed_prior_loss": self._loss_on(self._train_inputs),
+        }
+        self.prior.train()
+        return figures
+
+    def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{stats['prior_loss']:.4f}"}
+
+    def _log_line(self, metrics: dict[str, Any]) -> str:
+        return (
+            f"train {metrics['train_prior_loss']:.4f}  val {metrics['val_prior_loss']:.4f} "
+            f"(train, same protocol: {metrics['train_fixed_prior_loss']:.4f})"
+        )
+
+    @torch.no_grad()
+    def _write_grids(self) -> None:
+        prior = self.prior_ema.module.eval()
+        z = prior.sample(self.fixed_z.to(self.device))
+        images = self.model.decode_image(z)
+        path = self.run_dir / "grids" / f"samples_{self.epoch:04d}.png"
+        pixels = images.float().cpu()
+        durable.write_atomic(
+            path, lambda handle: save_image(pixels, handle, format="png", nrow=8, padding=2)
+        )
+        self.prior.train()
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "prior": self.prior.state_dict(),
+            "prior_ema": self.prior_ema.module.state_dict(),
+            "prior_ema_n": int(self.prior_ema.n_averaged),
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.prior.load_state_dict(state["prior"])
+        self.prior_ema.module.load_state_dict(state["prior_ema"])
+        self.prior_ema.n_averaged.fill_(int(state.get("prior_ema_n", 0)))
+
+
+
+
+class DecoderTrainer(Trainer):
+    """Fine-tunes the decoder against a discriminator; the encoder (and so the codes and the
+    learned prior) stays fixed. The init checkpoint's learned prior, when it has one, is carried
+    into every checkpoint, and its samples are among the fakes the discriminator judges, so the
+    decoder learns to draw birds for the codes bird-gen will give it, not only for photos."""
+
+    score_key = None  # sharpening is judged by eye and by benchmarks: the latest is the best
+
+    def _build(self) -> None:
+        config, cfg = self.config, self.config.sharpen
+        init = load_init(config.init)
+        self.model = frozen_vae(init, self.device)
+        for parameter in self.model.decoder.parameters():
+            parameter.requires_grad_(True)
+        self.ema = AveragedModel(self.model, avg_fn=_ema_update(config.ema_decay), use_buffers=True)
+        self.discriminator = sharpen.Discriminator(config.model.image_size, cfg.disc_width)
+        self.discriminator.to(self.device, memory_format=torch.channels_last)
+        betas = (0.5, 0.9)
+        self.optimizer = torch.optim.Adam(
+            self.model.decoder.parameters(), lr=config.lr, betas=betas
+        )
+        self.d_optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=cfg.disc_lr, betas=betas
+        )
+        self.carried_prior = learned_prior(init)
+        self.prior_codes = None
+        if self.carried_prior is not None and cfg.prior_share > 0:
+            generator = torch.Generator().manual_seed(config.seed + 3)
+            noise = torch.randn(PRIOR_BANK, config.model.latent_dim, generator=generator)
+            with torch.no_grad():
+                self.prior_codes = self.carried_prior.sample(noise).to(self.device)
+            self.fixed_prior_z = self.prior_codes[: config.grid_size]
+        self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
+
+    def _trained_module(self) -> torch.nn.Module:
+        return self.model.decoder
+
+    def _schedule_figures(self) -> dict[str, float]:
+        return {"gan_on": float(self.step >= self.config.sharpen.gan_start)}
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
+        cfg = self.config.sharpen
+        x = self._augment(x)
+        real = to_unit(x).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            mean, logvar = self.model.encoder(real)
+            z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+        with self.autocast:
+            params = self.trainable(z)
+        recon = self.model.likelihood.mean(params).float()
+        fakes = recon
+        if self.prior_codes is not None:
+            count = round(len(x) * cfg.prior_share)
+            picks = torch.randint(len(self.prior_codes), (count,), device="cpu")
+            with self.autocast:
+                drawn = self.model.likelihood.mean(self.trainable(self.prior_codes[picks]))
+            fakes = torch.cat([recon, drawn.float()])
+
+        # The discriminator's step: real photos against every fake, detached.
+        seed = int(torch.randint(2**62, (1,), generator=self._augment_generator))
+        d_real, real_features = self._judge(real, seed)
+        d_fake, _ = self._judge(fakes.detach(), seed + 1)
+        d_loss = sharpen.hinge_d_loss(d_real, d_fake)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+
+        # The decoder's step: reconstruction terms, then the adversarial one once it is on.
+        l1 = (recon - real).abs().mean()
+        nll = self.model.likelihood.nll(params.float(), x).mean() / x[0].numel()
+        frequency = sharpen.focal_frequency_loss(recon, real)
+        # Paired with the real photos' features: the same images under the same transform.
+        logits, paired_fake = self._judge(recon, seed)
+        matching = sharpen.feature_matching(real_features, paired_fake)
+        reconstruction = (
+            cfg.l1_weight * l1 + cfg.nll_weight * nll + cfg.frequency_weight * frequency
+            + cfg.feature_weight * matching
+        )  # fmt: skip
+        stats = {"l1": l1, "nll": nll, "frequency": frequency, "matching": matching,
+                 "d_loss": d_loss}  # fmt: skip
+        loss = reconstruction
+        if self.step >= cfg.gan_start:
+            if len(fakes) > len(recon):
+                drawn_logits, _ = self._judge(fakes[len(recon) :], seed + 2)
+                logits = torch.cat([logits.flatten(), drawn_logits.flatten()])
+            adversarial = -logits.mean()
+            last = self.model.decoder.head.weight
+            weight = cfg.gan_weight * sharpen.adaptive_weight(reconstruction, adversarial, last)
+            loss = reconstruction + weight * adversarial
+            stats |= {"g_loss": adversarial, "gan_weight": weight}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.discriminator.zero_grad(set_to_none=True)  # its gradient from the decoder's loss
+        if not torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update_parameters(self.model)
+        self.step += 1
+        return {name: float(value.detach()) for name, value in stats.items()}
+
+    def _judge(self, images: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The discriminator's logits and features for ``images`` under the augmentation that
+        ``seed`` picks (the same seed, the same transform)."""
+        generator = torch.Generator().manual_seed(seed)
+        augmented = sharpen.diff_augment(images, self.config.sharpen.augment, generator)
+        with self.autocast:
+            logits, features = self.discriminator(augmented)
+        return logits.float(), [f.float() for f in features]
+
+    def _validate(self) -> dict[str, float]:
+        model = self.eval_model
+        images = self.val_images if len(self.val_images) else self.train_images[:512]
+        scores = evaluate(model, images, self.device, seed=self.config.seed)
+        self.model.decoder.train()
+        return scores.as_dict("val_")
+
+    def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
+        shown = {"l1": f"{stats['l1']:.4f}", "d": f"{stats['d_loss']:.3f}"}
+        if "g_loss" in stats:
+            shown["g"] = f"{stats['g_loss']:.3f}"
+        return shown
+
+    def _log_line(self, metrics: dict[str, Any]) -> str:
+        line = (
+            f"l1 {metrics['train_l1']:.4f}  match {metrics['train_matching']:.4f}  "
+            f"d {metrics['train_d_loss']:.3f}"
+        )
+        if "train_g_loss" in metrics:
+            line += f"  g {metrics['train_g_loss']:.3f} (x{metrics['train_gan_weight']:.2f})"
+        return line + f"  val psnr {metrics['val_psnr']:.2f} dB, {metrics['val_bpd']:.3f} bits/dim"
+
+    @torch.no_grad()
+    def _write_grids(self) -> None:
+        model = self.eval_model.eval()
+        source = self.val_images if len(self.val_images) else self.train_images
+        grids = {"recon": reconstruction_grid(model, source[:32])}
+        if self.prior_codes is not None:
+            grids["samples"] = model.decode_image(self.fixed_prior_z)
+        for name, images in grids.items():
+            pixels = images.float().cpu()
+            durable.write_atomic(
+                self.run_dir / "grids" / f"{name}_{self.epoch:04d}.png",
+                lambda handle, pixels=pixels: save_image(
+                    pixels, handle, format="png", nrow=8, padding=2
+                ),
+            )
+        self.model.decoder.train()
+
+    def _extra_state(self) -> dict[str, Any]:
+        state = {
+            "discriminator": self.discriminator.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+        }
+        if self.carried_prior is not None:
+            state["prior_ema"] = self.carried_prior.state_dict()
+        return state
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+
+
+def trainer_class(stage: str) -> type[Trainer]:
+    """The Trainer that runs ``stage``."""
+    classes: dict[str, type[Trainer]] = {
+        "vae": Trainer, "prior": PriorTrainer, "decoder": DecoderTrainer
+    }
+    if stage not in classes:
+        raise TrainingError(f"unknown stage {stage!r} (choose {', '.join(classes)})")
+    return classes[stage]
