@@ -3,16 +3,15 @@
 - Frechet distance (FD; Heusel et al. 2017): between Gaussians fitted to the two sets' features.
 - Kernel inception distance (KID; Binkowski et al. 2018): the unbiased squared MMD with a cubic
   polynomial kernel, over random subsets; unlike FD it has no bias that depends on the count.
-- Precision, recall, density and coverage (Naeem et al. 2020, the ``prdc`` package): how much of
-  the generated set lies on the real one's manifold, and how much of the real one it covers.
+- Precision, recall, density and coverage (Naeem et al. 2020): how much of the generated set
+  lies on the real one's manifold, and how much of the real one it covers. The authors' ``prdc``
+  package computes the same (a test checks it) but pulls in scikit-learn and SciPy for one
+  pairwise distance, and prints; these few lines of numpy do not.
 - The memorisation ratio (Gu et al. 2023, "On memorization in diffusion models"): a sample whose
   nearest training image is less than a third the distance of its second nearest is a copy.
 """
 
 from __future__ import annotations
-
-import contextlib
-import io
 
 import numpy as np
 
@@ -49,13 +48,31 @@ def kernel_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
-def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
-    """Precision, recall, density and coverage from the ``prdc`` package (its print silenced)."""
-    from prdc import compute_prdc
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances [len(a), len(b)] between the rows of two arrays."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    squared = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]
+    return np.sqrt(squared.clip(min=0))
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        scores = compute_prdc(np.asarray(real, np.float32), np.asarray(fake, np.float32), k)
-    return {name: float(value) for name, value in scores.items()}
+
+def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
+    """Precision, recall, density and coverage of ``fake`` against ``real`` features, with each
+    point's manifold a ball out to its k-th nearest neighbour (itself excluded)."""
+    real_radius = _kth_neighbour(pairwise_distances(real, real), k)
+    fake_radius = _kth_neighbour(pairwise_distances(fake, fake), k)
+    between = pairwise_distances(real, fake)  # [real, fake]
+    inside_real = between < real_radius[:, None]
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((between < fake_radius[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum(axis=0).mean() / k),
+        "coverage": float((between.min(axis=1) < real_radius).mean()),
+    }
+
+
+def _kth_neighbour(distances: np.ndarray, k: int) -> np.ndarray:
+    """Each row's distance to its k-th nearest other point (column 0 of a sort is itself)."""
+    return np.partition(distances, k, axis=1)[:, k]
 
 
 def nearest_two(samples: np.ndarray, references: np.ndarray, block: int = 512) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import metrics  # noqa: E402
+import metrics
 
 
 def test_frechet_distance_is_zero_for_one_set_and_the_mean_shift_squared_for_a_moved_one():
@@ -50,9 +50,24 @@ def test_copies_are_samples_much_nearer_one_reference_than_any_other():
     assert (ratio[:10] < metrics.COPY_RATIO).all() and (ratio[10:] > metrics.COPY_RATIO).all()
 
 
-def test_prdc_of_a_set_against_itself_is_perfect():
-    pytest.importorskip("prdc")
+def test_prdc_of_a_set_against_itself_is_perfect_and_a_far_set_scores_nothing():
     rng = np.random.default_rng(4)
     a = rng.standard_normal((200, 5))
     scores = metrics.prdc(a, a, k=5)
     assert scores["precision"] == 1.0 and scores["recall"] == 1.0 and scores["coverage"] == 1.0
+    far = metrics.prdc(a, a + 100.0, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def test_prdc_agrees_with_the_authors_package():
+    prdc = pytest.importorskip("prdc", reason="the reference package is optional")
+    rng = np.random.default_rng(5)
+    real, fake = rng.standard_normal((300, 6)), rng.standard_normal((250, 6)) * 1.2 + 0.3
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = prdc.compute_prdc(real, fake, 5)
+    ours = metrics.prdc(real, fake, k=5)
+    for name, value in reference.items():
+        assert ours[name] == pytest.approx(float(value), abs=1e-9), name
