@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 CACHE = Path("runs/features")
-EPOCHS = 20
+EPOCHS = 15
 BATCH = 64
 FEATURES = 256
 
@@ -30,7 +30,7 @@ class Classifier(nn.Module):
     """Three stages of two 3x3 convolutions (BatchNorm, ReLU), each then halving the size,
     global average pooling, and a linear species head."""
 
-    def __init__(self, classes: int, width: int = 32) -> None:
+    def __init__(self, classes: int, width: int = 24) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3

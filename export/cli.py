@@ -77,9 +77,9 @@ class ExportOptions:
     "--prior-data",
     type=click.Path(path_type=Path),
     multiple=True,
-    help="Data set whose training split the latent prior is fitted to (its images "
-    "also feed the parity check and int8 calibration); may be given again. "
-    "[default: the checkpoint's data, where it exists here]",
+    help="Fit a Gaussian mixture prior ('fitted') to this data set's training split; may be "
+    "given again. Its images also feed the parity check and int8 calibration, which otherwise "
+    "use the checkpoint's data where it exists here.",
 )
 @click.option(
     "--prior-components",

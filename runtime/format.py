@@ -52,7 +52,7 @@ PRIOR_ARRAYS = ("weights", "means", "cholesky")  # [K], [K, D], [K, D, D]
 # Each prior a manifest may carry: its name (what --prior says), kind and file. "standard",
 # N(0, I), needs no file and is always there.
 PRIOR_KINDS = {"learned": ("sampler", SAMPLER_FILE), "fitted": ("gaussian-mixture", PRIOR_FILE)}
-PRIOR_NAMES = ("standard", *PRIOR_KINDS)
+PRIOR_NAMES = (*PRIOR_KINDS, "standard")
 
 
 class ModelFormatError(ValueError):

@@ -153,9 +153,9 @@ class BirdVAE:
     @property
     def prior_names(self) -> tuple[str, ...]:
         """The priors this model can sample from, its default first."""
-        names = ["standard", *self._manifest.priors]
         default = self._manifest.default_prior
-        return (default, *(n for n in names if n != default))
+        others = [n for n in PRIOR_NAMES if n != default]
+        return (default, *(n for n in others if n == "standard" or n in self._manifest.priors))
 
     def prior(self, name: str | None = None) -> Prior:
         """The prior called ``name`` ("learned", "fitted" or "standard"); None means the

@@ -68,7 +68,7 @@ class SharpenConfig:
     """The decoder stage (``--stage decoder``, training/sharpen.py): the decoder against a
     discriminator, its reconstruction terms and the adversarial term's schedule."""
 
-    disc_width: int = 32
+    disc_width: int = 24
     disc_lr: float = 2e-4
     gan_weight: float = 0.8  # times the adaptive weight (VQGAN's disc_weight)
     gan_start: int = 200  # steps the discriminator trains alone first

@@ -339,7 +339,8 @@ class Trainer:
             durable.write_bytes_atomic(self.run_dir / CONFIG, text.encode())
             self.log(
                 f"{len(self.train_images)} train / {len(self.val_images)} val images, "
-                f"{count_parameters(self.model) / 1e6:.2f}M parameters, device {self.device}"
+                f"{count_parameters(self._trained_module()) / 1e6:.2f}M parameters trained, "
+                f"device {self.device}"
                 + (f" x {self.ddp.world} processes" if self.ddp.enabled else "")
                 + (", bfloat16 autocast" if self.dtype == torch.bfloat16 else ", float32")
             )

@@ -227,39 +227,44 @@ class DecoderTrainer(Trainer):
         return {"gan_on": float(self.step >= self.config.sharpen.gan_start)}
 
     def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
+        """One step of both networks from one discriminator pass over real and fake images.
+
+        The discriminator judges the real photos and every fake once; its hinge loss updates
+        it, and the same judgement (before that update, as in simultaneous GAN training) gives
+        the decoder its adversarial and feature-matching terms.
+        """
         cfg = self.config.sharpen
         x = self._augment(x)
         real = to_unit(x).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             mean, logvar = self.model.encoder(real)
             z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        with self.autocast:
-            params = self.trainable(z)
-        recon = self.model.likelihood.mean(params).float()
-        fakes = recon
         if self.prior_codes is not None:
             count = round(len(x) * cfg.prior_share)
             picks = torch.randint(len(self.prior_codes), (count,), device="cpu")
-            with self.autocast:
-                drawn = self.model.likelihood.mean(self.trainable(self.prior_codes[picks]))
-            fakes = torch.cat([recon, drawn.float()])
+            z = torch.cat([z, self.prior_codes[picks]])
+        with self.autocast:
+            params = self.trainable(z)
+        fakes = self.model.likelihood.mean(params).float()
+        recon, params = fakes[: len(x)], params[: len(x)]
 
-        # The discriminator's step: real photos against every fake, detached.
+        # Reconstructions are augmented as their photos are, so features pair up.
         seed = int(torch.randint(2**62, (1,), generator=self._augment_generator))
-        d_real, real_features = self._judge(real, seed)
-        d_fake, _ = self._judge(fakes.detach(), seed + 1)
-        d_loss = sharpen.hinge_d_loss(d_real, d_fake)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_optimizer.step()
+        real_logits, real_features = self._judge(real, seed)
+        recon_logits, recon_features = self._judge(recon, seed)
+        fake_logits = recon_logits.flatten()
+        if len(fakes) > len(x):
+            drawn_logits, _ = self._judge(fakes[len(x) :], seed + 1)
+            fake_logits = torch.cat([fake_logits, drawn_logits.flatten()])
+        d_loss = sharpen.hinge_d_loss(real_logits, fake_logits)
+        d_grads = torch.autograd.grad(
+            d_loss, list(self.discriminator.parameters()), retain_graph=True
+        )
 
-        # The decoder's step: reconstruction terms, then the adversarial one once it is on.
         l1 = (recon - real).abs().mean()
         nll = self.model.likelihood.nll(params.float(), x).mean() / x[0].numel()
         frequency = sharpen.focal_frequency_loss(recon, real)
-        # Paired with the real photos' features: the same images under the same transform.
-        logits, paired_fake = self._judge(recon, seed)
-        matching = sharpen.feature_matching(real_features, paired_fake)
+        matching = sharpen.feature_matching(real_features, recon_features)
         reconstruction = (
             cfg.l1_weight * l1 + cfg.nll_weight * nll + cfg.frequency_weight * frequency
             + cfg.feature_weight * matching
@@ -268,20 +273,18 @@ class DecoderTrainer(Trainer):
                  "d_loss": d_loss}  # fmt: skip
         loss = reconstruction
         if self.step >= cfg.gan_start:
-            if len(fakes) > len(recon):
-                drawn_logits, _ = self._judge(fakes[len(recon) :], seed + 2)
-                logits = torch.cat([logits.flatten(), drawn_logits.flatten()])
-            adversarial = -logits.mean()
+            adversarial = -fake_logits.mean()
             last = self.model.decoder.head.weight
             weight = cfg.gan_weight * sharpen.adaptive_weight(reconstruction, adversarial, last)
             loss = reconstruction + weight * adversarial
             stats |= {"g_loss": adversarial, "gan_weight": weight}
+        if not (torch.isfinite(loss) and torch.isfinite(d_loss)):
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.discriminator.zero_grad(set_to_none=True)  # its gradient from the decoder's loss
-        if not torch.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
+        for parameter, grad in zip(self.discriminator.parameters(), d_grads):
+            parameter.grad = grad  # its own loss's gradient, not the decoder's
+        self.d_optimizer.step()
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update_parameters(self.model)

@@ -340,3 +340,22 @@ def test_shipped_model_reconstructs_a_photo(name: str, birds: list[Path]) -> Non
     photo = photos.load_image(birds[0], vae.image_size)
     recon = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(photo[None])))[0]
     assert images.psnr(photo, recon) > 15.0  # a trained model, not noise
+
+
+def test_the_learned_prior_samples_through_prior_onnx(vae: BirdVAE) -> None:
+    assert vae.prior_names == ("fitted", "learned", "standard")
+    assert vae.default_temperature("learned") == 0.9
+    birds = vae.sample(70, seed=3, prior="learned")
+    assert birds.shape == (70, 3, 16, 16)
+    np.testing.assert_array_equal(vae.sample(70, seed=3, prior="learned", batch=16), birds)
+    assert not np.array_equal(vae.sample(70, seed=3, prior="fitted"), birds)
+    codes = np.concatenate(list(vae.latent_batches(5, seed=1, prior="learned")))
+    cold = np.concatenate(list(vae.latent_batches(5, seed=1, prior="learned", temperature=0.1)))
+    assert codes.shape == (5, 8) and not np.allclose(codes, cold)
+
+
+def test_a_learned_prior_of_the_wrong_width_is_refused(model_copy: Path) -> None:
+    _edit_manifest(model_copy, priors={"learned": {
+        "kind": "sampler", "file": "prior.onnx", "noise_dim": 9, "default_temperature": 1.0}})
+    with pytest.raises(ModelFormatError, match="prior.onnx input 'noise' has shape"):
+        BirdVAE(model_copy).sample(1, prior="learned")

@@ -118,3 +118,20 @@ def test_load_refuses_a_file_that_is_not_npz(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ModelFormatError, match="not a valid prior"):
         GaussianMixture.load(path, latent_dim=3)
+
+
+def test_the_learned_prior_draws_its_noise_from_the_seed_and_scales_it_by_temperature():
+    from birdvae.runtime.prior import LearnedPrior
+
+    seen = []
+
+    def graph(noise):
+        seen.append(noise)
+        return noise[:, :3] * 2.0
+
+    prior = LearnedPrior(graph, noise_dim=5)
+    z = prior.sample(4, Draws(7), temperature=0.5)
+    assert z.shape == (4, 3) and seen[0].dtype == np.float32 and seen[0].shape == (4, 5)
+    expected = 0.5 * Draws(7).noise.standard_normal((4, 5))
+    np.testing.assert_allclose(seen[0], expected.astype(np.float32))
+    np.testing.assert_allclose(prior.sample(4, Draws(7), temperature=0.0), 0.0)
