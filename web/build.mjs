@@ -8,7 +8,17 @@
 // renamed into place, so DIR is never half-built.
 
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -29,7 +39,8 @@ function fail(message) {
 
 function checkedModel(spec) {
   const [name, folder] = spec.split(/=(.*)/s);
-  if (!MODEL_NAME.test(name ?? '') || !folder) fail(`--model takes NAME=FOLDER with a NAME of letters, digits, - and _, got ${spec}`);
+  if (!MODEL_NAME.test(name ?? '') || !folder)
+    fail(`--model takes NAME=FOLDER with a NAME of letters, digits, - and _, got ${spec}`);
   const where = resolve(folder);
   let manifest;
   try {
@@ -43,8 +54,10 @@ function checkedModel(spec) {
     const path = join(where, file);
     if (!existsSync(path)) fail(`${path} is missing`);
     const bytes = readFileSync(path);
-    if (bytes.length !== entry.bytes) fail(`${path} has ${bytes.length} bytes, the manifest says ${entry.bytes}`);
-    if (createHash('sha256').update(bytes).digest('hex') !== entry.sha256) fail(`${path} does not match its sha256 in the manifest`);
+    if (bytes.length !== entry.bytes)
+      fail(`${path} has ${bytes.length} bytes, the manifest says ${entry.bytes}`);
+    if (createHash('sha256').update(bytes).digest('hex') !== entry.sha256)
+      fail(`${path} does not match its sha256 in the manifest`);
   }
   return { name, where, files: [MANIFEST_FILE, ...Object.keys(manifest.files)] };
 }
@@ -57,7 +70,8 @@ const { values } = parseArgs({
   options: { out: { type: 'string', default: join(WEB, 'dist') }, model: { type: 'string', multiple: true } },
 });
 const out = resolve(values.out);
-if (!replaceable(out)) fail(`${out} exists and was not built by this script; remove it or give another --out`);
+if (!replaceable(out))
+  fail(`${out} exists and was not built by this script; remove it or give another --out`);
 for (const file of ORT_FILES) {
   if (!existsSync(join(ORT, file))) fail(`${join(ORT, file)} is missing: run npm ci in ${WEB} first`);
 }
@@ -81,4 +95,6 @@ renameSync(staging, out);
 
 const megabytes = (path) => (statSync(path).size / 1e6).toFixed(1);
 const wasm = join(out, 'ort', 'ort-wasm-simd-threaded.wasm');
-console.log(`built ${out}: the page, onnxruntime-web (${megabytes(wasm)} MB of WASM), models ${names.join(', ')}`);
+console.log(
+  `built ${out}: the page, onnxruntime-web (${megabytes(wasm)} MB of WASM), models ${names.join(', ')}`,
+);

@@ -3,13 +3,21 @@
 // Each case runs the page's own modules (web/src) on the JSON it is given and prints JSON; the
 // Python side feeds the same numbers to the runtime and compares.
 
-import { readFileSync } from 'node:fs';
-import { GUTTER, grid, gridShape, psnr, row } from '../../web/src/figure.js';
-import { defaultTemperature, parseManifest, priorNames } from '../../web/src/manifest.js';
-import { readNpz } from '../../web/src/npz.js';
-import { drawPixels, toTiles } from '../../web/src/pixels.js';
-import { GaussianMixture, LearnedPrior, StandardNormal } from '../../web/src/priors.js';
-import { Xoshiro128, draws } from '../../web/src/random.js';
+import { readFileSync } from "node:fs";
+import { GUTTER, grid, gridShape, psnr, row } from "../../web/src/figure.js";
+import {
+  defaultTemperature,
+  parseManifest,
+  priorNames,
+} from "../../web/src/manifest.js";
+import { readNpz } from "../../web/src/npz.js";
+import { drawPixels, toTiles } from "../../web/src/pixels.js";
+import {
+  GaussianMixture,
+  LearnedPrior,
+  StandardNormal,
+} from "../../web/src/priors.js";
+import { Xoshiro128, draws } from "../../web/src/random.js";
 
 // A stand-in for random.js's streams: hands out the given uniforms and normals in order.
 function stream(uniforms = [], normals = []) {
@@ -26,7 +34,8 @@ function stream(uniforms = [], normals = []) {
 
 const floats = (nested) => Float32Array.from(nested.flat(Infinity));
 const failure = (error) => `${error.name}: ${error.message}`;
-const take = (generator, n) => Array.from({ length: n }, () => generator.nextUint32());
+const take = (generator, n) =>
+  Array.from({ length: n }, () => generator.nextUint32());
 
 const cases = {
   published({ state, n }) {
@@ -50,7 +59,7 @@ const cases = {
   badSeeds({ seeds }) {
     return seeds.map((seed) => {
       try {
-        draws(seed === 'NaN' ? NaN : seed);
+        draws(seed === "NaN" ? NaN : seed);
         return null;
       } catch (error) {
         return failure(error);
@@ -58,11 +67,32 @@ const cases = {
     });
   },
 
-  async priors({ n, d, temperature, weights, means, cholesky, uniforms, normals, noiseDim }) {
-    const mixture = new GaussianMixture(floats(weights), floats(means), floats(cholesky), d);
+  async priors({
+    n,
+    d,
+    temperature,
+    weights,
+    means,
+    cholesky,
+    uniforms,
+    normals,
+    noiseDim,
+  }) {
+    const mixture = new GaussianMixture(
+      floats(weights),
+      floats(means),
+      floats(cholesky),
+      d,
+    );
     const twice = async (noise) => noise.map((x) => 2 * x);
     const sample = (prior, picks = []) =>
-      prior.sample(n, { picks: stream(picks), noise: stream([], normals) }, temperature).then(Array.from);
+      prior
+        .sample(
+          n,
+          { picks: stream(picks), noise: stream([], normals) },
+          temperature,
+        )
+        .then(Array.from);
     return {
       fitted: await sample(mixture, uniforms),
       standard: await sample(new StandardNormal(d)),
@@ -76,7 +106,12 @@ const cases = {
         const [weights, means, cholesky] = arrays.map(floats);
         if (nanAt !== undefined) means[nanAt] = NaN; // JSON has no NaN
         try {
-          new GaussianMixture(weights, means, cholesky, means.length / weights.length);
+          new GaussianMixture(
+            weights,
+            means,
+            cholesky,
+            means.length / weights.length,
+          );
           return [name, null];
         } catch (error) {
           return [name, failure(error)];
@@ -87,7 +122,17 @@ const cases = {
 
   pixels({ location, scale, coupling, noise, uniforms, n, size }) {
     const rng = stream(uniforms);
-    return Array.from(drawPixels(floats(location), floats(scale), floats(coupling), noise, rng, n, size));
+    return Array.from(
+      drawPixels(
+        floats(location),
+        floats(scale),
+        floats(coupling),
+        noise,
+        rng,
+        n,
+        size,
+      ),
+    );
   },
 
   figures({ batch, n, size, grids }) {
@@ -95,7 +140,9 @@ const cases = {
     return {
       gutter: GUTTER,
       tiles: tiles.map((tile) => Array.from(tile)),
-      grids: grids.map(([count, scale]) => Array.from(grid(tiles.slice(0, count), size, scale).data)),
+      grids: grids.map(([count, scale]) =>
+        Array.from(grid(tiles.slice(0, count), size, scale).data),
+      ),
       row: Array.from(row(tiles.slice(0, 2), size, 2).data),
       shapes: Array.from({ length: 300 }, (_, i) => gridShape(i + 1)),
       psnr: psnr(tiles[0], tiles[1]),
@@ -108,7 +155,15 @@ const cases = {
         try {
           const manifest = parseManifest(JSON.stringify(data));
           const names = priorNames(manifest);
-          return [name, { names, temperatures: names.map((prior) => defaultTemperature(manifest, prior)) }];
+          return [
+            name,
+            {
+              names,
+              temperatures: names.map((prior) =>
+                defaultTemperature(manifest, prior),
+              ),
+            },
+          ];
         } catch (error) {
           return [name, failure(error)];
         }
@@ -120,11 +175,19 @@ const cases = {
     const result = {};
     for (const [name, hex] of Object.entries(files)) {
       try {
-        const arrays = await readNpz(new Uint8Array(Buffer.from(hex, 'hex')), limits[name]);
+        const arrays = await readNpz(
+          new Uint8Array(Buffer.from(hex, "hex")),
+          limits[name],
+        );
         result[name] = Object.fromEntries(
           Object.entries(arrays).map(([key, { shape, data }]) => [
             key,
-            { shape, type: data.constructor.name, sum: data.reduce((s, x) => s + x, 0), head: Array.from(data.subarray(0, 50)) },
+            {
+              shape,
+              type: data.constructor.name,
+              sum: data.reduce((s, x) => s + x, 0),
+              head: Array.from(data.subarray(0, 50)),
+            },
           ]),
         );
       } catch (error) {
@@ -136,5 +199,10 @@ const cases = {
 };
 
 const [name] = process.argv.slice(2);
-if (!(name in cases)) throw new Error(`no case ${name}; the cases are ${Object.keys(cases).join(', ')}`);
-console.log(JSON.stringify(await cases[name](JSON.parse(readFileSync(0, 'utf8')))));
+if (!(name in cases))
+  throw new Error(
+    `no case ${name}; the cases are ${Object.keys(cases).join(", ")}`,
+  );
+console.log(
+  JSON.stringify(await cases[name](JSON.parse(readFileSync(0, "utf8")))),
+);

@@ -46,7 +46,14 @@ export function grid(tiles, size, scale) {
 }
 
 export function row(tiles, size, scale) {
-  return compose(tiles, tiles.map((_, i) => [0, i]), 1, tiles.length, size, scale);
+  return compose(
+    tiles,
+    tiles.map((_, i) => [0, i]),
+    1,
+    tiles.length,
+    size,
+    scale,
+  );
 }
 
 export function show(canvas, figure) {

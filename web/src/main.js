@@ -39,6 +39,7 @@ const ui = {
 
 let current = null; // the model whose birds the canvas shows
 let shown = null; // the settings the canvas shows
+let described = ''; // the status line's words for what the canvas shows
 let photo = null; // the last photo reconstructed, redone when the model changes
 const timings = {};
 
@@ -79,8 +80,17 @@ function showError(error) {
   if (error instanceof ModelError) ui.error.textContent = `This model cannot be used: ${error.message}`;
   else if (error instanceof PhotoError || error instanceof RangeError) ui.error.textContent = error.message;
   else ui.error.textContent = `Something went wrong: ${error.message ?? error}`;
-  ui.status.textContent = '';
   console.error(error);
+}
+
+// `message` in the status line while `task` runs; then the line describes the canvas again.
+async function inProgress(message, task) {
+  ui.status.textContent = message;
+  try {
+    return await task();
+  } finally {
+    ui.status.textContent = described;
+  }
 }
 
 // The form ------------------------------------------------------------------------------------
@@ -134,13 +144,15 @@ async function drawBirds(model, settings) {
   fillForm(model, settings);
   const { n, seed, prior, temperature, noise } = settings;
   const ms = Math.round(performance.now() - start);
-  ui.status.textContent = `${n} birds from ${model.name}: seed ${seed}, ${prior} prior, temperature ${temperature}, pixel noise ${noise} (${ms} ms)`;
+  described = `${n} birds from ${model.name}: seed ${seed}, ${prior} prior, temperature ${temperature}, pixel noise ${noise} (${ms} ms)`;
+  ui.status.textContent = described;
 }
 
 // Another model: loaded, and its first grid drawn with its own defaults, before anything shows.
 async function switchModel(name) {
-  ui.status.textContent = `Loading ${name}…`;
-  const model = await Model.load(new URL(`models/${name}/`, document.baseURI), name);
+  const model = await inProgress(`Loading ${name}…`, () =>
+    Model.load(new URL(`models/${name}/`, document.baseURI), name),
+  );
   const prior = model.priorNames[0];
   const { n, seed } = shown ?? { n: Number(ui.count.value) || 64, seed: Number(ui.seed.value) || 0 };
   const noise = model.hasPixelNoise ? model.defaultNoise : 0;
@@ -150,14 +162,18 @@ async function switchModel(name) {
 
 async function reconstruct(file) {
   const model = requireModel();
-  ui.status.textContent = `Reconstructing ${file.name} with ${model.name}…`;
-  const original = await loadPhoto(file, model.size);
-  const [reconstruction] = toTiles(await model.decode(await model.encode(toModelInput(original, model.size))), 1, model.size);
+  const [original, reconstruction] = await inProgress(
+    `Reconstructing ${file.name} with ${model.name}…`,
+    async () => {
+      const prepared = await loadPhoto(file, model.size);
+      const decoded = await model.decode(await model.encode(toModelInput(prepared, model.size)));
+      return [prepared, toTiles(decoded, 1, model.size)[0]];
+    },
+  );
   show(ui.recon, row([original, reconstruction], model.size, defaultScale(model.size)));
   photo = file;
   const score = psnr(original, reconstruction).toFixed(2);
   ui.caption.textContent = `${file.name}, its centre at ${model.size} x ${model.size}, and what ${model.name} makes of it (PSNR ${score} dB)`;
-  ui.status.textContent = `Reconstructed ${file.name} with ${model.name}`;
 }
 
 function requireModel() {
@@ -169,19 +185,22 @@ function requireModel() {
 async function decodeCodes(codes) {
   const model = requireModel();
   const d = model.latentDim;
-  if (!Array.isArray(codes) || codes.length < 1 || codes.length > MAX_BIRDS) throw new RangeError(`give 1 to ${MAX_BIRDS} codes`);
+  if (!Array.isArray(codes) || codes.length < 1 || codes.length > MAX_BIRDS)
+    throw new RangeError(`give 1 to ${MAX_BIRDS} codes`);
   if (!codes.every((code) => Array.isArray(code) && code.length === d && code.every(Number.isFinite))) {
     throw new RangeError(`each code must be ${d} finite numbers for ${model.name}`);
   }
   showBirds(model, await model.decode(Float32Array.from(codes.flat())), codes.length);
-  ui.status.textContent = `${codes.length} birds decoded from given codes by ${model.name}`;
+  described = `${codes.length} birds decoded from given codes by ${model.name}`;
+  ui.status.textContent = described;
 }
 
 // Wiring --------------------------------------------------------------------------------------
 
 async function readIndex() {
   const response = await fetch(MODELS_INDEX);
-  if (!response.ok) throw new ModelError(`cannot fetch ${MODELS_INDEX}: the server answered ${response.status}`);
+  if (!response.ok)
+    throw new ModelError(`cannot fetch ${MODELS_INDEX}: the server answered ${response.status}`);
   const names = (await response.json()).models;
   if (!Array.isArray(names) || names.length === 0 || !names.every((name) => MODEL_NAME.test(name))) {
     throw new ModelError(`${MODELS_INDEX} must list the model folders' names`);
@@ -196,7 +215,10 @@ async function start() {
 }
 
 function choosePhoto(files) {
-  if (files.length !== 1) return act(async () => { throw new PhotoError('drop one photo at a time'); });
+  if (files.length !== 1)
+    return act(async () => {
+      throw new PhotoError('drop one photo at a time');
+    });
   return act(() => reconstruct(files[0]));
 }
 
@@ -205,7 +227,9 @@ ui.form.addEventListener('submit', (event) => {
   act(() => drawBirds(requireModel(), readSettings()));
 });
 ui.newBirds.addEventListener('click', () => {
-  act(() => drawBirds(requireModel(), { ...readSettings(), seed: shown ? (shown.seed + 1) % (MAX_SEED + 1) : 0 }));
+  act(() =>
+    drawBirds(requireModel(), { ...readSettings(), seed: shown ? (shown.seed + 1) % (MAX_SEED + 1) : 0 }),
+  );
 });
 ui.model.addEventListener('change', () => act(() => switchModel(ui.model.value)));
 ui.prior.addEventListener('change', () => {

@@ -40,7 +40,9 @@ const isObject = (value) => typeof value === 'object' && value !== null && !Arra
 
 function positiveInteger(value, what, max) {
   if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new ModelError(`manifest ${what} must be a whole number from 1 to ${max}, got ${JSON.stringify(value)}`);
+    throw new ModelError(
+      `manifest ${what} must be a whole number from 1 to ${max}, got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }
@@ -71,13 +73,17 @@ function parseFiles(files) {
   const parsed = {};
   for (const [name, entry] of Object.entries(files)) {
     if (!MODEL_FILES.includes(name)) {
-      throw new ModelError(`manifest lists a file ${JSON.stringify(name)}; a model folder holds only ${MODEL_FILES.join(', ')}`);
+      throw new ModelError(
+        `manifest lists a file ${JSON.stringify(name)}; a model folder holds only ${MODEL_FILES.join(', ')}`,
+      );
     }
     if (!isObject(entry) || typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256)) {
       throw new ModelError(`manifest entry for ${name} needs a sha256 of 64 hex digits`);
     }
     if (!Number.isInteger(entry.bytes) || entry.bytes < 0 || entry.bytes > MAX_FILE_BYTES) {
-      throw new ModelError(`manifest says ${name} has ${JSON.stringify(entry.bytes)} bytes; this page reads files of up to ${MAX_FILE_BYTES >> 20} MB`);
+      throw new ModelError(
+        `manifest says ${name} has ${JSON.stringify(entry.bytes)} bytes; this page reads files of up to ${MAX_FILE_BYTES >> 20} MB`,
+      );
     }
     parsed[name] = { sha256: entry.sha256, bytes: entry.bytes };
   }
@@ -89,18 +95,23 @@ function parsePriors(priors) {
   const parsed = {};
   for (const [name, info] of Object.entries(priors)) {
     if (!(name in PRIOR_KINDS)) {
-      throw new ModelError(`manifest has an unknown prior ${JSON.stringify(name)} (known: ${Object.keys(PRIOR_KINDS).join(', ')})`);
+      throw new ModelError(
+        `manifest has an unknown prior ${JSON.stringify(name)} (known: ${Object.keys(PRIOR_KINDS).join(', ')})`,
+      );
     }
     const [kind, file] = PRIOR_KINDS[name];
     if (!isObject(info) || info.kind !== kind || info.file !== file) {
-      throw new ModelError(`manifest prior ${JSON.stringify(name)} must be kind ${JSON.stringify(kind)} in ${JSON.stringify(file)}`);
+      throw new ModelError(
+        `manifest prior ${JSON.stringify(name)} must be kind ${JSON.stringify(kind)} in ${JSON.stringify(file)}`,
+      );
     }
     const prior = {
       kind,
       file,
       defaultTemperature: temperature(info.default_temperature ?? 1.0, `${name} prior default_temperature`),
     };
-    if (name === 'fitted') prior.components = positiveInteger(info.components, `${name} prior components`, MAX_COMPONENTS);
+    if (name === 'fitted')
+      prior.components = positiveInteger(info.components, `${name} prior components`, MAX_COMPONENTS);
     else prior.noiseDim = positiveInteger(info.noise_dim, `${name} prior noise_dim`, MAX_LATENT_DIM);
     parsed[name] = prior;
   }
@@ -129,7 +140,9 @@ export function parseManifest(text) {
     defaultNoise: temperature(data.default_noise ?? 0.0, 'default_noise'),
   };
   if (manifest.defaultPrior !== 'standard' && !(manifest.defaultPrior in manifest.priors)) {
-    throw new ModelError(`manifest defaults to the ${JSON.stringify(manifest.defaultPrior)} prior, which it does not have`);
+    throw new ModelError(
+      `manifest defaults to the ${JSON.stringify(manifest.defaultPrior)} prior, which it does not have`,
+    );
   }
   const needed = [ENCODER_FILE, DECODER_FILE, ...Object.values(manifest.priors).map((p) => p.file)];
   for (const name of needed) {

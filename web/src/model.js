@@ -40,7 +40,10 @@ async function fetchBytes(url, limit, what) {
   } catch (error) {
     throw new ModelError(`cannot fetch ${what} (${error.message})`);
   }
-  if (!response.ok) throw new ModelError(`cannot fetch ${what}: the server answered ${response.status} ${response.statusText}`);
+  if (!response.ok)
+    throw new ModelError(
+      `cannot fetch ${what}: the server answered ${response.status} ${response.statusText}`,
+    );
   const tooBig = () => new ModelError(`${what} is larger than the ${limit} bytes expected`);
   if (Number(response.headers.get('Content-Length') ?? 0) > limit) throw tooBig();
   const bytes = new Uint8Array(limit);
@@ -62,7 +65,7 @@ async function fetchBytes(url, limit, what) {
 async function sha256(bytes) {
   if (!globalThis.crypto?.subtle) {
     throw new ModelError(
-      'the page checks model files with the browser\'s SubtleCrypto, which browsers give only to ' +
+      "the page checks model files with the browser's SubtleCrypto, which browsers give only to " +
         'pages served over https or from localhost',
     );
   }
@@ -70,7 +73,10 @@ async function sha256(bytes) {
   return Array.from(digest, (byte) => byte.toString(16).padStart(2, '0')).join('');
 }
 
-const firstLine = (error) => String(error?.message ?? error).trim().split('\n')[0];
+const firstLine = (error) =>
+  String(error?.message ?? error)
+    .trim()
+    .split('\n')[0];
 
 // A session for one graph, refused unless its input is `input` (float32, [N, ...row] with a
 // dynamic N) and its outputs begin with `outputs`: runtime/model.py's _open_session.
@@ -88,8 +94,14 @@ async function openSession(bytes, file, input, row, outputs) {
   if (meta.type !== 'float32') throw new ModelError(`${file} input ${input} is ${meta.type}, not float32`);
   const shape = meta.shape;
   const fixed = (dim) => typeof dim === 'number' && dim >= 0;
-  if (shape.length !== row.length + 1 || fixed(shape[0]) || shape.slice(1).some((dim, i) => fixed(dim) && dim !== row[i])) {
-    throw new ModelError(`${file} input ${input} has shape [${shape}], the format needs [N,${row}] with a dynamic batch axis N`);
+  if (
+    shape.length !== row.length + 1 ||
+    fixed(shape[0]) ||
+    shape.slice(1).some((dim, i) => fixed(dim) && dim !== row[i])
+  ) {
+    throw new ModelError(
+      `${file} input ${input} has shape [${shape}], the format needs [N,${row}] with a dynamic batch axis N`,
+    );
   }
   if (session.outputNames.slice(0, outputs.length).join() !== outputs.join()) {
     throw new ModelError(`${file} has outputs [${session.outputNames}], the format needs [${outputs}] first`);
@@ -139,7 +151,9 @@ async function inBatches(data, rowLength, step) {
 export class Model {
   // The model folder at `url` (ending in /), able to draw its first grid; ModelError if not.
   static async load(url, name) {
-    const text = new TextDecoder().decode(await fetchBytes(new URL(MANIFEST_FILE, url), MAX_MANIFEST_BYTES, `${name}/${MANIFEST_FILE}`));
+    const text = new TextDecoder().decode(
+      await fetchBytes(new URL(MANIFEST_FILE, url), MAX_MANIFEST_BYTES, `${name}/${MANIFEST_FILE}`),
+    );
     let manifest;
     try {
       manifest = parseManifest(text);
@@ -152,7 +166,9 @@ export class Model {
     const [decoder] = await Promise.all([model.decoder(), model.prior(manifest.defaultPrior)]);
     model.hasPixelNoise = decoder.hasPixelNoise;
     if (manifest.defaultNoise > 0 && !model.hasPixelNoise) {
-      throw new ModelError(`${name}/${MANIFEST_FILE} defaults to pixel noise, but ${DECODER_FILE} does not output ${DECODER_NOISE_OUTPUTS.join(', ')}`);
+      throw new ModelError(
+        `${name}/${MANIFEST_FILE} defaults to pixel noise, but ${DECODER_FILE} does not output ${DECODER_NOISE_OUTPUTS.join(', ')}`,
+      );
     }
     return model;
   }
@@ -182,8 +198,12 @@ export class Model {
   }
 
   checkPrior(name) {
-    if (!PRIOR_NAMES.includes(name)) throw new RangeError(`unknown prior ${name} (choose ${PRIOR_NAMES.join(', ')})`);
-    if (!this.priorNames.includes(name)) throw new RangeError(`the model ${this.name} has no ${name} prior (it has: ${this.priorNames.join(', ')})`);
+    if (!PRIOR_NAMES.includes(name))
+      throw new RangeError(`unknown prior ${name} (choose ${PRIOR_NAMES.join(', ')})`);
+    if (!this.priorNames.includes(name))
+      throw new RangeError(
+        `the model ${this.name} has no ${name} prior (it has: ${this.priorNames.join(', ')})`,
+      );
     return name;
   }
 
@@ -200,14 +220,24 @@ export class Model {
   async file(name) {
     const entry = this.manifest.files[name];
     const bytes = await fetchBytes(new URL(name, this.url), entry.bytes, `${this.name}/${name}`);
-    if (bytes.length !== entry.bytes) throw new ModelError(`${this.name}/${name} has ${bytes.length} bytes, the manifest says ${entry.bytes}`);
-    if ((await sha256(bytes)) !== entry.sha256) throw new ModelError(`${this.name}/${name} does not match its sha256 in the manifest`);
+    if (bytes.length !== entry.bytes)
+      throw new ModelError(
+        `${this.name}/${name} has ${bytes.length} bytes, the manifest says ${entry.bytes}`,
+      );
+    if ((await sha256(bytes)) !== entry.sha256)
+      throw new ModelError(`${this.name}/${name} does not match its sha256 in the manifest`);
     return bytes;
   }
 
   decoder() {
     return this.once(DECODER_FILE, async () => {
-      const session = await openSession(await this.file(DECODER_FILE), DECODER_FILE, DECODER_INPUT, [this.latentDim], [DECODER_IMAGE]);
+      const session = await openSession(
+        await this.file(DECODER_FILE),
+        DECODER_FILE,
+        DECODER_INPUT,
+        [this.latentDim],
+        [DECODER_IMAGE],
+      );
       const noise = session.outputNames.slice(1, 1 + DECODER_NOISE_OUTPUTS.length);
       return { session, hasPixelNoise: noise.join() === DECODER_NOISE_OUTPUTS.join() };
     });
@@ -215,7 +245,13 @@ export class Model {
 
   encoder() {
     return this.once(ENCODER_FILE, async () =>
-      openSession(await this.file(ENCODER_FILE), ENCODER_FILE, ENCODER_INPUT, this.imageShape, ENCODER_OUTPUTS),
+      openSession(
+        await this.file(ENCODER_FILE),
+        ENCODER_FILE,
+        ENCODER_INPUT,
+        this.imageShape,
+        ENCODER_OUTPUTS,
+      ),
     );
   }
 
@@ -225,10 +261,25 @@ export class Model {
       const info = this.manifest.priors[name];
       const bytes = await this.file(info.file);
       if (name === 'fitted') return GaussianMixture.fromNpz(bytes, info.components, this.latentDim);
-      const session = await openSession(bytes, SAMPLER_FILE, SAMPLER_INPUT, [info.noiseDim], [SAMPLER_OUTPUT]);
+      const session = await openSession(
+        bytes,
+        SAMPLER_FILE,
+        SAMPLER_INPUT,
+        [info.noiseDim],
+        [SAMPLER_OUTPUT],
+      );
       const sampler = async (noise) => {
         const [z] = await inBatches(noise, info.noiseDim, (chunk) =>
-          run(session, SAMPLER_FILE, SAMPLER_INPUT, chunk, [info.noiseDim], [this.latentDim], [SAMPLER_OUTPUT]));
+          run(
+            session,
+            SAMPLER_FILE,
+            SAMPLER_INPUT,
+            chunk,
+            [info.noiseDim],
+            [this.latentDim],
+            [SAMPLER_OUTPUT],
+          ),
+        );
         return z;
       };
       return new LearnedPrior(sampler, info.noiseDim);
@@ -239,7 +290,8 @@ export class Model {
   async decode(z) {
     const { session } = await this.decoder();
     const [images] = await inBatches(z, this.latentDim, (chunk) =>
-      run(session, DECODER_FILE, DECODER_INPUT, chunk, [this.latentDim], this.imageShape, [DECODER_IMAGE]));
+      run(session, DECODER_FILE, DECODER_INPUT, chunk, [this.latentDim], this.imageShape, [DECODER_IMAGE]),
+    );
     return images;
   }
 
@@ -247,11 +299,22 @@ export class Model {
   async decodeDrawn(z, noise, rng) {
     const { session } = await this.decoder();
     if (!this.hasPixelNoise) {
-      throw new RangeError(`the decoder of ${this.name} has no pixel scales, so it can only show the mean: use pixel noise 0`);
+      throw new RangeError(
+        `the decoder of ${this.name} has no pixel scales, so it can only show the mean: use pixel noise 0`,
+      );
     }
     const n = z.length / this.latentDim;
     const [location, scale, coupling] = await inBatches(z, this.latentDim, (chunk) =>
-      run(session, DECODER_FILE, DECODER_INPUT, chunk, [this.latentDim], this.imageShape, DECODER_NOISE_OUTPUTS));
+      run(
+        session,
+        DECODER_FILE,
+        DECODER_INPUT,
+        chunk,
+        [this.latentDim],
+        this.imageShape,
+        DECODER_NOISE_OUTPUTS,
+      ),
+    );
     return drawPixels(location, scale, coupling, noise, rng, n, this.size);
   }
 
@@ -259,7 +322,16 @@ export class Model {
   async encode(images) {
     const session = await this.encoder();
     const [mean] = await inBatches(images, this.pixels, (chunk) =>
-      run(session, ENCODER_FILE, ENCODER_INPUT, chunk, this.imageShape, [this.latentDim], ENCODER_OUTPUTS.slice(0, 1)));
+      run(
+        session,
+        ENCODER_FILE,
+        ENCODER_INPUT,
+        chunk,
+        this.imageShape,
+        [this.latentDim],
+        ENCODER_OUTPUTS.slice(0, 1),
+      ),
+    );
     return mean;
   }
 

@@ -54,7 +54,8 @@ function directory(bytes) {
       throw new NpzError('a zip entry points outside the file');
     }
     entry.offset = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
-    if (entry.offset + entry.compressed > view.byteLength) throw new NpzError('a zip entry runs past the end of the file');
+    if (entry.offset + entry.compressed > view.byteLength)
+      throw new NpzError('a zip entry runs past the end of the file');
   }
   return entries;
 }
@@ -66,7 +67,8 @@ async function inflate(bytes, entry, name) {
     if (entry.compressed !== entry.size) throw new NpzError(`${name} is stored with two different sizes`);
     return data;
   }
-  if (entry.method !== 8) throw new NpzError(`${name} uses zip method ${entry.method}; only stored and deflated are read`);
+  if (entry.method !== 8)
+    throw new NpzError(`${name} uses zip method ${entry.method}; only stored and deflated are read`);
   const out = new Uint8Array(entry.size);
   let filled = 0;
   const reader = new Blob([data]).stream().pipeThrough(new DecompressionStream('deflate-raw')).getReader();
@@ -74,7 +76,8 @@ async function inflate(bytes, entry, name) {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      if (filled + value.length > out.length) throw new NpzError(`${name} inflates past its declared ${entry.size} bytes`);
+      if (filled + value.length > out.length)
+        throw new NpzError(`${name} inflates past its declared ${entry.size} bytes`);
       out.set(value, filled);
       filled += value.length;
     }
@@ -84,7 +87,8 @@ async function inflate(bytes, entry, name) {
   } finally {
     reader.releaseLock();
   }
-  if (filled !== out.length) throw new NpzError(`${name} inflates to ${filled} bytes, its zip entry says ${entry.size}`);
+  if (filled !== out.length)
+    throw new NpzError(`${name} inflates to ${filled} bytes, its zip entry says ${entry.size}`);
   return out;
 }
 
@@ -93,7 +97,8 @@ const DTYPES = { '<f4': Float32Array, '<f8': Float64Array };
 
 // One .npy file as { shape, data } with data a Float32Array or Float64Array.
 export function parseNpy(bytes, name) {
-  if (bytes.length < 10 || NPY_MAGIC.some((byte, i) => bytes[i] !== byte)) throw new NpzError(`${name} is not a .npy array`);
+  if (bytes.length < 10 || NPY_MAGIC.some((byte, i) => bytes[i] !== byte))
+    throw new NpzError(`${name} is not a .npy array`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const major = bytes[6];
   if (major < 1 || major > 3) throw new NpzError(`${name} is .npy version ${major}, not 1, 2 or 3`);
@@ -103,16 +108,25 @@ export function parseNpy(bytes, name) {
   const descr = /'descr':\s*'([^']*)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
-  if (descr === undefined || fortran === undefined || shapeText === undefined) throw new NpzError(`${name} has an unreadable header`);
-  if (!(descr in DTYPES)) throw new NpzError(`${name} holds ${descr}; the page reads float32 or float64 ('<f4', '<f8')`);
+  if (descr === undefined || fortran === undefined || shapeText === undefined)
+    throw new NpzError(`${name} has an unreadable header`);
+  if (!(descr in DTYPES))
+    throw new NpzError(`${name} holds ${descr}; the page reads float32 or float64 ('<f4', '<f8')`);
   if (fortran === 'True') throw new NpzError(`${name} is in Fortran order; the page reads C order`);
-  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  if (shape.some((dim) => !Number.isSafeInteger(dim) || dim < 0)) throw new NpzError(`${name} has a bad shape (${shapeText})`);
+  const shape = shapeText
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
+  if (shape.some((dim) => !Number.isSafeInteger(dim) || dim < 0))
+    throw new NpzError(`${name} has a bad shape (${shapeText})`);
   const Type = DTYPES[descr];
   const count = shape.reduce((a, b) => a * b, 1);
   const offset = start + headerLength;
   if (bytes.length - offset !== count * Type.BYTES_PER_ELEMENT) {
-    throw new NpzError(`${name} holds ${bytes.length - offset} bytes of data, its shape [${shape}] needs ${count * Type.BYTES_PER_ELEMENT}`);
+    throw new NpzError(
+      `${name} holds ${bytes.length - offset} bytes of data, its shape [${shape}] needs ${count * Type.BYTES_PER_ELEMENT}`,
+    );
   }
   // A copy into a buffer of its own: the data's offset in the zip need not be aligned for a
   // typed-array view.
@@ -127,7 +141,8 @@ export async function readNpz(bytes, limits) {
   for (const [name, limit] of Object.entries(limits)) {
     const entry = entries[`${name}.npy`];
     if (entry === undefined) throw new NpzError(`it lacks the array ${name}`);
-    if (entry.size > limit) throw new NpzError(`its array ${name} is ${entry.size} bytes, more than its shape allows`);
+    if (entry.size > limit)
+      throw new NpzError(`its array ${name} is ${entry.size} bytes, more than its shape allows`);
     arrays[name] = parseNpy(await inflate(bytes, entry, `${name}.npy`), `${name}.npy`);
   }
   return arrays;

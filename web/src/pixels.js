@@ -33,7 +33,9 @@ export function drawPixels(location, scale, coupling, noise, rng, n, size) {
       const greenShift = green - location[g + p];
       out[r + p] = red;
       out[g + p] = green;
-      out[bl + p] = clip(location[bl + p] + own[bl + p] + coupling[g + p] * redShift + coupling[bl + p] * greenShift);
+      out[bl + p] = clip(
+        location[bl + p] + own[bl + p] + coupling[g + p] * redShift + coupling[bl + p] * greenShift,
+      );
     }
   }
   return out;

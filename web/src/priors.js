@@ -40,13 +40,16 @@ export class GaussianMixture {
       if (!array.every(Number.isFinite)) throw new ModelError('mixture arrays hold NaN or infinite values');
     }
     const total = weights.reduce((a, b) => a + b, 0);
-    if (weights.some((w) => w < 0) || !(total > 0)) throw new ModelError('mixture weights must be >= 0 with a positive sum');
+    if (weights.some((w) => w < 0) || !(total > 0))
+      throw new ModelError('mixture weights must be >= 0 with a positive sum');
     for (let c = 0; c < k; c++) {
       for (let row = 0; row < d; row++) {
         const base = (c * d + row) * d;
-        if (!(cholesky[base + row] > 0)) throw new ModelError('mixture cholesky factors need a positive diagonal');
+        if (!(cholesky[base + row] > 0))
+          throw new ModelError('mixture cholesky factors need a positive diagonal');
         for (let col = row + 1; col < d; col++) {
-          if (cholesky[base + col] !== 0) throw new ModelError('mixture cholesky factors must be lower-triangular');
+          if (cholesky[base + col] !== 0)
+            throw new ModelError('mixture cholesky factors must be lower-triangular');
         }
       }
     }
@@ -70,7 +73,9 @@ export class GaussianMixture {
     const expected = { weights: [k], means: [k, d], cholesky: [k, d, d] };
     for (const [name, shape] of Object.entries(expected)) {
       if (arrays[name].shape.join() !== shape.join()) {
-        throw new ModelError(`prior.npz ${name} has shape [${arrays[name].shape}], the manifest needs [${shape}]`);
+        throw new ModelError(
+          `prior.npz ${name} has shape [${arrays[name].shape}], the manifest needs [${shape}]`,
+        );
       }
     }
     return new GaussianMixture(arrays.weights.data, arrays.means.data, arrays.cholesky.data, d);
@@ -99,7 +104,8 @@ export class GaussianMixture {
       const factor = picks[i] * d * d;
       for (let row = 0; row < d; row++) {
         let deviation = 0; // (L eps)[row]: the factor is lower-triangular, so col <= row
-        for (let col = 0; col <= row; col++) deviation += this.cholesky[factor + row * d + col] * eps[i * d + col];
+        for (let col = 0; col <= row; col++)
+          deviation += this.cholesky[factor + row * d + col] * eps[i * d + col];
         z[i * d + row] = this.means[mean + row] + temperature * deviation;
       }
     }
@@ -117,6 +123,9 @@ export class LearnedPrior {
 
   async sample(n, streams, temperature) {
     const eps = streams.noise.fillNormal(new Float64Array(n * this.noiseDim));
-    return this.run(Float32Array.from(eps, (e) => temperature * e), n);
+    return this.run(
+      Float32Array.from(eps, (e) => temperature * e),
+      n,
+    );
   }
 }
