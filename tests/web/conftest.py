@@ -101,7 +101,7 @@ class LearnedModel:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     path = os.environ.get("BIRDVAE_CHROMIUM") or shutil.which("chromium")
-    need(path, "Chromium is not installed (apt-get install chromium)")
+    need(path and os.access(path, os.X_OK), "Chromium is not installed (apt-get install chromium)")
     return path
 
 
