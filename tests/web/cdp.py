@@ -76,7 +76,7 @@ class Browser:
         target = self._send("Target.createTarget", {"url": "about:blank"})["targetId"]
         attached = self._send("Target.attachToTarget", {"targetId": target, "flatten": True})
         self._session = attached["sessionId"]
-        for domain in ("Page", "Runtime", "Network"):
+        for domain in ("Page", "Runtime", "Network", "Log"):
             self.call(f"{domain}.enable")
 
     def _read(self) -> None:

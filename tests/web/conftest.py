@@ -34,6 +34,7 @@ from .cdp import Browser
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
+FIXTURES = ROOT / "tests" / "fixtures"
 ORT_MODULE = WEB / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs"
 REQUIRED = os.environ.get("BIRDVAE_WEB_TESTS") == "required"
 
@@ -143,12 +144,15 @@ def learned_model(tmp_path_factory: pytest.TempPathFactory) -> LearnedModel:
 
 @pytest.fixture(scope="session")
 def site(node: str, learned_model: LearnedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built site: birds32, birds64, ``learned`` (birds32 with the test's learned prior) and
-    ``damaged`` (birds32 whose decoder a host corrupted after the build)."""
+    """The built site: birds32, birds64, ``learned`` (birds32 with the test's learned prior),
+    the runtime tests' ``tiny`` model (coupled colours) and ``meanonly`` (a decoder without
+    pixel scales), and ``damaged`` (birds32 whose decoder a host corrupted after the build)."""
     need(ORT_MODULE.is_file(), f"onnxruntime-web is not installed: run npm ci in {WEB}")
     out = tmp_path_factory.mktemp("site") / "dist"
     models = {"birds32": shipped_model_dir("birds32"), "birds64": shipped_model_dir("birds64"),
-              "learned": learned_model.folder, "damaged": shipped_model_dir("birds32")}  # fmt: skip
+              "learned": learned_model.folder, "tiny": FIXTURES / "tiny_model",
+              "meanonly": FIXTURES / "mean_only_model",
+              "damaged": shipped_model_dir("birds32")}  # fmt: skip
     command = [node, str(WEB / "build.mjs"), "--out", str(out)]
     for name, folder in models.items():
         command += ["--model", f"{name}={folder}"]

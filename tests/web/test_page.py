@@ -133,6 +133,18 @@ def test_first_grid_comes_from_the_pages_own_folder(browser, server):
     ]
     assert not failed, failed
     assert error(browser) is None
+    # Nothing refused by the page's Content-Security-Policy, nothing thrown, nothing logged.
+    logged = [e["entry"]["text"] for e in browser.events("Log.entryAdded")]
+    logged += [str(e["args"]) for e in browser.events("Runtime.consoleAPICalled")]
+    logged += [str(e["exceptionDetails"]) for e in browser.events("Runtime.exceptionThrown")]
+    assert not logged, logged
+    refused = browser.evaluate(
+        "new Promise((resolve) => {"
+        " document.addEventListener('securitypolicyviolation',"
+        " (event) => resolve(event.violatedDirective));"
+        " fetch('http://127.0.0.2:9/').catch(() => {}); })"
+    )
+    assert refused == "connect-src", "the page's policy lets it fetch from elsewhere"
     assert text(browser, "status").startswith("64 birds from birds32: seed 0, fitted prior")
     fetched = sum(event["encodedDataLength"] for event in finished)
     wasm = next(u for u in urls if u.endswith(".wasm"))
@@ -207,10 +219,10 @@ def test_each_prior_is_the_manifests_and_draws_as_the_runtimes(browser, server, 
     assert settings["noise"] == vae.default_noise()
     assert digest(canvas(browser)) != ""
 
-    def tiles(count: int = 9) -> np.ndarray:
+    def tiles(count: int = 70) -> np.ndarray:
         return tiles_of(canvas(browser), vae.image_size, count)
 
-    set_field(browser, "count", 9)
+    set_field(browser, "count", 70)  # more than one batch of 64 through each graph
     set_field(browser, "noise", 0)
     set_field(browser, "temperature", 0)
     # At temperature 0 each prior gives its centre: the learned one its bias, the standard one
@@ -233,6 +245,26 @@ def test_each_prior_is_the_manifests_and_draws_as_the_runtimes(browser, server, 
     means = images.to_uint8_hwc(vae.decode(vae.prior("fitted").means.astype(np.float32)))
     for tile in tiles():
         assert min(levels(tile[None], mean[None]).max() for mean in means) <= 1
+
+
+def test_pixel_noise_is_seeded_and_only_where_the_decoder_has_scales(browser, server):
+    open_page(browser, server)
+    set_field(browser, "model", "tiny")  # coupled colours: every term of the pixel draw
+    set_field(browser, "noise", 0)
+    smooth = digest(canvas(browser))
+    set_field(browser, "noise", 1)
+    assert error(browser) is None
+    grainy = digest(canvas(browser))
+    assert grainy != smooth
+    set_field(browser, "seed", 1)
+    set_field(browser, "seed", 0)
+    assert digest(canvas(browser)) == grainy
+
+    set_field(browser, "model", "meanonly")
+    assert error(browser) is None
+    noise = "document.getElementById('noise')"
+    assert browser.evaluate(f"[{noise}.disabled, {noise}.value]") == [True, "0"]
+    assert browser.evaluate("window.birdvae.settings().noise") == 0
 
 
 def _photo_tiles(browser, size: int) -> tuple[np.ndarray, np.ndarray]:
