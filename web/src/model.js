@@ -78,74 +78,85 @@ const firstLine = (error) =>
     .trim()
     .split('\n')[0];
 
-// A session for one graph, refused unless its input is `input` (float32, [N, ...row] with a
-// dynamic N) and its outputs begin with `outputs`: runtime/model.py's _open_session.
-async function openSession(bytes, file, input, row, outputs) {
-  let session;
-  try {
-    session = await createSession(bytes);
-  } catch (error) {
-    throw new ModelError(`${file} cannot be loaded by onnxruntime-web: ${firstLine(error)}`);
-  }
-  if (session.inputNames.join() !== input) {
-    throw new ModelError(`${file} takes inputs [${session.inputNames}], the format needs [${input}]`);
-  }
-  const [meta] = session.inputMetadata;
-  if (meta.type !== 'float32') throw new ModelError(`${file} input ${input} is ${meta.type}, not float32`);
-  const shape = meta.shape;
-  const fixed = (dim) => typeof dim === 'number' && dim >= 0;
-  if (
-    shape.length !== row.length + 1 ||
-    fixed(shape[0]) ||
-    shape.slice(1).some((dim, i) => fixed(dim) && dim !== row[i])
-  ) {
-    throw new ModelError(
-      `${file} input ${input} has shape [${shape}], the format needs [N,${row}] with a dynamic batch axis N`,
-    );
-  }
-  if (session.outputNames.slice(0, outputs.length).join() !== outputs.join()) {
-    throw new ModelError(`${file} has outputs [${session.outputNames}], the format needs [${outputs}] first`);
-  }
-  return session;
-}
-
-const product = (dims) => dims.reduce((a, b) => a * b, 1);
-
-// One graph run on n rows: the named outputs' data, each checked to be float32 [n, ...outRow].
-async function run(session, file, input, data, inRow, outRow, outputs) {
-  const n = data.length / product(inRow);
-  let results;
-  try {
-    results = await session.run({ [input]: new Tensor('float32', data, [n, ...inRow]) }, outputs);
-  } catch (error) {
-    throw new ModelError(`${file} failed on a batch of ${n}: ${firstLine(error)}`);
-  }
-  const want = [n, ...outRow];
-  return outputs.map((name) => {
-    const tensor = results[name];
-    if (tensor.type !== 'float32' || tensor.dims.join() !== want.join()) {
-      throw new ModelError(`${file} ${name} is ${tensor.type} [${tensor.dims}], expected float32 [${want}]`);
+// One graph of the model, opened only if its signature is the format's (runtime/model.py's
+// _open_session): input `input` float32 [N, ...inRow] with a dynamic N, outputs that begin with
+// `outputs`, each float32 [N, ...outRow] when run.
+class Graph {
+  static async open(bytes, file, input, inRow, outRow, outputs) {
+    let session;
+    try {
+      session = await createSession(bytes);
+    } catch (error) {
+      throw new ModelError(`${file} cannot be loaded by onnxruntime-web: ${firstLine(error)}`);
     }
-    return tensor.data;
-  });
-}
-
-// A graph's outputs for all rows of `data`, run BATCH rows at a time and joined output by output.
-async function inBatches(data, rowLength, step) {
-  const n = data.length / rowLength;
-  const parts = [];
-  for (let start = 0; start < n; start += BATCH) {
-    parts.push(await step(data.subarray(start * rowLength, Math.min(n, start + BATCH) * rowLength)));
-  }
-  return parts[0].map((_, output) => {
-    const whole = new Float32Array(parts.reduce((sum, part) => sum + part[output].length, 0));
-    let at = 0;
-    for (const part of parts) {
-      whole.set(part[output], at);
-      at += part[output].length;
+    if (session.inputNames.join() !== input) {
+      throw new ModelError(`${file} takes inputs [${session.inputNames}], the format needs [${input}]`);
     }
-    return whole;
-  });
+    const [{ type, shape }] = session.inputMetadata;
+    if (type !== 'float32') throw new ModelError(`${file} input ${input} is ${type}, not float32`);
+    const fixed = (dim) => typeof dim === 'number' && dim >= 0;
+    const rowDiffers = shape.slice(1).some((dim, i) => fixed(dim) && dim !== inRow[i]);
+    if (shape.length !== inRow.length + 1 || fixed(shape[0]) || rowDiffers) {
+      throw new ModelError(
+        `${file} input ${input} has shape [${shape}], the format needs [N,${inRow}] with a dynamic N`,
+      );
+    }
+    if (session.outputNames.slice(0, outputs.length).join() !== outputs.join()) {
+      throw new ModelError(
+        `${file} has outputs [${session.outputNames}], the format needs [${outputs}] first`,
+      );
+    }
+    return new Graph(session, file, input, inRow, outRow);
+  }
+
+  constructor(session, file, input, inRow, outRow) {
+    Object.assign(this, { session, file, input, inRow, outRow });
+    this.inLength = this.inRow.reduce((a, b) => a * b, 1);
+  }
+
+  get outputNames() {
+    return this.session.outputNames;
+  }
+
+  // The named outputs for all rows of `data`, BATCH rows a run, joined output by output.
+  async run(data, outputs) {
+    const n = data.length / this.inLength;
+    const batches = [];
+    for (let start = 0; start < n; start += BATCH) {
+      const rows = data.subarray(start * this.inLength, Math.min(n, start + BATCH) * this.inLength);
+      batches.push(await this.runBatch(rows, outputs));
+    }
+    return outputs.map((_, i) => {
+      const whole = new Float32Array(batches.reduce((sum, batch) => sum + batch[i].length, 0));
+      let at = 0;
+      for (const batch of batches) {
+        whole.set(batch[i], at);
+        at += batch[i].length;
+      }
+      return whole;
+    });
+  }
+
+  async runBatch(rows, outputs) {
+    const n = rows.length / this.inLength;
+    let results;
+    try {
+      results = await this.session.run(
+        { [this.input]: new Tensor('float32', rows, [n, ...this.inRow]) },
+        outputs,
+      );
+    } catch (error) {
+      throw new ModelError(`${this.file} failed on a batch of ${n}: ${firstLine(error)}`);
+    }
+    const want = [n, ...this.outRow];
+    return outputs.map((name) => {
+      const { type, dims, data } = results[name];
+      if (type !== 'float32' || dims.join() !== want.join()) {
+        throw new ModelError(`${this.file} ${name} is ${type} [${dims}], expected float32 [${want}]`);
+      }
+      return data;
+    });
+  }
 }
 
 export class Model {
@@ -180,7 +191,6 @@ export class Model {
     this.size = manifest.imageSize;
     this.latentDim = manifest.latentDim;
     this.imageShape = [3, this.size, this.size];
-    this.pixels = 3 * this.size * this.size;
     this.hasPixelNoise = false; // known once the decoder is loaded, in Model.load
     this.loads = new Map(); // what -> promise, so two requests share one fetch
   }
@@ -231,28 +241,27 @@ export class Model {
 
   decoder() {
     return this.once(DECODER_FILE, async () => {
-      const session = await openSession(
-        await this.file(DECODER_FILE),
-        DECODER_FILE,
-        DECODER_INPUT,
-        [this.latentDim],
-        [DECODER_IMAGE],
-      );
-      const noise = session.outputNames.slice(1, 1 + DECODER_NOISE_OUTPUTS.length);
-      return { session, hasPixelNoise: noise.join() === DECODER_NOISE_OUTPUTS.join() };
+      const bytes = await this.file(DECODER_FILE);
+      const graph = await Graph.open(bytes, DECODER_FILE, DECODER_INPUT, [this.latentDim], this.imageShape, [
+        DECODER_IMAGE,
+      ]);
+      const noise = graph.outputNames.slice(1, 1 + DECODER_NOISE_OUTPUTS.length);
+      return { graph, hasPixelNoise: noise.join() === DECODER_NOISE_OUTPUTS.join() };
     });
   }
 
   encoder() {
-    return this.once(ENCODER_FILE, async () =>
-      openSession(
-        await this.file(ENCODER_FILE),
+    return this.once(ENCODER_FILE, async () => {
+      const bytes = await this.file(ENCODER_FILE);
+      return Graph.open(
+        bytes,
         ENCODER_FILE,
         ENCODER_INPUT,
         this.imageShape,
+        [this.latentDim],
         ENCODER_OUTPUTS,
-      ),
-    );
+      );
+    });
   }
 
   prior(name) {
@@ -261,78 +270,40 @@ export class Model {
       const info = this.manifest.priors[name];
       const bytes = await this.file(info.file);
       if (name === 'fitted') return GaussianMixture.fromNpz(bytes, info.components, this.latentDim);
-      const session = await openSession(
+      const graph = await Graph.open(
         bytes,
         SAMPLER_FILE,
         SAMPLER_INPUT,
         [info.noiseDim],
+        [this.latentDim],
         [SAMPLER_OUTPUT],
       );
-      const sampler = async (noise) => {
-        const [z] = await inBatches(noise, info.noiseDim, (chunk) =>
-          run(
-            session,
-            SAMPLER_FILE,
-            SAMPLER_INPUT,
-            chunk,
-            [info.noiseDim],
-            [this.latentDim],
-            [SAMPLER_OUTPUT],
-          ),
-        );
-        return z;
-      };
-      return new LearnedPrior(sampler, info.noiseDim);
+      return new LearnedPrior(async (noise) => (await graph.run(noise, [SAMPLER_OUTPUT]))[0], info.noiseDim);
     });
   }
 
   // Codes float32 [n * D] to mean images float32 [n * 3 * S * S].
   async decode(z) {
-    const { session } = await this.decoder();
-    const [images] = await inBatches(z, this.latentDim, (chunk) =>
-      run(session, DECODER_FILE, DECODER_INPUT, chunk, [this.latentDim], this.imageShape, [DECODER_IMAGE]),
-    );
-    return images;
+    const { graph } = await this.decoder();
+    return (await graph.run(z, [DECODER_IMAGE]))[0];
   }
 
   // Codes to images whose every pixel is drawn at temperature `noise` from `rng`.
   async decodeDrawn(z, noise, rng) {
-    const { session } = await this.decoder();
+    const { graph } = await this.decoder();
     if (!this.hasPixelNoise) {
       throw new RangeError(
         `the decoder of ${this.name} has no pixel scales, so it can only show the mean: use pixel noise 0`,
       );
     }
-    const n = z.length / this.latentDim;
-    const [location, scale, coupling] = await inBatches(z, this.latentDim, (chunk) =>
-      run(
-        session,
-        DECODER_FILE,
-        DECODER_INPUT,
-        chunk,
-        [this.latentDim],
-        this.imageShape,
-        DECODER_NOISE_OUTPUTS,
-      ),
-    );
-    return drawPixels(location, scale, coupling, noise, rng, n, this.size);
+    const [location, scale, coupling] = await graph.run(z, DECODER_NOISE_OUTPUTS);
+    return drawPixels(location, scale, coupling, noise, rng, z.length / this.latentDim, this.size);
   }
 
   // Images float32 [n * 3 * S * S] in [0, 1] to their posterior means [n * D].
   async encode(images) {
-    const session = await this.encoder();
-    const [mean] = await inBatches(images, this.pixels, (chunk) =>
-      run(
-        session,
-        ENCODER_FILE,
-        ENCODER_INPUT,
-        chunk,
-        this.imageShape,
-        [this.latentDim],
-        ENCODER_OUTPUTS.slice(0, 1),
-      ),
-    );
-    return mean;
+    const graph = await this.encoder();
+    return (await graph.run(images, ENCODER_OUTPUTS.slice(0, 1)))[0];
   }
 
   // n new birds as BirdVAE.sample draws them: codes from the prior at `temperature`, then the
