@@ -199,7 +199,7 @@ const cases = {
 };
 
 const [name] = process.argv.slice(2);
-if (!(name in cases))
+if (!Object.hasOwn(cases, name))
   throw new Error(
     `no case ${name}; the cases are ${Object.keys(cases).join(", ")}`,
   );

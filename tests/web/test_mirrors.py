@@ -246,6 +246,8 @@ def _manifest_variants() -> dict[str, dict]:
         "a missing default": {"default_prior": "learned"},
         "a prior in the wrong file": {"priors": {"fitted": {**fitted, "file": "prior.onnx"}}},
         "no components": {"priors": {"fitted": {**fitted, "components": 0}}},
+        "a default named like a JS property": {"default_prior": "constructor"},
+        "a prior named like a JS property": {"priors": {"fitted": fitted, "toString": fitted}},
         "a learned prior without its file": {"priors": {"fitted": fitted, "learned": learned}},
         "no image size": {"image_size": None},
         "files not an object": {"files": []},

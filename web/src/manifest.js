@@ -94,7 +94,7 @@ function parsePriors(priors) {
   if (!isObject(priors)) throw new ModelError('manifest priors must be an object');
   const parsed = {};
   for (const [name, info] of Object.entries(priors)) {
-    if (!(name in PRIOR_KINDS)) {
+    if (!Object.hasOwn(PRIOR_KINDS, name)) {
       throw new ModelError(
         `manifest has an unknown prior ${JSON.stringify(name)} (known: ${Object.keys(PRIOR_KINDS).join(', ')})`,
       );
@@ -106,7 +106,6 @@ function parsePriors(priors) {
       );
     }
     const prior = {
-      kind,
       file,
       defaultTemperature: temperature(info.default_temperature ?? 1.0, `${name} prior default_temperature`),
     };
@@ -119,7 +118,7 @@ function parsePriors(priors) {
 }
 
 // The manifest's JSON text as { imageSize, latentDim, files, priors, defaultPrior,
-// defaultTemperature, defaultNoise, ... }; ModelError says what is wrong.
+// defaultTemperature, defaultNoise }: what the page uses; ModelError says what is wrong.
 export function parseManifest(text) {
   let data;
   try {
@@ -132,21 +131,20 @@ export function parseManifest(text) {
   const manifest = {
     imageSize: positiveInteger(data.image_size, 'image_size', MAX_IMAGE_SIZE),
     latentDim: positiveInteger(data.latent_dim, 'latent_dim', MAX_LATENT_DIM),
-    likelihood: String(data.likelihood ?? ''),
     files: parseFiles(data.files),
     priors: parsePriors(data.priors ?? {}),
     defaultPrior: data.default_prior ?? 'standard',
     defaultTemperature: temperature(data.default_temperature ?? 1.0, 'default_temperature'),
     defaultNoise: temperature(data.default_noise ?? 0.0, 'default_noise'),
   };
-  if (manifest.defaultPrior !== 'standard' && !(manifest.defaultPrior in manifest.priors)) {
+  if (manifest.defaultPrior !== 'standard' && !Object.hasOwn(manifest.priors, manifest.defaultPrior)) {
     throw new ModelError(
       `manifest defaults to the ${JSON.stringify(manifest.defaultPrior)} prior, which it does not have`,
     );
   }
   const needed = [ENCODER_FILE, DECODER_FILE, ...Object.values(manifest.priors).map((p) => p.file)];
   for (const name of needed) {
-    if (!(name in manifest.files)) throw new ModelError(`manifest does not list ${name}`);
+    if (!Object.hasOwn(manifest.files, name)) throw new ModelError(`manifest does not list ${name}`);
   }
   return manifest;
 }

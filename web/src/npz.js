@@ -24,7 +24,7 @@ function endOfDirectory(view) {
   throw new NpzError('it is not a zip file (no end-of-directory record)');
 }
 
-// { name: { method, offset, compressed, size } } from the zip's central directory.
+// name -> { method, offset, compressed, size } from the zip's central directory.
 function directory(bytes) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.byteLength < 22) throw new NpzError('it is too short to be a zip file');
@@ -32,7 +32,7 @@ function directory(bytes) {
   const count = view.getUint16(end + 10, true);
   let at = view.getUint32(end + 16, true);
   if (count === 0xffff || at === 0xffffffff) throw new NpzError('zip64 archives are not supported');
-  const entries = {};
+  const entries = new Map(); // not an object: a zip may name an entry __proto__
   for (let i = 0; i < count; i++) {
     if (at + 46 > view.byteLength || view.getUint32(at, true) !== DIRECTORY_ENTRY) {
       throw new NpzError('its zip directory is damaged');
@@ -40,15 +40,15 @@ function directory(bytes) {
     const nameLength = view.getUint16(at + 28, true);
     const skip = nameLength + view.getUint16(at + 30, true) + view.getUint16(at + 32, true);
     const name = new TextDecoder().decode(bytes.subarray(at + 46, at + 46 + nameLength));
-    entries[name] = {
+    entries.set(name, {
       method: view.getUint16(at + 10, true),
       compressed: view.getUint32(at + 20, true),
       size: view.getUint32(at + 24, true),
       header: view.getUint32(at + 42, true),
-    };
+    });
     at += 46 + skip;
   }
-  for (const entry of Object.values(entries)) {
+  for (const entry of entries.values()) {
     const local = entry.header;
     if (local + 30 > view.byteLength || view.getUint32(local, true) !== LOCAL_HEADER) {
       throw new NpzError('a zip entry points outside the file');
@@ -110,7 +110,7 @@ export function parseNpy(bytes, name) {
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (descr === undefined || fortran === undefined || shapeText === undefined)
     throw new NpzError(`${name} has an unreadable header`);
-  if (!(descr in DTYPES))
+  if (!Object.hasOwn(DTYPES, descr))
     throw new NpzError(`${name} holds ${descr}; the page reads float32 or float64 ('<f4', '<f8')`);
   if (fortran === 'True') throw new NpzError(`${name} is in Fortran order; the page reads C order`);
   const shape = shapeText
@@ -139,7 +139,7 @@ export async function readNpz(bytes, limits) {
   const entries = directory(bytes);
   const arrays = {};
   for (const [name, limit] of Object.entries(limits)) {
-    const entry = entries[`${name}.npy`];
+    const entry = entries.get(`${name}.npy`);
     if (entry === undefined) throw new NpzError(`it lacks the array ${name}`);
     if (entry.size > limit)
       throw new NpzError(`its array ${name} is ${entry.size} bytes, more than its shape allows`);

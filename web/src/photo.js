@@ -40,7 +40,8 @@ export async function loadPhoto(file, size) {
   }
   const url = URL.createObjectURL(file);
   try {
-    // The load event comes once the header is read; the pixels are decoded only when drawn.
+    // Browsers decode pixels lazily, when an image is drawn or decode() asks; its size is known
+    // at the load event, so the pixel budget is checked before any decoding is asked for.
     const image = await loadImage(url, name);
     const [width, height] = [image.naturalWidth, image.naturalHeight];
     if (width === 0 || height === 0) throw new PhotoError(`${name} has no size in pixels`);
