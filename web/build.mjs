@@ -63,7 +63,9 @@ function checkedModel(spec) {
 }
 
 function replaceable(folder) {
-  return !existsSync(folder) || existsSync(join(folder, MARKER)) || readdirSync(folder).length === 0;
+  if (!existsSync(folder)) return true;
+  if (!statSync(folder).isDirectory()) return false;
+  return existsSync(join(folder, MARKER)) || readdirSync(folder).length === 0;
 }
 
 const { values } = parseArgs({

@@ -79,7 +79,14 @@ const server = createServer((request, response) => {
     'X-Content-Type-Options': 'nosniff',
   });
   if (request.method === 'HEAD') response.end();
-  else createReadStream(file).pipe(response);
+  else
+    createReadStream(file)
+      .on('error', () => response.destroy())
+      .pipe(response);
+});
+server.on('error', (error) => {
+  console.error(`serve: cannot listen on ${values.host}:${port} (${error.message})`);
+  process.exit(2);
 });
 server.listen(port, values.host, () => {
   const { address, port: bound } = server.address();

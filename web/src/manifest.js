@@ -8,7 +8,7 @@
 export const MANIFEST_FILE = 'manifest.json';
 export const ENCODER_FILE = 'encoder.onnx';
 export const DECODER_FILE = 'decoder.onnx';
-export const MIXTURE_FILE = 'prior.npz';
+const MIXTURE_FILE = 'prior.npz';
 export const SAMPLER_FILE = 'prior.onnx';
 const MODEL_FILES = [ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, MIXTURE_FILE];
 
@@ -27,7 +27,7 @@ const READABLE_VERSIONS = [1, 2];
 
 // Bounds for the browser, far above the shipped models (8 MB in all, 64x64, 256 numbers a code).
 export const MAX_MANIFEST_BYTES = 1 << 20;
-export const MAX_FILE_BYTES = 64 << 20;
+const MAX_FILE_BYTES = 64 << 20;
 const MAX_IMAGE_SIZE = 256;
 const MAX_LATENT_DIM = 4096;
 const MAX_COMPONENTS = 1024;

@@ -96,7 +96,7 @@ const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
 const DTYPES = { '<f4': Float32Array, '<f8': Float64Array };
 
 // One .npy file as { shape, data } with data a Float32Array or Float64Array.
-export function parseNpy(bytes, name) {
+function parseNpy(bytes, name) {
   if (bytes.length < 10 || NPY_MAGIC.some((byte, i) => bytes[i] !== byte))
     throw new NpzError(`${name} is not a .npy array`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -9,8 +9,8 @@
 
 import { resizeSquare } from './resize.js';
 
-export const MAX_PHOTO_BYTES = 50 * 1000 * 1000;
-export const MAX_PHOTO_PIXELS = 50 * 1000 * 1000; // about 8000 x 6000; 200 MB once decoded
+const MAX_PHOTO_BYTES = 50 * 1000 * 1000;
+const MAX_PHOTO_PIXELS = 50 * 1000 * 1000; // about 8000 x 6000; 200 MB once decoded
 const LANCZOS_FROM = 8; // the Lanczos pass reads at most 8 S x 8 S pixels
 
 export class PhotoError extends Error {

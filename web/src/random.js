@@ -74,7 +74,7 @@ export class Xoshiro128 {
   }
 }
 
-export function checkSeed(seed) {
+function checkSeed(seed) {
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new RangeError(`the seed must be a whole number from 0 to ${MAX_SEED}, got ${seed}`);
   }
