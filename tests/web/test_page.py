@@ -1,0 +1,400 @@
+"""The page in a real browser: headless Chromium loads the built site from web/serve.mjs.
+
+The canvas must hold onnxruntime-python's pixels for the same codes (within one level of 255),
+a seed must give the same grid after a reload, each prior must be the one the manifest names
+and behave as the runtime's does, a dropped photo must be reconstructed, and hostile models and
+files must be refused with a message and leave the page as it was. The page must fetch nothing
+but its own folder. Figures measured on the way are printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from birdvae.runtime import images
+from birdvae.runtime.model import BirdVAE
+from birdvae.runtime.photos import load_image
+
+from .conftest import LEARNED_TEMPERATURE, MEASURED, LearnedModel
+
+ROOT = Path(__file__).resolve().parents[2]
+BIRD_PHOTO = sorted((ROOT / "tests" / "fixtures" / "birds").glob("*.jpg"))[0]
+SCREENSHOT = ROOT / "docs" / "web.png"
+
+# The canvas's RGBA pixels, base64-encoded (a JSON array of millions of numbers is slow).
+READ_CANVAS = """(() => {
+  const canvas = document.getElementById(%s);
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let text = '';
+  for (let i = 0; i < data.length; i += 0x8000) {
+    text += String.fromCharCode(...data.subarray(i, i + 0x8000));
+  }
+  return { width: canvas.width, height: canvas.height, data: btoa(text) };
+})()"""
+
+
+# The page, driven as a user drives it ----------------------------------------------------------
+
+
+def open_page(browser, url: str) -> None:
+    browser.navigate(url)
+    browser.evaluate("window.birdvae.ready.then(() => true)")
+
+
+def act(browser, script: str) -> None:
+    """Run ``script`` (a user's action) and wait until the page has done what it started."""
+    browser.evaluate(f"{{ {script} }} window.birdvae.idle().then(() => true)")
+
+
+def set_field(browser, field: str, value: object) -> None:
+    """Type ``value`` into a form field, or choose it in a select, as a user would."""
+    act(
+        browser,
+        f"const field = document.getElementById({json.dumps(field)});"
+        f"field.value = {json.dumps(str(value))};"
+        "field.dispatchEvent(new Event('change', { bubbles: true }))",
+    )
+
+
+def text(browser, element: str) -> str:
+    return browser.evaluate(f"document.getElementById({json.dumps(element)}).textContent")
+
+
+def error(browser) -> str | None:
+    """The error line's text, or None while it is hidden."""
+    return browser.evaluate(
+        "(() => { const line = document.getElementById('error');"
+        " return line.hidden ? null : line.textContent })()"
+    )
+
+
+def canvas(browser, element: str = "birds") -> np.ndarray:
+    """The canvas's pixels, uint8 [H, W, 3] (the page draws them opaque)."""
+    out = browser.evaluate(READ_CANVAS % json.dumps(element))
+    rgba = np.frombuffer(base64.b64decode(out["data"]), np.uint8)
+    rgba = rgba.reshape(out["height"], out["width"], 4)
+    assert (rgba[..., 3] == 255).all(), "the canvas has transparent pixels"
+    return rgba[..., :3]
+
+
+def requested(browser) -> list[str]:
+    return [event["request"]["url"] for event in browser.events("Network.requestWillBeSent")]
+
+
+def digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(pixels.tobytes()).hexdigest()
+
+
+def scale_for(size: int) -> int:
+    return max(1, 128 // size)
+
+
+def tiles_of(figure: np.ndarray, size: int, count: int) -> np.ndarray:
+    """The count tiles of a grid figure, at the model's size: uint8 [count, S, S, 3]."""
+    scale = scale_for(size)
+    cols = images.grid_shape(count)[1]
+    side = size * scale + images.GUTTER
+    return np.stack([
+        figure[images.GUTTER + r * side : images.GUTTER + r * side + size * scale : scale,
+               images.GUTTER + c * side : images.GUTTER + c * side + size * scale : scale]
+        for r, c in (divmod(i, cols) for i in range(count))
+    ])  # fmt: skip
+
+
+def levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16))
+
+
+# The tests -------------------------------------------------------------------------------------
+
+
+def test_first_grid_comes_from_the_pages_own_folder(browser, server):
+    browser.call("Network.setCacheDisabled", {"cacheDisabled": True})
+    try:
+        open_page(browser, server)
+        urls = requested(browser)
+        finished = browser.events("Network.loadingFinished")
+        failed = browser.events("Network.loadingFailed")
+        first_grid = browser.evaluate("window.birdvae.timings.firstGrid")
+    finally:
+        browser.call("Network.setCacheDisabled", {"cacheDisabled": False})
+    assert all(url.startswith(server) for url in urls), [
+        u for u in urls if not u.startswith(server)
+    ]
+    assert not failed, failed
+    assert error(browser) is None
+    # Nothing refused by the page's Content-Security-Policy, nothing thrown, nothing logged.
+    logged = [e["entry"]["text"] for e in browser.events("Log.entryAdded")]
+    logged += [str(e["args"]) for e in browser.events("Runtime.consoleAPICalled")]
+    logged += [str(e["exceptionDetails"]) for e in browser.events("Runtime.exceptionThrown")]
+    assert not logged, logged
+    refused = browser.evaluate(
+        "new Promise((resolve) => {"
+        " document.addEventListener('securitypolicyviolation',"
+        " (event) => resolve(event.violatedDirective));"
+        " fetch('http://127.0.0.2:9/').catch(() => {}); })"
+    )
+    assert refused == "connect-src", "the page's policy lets it fetch from elsewhere"
+    assert text(browser, "status").startswith("64 birds from birds32: seed 0, fitted prior")
+    fetched = sum(event["encodedDataLength"] for event in finished)
+    wasm = next(u for u in urls if u.endswith(".wasm"))
+    MEASURED["first grid, birds32, nothing cached"] = f"{first_grid / 1000:.2f} s after navigation"
+    MEASURED["fetched for the first grid"] = (
+        f"{fetched / 1e6:.1f} MB in {len(urls)} requests ({Path(wasm).name} among them)"
+    )
+    assert not any("encoder.onnx" in url for url in urls), "sampling needs no encoder"
+
+    browser.clear_events()
+    set_field(browser, "model", "birds64")
+    assert error(browser) is None
+    fetched = sum(e["encodedDataLength"] for e in browser.events("Network.loadingFinished"))
+    MEASURED["fetched on switching to birds64"] = (
+        f"{fetched / 1e6:.1f} MB (its manifest, decoder and prior)"
+    )
+
+
+@pytest.mark.parametrize("name", ["birds32", "birds64"])
+def test_canvas_holds_onnxruntime_pythons_pixels(browser, server, name):
+    vae = BirdVAE.load(name)
+    # Birds from the model's own prior and from N(0, I); more than one batch of 64 a graph run.
+    codes = np.concatenate([
+        next(vae.latent_batches(62, seed=1)),
+        np.random.default_rng(2).standard_normal((8, vae.latent_dim)).astype(np.float32),
+    ])  # fmt: skip
+    python = vae.decode(codes)
+    open_page(browser, server)
+    set_field(browser, "model", name)
+    browser.evaluate(f"window.birdvae.decodeCodes({json.dumps(codes.tolist())}).then(() => true)")
+    shown = canvas(browser)
+    expected = images.grid(images.to_uint8_hwc(python), scale_for(vae.image_size))
+    assert shown.shape == expected.shape
+    difference = levels(shown, expected)
+    tiles = tiles_of(shown, vae.image_size, len(codes)).astype(np.float64)
+    exact = np.abs(tiles - 255 * python.transpose(0, 2, 3, 1)).max()
+    MEASURED[f"{name} canvas vs onnxruntime-python, {len(codes)} codes"] = (
+        f"max {difference.max()} level of 255 from bird-gen's bytes "
+        f"({(difference > 0).mean():.3%} of sub-pixels differ), {exact:.2f} from 255 x its floats"
+    )
+    assert difference.max() <= 1, f"{(difference > 1).sum()} sub-pixels differ by more than 1/255"
+
+
+def test_a_seed_draws_the_same_birds_after_a_reload(browser, server):
+    def grid_for(seed: int) -> str:
+        set_field(browser, "count", 16)
+        set_field(browser, "seed", seed)
+        assert error(browser) is None
+        return digest(canvas(browser))
+
+    open_page(browser, server)
+    first = digest(canvas(browser))
+    seeded = grid_for(7)
+    browser.evaluate("document.getElementById('new-birds').click(); window.birdvae.idle()")
+    assert browser.evaluate("window.birdvae.settings().seed") == 8
+    browser.navigate(server)  # a reload
+    browser.evaluate("window.birdvae.ready.then(() => true)")
+    assert digest(canvas(browser)) == first
+    assert grid_for(7) == seeded
+    assert grid_for(8) != seeded
+
+
+def test_each_prior_is_the_manifests_and_draws_as_the_runtimes(browser, server, learned_model):
+    vae = BirdVAE(learned_model.folder)
+    open_page(browser, server)
+    set_field(browser, "model", "learned")
+    assert error(browser) is None
+    options = browser.evaluate("Array.from(document.getElementById('prior').options, o => o.value)")
+    assert options == list(vae.prior_names) == ["learned", "standard", "fitted"]
+    settings = browser.evaluate("window.birdvae.settings()")
+    assert settings["prior"] == "learned"
+    assert settings["temperature"] == LEARNED_TEMPERATURE == vae.default_temperature()
+    assert settings["noise"] == vae.default_noise()
+    assert digest(canvas(browser)) != ""
+
+    def tiles(count: int = 70) -> np.ndarray:
+        return tiles_of(canvas(browser), vae.image_size, count)
+
+    set_field(browser, "count", 70)  # more than one batch of 64 through each graph
+    set_field(browser, "noise", 0)
+    set_field(browser, "temperature", 0)
+    # At temperature 0 each prior gives its centre: the learned one its bias, the standard one
+    # zero, the mixture one of its means.
+    bias = images.to_uint8_hwc(vae.decode(learned_model.bias[None]))
+    assert levels(tiles(), bias).max() <= 1
+    set_field(browser, "temperature", 1)
+    assert levels(tiles(), bias).max() > 32, "the learned prior ignored its noise"
+
+    set_field(browser, "prior", "standard")
+    assert browser.evaluate("window.birdvae.settings().temperature") == vae.default_temperature(
+        "standard"
+    )
+    set_field(browser, "temperature", 0)
+    zero = images.to_uint8_hwc(vae.decode(np.zeros((1, vae.latent_dim), np.float32)))
+    assert levels(tiles(), zero).max() <= 1
+
+    set_field(browser, "prior", "fitted")
+    set_field(browser, "temperature", 0)
+    means = images.to_uint8_hwc(vae.decode(vae.prior("fitted").means.astype(np.float32)))
+    for tile in tiles():
+        assert min(levels(tile[None], mean[None]).max() for mean in means) <= 1
+
+
+def test_pixel_noise_is_seeded_and_only_where_the_decoder_has_scales(browser, server):
+    open_page(browser, server)
+    set_field(browser, "model", "tiny")  # coupled colours: every term of the pixel draw
+    set_field(browser, "noise", 0)
+    smooth = digest(canvas(browser))
+    set_field(browser, "noise", 1)
+    assert error(browser) is None
+    grainy = digest(canvas(browser))
+    assert grainy != smooth
+    set_field(browser, "seed", 1)
+    set_field(browser, "seed", 0)
+    assert digest(canvas(browser)) == grainy
+
+    set_field(browser, "model", "meanonly")
+    assert error(browser) is None
+    noise = "document.getElementById('noise')"
+    assert browser.evaluate(f"[{noise}.disabled, {noise}.value]") == [True, "0"]
+    assert browser.evaluate("window.birdvae.settings().noise") == 0
+
+
+def _photo_tiles(browser, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reconstruction figure's two tiles, at the model's size: photo and reconstruction."""
+    figure = canvas(browser, "recon")
+    scale = scale_for(size)
+    assert figure.shape == (*images.figure_size(1, 2, size, scale), 3)
+    side, g = size * scale + images.GUTTER, images.GUTTER
+    return tuple(
+        figure[g : g + size * scale : scale, g + c * side : g + c * side + size * scale : scale]
+        for c in (0, 1)
+    )
+
+
+def choose_photo(browser, path: Path) -> None:
+    browser.set_file_input("#photo-file", path)
+    browser.evaluate("window.birdvae.idle().then(() => true)")
+
+
+def test_a_photo_is_prepared_and_reconstructed_as_bird_gen_does(browser, server, tmp_path):
+    vae = BirdVAE.load("birds32")
+    size = vae.image_size
+    with Image.open(BIRD_PHOTO) as photo:  # a wide PNG: the crop, no JPEG decoder in between
+        photo.convert("RGB").crop((0, 20, photo.width, photo.height - 40)).save(tmp_path / "b.png")
+    open_page(browser, server)
+    browser.clear_events()
+    choose_photo(browser, tmp_path / "b.png")
+    assert error(browser) is None
+    fetched = [url for url in requested(browser) if not url.startswith("blob:")]  # blob: the photo
+    assert [url.rsplit("/", 1)[1] for url in fetched] == ["encoder.onnx"]
+    original, reconstruction = _photo_tiles(browser, size)
+    crop = levels(original, load_image(tmp_path / "b.png", size))
+    python = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(original[None])))[0]
+    recon = levels(reconstruction, python)
+    MEASURED["photo (PNG), the page's crop and resize vs bird-gen's"] = (
+        f"max {crop.max()} level, mean {crop.mean():.3f}"
+    )
+    MEASURED["photo, reconstruction vs onnxruntime-python's of the same crop"] = (
+        f"max {recon.max()} levels, {(recon > 0).mean():.3%} of sub-pixels differ"
+    )
+    assert crop.max() <= 1 and recon.max() <= 1
+    caption = text(browser, "photo-caption")
+    assert f"(PSNR {images.psnr(original, reconstruction):.2f} dB)" in caption
+
+    # PIL reads a JPEG at a reduced scale before its Lanczos pass; the browser decodes it whole.
+    choose_photo(browser, BIRD_PHOTO)
+    jpeg = levels(_photo_tiles(browser, size)[0], load_image(BIRD_PHOTO, size))
+    MEASURED["photo (JPEG), the page's crop vs bird-gen's"] = (
+        f"mean {jpeg.mean():.2f} levels (PIL decodes JPEGs at a reduced scale)"
+    )
+    assert jpeg.mean() < 4
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A valid 1-bit grey PNG of width x height: tiny on disk, huge once decoded."""
+    row = b"\0" + b"\0" * ((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(data, zlib.crc32(kind))
+        return len(data).to_bytes(4, "big") + kind + data + crc.to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    return (
+        images.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
+
+
+def test_hostile_photos_are_refused_and_leave_the_page_as_it_was(browser, server, tmp_path):
+    open_page(browser, server)
+    choose_photo(browser, BIRD_PHOTO)
+    before = digest(canvas(browser, "recon")), text(browser, "photo-caption")
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as handle:
+        handle.truncate(51_000_000)  # sparse: 51 MB that take no disk
+    (tmp_path / "notes.jpg").write_text("not a picture\n")
+    (tmp_path / "wide.png").write_bytes(_png_header_only(10_000, 6_000))
+    truncated = BIRD_PHOTO.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(truncated[:200])
+    (tmp_path / "empty.png").write_bytes(b"")
+    cases = {
+        "huge.jpg": "huge.jpg is 51.0 MB; the page reads photos of up to 50 MB",
+        "notes.jpg": "notes.jpg: cannot read it as an image",
+        "wide.png": "wide.png is 10000 x 6000 pixels; the page reads photos of up to 50 megapixels",
+        "cut.jpg": "cut.jpg: ",
+        "empty.png": "empty.png is empty",
+    }
+    for name, message in cases.items():
+        choose_photo(browser, tmp_path / name)
+        assert (error(browser) or "").startswith(message), (name, error(browser))
+        assert (digest(canvas(browser, "recon")), text(browser, "photo-caption")) == before
+
+
+def test_a_damaged_model_is_refused_and_the_page_keeps_its_birds(browser, server):
+    open_page(browser, server)
+    before = digest(canvas(browser))
+    set_field(browser, "model", "damaged")
+    assert error(browser) == (
+        "This model cannot be used: damaged/decoder.onnx does not match its sha256 in the manifest"
+    )
+    assert browser.evaluate("document.getElementById('model').value") == "birds32"
+    assert browser.evaluate("window.birdvae.settings().model") == "birds32"
+    assert digest(canvas(browser)) == before
+    set_field(browser, "seed", -1)
+    assert error(browser) == 'the seed must be a whole number from 0 to 9007199254740991, got "-1"'
+    assert digest(canvas(browser)) == before
+    set_field(browser, "seed", 0)
+    assert error(browser) is None
+
+
+def test_screenshot(browser, server, tmp_path):
+    """The page as a visitor first sees it, with a photo reconstructed. With
+    BIRDVAE_WEB_SCREENSHOT=1 it replaces docs/web.png, the README's picture."""
+    open_page(browser, server)
+    choose_photo(browser, BIRD_PHOTO)
+    assert error(browser) is None
+    shot = browser.screenshot()
+    with Image.open(io.BytesIO(shot)) as png:
+        assert png.format == "PNG" and png.width >= 1000 and png.height >= 1000, png.size
+    target = SCREENSHOT if os.environ.get("BIRDVAE_WEB_SCREENSHOT") == "1" else tmp_path / "web.png"
+    target.write_bytes(shot)
+
+
+def test_the_test_learned_prior_is_a_model_the_runtime_reads(learned_model: LearnedModel):
+    """What the page is held to: the runtime samples the test's learned prior as expected."""
+    vae = BirdVAE(learned_model.folder)
+    vae.verify()
+    assert vae.manifest.default_prior == "learned"
+    birds = vae.sample(4, seed=0, temperature=0, noise=0)
+    expected = vae.decode(np.repeat(learned_model.bias[None], 4, axis=0))
+    np.testing.assert_allclose(birds, expected, atol=1e-6)

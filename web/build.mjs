@@ -1,0 +1,102 @@
+// npm run build [-- --out DIR] [-- --model NAME=FOLDER ...]: the static site in one folder.
+//
+// DIR (default web/dist) gets the page (src/), onnxruntime-web's WASM build (ort/) and each model
+// folder (models/NAME/, the shipped birds32 and birds64 unless --model names others), with
+// models/index.json listing them; nothing in it is fetched from anywhere else, so it can be put
+// on any static host as it is. Each model is checked as the page checks it (manifest, sizes,
+// sha256) and only the files its manifest lists are copied. The site is assembled beside DIR and
+// renamed into place, so DIR is never half-built.
+
+import { createHash } from 'node:crypto';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { MANIFEST_FILE, ModelError, parseManifest } from './src/manifest.js';
+
+const WEB = dirname(fileURLToPath(import.meta.url));
+const ORT = join(WEB, 'node_modules', 'onnxruntime-web', 'dist');
+// The WASM-only ES module build and what it loads at run time: its Emscripten glue and binary.
+const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
+const SHIPPED = ['birds32', 'birds64'].map((name) => `${name}=${join(WEB, '..', 'models', name)}`);
+const MARKER = '.bird-vae-web'; // marks a folder this script built, which it may replace
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/; // as the page accepts them
+
+function fail(message) {
+  console.error(`build: ${message}`);
+  process.exit(1);
+}
+
+function checkedModel(spec) {
+  const [name, folder] = spec.split(/=(.*)/s);
+  if (!MODEL_NAME.test(name ?? '') || !folder)
+    fail(`--model takes NAME=FOLDER with a NAME of letters, digits, - and _, got ${spec}`);
+  const where = resolve(folder);
+  let manifest;
+  try {
+    manifest = parseManifest(readFileSync(join(where, MANIFEST_FILE), 'utf8'));
+  } catch (error) {
+    if (error.code === 'ENOENT') fail(`${where} is not a model folder: it has no ${MANIFEST_FILE}`);
+    if (error instanceof ModelError) fail(`${where}: ${error.message}`);
+    throw error;
+  }
+  for (const [file, entry] of Object.entries(manifest.files)) {
+    const path = join(where, file);
+    if (!existsSync(path)) fail(`${path} is missing`);
+    const bytes = readFileSync(path);
+    if (bytes.length !== entry.bytes)
+      fail(`${path} has ${bytes.length} bytes, the manifest says ${entry.bytes}`);
+    if (createHash('sha256').update(bytes).digest('hex') !== entry.sha256)
+      fail(`${path} does not match its sha256 in the manifest`);
+  }
+  return { name, where, files: [MANIFEST_FILE, ...Object.keys(manifest.files)] };
+}
+
+function replaceable(folder) {
+  if (!existsSync(folder)) return true;
+  if (!statSync(folder).isDirectory()) return false;
+  return existsSync(join(folder, MARKER)) || readdirSync(folder).length === 0;
+}
+
+const { values } = parseArgs({
+  options: { out: { type: 'string', default: join(WEB, 'dist') }, model: { type: 'string', multiple: true } },
+});
+const out = resolve(values.out);
+if (!replaceable(out))
+  fail(`${out} exists and was not built by this script; remove it or give another --out`);
+for (const file of ORT_FILES) {
+  if (!existsSync(join(ORT, file))) fail(`${join(ORT, file)} is missing: run npm ci in ${WEB} first`);
+}
+const models = (values.model ?? SHIPPED).map(checkedModel);
+const names = models.map((model) => model.name);
+if (new Set(names).size !== names.length) fail(`two models are called the same: ${names.join(', ')}`);
+
+const staging = join(dirname(out), `.${basename(out)}.building`);
+rmSync(staging, { recursive: true, force: true });
+cpSync(join(WEB, 'src'), staging, { recursive: true });
+mkdirSync(join(staging, 'ort'));
+for (const file of ORT_FILES) cpSync(join(ORT, file), join(staging, 'ort', file));
+for (const { name, where, files } of models) {
+  mkdirSync(join(staging, 'models', name), { recursive: true });
+  for (const file of files) cpSync(join(where, file), join(staging, 'models', name, file));
+}
+writeFileSync(join(staging, 'models', 'index.json'), `${JSON.stringify({ models: names }, null, 2)}\n`);
+writeFileSync(join(staging, MARKER), 'built by web/build.mjs; npm run build replaces this folder\n');
+rmSync(out, { recursive: true, force: true });
+renameSync(staging, out);
+
+const megabytes = (path) => (statSync(path).size / 1e6).toFixed(1);
+const wasm = join(out, 'ort', 'ort-wasm-simd-threaded.wasm');
+console.log(
+  `built ${out}: the page, onnxruntime-web (${megabytes(wasm)} MB of WASM), models ${names.join(', ')}`,
+);

@@ -1,0 +1,268 @@
+// The page: the form, the bird grid and the photo, wired to a Model.
+//
+// One action runs at a time and the form is disabled while it does. An action computes
+// everything first and only then changes the page, so a failure leaves the previous grid and
+// settings in place and says why in the error line: there is no half-switched model and no
+// half-drawn grid. `window.birdvae` is the page's scripting interface, which the browser
+// tests drive (docs/WEB.md).
+
+import { defaultScale, grid, psnr, row, show } from './figure.js';
+import { ModelError } from './manifest.js';
+import { Model } from './model.js';
+import { PhotoError, loadPhoto, toModelInput } from './photo.js';
+import { toTiles } from './pixels.js';
+import { MAX_SEED } from './random.js';
+
+const MAX_BIRDS = 256; // a grid of 16 x 16; bird-gen writes larger ones
+const MODELS_INDEX = 'models/index.json'; // written by build.mjs: the model folders beside it
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  form: $('controls'),
+  settings: $('settings'),
+  model: $('model'),
+  prior: $('prior'),
+  count: $('count'),
+  seed: $('seed'),
+  temperature: $('temperature'),
+  noise: $('noise'),
+  newBirds: $('new-birds'),
+  status: $('status'),
+  error: $('error'),
+  birds: $('birds'),
+  photoFile: $('photo-file'),
+  drop: $('drop'),
+  recon: $('recon'),
+  caption: $('photo-caption'),
+};
+
+let current = null; // the model whose birds the canvas shows
+let shown = null; // the settings the canvas shows
+let described = ''; // the status line's words for what the canvas shows
+let photo = null; // the last photo reconstructed, redone when the model changes
+const timings = {};
+
+// Actions, one at a time -------------------------------------------------------------------
+
+let queue = Promise.resolve();
+
+function serial(task) {
+  const result = queue.then(async () => {
+    ui.settings.disabled = true;
+    try {
+      return await task();
+    } finally {
+      ui.settings.disabled = false;
+    }
+  });
+  queue = result.catch(() => {});
+  return result;
+}
+
+// A user's action: its failure is shown, and the selects go back to what the canvas shows.
+function act(task) {
+  return serial(task).then(
+    () => showError(null),
+    (error) => {
+      if (current) {
+        ui.model.value = current.name;
+        ui.prior.value = shown.prior;
+      }
+      showError(error);
+    },
+  );
+}
+
+function showError(error) {
+  ui.error.hidden = error === null;
+  if (error === null) return;
+  if (error instanceof ModelError) ui.error.textContent = `This model cannot be used: ${error.message}`;
+  else if (error instanceof PhotoError || error instanceof RangeError) ui.error.textContent = error.message;
+  else ui.error.textContent = `Something went wrong: ${error.message ?? error}`;
+  console.error(error);
+}
+
+// `message` in the status line while `task` runs; then the line describes the canvas again.
+async function inProgress(message, task) {
+  ui.status.textContent = message;
+  try {
+    return await task();
+  } finally {
+    ui.status.textContent = described;
+  }
+}
+
+// The form ------------------------------------------------------------------------------------
+
+// The input's value, a number >= min (a whole one if `whole`) and <= max; RangeError if not.
+function number(input, what, { whole = false, min = 0, max = Infinity } = {}) {
+  const value = input.value.trim() === '' ? NaN : Number(input.value);
+  const valid = whole ? Number.isSafeInteger(value) : Number.isFinite(value);
+  if (!valid || value < min || value > max) {
+    const range = whole ? `a whole number from ${min} to ${max}` : `a number >= ${min}`;
+    throw new RangeError(`${what} must be ${range}, got "${input.value}"`);
+  }
+  return value;
+}
+
+function readSettings() {
+  return {
+    n: number(ui.count, 'the number of birds', { whole: true, min: 1, max: MAX_BIRDS }),
+    seed: number(ui.seed, 'the seed', { whole: true, max: MAX_SEED }),
+    prior: ui.prior.value,
+    temperature: number(ui.temperature, 'the temperature'),
+    noise: number(ui.noise, 'the pixel noise'),
+  };
+}
+
+function fillForm(model, settings) {
+  ui.model.value = model.name;
+  ui.prior.replaceChildren(...model.priorNames.map((name) => new Option(name, name)));
+  ui.prior.value = settings.prior;
+  ui.temperature.value = settings.temperature;
+  ui.noise.value = settings.noise;
+  ui.noise.disabled = !model.hasPixelNoise;
+  ui.noise.title = model.hasPixelNoise ? '' : 'This decoder gives only its mean image';
+  ui.count.value = settings.n;
+  ui.seed.value = settings.seed;
+}
+
+// The canvases --------------------------------------------------------------------------------
+
+function showBirds(model, images, n) {
+  show(ui.birds, grid(toTiles(images, n, model.size), model.size, defaultScale(model.size)));
+  timings.firstGrid ??= performance.now();
+}
+
+async function drawBirds(model, settings) {
+  const start = performance.now();
+  const images = await model.sample(settings);
+  showBirds(model, images, settings.n);
+  current = model;
+  shown = settings;
+  fillForm(model, settings);
+  const { n, seed, prior, temperature, noise } = settings;
+  const ms = Math.round(performance.now() - start);
+  described = `${n} birds from ${model.name}: seed ${seed}, ${prior} prior, temperature ${temperature}, pixel noise ${noise} (${ms} ms)`;
+  ui.status.textContent = described;
+}
+
+// Another model: loaded, and its first grid drawn with its own defaults, before anything shows.
+async function switchModel(name) {
+  const model = await inProgress(`Loading ${name}…`, () =>
+    Model.load(new URL(`models/${name}/`, document.baseURI), name),
+  );
+  const prior = model.priorNames[0];
+  const { n, seed } = shown ?? { n: Number(ui.count.value) || 64, seed: Number(ui.seed.value) || 0 };
+  const noise = model.hasPixelNoise ? model.defaultNoise : 0;
+  await drawBirds(model, { n, seed, prior, temperature: model.defaultTemperature(prior), noise });
+  if (photo) await reconstruct(photo);
+}
+
+async function reconstruct(file) {
+  const model = requireModel();
+  const [original, reconstruction] = await inProgress(
+    `Reconstructing ${file.name} with ${model.name}…`,
+    async () => {
+      const prepared = await loadPhoto(file, model.size);
+      const decoded = await model.decode(await model.encode(toModelInput(prepared, model.size)));
+      return [prepared, toTiles(decoded, 1, model.size)[0]];
+    },
+  );
+  show(ui.recon, row([original, reconstruction], model.size, defaultScale(model.size)));
+  photo = file;
+  const score = psnr(original, reconstruction).toFixed(2);
+  ui.caption.textContent = `${file.name}, its centre at ${model.size} x ${model.size}, and what ${model.name} makes of it (PSNR ${score} dB)`;
+}
+
+function requireModel() {
+  if (!current) throw new RangeError('no model is loaded: choose one');
+  return current;
+}
+
+// Codes [[D numbers], ...] decoded to the decoder's mean images, drawn as the grid.
+async function decodeCodes(codes) {
+  const model = requireModel();
+  const d = model.latentDim;
+  if (!Array.isArray(codes) || codes.length < 1 || codes.length > MAX_BIRDS)
+    throw new RangeError(`give 1 to ${MAX_BIRDS} codes`);
+  if (!codes.every((code) => Array.isArray(code) && code.length === d && code.every(Number.isFinite))) {
+    throw new RangeError(`each code must be ${d} finite numbers for ${model.name}`);
+  }
+  showBirds(model, await model.decode(Float32Array.from(codes.flat())), codes.length);
+  described = `${codes.length} birds decoded from given codes by ${model.name}`;
+  ui.status.textContent = described;
+}
+
+// Wiring --------------------------------------------------------------------------------------
+
+async function readIndex() {
+  const response = await fetch(MODELS_INDEX);
+  if (!response.ok)
+    throw new ModelError(`cannot fetch ${MODELS_INDEX}: the server answered ${response.status}`);
+  const names = (await response.json()).models;
+  if (!Array.isArray(names) || names.length === 0 || !names.every((name) => MODEL_NAME.test(name))) {
+    throw new ModelError(`${MODELS_INDEX} must list the model folders' names`);
+  }
+  return names;
+}
+
+async function start() {
+  const names = await readIndex();
+  ui.model.replaceChildren(...names.map((name) => new Option(name, name)));
+  await switchModel(names[0]);
+}
+
+function choosePhoto(files) {
+  if (files.length !== 1)
+    return act(async () => {
+      throw new PhotoError('drop one photo at a time');
+    });
+  return act(() => reconstruct(files[0]));
+}
+
+ui.form.addEventListener('submit', (event) => {
+  event.preventDefault();
+  act(() => drawBirds(requireModel(), readSettings()));
+});
+ui.newBirds.addEventListener('click', () => {
+  act(() =>
+    drawBirds(requireModel(), { ...readSettings(), seed: shown ? (shown.seed + 1) % (MAX_SEED + 1) : 0 }),
+  );
+});
+ui.model.addEventListener('change', () => act(() => switchModel(ui.model.value)));
+ui.prior.addEventListener('change', () => {
+  act(() => {
+    const model = requireModel();
+    return drawBirds(model, { ...readSettings(), temperature: model.defaultTemperature(ui.prior.value) });
+  });
+});
+for (const input of [ui.temperature, ui.noise, ui.count, ui.seed]) {
+  input.addEventListener('change', () => act(() => drawBirds(requireModel(), readSettings())));
+}
+ui.photoFile.addEventListener('change', () => {
+  if (ui.photoFile.files.length) choosePhoto(ui.photoFile.files).finally(() => (ui.photoFile.value = ''));
+});
+// A photo dropped anywhere on the page: never let the browser navigate away to the file.
+document.addEventListener('dragover', (event) => {
+  event.preventDefault();
+  ui.drop.classList.add('over');
+});
+document.addEventListener('dragleave', () => ui.drop.classList.remove('over'));
+document.addEventListener('drop', (event) => {
+  event.preventDefault();
+  ui.drop.classList.remove('over');
+  choosePhoto(event.dataTransfer.files);
+});
+
+const ready = serial(start);
+ready.catch(showError);
+
+window.birdvae = {
+  ready, // resolves when the first grid is drawn; rejects with the reason it cannot be
+  idle: () => queue, // resolves when no action is left to run
+  timings, // firstGrid: ms from the start of navigation to the first grid on the canvas
+  decodeCodes: (codes) => serial(() => decodeCodes(codes)),
+  settings: () => (shown ? { model: current.name, ...shown } : null),
+};

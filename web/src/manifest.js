@@ -1,0 +1,161 @@
+// A model folder's manifest.json, read and checked by the rules of runtime/format.py.
+//
+// The page treats a model folder as hostile: everything it fetches is listed here with its size
+// and sha256, and only the format's file names are ever fetched, so a manifest cannot point the
+// page anywhere else. Sizes are bounded as well, so a model cannot make the page allocate
+// without limit. Pure functions: the build script checks models with the same code.
+
+export const MANIFEST_FILE = 'manifest.json';
+export const ENCODER_FILE = 'encoder.onnx';
+export const DECODER_FILE = 'decoder.onnx';
+const MIXTURE_FILE = 'prior.npz';
+export const SAMPLER_FILE = 'prior.onnx';
+const MODEL_FILES = [ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, MIXTURE_FILE];
+
+// Graph signatures (runtime/format.py).
+export const ENCODER_INPUT = 'image';
+export const ENCODER_OUTPUTS = ['mean', 'logvar'];
+export const DECODER_INPUT = 'z';
+export const DECODER_IMAGE = 'image';
+export const DECODER_NOISE_OUTPUTS = ['location', 'scale', 'coupling'];
+export const SAMPLER_INPUT = 'noise';
+export const SAMPLER_OUTPUT = 'z';
+
+const PRIOR_KINDS = { learned: ['sampler', SAMPLER_FILE], fitted: ['gaussian-mixture', MIXTURE_FILE] };
+export const PRIOR_NAMES = ['standard', ...Object.keys(PRIOR_KINDS)];
+const READABLE_VERSIONS = [1, 2];
+
+// Bounds for the browser, far above the shipped models (8 MB in all, 64x64, 256 numbers a code).
+export const MAX_MANIFEST_BYTES = 1 << 20;
+const MAX_FILE_BYTES = 64 << 20;
+const MAX_IMAGE_SIZE = 256;
+const MAX_LATENT_DIM = 4096;
+const MAX_COMPONENTS = 1024;
+
+export class ModelError extends Error {
+  name = 'ModelError';
+}
+
+const isObject = (value) => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+function positiveInteger(value, what, max) {
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new ModelError(
+      `manifest ${what} must be a whole number from 1 to ${max}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}
+
+function temperature(value, what) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new ModelError(`manifest ${what} must be a finite number >= 0, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+// Version 1 carried at most one prior, the mixture, as `prior` (format.upgrade).
+function upgrade(data) {
+  const version = data.format_version;
+  if (!READABLE_VERSIONS.includes(version)) {
+    throw new ModelError(
+      `manifest format_version ${JSON.stringify(version)} is not supported (this page reads ` +
+        `versions ${READABLE_VERSIONS.join(', ')})`,
+    );
+  }
+  if (version === 2) return data;
+  const { prior, ...rest } = data;
+  return { ...rest, priors: prior ? { fitted: { kind: 'gaussian-mixture', ...prior } } : {} };
+}
+
+function parseFiles(files) {
+  if (!isObject(files)) throw new ModelError('manifest files must be an object');
+  const parsed = {};
+  for (const [name, entry] of Object.entries(files)) {
+    if (!MODEL_FILES.includes(name)) {
+      throw new ModelError(
+        `manifest lists a file ${JSON.stringify(name)}; a model folder holds only ${MODEL_FILES.join(', ')}`,
+      );
+    }
+    if (!isObject(entry) || typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256)) {
+      throw new ModelError(`manifest entry for ${name} needs a sha256 of 64 hex digits`);
+    }
+    if (!Number.isInteger(entry.bytes) || entry.bytes < 0 || entry.bytes > MAX_FILE_BYTES) {
+      throw new ModelError(
+        `manifest says ${name} has ${JSON.stringify(entry.bytes)} bytes; this page reads files of up to ${MAX_FILE_BYTES >> 20} MB`,
+      );
+    }
+    parsed[name] = { sha256: entry.sha256, bytes: entry.bytes };
+  }
+  return parsed;
+}
+
+function parsePriors(priors) {
+  if (!isObject(priors)) throw new ModelError('manifest priors must be an object');
+  const parsed = {};
+  for (const [name, info] of Object.entries(priors)) {
+    if (!Object.hasOwn(PRIOR_KINDS, name)) {
+      throw new ModelError(
+        `manifest has an unknown prior ${JSON.stringify(name)} (known: ${Object.keys(PRIOR_KINDS).join(', ')})`,
+      );
+    }
+    const [kind, file] = PRIOR_KINDS[name];
+    if (!isObject(info) || info.kind !== kind || info.file !== file) {
+      throw new ModelError(
+        `manifest prior ${JSON.stringify(name)} must be kind ${JSON.stringify(kind)} in ${JSON.stringify(file)}`,
+      );
+    }
+    const prior = {
+      file,
+      defaultTemperature: temperature(info.default_temperature ?? 1.0, `${name} prior default_temperature`),
+    };
+    if (name === 'fitted')
+      prior.components = positiveInteger(info.components, `${name} prior components`, MAX_COMPONENTS);
+    else prior.noiseDim = positiveInteger(info.noise_dim, `${name} prior noise_dim`, MAX_LATENT_DIM);
+    parsed[name] = prior;
+  }
+  return parsed;
+}
+
+// The manifest's JSON text as { imageSize, latentDim, files, priors, defaultPrior,
+// defaultTemperature, defaultNoise }: what the page uses; ModelError says what is wrong.
+export function parseManifest(text) {
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    throw new ModelError(`manifest.json is not valid JSON (${error.message})`);
+  }
+  if (!isObject(data)) throw new ModelError('manifest.json does not hold a JSON object');
+  data = upgrade(data);
+  const manifest = {
+    imageSize: positiveInteger(data.image_size, 'image_size', MAX_IMAGE_SIZE),
+    latentDim: positiveInteger(data.latent_dim, 'latent_dim', MAX_LATENT_DIM),
+    files: parseFiles(data.files),
+    priors: parsePriors(data.priors ?? {}),
+    defaultPrior: data.default_prior ?? 'standard',
+    defaultTemperature: temperature(data.default_temperature ?? 1.0, 'default_temperature'),
+    defaultNoise: temperature(data.default_noise ?? 0.0, 'default_noise'),
+  };
+  if (manifest.defaultPrior !== 'standard' && !Object.hasOwn(manifest.priors, manifest.defaultPrior)) {
+    throw new ModelError(
+      `manifest defaults to the ${JSON.stringify(manifest.defaultPrior)} prior, which it does not have`,
+    );
+  }
+  const needed = [ENCODER_FILE, DECODER_FILE, ...Object.values(manifest.priors).map((p) => p.file)];
+  for (const name of needed) {
+    if (!Object.hasOwn(manifest.files, name)) throw new ModelError(`manifest does not list ${name}`);
+  }
+  return manifest;
+}
+
+// The priors a model can sample from, its default first (BirdVAE.prior_names).
+export function priorNames(manifest) {
+  const names = ['standard', ...Object.keys(manifest.priors)];
+  return [manifest.defaultPrior, ...names.filter((name) => name !== manifest.defaultPrior)];
+}
+
+// Each prior's own default temperature (BirdVAE.default_temperature).
+export function defaultTemperature(manifest, prior) {
+  return prior === 'standard' ? manifest.defaultTemperature : manifest.priors[prior].defaultTemperature;
+}
