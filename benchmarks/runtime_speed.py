@@ -8,6 +8,8 @@ Run it from the repository root in the training venv (it imports onnx, and torch
 venv made with ``pip install .`` (runtime only), and ``--torch-env`` defaults to this venv.
 Everything is measured in one run on this machine and printed side by side:
 
+0. sampling 64 birds with 2 onnxruntime threads: each prior alone, and prior + decoder (the
+   model's default pixel noise), against the 25 ms goal;
 1. decoding 64 birds (median ms): default and baseline under onnxruntime through
    ``birdvae.runtime.BirdVAE`` (onnxruntime's default threads: one per physical core), and the
    default model in PyTorch eager (``torch.no_grad``, the same number of threads);
@@ -51,6 +53,8 @@ DECODE_BIRDS = 64
 BATCHES = (1, 64, 1024)
 PEAK_BATCHES = (64, 1024)
 SPEEDUP_TARGET = 3.0
+SAMPLE_THREADS = 2
+SAMPLE_TARGET_MS = 25.0
 CLI_SECONDS_TARGET = 0.3
 CLI_MIB_TARGET = 150.0
 CLI_RUNS = 11
@@ -269,6 +273,36 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# 0. Sampling 64 birds --------------------------------------------------------------------------
+
+
+def bench_sample(model: Path, repeats: int) -> dict[tuple[str, str], float]:
+    """Median seconds for 64 birds' codes from each prior, and for the birds themselves."""
+    vae = BirdVAE(model, threads=SAMPLE_THREADS)
+    calls: dict[tuple[str, str], Call] = {}
+    n = DECODE_BIRDS
+    for prior in vae.prior_names:
+        calls[(prior, "prior")] = lambda p=prior: list(vae.latent_batches(n, SEED, prior=p))
+        calls[(prior, "prior + decoder")] = lambda p=prior: vae.sample(n, SEED, prior=p)
+    for call in calls.values():  # sessions open and warm up outside the timing
+        call()
+    seconds = time_in_turns(calls, repeats)
+    return {key: statistics.median(times) for key, times in seconds.items()}
+
+
+def report_sample(medians: dict[tuple[str, str], float], default: str, repeats: int) -> None:
+    print_section(
+        f"0. Sampling {DECODE_BIRDS} birds (median of {repeats}, {SAMPLE_THREADS} threads)"
+    )
+    rows = [[prior, what, f"{seconds * 1e3:.2f}"] for (prior, what), seconds in medians.items()]
+    print_table(["prior", "graphs", "ms"], rows)
+    total = medians[(default, "prior + decoder")] * 1e3
+    print(
+        f"default ({default}) prior + decoder: {total:.1f} ms "
+        f"(target <= {SAMPLE_TARGET_MS:g} ms: {target_text(total <= SAMPLE_TARGET_MS)})"
+    )
 
 
 # 1. Decoding 64 birds --------------------------------------------------------------------------
@@ -668,6 +702,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print_header(vaes, threads)
     torch_call, torch_note = torch_decode_call(args.checkpoint, vaes[DEFAULT], threads)
 
+    default_prior = vaes[DEFAULT].manifest.default_prior
+    report_sample(bench_sample(vaes[DEFAULT].path, args.repeats), default_prior, args.repeats)
     report_decode(bench_decode(vaes, torch_call, args.repeats), threads, torch_note, args.repeats)
     rates = bench_throughput(vaes, args.repeats)
     report_throughput(rates, list(vaes))

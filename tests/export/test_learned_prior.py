@@ -1,0 +1,85 @@
+"""vae-export with a learned prior: prior.onnx written, its parity with PyTorch proven, the
+manifest defaulting to it, and the runtime sampling through it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="export tests need the train extra")
+
+import torch
+
+from birdvae.runtime import BirdVAE
+from birdvae.runtime.format import SAMPLER_FILE, verify_model_dir
+from birdvae.training.config import ModelConfig, PriorConfig, TrainConfig
+from birdvae.training.prior import CodePrior, Sampler
+
+from .conftest import TINY
+
+SMALL = PriorConfig(width=16, blocks=2, steps=4)
+
+
+@pytest.fixture(scope="module")
+def prior_checkpoint(tmp_path_factory, make_checkpoint) -> tuple[Path, CodePrior]:
+    torch.manual_seed(1)
+    prior = CodePrior(TINY["latent_dim"], SMALL)
+    with torch.no_grad():
+        for parameter in prior.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    config = TrainConfig(model=ModelConfig(**TINY), prior=SMALL, stage="prior")
+    path = tmp_path_factory.mktemp("prior-run") / "best.pt"
+    make_checkpoint(path, TINY, config=config.to_dict(), prior_ema=prior.state_dict())
+    return path, prior.eval()
+
+
+def test_the_learned_prior_is_exported_checked_and_the_default(
+    prior_checkpoint, export_cli, tmp_path
+):
+    checkpoint, prior = prior_checkpoint
+    out = tmp_path / "model"
+    result = export_cli(checkpoint, "-o", out, "--temperature", 0.7)
+    assert result.exit_code == 0, result.stderr
+    assert "prior    z" in result.stdout  # the sampler's parity rows
+    manifest = verify_model_dir(out)
+    assert manifest.default_prior == "learned"
+    learned = manifest.priors["learned"]
+    assert (learned.file, learned.noise_dim, learned.default_temperature) == (SAMPLER_FILE, 16, 0.7)
+    assert manifest.default_temperature == 1.0  # the standard prior's stays 1
+    vae = BirdVAE(out, threads=1)
+    codes = np.concatenate(list(vae.latent_batches(3, seed=0, temperature=1.0)))
+    from birdvae.runtime.prior import Draws
+
+    noise = Draws(0).noise.standard_normal((3, 16)).astype(np.float32)
+    with torch.no_grad():
+        expected = Sampler(prior)(torch.from_numpy(noise)).numpy()
+    np.testing.assert_allclose(codes, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_asking_for_a_learned_prior_the_checkpoint_lacks_is_one_line(
+    resnet_checkpoint, export_cli, tmp_path
+):
+    result = export_cli(resnet_checkpoint, "-o", tmp_path / "m", "--default-prior", "learned")
+    assert result.exit_code == 2 and "has no learned prior" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_broken_sampler_fails_its_parity_check(
+    prior_checkpoint, export_cli, tmp_path, monkeypatch
+):
+    from birdvae.export import parity
+
+    checkpoint, _ = prior_checkpoint
+    original = parity.Sampler
+
+    class Drifting(original):
+        def forward(self, noise):
+            return super().forward(noise) + 1e-3
+
+    monkeypatch.setattr(parity, "Sampler", Drifting)
+    result = export_cli(checkpoint, "-o", tmp_path / "m")
+    assert result.exit_code == 1 and "parity check failed" in result.stderr
+    assert "prior z" in result.stderr and not (tmp_path / "m").exists()
