@@ -357,5 +357,5 @@ def test_the_learned_prior_samples_through_prior_onnx(vae: BirdVAE) -> None:
 def test_a_learned_prior_of_the_wrong_width_is_refused(model_copy: Path) -> None:
     _edit_manifest(model_copy, priors={"learned": {
         "kind": "sampler", "file": "prior.onnx", "noise_dim": 9, "default_temperature": 1.0}})
-    with pytest.raises(ModelFormatError, match="prior.onnx input 'noise' has shape"):
+    with pytest.raises(ModelFormatError, match=r"prior\.onnx input 'noise' has shape"):
         BirdVAE(model_copy).sample(1, prior="learned")
