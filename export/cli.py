@@ -120,7 +120,7 @@ def main(
         raise click.UsageError("--prior-components needs --prior-data")
     if output is not None and out_alias is not None:
         raise click.UsageError("give -o/--output once (--out is its old name)")
-    from birdvae.training import durable
+    from birdvae.runtime import durable
     from birdvae.training.checkpoint import CheckpointError
     from birdvae.training.data import DataError
 

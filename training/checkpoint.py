@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from . import durable
+from birdvae.runtime import durable
+
 from .config import TrainConfig
 from .model import VAE
 

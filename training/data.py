@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from . import durable
+from birdvae.runtime import durable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BOX_MARGIN = 0.15  # extra context around a CUB bounding box, as a fraction of its longer side

@@ -28,7 +28,9 @@ from torch.utils.data import DistributedSampler
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from . import checkpoint, durable, runfolder
+from birdvae.runtime import durable
+
+from . import checkpoint, runfolder
 from .config import TrainConfig
 from .data import load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid

@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from birdvae.export.destination import sweep
-from birdvae.training import durable
+from birdvae.runtime import durable
 
 pytestmark = pytest.mark.torch
 

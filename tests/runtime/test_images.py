@@ -124,7 +124,7 @@ def test_save_png_leaves_nothing_when_interrupted(tmp_path: Path, monkeypatch) -
     def fail(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images.os, "replace", fail)
+    monkeypatch.setattr("os.replace", fail)
     with pytest.raises(KeyboardInterrupt):
         images.save_png(np.zeros((4, 4, 3), np.uint8), target)
     assert os.listdir(tmp_path) == ["a.png"]
