@@ -17,16 +17,12 @@ from typing import Any
 
 import click
 
+from birdvae.runtime.command import EXIT_USAGE, Command
+from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import DEFAULT_OPSET
 
 NEEDS_TRAIN_EXTRA = "vae-export needs the training extra: pip install 'bird-vae[train]'"
 TRAIN_MODULES = ("torch", "onnx", "onnxscript")
-EXIT_FAILED = 1  # the export or one of its checks failed
-EXIT_USAGE = 2  # bad checkpoint, data or destination
-
-
-class UsageProblem(Exception):
-    """An input the user has to fix (exit 2); the message says what."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,7 @@ class ExportOptions:
     noise: float = 0.0
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
@@ -120,11 +116,6 @@ def main(
         raise click.UsageError("--prior-components needs --prior-data")
     if output is not None and out_alias is not None:
         raise click.UsageError("give -o/--output once (--out is its old name)")
-    from birdvae.runtime import durable
-    from birdvae.training.checkpoint import CheckpointError
-    from birdvae.training.data import DataError
-
-    from .destination import DestinationError
     from .onnx import ExportError
 
     destination = output or out_alias or checkpoint.parent / "model"
@@ -140,17 +131,9 @@ def main(
         noise=noise,
     )
     try:
-        with durable.exit_on_sigterm():
-            _export(options)
-    except (UsageProblem, DestinationError, CheckpointError, DataError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except ExportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        _export(options)
     except OSError as exc:
-        click.echo(f"error: cannot write the model: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        raise ExportError(f"cannot write the model: {exc}") from exc
     click.echo(f"wrote {destination}")
 
 
@@ -182,7 +165,7 @@ def _export(options: ExportOptions) -> None:
     check_replaceable(destination)
     model, config, state = load_model(checkpoint, ema=ema)
     if options.noise > 0 and not has_pixel_noise(model):
-        raise UsageProblem(
+        raise UserError(
             f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
         )
     used_ema = bool(ema and state.get("ema"))
@@ -190,7 +173,7 @@ def _export(options: ExportOptions) -> None:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights")
     splits, data = _real_images(checkpoint, config, options.prior_data)
     if options.int8 and splits is None:
-        raise UsageProblem("--int8 calibrates on real images: pass --prior-data DIR")
+        raise UserError("--int8 calibrates on real images: pass --prior-data DIR")
     source: dict[str, Any] = {
         "architecture": config.to_dict()["model"],
         "epochs": int(state["epoch"]),

@@ -13,13 +13,15 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import click
 import numpy as np
 from click.core import ParameterSource
 
 from . import images
+from .command import Group
+from .errors import UserError
 from .format import MANIFEST_FILE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE
 
@@ -27,39 +29,6 @@ MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); mor
 MAX_STEPS = 256
 TILE_PIXELS = 128  # the default scale makes each bird about this wide
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class _BirdGen(click.Group):
-    """A group whose errors, click's own included, are one line and exit status 2."""
-
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
-        extra["standalone_mode"] = False
-        try:
-            status = super().main(args, prog_name or self.name, **extra)
-        except click.Abort:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
-        except click.ClickException as exc:
-            message = exc.format_message()
-            if isinstance(exc, click.UsageError) and exc.ctx is not None:
-                message += f" (see '{exc.ctx.command_path} --help')"
-            _exit_with_error(message)
-        except OSError as exc:
-            _exit_with_error(_describe_os_error(exc))
-        except ValueError as exc:  # the runtime's ModelFormatError, ImageError and bad arguments
-            _exit_with_error(str(exc))
-        sys.exit(status if isinstance(status, int) else 0)
-
-
-def _exit_with_error(message: str) -> NoReturn:
-    click.echo(f"error: {' '.join(message.split())}", err=True)
-    sys.exit(2)
-
-
-def _describe_os_error(exc: OSError) -> str:
-    if exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    return str(exc) or type(exc).__name__
 
 
 _model_option = click.option(
@@ -98,22 +67,22 @@ _scale_option = click.option(
 def _check_output_file(path: Path) -> None:
     """Refuse an output the PNG cannot be written to before any work is done."""
     if path.suffix.lower() != ".png":
-        raise click.ClickException(f"{path}: the output must be a .png file")
+        raise UserError(f"{path}: the output must be a .png file")
     if path.is_dir():
-        raise click.ClickException(f"{path} is a directory; give a .png file name")
+        raise UserError(f"{path} is a directory; give a .png file name")
     folder = path.parent
     if not folder.is_dir():
         problem = "is not a folder" if folder.exists() else "does not exist"
-        raise click.ClickException(f"{path}: {folder} {problem}")
+        raise UserError(f"{path}: {folder} {problem}")
     if not os.access(folder, os.W_OK):
-        raise click.ClickException(f"{path}: the folder {folder} is not writable")
+        raise UserError(f"{path}: the folder {folder} is not writable")
 
 
 def _default_scale(scale: int | None, vae: BirdVAE) -> int:
     return scale or max(1, TILE_PIXELS // vae.image_size)
 
 
-@click.group("bird-gen", cls=_BirdGen, invoke_without_command=True, context_settings=CONTEXT)
+@click.group("bird-gen", cls=Group, invoke_without_command=True, context_settings=CONTEXT)
 @click.option(
     "-n",
     "--n",
@@ -208,7 +177,7 @@ def main(
             raise click.UsageError("give either -o/--output or --separate, not both")
     else:
         if n > MAX_FIGURE:
-            raise click.ClickException(
+            raise UserError(
                 f"--n {n} is too many birds for one grid (at most {MAX_FIGURE}); "
                 "use --separate DIR to write one PNG each"
             )
@@ -274,9 +243,7 @@ def recon(
     the 8-bit reconstruction with the 8-bit cropped original; the mean is over photos.
     """
     if len(photos) > MAX_FIGURE:
-        raise click.ClickException(
-            f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})"
-        )
+        raise UserError(f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})")
     _check_output_file(output)
     from .photos import load_image
 

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 had one optional prior, the mixture (see upgrade)
 
@@ -55,7 +57,7 @@ PRIOR_KINDS = {"learned": ("sampler", SAMPLER_FILE), "fitted": ("gaussian-mixtur
 PRIOR_NAMES = ("standard", *PRIOR_KINDS)
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(UserError, ValueError):
     """A model folder that does not satisfy this format; the message says what is wrong."""
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from .errors import ArgumentError
 from .format import (
     DECODER_FILE,
     DECODER_INPUT,
@@ -62,7 +63,8 @@ DEFAULT_BATCH = 64
 def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
     """A real folder holding a shipped model, wherever the package was installed from."""
     if name not in SHIPPED_MODELS:
-        raise ValueError(f"{name!r} is not a shipped model (shipped: {', '.join(SHIPPED_MODELS)})")
+        shipped = ", ".join(SHIPPED_MODELS)
+        raise ArgumentError(f"{name!r} is not a shipped model (shipped: {shipped})")
     resource = files("birdvae.models").joinpath(name)
     if not resource.joinpath(MANIFEST_FILE).is_file():
         raise ModelFormatError(
@@ -109,7 +111,7 @@ class BirdVAE:
 
     def __init__(self, model_dir: PathLike | None = None, threads: int | None = None) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 0):
-            raise ValueError(f"threads must be an integer >= 0 or None, got {threads!r}")
+            raise ArgumentError(f"threads must be an integer >= 0 or None, got {threads!r}")
         self._path = Path(model_dir) if model_dir is not None else shipped_model_dir()
         # Sizes now, each file's sha256 when it is first read (see read_verified).
         self._manifest = verify_model_dir(self._path, check_hashes=False)
@@ -173,9 +175,9 @@ class BirdVAE:
     def _prior_name(self, name: str | None) -> str:
         name = name or self._manifest.default_prior
         if name not in PRIOR_NAMES:
-            raise ValueError(f"unknown prior {name!r} (choose {', '.join(PRIOR_NAMES)})")
+            raise ArgumentError(f"unknown prior {name!r} (choose {', '.join(PRIOR_NAMES)})")
         if name not in self.prior_names:
-            raise ValueError(
+            raise ArgumentError(
                 f"the model in {self._path} has no {name} prior (it has: "
                 f"{', '.join(self.prior_names)})"
             )
@@ -325,7 +327,7 @@ class BirdVAE:
 
     def _check_pixel_noise(self) -> None:
         if not self.has_pixel_noise:
-            raise ValueError(
+            raise ArgumentError(
                 f"the decoder in {self._path} has no pixel scales ({self._manifest.likelihood} "
                 "likelihood or an older export), so it can only show the mean: use noise 0"
             )
@@ -338,7 +340,7 @@ class BirdVAE:
     def interpolate(self, first: np.ndarray, last: np.ndarray, steps: int = 8) -> np.ndarray:
         """``steps`` images on the slerp path between two images' posterior means, ends included."""
         if not isinstance(steps, int) or steps < 2:
-            raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
+            raise ArgumentError(f"steps must be an integer >= 2, got {steps!r}")
         mean, _ = self.encode(np.stack([first, last]))
         return self.decode(slerp(mean[0], mean[1], np.linspace(0.0, 1.0, steps)))
 
@@ -389,26 +391,28 @@ def _check_prior_settings(manifest: Manifest, folder: Path) -> None:
     for temperature in temperatures:
         try:
             check_temperature(temperature)
-        except ValueError as exc:
+        except ArgumentError as exc:
             raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
     try:
         check_noise(manifest.default_noise)
-    except ValueError as exc:
+    except ArgumentError as exc:
         raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
 
 
 def _check_count(value: int, name: str) -> None:
     if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _as_float_batch(array: Any, row_shape: tuple[int, ...], name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype == np.uint8:
-        raise ValueError(f"{name} must be floats in [0, 1], not uint8 (see images.from_uint8_hwc)")
+        raise ArgumentError(
+            f"{name} must be floats in [0, 1], not uint8 (see images.from_uint8_hwc)"
+        )
     if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape or len(array) == 0:
         expected = ", ".join(["N", *map(str, row_shape)])
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must have shape [{expected}] with N >= 1, got {list(array.shape)}"
         )
     return np.ascontiguousarray(array, dtype=np.float32)

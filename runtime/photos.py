@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import UserError
 
-class ImageError(ValueError):
+
+class ImageError(UserError, ValueError):
     """A photo that cannot be read; the message names the file and the reason."""
 
 

@@ -13,13 +13,15 @@ import math
 
 import numpy as np
 
+from .errors import ArgumentError
+
 _TINY = 1e-6  # keeps uniform draws off 0 and 1, where the logistic's inverse CDF is infinite
 
 
 def check_noise(noise: float) -> float:
     noise = float(noise)
     if not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise}")
+        raise ArgumentError(f"noise must be a finite number >= 0, got {noise}")
     return noise
 
 

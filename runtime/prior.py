@@ -17,6 +17,7 @@ from typing import BinaryIO, Callable, Union
 
 import numpy as np
 
+from .errors import ArgumentError
 from .format import PRIOR_ARRAYS, ModelFormatError
 
 
@@ -39,7 +40,7 @@ class Draws:
 def check_temperature(temperature: float) -> float:
     temperature = float(temperature)
     if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+        raise ArgumentError(f"temperature must be a finite number >= 0, got {temperature}")
     return temperature
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BOX_MARGIN = 0.15  # extra context around a CUB bounding box, as a fraction of its longer side
@@ -34,7 +35,7 @@ CACHE_VERSION = 2
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data source that cannot be used; the message says what to fix."""
 
 

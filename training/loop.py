@@ -29,6 +29,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
 
 from . import checkpoint, runfolder
 from .config import TrainConfig
@@ -41,7 +42,7 @@ from .precision import resolve_precision
 LAST, BEST, METRICS, CONFIG = runfolder.LAST, runfolder.BEST, runfolder.METRICS, runfolder.CONFIG
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """The run cannot go on (for example, the loss stays non-finite); the message says why."""
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .config import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -33,7 +35,7 @@ def gpu_has_native_bf16(device: torch.device) -> bool:
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """The dtype of the forward pass for ``--precision name`` on ``device``."""
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r} (choose {', '.join(PRECISIONS)})")
+        raise ConfigError(f"unknown precision {name!r} (choose {', '.join(PRECISIONS)})")
     if name == "auto":
         native = gpu_has_native_bf16(device) if device.type == "cuda" else cpu_has_native_bf16()
         name = "bf16" if native else "fp32"

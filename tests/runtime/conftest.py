@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -38,15 +39,16 @@ def _runner() -> CliRunner:
         return CliRunner()  # click >= 8.2 keeps stderr apart and dropped the argument
 
 
+def invoke(command: click.Command, *args: object) -> CliResult:
+    """Run a click command in this process."""
+    result = _runner().invoke(command, [str(arg) for arg in args])
+    return CliResult(result.exit_code, result.stdout, result.stderr, result.exception)
+
+
 @pytest.fixture
 def cli():
     """Run ``bird-gen`` in this process: cli(*args) -> CliResult."""
-
-    def run(*args: object) -> CliResult:
-        result = _runner().invoke(main, [str(arg) for arg in args])
-        return CliResult(result.exit_code, result.stdout, result.stderr, result.exception)
-
-    return run
+    return lambda *args: invoke(main, *args)
 
 
 @pytest.fixture

@@ -1,0 +1,21 @@
+"""The errors a user can fix, as one family, so that every command tells them from bugs alike.
+
+A ``UserError``'s message is the whole story: the commands print it as one ``error:`` line and
+exit with its ``exit_code``, with no traceback (``runtime/command.py``). Anything that is not one
+is a bug in bird-vae and keeps its traceback. Standard library only: ``format.py`` raises these
+and must cost nothing to import.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in what the user gave (arguments, a model folder, a photo, a checkpoint, a data
+    set) or a run that cannot go on; the message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class ArgumentError(UserError, ValueError):
+    """An argument the runtime cannot serve: a bad count, temperature or noise, or a prior the
+    model does not have. A ValueError too, as callers of the Python API expect."""
