@@ -19,3 +19,10 @@ class UserError(Exception):
 class ArgumentError(UserError, ValueError):
     """An argument the runtime cannot serve: a bad count, temperature or noise, or a prior the
     model does not have. A ValueError too, as callers of the Python API expect."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception as a short reason: its first line, or its type when it says
+    nothing (onnxruntime's and PIL's messages run to several lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

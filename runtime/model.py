@@ -10,7 +10,6 @@ error deep inside a run.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -38,6 +37,7 @@ from .format import (
     read_verified,
     verify_model_dir,
 )
+from .graphs import check_signature, open_session, outputs_pixel_noise, run_graph
 from .pixels import check_noise, draw_pixels
 from .prior import (
     Draws,
@@ -185,13 +185,8 @@ class BirdVAE:
 
     def _load_mixture(self, info: PriorInfo) -> GaussianMixture:
         data = read_verified(self._path, self._manifest, info.file)
-        mixture = GaussianMixture.load(io.BytesIO(data), self.latent_dim, self._path / info.file)
-        if mixture.components != info.components:
-            raise ModelFormatError(
-                f"{info.file} has {mixture.components} components, the manifest says "
-                f"{info.components}"
-            )
-        return mixture
+        path = self._path / info.file
+        return GaussianMixture.load(data, self.latent_dim, path, info.components)
 
     def _load_sampler(self, info: PriorInfo) -> LearnedPrior:
         assert info.noise_dim is not None  # Manifest.check made sure
@@ -199,7 +194,7 @@ class BirdVAE:
         shape = (self.latent_dim,)
 
         def run(noise: np.ndarray) -> np.ndarray:
-            (z,) = _run(session, SAMPLER_FILE, [SAMPLER_OUTPUT], SAMPLER_INPUT, noise)
+            (z,) = run_graph(session, SAMPLER_FILE, [SAMPLER_OUTPUT], SAMPLER_INPUT, noise)
             _check_output(z, (len(noise), *shape), f"{SAMPLER_FILE} {SAMPLER_OUTPUT}")
             return z
 
@@ -287,7 +282,9 @@ class BirdVAE:
         means, logvars = [], []
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
-            mean, logvar = _run(session, ENCODER_FILE, list(ENCODER_OUTPUTS), ENCODER_INPUT, chunk)
+            mean, logvar = run_graph(
+                session, ENCODER_FILE, list(ENCODER_OUTPUTS), ENCODER_INPUT, chunk
+            )
             for name, value in (("mean", mean), ("logvar", logvar)):
                 _check_output(value, (len(chunk), self.latent_dim), f"{ENCODER_FILE} {name}")
             means.append(mean)
@@ -303,7 +300,9 @@ class BirdVAE:
         images = []
         for start in range(0, len(z), batch):
             chunk = z[start : start + batch]
-            (image,) = _run(session, DECODER_FILE, list(DECODER_OUTPUTS[:1]), DECODER_INPUT, chunk)
+            (image,) = run_graph(
+                session, DECODER_FILE, list(DECODER_OUTPUTS[:1]), DECODER_INPUT, chunk
+            )
             _check_output(image, (len(chunk), *shape), f"{DECODER_FILE} image")
             images.append(image)
         return np.concatenate(images)
@@ -313,7 +312,7 @@ class BirdVAE:
         temperature ``noise``."""
         outputs = list(DECODER_NOISE_OUTPUTS)
         session = self._session(DECODER_FILE)
-        arrays = _run(session, DECODER_FILE, outputs, DECODER_INPUT, z)
+        arrays = run_graph(session, DECODER_FILE, outputs, DECODER_INPUT, z)
         shape = (len(z), 3, self.image_size, self.image_size)
         for name, value in zip(outputs, arrays):
             _check_output(value, shape, f"{DECODER_FILE} {name}")
@@ -323,7 +322,7 @@ class BirdVAE:
     def has_pixel_noise(self) -> bool:
         """Whether the decoder outputs its pixel distribution, so ``noise`` above 0 can work
         (logistic models exported since pixel noise exists)."""
-        return _outputs_pixel_noise(self._session(DECODER_FILE))
+        return outputs_pixel_noise(self._session(DECODER_FILE))
 
     def _check_pixel_noise(self) -> None:
         if not self.has_pixel_noise:
@@ -355,9 +354,10 @@ class BirdVAE:
             else:
                 signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
             model = read_verified(self._path, self._manifest, file)
-            session = _open_session(self._path / file, model, self._threads, *signature)
+            session = open_session(model, self._path / file, self._threads)
+            check_signature(session, self._path / file, *signature)
             needs_noise = file == DECODER_FILE and self._manifest.default_noise > 0
-            if needs_noise and not _outputs_pixel_noise(session):
+            if needs_noise and not outputs_pixel_noise(session):
                 raise ModelFormatError(
                     f"manifest in {self._path} defaults to pixel noise, but {file} does not "
                     f"output {', '.join(DECODER_NOISE_OUTPUTS)}"
@@ -421,76 +421,3 @@ def _as_float_batch(array: Any, row_shape: tuple[int, ...], name: str) -> np.nda
 def _check_output(value: np.ndarray, shape: tuple[int, ...], what: str) -> None:
     if value.shape != shape:
         raise ModelFormatError(f"{what} has shape {list(value.shape)}, expected {list(shape)}")
-
-
-def _open_session(
-    path: Path,
-    model: bytes,
-    threads: int,
-    input_name: str,
-    row_shape: tuple[int, ...],
-    outputs: tuple[str, ...],
-) -> InferenceSession:
-    """A CPU session for one graph (``model``: the bytes read from ``path``), refused unless its
-    signature is the format's."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # errors only: warnings would drown a command's own output
-    try:
-        session = onnxruntime.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) subclass Exception
-        raise ModelFormatError(
-            f"{path} cannot be loaded by onnxruntime: {_first_line(exc)}"
-        ) from exc
-    inputs = session.get_inputs()
-    if [i.name for i in inputs] != [input_name]:
-        raise ModelFormatError(
-            f"{path} takes inputs {[i.name for i in inputs]}, the format needs [{input_name!r}]"
-        )
-    (graph_input,) = inputs
-    if graph_input.type != "tensor(float)":
-        raise ModelFormatError(f"{path} input {input_name!r} is {graph_input.type}, not float32")
-    expected = ["N", *row_shape]
-    shape = list(graph_input.shape)
-    if (
-        len(shape) != len(expected)
-        or isinstance(shape[0], int)
-        or any(isinstance(dim, int) and dim != want for dim, want in zip(shape[1:], row_shape))
-    ):
-        raise ModelFormatError(
-            f"{path} input {input_name!r} has shape {shape}, the format needs {expected} "
-            "with a dynamic batch axis N"
-        )
-    names = [o.name for o in session.get_outputs()]
-    if names[: len(outputs)] != list(outputs):
-        raise ModelFormatError(
-            f"{path} has outputs {names}, the format needs {list(outputs)} first"
-        )
-    return session
-
-
-def _outputs_pixel_noise(session: InferenceSession) -> bool:
-    """Whether a decoder session outputs DECODER_NOISE_OUTPUTS right after ``image``."""
-    names = [o.name for o in session.get_outputs()]
-    return names[1 : 1 + len(DECODER_NOISE_OUTPUTS)] == list(DECODER_NOISE_OUTPUTS)
-
-
-def _run(
-    session: InferenceSession, file: str, outputs: list[str], input_name: str, chunk: np.ndarray
-) -> list[np.ndarray]:
-    try:
-        return session.run(outputs, {input_name: chunk})
-    except Exception as exc:  # the input was checked, so a failure here is the graph's fault
-        raise ModelFormatError(
-            f"{file} failed on a batch of {len(chunk)}: {_first_line(exc)}"
-        ) from exc
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -45,6 +45,17 @@ def invoke(command: click.Command, *args: object) -> CliResult:
     return CliResult(result.exit_code, result.stdout, result.stderr, result.exception)
 
 
+def one_error(result: CliResult, *fragments: str) -> str:
+    """Assert the command ended as one ``error:`` line (status 2) holding ``fragments``."""
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture
 def cli():
     """Run ``bird-gen`` in this process: cli(*args) -> CliResult."""

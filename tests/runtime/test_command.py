@@ -4,7 +4,6 @@ a bug keeps its traceback, a warning is one ``warning:`` line."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import click
 import pytest
@@ -67,7 +66,7 @@ def test_a_bug_inside_bird_gen_is_not_reported_as_a_user_mistake(monkeypatch, ti
     def broken(*_args: object, **_kwargs: object):
         raise ValueError("operands could not be broadcast together")
 
-    monkeypatch.setattr(bird_gen.BirdVAE, "sample_batches", broken)
+    monkeypatch.setattr(bird_gen.BirdVAE, "decode", broken)
     result = invoke(bird_gen.main, "--model", str(tiny_model), "-o", str(out / "b.png"))
     assert isinstance(result.exception, ValueError)
     assert list(out.iterdir()) == []

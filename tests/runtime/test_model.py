@@ -196,11 +196,18 @@ def test_wrong_input_names_are_refused(wrong_names_model: Path) -> None:
         vae.sample(1)
 
 
-def test_corrupt_onnx_is_refused(model_copy: Path, refresh_manifest) -> None:
-    (model_copy / DECODER_FILE).write_bytes(b"\x08\x07garbage that is no protobuf graph")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x08\x07garbage that is no protobuf graph", "not a well-formed ONNX file"),
+        (b"\x08\x07", "cannot be loaded by onnxruntime"),  # a model of no graph
+    ],
+)
+def test_corrupt_onnx_is_refused(model_copy: Path, refresh_manifest, content, message) -> None:
+    (model_copy / DECODER_FILE).write_bytes(content)
     refresh_manifest(model_copy)
     vae = BirdVAE(model_copy)
-    with pytest.raises(ModelFormatError, match="cannot be loaded by onnxruntime"):
+    with pytest.raises(ModelFormatError, match=message):
         vae.decode(np.zeros((1, 8), np.float32))
 
 
