@@ -10,7 +10,9 @@ error deep inside a run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -58,6 +60,27 @@ PathLike = Union[str, Path]
 SHIPPED_MODELS = ("birds32", "birds64")
 DEFAULT_MODEL = "birds32"
 DEFAULT_BATCH = 64
+# Numbers in one array a graph run takes or makes (64 MB of float32): a batch may be as large
+# as fits, 5461 birds at 32x32, so memory is bounded before any is allocated.
+MAX_BATCH_VALUES = 1 << 24
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How birds are drawn, every default resolved and checked once (``BirdVAE.sampling``):
+    the same settings draw the same birds, whatever ``batch`` is."""
+
+    prior: str
+    temperature: float
+    noise: float
+    seed: int | None
+    batch: int = DEFAULT_BATCH
+
+    def __str__(self) -> str:
+        return (
+            f"seed {self.seed}, {self.prior} prior, temperature {self.temperature:g}, "
+            f"noise {self.noise:g}"
+        )
 
 
 def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
@@ -94,6 +117,13 @@ def real_folder(resource: Traversable) -> Path:
     return folder
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def resolve_model(name_or_path: PathLike) -> Path:
     """A shipped model's name (``birds32``) or else a model folder's path."""
     if isinstance(name_or_path, str) and name_or_path in SHIPPED_MODELS:
@@ -112,6 +142,11 @@ class BirdVAE:
     def __init__(self, model_dir: PathLike | None = None, threads: int | None = None) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 0):
             raise ArgumentError(f"threads must be an integer >= 0 or None, got {threads!r}")
+        if threads is not None and threads > usable_cpus():
+            raise ArgumentError(
+                f"threads {threads} is more than the {usable_cpus()} CPUs this process may use; "
+                "more would only wait on each other (0: one per physical core)"
+            )
         self._path = Path(model_dir) if model_dir is not None else shipped_model_dir()
         # Sizes now, each file's sha256 when it is first read (see read_verified).
         self._manifest = verify_model_dir(self._path, check_hashes=False)
@@ -209,6 +244,43 @@ class BirdVAE:
 
     # Sampling ----------------------------------------------------------------------------------
 
+    def sampling(
+        self,
+        seed: int | None = None,
+        temperature: float | None = None,
+        prior: str | None = None,
+        noise: float | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> Sampling:
+        """The settings birds are drawn with, each None taken from the manifest and every value
+        checked (ArgumentError), so a request that cannot be served fails before any work."""
+        name = self._prior_name(prior)
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ArgumentError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        temperature = self.default_temperature(name) if temperature is None else temperature
+        noise = check_noise(self.default_noise() if noise is None else noise)
+        if noise > 0:
+            self._check_pixel_noise()
+        self._check_batch(batch)
+        return Sampling(name, check_temperature(temperature), noise, seed, batch)
+
+    def draw(self, n: int, settings: Sampling) -> Iterator[np.ndarray]:
+        """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time. The prior is
+        read now, so a damaged one fails before the first batch is asked for."""
+        draws = Draws(settings.seed)
+        latents = self._latents(n, settings, draws)
+        if settings.noise == 0:
+            return (self.decode(z, settings.batch) for z in latents)
+        return (self._decode_drawn(z, settings.noise, draws.pixels) for z in latents)
+
+    def _latents(self, n: int, settings: Sampling, draws: Draws) -> Iterator[np.ndarray]:
+        _check_count(n, "n")
+        chosen, batch = self.prior(settings.prior), settings.batch
+        return (
+            chosen.sample(min(batch, n - start), draws, settings.temperature)
+            for start in range(0, n, batch)
+        )
+
     def latent_batches(
         self,
         n: int,
@@ -219,20 +291,8 @@ class BirdVAE:
     ) -> Iterator[np.ndarray]:
         """n codes from the prior, ``batch`` at a time; the same seed gives the same codes
         whatever ``batch`` is."""
-        return self._latents(n, Draws(seed), temperature, prior, batch)
-
-    def _latents(
-        self, n: int, draws: Draws, temperature: float | None, prior: str | None, batch: int
-    ) -> Iterator[np.ndarray]:
-        _check_count(n, "n")
-        _check_count(batch, "batch")
-        chosen = self.prior(prior)
-        temperature = check_temperature(
-            self.default_temperature(prior) if temperature is None else temperature
-        )
-        return (
-            chosen.sample(min(batch, n - start), draws, temperature) for start in range(0, n, batch)
-        )
+        settings = self.sampling(seed, temperature, prior, noise=0.0, batch=batch)
+        return self._latents(n, settings, Draws(seed))
 
     def default_noise(self) -> float:
         """The pixel noise used when none is given (see ``runtime.pixels``); 0 shows the mean."""
@@ -248,13 +308,7 @@ class BirdVAE:
         noise: float | None = None,
     ) -> Iterator[np.ndarray]:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time."""
-        noise = check_noise(self.default_noise() if noise is None else noise)
-        draws = Draws(seed)  # created now, so a bad seed fails here and not at the first next()
-        latents = self._latents(n, draws, temperature, prior, batch)
-        if noise == 0:
-            return (self.decode(z, batch) for z in latents)
-        self._check_pixel_noise()
-        return (self._decode_drawn(z, noise, draws.pixels) for z in latents)
+        return self.draw(n, self.sampling(seed, temperature, prior, noise, batch))
 
     def sample(
         self,
@@ -277,7 +331,7 @@ class BirdVAE:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The posterior q(z|x) of each image: its mean and log-variance, float32 [N, D] each."""
         images = _as_float_batch(images, (3, self.image_size, self.image_size), "images")
-        _check_count(batch, "batch")
+        self._check_batch(batch)
         session = self._session(ENCODER_FILE)
         means, logvars = [], []
         for start in range(0, len(images), batch):
@@ -294,7 +348,7 @@ class BirdVAE:
     def decode(self, z: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
         """The image for each code, float32 [N, 3, S, S] in [0, 1]."""
         z = _as_float_batch(z, (self.latent_dim,), "z")
-        _check_count(batch, "batch")
+        self._check_batch(batch)
         session = self._session(DECODER_FILE)
         shape = (3, self.image_size, self.image_size)
         images = []
@@ -329,6 +383,16 @@ class BirdVAE:
             raise ArgumentError(
                 f"the decoder in {self._path} has no pixel scales ({self._manifest.likelihood} "
                 "likelihood or an older export), so it can only show the mean: use noise 0"
+            )
+
+    def _check_batch(self, batch: int) -> None:
+        """Refuse a batch whose arrays would hold more than MAX_BATCH_VALUES numbers each."""
+        _check_count(batch, "batch")
+        row = max(3 * self.image_size * self.image_size, self.latent_dim)
+        if batch * row > MAX_BATCH_VALUES:
+            raise ArgumentError(
+                f"batch {batch} is too large for this model's {self.image_size}x"
+                f"{self.image_size} images: at most {MAX_BATCH_VALUES // row}"
             )
 
     def reconstruct(self, images: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:

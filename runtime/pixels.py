@@ -9,19 +9,19 @@ the model expects at each pixel; T = 0 is the mean, T = 1 a full sample.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .errors import ArgumentError
 
 _TINY = 1e-6  # keeps uniform draws off 0 and 1, where the logistic's inverse CDF is infinite
+# 1 draws whole samples; 10 is ten times the grain the model expects, far past any use.
+MAX_NOISE = 10.0
 
 
 def check_noise(noise: float) -> float:
     noise = float(noise)
-    if not math.isfinite(noise) or noise < 0:
-        raise ArgumentError(f"noise must be a finite number >= 0, got {noise}")
+    if not 0 <= noise <= MAX_NOISE:  # NaN fails too
+        raise ArgumentError(f"noise must be 0 to {MAX_NOISE:g}, got {noise}")
     return noise
 
 

@@ -296,3 +296,14 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(model_copy, refresh_manifes
     finally:
         tracemalloc.stop()
     assert peak < 4 * len(bomb) + (1 << 20), f"{peak / 1e6:.1f} MB used on a refused prior"
+
+
+# --- what the model says is shown, never obeyed -----------------------------------------------
+
+
+def test_info_shows_a_manifests_control_characters_escaped(cli, model_copy):
+    _write_manifest(model_copy, {**_manifest_data(), "source": {"note": "\x1b[2J\x1b]0;owned\x07"}})
+    result = cli("info", "--model", model_copy)
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b[2J" in result.stdout
