@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from birdvae.runtime import BirdVAE
-from birdvae.runtime.images import to_uint8_hwc
+from birdvae.runtime.images import psnr, to_uint8_hwc
 from birdvae.training.data import load_splits
 from birdvae.training.swd import sliced_wasserstein
 
@@ -49,8 +49,7 @@ def sample_swd(
 def recon_psnr(model: BirdVAE, images: np.ndarray) -> float:
     """Mean PSNR (dB) of 8-bit reconstructions of uint8 [N, 3, S, S] images."""
     recon = as_uint8_nchw(model.reconstruct(images.astype(np.float32) / 255.0))
-    mse = ((recon.astype(np.float64) - images) ** 2).reshape(len(images), -1).mean(1)
-    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+    return float(np.mean([psnr(original, image) for original, image in zip(images, recon)]))
 
 
 def nearest_photo_rms(images: np.ndarray, photos: np.ndarray) -> np.ndarray:

@@ -35,11 +35,17 @@ def from_uint8_hwc(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def psnr(reference: np.ndarray, image: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB between two uint8 images: what the PNGs show."""
+def psnr(reference: np.ndarray, image: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of ``image`` against ``reference``, over all their
+    values: uint8 images (what the PNGs show) by default, images in [0, 1] with ``peak=1``."""
     difference = np.asarray(reference, np.float64) - np.asarray(image, np.float64)
-    mse = float(np.mean(difference**2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return float(psnr_of_mse(np.mean(difference**2), peak))
+
+
+def psnr_of_mse(mse: float | np.ndarray, peak: float = 255.0) -> np.ndarray:
+    """PSNR in dB for each mean squared error; infinite where an image is exact."""
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(peak**2 / np.asarray(mse, np.float64))
 
 
 def figure_size(rows: int, cols: int, tile: int, scale: int) -> tuple[int, int]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from birdvae.runtime.images import psnr_of_mse
+
 from .likelihood import bits_per_dim, discretized_gaussian_nll, to_unit
 from .model import VAE, kl_per_dim
 
@@ -102,7 +104,7 @@ def evaluate(
         mse = (model.decode_image(mean) - unit).square().flatten(1).mean(1)
         totals["recon"] += float(recon.sum())
         totals["kl"] += float(kl.sum())
-        totals["psnr"] += float((10 * torch.log10(1.0 / mse.clamp(min=1e-10))).sum())
+        totals["psnr"] += float(psnr_of_mse(mse.clamp(min=1e-10).float().cpu().numpy(), 1.0).sum())
         if iw_samples > 0:
             totals["iw"] += float(
                 _iw_nll(model, x, mean, logvar, iw_samples, sigma, generator).sum()
