@@ -18,11 +18,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from swd import sliced_wasserstein  # beside this script
 
 from birdvae.runtime import BirdVAE
 from birdvae.runtime.images import psnr, to_uint8_hwc
 from birdvae.training.data import load_splits
-from birdvae.training.swd import sliced_wasserstein
 
 TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0)
 NOISES = (0.0, 0.25, 0.5, 0.75, 1.0)
