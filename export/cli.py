@@ -115,7 +115,7 @@ def main(
     if prior_components is not None and not prior_data:
         raise click.UsageError("--prior-components needs --prior-data")
     if output is not None and out_alias is not None:
-        raise click.UsageError("give -o/--output once (--out is its old name)")
+        raise click.UsageError("give -o/--output once (--out is the same option)")
     from .onnx import ExportError
 
     destination = output or out_alias or checkpoint.parent / "model"

@@ -374,15 +374,16 @@ class BirdVAE:
 
     @property
     def has_pixel_noise(self) -> bool:
-        """Whether the decoder outputs its pixel distribution, so ``noise`` above 0 can work
-        (logistic models exported since pixel noise exists)."""
+        """Whether the decoder outputs its pixel distribution (the format's optional
+        DECODER_NOISE_OUTPUTS), so ``noise`` above 0 can work; only logistic likelihoods have
+        one."""
         return outputs_pixel_noise(self._session(DECODER_FILE))
 
     def _check_pixel_noise(self) -> None:
         if not self.has_pixel_noise:
             raise ArgumentError(
                 f"the decoder in {self._path} has no pixel scales ({self._manifest.likelihood} "
-                "likelihood or an older export), so it can only show the mean: use noise 0"
+                "likelihood, or exported without them), so it can only show the mean: use noise 0"
             )
 
     def _check_batch(self, batch: int) -> None:

@@ -167,7 +167,7 @@ def train_command(ctx: click.Context, **options) -> None:
                           compile=options["compile_"])  # fmt: skip
     else:
         if options["out"] is not None and options["out_alias"] is not None:
-            raise UserError("give -o/--output once (--out is its old name)")
+            raise UserError("give -o/--output once (--out is the same option)")
         run_dir = options["out"] or options["out_alias"]
         if not options["data"] or run_dir is None:
             raise UserError("--data and -o/--output are required (or --resume RUN_DIR)")

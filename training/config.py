@@ -135,8 +135,8 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
     """A saved config of any earlier version in the current version's terms, so an old run
     resumes (and an old checkpoint exports) exactly as it trained.
 
-    Version 1 (no ``config_version``) had one data folder as a string, and its missing
-    fields meant what the code did then: beta 1, float32, a global code.
+    Version 1 (no ``config_version``) names one data folder as a string, and the fields it
+    lacks mean beta 1, float32 and a global code.
     """
     version = int(values.get("config_version", 1))
     if version > CONFIG_VERSION:

@@ -51,9 +51,9 @@ def fit_gaussian_sigma(
     """The single scale that makes the model's mean image the best discretized Gaussian.
 
     A coarse log-spaced grid, then a fine one between the best point's neighbours: 32 scores
-    instead of a 120-point grid's, as precise, because training fits sigma at every epoch and
-    that fit was most of the baseline's validation time. The model is put in eval mode, the mode
-    it is then scored in (it matters for the baseline's BatchNorm).
+    where one fine grid would take 120, as precise; training fits sigma every epoch, where a
+    120-point fit would be most of the baseline's validation time. The model is put in eval
+    mode, the mode it is then scored in (it matters for the baseline's BatchNorm).
     """
     model.eval()
     x = _as_tensor(images[:limit], device)

@@ -2,7 +2,7 @@
 
 bf16 halves the bytes every activation moves and doubles what a vector unit computes per cycle,
 but only on hardware that does bf16 natively (a recent GPU, or a CPU with AVX512-BF16 or AMX:
-1.9x the images per second of float32 on this project's CPU alone, 1.4x beside another run);
+1.9x the images per second of float32 on this project's CPU);
 emulated, it is slower than float32. So "auto" asks the hardware, and weights, optimiser,
 likelihood and validation stay float32 whatever is chosen.
 """

@@ -133,7 +133,7 @@ def test_parity_holds_and_catches_a_changed_model(exported):
 
 
 def test_a_global_latent_model_exports_with_parity(make_checkpoint, tiny_kwargs, tmp_path):
-    """The models shipped before the spatial latent (and --global-latent runs) still export."""
+    """A vector code (--global-latent) exports with parity as the default grid code does."""
     from .conftest import run_export
 
     kwargs = {**tiny_kwargs, "latent_dim": 12, "spatial_latent": False}

@@ -20,7 +20,7 @@ from birdvae.runtime.format import FileEntry, Manifest
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TINY_MODEL = FIXTURES / "tiny_model"
 WRONG_NAMES_MODEL = FIXTURES / "wrong_names_model"
-MEAN_ONLY_MODEL = FIXTURES / "mean_only_model"  # exported before decoders had pixel scales
+MEAN_ONLY_MODEL = FIXTURES / "mean_only_model"  # a decoder without pixel-noise outputs
 BIRDS = sorted((FIXTURES / "birds").glob("*.jpg"))
 
 

@@ -61,7 +61,7 @@ def test_anything_else_is_a_bug_and_keeps_its_traceback(exc: Exception) -> None:
 
 
 def test_a_bug_inside_bird_gen_is_not_reported_as_a_user_mistake(monkeypatch, tiny_model, out):
-    """bird-gen used to catch every ValueError, so a numpy bug read as a user's mistake."""
+    """A ValueError from inside a command (numpy's, say) is a bug, not a user's mistake."""
 
     def broken(*_args: object, **_kwargs: object):
         raise ValueError("operands could not be broadcast together")

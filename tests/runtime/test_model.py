@@ -66,7 +66,7 @@ def test_pixel_noise_draws_around_the_same_birds(vae: BirdVAE) -> None:
 
 def test_pixel_noise_needs_a_decoder_with_scales(mean_only_model: Path) -> None:
     vae = BirdVAE(mean_only_model, threads=1)
-    assert vae.sample(2, seed=0).shape == (2, 3, 16, 16)  # older exports still sample the mean
+    assert vae.sample(2, seed=0).shape == (2, 3, 16, 16)  # the mean, always
     with pytest.raises(ValueError, match=r"no pixel scales.*use noise 0"):
         vae.sample(2, seed=0, noise=0.5)
 

@@ -166,7 +166,7 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
 
 
 def test_a_bug_in_training_keeps_its_traceback(image_folder, tmp_path, monkeypatch):
-    """vae-train used to turn every ValueError into a user's mistake, hiding bugs."""
+    """A ValueError from inside training is a bug: it keeps its traceback."""
 
     def broken(self, *_args: object) -> None:
         raise ValueError("operands could not be broadcast together")
