@@ -366,8 +366,7 @@ def info(model: str) -> None:
     """Describe a model: sizes, likelihood, prior, where it came from, its files.
 
     The files are checked against the manifest's hashes; onnxruntime is not loaded. The
-    manifest's strings are shown with control characters escaped: they are the model's, not
-    the user's, and must not drive the terminal.
+    manifest's own strings are shown with control characters escaped.
     """
     vae = BirdVAE.load(model)
     vae.verify()
