@@ -21,6 +21,15 @@ class ArgumentError(UserError, ValueError):
     model does not have. A ValueError too, as callers of the Python API expect."""
 
 
+def check_between(value: float, name: str, high: float) -> float:
+    """``value`` as a float, refused (ArgumentError) unless 0 <= value <= high; NaN is refused
+    too, so every later comparison of it means what it says."""
+    value = float(value)
+    if not 0 <= value <= high:
+        raise ArgumentError(f"{name} must be 0 to {high:g}, got {value}")
+    return value
+
+
 def first_line(exc: BaseException) -> str:
     """A library's exception as a short reason: its first line, or its type when it says
     nothing (onnxruntime's and PIL's messages run to several lines)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ArgumentError
+from .errors import check_between
 
 _TINY = 1e-6  # keeps uniform draws off 0 and 1, where the logistic's inverse CDF is infinite
 # 1 draws whole samples; 10 is ten times the grain the model expects, far past any use.
@@ -19,10 +19,7 @@ MAX_NOISE = 10.0
 
 
 def check_noise(noise: float) -> float:
-    noise = float(noise)
-    if not 0 <= noise <= MAX_NOISE:  # NaN fails too
-        raise ArgumentError(f"noise must be 0 to {MAX_NOISE:g}, got {noise}")
-    return noise
+    return check_between(noise, "noise", MAX_NOISE)
 
 
 def draw_pixels(

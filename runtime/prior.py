@@ -15,7 +15,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from .errors import ArgumentError
+from .errors import check_between
 from .format import (
     MAX_FILE_BYTES,
     MAX_PRIOR_VALUES,
@@ -49,10 +49,7 @@ MAX_TEMPERATURE = 10.0
 
 
 def check_temperature(temperature: float) -> float:
-    temperature = float(temperature)
-    if not 0 <= temperature <= MAX_TEMPERATURE:  # NaN fails too
-        raise ArgumentError(f"temperature must be 0 to {MAX_TEMPERATURE:g}, got {temperature}")
-    return temperature
+    return check_between(temperature, "temperature", MAX_TEMPERATURE)
 
 
 class StandardNormal:
