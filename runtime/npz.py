@@ -23,6 +23,7 @@ import numpy as np
 
 NPY_MAGIC = b"\x93NUMPY"
 MAX_HEADER = 4096  # numpy pads its headers to 64 bytes; a plain one is 128
+READ_PIECE = 1 << 18
 # End of central directory without a comment: signature, disk, disk of the directory, entries
 # on this disk, entries, directory size, directory offset, comment length.
 _END = struct.Struct("<4s4H2LH")
@@ -134,10 +135,18 @@ def _parse_header(text: bytes, encoding: str, name: str) -> tuple[np.dtype, tupl
 
 
 def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: ArrayHeader) -> np.ndarray:
+    """The member's data, read in pieces into its array: one ``read`` of it all would copy the
+    growing buffer once per inflated chunk."""
+    array = np.empty(math.prod(header.shape), header.dtype)
+    buffer, filled = memoryview(array).cast("B"), 0
     with archive.open(info) as member:
         member.read(header.data_offset)
-        data = member.read(header.nbytes)
-        if len(data) != header.nbytes or member.read(1):  # reading to the end checks the CRC
-            raise ArchiveError(f"{info.filename} is cut short")
+        while filled < header.nbytes:
+            piece = member.read(min(READ_PIECE, header.nbytes - filled))
+            if not piece:
+                raise ArchiveError(f"{info.filename} is cut short")
+            buffer[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        member.read(1)  # at the end: zipfile checks the CRC
     order = "F" if header.fortran_order else "C"
-    return np.frombuffer(data, header.dtype).reshape(header.shape, order=order)
+    return array.reshape(header.shape, order=order)
