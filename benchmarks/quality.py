@@ -18,11 +18,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from swd import sliced_wasserstein  # beside this script
 
 from birdvae.runtime import BirdVAE
-from birdvae.runtime.images import to_uint8_hwc
+from birdvae.runtime.images import psnr, to_uint8_hwc
 from birdvae.training.data import load_splits
-from birdvae.training.swd import sliced_wasserstein
 
 TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0)
 NOISES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -49,8 +49,7 @@ def sample_swd(
 def recon_psnr(model: BirdVAE, images: np.ndarray) -> float:
     """Mean PSNR (dB) of 8-bit reconstructions of uint8 [N, 3, S, S] images."""
     recon = as_uint8_nchw(model.reconstruct(images.astype(np.float32) / 255.0))
-    mse = ((recon.astype(np.float64) - images) ** 2).reshape(len(images), -1).mean(1)
-    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+    return float(np.mean([psnr(original, image) for original, image in zip(images, recon)]))
 
 
 def nearest_photo_rms(images: np.ndarray, photos: np.ndarray) -> np.ndarray:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -46,7 +45,7 @@ import numpy as np
 import onnx
 
 from birdvae.runtime import BirdVAE
-from birdvae.runtime.format import DECODER_FILE, ModelFormatError
+from birdvae.runtime.format import DECODER_FILE, ModelFormatError, sha256_of
 from birdvae.runtime.model import shipped_model_dir
 
 DECODE_BIRDS = 64
@@ -262,17 +261,9 @@ def torch_decode_call(
             model.decode_image(z)
 
     exported_from = vae.manifest.source.get("checkpoint_sha256")
-    if exported_from and exported_from != file_sha256(checkpoint):
+    if exported_from and exported_from != sha256_of(checkpoint):
         return decode, f"note: {checkpoint} is not the checkpoint --model was exported from"
     return decode, f"{checkpoint}, torch {torch.__version__}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # 0. Sampling 64 birds --------------------------------------------------------------------------

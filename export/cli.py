@@ -17,16 +17,12 @@ from typing import Any
 
 import click
 
+from birdvae.runtime.command import EXIT_USAGE, Command
+from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import DEFAULT_OPSET
 
 NEEDS_TRAIN_EXTRA = "vae-export needs the training extra: pip install 'bird-vae[train]'"
 TRAIN_MODULES = ("torch", "onnx", "onnxscript")
-EXIT_FAILED = 1  # the export or one of its checks failed
-EXIT_USAGE = 2  # bad checkpoint, data or destination
-
-
-class UsageProblem(Exception):
-    """An input the user has to fix (exit 2); the message says what."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +41,7 @@ class ExportOptions:
     noise: float = 0.0
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
@@ -128,12 +124,7 @@ def main(
     if prior_components is not None and not prior_data:
         raise click.UsageError("--prior-components needs --prior-data")
     if output is not None and out_alias is not None:
-        raise click.UsageError("give -o/--output once (--out is its old name)")
-    from birdvae.training import durable
-    from birdvae.training.checkpoint import CheckpointError
-    from birdvae.training.data import DataError
-
-    from .destination import DestinationError
+        raise click.UsageError("give -o/--output once (--out is the same option)")
     from .onnx import ExportError
 
     destination = output or out_alias or checkpoint.parent / "model"
@@ -150,17 +141,9 @@ def main(
         noise=noise,
     )
     try:
-        with durable.exit_on_sigterm():
-            _export(options)
-    except (UsageProblem, DestinationError, CheckpointError, DataError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    except ExportError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        _export(options)
     except OSError as exc:
-        click.echo(f"error: cannot write the model: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        raise ExportError(f"cannot write the model: {exc}") from exc
     click.echo(f"wrote {destination}")
 
 
@@ -194,7 +177,7 @@ def _export(options: ExportOptions) -> None:
     check_replaceable(destination)
     model, config, state = load_model(checkpoint, ema=ema)
     if options.noise > 0 and not has_pixel_noise(model):
-        raise UsageProblem(
+        raise UserError(
             f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
         )
     learned = learned_prior(state)
@@ -202,18 +185,18 @@ def _export(options: ExportOptions) -> None:
         "learned" if learned else "fitted" if options.prior_data else "standard"
     )
     if default == "learned" and learned is None:
-        raise UsageProblem(
+        raise UserError(
             "--default-prior learned: the checkpoint has no learned prior (train one with "
             "vae-train --stage prior --init CKPT)"
         )
     if default == "fitted" and not options.prior_data:
-        raise UsageProblem("--default-prior fitted: fitting the mixture needs --prior-data")
+        raise UserError("--default-prior fitted: fitting the mixture needs --prior-data")
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights")
     splits, data = _real_images(checkpoint, config, options.prior_data)
     if options.int8 and splits is None:
-        raise UsageProblem("--int8 calibrates on real images: pass --prior-data DIR")
+        raise UserError("--int8 calibrates on real images: pass --prior-data DIR")
     source: dict[str, Any] = {
         "architecture": config.to_dict()["model"],
         "epochs": int(state["epoch"]),

@@ -19,16 +19,17 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import MANIFEST_FILE, Manifest, ModelFormatError
 from birdvae.runtime.format import MODEL_FILES as LISTED_FILES
-from birdvae.training import durable
 
 MODEL_FILES = frozenset({MANIFEST_FILE, *LISTED_FILES})
 # What a staging folder may also hold while it is being built: the int8 candidates.
 STAGING_FILES = MODEL_FILES | {"encoder.int8.onnx", "decoder.int8.onnx"}
 
 
-class DestinationError(ValueError):
+class DestinationError(UserError, ValueError):
     """A destination vae-export will not write to; the message says why."""
 
 

@@ -32,6 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     DECODER_FILE,
     DECODER_INPUT,
@@ -63,8 +64,11 @@ LAST_IR8_ELEM_TYPE = TensorProto.BFLOAT16
 TORCHSCRIPT_MAX_OPSET = 17  # the legacy exporter's last opset; the dynamo exporter's first is 18
 
 
-class ExportError(RuntimeError):
-    """An export step that failed; the message says which step and why."""
+class ExportError(UserError, RuntimeError):
+    """An export step that failed; the message says which step and why. Exit status 1: the
+    inputs were usable, the model made from them was not."""
+
+    exit_code = 1
 
 
 class EncoderGraph(nn.Module):

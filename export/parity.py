@@ -25,6 +25,7 @@ from birdvae.runtime.format import (
     SAMPLER_INPUT,
     SAMPLER_OUTPUT,
 )
+from birdvae.runtime.graphs import open_session
 from birdvae.training.model import VAE
 from birdvae.training.prior import CodePrior, Sampler
 
@@ -55,11 +56,8 @@ class ParityRow:
 
 
 def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session as the runtime opens one (all graph optimisations on)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """A session opened by the runtime's own code, so parity proves what bird-gen runs."""
+    return open_session(path.read_bytes(), path, threads)
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:

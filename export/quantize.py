@@ -41,6 +41,7 @@ from birdvae.runtime.format import (
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
 )
+from birdvae.runtime.images import psnr
 
 from .onnx import ExportError, check_graph, io_shapes
 from .parity import encode_means, ort_session, to_unit
@@ -92,8 +93,8 @@ def quantize_model(
     reference = _decode(sessions["decoder", "fp32"], z)
     quality = {
         "encoder": psnr(reference, _decode(sessions["decoder", "fp32"],
-                                           _encode(sessions["encoder", "int8"], evaluation))),
-        "decoder": psnr(reference, _decode(sessions["decoder", "int8"], z)),
+                                           _encode(sessions["encoder", "int8"], evaluation)), 1.0),
+        "decoder": psnr(reference, _decode(sessions["decoder", "int8"], z), 1.0),
     }  # fmt: skip
     feeds = {
         "encoder": {ENCODER_INPUT: _tile(evaluation, LATENCY_BATCH)},
@@ -127,9 +128,9 @@ def quantize_model(
     # What a person sees: reconstructions of held-out photos, by fp32 and by the shipped graphs.
     reconstruction = _decode(shipped["decoder"], _encode(shipped["encoder"], evaluation))
     figures["reconstruction_psnr_db"] = {
-        "fp32": _finite(psnr(evaluation, reference)),
-        "shipped": _finite(psnr(evaluation, reconstruction)),
-        "shipped_vs_fp32": _finite(psnr(reference, reconstruction)),
+        "fp32": _finite(psnr(evaluation, reference, 1.0)),
+        "shipped": _finite(psnr(evaluation, reconstruction, 1.0)),
+        "shipped_vs_fp32": _finite(psnr(reference, reconstruction, 1.0)),
     }
     for graph, path in paths.items():
         if figures[graph]["used"]:
@@ -187,12 +188,6 @@ def compare_latency(
             session.run(None, feed)
             times[index].append((time.perf_counter() - start) * 1e3)
     return float(np.median(times[0])), float(np.median(times[1]))
-
-
-def psnr(reference: np.ndarray, other: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of images in [0, 1]; inf when identical."""
-    mse = float(np.mean((reference.astype(np.float64) - other) ** 2))
-    return float("inf") if mse == 0.0 else float(10.0 * np.log10(1.0 / mse))
 
 
 class _Batches(CalibrationDataReader):

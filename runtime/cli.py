@@ -1,8 +1,11 @@
 """``bird-gen``: sample, reconstruct, interpolate and describe birds from the command line.
 
-A user's mistake ends as one line ``error: ...`` on stderr with exit status 2, found before any
-file is written where it can be; PNGs are written atomically, so none is ever left half-done.
-PIL is imported only by the commands that read photos, and ``info`` never loads onnxruntime.
+A user's mistake ends as one line ``error: ...`` on stderr with exit status 2 (``command.py``),
+found before any file is written where it can be: every size the work will take (the PNG's
+pixels, a batch's numbers, the threads) is checked against its bound before it starts. PNGs are
+written atomically through locked temporaries; SIGTERM unwinds like Ctrl-C and removes them, and
+each run sweeps those a killed run left (docs/GUARANTEES.md). PIL is imported only by the
+commands that read photos, and ``info`` never loads onnxruntime.
 """
 
 from __future__ import annotations
@@ -10,56 +13,33 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import click
 import numpy as np
 from click.core import ParameterSource
 
-from . import images
+from . import durable, images
+from .command import Group, printable
+from .errors import UserError
 from .format import MANIFEST_FILE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE
+from .pixels import MAX_NOISE
+from .prior import MAX_TEMPERATURE
 
 MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
 MAX_STEPS = 256
+MAX_SCALE = 64
+# One PNG is encoded in memory, about 7 bytes a pixel: 100 megapixels take 700 MB, what a
+# Raspberry Pi can spare. The largest grid, 4096 birds of 128 px, is 69 megapixels.
+MAX_PNG_PIXELS = 100_000_000
 TILE_PIXELS = 128  # the default scale makes each bird about this wide
+BIRD_FILE = re.compile(r"bird_\d+\.png")  # what --separate writes
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class _BirdGen(click.Group):
-    """A group whose errors, click's own included, are one line and exit status 2."""
-
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
-        extra["standalone_mode"] = False
-        try:
-            status = super().main(args, prog_name or self.name, **extra)
-        except click.Abort:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
-        except click.ClickException as exc:
-            message = exc.format_message()
-            if isinstance(exc, click.UsageError) and exc.ctx is not None:
-                message += f" (see '{exc.ctx.command_path} --help')"
-            _exit_with_error(message)
-        except OSError as exc:
-            _exit_with_error(_describe_os_error(exc))
-        except ValueError as exc:  # the runtime's ModelFormatError, ImageError and bad arguments
-            _exit_with_error(str(exc))
-        sys.exit(status if isinstance(status, int) else 0)
-
-
-def _exit_with_error(message: str) -> NoReturn:
-    click.echo(f"error: {' '.join(message.split())}", err=True)
-    sys.exit(2)
-
-
-def _describe_os_error(exc: OSError) -> str:
-    if exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    return str(exc) or type(exc).__name__
 
 
 _model_option = click.option(
@@ -73,7 +53,7 @@ _threads_option = click.option(
     "--threads",
     type=click.IntRange(min=0),
     default=0,
-    help="onnxruntime threads; 0 lets it use one per physical core.",
+    help="onnxruntime threads, at most one per CPU; 0 lets it use one per physical core.",
 )
 
 
@@ -90,7 +70,7 @@ def _output_option(default: str, what: str) -> Callable[..., Any]:
 
 _scale_option = click.option(
     "--scale",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SCALE),
     help="Enlarge each image K times (nearest neighbour). Default: about 128 px an image.",
 )
 
@@ -98,22 +78,31 @@ _scale_option = click.option(
 def _check_output_file(path: Path) -> None:
     """Refuse an output the PNG cannot be written to before any work is done."""
     if path.suffix.lower() != ".png":
-        raise click.ClickException(f"{path}: the output must be a .png file")
+        raise UserError(f"{path}: the output must be a .png file")
     if path.is_dir():
-        raise click.ClickException(f"{path} is a directory; give a .png file name")
+        raise UserError(f"{path} is a directory; give a .png file name")
     folder = path.parent
     if not folder.is_dir():
         problem = "is not a folder" if folder.exists() else "does not exist"
-        raise click.ClickException(f"{path}: {folder} {problem}")
+        raise UserError(f"{path}: {folder} {problem}")
     if not os.access(folder, os.W_OK):
-        raise click.ClickException(f"{path}: the folder {folder} is not writable")
+        raise UserError(f"{path}: the folder {folder} is not writable")
 
 
 def _default_scale(scale: int | None, vae: BirdVAE) -> int:
     return scale or max(1, TILE_PIXELS // vae.image_size)
 
 
-@click.group("bird-gen", cls=_BirdGen, invoke_without_command=True, context_settings=CONTEXT)
+def _check_pixels(height: int, width: int) -> None:
+    """Refuse a PNG larger than MAX_PNG_PIXELS before any of it is drawn."""
+    if height * width > MAX_PNG_PIXELS:
+        raise UserError(
+            f"the PNG would be {width}x{height} px, more than the {MAX_PNG_PIXELS // 10**6} "
+            "megapixels bird-gen writes at once; lower --scale or the number of images"
+        )
+
+
+@click.group("bird-gen", cls=Group, invoke_without_command=True, context_settings=CONTEXT)
 @click.option(
     "-n",
     "--n",
@@ -131,6 +120,12 @@ def _default_scale(scale: int | None, vae: BirdVAE) -> int:
     help="Write each bird as its own PNG, DIR/bird_00000.png and on, instead of one grid.",
 )
 @click.option(
+    "--force",
+    is_flag=True,
+    help="With --separate: write into a folder that already holds birds, over those of the "
+    "same names.",
+)
+@click.option(
     "--seed",
     type=click.IntRange(min=0),
     default=0,
@@ -140,12 +135,12 @@ def _default_scale(scale: int | None, vae: BirdVAE) -> int:
 @click.option(
     "--temperature",
     "-t",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_TEMPERATURE),
     help="Spread of the prior (1: as fitted; lower: safer, blander). Default: the model's.",
 )
 @click.option(
     "--noise",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_NOISE),
     help="Pixel grain drawn from the decoder's own distribution (0: its smooth mean; 1: a full "
     "sample). Default: the model's.",
 )
@@ -157,7 +152,7 @@ def _default_scale(scale: int | None, vae: BirdVAE) -> int:
 )
 @click.option(
     "--scale",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SCALE),
     help="Enlarge each bird K times (nearest neighbour). Default: about 128 px a bird in a "
     "grid, 1 with --separate.",
 )
@@ -166,7 +161,7 @@ def _default_scale(scale: int | None, vae: BirdVAE) -> int:
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH,
     show_default=True,
-    help="Birds decoded at once; bounds memory.",
+    help="Birds decoded at once; bounds memory (at most what fits 16M numbers an array).",
 )
 @_model_option
 @_threads_option
@@ -176,6 +171,7 @@ def main(
     n: int,
     output: Path,
     separate: Path | None,
+    force: bool,
     seed: int,
     temperature: float | None,
     noise: float | None,
@@ -207,32 +203,36 @@ def main(
         if ctx.get_parameter_source("output") is ParameterSource.COMMANDLINE:
             raise click.UsageError("give either -o/--output or --separate, not both")
     else:
+        if force:
+            raise click.UsageError("--force goes with --separate")
         if n > MAX_FIGURE:
-            raise click.ClickException(
+            raise UserError(
                 f"--n {n} is too many birds for one grid (at most {MAX_FIGURE}); "
                 "use --separate DIR to write one PNG each"
             )
         _check_output_file(output)
 
     vae = BirdVAE.load(model, threads)
-    prior_name = prior or vae.manifest.default_prior
-    if temperature is None:
-        temperature = vae.default_temperature(prior_name)
-    if noise is None:
-        noise = vae.default_noise()
-    batches = vae.sample_batches(n, seed, temperature, prior_name, batch, noise)
-    settings = f"seed {seed}, {prior_name} prior, temperature {temperature:g}, noise {noise:g}"
+    settings = vae.sampling(seed, temperature, prior, noise, batch)
     if separate is not None:
+        side = vae.image_size * (scale or 1)
+        _check_pixels(side, side)
+        older = _older_birds(separate, force)
+        batches = vae.draw(n, settings)
         first = next(batches)  # a model that cannot run fails here, before the folder is made
-        _write_separate(itertools.chain([first], batches), n, separate, scale or 1)
+        names = _write_separate(itertools.chain([first], batches), n, separate, scale or 1)
         click.echo(f"wrote {n} birds to {separate}/ ({settings})")
+        kept = len(older - names)
+        if kept:
+            click.echo(f"note: {separate}/ still holds {kept} older birds besides these")
         return
 
-    tiles = _collect_uint8(batches)
-    pixels = images.grid(tiles, _default_scale(scale, vae))
-    images.save_png(pixels, output)
     rows, cols = images.grid_shape(n)
-    height, width = pixels.shape[:2]
+    height, width = images.figure_size(rows, cols, vae.image_size, _default_scale(scale, vae))
+    _check_pixels(height, width)
+    durable.sweep_temporaries(output.parent, {output.name})
+    pixels = images.grid(_collect_uint8(vae.draw(n, settings)), _default_scale(scale, vae))
+    images.save_png(pixels, output)
     click.echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
 
 
@@ -241,18 +241,41 @@ def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
     return np.concatenate([images.to_uint8_hwc(batch) for batch in batches])
 
 
-def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: int) -> None:
+class _BirdFiles:
+    """The names --separate writes, as a container for ``durable.sweep_temporaries``."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and BIRD_FILE.fullmatch(name) is not None
+
+
+def _older_birds(folder: Path, force: bool) -> set[str]:
+    """The birds ``folder`` already holds, after sweeping what killed runs left there; refused
+    unless ``force``, so two runs' birds are never mixed unnoticed."""
+    if not folder.is_dir():
+        return set()
+    durable.sweep_temporaries(folder, _BirdFiles())
+    older = {entry.name for entry in folder.iterdir() if entry.name in _BirdFiles()}
+    if older and not force:
+        raise UserError(
+            f"{folder} already holds {len(older)} birds of an earlier run; give --force to write "
+            "over them, or another folder"
+        )
+    return older
+
+
+def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: int) -> set[str]:
+    """Write each bird as ``folder/bird_NNNNN.png``; returns the names written."""
     digits = max(5, len(str(n - 1)))
     folder.mkdir(parents=True, exist_ok=True)
-    index = 0
+    names: set[str] = set()
     with click.progressbar(length=n, label="writing birds", file=sys.stderr) as bar:
         for batch in batches:
             for tile in images.to_uint8_hwc(batch):
-                images.save_png(
-                    images.upscale(tile, scale), folder / f"bird_{index:0{digits}d}.png"
-                )
-                index += 1
+                name = f"bird_{len(names):0{digits}d}.png"
+                images.save_png(images.upscale(tile, scale), folder / name)
+                names.add(name)
             bar.update(len(batch))
+    return names
 
 
 @main.command()
@@ -274,13 +297,14 @@ def recon(
     the 8-bit reconstruction with the 8-bit cropped original; the mean is over photos.
     """
     if len(photos) > MAX_FIGURE:
-        raise click.ClickException(
-            f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})"
-        )
+        raise UserError(f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})")
     _check_output_file(output)
     from .photos import load_image
 
     vae = BirdVAE.load(model, threads)
+    rows, cols = images.pairs_shape(len(photos))
+    _check_pixels(*images.figure_size(rows, cols, vae.image_size, _default_scale(scale, vae)))
+    durable.sweep_temporaries(output.parent, {output.name})
     originals = np.stack([load_image(path, vae.image_size) for path in photos])
     reconstructions = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(originals)))
     scores = [images.psnr(a, b) for a, b in zip(originals, reconstructions)]
@@ -323,6 +347,8 @@ def interp(
     from .photos import load_image
 
     vae = BirdVAE.load(model, threads)
+    _check_pixels(*images.figure_size(1, steps + 2, vae.image_size, _default_scale(scale, vae)))
+    durable.sweep_temporaries(output.parent, {output.name})
     ends = np.stack([load_image(path, vae.image_size) for path in (first, last)])
     start, end = images.from_uint8_hwc(ends)
     path = images.to_uint8_hwc(vae.interpolate(start, end, steps))
@@ -339,7 +365,8 @@ def interp(
 def info(model: str) -> None:
     """Describe a model: sizes, likelihood, prior, where it came from, its files.
 
-    The files are checked against the manifest's hashes; onnxruntime is not loaded.
+    The files are checked against the manifest's hashes; onnxruntime is not loaded. The
+    manifest's own strings are shown with control characters escaped.
     """
     vae = BirdVAE.load(model)
     vae.verify()
@@ -370,12 +397,13 @@ def info(model: str) -> None:
     )
     for i, (key, value) in enumerate(manifest.source.items()):
         facts.append(("source" if i == 0 else "", f"{key}: {_show(value)}"))
-    sizes = {name: (vae.path / name).stat().st_size for name in [*manifest.files, MANIFEST_FILE]}
+    sizes = {name: entry.bytes for name, entry in manifest.files.items()}  # verified above
+    sizes[MANIFEST_FILE] = (vae.path / MANIFEST_FILE).lstat().st_size
     for i, (name, size) in enumerate(sizes.items()):
         facts.append(("files" if i == 0 else "", f"{name:<16}{_human_size(size):>10}"))
     facts.append(("total", f"{_human_size(sum(sizes.values()))}"))
     for label, text in facts:
-        click.echo(f"{label:<13}{text}")
+        click.echo(printable(f"{label:<13}{text}"))
 
 
 def _show(value: Any) -> str:

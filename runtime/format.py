@@ -4,17 +4,24 @@ A model is a folder holding ``encoder.onnx``, ``decoder.onnx``, ``manifest.json`
 priors over the latent code: ``prior.onnx``, a learned sampler (noise in, codes out), and
 ``prior.npz``, a Gaussian mixture fitted to the training codes. The manifest lists every file with
 its sha256 and size, so a model is checked before onnxruntime ever sees it, and it may name only
-the files below: a model folder is read by name, never by a path it supplies. This module uses
-only the standard library: reading a manifest must cost nothing at start-up.
+the files below: a model folder is read by name, never by a path it supplies, and never through
+a symbolic link. Every size a manifest states is bounded (``MAX_*``), so a hostile folder cannot
+make the runtime allocate or read without limit. This module uses only the standard library:
+reading a manifest must cost nothing at start-up.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .errors import UserError
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 had one optional prior, the mixture (see upgrade)
@@ -54,8 +61,19 @@ PRIOR_ARRAYS = ("weights", "means", "cholesky")  # [K], [K, D], [K, D, D]
 PRIOR_KINDS = {"learned": ("sampler", SAMPLER_FILE), "fitted": ("gaussian-mixture", PRIOR_FILE)}
 PRIOR_NAMES = (*PRIOR_KINDS, "standard")
 
+# Bounds on what a manifest may state, so that the work and memory a model asks for are known
+# before any of it is done. Each is far above a real model's: the shipped ones are 32 and 64 px,
+# 256 latent numbers, 40 x 256 x 256 mixture values and files of a few MB.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILE_BYTES = 256 << 20  # any listed file; protobuf itself stops at 2 GiB
+MAX_IMAGE_SIZE = 256
+MAX_LATENT_DIM = 16384  # also a sampler's noise_dim
+MAX_PRIOR_VALUES = 1 << 24  # components x latent_dim x latent_dim of a mixture's factors
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
-class ModelFormatError(ValueError):
+
+class ModelFormatError(UserError, ValueError):
     """A model folder that does not satisfy this format; the message says what is wrong."""
 
 
@@ -106,56 +124,50 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        try:
-            data = upgrade(data)
-            files = {name: FileEntry(**entry) for name, entry in data["files"].items()}
-            priors = {name: PriorInfo(**info) for name, info in data.get("priors", {}).items()}
-            manifest = cls(
-                image_size=int(data["image_size"]),
-                latent_dim=int(data["latent_dim"]),
-                likelihood=str(data["likelihood"]),
-                opset=int(data["opset"]),
-                ir_version=int(data["ir_version"]),
-                files=files,
-                priors=priors,
-                default_prior=str(data.get("default_prior", "standard")),
-                default_temperature=float(data.get("default_temperature", 1.0)),
-                default_noise=float(data.get("default_noise", 0.0)),
-                source=dict(data.get("source", {})),
-                format_version=FORMAT_VERSION,
-            )
-        except ModelFormatError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ModelFormatError(f"manifest is malformed: {exc!r}") from exc
+        """The manifest ``data`` (parsed JSON) describes, of any readable version; every field's
+        type and bound is checked, so a wrong one is a ModelFormatError naming it."""
+        data = upgrade(data)
+        manifest = cls(
+            image_size=_integer(data, "image_size", MAX_IMAGE_SIZE),
+            latent_dim=_integer(data, "latent_dim", MAX_LATENT_DIM),
+            likelihood=_get(data, "likelihood", str),
+            opset=_integer(data, "opset", 1000),
+            ir_version=_integer(data, "ir_version", 1000),
+            files={
+                name: _file_entry(name, entry) for name, entry in _get(data, "files", dict).items()
+            },
+            priors={
+                name: _prior_info(name, info)
+                for name, info in _get(data, "priors", dict, {}).items()
+            },
+            default_prior=_get(data, "default_prior", str, "standard"),
+            default_temperature=_number(data, "default_temperature", 1.0),
+            default_noise=_number(data, "default_noise", 0.0),
+            source=_get(data, "source", dict, {}),
+            format_version=FORMAT_VERSION,
+        )
         manifest.check()
         return manifest
 
     def check(self) -> None:
         """The rules a manifest obeys whatever its files hold; ModelFormatError if not."""
-        if self.image_size <= 0 or self.latent_dim <= 0:
-            raise ModelFormatError("manifest image_size and latent_dim must be positive")
-        for name in self.files:
+        if not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ModelFormatError(f"manifest image_size must be 1 to {MAX_IMAGE_SIZE}")
+        if not 1 <= self.latent_dim <= MAX_LATENT_DIM:
+            raise ModelFormatError(f"manifest latent_dim must be 1 to {MAX_LATENT_DIM}")
+        for name, entry in self.files.items():
             if name not in MODEL_FILES:
                 raise ModelFormatError(
                     f"manifest lists a file {name!r}; a model folder holds only "
                     f"{', '.join(MODEL_FILES)}"
                 )
+            if not 0 <= entry.bytes <= MAX_FILE_BYTES:
+                raise ModelFormatError(
+                    f"manifest says {name} has {entry.bytes} bytes; a model file has at most "
+                    f"{MAX_FILE_BYTES}"
+                )
         for name, info in self.priors.items():
-            if name not in PRIOR_KINDS:
-                raise ModelFormatError(
-                    f"manifest has an unknown prior {name!r} (known: {', '.join(PRIOR_KINDS)})"
-                )
-            kind, file = PRIOR_KINDS[name]
-            if (info.kind, info.file) != (kind, file):
-                raise ModelFormatError(
-                    f"manifest prior {name!r} must be kind {kind!r} in {file!r}, "
-                    f"not {info.kind!r} in {info.file!r}"
-                )
-            size = info.components if name == "fitted" else info.noise_dim
-            if not isinstance(size, int) or size < 1:
-                field_name = "components" if name == "fitted" else "noise_dim"
-                raise ModelFormatError(f"manifest prior {name!r} needs a positive {field_name}")
+            _check_prior(name, info, self.latent_dim)
         if self.default_prior != "standard" and self.default_prior not in self.priors:
             raise ModelFormatError(
                 f"manifest defaults to the {self.default_prior!r} prior, which it does not have"
@@ -172,15 +184,117 @@ class Manifest:
     @classmethod
     def load(cls, folder: Path) -> Manifest:
         path = Path(folder) / MANIFEST_FILE
-        if not path.is_file():
+        if not path.is_file() and not path.is_symlink():
             raise ModelFormatError(f"{folder} is not a model folder: it has no {MANIFEST_FILE}")
+        text = read_file(path, MAX_MANIFEST_BYTES)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise ModelFormatError(f"{path} nests its JSON too deeply") from None
         if not isinstance(data, dict):
             raise ModelFormatError(f"{path} does not hold a JSON object")
         return cls.from_dict(data)
+
+
+def _check_prior(name: str, info: PriorInfo, latent_dim: int) -> None:
+    if name not in PRIOR_KINDS:
+        raise ModelFormatError(
+            f"manifest has an unknown prior {name!r} (known: {', '.join(PRIOR_KINDS)})"
+        )
+    kind, file = PRIOR_KINDS[name]
+    if (info.kind, info.file) != (kind, file):
+        raise ModelFormatError(
+            f"manifest prior {name!r} must be kind {kind!r} in {file!r}, "
+            f"not {info.kind!r} in {info.file!r}"
+        )
+    field_name = "components" if name == "fitted" else "noise_dim"
+    size = getattr(info, field_name)
+    if type(size) is not int or size < 1:
+        raise ModelFormatError(f"manifest prior {name!r} needs a positive {field_name}")
+    if name == "fitted" and size * latent_dim * latent_dim > MAX_PRIOR_VALUES:
+        raise ModelFormatError(
+            f"manifest prior 'fitted' has {size} components of {latent_dim}x{latent_dim} "
+            f"factors, more than the {MAX_PRIOR_VALUES} values a mixture may have"
+        )
+    if name == "learned" and size > MAX_LATENT_DIM:
+        raise ModelFormatError(f"manifest prior 'learned' noise_dim must be 1 to {MAX_LATENT_DIM}")
+
+
+_REQUIRED = object()
+
+
+def _get(
+    data: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    default: Any = _REQUIRED,
+    where: str = "manifest",
+) -> Any:
+    """``data[key]``, refused unless it is a ``kind`` (a bool is no number here)."""
+    if key not in data:
+        if default is _REQUIRED:
+            raise ModelFormatError(f"{where} lacks {key!r}")
+        return default
+    value = data[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = {int: "an integer", float: "a number", str: "a string", dict: "an object"}
+        wanted = names.get(kind, kind.__name__) if isinstance(kind, type) else "a number"
+        raise ModelFormatError(f"{where} {key} must be {wanted}, not {_json_type(value)}")
+    return value
+
+
+def _integer(data: dict[str, Any], key: str, largest: int) -> int:
+    value = _get(data, key, int)
+    if not 1 <= value <= largest:
+        raise ModelFormatError(f"manifest {key} must be 1 to {largest}, not {value}")
+    return value
+
+
+def _number(data: dict[str, Any], key: str, default: float, where: str = "manifest") -> float:
+    return float(_get(data, key, (int, float), default, where))
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    names.update({list: "a list", dict: "an object", type(None): "null"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _file_entry(name: str, entry: Any) -> FileEntry:
+    if not isinstance(entry, dict) or set(entry) != {"sha256", "bytes"}:
+        raise ModelFormatError(f"manifest entry of {name!r} must hold exactly sha256 and bytes")
+    sha256, size = entry["sha256"], entry["bytes"]
+    if not isinstance(sha256, str) or _SHA256.fullmatch(sha256) is None:
+        raise ModelFormatError(f"manifest sha256 of {name!r} is not 64 lowercase hex digits")
+    if type(size) is not int:
+        raise ModelFormatError(f"manifest bytes of {name!r} must be an integer")
+    return FileEntry(sha256=sha256, bytes=size)
+
+
+def _prior_info(name: str, info: Any) -> PriorInfo:
+    if not isinstance(info, dict):
+        raise ModelFormatError(f"manifest prior {name!r} must be an object")
+    unknown = set(info) - set(PriorInfo.__dataclass_fields__)
+    if unknown:
+        raise ModelFormatError(f"manifest prior {name!r} has unknown keys {sorted(unknown)}")
+    where = f"manifest prior {name!r}"
+
+    def optional_count(key: str) -> int | None:
+        value = info.get(key)
+        if value is not None and type(value) is not int:
+            raise ModelFormatError(f"{where} {key} must be an integer")
+        return value
+
+    return PriorInfo(
+        kind=_get(info, "kind", str, where=where),
+        file=_get(info, "file", str, where=where),
+        default_temperature=_number(info, "default_temperature", 1.0, where),
+        components=optional_count("components"),
+        noise_dim=optional_count("noise_dim"),
+        source=_get(info, "source", dict, {}, where),
+    )
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +303,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     Version 1 carried at most one prior, the mixture, as ``prior``; version 2 names each prior
     in ``priors``.
     """
-    version = data["format_version"]
+    version = data.get("format_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
         raise ModelFormatError(
             f"manifest format_version {version!r} is not supported (this runtime reads "
@@ -198,16 +312,10 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
     if version == 1:
         old = data.pop("prior", None)
+        if old is not None and not isinstance(old, dict):
+            raise ModelFormatError("manifest prior must be an object")
         data["priors"] = {"fitted": {"kind": "gaussian-mixture", **old}} if old else {}
     return data
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
@@ -223,11 +331,9 @@ def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
     manifest = Manifest.load(folder)
     for name, entry in manifest.files.items():
         path = folder / name
-        if not path.is_file():
-            raise ModelFormatError(f"{path} is missing")
-        _check_size(path, path.stat().st_size, entry)
-        if check_hashes and sha256_of(path) != entry.sha256:
-            raise _hash_mismatch(path)
+        _check_size(path, _regular_file(path).st_size, entry)
+        if check_hashes:
+            read_verified(folder, manifest, name)
     return manifest
 
 
@@ -241,14 +347,54 @@ def read_verified(folder: Path, manifest: Manifest, name: str) -> bytes:
     entry = manifest.files.get(name)
     if entry is None:
         raise ModelFormatError(f"manifest in {folder} does not list {name}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelFormatError(f"{path} is missing") from exc
+    data = read_file(path, entry.bytes)
     _check_size(path, len(data), entry)
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise _hash_mismatch(path)
     return data
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, refused (ModelFormatError) when it is a symbolic
+    link, anything but a regular file or longer than ``limit``. The link is refused, not
+    followed, so what a message says of it tells nothing of a file outside the folder."""
+    _regular_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NO_FOLLOW | getattr(os, "O_BINARY", 0))
+    except OSError as exc:  # replaced by a link or removed since the check above
+        raise ModelFormatError(f"{path} cannot be opened: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ModelFormatError(f"{path} is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ModelFormatError(f"{path} has more than {limit} bytes")
+    return data
+
+
+def _regular_file(path: Path) -> os.stat_result:
+    """``path``'s own status (a link is not followed), refused unless a regular file."""
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path} is missing") from None
+    except OSError as exc:
+        raise ModelFormatError(f"{path} cannot be read: {exc.strerror}") from None
+    if stat.S_ISLNK(status.st_mode):
+        raise ModelFormatError(
+            f"{path} is a symbolic link; a model folder holds its files themselves"
+        )
+    if not stat.S_ISREG(status.st_mode):
+        raise ModelFormatError(f"{path} is not a regular file")
+    return status
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_size(path: Path, size: int, entry: FileEntry) -> None:

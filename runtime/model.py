@@ -10,14 +10,16 @@ error deep inside a run.
 
 from __future__ import annotations
 
-import io
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from .errors import ArgumentError
 from .format import (
     DECODER_FILE,
     DECODER_INPUT,
@@ -37,6 +39,7 @@ from .format import (
     read_verified,
     verify_model_dir,
 )
+from .graphs import check_signature, open_session, outputs_pixel_noise, run_graph
 from .pixels import check_noise, draw_pixels
 from .prior import (
     Draws,
@@ -57,12 +60,34 @@ PathLike = Union[str, Path]
 SHIPPED_MODELS = ("birds32", "birds64")
 DEFAULT_MODEL = "birds32"
 DEFAULT_BATCH = 64
+# Numbers in one array a graph run takes or makes (64 MB of float32): a batch may be as large
+# as fits, 5461 birds at 32x32, so memory is bounded before any is allocated.
+MAX_BATCH_VALUES = 1 << 24
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How birds are drawn, every default resolved and checked once (``BirdVAE.sampling``):
+    the same settings draw the same birds, whatever ``batch`` is."""
+
+    prior: str
+    temperature: float
+    noise: float
+    seed: int | None
+    batch: int = DEFAULT_BATCH
+
+    def __str__(self) -> str:
+        return (
+            f"seed {self.seed}, {self.prior} prior, temperature {self.temperature:g}, "
+            f"noise {self.noise:g}"
+        )
 
 
 def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
     """A real folder holding a shipped model, wherever the package was installed from."""
     if name not in SHIPPED_MODELS:
-        raise ValueError(f"{name!r} is not a shipped model (shipped: {', '.join(SHIPPED_MODELS)})")
+        shipped = ", ".join(SHIPPED_MODELS)
+        raise ArgumentError(f"{name!r} is not a shipped model (shipped: {shipped})")
     resource = files("birdvae.models").joinpath(name)
     if not resource.joinpath(MANIFEST_FILE).is_file():
         raise ModelFormatError(
@@ -92,6 +117,13 @@ def real_folder(resource: Traversable) -> Path:
     return folder
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def resolve_model(name_or_path: PathLike) -> Path:
     """A shipped model's name (``birds32``) or else a model folder's path."""
     if isinstance(name_or_path, str) and name_or_path in SHIPPED_MODELS:
@@ -109,7 +141,12 @@ class BirdVAE:
 
     def __init__(self, model_dir: PathLike | None = None, threads: int | None = None) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 0):
-            raise ValueError(f"threads must be an integer >= 0 or None, got {threads!r}")
+            raise ArgumentError(f"threads must be an integer >= 0 or None, got {threads!r}")
+        if threads is not None and threads > usable_cpus():
+            raise ArgumentError(
+                f"threads {threads} is more than the {usable_cpus()} CPUs this process may use; "
+                "more would only wait on each other (0: one per physical core)"
+            )
         self._path = Path(model_dir) if model_dir is not None else shipped_model_dir()
         # Sizes now, each file's sha256 when it is first read (see read_verified).
         self._manifest = verify_model_dir(self._path, check_hashes=False)
@@ -173,9 +210,9 @@ class BirdVAE:
     def _prior_name(self, name: str | None) -> str:
         name = name or self._manifest.default_prior
         if name not in PRIOR_NAMES:
-            raise ValueError(f"unknown prior {name!r} (choose {', '.join(PRIOR_NAMES)})")
+            raise ArgumentError(f"unknown prior {name!r} (choose {', '.join(PRIOR_NAMES)})")
         if name not in self.prior_names:
-            raise ValueError(
+            raise ArgumentError(
                 f"the model in {self._path} has no {name} prior (it has: "
                 f"{', '.join(self.prior_names)})"
             )
@@ -183,13 +220,8 @@ class BirdVAE:
 
     def _load_mixture(self, info: PriorInfo) -> GaussianMixture:
         data = read_verified(self._path, self._manifest, info.file)
-        mixture = GaussianMixture.load(io.BytesIO(data), self.latent_dim, self._path / info.file)
-        if mixture.components != info.components:
-            raise ModelFormatError(
-                f"{info.file} has {mixture.components} components, the manifest says "
-                f"{info.components}"
-            )
-        return mixture
+        path = self._path / info.file
+        return GaussianMixture.load(data, self.latent_dim, path, info.components)
 
     def _load_sampler(self, info: PriorInfo) -> LearnedPrior:
         assert info.noise_dim is not None  # Manifest.check made sure
@@ -197,7 +229,7 @@ class BirdVAE:
         shape = (self.latent_dim,)
 
         def run(noise: np.ndarray) -> np.ndarray:
-            (z,) = _run(session, SAMPLER_FILE, [SAMPLER_OUTPUT], SAMPLER_INPUT, noise)
+            (z,) = run_graph(session, SAMPLER_FILE, [SAMPLER_OUTPUT], SAMPLER_INPUT, noise)
             _check_output(z, (len(noise), *shape), f"{SAMPLER_FILE} {SAMPLER_OUTPUT}")
             return z
 
@@ -212,6 +244,43 @@ class BirdVAE:
 
     # Sampling ----------------------------------------------------------------------------------
 
+    def sampling(
+        self,
+        seed: int | None = None,
+        temperature: float | None = None,
+        prior: str | None = None,
+        noise: float | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> Sampling:
+        """The settings birds are drawn with, each None taken from the manifest and every value
+        checked (ArgumentError), so a request that cannot be served fails before any work."""
+        name = self._prior_name(prior)
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ArgumentError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        temperature = self.default_temperature(name) if temperature is None else temperature
+        noise = check_noise(self.default_noise() if noise is None else noise)
+        if noise > 0:
+            self._check_pixel_noise()
+        self._check_batch(batch)
+        return Sampling(name, check_temperature(temperature), noise, seed, batch)
+
+    def draw(self, n: int, settings: Sampling) -> Iterator[np.ndarray]:
+        """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time. The prior is
+        read now, so a damaged one fails before the first batch is asked for."""
+        draws = Draws(settings.seed)
+        latents = self._latents(n, settings, draws)
+        if settings.noise == 0:
+            return (self.decode(z, settings.batch) for z in latents)
+        return (self._decode_drawn(z, settings.noise, draws.pixels) for z in latents)
+
+    def _latents(self, n: int, settings: Sampling, draws: Draws) -> Iterator[np.ndarray]:
+        _check_count(n, "n")
+        chosen, batch = self.prior(settings.prior), settings.batch
+        return (
+            chosen.sample(min(batch, n - start), draws, settings.temperature)
+            for start in range(0, n, batch)
+        )
+
     def latent_batches(
         self,
         n: int,
@@ -222,20 +291,8 @@ class BirdVAE:
     ) -> Iterator[np.ndarray]:
         """n codes from the prior, ``batch`` at a time; the same seed gives the same codes
         whatever ``batch`` is."""
-        return self._latents(n, Draws(seed), temperature, prior, batch)
-
-    def _latents(
-        self, n: int, draws: Draws, temperature: float | None, prior: str | None, batch: int
-    ) -> Iterator[np.ndarray]:
-        _check_count(n, "n")
-        _check_count(batch, "batch")
-        chosen = self.prior(prior)
-        temperature = check_temperature(
-            self.default_temperature(prior) if temperature is None else temperature
-        )
-        return (
-            chosen.sample(min(batch, n - start), draws, temperature) for start in range(0, n, batch)
-        )
+        settings = self.sampling(seed, temperature, prior, noise=0.0, batch=batch)
+        return self._latents(n, settings, Draws(seed))
 
     def default_noise(self) -> float:
         """The pixel noise used when none is given (see ``runtime.pixels``); 0 shows the mean."""
@@ -251,13 +308,7 @@ class BirdVAE:
         noise: float | None = None,
     ) -> Iterator[np.ndarray]:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time."""
-        noise = check_noise(self.default_noise() if noise is None else noise)
-        draws = Draws(seed)  # created now, so a bad seed fails here and not at the first next()
-        latents = self._latents(n, draws, temperature, prior, batch)
-        if noise == 0:
-            return (self.decode(z, batch) for z in latents)
-        self._check_pixel_noise()
-        return (self._decode_drawn(z, noise, draws.pixels) for z in latents)
+        return self.draw(n, self.sampling(seed, temperature, prior, noise, batch))
 
     def sample(
         self,
@@ -280,12 +331,14 @@ class BirdVAE:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The posterior q(z|x) of each image: its mean and log-variance, float32 [N, D] each."""
         images = _as_float_batch(images, (3, self.image_size, self.image_size), "images")
-        _check_count(batch, "batch")
+        self._check_batch(batch)
         session = self._session(ENCODER_FILE)
         means, logvars = [], []
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
-            mean, logvar = _run(session, ENCODER_FILE, list(ENCODER_OUTPUTS), ENCODER_INPUT, chunk)
+            mean, logvar = run_graph(
+                session, ENCODER_FILE, list(ENCODER_OUTPUTS), ENCODER_INPUT, chunk
+            )
             for name, value in (("mean", mean), ("logvar", logvar)):
                 _check_output(value, (len(chunk), self.latent_dim), f"{ENCODER_FILE} {name}")
             means.append(mean)
@@ -295,13 +348,15 @@ class BirdVAE:
     def decode(self, z: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
         """The image for each code, float32 [N, 3, S, S] in [0, 1]."""
         z = _as_float_batch(z, (self.latent_dim,), "z")
-        _check_count(batch, "batch")
+        self._check_batch(batch)
         session = self._session(DECODER_FILE)
         shape = (3, self.image_size, self.image_size)
         images = []
         for start in range(0, len(z), batch):
             chunk = z[start : start + batch]
-            (image,) = _run(session, DECODER_FILE, list(DECODER_OUTPUTS[:1]), DECODER_INPUT, chunk)
+            (image,) = run_graph(
+                session, DECODER_FILE, list(DECODER_OUTPUTS[:1]), DECODER_INPUT, chunk
+            )
             _check_output(image, (len(chunk), *shape), f"{DECODER_FILE} image")
             images.append(image)
         return np.concatenate(images)
@@ -311,7 +366,7 @@ class BirdVAE:
         temperature ``noise``."""
         outputs = list(DECODER_NOISE_OUTPUTS)
         session = self._session(DECODER_FILE)
-        arrays = _run(session, DECODER_FILE, outputs, DECODER_INPUT, z)
+        arrays = run_graph(session, DECODER_FILE, outputs, DECODER_INPUT, z)
         shape = (len(z), 3, self.image_size, self.image_size)
         for name, value in zip(outputs, arrays):
             _check_output(value, shape, f"{DECODER_FILE} {name}")
@@ -319,15 +374,26 @@ class BirdVAE:
 
     @property
     def has_pixel_noise(self) -> bool:
-        """Whether the decoder outputs its pixel distribution, so ``noise`` above 0 can work
-        (logistic models exported since pixel noise exists)."""
-        return _outputs_pixel_noise(self._session(DECODER_FILE))
+        """Whether the decoder outputs its pixel distribution (the format's optional
+        DECODER_NOISE_OUTPUTS), so ``noise`` above 0 can work; only logistic likelihoods have
+        one."""
+        return outputs_pixel_noise(self._session(DECODER_FILE))
 
     def _check_pixel_noise(self) -> None:
         if not self.has_pixel_noise:
-            raise ValueError(
+            raise ArgumentError(
                 f"the decoder in {self._path} has no pixel scales ({self._manifest.likelihood} "
-                "likelihood or an older export), so it can only show the mean: use noise 0"
+                "likelihood, or exported without them), so it can only show the mean: use noise 0"
+            )
+
+    def _check_batch(self, batch: int) -> None:
+        """Refuse a batch whose arrays would hold more than MAX_BATCH_VALUES numbers each."""
+        _check_count(batch, "batch")
+        row = max(3 * self.image_size * self.image_size, self.latent_dim)
+        if batch * row > MAX_BATCH_VALUES:
+            raise ArgumentError(
+                f"batch {batch} is too large for this model's {self.image_size}x"
+                f"{self.image_size} images: at most {MAX_BATCH_VALUES // row}"
             )
 
     def reconstruct(self, images: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
@@ -338,7 +404,7 @@ class BirdVAE:
     def interpolate(self, first: np.ndarray, last: np.ndarray, steps: int = 8) -> np.ndarray:
         """``steps`` images on the slerp path between two images' posterior means, ends included."""
         if not isinstance(steps, int) or steps < 2:
-            raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
+            raise ArgumentError(f"steps must be an integer >= 2, got {steps!r}")
         mean, _ = self.encode(np.stack([first, last]))
         return self.decode(slerp(mean[0], mean[1], np.linspace(0.0, 1.0, steps)))
 
@@ -353,9 +419,10 @@ class BirdVAE:
             else:
                 signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
             model = read_verified(self._path, self._manifest, file)
-            session = _open_session(self._path / file, model, self._threads, *signature)
+            session = open_session(model, self._path / file, self._threads)
+            check_signature(session, self._path / file, *signature)
             needs_noise = file == DECODER_FILE and self._manifest.default_noise > 0
-            if needs_noise and not _outputs_pixel_noise(session):
+            if needs_noise and not outputs_pixel_noise(session):
                 raise ModelFormatError(
                     f"manifest in {self._path} defaults to pixel noise, but {file} does not "
                     f"output {', '.join(DECODER_NOISE_OUTPUTS)}"
@@ -389,26 +456,28 @@ def _check_prior_settings(manifest: Manifest, folder: Path) -> None:
     for temperature in temperatures:
         try:
             check_temperature(temperature)
-        except ValueError as exc:
+        except ArgumentError as exc:
             raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
     try:
         check_noise(manifest.default_noise)
-    except ValueError as exc:
+    except ArgumentError as exc:
         raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
 
 
 def _check_count(value: int, name: str) -> None:
     if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _as_float_batch(array: Any, row_shape: tuple[int, ...], name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.dtype == np.uint8:
-        raise ValueError(f"{name} must be floats in [0, 1], not uint8 (see images.from_uint8_hwc)")
+        raise ArgumentError(
+            f"{name} must be floats in [0, 1], not uint8 (see images.from_uint8_hwc)"
+        )
     if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape or len(array) == 0:
         expected = ", ".join(["N", *map(str, row_shape)])
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must have shape [{expected}] with N >= 1, got {list(array.shape)}"
         )
     return np.ascontiguousarray(array, dtype=np.float32)
@@ -417,76 +486,3 @@ def _as_float_batch(array: Any, row_shape: tuple[int, ...], name: str) -> np.nda
 def _check_output(value: np.ndarray, shape: tuple[int, ...], what: str) -> None:
     if value.shape != shape:
         raise ModelFormatError(f"{what} has shape {list(value.shape)}, expected {list(shape)}")
-
-
-def _open_session(
-    path: Path,
-    model: bytes,
-    threads: int,
-    input_name: str,
-    row_shape: tuple[int, ...],
-    outputs: tuple[str, ...],
-) -> InferenceSession:
-    """A CPU session for one graph (``model``: the bytes read from ``path``), refused unless its
-    signature is the format's."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # errors only: warnings would drown a command's own output
-    try:
-        session = onnxruntime.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) subclass Exception
-        raise ModelFormatError(
-            f"{path} cannot be loaded by onnxruntime: {_first_line(exc)}"
-        ) from exc
-    inputs = session.get_inputs()
-    if [i.name for i in inputs] != [input_name]:
-        raise ModelFormatError(
-            f"{path} takes inputs {[i.name for i in inputs]}, the format needs [{input_name!r}]"
-        )
-    (graph_input,) = inputs
-    if graph_input.type != "tensor(float)":
-        raise ModelFormatError(f"{path} input {input_name!r} is {graph_input.type}, not float32")
-    expected = ["N", *row_shape]
-    shape = list(graph_input.shape)
-    if (
-        len(shape) != len(expected)
-        or isinstance(shape[0], int)
-        or any(isinstance(dim, int) and dim != want for dim, want in zip(shape[1:], row_shape))
-    ):
-        raise ModelFormatError(
-            f"{path} input {input_name!r} has shape {shape}, the format needs {expected} "
-            "with a dynamic batch axis N"
-        )
-    names = [o.name for o in session.get_outputs()]
-    if names[: len(outputs)] != list(outputs):
-        raise ModelFormatError(
-            f"{path} has outputs {names}, the format needs {list(outputs)} first"
-        )
-    return session
-
-
-def _outputs_pixel_noise(session: InferenceSession) -> bool:
-    """Whether a decoder session outputs DECODER_NOISE_OUTPUTS right after ``image``."""
-    names = [o.name for o in session.get_outputs()]
-    return names[1 : 1 + len(DECODER_NOISE_OUTPUTS)] == list(DECODER_NOISE_OUTPUTS)
-
-
-def _run(
-    session: InferenceSession, file: str, outputs: list[str], input_name: str, chunk: np.ndarray
-) -> list[np.ndarray]:
-    try:
-        return session.run(outputs, {input_name: chunk})
-    except Exception as exc:  # the input was checked, so a failure here is the graph's fault
-        raise ModelFormatError(
-            f"{file} failed on a batch of {len(chunk)}: {_first_line(exc)}"
-        ) from exc
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,41 +1,89 @@
-"""Photos in: the runtime's one use of PIL, imported only by the commands that read photos.
+"""Photos in: the runtime's one use of PIL, imported only by the commands that read photos, and
+the one preparation of a photo that training and the runtime share.
 
-Photos are prepared exactly as the training data was (EXIF orientation applied, any mode made
-RGB with transparency on white, square centre crop, LANCZOS down to S), so a reconstruction
-shows the model, not a preprocessing mismatch.
+A photo is prepared exactly as the training data was (EXIF orientation applied, any mode made
+RGB with transparency on white, a square crop, LANCZOS down to S), so a reconstruction shows the
+model, not a preprocessing mismatch. A photo file may be hostile: its size is checked against
+MAX_PHOTO_PIXELS from the header, before anything is decoded, and whatever PIL's decoders raise
+on a broken file is an ImageError naming it.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import UserError, first_line
 
-class ImageError(ValueError):
+# Pixels decoded at most (a JPEG counts at the reduced scale it is decoded at): 32 megapixels,
+# a large camera's photo, take at most 0.6 GB on the way to RGB. PIL's own limit is 179.
+MAX_PHOTO_PIXELS = 1 << 25
+# A square crop (left, top, right, bottom) chosen from a photo's (width, height).
+Region = Callable[[tuple[int, int]], tuple[int, int, int, int]]
+
+
+class ImageError(UserError, ValueError):
     """A photo that cannot be read; the message names the file and the reason."""
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """A photo as the model sees it: uint8 [size, size, 3]."""
+def load_image(path: str | Path, size: int, region: Region | None = None) -> np.ndarray:
+    """A photo as the model sees it: uint8 [size, size, 3].
+
+    ``region`` picks the part to keep from the upright photo's size; None keeps the centre
+    square and lets a JPEG decode at a reduced scale (much faster, the same result at S).
+    """
     path = Path(path)
+    with _decoding(path):
+        with warnings.catch_warnings():  # MAX_PHOTO_PIXELS is checked below, and lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            if region is None and image.format == "JPEG":
+                image.draft("RGB", (size * 2, size * 2))
+            width, height = image.size
+            if width * height > MAX_PHOTO_PIXELS:
+                raise ImageError(
+                    f"{path}: {width}x{height} px is more than the {MAX_PHOTO_PIXELS >> 20} "
+                    "megapixels a photo may have; make it smaller first"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    image = _to_rgb(image)
+    left, top, right, bottom = (region or centre_square)(image.size)
+    image = image.crop((left, top, right, bottom))
+    image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def centre_square(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    width, height = size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Whatever reading and decoding the file raises, as an ImageError naming it.
+
+    PIL's plugins raise many types on a malformed file (OSError, SyntaxError, ValueError,
+    NotImplementedError, struct.error, EOFError, IndexError...), and each means only that this
+    file cannot be decoded; the block holds nothing but PIL's reading of it.
+    """
     try:
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (size * 2, size * 2))  # decode at reduced scale: much faster
-            image = _to_rgb(ImageOps.exif_transpose(image))
-            side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
-            image = image.resize((size, size), Image.Resampling.LANCZOS)
-            return np.asarray(image, dtype=np.uint8).copy()
+        yield
+    except ImageError:
+        raise
     except FileNotFoundError as exc:
         raise ImageError(f"{path}: no such file") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        # PIL reports unreadable or truncated files as OSError (UnidentifiedImageError), and
-        # some broken headers as ValueError or SyntaxError.
-        raise ImageError(f"{path}: cannot read it as an image ({exc})") from exc
+    except Exception as exc:
+        raise ImageError(f"{path}: cannot read it as an image ({first_line(exc)})") from exc
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -9,18 +9,17 @@ the model expects at each pixel; T = 0 is the mean, T = 1 a full sample.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from .errors import check_between
+
 _TINY = 1e-6  # keeps uniform draws off 0 and 1, where the logistic's inverse CDF is infinite
+# 1 draws whole samples; 10 is ten times the grain the model expects, far past any use.
+MAX_NOISE = 10.0
 
 
 def check_noise(noise: float) -> float:
-    noise = float(noise)
-    if not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise}")
-    return noise
+    return check_between(noise, "noise", MAX_NOISE)
 
 
 def draw_pixels(

@@ -10,14 +10,21 @@ same z whatever the batch size the caller decodes with.
 
 from __future__ import annotations
 
-import math
-import zipfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import Callable, Union
 
 import numpy as np
 
-from .format import PRIOR_ARRAYS, ModelFormatError
+from .errors import check_between
+from .format import (
+    MAX_FILE_BYTES,
+    MAX_PRIOR_VALUES,
+    PRIOR_ARRAYS,
+    PRIOR_FILE,
+    ModelFormatError,
+    read_file,
+)
+from .npz import ArchiveError, ArrayHeader, read_npz
 
 
 class Draws:
@@ -36,11 +43,13 @@ class Draws:
         self.pixels = np.random.default_rng(pixels)
 
 
+# 1 samples as fitted; at 10 a draw sits ten standard deviations out, far past any bird, and
+# larger values only overflow float32 on the way to the decoder.
+MAX_TEMPERATURE = 10.0
+
+
 def check_temperature(temperature: float) -> float:
-    temperature = float(temperature)
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-    return temperature
+    return check_between(temperature, "temperature", MAX_TEMPERATURE)
 
 
 class StandardNormal:
@@ -89,27 +98,49 @@ class GaussianMixture:
 
     @classmethod
     def load(
-        cls, source: str | Path | BinaryIO, latent_dim: int, path: str | Path | None = None
+        cls,
+        source: str | Path | bytes,
+        latent_dim: int,
+        path: str | Path | None = None,
+        components: int | None = None,
     ) -> GaussianMixture:
-        """Read ``prior.npz`` from a path or an open file (``path`` names it in messages); any
-        problem with the file is the model's, so ModelFormatError."""
-        path = path if path is not None else source
+        """Read ``prior.npz`` from a path or from its bytes (``path`` names it in messages).
+
+        Each array's shape is checked against ``latent_dim`` and ``components`` (None: as many
+        as the weights say, within MAX_PRIOR_VALUES) before any array is read or inflated; any
+        problem with the file is the model's, so ModelFormatError.
+        """
+        if isinstance(source, bytes):
+            data, path = source, path or PRIOR_FILE
+        else:
+            data, path = read_file(Path(source), MAX_FILE_BYTES), path or source
+
+        def check(headers: dict[str, ArrayHeader]) -> None:
+            weights = headers["weights"].shape
+            k = components if components is not None else weights[0] if len(weights) == 1 else 0
+            if k * latent_dim * latent_dim > MAX_PRIOR_VALUES:
+                raise ModelFormatError(
+                    f"{path} has {k} components of {latent_dim}x{latent_dim} factors, more than "
+                    f"the {MAX_PRIOR_VALUES} values a mixture may have"
+                )
+            expected = {"weights": (k,), "means": (k, latent_dim)}
+            expected["cholesky"] = (k, latent_dim, latent_dim)
+            for name, shape in expected.items():
+                if headers[name].shape != shape:
+                    raise ModelFormatError(
+                        f"{path} {name} has shape {list(headers[name].shape)}, expected "
+                        f"{list(shape)}: {k} components of the model's latent size {latent_dim}"
+                    )
+
         try:
-            with np.load(source, allow_pickle=False) as data:
-                missing = [name for name in PRIOR_ARRAYS if name not in data.files]
-                if missing:
-                    raise ModelFormatError(f"{path} lacks the arrays {missing}")
-                mixture = cls(*(data[name] for name in PRIOR_ARRAYS))
-        except ModelFormatError:
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            arrays = read_npz(data, PRIOR_ARRAYS, check)
+            return cls(*(arrays[name] for name in PRIOR_ARRAYS))
+        except ArchiveError as exc:
             raise ModelFormatError(f"{path} is not a valid prior: {exc}") from exc
-        if mixture.latent_dim != latent_dim:
-            raise ModelFormatError(
-                f"{path} has {mixture.latent_dim}-dimensional components, the model's latent "
-                f"size is {latent_dim}"
-            )
-        return mixture
+        except ValueError as exc:  # the mixture's own checks
+            if isinstance(exc, ModelFormatError):
+                raise
+            raise ModelFormatError(f"{path} is not a valid prior: {exc}") from exc
 
     @property
     def components(self) -> int:

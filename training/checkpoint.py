@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
-from . import durable
+from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
+
 from .config import TrainConfig
 from .model import VAE
 
@@ -31,7 +33,7 @@ RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
 WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a readable bird-vae checkpoint; the message says why."""
 
 

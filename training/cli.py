@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import click
+
+from birdvae.runtime.command import Command
+from birdvae.runtime.errors import UserError
 
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile", "threads"}
 SHOWN_FLAGS = {
@@ -25,25 +27,13 @@ def _flag_names(options: set[str]) -> str:
     return ", ".join(sorted(SHOWN_FLAGS.get(n, "--" + n.replace("_", "-")) for n in options))
 
 
-class UserError(click.ClickException):
-    """A mistake on the command line or in the data: one line, exit code 2, no traceback."""
-
-    exit_code = 2
-
-
 def require_train_extra(command: str) -> None:
     if importlib.util.find_spec("torch") is None:
         click.echo(f"{command} needs the training extra: pip install 'bird-vae[train]'", err=True)
         sys.exit(2)
 
 
-def _warnings_as_lines() -> None:
-    warnings.showwarning = lambda message, *_args, **_kw: click.echo(
-        f"warning: {message}", err=True
-    )
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
     multiple=True,
@@ -174,13 +164,11 @@ def train_command(ctx: click.Context, **options) -> None:
     torchrun --nproc-per-node N --no-python vae-train --data ... -o ...
     """
     require_train_extra("vae-train")
-    _warnings_as_lines()
     import torch
 
     from . import checkpoint
     from .config import TrainConfig, override
-    from .data import DataError
-    from .loop import LAST, TrainingError
+    from .loop import LAST
     from .model import VAE
     from .stages import trainer_class
 
@@ -191,52 +179,49 @@ def train_command(ctx: click.Context, **options) -> None:
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
     }  # fmt: skip
     resume_state = None
-    try:
-        if options["resume"] is not None:
-            extra = given - RESUMABLE_FLAGS
-            if extra:
-                flags = _flag_names(extra)
-                raise UserError(
-                    f"--resume continues a run with the config it was started with; "
-                    f"drop {flags} (only --epochs, --device, --precision, --compile, --threads "
-                    "may change)"
-                )
-            run_dir = options["resume"]
-            resume_state = checkpoint.load(run_dir / LAST)
-            config = checkpoint.config_of(resume_state)
-            config = override(config, epochs=options["epochs"], device=options["device"],
-                              precision=options["precision"],
-                              compile=options["compile_"])  # fmt: skip
-        else:
-            if options["out"] is not None and options["out_alias"] is not None:
-                raise UserError("give -o/--output once (--out is its old name)")
-            run_dir = options["out"] or options["out_alias"]
-            if run_dir is None or not (options["data"] or options["init"]):
-                raise UserError(
-                    "-o/--output and --data (or --init for a later stage) are required "
-                    "(or --resume RUN_DIR)"
-                )
-            if (run_dir / LAST).exists():
-                raise UserError(
-                    f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                    "or choose another -o/--output"
-                )
-            if options["stage"] == "vae":
-                config = _vae_config(options, given)
-            else:
-                config = _stage_config(options, given)
-            VAE(config.model)  # fail fast on an impossible architecture
-        config = TrainConfig.from_dict(config.to_dict())
-        trainer = trainer_class(config.stage)(config, run_dir, resume_state)
-        if resume_state is not None and trainer.epoch >= config.epochs:
+    if options["resume"] is not None:
+        extra = given - RESUMABLE_FLAGS
+        if extra:
+            flags = _flag_names(extra)
             raise UserError(
-                f"{run_dir} has already trained {trainer.epoch} epochs; "
-                f"pass --epochs N with N > {trainer.epoch} to carry it on"
+                f"--resume continues a run with the config it was started with; "
+                f"drop {flags} (only --epochs, --device, --precision, --compile, --threads "
+                "may change)"
             )
-        trainer.fit()
-        trainer.ddp.stop()
-    except (DataError, TrainingError, checkpoint.CheckpointError, ValueError, OSError) as exc:
-        raise UserError(str(exc)) from exc
+        run_dir = options["resume"]
+        resume_state = checkpoint.load(run_dir / LAST)
+        config = checkpoint.config_of(resume_state)
+        config = override(config, epochs=options["epochs"], device=options["device"],
+                          precision=options["precision"],
+                          compile=options["compile_"])  # fmt: skip
+    else:
+        if options["out"] is not None and options["out_alias"] is not None:
+            raise UserError("give -o/--output once (--out is the same option)")
+        run_dir = options["out"] or options["out_alias"]
+        if run_dir is None or not (options["data"] or options["init"]):
+            raise UserError(
+                "-o/--output and --data (or --init for a later stage) are required "
+                "(or --resume RUN_DIR)"
+            )
+        if (run_dir / LAST).exists():
+            raise UserError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                "or choose another -o/--output"
+            )
+        if options["stage"] == "vae":
+            config = _vae_config(options, given)
+        else:
+            config = _stage_config(options, given)
+        VAE(config.model)  # fail fast on an impossible architecture
+    config = TrainConfig.from_dict(config.to_dict())
+    trainer = trainer_class(config.stage)(config, run_dir, resume_state)
+    if resume_state is not None and trainer.epoch >= config.epochs:
+        raise UserError(
+            f"{run_dir} has already trained {trainer.epoch} epochs; "
+            f"pass --epochs N with N > {trainer.epoch} to carry it on"
+        )
+    trainer.fit()
+    trainer.ddp.stop()
 
 
 ARCHITECTURE_FLAGS = {
@@ -304,7 +289,7 @@ def _stage_config(options: dict, given: set[str]):
     )  # fmt: skip
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("ckpt", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--data",
@@ -326,21 +311,17 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
                  device: str, as_json: bool) -> None:  # fmt: skip
     """Score a checkpoint: negative ELBO in bits/dim, IW bound, reconstruction PSNR."""
     require_train_extra("vae-eval")
-    _warnings_as_lines()
     from . import checkpoint
-    from .data import DataError, load_splits
+    from .data import load_splits
     from .evaluate import evaluate, fit_gaussian_sigma
-    from .loop import TrainingError, resolve_device
+    from .loop import resolve_device
 
-    try:
-        model, config, _ = checkpoint.load_model(ckpt, ema=ema)
-        target = resolve_device(device)
-        model.to(target)
-        sources = list(data) or config.data
-        splits = load_splits(sources, config.model.image_size, config.crop,
-                             config.val_fraction)  # fmt: skip
-    except (DataError, TrainingError, checkpoint.CheckpointError, OSError) as exc:
-        raise UserError(str(exc)) from exc
+    model, config, _ = checkpoint.load_model(ckpt, ema=ema)
+    target = resolve_device(device)
+    model.to(target)
+    sources = list(data) or config.data
+    splits = load_splits(sources, config.model.image_size, config.crop,
+                         config.val_fraction)  # fmt: skip
     images = splits.val if split == "val" else splits.train
     if len(images) == 0:
         raise UserError(f"the {split} split of {', '.join(sources)} is empty")

@@ -12,7 +12,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from birdvae.runtime.errors import UserError
+
 CONFIG_VERSION = 2
+
+
+class ConfigError(UserError, ValueError):
+    """Settings no run or model can be made from; the message names the setting."""
+
 
 @dataclass
 class ModelConfig:
@@ -152,12 +159,12 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
     """A saved config of any earlier version in the current version's terms, so an old run
     resumes (and an old checkpoint exports) exactly as it trained.
 
-    Version 1 (no ``config_version``) had one data folder as a string, and its missing
-    fields meant what the code did then: beta 1, float32, a global code.
+    Version 1 (no ``config_version``) names one data folder as a string, and the fields it
+    lacks mean beta 1, float32 and a global code.
     """
     version = int(values.get("config_version", 1))
     if version > CONFIG_VERSION:
-        raise ValueError(
+        raise ConfigError(
             f"config_version {version} is newer than this bird-vae reads ({CONFIG_VERSION})"
         )
     if version == 1:
@@ -174,7 +181,7 @@ def _reject_unknown(cls: type, data: dict[str, Any]) -> None:
     """A config from a newer or foreign file fails loudly instead of dropping settings."""
     unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
 
 
 def preset(name: str) -> TrainConfig:
@@ -204,7 +211,7 @@ def preset(name: str) -> TrainConfig:
             flip=False,
             shift=0,
         )
-    raise ValueError(f"unknown preset {name!r} (choose default or baseline)")
+    raise ConfigError(f"unknown preset {name!r} (choose default or baseline)")
 
 
 STAGES = ("vae", "prior", "decoder")

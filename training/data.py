@@ -21,12 +21,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from . import durable
+from birdvae.runtime import durable, photos
+from birdvae.runtime.errors import UserError
+from birdvae.runtime.photos import Region
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BOX_MARGIN = 0.15  # extra context around a CUB bounding box, as a fraction of its longer side
@@ -34,7 +36,7 @@ CACHE_VERSION = 2
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data source that cannot be used; the message says what to fix."""
 
 
@@ -214,54 +216,26 @@ def split_folder(root: Path, val_fraction: float) -> list[_Item]:
 def load_image(
     path: Path, image_size: int, crop: str = "center", box: Box | None = None
 ) -> np.ndarray:
-    """One photo as uint8 [3, S, S]: RGB whatever its mode, cropped, antialiased down to S."""
-    with Image.open(path) as image:
-        if box is None and crop == "center" and image.format == "JPEG":
-            image.draft("RGB", (image_size * 2, image_size * 2))  # decode at reduced scale
-        image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
-        if box is not None:
-            image = image.crop(square_box(box, image.size))
-        elif crop == "center":
-            side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
-        image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
-        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+    """One photo as uint8 [3, S, S], prepared as the runtime prepares one (``runtime.photos``):
+    RGB whatever its mode, cropped (to ``box``, the centre square, or not at all for ``squash``),
+    antialiased down to S. ImageError when it cannot be decoded."""
+    region: Region | None = None  # the centre square, from a reduced JPEG decode
+    if box is not None:
+        region = partial(square_box, box)
+    elif crop == "squash":
+        region = _whole
+    return photos.load_image(path, image_size, region).transpose(2, 0, 1).copy()
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale (8, 16 or 32 bit), palette, CMYK and alpha images to RGB; transparency becomes
-    white. The runtime prepares photos the same way (``runtime/photos.py``; training may not
-    import it), and a test holds the two to the same pixels."""
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _deep_gray_to_8bit(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
-
-
-def _deep_gray_to_8bit(image: Image.Image) -> Image.Image:
-    """16/32-bit and float grayscale to 8-bit (PIL's own conversion clips them to white):
-    16-bit spans 0..65535; values up to 255 (floats: up to 1) read as 8-bit (unit) scaled."""
-    values = np.asarray(image, dtype=np.float64)
-    top = float(values.max(initial=0.0))
-    if image.mode.startswith("I;16") or top > 255.0:
-        peak = 65535.0
-    else:
-        peak = 1.0 if image.mode == "F" and top <= 1.0 else 255.0
-    return Image.fromarray(np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8))
+def _whole(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    return 0, 0, *size
 
 
 def square_box(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
     """A square around ``box`` with a margin, shifted (and if need be shrunk) to fit the image."""
     x, y, w, h = box
     width, height = size
-    side = min(max(w, h) * (1 + 2 * BOX_MARGIN), width, height)
+    side = max(1, min(max(w, h) * (1 + 2 * BOX_MARGIN), width, height))
     cx, cy = x + w / 2, y + h / 2
     left = min(max(cx - side / 2, 0), width - side)
     top = min(max(cy - side / 2, 0), height - side)
@@ -272,8 +246,8 @@ def _decode_all(items: Sequence[_Item], image_size: int, crop: str, kind: str) -
     def decode(item: _Item) -> np.ndarray | None:
         try:
             return load_image(item.path, image_size, crop, item.box)
-        except Exception:  # PIL's plugins raise many types on a malformed file (SyntaxError,
-            return None  # NotImplementedError, struct.error...); each means "unreadable" here
+        except photos.ImageError:
+            return None
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from birdvae.runtime.images import psnr_of_mse
+
 from .likelihood import bits_per_dim, discretized_gaussian_nll, to_unit
 from .model import VAE, kl_per_dim
 
@@ -49,9 +51,9 @@ def fit_gaussian_sigma(
     """The single scale that makes the model's mean image the best discretized Gaussian.
 
     A coarse log-spaced grid, then a fine one between the best point's neighbours: 32 scores
-    instead of a 120-point grid's, as precise, because training fits sigma at every epoch and
-    that fit was most of the baseline's validation time. The model is put in eval mode, the mode
-    it is then scored in (it matters for the baseline's BatchNorm).
+    where one fine grid would take 120, as precise; training fits sigma every epoch, where a
+    120-point fit would be most of the baseline's validation time. The model is put in eval
+    mode, the mode it is then scored in (it matters for the baseline's BatchNorm).
     """
     model.eval()
     x = _as_tensor(images[:limit], device)
@@ -102,7 +104,7 @@ def evaluate(
         mse = (model.decode_image(mean) - unit).square().flatten(1).mean(1)
         totals["recon"] += float(recon.sum())
         totals["kl"] += float(kl.sum())
-        totals["psnr"] += float((10 * torch.log10(1.0 / mse.clamp(min=1e-10))).sum())
+        totals["psnr"] += float(psnr_of_mse(mse.clamp(min=1e-10).float().cpu().numpy(), 1.0).sum())
         if iw_samples > 0:
             totals["iw"] += float(
                 _iw_nll(model, x, mean, logvar, iw_samples, sigma, generator).sum()

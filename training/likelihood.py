@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .config import ConfigError
+
 BIN = 1.0 / 255.0  # width of one 8-bit level on the [0, 1] scale
 MIN_LOG_SCALE = -7.0
 
@@ -169,7 +171,7 @@ def make_likelihood(name: str) -> DiscretizedLogistic | Bernoulli:
     try:
         return LIKELIHOODS[name]()
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown likelihood {name!r} (choose from {sorted(LIKELIHOODS)})"
         ) from None
 

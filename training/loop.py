@@ -28,7 +28,10 @@ from torch.utils.data import DistributedSampler
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from . import checkpoint, durable, runfolder
+from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
+
+from . import checkpoint, runfolder
 from .config import TrainConfig
 from .data import load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
@@ -39,7 +42,7 @@ from .precision import resolve_precision
 LAST, BEST, METRICS, CONFIG = runfolder.LAST, runfolder.BEST, runfolder.METRICS, runfolder.CONFIG
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """The run cannot go on (for example, the loss stays non-finite); the message says why."""
 
 

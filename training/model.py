@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .likelihood import make_likelihood
 
 NEGATIVE_SLOPE = 0.1
@@ -49,7 +49,7 @@ class ResBlock(nn.Module):
 def _level_widths(image_size: int, width: int, max_width: int) -> list[int]:
     """Channel widths for resolutions S/2, S/4, ..., 4 (doubling per halving, capped)."""
     if image_size < 8 or image_size & (image_size - 1):
-        raise ValueError(f"image size must be a power of two >= 8, got {image_size}")
+        raise ConfigError(f"image size must be a power of two >= 8, got {image_size}")
     levels = int(math.log2(image_size // 8)) + 1  # S/2 ... 4
     return [min(max_width, width * 2**i) for i in range(levels)]
 
@@ -57,7 +57,7 @@ def _level_widths(image_size: int, width: int, max_width: int) -> list[int]:
 def _grid_channels(cfg: ModelConfig) -> int:
     """Channels of a spatial code: latent_dim spread over the 4x4 grid."""
     if cfg.latent_dim % 16:
-        raise ValueError(
+        raise ConfigError(
             f"a spatial latent (a 4x4 grid) needs latent_dim divisible by 16, got "
             f"{cfg.latent_dim}; choose another or a global latent"
         )
@@ -177,11 +177,11 @@ class VAE(nn.Module):
             self.decoder.init_output_bias(self.likelihood.initial_bias)
         elif cfg.arch == "baseline":
             if cfg.image_size != 32:
-                raise ValueError("the baseline architecture is defined for 32x32 images only")
+                raise ConfigError("the baseline architecture is defined for 32x32 images only")
             self.encoder = BaselineEncoder(cfg)
             self.decoder = BaselineDecoder(cfg, out_channels)
         else:
-            raise ValueError(f"unknown architecture {cfg.arch!r} (choose resnet or baseline)")
+            raise ConfigError(f"unknown architecture {cfg.arch!r} (choose resnet or baseline)")
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decoder params for one posterior sample, and the posterior's mean and log-variance."""

@@ -2,7 +2,7 @@
 
 bf16 halves the bytes every activation moves and doubles what a vector unit computes per cycle,
 but only on hardware that does bf16 natively (a recent GPU, or a CPU with AVX512-BF16 or AMX:
-1.9x the images per second of float32 on this project's CPU alone, 1.4x beside another run);
+1.9x the images per second of float32 on this project's CPU);
 emulated, it is slower than float32. So "auto" asks the hardware, and weights, optimiser,
 likelihood and validation stay float32 whatever is chosen.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from .config import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -33,7 +35,7 @@ def gpu_has_native_bf16(device: torch.device) -> bool:
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """The dtype of the forward pass for ``--precision name`` on ``device``."""
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r} (choose {', '.join(PRECISIONS)})")
+        raise ConfigError(f"unknown precision {name!r} (choose {', '.join(PRECISIONS)})")
     if name == "auto":
         native = gpu_has_native_bf16(device) if device.type == "cuda" else cpu_has_native_bf16()
         name = "bf16" if native else "fp32"

@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint, durable
+from birdvae.runtime import durable
+
+from . import checkpoint
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 GRIDS, CACHE = "grids", "cache"

@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from birdvae.export.destination import sweep
-from birdvae.training import durable
+from birdvae.runtime import durable
 
 pytestmark = pytest.mark.torch
 
@@ -78,7 +78,7 @@ def test_our_model_folder_and_an_empty_folder_are_replaced(export_cli, resnet_ch
     verify_model_dir(out)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert export_cli(resnet_checkpoint, "--out", empty).exit_code == 0  # the old flag name
+    assert export_cli(resnet_checkpoint, "--out", empty).exit_code == 0  # its hidden alias
     verify_model_dir(empty)
     both = export_cli(resnet_checkpoint, "-o", out, "--out", empty)
     assert both.exit_code == 2 and "once" in both.stderr

@@ -133,7 +133,7 @@ def test_parity_holds_and_catches_a_changed_model(exported):
 
 
 def test_a_global_latent_model_exports_with_parity(make_checkpoint, tiny_kwargs, tmp_path):
-    """The models shipped before the spatial latent (and --global-latent runs) still export."""
+    """A vector code (--global-latent) exports with parity as the default grid code does."""
     from .conftest import run_export
 
     kwargs = {**tiny_kwargs, "latent_dim": 12, "spatial_latent": False}
@@ -180,3 +180,26 @@ def test_opset_18_uses_the_dynamo_exporter(resnet_checkpoint, tmp_path: Path):
     with torch.no_grad():
         reference = model.decode_image(torch.from_numpy(z)).numpy()
     assert np.abs(session.run(None, {"z": z})[0] - reference).max() <= IMAGE_TOL
+
+
+def test_parity_opens_graphs_the_way_the_runtime_does(tmp_path: Path) -> None:
+    """Parity must prove what bird-gen runs: the same session options and the same refusals."""
+    from onnx import TensorProto, helper
+
+    from birdvae.export.parity import ort_session
+    from birdvae.runtime.format import ModelFormatError
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [2], [0.0, 0.0])
+    weights.ClearField("float_data")
+    weights.data_location = TensorProto.EXTERNAL
+    weights.external_data.add(key="location", value="weights.bin")
+    (tmp_path / "weights.bin").write_bytes(bytes(8))
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["z", "w"], ["image"])], "g",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 2])], [weights],
+    )  # fmt: skip
+    path = tmp_path / "decoder.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelFormatError, match="external data"):
+        ort_session(path)

@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -19,7 +20,7 @@ from birdvae.runtime.format import FileEntry, Manifest
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TINY_MODEL = FIXTURES / "tiny_model"
 WRONG_NAMES_MODEL = FIXTURES / "wrong_names_model"
-MEAN_ONLY_MODEL = FIXTURES / "mean_only_model"  # exported before decoders had pixel scales
+MEAN_ONLY_MODEL = FIXTURES / "mean_only_model"  # a decoder without pixel-noise outputs
 BIRDS = sorted((FIXTURES / "birds").glob("*.jpg"))
 
 
@@ -38,15 +39,27 @@ def _runner() -> CliRunner:
         return CliRunner()  # click >= 8.2 keeps stderr apart and dropped the argument
 
 
+def invoke(command: click.Command, *args: object) -> CliResult:
+    """Run a click command in this process."""
+    result = _runner().invoke(command, [str(arg) for arg in args])
+    return CliResult(result.exit_code, result.stdout, result.stderr, result.exception)
+
+
+def one_error(result: CliResult, *fragments: str) -> str:
+    """Assert the command ended as one ``error:`` line (status 2) holding ``fragments``."""
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture
 def cli():
     """Run ``bird-gen`` in this process: cli(*args) -> CliResult."""
-
-    def run(*args: object) -> CliResult:
-        result = _runner().invoke(main, [str(arg) for arg in args])
-        return CliResult(result.exit_code, result.stdout, result.stderr, result.exception)
-
-    return run
+    return lambda *args: invoke(main, *args)
 
 
 @pytest.fixture

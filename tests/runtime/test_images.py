@@ -83,6 +83,10 @@ def test_psnr() -> None:
     assert images.psnr(a, a) == float("inf")
     assert images.psnr(a, a + 255) == pytest.approx(0.0)
     assert images.psnr(a, a + 1) == pytest.approx(20 * np.log10(255), rel=1e-9)
+    unit = a.astype(np.float32)  # images in [0, 1], as export's int8 figures compare them
+    assert images.psnr(unit, unit + 0.1, peak=1.0) == pytest.approx(20.0, rel=1e-6)
+    per_image = images.psnr_of_mse(np.array([0.0, 1.0, 100.0]))
+    np.testing.assert_allclose(per_image, [np.inf, 20 * np.log10(255), 20 * np.log10(25.5)])
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 5, 3), (130, 67, 3), (33, 1058, 3)])
@@ -124,7 +128,7 @@ def test_save_png_leaves_nothing_when_interrupted(tmp_path: Path, monkeypatch) -
     def fail(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images.os, "replace", fail)
+    monkeypatch.setattr("os.replace", fail)
     with pytest.raises(KeyboardInterrupt):
         images.save_png(np.zeros((4, 4, 3), np.uint8), target)
     assert os.listdir(tmp_path) == ["a.png"]

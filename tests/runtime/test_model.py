@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from birdvae.runtime import BirdVAE
+from birdvae.runtime.errors import ArgumentError
 from birdvae.runtime.format import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -25,6 +26,7 @@ from birdvae.runtime.model import (
     resolve_model,
     shipped_model_dir,
     slerp,
+    usable_cpus,
 )
 
 
@@ -64,7 +66,7 @@ def test_pixel_noise_draws_around_the_same_birds(vae: BirdVAE) -> None:
 
 def test_pixel_noise_needs_a_decoder_with_scales(mean_only_model: Path) -> None:
     vae = BirdVAE(mean_only_model, threads=1)
-    assert vae.sample(2, seed=0).shape == (2, 3, 16, 16)  # older exports still sample the mean
+    assert vae.sample(2, seed=0).shape == (2, 3, 16, 16)  # the mean, always
     with pytest.raises(ValueError, match=r"no pixel scales.*use noise 0"):
         vae.sample(2, seed=0, noise=0.5)
 
@@ -180,6 +182,20 @@ def test_sample_refuses_bad_arguments(vae: BirdVAE, kwargs: dict) -> None:
 def test_threads_must_be_a_count(tiny_model: Path) -> None:
     with pytest.raises(ValueError, match="threads"):
         BirdVAE(tiny_model, threads=-1)
+    with pytest.raises(ArgumentError, match="CPUs"):  # more would only wait on each other
+        BirdVAE(tiny_model, threads=usable_cpus() + 1)
+
+
+def test_sampling_settings_are_resolved_once_and_draw_the_same_birds(vae: BirdVAE) -> None:
+    settings = vae.sampling(seed=3)
+    assert (settings.prior, settings.temperature, settings.noise) == ("fitted", 0.8, 0.0)
+    assert str(settings) == "seed 3, fitted prior, temperature 0.8, noise 0"
+    drawn = np.concatenate(list(vae.draw(5, settings)))
+    np.testing.assert_array_equal(drawn, vae.sample(5, seed=3))
+    with pytest.raises(ArgumentError, match="no learned prior"):
+        vae.sampling(prior="learned")
+    with pytest.raises(ArgumentError, match="batch 100000 is too large"):
+        vae.sampling(batch=100_000)
 
 
 def test_sessions_are_made_once_and_reused(vae: BirdVAE) -> None:
@@ -196,11 +212,18 @@ def test_wrong_input_names_are_refused(wrong_names_model: Path) -> None:
         vae.sample(1)
 
 
-def test_corrupt_onnx_is_refused(model_copy: Path, refresh_manifest) -> None:
-    (model_copy / DECODER_FILE).write_bytes(b"\x08\x07garbage that is no protobuf graph")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x08\x07garbage that is no protobuf graph", "not a well-formed ONNX file"),
+        (b"\x08\x07", "cannot be loaded by onnxruntime"),  # a model of no graph
+    ],
+)
+def test_corrupt_onnx_is_refused(model_copy: Path, refresh_manifest, content, message) -> None:
+    (model_copy / DECODER_FILE).write_bytes(content)
     refresh_manifest(model_copy)
     vae = BirdVAE(model_copy)
-    with pytest.raises(ModelFormatError, match="cannot be loaded by onnxruntime"):
+    with pytest.raises(ModelFormatError, match=message):
         vae.decode(np.zeros((1, 8), np.float32))
 
 

@@ -64,7 +64,7 @@ def test_mixture_matches_its_weights_means_and_covariances() -> None:
         np.testing.assert_allclose(np.cov(z[rows].T), covariance, atol=0.12 * covariance.max())
 
 
-@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf"), 10.5, 1e30])
 def test_bad_temperature_is_refused(temperature: float) -> None:
     with pytest.raises(ValueError, match="temperature"):
         StandardNormal(2).sample(1, Draws(0), temperature)

@@ -17,7 +17,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from birdvae.training import checkpoint, durable, runfolder
+from birdvae.runtime import durable
+from birdvae.training import checkpoint, runfolder
 from birdvae.training.cli import train_command
 from birdvae.training.data import load_splits
 from birdvae.training.loop import BEST, LAST, METRICS, Trainer

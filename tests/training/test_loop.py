@@ -165,6 +165,18 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
     assert "Traceback" not in grid.output and not (tmp_path / "run" / LAST).exists()
 
 
+def test_a_bug_in_training_keeps_its_traceback(image_folder, tmp_path, monkeypatch):
+    """A ValueError from inside training is a bug: it keeps its traceback."""
+
+    def broken(self, *_args: object) -> None:
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(Trainer, "fit", broken)
+    args = ["--data", str(image_folder), "-o", str(tmp_path / "run"), "--batch-size", "8"]
+    result = CliRunner().invoke(train_command, args)
+    assert isinstance(result.exception, ValueError), result.output
+
+
 def test_vae_train_without_torch_prints_the_install_hint(monkeypatch):
     import importlib.util
 

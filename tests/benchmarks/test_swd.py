@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from swd import SWDResult, laplacian_pyramid, sliced_wasserstein
 
-from birdvae.training.swd import SWDResult, laplacian_pyramid, sliced_wasserstein
+from .conftest import BENCHMARKS
 
 FAST = dict(patches_per_image=64, directions=128)  # the paper's 128 x 512 is slower, same idea
 
@@ -113,7 +114,7 @@ def test_deterministic_for_a_seed():
 
 
 def test_sets_of_different_sizes_use_the_exact_1d_distance():
-    from birdvae.training.swd import _sliced_w1
+    from swd import _sliced_w1
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(6, 147)).astype(np.float32)
@@ -128,7 +129,7 @@ def test_sets_of_different_sizes_use_the_exact_1d_distance():
 
 
 def test_laplacian_pyramid_is_band_pass_and_reconstructs():
-    from birdvae.training.swd import _pyr_up
+    from swd import _pyr_up
 
     images = textured_blobs(4, seed=1)
     band, low = laplacian_pyramid(images, 2)
@@ -237,5 +238,5 @@ def test_messages_name_the_problem():
 
 
 def test_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import birdvae.training.swd"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    code = "import sys; sys.modules['torch'] = None; import swd"
+    subprocess.run([sys.executable, "-c", code], cwd=BENCHMARKS, check=True)

@@ -1,0 +1,84 @@
+"""How every bird-vae command ends: a user's mistake as one ``error:`` line, a bug as a traceback.
+
+``bird-gen``, ``vae-train``, ``vae-eval`` and ``vae-export`` are click commands of the classes
+below. A ``UserError`` (any of the runtime's, training's or export's), a click usage error or an
+OSError (a file that cannot be read or written; its message names the file) ends the command
+with one line on stderr and its exit status: 2 unless the error says otherwise, 130 for Ctrl-C,
+143 for SIGTERM, which unwinds like Ctrl-C so that temporaries are removed. Any other exception
+is a bug and keeps its traceback. Python warnings print as one ``warning:`` line each.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any, NoReturn
+
+import click
+
+from . import durable
+from .errors import UserError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences, carriage returns)
+    shown as Python escapes, so a model's strings cannot drive the user's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its whitespace runs, newlines included, made single spaces, and printable."""
+    return printable(" ".join(text.split()))
+
+
+def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"error: {one_line(message)}", err=True)
+    sys.exit(status)
+
+
+def describe_os_error(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def _warn_in_one_line(message: Warning | str, *_: Any, **__: Any) -> None:
+    click.echo(f"warning: {one_line(str(message))}", err=True)
+
+
+class OneLineErrors:
+    """Mixed into a click command or group: its ``main`` ends every user error in one line."""
+
+    name: str | None
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
+        extra["standalone_mode"] = False
+        with warnings.catch_warnings(), durable.exit_on_sigterm():
+            warnings.showwarning = _warn_in_one_line
+            try:
+                status = super().main(args, prog_name or self.name, **extra)  # type: ignore[misc]
+            except click.Abort:
+                fail("interrupted", EXIT_INTERRUPTED)
+            except click.ClickException as exc:
+                message = exc.format_message()
+                if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                    message += f" (see '{exc.ctx.command_path} --help')"
+                fail(message)
+            except UserError as exc:
+                fail(str(exc), exc.exit_code)
+            except OSError as exc:
+                fail(describe_os_error(exc))
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+class Command(OneLineErrors, click.Command):
+    """A click command whose errors follow this module's rule."""
+
+
+class Group(OneLineErrors, click.Group):
+    """A click group whose errors, its commands' included, follow this module's rule."""

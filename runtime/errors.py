@@ -1,0 +1,37 @@
+"""The errors a user can fix, as one family, so that every command tells them from bugs alike.
+
+A ``UserError``'s message is the whole story: the commands print it as one ``error:`` line and
+exit with its ``exit_code``, with no traceback (``runtime/command.py``). Anything that is not one
+is a bug in bird-vae and keeps its traceback. Standard library only: ``format.py`` raises these
+and must cost nothing to import.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in what the user gave (arguments, a model folder, a photo, a checkpoint, a data
+    set) or a run that cannot go on; the message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class ArgumentError(UserError, ValueError):
+    """An argument the runtime cannot serve: a bad count, temperature or noise, or a prior the
+    model does not have. A ValueError too, as callers of the Python API expect."""
+
+
+def check_between(value: float, name: str, high: float) -> float:
+    """``value`` as a float, refused (ArgumentError) unless 0 <= value <= high; NaN is refused
+    too, so every later comparison of it means what it says."""
+    value = float(value)
+    if not 0 <= value <= high:
+        raise ArgumentError(f"{name} must be 0 to {high:g}, got {value}")
+    return value
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception as a short reason: its first line, or its type when it says
+    nothing (onnxruntime's and PIL's messages run to several lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

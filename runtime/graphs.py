@@ -1,0 +1,96 @@
+"""The ONNX graphs as onnxruntime sessions, opened one way for the runtime and for the export's
+parity checks (so those test what ``bird-gen`` runs), and refused unless the graph is
+self-contained (``onnxfile.py``) and has the format's signature.
+
+onnxruntime is imported inside the functions: ``bird-gen info`` and ``import birdvae.runtime``
+never load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import first_line
+from .format import DECODER_NOISE_OUTPUTS, ModelFormatError
+from .onnxfile import check_self_contained
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
+LOG_FATAL_ONLY = 4  # onnxruntime's own error lines would repeat, in colour, what we report
+
+
+def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession:
+    """A CPU session for the graph ``model`` (the bytes read from ``path``), all graph
+    optimisations on; ``threads`` 0 lets onnxruntime use one per physical core."""
+    check_self_contained(model, str(path))
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = LOG_FATAL_ONLY
+    options.add_session_config_entry("session.load_model_format", "ONNX")  # not ORT's own
+    try:
+        return onnxruntime.InferenceSession(
+            model, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) subclass Exception
+        raise ModelFormatError(
+            f"{path} cannot be loaded by onnxruntime: {first_line(exc)}"
+        ) from exc
+
+
+def check_signature(
+    session: InferenceSession,
+    path: Path,
+    input_name: str,
+    row_shape: tuple[int, ...],
+    outputs: tuple[str, ...],
+) -> None:
+    """Refuse a graph whose one input is not ``input_name``, float32 [N, *row_shape] with a
+    dynamic N, or whose outputs do not start with ``outputs``."""
+    inputs = session.get_inputs()
+    if [i.name for i in inputs] != [input_name]:
+        raise ModelFormatError(
+            f"{path} takes inputs {[i.name for i in inputs]}, the format needs [{input_name!r}]"
+        )
+    (graph_input,) = inputs
+    if graph_input.type != "tensor(float)":
+        raise ModelFormatError(f"{path} input {input_name!r} is {graph_input.type}, not float32")
+    expected = ["N", *row_shape]
+    shape = list(graph_input.shape)
+    if (
+        len(shape) != len(expected)
+        or isinstance(shape[0], int)
+        or any(isinstance(dim, int) and dim != want for dim, want in zip(shape[1:], row_shape))
+    ):
+        raise ModelFormatError(
+            f"{path} input {input_name!r} has shape {shape}, the format needs {expected} "
+            "with a dynamic batch axis N"
+        )
+    names = [o.name for o in session.get_outputs()]
+    if names[: len(outputs)] != list(outputs):
+        raise ModelFormatError(
+            f"{path} has outputs {names}, the format needs {list(outputs)} first"
+        )
+
+
+def outputs_pixel_noise(session: InferenceSession) -> bool:
+    """Whether a decoder session outputs DECODER_NOISE_OUTPUTS right after ``image``."""
+    names = [o.name for o in session.get_outputs()]
+    return names[1 : 1 + len(DECODER_NOISE_OUTPUTS)] == list(DECODER_NOISE_OUTPUTS)
+
+
+def run_graph(
+    session: InferenceSession, file: str, outputs: list[str], input_name: str, chunk: np.ndarray
+) -> list[np.ndarray]:
+    try:
+        return session.run(outputs, {input_name: chunk})
+    except Exception as exc:  # the input was checked, so a failure here is the graph's fault
+        raise ModelFormatError(
+            f"{file} failed on a batch of {len(chunk)}: {first_line(exc)}"
+        ) from exc

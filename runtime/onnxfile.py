@@ -1,0 +1,126 @@
+"""An ONNX file checked, before onnxruntime sees it, for values it would read from other files.
+
+An ONNX tensor may keep its values outside the file (``external_data``: a ``location``, an
+offset, a length). onnxruntime resolves that location against the model's folder or, for a model
+handed over as bytes as the runtime does, against the working directory, and reads the file into
+the tensor, so a hostile graph could copy any file the user can read (``.ssh/id_ed25519``) into
+the birds it draws, past the manifest's hash, which covers the ``.onnx`` bytes alone. The format
+keeps every value inside the ``.onnx``; a graph with a tensor stored elsewhere is refused.
+
+``onnx`` is no runtime dependency, so this reads the protobuf wire format itself, and only the
+fields on the way to a tensor: initializers and sparse initializers, attribute tensors (Constant
+and the like), subgraphs (If, Loop, Scan), local functions and training graphs. Each length is
+checked against what is left, nesting and field counts are bounded, and what no ONNX writer
+emits (groups, field number 0) is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .format import ModelFormatError
+
+# Where tensors live, by message: field number -> the message type it holds (onnx.proto).
+_CHILDREN: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},  # initialization, algorithm
+    "function": {7: "node", 11: "attribute"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},  # values, indices
+    "tensor": {},
+}
+TENSOR_NAME, TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION = 8, 13, 14
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+MAX_DEPTH = 64  # messages inside messages; an exported graph nests 5 deep, protobuf allows 100
+MAX_FIELDS = 1 << 22  # fields visited in all; the shipped graphs have a few thousand
+
+
+class _Malformed(Exception):
+    """The bytes are not a protobuf message as ONNX writes them; the message says where."""
+
+
+def check_self_contained(model: bytes, name: str) -> None:
+    """Refuse (ModelFormatError) a graph ``name`` whose bytes ``model`` are not a well-formed
+    ONNX message or hold a tensor whose values are stored in another file."""
+    try:
+        external = _first_external_tensor(memoryview(model))
+    except _Malformed as exc:
+        raise ModelFormatError(f"{name} is not a well-formed ONNX file: {exc}") from None
+    if external is not None:
+        raise ModelFormatError(
+            f"{name} keeps the values of tensor {external!r} in another file (ONNX external "
+            "data); the format keeps every value inside the .onnx, so it is not loaded"
+        )
+
+
+def _first_external_tensor(model: memoryview) -> str | None:
+    """The name of the first tensor with external data, or None; depth-first, iteratively."""
+    stack = [("model", model, 1)]
+    budget = MAX_FIELDS
+    while stack:
+        kind, data, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _Malformed(f"messages nest deeper than {MAX_DEPTH}")
+        children = _CHILDREN[kind]
+        external, tensor_name = False, ""
+        for number, value in _fields(data):
+            budget -= 1
+            if budget < 0:
+                raise _Malformed(f"more than {MAX_FIELDS} fields")
+            if kind == "tensor":
+                if number == TENSOR_EXTERNAL_DATA or (number == TENSOR_DATA_LOCATION and value):
+                    external = True
+                elif number == TENSOR_NAME and isinstance(value, memoryview):
+                    tensor_name = bytes(value).decode("utf-8", "replace")
+            elif number in children:
+                if not isinstance(value, memoryview):
+                    raise _Malformed(f"field {number} of a {kind} is not a message")
+                stack.append((children[number], value, depth + 1))
+        if external:
+            return tensor_name
+    return None
+
+
+def _fields(data: memoryview) -> Iterator[tuple[int, int | memoryview]]:
+    """(field number, value) of each field: an int for varints (and, meaning "present", 1 for
+    fixed-width values), the bytes for length-delimited ones."""
+    position, end = 0, len(data)
+    while position < end:
+        key, position = _varint(data, position)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _Malformed(f"field number 0 at byte {position}")
+        value: int | memoryview
+        if wire == VARINT:
+            value, position = _varint(data, position)
+        elif wire == LENGTH_DELIMITED:
+            length, position = _varint(data, position)
+            if length > end - position:
+                raise _Malformed(f"field {number} runs past the end of its message")
+            value, position = data[position : position + length], position + length
+        elif wire in (FIXED64, FIXED32):
+            size = 8 if wire == FIXED64 else 4
+            if size > end - position:
+                raise _Malformed(f"field {number} is cut short")
+            value, position = 1, position + size
+        else:
+            raise _Malformed(f"wire type {wire} (groups or invalid) in field {number}")
+        yield number, value
+
+
+def _varint(data: memoryview, position: int) -> tuple[int, int]:
+    """The base-128 integer at ``position`` and the position after it (at most 10 bytes)."""
+    if position < len(data) and data[position] < 0x80:  # one byte: most keys and lengths
+        return data[position], position + 1
+    result = 0
+    for shift in range(0, 70, 7):
+        if position >= len(data):
+            raise _Malformed("a number is cut short at the end")
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+    raise _Malformed(f"a number longer than 10 bytes before byte {position}")

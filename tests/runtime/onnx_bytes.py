@@ -1,0 +1,151 @@
+"""ONNX files written byte by byte, for tests that need graphs the exporter would never make.
+
+The runtime tests run without the ``onnx`` package, so this writes the protobuf wire format
+itself: just the messages and fields the tests use (onnx.proto's field numbers).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Union
+
+FLOAT, INT64 = 1, 7  # TensorProto.DataType
+ATTRIBUTE_INT, ATTRIBUTE_TENSOR, ATTRIBUTE_GRAPH = 2, 4, 5  # AttributeProto.AttributeType
+Value = Union[int, bytes, str]
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field(number: int, value: Value) -> bytes:
+    """One field: a varint for an int, length-delimited for bytes and text."""
+    if isinstance(value, int):
+        return varint(number << 3) + varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+def message(*fields: tuple[int, Value]) -> bytes:
+    return b"".join(field(number, value) for number, value in fields)
+
+
+def tensor(
+    name: str, dims: Sequence[int], data: bytes = b"", dtype: int = FLOAT, external: str = ""
+) -> bytes:
+    """A TensorProto holding ``data``, or stored in the file ``external`` (ONNX external data)."""
+    fields: list[tuple[int, Value]] = [*((1, d) for d in dims), (2, dtype), (8, name)]
+    if external:
+        fields += [(13, message((1, "location"), (2, external))), (14, 1)]
+    else:
+        fields.append((9, data))
+    return message(*fields)
+
+
+def value_info(name: str, dims: Sequence[int | str]) -> bytes:
+    """A float tensor's name and shape; a str dimension is symbolic (the batch axis N)."""
+    shape = message(*((1, message((2 if isinstance(d, str) else 1, d))) for d in dims))
+    return message((1, name), (2, message((1, message((1, FLOAT), (2, shape))))))
+
+
+def attribute(name: str, value: int | bytes, kind: int) -> bytes:
+    number = {ATTRIBUTE_INT: 3, ATTRIBUTE_TENSOR: 5, ATTRIBUTE_GRAPH: 6}[kind]
+    return message((1, name), (number, value), (20, kind))
+
+
+def node(op: str, inputs: Sequence[str], outputs: Sequence[str], *attributes: bytes) -> bytes:
+    names = [*((1, i) for i in inputs), *((2, o) for o in outputs)]
+    return message(*names, (4, op), *((5, a) for a in attributes))
+
+
+def graph(
+    nodes: Sequence[bytes],
+    inputs: Sequence[bytes],
+    outputs: Sequence[bytes],
+    initializers: Sequence[bytes] = (),
+    sparse_initializers: Sequence[bytes] = (),
+) -> bytes:
+    return message(
+        *((1, n) for n in nodes),
+        (2, "g"),
+        *((5, t) for t in initializers),
+        *((11, i) for i in inputs),
+        *((12, o) for o in outputs),
+        *((15, s) for s in sparse_initializers),
+    )
+
+
+def model(main: bytes, *extra: tuple[int, bytes]) -> bytes:
+    """A ModelProto, IR 8 and opset 17 as the format says; ``extra`` adds fields (functions,
+    training graphs)."""
+    return message((1, 8), (8, message((1, ""), (2, 17))), (7, main), *extra)
+
+
+def leaky_graph(
+    input_name: str,
+    input_dims: Sequence[int],
+    outputs: Sequence[tuple[str, Sequence[int]]],
+    location: str,
+    where: str = "subgraph",
+) -> bytes:
+    """A graph of the format's signature whose outputs are the float32 values of the file
+    ``location``: what a hostile model could read from the user's working directory.
+
+    ``where`` puts the external tensor in an If branch (which onnxruntime loads whatever the
+    optimisation level), a top-level initializer, a Constant node or a sparse initializer.
+    """
+    size = math.prod(outputs[0][1])
+    flat = math.prod(input_dims)
+    shape = struct.pack(f"<{len(outputs[0][1]) + 1}q", -1, *outputs[0][1])
+    initializers = [
+        tensor("zeros", [flat, size], bytes(4 * flat * size)),
+        tensor("shape", [len(outputs[0][1]) + 1], shape, dtype=INT64),
+    ]
+    nodes = [node("Flatten", [input_name], ["flat"]), node("MatMul", ["flat", "zeros"], ["m"])]
+    secret = tensor("secret", [size], external=location)
+    sparse: list[bytes] = []
+    if where == "subgraph":
+        then, other = (
+            graph([node("Identity", ["secret"], [out])], [], [value_info(out, [size])], [secret])
+            for out in ("w_then", "w_else")
+        )
+        zero = attribute("value", tensor("z0", [], bytes(4)), ATTRIBUTE_TENSOR)
+        branches = (
+            attribute("then_branch", then, ATTRIBUTE_GRAPH),
+            attribute("else_branch", other, ATTRIBUTE_GRAPH),
+        )
+        nodes += [
+            node("ReduceSum", [input_name], ["total"], attribute("keepdims", 0, ATTRIBUTE_INT)),
+            node("Constant", [], ["zero"], zero),
+            node("Greater", ["total", "zero"], ["positive"]),
+            node("If", ["positive"], ["w"], *branches),
+        ]
+    elif where == "initializer":
+        initializers.append(tensor("w", [size], external=location))
+    elif where == "constant":
+        nodes.append(node("Constant", [], ["w"], attribute("value", secret, ATTRIBUTE_TENSOR)))
+    elif where == "sparse":
+        indices = tensor("i", [size], struct.pack(f"<{size}q", *range(size)), dtype=INT64)
+        values = tensor("w", [size], external=location)
+        sparse.append(message((1, values), (2, indices), (3, size)))
+    else:
+        raise ValueError(where)
+    first = outputs[0][0]
+    nodes += [node("Add", ["m", "w"], ["sum"]), node("Reshape", ["sum", "shape"], [first])]
+    nodes += [node("Identity", [first], [name]) for name, _ in outputs[1:]]
+    return model(
+        graph(
+            nodes,
+            [value_info(input_name, ["N", *input_dims])],
+            [value_info(name, ["N", *dims]) for name, dims in outputs],
+            initializers,
+            sparse,
+        )
+    )

@@ -1,0 +1,309 @@
+"""Hostile model folders and requests: what a model folder may not do, and the bounds on the work
+a command takes on. Every case must end as one ``error:`` line with status 2 before any file is
+written, tell nothing of files outside the folder, and stay within its memory budget.
+
+Each model here is made by the test from the committed tiny model (16x16 images, latent 8).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from birdvae.runtime import BirdVAE
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    MANIFEST_FILE,
+    PRIOR_FILE,
+    SAMPLER_FILE,
+    FileEntry,
+    Manifest,
+    ModelFormatError,
+    PriorInfo,
+)
+
+from . import onnx_bytes
+from .conftest import TINY_MODEL, one_error
+
+SIZE, LATENT = 16, 8  # the tiny model's
+
+
+def _write_manifest(folder: Path, data: object) -> None:
+    (folder / MANIFEST_FILE).write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+def _manifest_data() -> dict:
+    return json.loads((TINY_MODEL / MANIFEST_FILE).read_text())
+
+
+# --- graphs that would read the user's files (ONNX external data) ----------------------------
+
+SECRET = np.linspace(0.0, 1.0, 3 * SIZE * SIZE, dtype=np.float32)  # what is next to the user
+
+
+def _replace_graph(model: Path, name: str, data: bytes, refresh) -> None:
+    (model / name).write_bytes(data)
+    if name == SAMPLER_FILE:
+        manifest = Manifest.load(model)
+        manifest.files[SAMPLER_FILE] = FileEntry.of(model / SAMPLER_FILE)
+        manifest.priors["learned"] = PriorInfo(kind="sampler", file=SAMPLER_FILE, noise_dim=4)
+        manifest.save(model)
+    refresh(model)
+
+
+GRAPHS = {
+    "decoder": (DECODER_FILE, "z", [LATENT], [("image", [3, SIZE, SIZE])], ["--prior", "standard"]),
+    "learned-prior": (SAMPLER_FILE, "noise", [4], [("z", [LATENT])], ["--prior", "learned"]),
+    "encoder": (ENCODER_FILE, "image", [3, SIZE, SIZE], [("mean", [LATENT]), ("logvar", [LATENT])],
+                ["recon", "{bird}"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=GRAPHS)
+def test_no_graph_reads_a_file_from_the_working_directory(
+    cli, graph, model_copy, refresh_manifest, birds, tmp_path, monkeypatch
+):
+    """onnxruntime would resolve ``secret.bin`` against the working directory and draw it."""
+    file, input_name, input_dims, outputs, args = GRAPHS[graph]
+    work = tmp_path / "work"
+    work.mkdir()
+    size = int(np.prod(outputs[0][1]))
+    (work / "secret.bin").write_bytes(SECRET[:size].tobytes())
+    leaky = onnx_bytes.leaky_graph(input_name, input_dims, outputs, "secret.bin")
+    _replace_graph(model_copy, file, leaky, refresh_manifest)
+    monkeypatch.chdir(work)
+    args = [arg.format(bird=birds[0]) for arg in args]
+    result = cli(*args, "--model", model_copy, "-o", work / "out.png", "--scale", 1)
+    one_error(result, file, "external data")
+    assert sorted(p.name for p in work.iterdir()) == ["secret.bin"]
+
+
+@pytest.mark.parametrize("where", ["subgraph", "initializer", "constant", "sparse"])
+def test_external_data_is_refused_wherever_the_tensor_is(where, model_copy, refresh_manifest):
+    leaky = onnx_bytes.leaky_graph(
+        "z", [LATENT], [("image", [3, SIZE, SIZE])], "/etc/hostname", where
+    )
+    _replace_graph(model_copy, DECODER_FILE, leaky, refresh_manifest)
+    with pytest.raises(ModelFormatError, match=r"keeps the values of tensor '\w+' in another file"):
+        BirdVAE(model_copy).decode(np.zeros((1, LATENT), np.float32))
+
+
+# --- manifests --------------------------------------------------------------------------------
+
+
+def _edit(**changes: object) -> dict:
+    data = _manifest_data()
+    data.update(changes)
+    return data
+
+
+def _with_file(name: str) -> dict:
+    data = _manifest_data()
+    data["files"][name] = data["files"].pop(DECODER_FILE)
+    return data
+
+
+def _nested(depth: int) -> str:
+    text = json.dumps(_manifest_data())
+    return text[:-1] + ', "source": ' + "[" * depth + "]" * depth + "}"
+
+
+HOSTILE_MANIFESTS = {
+    "files-a-list": (_edit(files=[DECODER_FILE, ENCODER_FILE]), "files must be an object"),
+    "files-entry-a-string": (_edit(files={DECODER_FILE: "sha256"}), "exactly sha256 and bytes"),
+    "parent-path": (_with_file("../../etc/passwd"), "'../../etc/passwd'"),
+    "absolute-path": (_with_file("/etc/hostname"), "'/etc/hostname'"),
+    "prior-absolute-path": (
+        _edit(priors={"fitted": {"kind": "gaussian-mixture", "file": "/etc/hostname",
+                                 "components": 2}}),
+        "must be kind 'gaussian-mixture' in 'prior.npz'",
+    ),
+    "nested-ten-thousand-deep": (_nested(10_000), "nests"),
+    "larger-than-a-megabyte": (json.dumps({**_manifest_data(), "source": "x" * (1 << 20)}),
+                               "more than"),
+    "latent-dim-a-trillion": (_edit(latent_dim=10**12), "latent_dim must be 1 to"),
+    "image-size-a-million": (_edit(image_size=10**6), "image_size must be 1 to"),
+    "latent-dim-a-string": (_edit(latent_dim="8"), "latent_dim must be an integer"),
+    "latent-dim-true": (_edit(latent_dim=True), "latent_dim must be an integer"),
+    "image-size-fractional": (_edit(image_size=16.5), "image_size must be an integer"),
+    "size-a-string": (
+        {**_manifest_data(), "files": {**_manifest_data()["files"],
+                                       DECODER_FILE: {"sha256": "0" * 64, "bytes": "52924"}}},
+        "bytes of 'decoder.onnx' must be an integer",
+    ),
+    "file-of-a-terabyte": (
+        {**_manifest_data(), "files": {**_manifest_data()["files"],
+                                       DECODER_FILE: {"sha256": "0" * 64, "bytes": 1 << 40}}},
+        "at most",
+    ),
+    "components-a-billion": (
+        _edit(priors={"fitted": {"kind": "gaussian-mixture", "file": PRIOR_FILE,
+                                 "components": 10**9}}),
+        "more than the",
+    ),
+    "priors-a-list": (_edit(priors=["fitted"]), "priors must be an object"),
+    "no-format-version": ({k: v for k, v in _manifest_data().items() if k != "format_version"},
+                          "format_version None"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [[], ["info"]], ids=["sample", "info"])
+@pytest.mark.parametrize(("data", "fragment"), HOSTILE_MANIFESTS.values(), ids=HOSTILE_MANIFESTS)
+def test_hostile_manifests_are_one_error_line(cli, model_copy, out, data, fragment, command):
+    _write_manifest(model_copy, data)
+    args = [*command, "--model", model_copy] + ([] if command else ["-o", out / "b.png"])
+    one_error(cli(*args), fragment)
+    assert list(out.iterdir()) == []
+
+
+def _link_outside(model: Path, target: Path) -> None:
+    (model / DECODER_FILE).unlink()
+    (model / DECODER_FILE).symlink_to(target)
+
+
+def test_a_symbolic_link_is_refused_and_tells_nothing_of_its_target(cli, tmp_path):
+    """Whether the link's target exists, and how large it is, must not show in the message."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "id_ed25519").write_bytes((TINY_MODEL / DECODER_FILE).read_bytes())  # same bytes
+    messages = []
+    for name, target in (("present", outside / "id_ed25519"), ("absent", outside / "missing")):
+        model = Path(shutil.copytree(TINY_MODEL, tmp_path / name))
+        _link_outside(model, target)
+        for command in (["info"], ["-o", str(tmp_path / f"{name}.png")]):
+            line = one_error(cli(*command, "--model", model), "symbolic link")
+            messages.append(line.replace(str(model), "MODEL"))
+    assert len(set(messages[::2])) == 1 and len(set(messages[1::2])) == 1, messages
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_linked_manifest_is_refused(cli, model_copy, tmp_path):
+    real = tmp_path / "manifest.json"
+    real.write_bytes((model_copy / MANIFEST_FILE).read_bytes())
+    (model_copy / MANIFEST_FILE).unlink()
+    (model_copy / MANIFEST_FILE).symlink_to(real)
+    one_error(cli("info", "--model", model_copy), "symbolic link")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_refused_not_waited_on(cli, model_copy):
+    (model_copy / DECODER_FILE).unlink()
+    os.mkfifo(model_copy / DECODER_FILE)
+    one_error(cli("info", "--model", model_copy), "not a regular file")
+
+
+# --- prior.npz: lying headers, zip bombs, random bytes ---------------------------------------
+
+
+def _npy(array: np.ndarray | None = None, descr: str = "<f4", shape: tuple = (), data=b"") -> bytes:
+    """A .npy member; with ``array`` None, a header claiming ``shape`` over ``data``."""
+    if array is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=True)
+        return buffer.getvalue()
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+def _npz(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return buffer.getvalue()
+
+
+def _valid_arrays(k: int = 2, d: int = LATENT) -> dict[str, np.ndarray]:
+    return {
+        "weights": np.ones(k, np.float32),
+        "means": np.zeros((k, d), np.float32),
+        "cholesky": np.tile(np.eye(d, dtype=np.float32), (k, 1, 1)),
+    }
+
+
+def _put_prior(model: Path, data: bytes, refresh) -> None:
+    (model / PRIOR_FILE).write_bytes(data)
+    refresh(model)
+
+
+def _bomb(components: int) -> bytes:
+    """Valid-looking arrays of ``components`` components: zeros that deflate a thousandfold."""
+    arrays = _valid_arrays(components)
+    arrays["cholesky"] = np.zeros_like(arrays["cholesky"])
+    return _npz({name: _npy(array) for name, array in arrays.items()})
+
+
+HOSTILE_PRIORS = {
+    "random-bytes": (np.random.default_rng(0).bytes(4096), "not a zip archive"),
+    "header-claims-11-tib": (
+        _npz({"weights": _npy(np.ones(2, np.float32)), "means": _npy(np.zeros((2, 8), np.float32)),
+              "cholesky": _npy(shape=(2, 1 << 20, 1 << 20))}),
+        "cholesky.npy declares 128 bytes, its header 8796093022336",
+    ),
+    "object-arrays": (
+        _npz({name: _npy(np.array([{"a": 1}] * 2, dtype=object)) for name in
+              ("weights", "means", "cholesky")}),
+        "only float32 and float64",
+    ),
+    "complex-arrays": (
+        _npz({name: _npy(array.astype(np.complex64)) for name, array in _valid_arrays().items()}),
+        "only float32 and float64",
+    ),
+    "zip-bomb": (_bomb(4000), "weights has shape [4000], expected [2]"),
+    "extra-member": (
+        _npz({**{n: _npy(a) for n, a in _valid_arrays().items()}, "payload": _npy(np.ones(3))}),
+        "more than its 3 arrays",
+    ),
+    "header-lies-about-its-data": (
+        _npz({"weights": _npy(shape=(2,), data=b"\0" * 4), "means": _npy(np.zeros((2, 8), "f4")),
+              "cholesky": _npy(_valid_arrays()["cholesky"])}),
+        "declares",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "fragment"), HOSTILE_PRIORS.values(), ids=HOSTILE_PRIORS)
+def test_hostile_priors_are_one_error_line(cli, model_copy, refresh_manifest, out, data, fragment):
+    _put_prior(model_copy, data, refresh_manifest)
+    line = one_error(cli("--model", model_copy, "-o", out / "b.png"), PRIOR_FILE, fragment)
+    assert "pickle" not in line  # numpy's advice to load the file unsafely
+    assert list(out.iterdir()) == []
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(model_copy, refresh_manifest):
+    """The bomb's arrays would take 26 MB (51 MB as float64); their headers are refused
+    against the manifest's two components before any is read."""
+    bomb = _bomb(100_000)
+    assert len(bomb) < 100_000
+    _put_prior(model_copy, bomb, refresh_manifest)
+    vae = BirdVAE(model_copy, threads=1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match="expected"):
+            vae.prior("fitted")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(bomb) + (1 << 20), f"{peak / 1e6:.1f} MB used on a refused prior"
+
+
+# --- what the model says is shown, never obeyed -----------------------------------------------
+
+
+def test_info_shows_a_manifests_control_characters_escaped(cli, model_copy):
+    _write_manifest(model_copy, {**_manifest_data(), "source": {"note": "\x1b[2J\x1b]0;owned\x07"}})
+    result = cli("info", "--model", model_copy)
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b[2J" in result.stdout

@@ -1,0 +1,87 @@
+"""Requests whose work would have no bound: each is refused, as one ``error:`` line with status
+2, before the work starts, from the sizes alone (the PNG's pixels, a batch's numbers, threads,
+a photo's header); and ``--separate`` never mixes two runs' birds unnoticed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from birdvae.runtime.format import MANIFEST_FILE
+
+from .conftest import TINY_MODEL, one_error
+
+BOUNDLESS = {
+    "scale-a-million": ("--scale 1000000 -o {out}/b.png", "1000000"),
+    "grid-of-4-gigapixels": ("--n 4096 --scale 64 -o {out}/b.png", "megapixels"),
+    "separate-birds-too-large": ("--n 1 --scale 64 --separate {out}/s --model {big}", "megapixels"),
+    "recon-figure-too-large": ("recon {bird} {bird} --scale 64 --model {big} -o {out}/r.png",
+                               "megapixels"),
+    "threads-two-thousand": ("--threads 2000 -o {out}/b.png", "CPUs"),
+    "temperature-huge": ("--temperature 1e30 -o {out}/b.png", "1e+30"),
+    "noise-huge": ("--noise 1e30 -o {out}/b.png", "1e+30"),
+    "batch-a-million": ("--batch 1000000 -o {out}/b.png", "batch 1000000 is too large"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("template", "fragment"), BOUNDLESS.values(), ids=BOUNDLESS)
+def test_unbounded_work_is_refused_before_it_starts(
+    cli, template, fragment, model_copy, birds, out, tmp_path
+):
+    big = Path(shutil.copytree(TINY_MODEL, tmp_path / "big"))
+    manifest = json.loads((big / MANIFEST_FILE).read_text())
+    manifest["image_size"] = 256  # only the size is read before the refusal
+    (big / MANIFEST_FILE).write_text(json.dumps(manifest))
+    args = template.format(out=out, bird=birds[0], big=big).split()
+    if "--model" not in args:
+        args += ["--model", str(model_copy)]
+    one_error(cli(*args), fragment)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+def test_a_huge_photo_is_refused_from_its_header(tmp_path):
+    """13,300 px square RGBA (707 MB decoded) in a file of a few kB: refused before decoding,
+    in a process that stays far below the photo's size."""
+    width = 13_300
+    header = struct.pack(">IIBBBBB", width, width, 8, 6, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (4 * width + 1) * 16)  # 16 rows; the rest is missing
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(data, zlib.crc32(kind))
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    png = tmp_path / "huge.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat))
+    code = (  # VmHWM: this process's peak resident memory (ru_maxrss counts the forking parent)
+        "import re, sys\n"
+        "from birdvae.runtime.photos import ImageError, load_image\n"
+        "try:\n    load_image(sys.argv[1], 16)\nexcept ImageError as exc:\n    print(exc)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(png)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    message, max_rss_kb = done.stdout.splitlines()
+    assert "megapixels" in message and "huge.png" in message
+    assert int(max_rss_kb) < 300_000, f"{int(max_rss_kb) / 1e3:.0f} MB to refuse a photo"
+
+
+def test_separate_refuses_a_folder_of_older_birds_unless_forced(cli, tiny_model, out):
+    folder = out / "birds"
+    common = ("--separate", folder, "--model", tiny_model, "--threads", 1)
+    assert cli("--n", 12, "--seed", 1, *common).exit_code == 0
+    before = (folder / "bird_00011.png").read_bytes()
+    one_error(cli("--n", 3, "--seed", 2, *common), "12 birds", "--force")
+    assert (folder / "bird_00011.png").read_bytes() == before
+    forced = cli("--n", 3, "--seed", 2, *common, "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert "9 older birds" in forced.stdout
+    assert len(list(folder.iterdir())) == 12

@@ -1,0 +1,102 @@
+"""The one rule every command follows: a user's mistake is one ``error:`` line and its exit status,
+a bug keeps its traceback, a warning is one ``warning:`` line."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+import pytest
+
+from birdvae.runtime import cli as bird_gen
+from birdvae.runtime.command import Command, one_line, printable
+from birdvae.runtime.errors import UserError
+from birdvae.runtime.format import ModelFormatError
+
+from .conftest import invoke
+
+
+class _Failed(UserError):
+    exit_code = 1
+
+
+def _command(action):
+    @click.command(cls=Command)
+    def command() -> None:
+        action()
+
+    return command
+
+
+def _raise(exc: BaseException):
+    def action() -> None:
+        raise exc
+
+    return action
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "line"),
+    [
+        (UserError("no such data\nfolder"), 2, "error: no such data folder"),
+        (ModelFormatError("manifest is malformed"), 2, "error: manifest is malformed"),
+        (_Failed("parity check failed"), 1, "error: parity check failed"),
+        (
+            PermissionError(13, "Permission denied", "/x/b.png"),
+            2,
+            "error: /x/b.png: Permission denied",
+        ),
+    ],
+)
+def test_user_errors_end_in_one_line_with_their_status(exc, status: int, line: str) -> None:
+    result = invoke(_command(_raise(exc)))
+    assert result.exit_code == status and isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines() == [line]
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("a bug"), AssertionError()])
+def test_anything_else_is_a_bug_and_keeps_its_traceback(exc: Exception) -> None:
+    result = invoke(_command(_raise(exc)))
+    assert result.exception is exc
+
+
+def test_a_bug_inside_bird_gen_is_not_reported_as_a_user_mistake(monkeypatch, tiny_model, out):
+    """A ValueError from inside a command (numpy's, say) is a bug, not a user's mistake."""
+
+    def broken(*_args: object, **_kwargs: object):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(bird_gen.BirdVAE, "decode", broken)
+    result = invoke(bird_gen.main, "--model", str(tiny_model), "-o", str(out / "b.png"))
+    assert isinstance(result.exception, ValueError)
+    assert list(out.iterdir()) == []
+
+
+def test_warnings_print_as_one_line() -> None:
+    def action() -> None:
+        warnings.warn("overflow encountered\nin cast", RuntimeWarning, stacklevel=1)
+
+    result = invoke(_command(action))
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == ["warning: overflow encountered in cast"]
+
+
+def test_usage_errors_name_the_help() -> None:
+    result = invoke(_command(lambda: None), "--colour", "red")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and "--help" in line
+
+
+def test_terminal_control_characters_are_shown_escaped() -> None:
+    assert printable("plain text, ünïcode") == "plain text, ünïcode"
+    assert printable("\x1b[2J\x1b]0;owned\x07red") == "\\x1b[2J\\x1b]0;owned\\x07red"
+    assert one_line("two\nlines\r\x1b[1A") == "two lines \\x1b[1A"
+    result = invoke(_command(_raise(UserError("bad \x1b[31mred"))))
+    assert result.stderr.splitlines() == ["error: bad \\x1b[31mred"]
+
+
+def test_an_os_error_without_a_file_name_still_says_what() -> None:
+    result = invoke(_command(_raise(OSError(28, "No space left on device"))))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["error: [Errno 28] No space left on device"]

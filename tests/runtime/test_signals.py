@@ -1,0 +1,135 @@
+"""bird-gen killed or stopped at each write point of a PNG: what is on disk right after, and that
+the next run sweeps what the dead one left and writes the same bytes. docs/GUARANTEES.md says
+what these tests hold the code to."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from birdvae.runtime import durable
+
+# bird-gen in a child process that signals itself at the Nth time it reaches one write step:
+# a temporary created and locked (still empty), the rename into place (before or after).
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import fcntl, os, signal, sys
+    from birdvae.runtime import durable
+    from birdvae.runtime.cli import main
+
+    step, count, how, *args = sys.argv[1:]
+    reached = {}
+
+    def at(point):
+        reached[point] = reached.get(point, 0) + 1
+        if point == step and reached[point] == int(count):
+            os.kill(os.getpid(), getattr(signal, how))
+
+    real_lock, real_replace = durable.lock, os.replace
+
+    def lock(fd):
+        held = real_lock(fd)
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:  # a temporary's
+            at("locked")
+        return held
+
+    def replace(source, target):
+        at("rename-before")
+        real_replace(source, target)
+        at("rename-after")
+
+    durable.lock, os.replace = lock, replace
+    main(args, prog_name="bird-gen")
+    """
+)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+POINTS = ["locked", "rename-before", "rename-after"]  # the temporary: empty, whole, renamed
+
+
+def _run_killed(step: str, count: int, how: str, *args: object) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-c", KILL_SCRIPT, step, str(count), how, *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=120)
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if durable.TMP_PATTERN.fullmatch(p.name))
+
+
+def _check_ended(done: subprocess.CompletedProcess, how: str) -> None:
+    if how == "SIGKILL":
+        assert done.returncode == -signal.SIGKILL, done.stderr
+    else:  # unwound like Ctrl-C: its temporary removed, one line, the conventional status
+        assert done.returncode == 128 + signal.SIGTERM, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == "error: terminated (SIGTERM)", done.stderr
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("point", POINTS)
+def test_a_grid_killed_at_each_write_point(cli, tiny_model, tmp_path, point, how):
+    common = ("--n", 9, "--seed", 4, "--model", tiny_model, "--threads", 1)
+    reference = tmp_path / "reference.png"
+    assert cli(*common, "-o", reference).exit_code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "birds.png"
+    target.write_bytes(b"the previous figure")
+    done = _run_killed(point, 1, how, *common, "-o", target)
+    _check_ended(done, how)
+    if point == "rename-after":
+        assert target.read_bytes() == reference.read_bytes()
+    else:  # the old file, untouched; never a half-written PNG
+        assert target.read_bytes() == b"the previous figure"
+    if how == "SIGTERM" or point == "rename-after":
+        assert _temporaries(out) == []
+    else:
+        assert len(_temporaries(out)) == 1  # a dead writer's, for the next run to sweep
+    again = cli(*common, "-o", target)
+    assert again.exit_code == 0, again.stderr
+    assert target.read_bytes() == reference.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["birds.png"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("point", ["rename-before", "rename-after"])
+def test_separate_birds_killed_midway(cli, tiny_model, tmp_path, point, how):
+    common = ("--n", 6, "--seed", 4, "--model", tiny_model, "--threads", 1)
+    reference = tmp_path / "reference"
+    assert cli(*common, "--separate", reference).exit_code == 0
+    folder = tmp_path / "birds"
+    _check_ended(_run_killed(point, 3, how, *common, "--separate", folder), how)
+    written = sorted(p.name for p in folder.glob("bird_*.png"))
+    assert written == [f"bird_{i:05d}.png" for i in range(3 if point == "rename-after" else 2)]
+    for name in written:  # every bird on disk is whole
+        assert (folder / name).read_bytes() == (reference / name).read_bytes()
+    assert len(_temporaries(folder)) == (how == "SIGKILL" and point == "rename-before")
+    again = cli(*common, "--separate", folder, "--force")
+    assert again.exit_code == 0, again.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for path in reference.iterdir():
+        assert (folder / path.name).read_bytes() == path.read_bytes()
+
+
+def test_a_run_sweeps_dead_writers_temporaries_and_keeps_live_ones(cli, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / ".birds.png.0a1b2c3d.tmp"
+    dead.write_bytes(b"half a PNG of a killed run")
+    live = out / ".birds.png.99887766.tmp"
+    live.write_bytes(b"another bird-gen is writing this")
+    foreign = out / ".notes.txt.0a1b2c3d.tmp"
+    foreign.write_bytes(b"not ours")
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = cli("--n", 2, "--model", tiny_model, "--threads", 1, "-o", out / "birds.png")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, foreign.name, "birds.png"])
