@@ -5,12 +5,13 @@ photos, in a species classifier's feature space and in pixels.
         --model models/birds32 --model runs/old-model [--checkpoint runs/x/best.pt ...] \\
         [--count 1024] [--save runs/rating-images]
 
-For each model: Frechet distance and KID of ``--count`` birds (bird-gen's defaults, seed 0)
-against the validation photos, precision/recall/density/coverage, the share of birds that copy a
-training photo (memorisation ratio below 1/3, in pixels and in features), SWD, reconstruction
-PSNR and, given its checkpoint, bits/dim. ``real vs real`` (as many training photos against
-the validation photos) is the floor. ``--save`` writes the images a blind rating sheet draws
-from (benchmarks/rating.py).
+For each model: Frechet distance and KID against the validation photos of ``--count`` birds
+(bird-gen's defaults, seed 0), of the validation photos' reconstructions, and of the aggregated
+posterior (training codes with posterior noise, decoded: the target any prior aims at); their
+precision/recall/density/coverage; the share that copy a training photo (memorisation ratio
+below 1/3, in pixels and in features); SWD, reconstruction PSNR and, given its checkpoint,
+bits/dim. ``real vs real`` (as many training photos against the validation photos) is the floor.
+``--save`` writes the images a blind rating sheet draws from (benchmarks/rating.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def score(
         "copies_px": pixel_copies,
         "copies_feat": feature_copies,
     }
+
+
+def aggregated_posterior(model: BirdVAE, photos: np.ndarray, seed: int) -> np.ndarray:
+    """Training photos' codes with their posterior noise, decoded: what a prior that matched the
+    encoder's codes exactly would give (each a variation on a training photo, so its copy share
+    is high by construction)."""
+    mean, logvar = model.encode(photos.astype(np.float32) / 255.0)
+    noise = np.random.default_rng(seed).standard_normal(mean.shape, dtype=np.float32)
+    return model.decode(mean + noise * np.exp(0.5 * logvar))
 
 
 def save_pngs(images: np.ndarray, folder: Path) -> None:
@@ -90,6 +100,9 @@ def main() -> None:
         recon = as_uint8_nchw(model.reconstruct(splits.val.astype(np.float32) / 255.0))
         rows.append(score(f"{name} samples", birds, real, classifier, splits, train_features))
         rows.append(score(f"{name} recon", recon, real, classifier, splits, train_features))
+        posterior = as_uint8_nchw(aggregated_posterior(model, floor_photos, args.seed))
+        rows.append(score(f"{name} aggregated posterior", posterior, real, classifier, splits,
+                          train_features))  # fmt: skip
         swd = sliced_wasserstein(splits.val, birds, seed=args.seed).mean
         ckpt = Path(args.checkpoint[i]) if i < len(args.checkpoint) else None
         bpd = checkpoint_bits(ckpt, splits.val, splits.train, 0)[0] if ckpt else float("nan")

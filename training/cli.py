@@ -77,6 +77,17 @@ def require_train_extra(command: str) -> None:
     help="Learned prior: solver steps of the exported sampler. [default: 10]",
 )
 @click.option(
+    "--gan-weight",
+    type=click.FloatRange(min=0),
+    help="Decoder stage: the adversarial term's weight, times the adaptive balance. [default: 0.8]",
+)
+@click.option(
+    "--prior-share",
+    type=click.FloatRange(0, 4),
+    help="Decoder stage: learned-prior codes decoded as fakes, per photo in a batch. "
+    "[default: 0.5]",
+)
+@click.option(
     "--preset",
     type=click.Choice(["default", "baseline"]),
     default="default",
@@ -86,7 +97,8 @@ def require_train_extra(command: str) -> None:
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
-    help="Epochs for the whole run (with --resume: carry the run on to this epoch). [default: 100]",
+    help="Epochs for the whole run (with --resume: carry the run on to this epoch). "
+    "[default: 100; --stage prior: 40; --stage decoder: 20]",
 )
 @click.option(
     "--batch-size",
@@ -102,7 +114,7 @@ def require_train_extra(command: str) -> None:
     "--image-size", type=click.Choice(["32", "64"]), help="Square image size. [default: 32]"
 )
 @click.option(
-    "--latent-dim", type=click.IntRange(min=1), help="Latent size D. [default: 256; baseline: 180]"
+    "--latent-dim", type=click.IntRange(min=1), help="Latent size D. [default: 128; baseline: 180]"
 )
 @click.option(
     "--decoder-width",
@@ -117,7 +129,7 @@ def require_train_extra(command: str) -> None:
 @click.option(
     "--spatial-latent/--global-latent",
     default=None,
-    help="The code as a 4x4 grid of latent-dim/16 channels, or one vector. [default: spatial]",
+    help="The code as a 4x4 grid of latent-dim/16 channels, or one vector. [default: global]",
 )
 @click.option(
     "--likelihood",
@@ -136,7 +148,7 @@ def require_train_extra(command: str) -> None:
     "--kl-weight",
     type=click.FloatRange(min=0, min_open=True),
     help="Final weight of the KL term (beta); validation bits/dim always use 1. "
-    "[default: 0.7; baseline: 1]",
+    "[default: 1]",
 )
 @click.option(
     "--free-bits", type=click.FloatRange(min=0), help="Nats per latent dim kept free. [default: 0]"
@@ -229,6 +241,7 @@ ARCHITECTURE_FLAGS = {
     "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps"}
+DECODER_FLAGS = {"gan_weight", "prior_share"}
 
 
 def _vae_config(options: dict, given: set[str]):
@@ -239,6 +252,8 @@ def _vae_config(options: dict, given: set[str]):
         raise UserError("--init starts a later stage: give --stage prior or --stage decoder")
     if given & PRIOR_FLAGS:
         raise UserError(f"{_flag_names(given & PRIOR_FLAGS)}: only for --stage prior")
+    if given & DECODER_FLAGS:
+        raise UserError(f"{_flag_names(given & DECODER_FLAGS)}: only for --stage decoder")
     resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given
     if options["preset"] == "baseline" and resnet_only:
         raise UserError(f"{_flag_names(resnet_only)}: the baseline's architecture is fixed")
@@ -275,6 +290,8 @@ def _stage_config(options: dict, given: set[str]):
         )
     if stage != "prior" and given & PRIOR_FLAGS:
         raise UserError(f"{_flag_names(given & PRIOR_FLAGS)}: only for --stage prior")
+    if stage != "decoder" and given & DECODER_FLAGS:
+        raise UserError(f"{_flag_names(given & DECODER_FLAGS)}: only for --stage decoder")
     init_config = checkpoint.config_of(checkpoint.load(init))
     if init_config.model.arch != "resnet":
         raise UserError(f"--stage {stage} needs a model of the default architecture")
@@ -285,7 +302,8 @@ def _stage_config(options: dict, given: set[str]):
         lr=options["lr"], device=options["device"], seed=options["seed"],
         precision=options["precision"], compile=options["compile_"],
         prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
-        prior_steps=options["prior_steps"],
+        prior_steps=options["prior_steps"], sharpen_gan_weight=options["gan_weight"],
+        sharpen_prior_share=options["prior_share"],
     )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ class ModelConfig:
 
     arch: str = "resnet"  # "resnet" (ours) or "baseline" (the blog post's VAE)
     image_size: int = 32
-    latent_dim: int = 256
+    latent_dim: int = 128
     # Both networks work from S/2 down to 4x4 and move to and from full resolution by pixel
     # (un)shuffle, so no convolution runs at full resolution, where it would cost the most.
     # Widths double at each halving, from ``*_width`` at S/2 up to ``*_max_width``.
@@ -36,11 +36,13 @@ class ModelConfig:
     decoder_width: int = 32
     decoder_max_width: int = 128
     blocks_per_level: int = 1
-    # The code's shape inside the networks: True, a 4x4 grid of latent_dim/16 channels from a
-    # convolution, so each part of the code describes its own part of the bird; False, one
-    # vector from a linear layer over the 4x4 features. Either way the ONNX files see
-    # [N, latent_dim]. The grid learns faster and generalises better (docs/TRAINING.md).
-    spatial_latent: bool = True
+    # The code's shape inside the networks: False, one vector from a linear layer over the 4x4
+    # features; True, a 4x4 grid of latent_dim/16 channels from a convolution, each cell
+    # describing its own part of the photo. Either way the ONNX files see [N, latent_dim]. The
+    # grid reconstructs a little better, but a code between two birds decodes to both birds
+    # overlaid and a prior's draw to a patchwork, where the vector's decodes to one bird: new
+    # birds need the vector (docs/TRAINING.md).
+    spatial_latent: bool = False
     # "logistic" (discretized logistic), "coupled_logistic" (its colour channels coupled, as
     # PixelCNN++) or "bernoulli" (the blog's BCE)
     likelihood: str = "logistic"
@@ -119,7 +121,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 10
     # The KL term's final weight (beta). Below 1 the code carries more of each photo: sharper
     # reconstructions, at some cost in bits/dim (always reported for the true ELBO, beta = 1).
-    kl_weight: float = 0.7
+    kl_weight: float = 1.0
     # A coupled likelihood's colour coupling is off this many epochs, then ramps in over as many
     # (see Trainer.coupling_weight); no effect on other likelihoods.
     coupling_warmup_epochs: int = 10
@@ -224,24 +226,26 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
         raise ValueError(f"unknown stage {stage!r} (choose {', '.join(STAGES)})")
     defaults: dict[str, Any] = {
         # An epoch is one pass over views x photos codes, batch 256 of them a step.
-        "prior": dict(epochs=100, batch_size=256, lr=1e-3, warmup_steps=300, weight_decay=0.0,
+        "prior": dict(epochs=40, batch_size=256, lr=1e-3, warmup_steps=300, weight_decay=0.0,
                       ema_decay=0.999, grad_clip=1.0, schedule="cosine"),
-        "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
+        "decoder": dict(epochs=20, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
                         ema_decay=0.999, grad_clip=0.0, schedule="cosine"),
     }[stage]  # fmt: skip
     return replace(init, stage=stage, init=init_path, **defaults)
 
 
 def override(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy with the given top-level, model or prior fields changed (``prior_`` before a
-    prior field's name); ``None`` values are ignored."""
+    """A copy with the given top-level, model, prior or sharpen fields changed (``prior_`` or
+    ``sharpen_`` before a field of those); ``None`` values are ignored."""
     changes = {k: v for k, v in changes.items() if v is not None}
     model_keys = {f.name for f in fields(ModelConfig)}
     model_changes = {k: changes.pop(k) for k in list(changes) if k in model_keys}
     prior_changes = {k[6:]: changes.pop(k) for k in list(changes) if k.startswith("prior_")}
+    sharpen = {k[8:]: changes.pop(k) for k in list(changes) if k.startswith("sharpen_")}
     return replace(
         config,
         model=replace(config.model, **model_changes),
         prior=replace(config.prior, **prior_changes),
+        sharpen=replace(config.sharpen, **sharpen),
         **changes,
     )

@@ -21,7 +21,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
 
-from . import checkpoint, codes, durable, sharpen
+from birdvae.runtime import durable
+
+from . import checkpoint, codes, sharpen
 from .evaluate import evaluate, reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError, _ema_update

@@ -98,10 +98,11 @@ def refresh_manifest():
 
 @pytest.fixture
 def model_without_prior(model_copy: Path) -> Path:
-    """The tiny model with its fitted prior removed, as vae-export writes a model without one."""
-    (model_copy / "prior.npz").unlink()
+    """The tiny model with its priors removed, as vae-export writes a model without one."""
     manifest = Manifest.load(model_copy)
-    del manifest.files["prior.npz"]
+    for name in ("prior.npz", "prior.onnx"):
+        (model_copy / name).unlink()
+        del manifest.files[name]
     manifest.priors = {}
     manifest.default_prior = "standard"
     manifest.save(model_copy)

@@ -186,14 +186,16 @@ def test_threads_must_be_a_count(tiny_model: Path) -> None:
         BirdVAE(tiny_model, threads=usable_cpus() + 1)
 
 
-def test_sampling_settings_are_resolved_once_and_draw_the_same_birds(vae: BirdVAE) -> None:
+def test_sampling_settings_are_resolved_once_and_draw_the_same_birds(
+    vae: BirdVAE, model_without_prior: Path
+) -> None:
     settings = vae.sampling(seed=3)
     assert (settings.prior, settings.temperature, settings.noise) == ("fitted", 0.8, 0.0)
     assert str(settings) == "seed 3, fitted prior, temperature 0.8, noise 0"
     drawn = np.concatenate(list(vae.draw(5, settings)))
     np.testing.assert_array_equal(drawn, vae.sample(5, seed=3))
     with pytest.raises(ArgumentError, match="no learned prior"):
-        vae.sampling(prior="learned")
+        BirdVAE(model_without_prior, threads=1).sampling(prior="learned")
     with pytest.raises(ArgumentError, match="batch 100000 is too large"):
         vae.sampling(batch=100_000)
 

@@ -160,7 +160,7 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
     base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
     code = CliRunner().invoke(train_command, [*base, "--preset", "baseline", "--global-latent"])
     assert code.exit_code == 2 and "--spatial-latent/--global-latent: the baseline's" in code.output
-    grid = CliRunner().invoke(train_command, [*base, "--latent-dim", "100"])
+    grid = CliRunner().invoke(train_command, [*base, "--spatial-latent", "--latent-dim", "100"])
     assert grid.exit_code == 2 and "divisible by 16, got 100" in grid.output
     assert "Traceback" not in grid.output and not (tmp_path / "run" / LAST).exists()
 
