@@ -108,7 +108,7 @@ def main() -> None:
         bpd = checkpoint_bits(ckpt, splits.val, splits.train, 0)[0] if ckpt else float("nan")
         swd_rows[name] = (swd, recon_psnr(model, splits.val), bpd)
         if args.save:
-            label = Path(name).name
+            label = name.strip("/").replace("/", "_")
             save_pngs(birds, args.save / f"{label}-samples")
             save_pngs(recon, args.save / f"{label}-recon")
     if args.save:

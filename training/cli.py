@@ -98,7 +98,7 @@ def require_train_extra(command: str) -> None:
     "--epochs",
     type=click.IntRange(min=1),
     help="Epochs for the whole run (with --resume: carry the run on to this epoch). "
-    "[default: 100; --stage prior: 40; --stage decoder: 20]",
+    "[default: 100; --stage prior: 150; --stage decoder: 40]",
 )
 @click.option(
     "--batch-size",

@@ -226,9 +226,9 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
         raise ValueError(f"unknown stage {stage!r} (choose {', '.join(STAGES)})")
     defaults: dict[str, Any] = {
         # An epoch is one pass over views x photos codes, batch 256 of them a step.
-        "prior": dict(epochs=40, batch_size=256, lr=1e-3, warmup_steps=300, weight_decay=0.0,
+        "prior": dict(epochs=150, batch_size=256, lr=1e-3, warmup_steps=300, weight_decay=0.0,
                       ema_decay=0.999, grad_clip=1.0, schedule="cosine"),
-        "decoder": dict(epochs=20, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
+        "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
                         ema_decay=0.999, grad_clip=0.0, schedule="cosine"),
     }[stage]  # fmt: skip
     return replace(init, stage=stage, init=init_path, **defaults)

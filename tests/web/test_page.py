@@ -213,7 +213,7 @@ def test_each_prior_is_the_manifests_and_draws_as_the_runtimes(browser, server, 
     set_field(browser, "model", "learned")
     assert error(browser) is None
     options = browser.evaluate("Array.from(document.getElementById('prior').options, o => o.value)")
-    assert options == list(vae.prior_names) == ["learned", "standard", "fitted"]
+    assert options == list(vae.prior_names) == ["learned", "fitted", "standard"]
     settings = browser.evaluate("window.birdvae.settings()")
     assert settings["prior"] == "learned"
     assert settings["temperature"] == LEARNED_TEMPERATURE == vae.default_temperature()

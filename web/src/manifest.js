@@ -22,7 +22,7 @@ export const SAMPLER_INPUT = 'noise';
 export const SAMPLER_OUTPUT = 'z';
 
 const PRIOR_KINDS = { learned: ['sampler', SAMPLER_FILE], fitted: ['gaussian-mixture', MIXTURE_FILE] };
-export const PRIOR_NAMES = ['standard', ...Object.keys(PRIOR_KINDS)];
+export const PRIOR_NAMES = [...Object.keys(PRIOR_KINDS), 'standard']; // runtime/format.py's order
 const READABLE_VERSIONS = [1, 2];
 
 // Bounds for the browser, far above the shipped models (8 MB in all, 64x64, 256 numbers a code).
@@ -151,7 +151,7 @@ export function parseManifest(text) {
 
 // The priors a model can sample from, its default first (BirdVAE.prior_names).
 export function priorNames(manifest) {
-  const names = ['standard', ...Object.keys(manifest.priors)];
+  const names = PRIOR_NAMES.filter((name) => name === 'standard' || Object.hasOwn(manifest.priors, name));
   return [manifest.defaultPrior, ...names.filter((name) => name !== manifest.defaultPrior)];
 }
 
