@@ -29,8 +29,6 @@ from .likelihood import to_unit
 from .loop import Trainer, TrainingError, _ema_update
 from .prior import P_MEAN, P_STD, CodePrior
 
-PRIOR_BANK = 4096  # learned-prior codes drawn once for the decoder stage's fakes
-
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
 
 
@@ -213,13 +211,13 @@ class DecoderTrainer(Trainer):
             self.discriminator.parameters(), lr=cfg.disc_lr, betas=betas
         )
         self.carried_prior = learned_prior(init)
-        self.prior_codes = None
-        if self.carried_prior is not None and cfg.prior_share > 0:
+        self.fixed_prior_z = None
+        if self.carried_prior is not None:
+            self.carried_prior.to(self.device).eval()
             generator = torch.Generator().manual_seed(config.seed + 3)
-            noise = torch.randn(PRIOR_BANK, config.model.latent_dim, generator=generator)
+            noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
             with torch.no_grad():
-                self.prior_codes = self.carried_prior.sample(noise).to(self.device)
-            self.fixed_prior_z = self.prior_codes[: config.grid_size]
+                self.fixed_prior_z = self.carried_prior.sample(noise.to(self.device))
         self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
 
     def _trained_module(self) -> torch.nn.Module:
@@ -241,10 +239,12 @@ class DecoderTrainer(Trainer):
         with torch.no_grad():
             mean, logvar = self.model.encoder(real)
             z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        if self.prior_codes is not None:
-            count = round(len(x) * cfg.prior_share)
-            picks = torch.randint(len(self.prior_codes), (count,), device="cpu")
-            z = torch.cat([z, self.prior_codes[picks]])
+            count = round(len(x) * cfg.prior_share) if self.carried_prior is not None else 0
+            if count:
+                # Fresh draws every step: a fixed bank of draws, seen again and again, is what
+                # the decoder learns to render, and new draws then decode worse.
+                noise = torch.randn(count, mean.shape[1], device=self.device)
+                z = torch.cat([z, self.carried_prior.sample(noise)])
         with self.autocast:
             params = self.trainable(z)
         fakes = self.model.likelihood.mean(params).float()
@@ -329,7 +329,7 @@ class DecoderTrainer(Trainer):
         model = self.eval_model.eval()
         source = self.val_images if len(self.val_images) else self.train_images
         grids = {"recon": reconstruction_grid(model, source[:32])}
-        if self.prior_codes is not None:
+        if self.fixed_prior_z is not None:
             grids["samples"] = model.decode_image(self.fixed_prior_z)
         for name, images in grids.items():
             pixels = images.float().cpu()

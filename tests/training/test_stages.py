@@ -141,8 +141,14 @@ def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(
     config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
     config.sharpen.gan_start = 3
     trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
-    assert trainer.prior_codes is not None
+    assert trainer.fixed_prior_z is not None
+    drawn: list[torch.Tensor] = []
+    sample = trainer.carried_prior.sample
+    trainer.carried_prior.sample = lambda noise: drawn.append(sample(noise)) or drawn[-1]
     metrics = trainer.fit()
+    # Each step decodes new prior draws (a fixed bank would be learned by heart).
+    assert len(drawn) == trainer.step and len(drawn) > 1
+    assert not torch.equal(drawn[0], drawn[1])
     assert "train_g_loss" in metrics and metrics["train_gan_weight"] > 0
     state = checkpoint.load(tmp_path / "d" / "best.pt")
     start = checkpoint.load(vae_checkpoint)["ema"]
