@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--sheets", type=int, default=3)
     parser.add_argument("--n", type=int, default=20, help="pictures of each source per sheet")
     parser.add_argument("--tool", type=Path, default=TOOL, help="the shared rating_sheet.py")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.action == "make":
         make(args.out, args.images, args.sources, args.sheets, args.n, args.tool)
     else:

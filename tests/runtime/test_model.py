@@ -344,13 +344,21 @@ def test_shipped_model_loads_and_samples(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
-def test_shipped_models_draw_pixel_noise_by_default(name: str) -> None:
-    """Both ship with grain chosen by SWD and by eye (README); it sits on the same birds."""
+def test_shipped_models_pixel_noise_sits_on_the_same_birds(name: str) -> None:
     vae = BirdVAE.load(name, threads=1)
-    assert vae.default_noise() > 0
-    grainy, smooth = vae.sample(8, seed=0), vae.sample(8, seed=0, noise=0)
+    grainy, smooth = vae.sample(8, seed=0, noise=0.5), vae.sample(8, seed=0, noise=0)
     assert not np.array_equal(grainy, smooth)
     assert np.abs(grainy - smooth).mean() < 0.05
+
+
+def test_birds32_samples_its_learned_prior_without_pixel_noise_by_default() -> None:
+    """The sharpened decoder draws its own texture; the README's grid is this default."""
+    vae = BirdVAE.load("birds32", threads=1)
+    settings = vae.sampling()
+    assert (settings.prior, settings.temperature, settings.noise) == ("learned", 1.0, 0.0)
+    np.testing.assert_array_equal(
+        vae.sample(4, seed=0), vae.sample(4, seed=0, prior="learned", noise=0)
+    )
 
 
 def test_no_argument_means_birds32() -> None:
@@ -384,3 +392,11 @@ def test_a_learned_prior_of_the_wrong_width_is_refused(model_copy: Path) -> None
         "kind": "sampler", "file": "prior.onnx", "noise_dim": 9, "default_temperature": 1.0}})
     with pytest.raises(ModelFormatError, match=r"prior\.onnx input 'noise' has shape"):
         BirdVAE(model_copy).sample(1, prior="learned")
+
+
+@pytest.mark.parametrize("name", ["birds32", "birds64"])
+def test_a_shipped_manifest_names_its_data_without_paths(name: str) -> None:
+    """Where the trainer's data lay is the trainer's business: a manifest names the sets."""
+    data = Manifest.load(shipped_model_dir(name)).source["data"]
+    assert data["names"] and all("/" not in n and "\\" not in n for n in data["names"])
+    assert "shared" not in json.dumps(data)

@@ -145,7 +145,8 @@ def test_first_grid_comes_from_the_pages_own_folder(browser, server):
         " fetch('http://127.0.0.2:9/').catch(() => {}); })"
     )
     assert refused == "connect-src", "the page's policy lets it fetch from elsewhere"
-    assert text(browser, "status").startswith("64 birds from birds32: seed 0, fitted prior")
+    prior = BirdVAE.load("birds32").sampling().prior  # the manifest's default
+    assert text(browser, "status").startswith(f"64 birds from birds32: seed 0, {prior} prior")
     fetched = sum(event["encodedDataLength"] for event in finished)
     wasm = next(u for u in urls if u.endswith(".wasm"))
     MEASURED["first grid, birds32, nothing cached"] = f"{first_grid / 1000:.2f} s after navigation"
