@@ -176,6 +176,13 @@ class Manifest:
             if name not in self.files:
                 raise ModelFormatError(f"manifest does not list {name}")
 
+    @property
+    def prior_names(self) -> tuple[str, ...]:
+        """The priors this model can sample from: its default, then the rest in PRIOR_NAMES
+        order (the order bird-gen and the web page list them in)."""
+        others = [n for n in PRIOR_NAMES if n != self.default_prior]
+        return (self.default_prior, *(n for n in others if n == "standard" or n in self.priors))
+
     def save(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")

@@ -190,9 +190,7 @@ class BirdVAE:
     @property
     def prior_names(self) -> tuple[str, ...]:
         """The priors this model can sample from, its default first."""
-        default = self._manifest.default_prior
-        others = [n for n in PRIOR_NAMES if n != default]
-        return (default, *(n for n in others if n == "standard" or n in self._manifest.priors))
+        return self._manifest.prior_names
 
     def prior(self, name: str | None = None) -> Prior:
         """The prior called ``name`` ("learned", "fitted" or "standard"); None means the

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from birdvae.runtime import images
-from birdvae.runtime.format import PRIOR_NAMES, Manifest, ModelFormatError
+from birdvae.runtime.format import Manifest, ModelFormatError
 from birdvae.runtime.model import shipped_model_dir
 from birdvae.runtime.pixels import draw_pixels
 from birdvae.runtime.prior import GaussianMixture, LearnedPrior, StandardNormal
@@ -285,12 +285,7 @@ def test_manifests_are_accepted_and_refused_as_the_runtime_does(mirror):
                 out[name],
             )
             continue
-        names = [manifest.default_prior]  # BirdVAE.prior_names: the default, then format order
-        names += [
-            p
-            for p in PRIOR_NAMES
-            if p != manifest.default_prior and (p == "standard" or p in manifest.priors)
-        ]
+        names = list(manifest.prior_names)
         priors = manifest.priors
         temperatures = [
             manifest.default_temperature if p == "standard" else priors[p].default_temperature
