@@ -181,8 +181,15 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
     return encoder, decoder
 
 
-def export_sampler(prior: CodePrior, folder: Path, opset: int) -> Path:
-    """Write ``prior.onnx``: the learned prior's whole sampler, noise [N, D] -> z [N, D]."""
+def export_sampler(
+    prior: CodePrior,
+    folder: Path,
+    opset: int,
+    guide: CodePrior | None = None,
+    guidance: float = 1.0,
+) -> Path:
+    """Write ``prior.onnx``: the learned prior's whole sampler, noise [N, D] -> z [N, D], with
+    the guide's network inside when it autoguides."""
     dim = prior.latent_dim
     metadata = {
         "birdvae.format_version": str(FORMAT_VERSION),
@@ -191,9 +198,12 @@ def export_sampler(prior: CodePrior, folder: Path, opset: int) -> Path:
         "birdvae.graph": "prior",
         "birdvae.sampler": f"DPM-Solver++(2M), {prior.cfg.steps} steps",
     }
+    if guide is not None and guidance != 1:
+        metadata["birdvae.autoguidance"] = str(guidance)
     noise = torch.randn(EXAMPLE_BATCH, dim, generator=torch.Generator().manual_seed(0))
+    sampler = Sampler(prior.eval(), guide.eval() if guide else None, guidance)
     return export_graph(
-        Sampler(prior.eval()), noise, [SAMPLER_INPUT], [SAMPLER_OUTPUT],
+        sampler, noise, [SAMPLER_INPUT], [SAMPLER_OUTPUT],
         {SAMPLER_INPUT: [dim], SAMPLER_OUTPUT: [dim]}, Path(folder) / SAMPLER_FILE, opset,
         metadata,
     )  # fmt: skip

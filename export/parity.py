@@ -118,7 +118,13 @@ def check_parity(
     return rows
 
 
-def check_sampler_parity(prior: CodePrior, folder: Path, seed: int = 0) -> list[ParityRow]:
+def check_sampler_parity(
+    prior: CodePrior,
+    folder: Path,
+    guide: CodePrior | None = None,
+    guidance: float = 1.0,
+    seed: int = 0,
+) -> list[ParityRow]:
     """Compare ``prior.onnx`` with the PyTorch sampler on the same standard-normal noise.
 
     Ten solver steps compound rounding, so the tolerance is relative to the codes' own scale
@@ -126,7 +132,8 @@ def check_sampler_parity(prior: CodePrior, folder: Path, seed: int = 0) -> list[
     """
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal((max(BATCH_SIZES), prior.latent_dim), dtype=np.float32)
-    sampler, session = Sampler(prior.eval()), ort_session(folder / SAMPLER_FILE)
+    sampler = Sampler(prior.eval(), guide.eval() if guide else None, guidance)
+    session = ort_session(folder / SAMPLER_FILE)
     rows = []
     for n in BATCH_SIZES:
         with torch.no_grad():

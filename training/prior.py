@@ -16,6 +16,12 @@ and draws nothing itself.
 - The network is an MLP over the whole flat code, so every cell sees every other, with the noise
   level fed in by FiLM. In the exported sampler each step's noise level is a constant, so that
   branch folds away and a step costs the MLP's matrix products alone.
+- Optionally the sampler is autoguided (Karras et al. 2024, "Guiding a diffusion model with a
+  bad version of itself"): each step's denoised code is pushed away from what a smaller,
+  shorter-trained prior over the same codes predicts, D = D_guide + w (D - D_guide). The guide
+  makes the same errors, only more of them, so the difference points at what the good prior
+  has learned beyond it; draws come out with firmer outlines without collapsing to few birds,
+  as a lower temperature does. A guide a sixth the size costs a sixth more a step.
 """
 
 from __future__ import annotations
@@ -158,9 +164,37 @@ class CodePrior(nn.Module):
         ramp = [i / max(1, cfg.steps - 1) for i in range(cfg.steps)]
         return [(high + t * (low - high)) ** cfg.rho for t in ramp] + [0.0]
 
-    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+    def sample(
+        self, noise: torch.Tensor, guide: CodePrior | None = None, guidance: float = 1.0
+    ) -> torch.Tensor:
         """Codes z [N, D] from standard-normal noise [N, D] (times the temperature)."""
-        return Sampler(self)(noise)
+        return Sampler(self, guide, guidance)(noise)
+
+
+class GuideError(ValueError):
+    """A guide that cannot guide this prior: it models other codes, or is the wrong size."""
+
+
+def check_guide(prior: CodePrior, guide: CodePrior, guidance: float) -> None:
+    """Raise GuideError unless ``guide`` can autoguide ``prior`` with weight ``guidance``.
+
+    Both denoisers work on standardised codes, so a guide is only meaningful where it was
+    standardised the same way: trained on the same encoder's codes, with the same views.
+    """
+    if not math.isfinite(guidance) or guidance < 1:
+        raise GuideError(f"the guidance weight must be at least 1 (1: no guidance), got {guidance}")
+    if guide.latent_dim != prior.latent_dim:
+        raise GuideError(
+            f"the guide models codes of {guide.latent_dim} numbers, the prior {prior.latent_dim}"
+        )
+    same_scale = torch.allclose(guide.mean, prior.mean, atol=1e-3 * float(prior.std.mean())) and (
+        torch.allclose(guide.std, prior.std, rtol=1e-3)
+    )
+    if not same_scale:
+        raise GuideError(
+            "the guide was standardised on other codes than the prior: train it with --stage "
+            "prior from the same --init checkpoint, data and --prior-views"
+        )
 
 
 class Sampler(nn.Module):
@@ -168,36 +202,60 @@ class Sampler(nn.Module):
 
     Deterministic, and every noise-level-dependent number (preconditioning, FiLM) is computed
     here once, as a constant: traced, this is the whole of ``prior.onnx``, a chain of matrix
-    products, norms and activations.
+    products, norms and activations. With a ``guide`` (check_guide) and ``guidance`` w > 1 each
+    step autoguides: since both denoisers share EDM's c_skip x term, D = D_guide + w (D -
+    D_guide) is c_skip x + c_out (w F - (w - 1) F_guide), one more (small) network per step.
     """
 
-    def __init__(self, prior: CodePrior) -> None:
+    def __init__(
+        self, prior: CodePrior, guide: CodePrior | None = None, guidance: float = 1.0
+    ) -> None:
         super().__init__()
+        if guide is not None:
+            check_guide(prior, guide, guidance)
         self.prior = prior
+        self.guide = guide if guide is not None and guidance != 1 else None
+        self.guidance = float(guidance)
         self.sigmas = prior.sigmas()
         with torch.no_grad():
             levels = torch.tensor(self.sigmas[:-1]).reshape(-1, 1)
             c_skip, c_out, c_in, c_noise = preconditioning(levels)
-            films = prior.net.films(c_noise)  # per block: gain, shift [steps, width]
+            self.films = self._constant_films("", prior.net.films(c_noise))
+            self.guide_films = (
+                self._constant_films("guide_", self.guide.net.films(c_noise)) if self.guide else []
+            )
         self.c_skip, self.c_out, self.c_in = (c.flatten().tolist() for c in (c_skip, c_out, c_in))
-        # One buffer per step and block: each becomes a plain initializer of the graph.
-        self.films: list[list[tuple[str, str]]] = []
-        for step in range(len(levels)):
-            names = []
+
+    def _constant_films(
+        self, prefix: str, films: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> list[list[tuple[str, str]]]:
+        """One buffer per step and block (each a plain initializer of the graph); their names."""
+        names: list[list[tuple[str, str]]] = []
+        for step in range(len(self.sigmas) - 1):
+            row = []
             for block, (gain, shift) in enumerate(films):
-                pair = (f"gain_{step}_{block}", f"shift_{step}_{block}")
+                pair = (f"{prefix}gain_{step}_{block}", f"{prefix}shift_{step}_{block}")
                 self.register_buffer(pair[0], gain[step : step + 1].clone())
                 self.register_buffer(pair[1], shift[step : step + 1].clone())
-                names.append(pair)
-            self.films.append(names)
+                row.append(pair)
+            names.append(row)
+        return names
+
+    def _network(self, step: int, x: torch.Tensor) -> torch.Tensor:
+        """F (or, guided, w F - (w - 1) F_guide) at solver step ``step`` for inputs c_in x."""
+        films = [(getattr(self, g), getattr(self, b)) for g, b in self.films[step]]
+        out = self.prior.net.trunk(x, films)
+        if self.guide is None:
+            return out
+        films = [(getattr(self, g), getattr(self, b)) for g, b in self.guide_films[step]]
+        return self.guidance * out - (self.guidance - 1) * self.guide.net.trunk(x, films)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        sigmas, net = self.sigmas, self.prior.net
+        sigmas = self.sigmas
         x = noise * sigmas[0]
         previous: torch.Tensor | None = None
         for i in range(len(sigmas) - 1):
-            films = [(getattr(self, g), getattr(self, b)) for g, b in self.films[i]]
-            denoised = self.c_skip[i] * x + self.c_out[i] * net.trunk(self.c_in[i] * x, films)
+            denoised = self.c_skip[i] * x + self.c_out[i] * self._network(i, self.c_in[i] * x)
             sigma, following = sigmas[i], sigmas[i + 1]
             if following == 0:
                 x = denoised

@@ -83,3 +83,66 @@ def test_a_broken_sampler_fails_its_parity_check(
     result = export_cli(checkpoint, "-o", tmp_path / "m")
     assert result.exit_code == 1 and "parity check failed" in result.stderr
     assert "prior z" in result.stderr and not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def guide_checkpoint(tmp_path_factory, make_checkpoint, prior_checkpoint) -> tuple[Path, CodePrior]:
+    """A smaller prior over the same encoder's codes (the same VAE seed), standardised alike."""
+    _, prior = prior_checkpoint
+    torch.manual_seed(2)
+    cfg = PriorConfig(width=8, blocks=1, steps=4)
+    guide = CodePrior(TINY["latent_dim"], cfg)
+    with torch.no_grad():
+        for parameter in guide.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+        guide.mean.copy_(prior.mean)
+        guide.std.copy_(prior.std)
+    config = TrainConfig(model=ModelConfig(**TINY), prior=cfg, stage="prior")
+    path = tmp_path_factory.mktemp("guide-run") / "best.pt"
+    make_checkpoint(path, TINY, config=config.to_dict(), prior_ema=guide.state_dict())
+    return path, guide.eval()
+
+
+def test_an_autoguided_prior_is_exported_checked_and_recorded(
+    prior_checkpoint, guide_checkpoint, export_cli, tmp_path
+):
+    (checkpoint, prior), (guide_path, guide) = prior_checkpoint, guide_checkpoint
+    out = tmp_path / "model"
+    result = export_cli(checkpoint, "-o", out, "--prior-guide", guide_path, "--guidance", 2.5)
+    assert result.exit_code == 0, result.stderr
+    learned = verify_model_dir(out).priors["learned"]
+    assert learned.source["autoguidance"]["weight"] == 2.5
+    assert learned.source["autoguidance"]["guide"]["width"] == 8
+    from birdvae.runtime.prior import Draws
+
+    codes = np.concatenate(list(BirdVAE(out, threads=1).latent_batches(4, seed=0)))
+    noise = torch.from_numpy(Draws(0).noise.standard_normal((4, 16)).astype(np.float32))
+    with torch.no_grad():
+        guided, plain = Sampler(prior, guide, 2.5)(noise).numpy(), Sampler(prior)(noise).numpy()
+    np.testing.assert_allclose(codes, guided, rtol=1e-4, atol=1e-5)
+    assert np.abs(codes - plain).max() > 1e-3
+
+
+def test_a_guide_over_another_encoder_is_one_line(
+    prior_checkpoint, export_cli, make_checkpoint, tmp_path
+):
+    checkpoint, prior = prior_checkpoint
+    config = TrainConfig(model=ModelConfig(**TINY), prior=SMALL, stage="prior")
+    stranger = make_checkpoint(tmp_path / "other.pt", TINY, seed=5, config=config.to_dict(),
+                               prior_ema=prior.state_dict())  # fmt: skip
+    result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-guide", stranger)
+    assert result.exit_code == 2 and "another encoder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_guide_flags_that_cannot_work_are_refused(
+    prior_checkpoint, resnet_checkpoint, export_cli, tmp_path
+):
+    checkpoint, _ = prior_checkpoint
+    result = export_cli(checkpoint, "-o", tmp_path / "m", "--guidance", 2)
+    assert result.exit_code == 2 and "--guidance needs --prior-guide" in result.stderr
+    result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-guide", resnet_checkpoint)
+    assert result.exit_code == 2 and "has no learned prior" in result.stderr
+    result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-guide", tmp_path / "none.pt")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists()
