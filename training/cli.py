@@ -122,6 +122,12 @@ def require_train_extra(command: str) -> None:
     help="Decoder channels at half resolution, its costliest level. [default: 32]",
 )
 @click.option(
+    "--decoder-max-width",
+    type=click.IntRange(min=1),
+    help="Decoder channels at its coarsest levels (widths double per level up to this). "
+    "[default: 128]",
+)
+@click.option(
     "--blocks-per-level",
     type=click.IntRange(min=1),
     help="Residual blocks at each resolution, encoder and decoder. [default: 1]",
@@ -237,7 +243,8 @@ def train_command(ctx: click.Context, **options) -> None:
 
 
 ARCHITECTURE_FLAGS = {
-    "image_size", "latent_dim", "decoder_width", "blocks_per_level", "spatial_latent",
+    "image_size", "latent_dim", "decoder_width", "decoder_max_width", "blocks_per_level",
+    "spatial_latent",
     "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps"}
@@ -254,7 +261,8 @@ def _vae_config(options: dict, given: set[str]):
         raise UserError(f"{_flag_names(given & PRIOR_FLAGS)}: only for --stage prior")
     if given & DECODER_FLAGS:
         raise UserError(f"{_flag_names(given & DECODER_FLAGS)}: only for --stage decoder")
-    resnet_only = {"decoder_width", "blocks_per_level", "spatial_latent"} & given
+    resnet_only = {"decoder_width", "decoder_max_width", "blocks_per_level", "spatial_latent"}
+    resnet_only &= given
     if options["preset"] == "baseline" and resnet_only:
         raise UserError(f"{_flag_names(resnet_only)}: the baseline's architecture is fixed")
     size = options["image_size"]
@@ -263,7 +271,7 @@ def _vae_config(options: dict, given: set[str]):
         data=[str(Path(d).expanduser()) for d in options["data"]],
         epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
         image_size=int(size) if size else None, latent_dim=options["latent_dim"],
-        decoder_width=options["decoder_width"],
+        decoder_width=options["decoder_width"], decoder_max_width=options["decoder_max_width"],
         blocks_per_level=options["blocks_per_level"],
         spatial_latent=options["spatial_latent"],
         likelihood=options["likelihood"],

@@ -92,9 +92,12 @@ def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
 def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, tmp_path):
     run = tmp_path / "run"
     args = ["--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "8",
-            "--latent-dim", "16", "--seed", "3"]  # fmt: skip
+            "--latent-dim", "16", "--seed", "3", "--decoder-width", "8",
+            "--decoder-max-width", "24"]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["decoder_width"], model["decoder_max_width"]) == (8, 24)
     for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json"):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "grids").iterdir()) == [
@@ -156,6 +159,10 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
                                                str(tmp_path / "run"), "--preset", "baseline",
                                                "--decoder-width", "64"])  # fmt: skip
     assert fixed.exit_code == 2 and "--decoder-width: the baseline's architecture" in fixed.output
+    capped = CliRunner().invoke(train_command, ["--data", str(tmp_path), "--out",
+                                                str(tmp_path / "run"), "--preset", "baseline",
+                                                "--decoder-max-width", "64"])  # fmt: skip
+    assert capped.exit_code == 2 and "--decoder-max-width: the baseline's" in capped.output
     assert not (tmp_path / "run" / LAST).exists()
     base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
     code = CliRunner().invoke(train_command, [*base, "--preset", "baseline", "--global-latent"])
