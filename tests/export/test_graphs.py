@@ -22,7 +22,13 @@ from birdvae.export.onnx import (  # noqa: E402
     export_graph,
     fold_batchnorm,
 )
-from birdvae.export.parity import BATCH_SIZES, IMAGE_TOL, check_parity, verdict  # noqa: E402
+from birdvae.export.parity import (  # noqa: E402
+    BATCH_SIZES,
+    IMAGE_TOL,
+    check_parity,
+    scaled_tolerance,
+    verdict,
+)
 from birdvae.runtime.format import (  # noqa: E402
     DECODER_FILE,
     ENCODER_FILE,
@@ -130,6 +136,16 @@ def test_parity_holds_and_catches_a_changed_model(exported):
         model.decoder.body[0].bias.add_(0.01)  # the graph on disk no longer matches
     with pytest.raises(ExportError, match=r"parity check failed.*decoder"):
         verdict(check_parity(model, folder, None))
+
+
+def test_parity_tolerance_scales_with_the_values_compared():
+    """Pixel scales far from the data reach 20 or more, where float32 rounding alone passes
+    1e-5; values within [-1, 1] keep the absolute bound."""
+    small = np.array([0.2, -0.9], np.float32)
+    large = np.array([0.1, 28.0], np.float32)
+    assert scaled_tolerance(IMAGE_TOL, small) == IMAGE_TOL
+    assert scaled_tolerance(IMAGE_TOL, large) == pytest.approx(28 * IMAGE_TOL)
+    assert scaled_tolerance(IMAGE_TOL, -large) == pytest.approx(28 * IMAGE_TOL)
 
 
 def test_a_global_latent_model_exports_with_parity(make_checkpoint, tiny_kwargs, tmp_path):
