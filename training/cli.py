@@ -88,6 +88,12 @@ def require_train_extra(command: str) -> None:
     "[default: 0.5]",
 )
 @click.option(
+    "--anchor-weight",
+    type=click.FloatRange(min=0),
+    help="Decoder stage: holds learned-prior codes' pictures, at half resolution, to what the "
+    "init decoder draws for them (0: off), against the discriminator's confetti. [default: 0]",
+)
+@click.option(
     "--preset",
     type=click.Choice(["default", "baseline"]),
     default="default",
@@ -248,7 +254,7 @@ ARCHITECTURE_FLAGS = {
     "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps"}
-DECODER_FLAGS = {"gan_weight", "prior_share"}
+DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight"}
 
 
 def _vae_config(options: dict, given: set[str]):
@@ -311,7 +317,7 @@ def _stage_config(options: dict, given: set[str]):
         precision=options["precision"], compile=options["compile_"],
         prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
         prior_steps=options["prior_steps"], sharpen_gan_weight=options["gan_weight"],
-        sharpen_prior_share=options["prior_share"],
+        sharpen_prior_share=options["prior_share"], sharpen_anchor_weight=options["anchor_weight"],
     )  # fmt: skip
 
 

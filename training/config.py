@@ -86,6 +86,10 @@ class SharpenConfig:
     frequency_weight: float = 1.0  # focal frequency loss
     nll_weight: float = 0.05  # the likelihood's own loss, which keeps its scales fitted
     prior_share: float = 0.5  # of the fakes, the share decoded from learned-prior codes
+    # Learned-prior codes have no photo to reconstruct, so only the discriminator shapes their
+    # pictures, and it can be satisfied by confetti; this holds their half-resolution picture
+    # to what the init decoder (the blurry but coherent one) draws for the same code.
+    anchor_weight: float = 0.0
     augment: str = "color,translation,cutout"
 
     @classmethod

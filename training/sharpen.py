@@ -50,6 +50,11 @@ class Discriminator(nn.Module):
         return self.head(h), features
 
 
+def low_pass_l1(images: torch.Tensor, target: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """L1 between the two at 1/``factor`` resolution: layout and colour are held, detail is free."""
+    return (F.avg_pool2d(images, factor) - F.avg_pool2d(target, factor)).abs().mean()
+
+
 def diff_augment(images: torch.Tensor, kinds: str, generator: torch.Generator | None = None):
     """DiffAugment's colour, translation and cutout, differentiable and the same for any batch
     drawn with the same ``generator`` state (so real and fake pairs can share one transform)."""

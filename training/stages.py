@@ -211,6 +211,7 @@ class DecoderTrainer(Trainer):
             self.discriminator.parameters(), lr=cfg.disc_lr, betas=betas
         )
         self.carried_prior = learned_prior(init)
+        self.anchor = frozen_vae(init, self.device) if cfg.anchor_weight > 0 else None
         self.fixed_prior_z = None
         if self.carried_prior is not None:
             self.carried_prior.to(self.device).eval()
@@ -273,6 +274,13 @@ class DecoderTrainer(Trainer):
         )  # fmt: skip
         stats = {"l1": l1, "nll": nll, "frequency": frequency, "matching": matching,
                  "d_loss": d_loss}  # fmt: skip
+        if self.anchor is not None and len(fakes) > len(x):
+            drawn_z = z[len(x) :]
+            with torch.no_grad():
+                target = self.anchor.decode_image(drawn_z).float()
+            anchor = sharpen.low_pass_l1(fakes[len(x) :], target)
+            reconstruction = reconstruction + cfg.anchor_weight * anchor
+            stats["anchor"] = anchor
         loss = reconstruction
         if self.step >= cfg.gan_start:
             adversarial = -fake_logits.mean()

@@ -159,6 +159,32 @@ def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(
     carried = checkpoint.load(tmp_path / "p" / "best.pt")["prior_ema"]
     assert all(torch.equal(state["prior_ema"][n], carried[n]) for n in carried)
     assert (tmp_path / "d" / "grids" / "samples_0002.png").is_file()
+    assert "train_anchor" not in metrics  # off unless asked for
+
+
+def test_the_anchor_holds_prior_codes_to_the_init_decoder(vae_checkpoint, tmp_path):
+    torch.manual_seed(0)
+    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+    config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    config.sharpen.anchor_weight = 1.0
+    trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    assert trainer.anchor is not None
+    assert not any(p.requires_grad for p in trainer.anchor.parameters())
+    start = [p.clone() for p in trainer.anchor.decoder.parameters()]
+    metrics = trainer.fit()
+    assert metrics["train_anchor"] > 0
+    # The anchor is the init decoder and stays it while the trained decoder moves.
+    assert all(torch.equal(a, b) for a, b in zip(start, trainer.anchor.decoder.parameters()))
+    saved = checkpoint.config_of(checkpoint.load(tmp_path / "d" / "last.pt"))
+    assert saved.sharpen.anchor_weight == 1.0
+
+
+def test_the_low_pass_l1_sees_layout_and_colour_not_detail():
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    detail = flat + 0.2 * (checker.float() * 2 - 1)  # averages to flat over every 2x2 block
+    assert float(sharpen.low_pass_l1(detail, flat)) == pytest.approx(0.0, abs=1e-7)
+    assert float(sharpen.low_pass_l1(flat + 0.1, flat)) == pytest.approx(0.1, rel=1e-5)
 
 
 def test_diff_augment_is_the_same_transform_for_the_same_seed():
@@ -192,6 +218,8 @@ def test_the_focal_frequency_loss_is_zero_only_for_the_same_image():
         (["--init", "{ckpt}"], "give --stage prior or --stage decoder"),
         (["--stage", "prior", "--init", "{ckpt}", "--latent-dim", "32"], "keeps the model"),
         (["--stage", "decoder", "--init", "{ckpt}", "--prior-width", "8"], "only for --stage"),
+        (["--stage", "prior", "--init", "{ckpt}", "--anchor-weight", "1"], "only for --stage"),
+        (["--data", "{ckpt}", "--anchor-weight", "1"], "only for --stage decoder"),
         (["--stage", "prior", "--init", "{missing}"], "does not exist"),
     ],
 )
