@@ -91,7 +91,7 @@ def require_train_extra(command: str) -> None:
     "--anchor-weight",
     type=click.FloatRange(min=0),
     help="Decoder stage: holds learned-prior codes' pictures, at half resolution, to what the "
-    "init decoder draws for them (0: off), against the discriminator's confetti. [default: 0]",
+    "init decoder draws for them (0: off), against the discriminator's confetti. [default: 1]",
 )
 @click.option(
     "--preset",
@@ -125,13 +125,13 @@ def require_train_extra(command: str) -> None:
 @click.option(
     "--decoder-width",
     type=click.IntRange(min=1),
-    help="Decoder channels at half resolution, its costliest level. [default: 32]",
+    help="Decoder channels at half resolution, its costliest level. [default: 48]",
 )
 @click.option(
     "--decoder-max-width",
     type=click.IntRange(min=1),
     help="Decoder channels at its coarsest levels (widths double per level up to this). "
-    "[default: 128]",
+    "[default: 192]",
 )
 @click.option(
     "--blocks-per-level",

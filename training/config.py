@@ -33,8 +33,10 @@ class ModelConfig:
     # Widths double at each halving, from ``*_width`` at S/2 up to ``*_max_width``.
     encoder_width: int = 32
     encoder_max_width: int = 256
-    decoder_width: int = 32
-    decoder_max_width: int = 128
+    # The decoder is the wider of the two: it draws what a person sees, and at 48/192 instead of
+    # 32/128 raters called its reconstructions birds clearly more often for ~2 ms more per 64.
+    decoder_width: int = 48
+    decoder_max_width: int = 192
     blocks_per_level: int = 1
     # The code's shape inside the networks: False, one vector from a linear layer over the 4x4
     # features; True, a 4x4 grid of latent_dim/16 channels from a convolution, each cell
@@ -89,7 +91,7 @@ class SharpenConfig:
     # Learned-prior codes have no photo to reconstruct, so only the discriminator shapes their
     # pictures, and it can be satisfied by confetti; this holds their half-resolution picture
     # to what the init decoder (the blurry but coherent one) draws for the same code.
-    anchor_weight: float = 0.0
+    anchor_weight: float = 1.0
     augment: str = "color,translation,cutout"
 
     @classmethod

@@ -159,13 +159,15 @@ def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(
     carried = checkpoint.load(tmp_path / "p" / "best.pt")["prior_ema"]
     assert all(torch.equal(state["prior_ema"][n], carried[n]) for n in carried)
     assert (tmp_path / "d" / "grids" / "samples_0002.png").is_file()
-    assert "train_anchor" not in metrics  # off unless asked for
+    assert metrics["train_anchor"] > 0  # on by default
 
 
 def test_the_anchor_holds_prior_codes_to_the_init_decoder(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
     config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    config.sharpen.anchor_weight = 0.0
+    assert DecoderTrainer(config, tmp_path / "off", log=_quiet).anchor is None
     config.sharpen.anchor_weight = 1.0
     trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
     assert trainer.anchor is not None
