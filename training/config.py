@@ -33,9 +33,9 @@ class ModelConfig:
     # Widths double at each halving, from ``*_width`` at S/2 up to ``*_max_width``.
     encoder_width: int = 32
     encoder_max_width: int = 256
-    # The decoder is the wider of the two: it draws what a person sees, and at 48/192 instead of
-    # 32/128 raters called its reconstructions birds clearly more often, for 2 to 4 ms more to
-    # decode 64 birds (int8, 2 threads).
+    # The decoder draws what a person sees: at 48/192 instead of 32/128 raters called its
+    # reconstructions birds clearly more often, for 2 to 4 ms more to decode 64 birds (int8,
+    # 2 threads).
     decoder_width: int = 48
     decoder_max_width: int = 192
     blocks_per_level: int = 1
