@@ -94,6 +94,19 @@ def require_train_extra(command: str) -> None:
     "init decoder draws for them (0: off), against the discriminator's confetti. [default: 1]",
 )
 @click.option(
+    "--perceptual-weight",
+    type=click.FloatRange(min=0),
+    help="Decoder stage: a perceptual distance between reconstructions and their photos, in "
+    "the features of a species classifier the stage trains first (0: off; needs two or more "
+    "species folders). [default: 0]",
+)
+@click.option(
+    "--projected-weight",
+    type=click.FloatRange(min=0),
+    help="Decoder stage: a second discriminator over that species classifier's features (a "
+    "projected GAN), its term this many times the pixel discriminator's (0: off). [default: 0]",
+)
+@click.option(
     "--preset",
     type=click.Choice(["default", "baseline"]),
     default="default",
@@ -254,7 +267,8 @@ ARCHITECTURE_FLAGS = {
     "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps"}
-DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight"}
+DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "perceptual_weight",
+                 "projected_weight"}
 
 
 def _vae_config(options: dict, given: set[str]):
@@ -318,6 +332,8 @@ def _stage_config(options: dict, given: set[str]):
         prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
         prior_steps=options["prior_steps"], sharpen_gan_weight=options["gan_weight"],
         sharpen_prior_share=options["prior_share"], sharpen_anchor_weight=options["anchor_weight"],
+        sharpen_perceptual_weight=options["perceptual_weight"],
+        sharpen_projected_weight=options["projected_weight"],
     )  # fmt: skip
 
 

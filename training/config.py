@@ -93,6 +93,13 @@ class SharpenConfig:
     # pictures, and it can be satisfied by confetti; this holds their half-resolution picture
     # to what the init decoder (the blurry but coherent one) draws for the same code.
     anchor_weight: float = 1.0
+    # An LPIPS-style distance between reconstructions and their photos in the feature maps of a
+    # species classifier trained at the start of the stage (training/perceptual.py); 0: off.
+    perceptual_weight: float = 0.0
+    # A second discriminator, small heads over the same species net's feature maps (a projected
+    # GAN), its adversarial term this many times the pixel discriminator's; 0: off.
+    projected_weight: float = 0.0
+    perceptual_epochs: int = 15
     augment: str = "color,translation,cutout"
 
     @classmethod

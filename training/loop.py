@@ -134,6 +134,9 @@ class Trainer:
         splits = self._load_data()
         self.train_images = torch.from_numpy(splits.train).to(self.device)
         self.val_images = torch.from_numpy(splits.val).to(self.device)
+        self.train_labels = torch.from_numpy(splits.train_labels).to(self.device)
+        self.classes = list(splits.classes)
+        self._resuming = resume_state is not None
         self._build()
         self.train_set = self._train_set()
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.ddp.world)

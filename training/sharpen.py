@@ -50,6 +50,31 @@ class Discriminator(nn.Module):
         return self.head(h), features
 
 
+class ProjectedHeads(nn.Module):
+    """A discriminator over a frozen network's feature maps (Projected GANs, Sauer et al. 2021;
+    Kumari et al. 2022): one small spectral-norm head per map, each giving a grid of logits.
+
+    Judging in a classifier's features, which already know what a bird's parts look like, is
+    what lets a discriminator learn from a few thousand photos without memorising them; only
+    the heads train, and the decoder's gradient flows back through the frozen network.
+    """
+
+    def __init__(self, channels: list[int], width: int = 64) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                spectral_norm(nn.Conv2d(c, width, 1)), nn.LeakyReLU(NEGATIVE_SLOPE),
+                spectral_norm(nn.Conv2d(width, width, 3, stride=2, padding=1)),
+                nn.LeakyReLU(NEGATIVE_SLOPE), spectral_norm(nn.Conv2d(width, 1, 1)),
+            )
+            for c in channels
+        )  # fmt: skip
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Every head's logits for each image, side by side: [N, sum of grid sizes]."""
+        return torch.cat([head(m).flatten(1) for head, m in zip(self.heads, maps)], dim=1)
+
+
 def low_pass_l1(images: torch.Tensor, target: torch.Tensor, factor: int = 2) -> torch.Tensor:
     """L1 between the two at 1/``factor`` resolution: layout and colour are held, detail is free."""
     return (F.avg_pool2d(images, factor) - F.avg_pool2d(target, factor)).abs().mean()

@@ -23,7 +23,7 @@ from torchvision.utils import save_image
 
 from birdvae.runtime import durable
 
-from . import checkpoint, codes, sharpen
+from . import checkpoint, codes, perceptual, sharpen
 from .evaluate import evaluate, reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError, _ema_update
@@ -203,13 +203,21 @@ class DecoderTrainer(Trainer):
         self.ema = AveragedModel(self.model, avg_fn=_ema_update(config.ema_decay), use_buffers=True)
         self.discriminator = sharpen.Discriminator(config.model.image_size, cfg.disc_width)
         self.discriminator.to(self.device, memory_format=torch.channels_last)
+        uses_net = cfg.perceptual_weight > 0 or cfg.projected_weight > 0
+        self.species_net = self._species_net() if uses_net else None
+        self.projected = None
+        judges = list(self.discriminator.parameters())
+        if cfg.projected_weight > 0:
+            self.projected = sharpen.ProjectedHeads(self.species_net.channels).to(
+                self.device, memory_format=torch.channels_last
+            )
+            judges += list(self.projected.parameters())
+        self.judges = judges
         betas = (0.5, 0.9)
         self.optimizer = torch.optim.Adam(
             self.model.decoder.parameters(), lr=config.lr, betas=betas
         )
-        self.d_optimizer = torch.optim.Adam(
-            self.discriminator.parameters(), lr=cfg.disc_lr, betas=betas
-        )
+        self.d_optimizer = torch.optim.Adam(judges, lr=cfg.disc_lr, betas=betas)
         self.carried_prior = learned_prior(init)
         self.anchor = frozen_vae(init, self.device) if cfg.anchor_weight > 0 else None
         self.fixed_prior_z = None
@@ -220,6 +228,25 @@ class DecoderTrainer(Trainer):
             with torch.no_grad():
                 self.fixed_prior_z = self.carried_prior.sample(noise.to(self.device))
         self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
+
+    def _species_net(self) -> perceptual.SpeciesNet:
+        """The perceptual distance's network: trained now, or (on --resume) an empty one that
+        the checkpoint's saved weights fill, so a resumed run compares in the same features."""
+        if len(self.classes) < 2:
+            raise TrainingError(
+                "--perceptual-weight and --projected-weight learn their features by telling "
+                "species apart: they need "
+                "photos of two or more species, one subfolder each (or CUB's layout)"
+            )
+        if self._resuming:
+            net = perceptual.SpeciesNet(len(self.classes)).to(self.device).eval()
+            return net.requires_grad_(False)
+        epochs = self.config.sharpen.perceptual_epochs
+        self.log(f"training the perceptual distance's species net ({epochs} epochs)")
+        return perceptual.train_species_net(
+            self.train_images, self.train_labels, len(self.classes), epochs,
+            self.config.seed + 5, self.log,
+        )  # fmt: skip
 
     def _trained_module(self) -> torch.nn.Module:
         return self.model.decoder
@@ -253,16 +280,18 @@ class DecoderTrainer(Trainer):
 
         # Reconstructions are augmented as their photos are, so features pair up.
         seed = int(torch.randint(2**62, (1,), generator=self._augment_generator))
-        real_logits, real_features = self._judge(real, seed)
-        recon_logits, recon_features = self._judge(recon, seed)
-        fake_logits = recon_logits.flatten()
+        real_logits, real_features, real_projected = self._judge(real, seed)
+        recon_logits, recon_features, recon_projected = self._judge(recon, seed)
+        fake_logits, fake_projected = recon_logits.flatten(), recon_projected
         if len(fakes) > len(x):
-            drawn_logits, _ = self._judge(fakes[len(x) :], seed + 1)
+            drawn_logits, _, drawn_projected = self._judge(fakes[len(x) :], seed + 1)
             fake_logits = torch.cat([fake_logits, drawn_logits.flatten()])
+            if fake_projected is not None:
+                fake_projected = torch.cat([fake_projected, drawn_projected])
         d_loss = sharpen.hinge_d_loss(real_logits, fake_logits)
-        d_grads = torch.autograd.grad(
-            d_loss, list(self.discriminator.parameters()), retain_graph=True
-        )
+        if fake_projected is not None:
+            d_loss = d_loss + sharpen.hinge_d_loss(real_projected, fake_projected)
+        d_grads = torch.autograd.grad(d_loss, self.judges, retain_graph=True)
 
         l1 = (recon - real).abs().mean()
         nll = self.model.likelihood.nll(params.float(), x).mean() / x[0].numel()
@@ -274,6 +303,10 @@ class DecoderTrainer(Trainer):
         )  # fmt: skip
         stats = {"l1": l1, "nll": nll, "frequency": frequency, "matching": matching,
                  "d_loss": d_loss}  # fmt: skip
+        if self.species_net is not None:
+            lpips = perceptual.distance(self.species_net, recon, real)
+            reconstruction = reconstruction + cfg.perceptual_weight * lpips
+            stats["perceptual"] = lpips
         if self.anchor is not None and len(fakes) > len(x):
             drawn_z = z[len(x) :]
             with torch.no_grad():
@@ -284,6 +317,8 @@ class DecoderTrainer(Trainer):
         loss = reconstruction
         if self.step >= cfg.gan_start:
             adversarial = -fake_logits.mean()
+            if fake_projected is not None:
+                adversarial = adversarial - cfg.projected_weight * fake_projected.mean()
             last = self.model.decoder.head.weight
             weight = cfg.gan_weight * sharpen.adaptive_weight(reconstruction, adversarial, last)
             loss = reconstruction + weight * adversarial
@@ -292,7 +327,7 @@ class DecoderTrainer(Trainer):
             return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for parameter, grad in zip(self.discriminator.parameters(), d_grads):
+        for parameter, grad in zip(self.judges, d_grads):
             parameter.grad = grad  # its own loss's gradient, not the decoder's
         self.d_optimizer.step()
         self.optimizer.step()
@@ -301,14 +336,20 @@ class DecoderTrainer(Trainer):
         self.step += 1
         return {name: float(value.detach()) for name, value in stats.items()}
 
-    def _judge(self, images: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _judge(
+        self, images: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """The discriminator's logits and features for ``images`` under the augmentation that
-        ``seed`` picks (the same seed, the same transform)."""
+        ``seed`` picks (the same seed, the same transform), and the projected heads' logits
+        for the same augmented images when there are heads."""
         generator = torch.Generator().manual_seed(seed)
         augmented = sharpen.diff_augment(images, self.config.sharpen.augment, generator)
         with self.autocast:
             logits, features = self.discriminator(augmented)
-        return logits.float(), [f.float() for f in features]
+            projected = None
+            if self.projected is not None:
+                projected = self.projected(self.species_net.feature_maps(augmented)).float()
+        return logits.float(), [f.float() for f in features], projected
 
     def _validate(self) -> dict[str, float]:
         model = self.eval_model
@@ -356,11 +397,19 @@ class DecoderTrainer(Trainer):
         }
         if self.carried_prior is not None:
             state["prior_ema"] = self.carried_prior.state_dict()
+        if self.species_net is not None:
+            state["species_net"] = self.species_net.state_dict()
+        if self.projected is not None:
+            state["projected"] = self.projected.state_dict()
         return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
+        if self.species_net is not None:
+            self.species_net.load_state_dict(state["species_net"])
+        if self.projected is not None:
+            self.projected.load_state_dict(state["projected"])
 
 
 def trainer_class(stage: str) -> type[Trainer]:
