@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .loop import random_shift
+
 BATCH = 64
 
 
@@ -76,8 +78,24 @@ def train_species_net(
 ) -> SpeciesNet:
     """A SpeciesNet trained on uint8 photos [N, 3, S, S] (flipped and shifted as it goes), then
     frozen: its parameters take no gradient, so only the decoder learns from the distance."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    # Its own random stream (initial weights, shifts), so the caller's is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _train(images, labels, classes, epochs, torch.Generator().manual_seed(seed), log)
+    net.eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return net
+
+
+def _train(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    epochs: int,
+    generator: torch.Generator,
+    log: Callable[[str], None],
+) -> SpeciesNet:
     net = SpeciesNet(classes).to(images.device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
     batch_size = min(BATCH, len(images))
@@ -104,20 +122,11 @@ def train_species_net(
         if seen:
             log(f"species net: {step}/{steps} steps, training accuracy {correct / seen:.1%}")
             correct, seen = 0, 0
-    net.eval()
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
     return net
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flips and shifts of up to an eighth of the size (replicated edges)."""
-    n, _, size, _ = x.shape
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    """Random flips, then the VAE's own shifts of up to an eighth of the size."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    pad = max(1, size // 8)
-    padded = F.pad(x, [pad] * 4, mode="replicate")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).tolist()
-    return torch.stack(
-        [padded[i, :, dy[i] : dy[i] + size, dx[i] : dx[i] + size] for i in range(n)]
-    )
+    return random_shift(x, max(1, x.shape[-1] // 8))

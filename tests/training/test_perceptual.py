@@ -43,7 +43,9 @@ def test_the_species_net_learns_to_tell_the_species_apart_then_freezes():
     for i, (y, x) in enumerate(corners):
         images[i, 0 if labels[i] == 0 else 2, y : y + 6, x : x + 6] = 250
     lines: list[str] = []
+    before = torch.get_rng_state()
     net = perceptual.train_species_net(images, labels, 2, epochs=6, seed=0, log=lines.append)
+    assert torch.equal(torch.get_rng_state(), before), "it drew from the caller's random stream"
     assert lines and "training accuracy" in lines[-1]
     assert not any(p.requires_grad for p in net.parameters()) and not net.training
     with torch.no_grad():
