@@ -303,7 +303,7 @@ class DecoderTrainer(Trainer):
         )  # fmt: skip
         stats = {"l1": l1, "nll": nll, "frequency": frequency, "matching": matching,
                  "d_loss": d_loss}  # fmt: skip
-        if self.species_net is not None:
+        if cfg.perceptual_weight > 0:
             lpips = perceptual.distance(self.species_net, recon, real)
             reconstruction = reconstruction + cfg.perceptual_weight * lpips
             stats["perceptual"] = lpips
