@@ -81,6 +81,19 @@ def test_the_decoder_stage_learns_with_the_distance_and_resumes_its_features(
     assert checkpoint.load(tmp_path / "d" / LAST)["epoch"] == 2
 
 
+def test_the_projected_discriminator_alone_trains_without_the_distance(
+    vae_checkpoint, tmp_path  # noqa: F811 (a fixture)
+):
+    config = _stage(vae_checkpoint, "decoder", epochs=1)
+    config.sharpen.perceptual_epochs = 1
+    config.sharpen.projected_weight, config.sharpen.gan_start = 1.0, 0
+    trainer = DecoderTrainer(config, tmp_path / "p", log=_quiet)
+    heads = [p.clone() for p in trainer.projected.parameters()]
+    metrics = trainer.fit()
+    assert "train_perceptual" not in metrics
+    assert any(not torch.equal(a, b) for a, b in zip(heads, trainer.projected.parameters()))
+
+
 def test_one_species_is_a_clear_error(vae_checkpoint, tmp_path):  # noqa: F811
     write_images(tmp_path / "flat", 24, seed=3)
     config = _stage(vae_checkpoint, "decoder", epochs=1, data=[str(tmp_path / "flat")])
