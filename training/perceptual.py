@@ -29,9 +29,9 @@ class SpeciesNet(nn.Module):
     def __init__(self, classes: int, width: int = 32, stages: int = 3) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
+        self.channels = [width * 2**i for i in range(stages)]
         channels = 3
-        for i in range(stages):
-            out = width * 2**i
+        for out in self.channels:
             blocks.append(
                 nn.Sequential(
                     nn.Conv2d(channels, out, 3, padding=1), nn.GroupNorm(8, out), nn.SiLU(),
@@ -40,7 +40,6 @@ class SpeciesNet(nn.Module):
             )  # fmt: skip
             channels = out
         self.blocks = nn.ModuleList(blocks)
-        self.channels = [width * 2**i for i in range(stages)]
         self.head = nn.Linear(channels, classes)
 
     def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -60,10 +59,12 @@ class SpeciesNet(nn.Module):
 
 def distance(net: SpeciesNet, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """The mean over the batch of the LPIPS-style distance between paired images in [0, 1]."""
+    with torch.no_grad():  # the photos are the target: no graph to keep for them
+        real_maps = net.feature_maps(real)
     total = fake.new_zeros(())
-    for f, r in zip(net.feature_maps(fake), net.feature_maps(real)):
+    for f, r in zip(net.feature_maps(fake), real_maps):
         f = F.normalize(f.float(), dim=1)
-        r = F.normalize(r.float().detach(), dim=1)
+        r = F.normalize(r.float(), dim=1)
         total = total + (f - r).square().sum(dim=1).mean()
     return total
 
