@@ -94,6 +94,12 @@ def require_train_extra(command: str) -> None:
     "init decoder draws for them (0: off), against the discriminator's confetti. [default: 1]",
 )
 @click.option(
+    "--anchor-scale",
+    type=click.Choice(["2", "4", "8"]),
+    help="Decoder stage: the anchor compares pictures averaged over this many pixels a side "
+    "(2: half resolution; coarser holds only the layout and colours). [default: 2]",
+)
+@click.option(
     "--perceptual-weight",
     type=click.FloatRange(min=0),
     help="Decoder stage: a perceptual distance between reconstructions and their photos, in "
@@ -267,8 +273,8 @@ ARCHITECTURE_FLAGS = {
     "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps"}
-DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "perceptual_weight",
-                 "projected_weight"}
+DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "anchor_scale",
+                 "perceptual_weight", "projected_weight"}
 
 
 def _vae_config(options: dict, given: set[str]):
@@ -302,6 +308,10 @@ def _vae_config(options: dict, given: set[str]):
     )  # fmt: skip
 
 
+def _int_or_none(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
 def _stage_config(options: dict, given: set[str]):
     """A later stage's config: the init checkpoint's model and data, the stage's defaults,
     then what the command line gives."""
@@ -332,6 +342,7 @@ def _stage_config(options: dict, given: set[str]):
         prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
         prior_steps=options["prior_steps"], sharpen_gan_weight=options["gan_weight"],
         sharpen_prior_share=options["prior_share"], sharpen_anchor_weight=options["anchor_weight"],
+        sharpen_anchor_scale=_int_or_none(options["anchor_scale"]),
         sharpen_perceptual_weight=options["perceptual_weight"],
         sharpen_projected_weight=options["projected_weight"],
     )  # fmt: skip

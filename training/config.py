@@ -93,6 +93,9 @@ class SharpenConfig:
     # pictures, and it can be satisfied by confetti; this holds their half-resolution picture
     # to what the init decoder (the blurry but coherent one) draws for the same code.
     anchor_weight: float = 1.0
+    # The anchor compares pictures averaged over this many pixels a side: 2 holds the init
+    # decoder's layout at half resolution; coarser leaves the outline to the discriminator too.
+    anchor_scale: int = 2
     # An LPIPS-style distance between reconstructions and their photos in the feature maps of a
     # species classifier trained at the start of the stage (training/perceptual.py); 0: off.
     perceptual_weight: float = 0.0

@@ -311,7 +311,7 @@ class DecoderTrainer(Trainer):
             drawn_z = z[len(x) :]
             with torch.no_grad():
                 target = self.anchor.decode_image(drawn_z).float()
-            anchor = sharpen.low_pass_l1(fakes[len(x) :], target)
+            anchor = sharpen.low_pass_l1(fakes[len(x) :], target, cfg.anchor_scale)
             reconstruction = reconstruction + cfg.anchor_weight * anchor
             stats["anchor"] = anchor
         loss = reconstruction

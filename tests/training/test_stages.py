@@ -132,9 +132,7 @@ def test_views_are_the_photo_its_mirror_then_reproducible_shifts():
     assert not torch.equal(codes.views(images, 4, shift=2, seed=1)[6:], views[6:])
 
 
-def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(
-    vae_checkpoint, tmp_path
-):
+def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
     prior_run = PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet)
     prior_run.fit()
@@ -187,6 +185,33 @@ def test_the_low_pass_l1_sees_layout_and_colour_not_detail():
     detail = flat + 0.2 * (checker.float() * 2 - 1)  # averages to flat over every 2x2 block
     assert float(sharpen.low_pass_l1(detail, flat)) == pytest.approx(0.0, abs=1e-7)
     assert float(sharpen.low_pass_l1(flat + 0.1, flat)) == pytest.approx(0.1, rel=1e-5)
+    # A shape inside each 4x4 block (an outline) is detail at factor 4, layout at factor 2.
+    outline = flat.clone()
+    outline[:, :, (torch.arange(8) % 4) < 2, :] += 0.3  # light above, dark below, per block
+    outline[:, :, (torch.arange(8) % 4) >= 2, :] -= 0.3
+    assert float(sharpen.low_pass_l1(outline, flat, 4)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sharpen.low_pass_l1(outline, flat, 2)) > 0.1
+
+
+def test_the_anchor_scale_reaches_the_stage_and_its_saved_config(
+    vae_checkpoint, tmp_path, monkeypatch
+):
+    torch.manual_seed(0)
+    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+    factors = []
+    real_low_pass = sharpen.low_pass_l1
+    monkeypatch.setattr(
+        sharpen,
+        "low_pass_l1",
+        lambda a, b, factor=2: factors.append(factor) or real_low_pass(a, b, factor),
+    )
+    args = ["--stage", "decoder", "--init", str(tmp_path / "p" / "best.pt"), "--epochs", "1",
+            "--anchor-scale", "4", "-o", str(tmp_path / "d")]  # fmt: skip
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 0, result.output
+    assert factors and set(factors) == {4}
+    saved = checkpoint.config_of(checkpoint.load(tmp_path / "d" / "last.pt"))
+    assert saved.sharpen.anchor_scale == 4
 
 
 def test_diff_augment_is_the_same_transform_for_the_same_seed():
@@ -222,6 +247,8 @@ def test_the_focal_frequency_loss_is_zero_only_for_the_same_image():
         (["--stage", "decoder", "--init", "{ckpt}", "--prior-width", "8"], "only for --stage"),
         (["--stage", "prior", "--init", "{ckpt}", "--anchor-weight", "1"], "only for --stage"),
         (["--data", "{ckpt}", "--anchor-weight", "1"], "only for --stage decoder"),
+        (["--stage", "prior", "--init", "{ckpt}", "--anchor-scale", "4"], "only for --stage"),
+        (["--stage", "decoder", "--init", "{ckpt}", "--anchor-scale", "3"], "'3' is not one of"),
         (["--stage", "prior", "--init", "{missing}"], "does not exist"),
     ],
 )
