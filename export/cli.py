@@ -390,7 +390,8 @@ def _real_images(
     Second, what the manifest records of the data: names and a hash, never a local path.
 
     The train split is the checkpoint's own: same crop, size and validation share. A run folder's
-    decoded-image cache is reused when the checkpoint sits in one.
+    decoded-image cache is read when the checkpoint sits in one, never written: export writes
+    nothing outside its -o folder.
     """
     from birdvae.training.data import describe, load_splits
 
@@ -402,7 +403,7 @@ def _real_images(
     cache = checkpoint.parent / "cache"
     splits = load_splits(
         sources, config.model.image_size, crop=config.crop, val_fraction=config.val_fraction,
-        cache_dir=cache if cache.is_dir() else None,
+        cache_dir=cache if cache.is_dir() else None, update_cache=False,
     )  # fmt: skip
     names = ", ".join(str(p) for p in sources)
     click.echo(f"images: {names} ({len(splits.train)} train, {len(splits.val)} val)")

@@ -1,9 +1,10 @@
 """Where ``vae-export`` writes: which folders it may replace, and how, so that no crash leaves
 half a model and no file a user put there is ever deleted.
 
-A model is built in a hidden staging folder beside the destination (``.NAME.XXXXXXXX.partial``),
-then swapped in: the old model is renamed aside (``.NAME.XXXXXXXX.old``), the new one renamed
-onto the name, the old one removed. SIGINT and SIGTERM are held back during those renames. The
+A model is built in a hidden staging folder beside the destination
+(``.NAME.bvae-XXXXXXXX.partial``), then swapped in: the old model is renamed aside
+(``.NAME.bvae-XXXXXXXX.old``), the new one renamed onto the name, the old one removed; the new
+folder takes the old one's permissions. SIGINT and SIGTERM are held back during those renames. The
 exporting process holds an ``flock`` on the staging folder and on the old model while it works;
 the next export into the same destination removes such folders whose owner is dead, and puts an
 old model back when a kill in the swap left the destination missing.
@@ -16,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from birdvae.runtime.format import MODEL_FILES as LISTED_FILES
 
 MODEL_FILES = frozenset({MANIFEST_FILE, *LISTED_FILES})
 # What a staging folder may also hold while it is being built: the int8 candidates.
-STAGING_FILES = MODEL_FILES | {"encoder.int8.onnx", "decoder.int8.onnx"}
+STAGING_FILES = MODEL_FILES | {"encoder.int8.onnx", "decoder.int8.onnx", "prior.int8.onnx"}
 
 
 class DestinationError(UserError, ValueError):
@@ -80,7 +82,9 @@ def sweep(destination: Path) -> list[str]:
     parent = destination.parent
     if not parent.is_dir():
         return []
-    pattern = re.compile(re.escape(f".{destination.name}.") + r"[a-z0-9_]{8}\.(partial|old)")
+    pattern = re.compile(
+        re.escape(f".{destination.name}.{durable.TAG}") + r"[0-9a-f]{8}\.(partial|old)"
+    )
     partial, old = [], []
     for entry in parent.iterdir():
         match = pattern.fullmatch(entry.name)
@@ -111,7 +115,7 @@ def staging(destination: Path) -> Iterator[Path]:
     and removed, with any parent folders made for it, when the block fails."""
     made = [p for p in [destination.parent, *destination.parent.parents] if not p.exists()]
     destination.parent.mkdir(parents=True, exist_ok=True)
-    folder = destination.parent / f".{destination.name}.{secrets.token_hex(4)}.partial"
+    folder = destination.parent / _hidden_name(destination, "partial")
     folder.mkdir()
     fd = durable.hold(folder)
     try:
@@ -129,6 +133,10 @@ def staging(destination: Path) -> Iterator[Path]:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _hidden_name(destination: Path, kind: str) -> str:
+    return f".{destination.name}.{durable.TAG}{secrets.token_hex(4)}.{kind}"
 
 
 def _fsync_file(path: Path) -> None:
@@ -149,7 +157,8 @@ def _swap(folder: Path, destination: Path) -> None:
             raise DestinationError(f"another vae-export is replacing {destination} right now")
         try:
             check_replaceable(destination)  # again: a user may have put a file there meanwhile
-            old = parent / f".{destination.name}.{secrets.token_hex(4)}.old"
+            os.chmod(folder, stat.S_IMODE(os.stat(destination).st_mode))
+            old = parent / _hidden_name(destination, "old")
             os.replace(destination, old)
             try:
                 os.replace(folder, destination)

@@ -10,6 +10,7 @@ commands that read photos, and ``info`` never loads onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -75,8 +76,13 @@ _scale_option = click.option(
 )
 
 
-def _check_output_file(path: Path) -> None:
-    """Refuse an output the PNG cannot be written to before any work is done."""
+def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output the PNG cannot be written to, or that is one of the ``inputs`` (a
+    photo drawn over by its own figure), before any work is done."""
+    for photo in inputs:
+        with contextlib.suppress(OSError):  # a missing photo is load_image's to report
+            if path.exists() and os.path.samefile(path, photo):
+                raise UserError(f"{path} is one of the photos read; give another -o/--output")
     if path.suffix.lower() != ".png":
         raise UserError(f"{path}: the output must be a .png file")
     if path.is_dir():
@@ -298,7 +304,7 @@ def recon(
     """
     if len(photos) > MAX_FIGURE:
         raise UserError(f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})")
-    _check_output_file(output)
+    _check_output_file(output, photos)
     from .photos import load_image
 
     vae = BirdVAE.load(model, threads)
@@ -343,7 +349,7 @@ def interp(
     (slerp), which keeps every code as typical as the ends. The row starts with the cropped
     photo A and ends with photo B.
     """
-    _check_output_file(output)
+    _check_output_file(output, (first, last))
     from .photos import load_image
 
     vae = BirdVAE.load(model, threads)

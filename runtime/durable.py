@@ -1,20 +1,24 @@
 """Files that are whole or absent, and the sweep of what a killed process left behind.
 
 Every file bird-vae writes beside a user's data goes through a hidden temporary in the same
-folder (``.NAME.XXXXXXXX.tmp``), is fsynced, renamed over ``NAME`` and the folder fsynced, so a
-crash or power cut leaves the old file or the new one. While a temporary is being written, its
-writer holds an ``flock`` on it: the lock dies with the process, even under SIGKILL, so the next
-run can tell a temporary left by a dead writer (removed) from one a live writer still owns
-(left alone). Where ``fcntl`` does not exist, nothing is ever swept.
+folder (``.NAME.bvae-XXXXXXXX.tmp``), is fsynced, renamed over ``NAME`` and the folder fsynced,
+so a crash or power cut leaves the old file or the new one. While a temporary is being written,
+its writer holds an ``flock`` on it: the lock dies with the process, even under SIGKILL, so the
+next run can tell a temporary left by a dead writer (removed) from one a live writer still owns
+(left alone). The ``bvae-`` tag and the 8 hex digits say whose it is: a user's own
+``.NAME.backup.tmp`` or ``.NAME.20240101.tmp`` is never taken for ours. Where ``fcntl`` does not
+exist, nothing is ever swept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Container, Iterator
@@ -26,7 +30,8 @@ try:
 except ImportError:  # Windows: no flock, so no proof that a writer is dead
     fcntl = None  # type: ignore[assignment]
 
-TMP_PATTERN = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")  # .NAME.<8 random characters>.tmp
+TAG = "bvae-"  # in every temporary's and staging folder's name, before 8 random hex digits
+TMP_PATTERN = re.compile(r"\.(?P<name>.+)\." + TAG + r"[0-9a-f]{8}\.tmp")
 EXIT_SIGTERM = 128 + signal.SIGTERM
 
 
@@ -83,16 +88,21 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     """Call ``write(handle)`` on a locked temporary beside ``path``, then rename it into place.
 
     The file is whole or absent after a kill whatever ``sync`` says; ``sync`` (fsync of the file
-    and the folder) makes it so after a power cut too, at several milliseconds a file. The
-    temporary is created with the permissions a plain ``open(path, "w")`` would give.
+    and the folder) makes it so after a power cut too, at several milliseconds a file. As a plain
+    ``open(path, "w")`` would: a new file gets the umask's permissions, a file that is replaced
+    keeps its own, and one this process may not write is refused (PermissionError), not renamed
+    over.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    mode = _mode_to_keep(path)
+    tmp = path.with_name(f".{path.name}.{TAG}{os.urandom(4).hex()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             lock(handle.fileno())
+            if mode is not None:
+                os.chmod(tmp, mode)
             write(handle)
             handle.flush()
             if sync:
@@ -103,6 +113,20 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _mode_to_keep(path: Path) -> int | None:
+    """The permission bits of the regular file at ``path`` (None when there is none), after
+    checking this process may write it."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    if not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    return stat.S_IMODE(info.st_mode)
 
 
 def write_bytes_atomic(path: Path, data: bytes, sync: bool = True) -> None:
@@ -117,7 +141,8 @@ def copy_atomic(source: Path, target: Path) -> None:
 
 def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
     """Remove ``.NAME.XXXXXXXX.tmp`` files in ``folder`` whose NAME is in ``names`` and whose
-    writer is dead; returns what was removed. Nothing else is touched."""
+    writer is dead; returns what was removed. Nothing else is touched, and one that cannot be
+    removed (another user's, in a shared folder) is left as it is."""
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
@@ -126,7 +151,10 @@ def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
         if match is None or match["name"] not in names:
             continue
         if entry.is_file() and is_abandoned(entry):
-            entry.unlink(missing_ok=True)
+            try:
+                entry.unlink(missing_ok=True)
+            except OSError:
+                continue
             removed.append(entry)
     return removed
 

@@ -209,7 +209,7 @@ def train_command(ctx: click.Context, **options) -> None:
     require_train_extra("vae-train")
     import torch
 
-    from . import checkpoint
+    from . import checkpoint, runfolder
     from .config import TrainConfig, override
     from .loop import LAST
     from .model import VAE
@@ -246,11 +246,7 @@ def train_command(ctx: click.Context, **options) -> None:
                 "-o/--output and --data (or --init for a later stage) are required "
                 "(or --resume RUN_DIR)"
             )
-        if (run_dir / LAST).exists():
-            raise UserError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                "or choose another -o/--output"
-            )
+        runfolder.check_new_run_folder(run_dir)
         if options["stage"] == "vae":
             config = _vae_config(options, given)
         else:

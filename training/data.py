@@ -67,9 +67,10 @@ def load_splits(
     crop: str = "center",
     val_fraction: float = 0.1,
     cache_dir: str | os.PathLike | None = None,
+    update_cache: bool = True,
 ) -> Splits:
     """Train and validation images from one source or several, at ``image_size``, through the
-    disk cache."""
+    disk cache (read only, never written, with ``update_cache`` False)."""
     if crop not in ("center", "squash"):
         raise DataError(f"unknown crop {crop!r} (choose center or squash)")
     if not 0.0 <= val_fraction < 1.0:
@@ -101,7 +102,7 @@ def load_splits(
     splits = _decode_all(items, image_size, crop, kind)
     if len(splits.train) == 0:
         raise DataError(f"no readable training images in {', '.join(map(str, roots))}")
-    if cache_path is not None:
+    if cache_path is not None and update_cache:
         _save_atomic(
             cache_path, train=splits.train, val=splits.val, skipped=splits.skipped,
             train_labels=splits.train_labels, val_labels=splits.val_labels,

@@ -11,15 +11,65 @@ resume trains it again.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
 
 from . import checkpoint
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 GRIDS, CACHE = "grids", "cache"
+# What a run writes before its first epoch ends, inside grids/ and cache/.
+_GRID_NAME = re.compile(r"[a-z]+_\d{4,}\.png")
+_CACHE_NAME = re.compile(r"[a-z+]+-\d+px-[0-9a-f]{16}\.npz")
+
+
+def check_new_run_folder(run_dir: Path) -> None:
+    """Refuse to start a new run in ``run_dir`` unless it is absent, empty, or what a run of
+    ours left when it was stopped before its first ``last.pt`` (``config.json``, ``cache/``,
+    ``grids/``): a run rewrites ``config.json``, ``best.pt`` and ``metrics.jsonl`` whole, so a
+    user's files of those names would be lost."""
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise UserError(f"-o/--output {run_dir} exists and is not a folder")
+    if not run_dir.exists():
+        return
+    if (run_dir / LAST).exists():
+        raise UserError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+            "or choose another -o/--output"
+        )
+    foreign = [entry for entry in sorted(run_dir.iterdir()) if not _left_by_a_run(entry)]
+    if foreign:
+        shown = ", ".join(entry.name for entry in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise UserError(
+            f"refusing to train into {run_dir}: it holds {shown}{more}, which vae-train did not "
+            "write; choose another -o/--output"
+        )
+
+
+def _left_by_a_run(entry: Path) -> bool:
+    if entry.is_symlink():
+        return False
+    if entry.name == CONFIG and entry.is_file():
+        try:
+            from .config import TrainConfig
+
+            TrainConfig.load(entry)
+        except (OSError, ValueError, TypeError):
+            return False
+        return True
+    names = {GRIDS: _GRID_NAME, CACHE: _CACHE_NAME}.get(entry.name)
+    if names is not None and entry.is_dir():
+        return all(
+            not inner.is_symlink()
+            and (names.fullmatch(inner.name) or durable.TMP_PATTERN.fullmatch(inner.name))
+            for inner in entry.iterdir()
+        )
+    return durable.TMP_PATTERN.fullmatch(entry.name) is not None and entry.is_file()
 
 
 def sweep(run_dir: Path) -> list[Path]:

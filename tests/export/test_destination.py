@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -126,16 +127,16 @@ def test_a_failed_swap_puts_the_old_model_back(export_cli, resnet_checkpoint, ol
 
 def test_debris_of_killed_exports_is_swept_and_a_lost_model_restored(old_model, tmp_path):
     out = tmp_path / "model"
-    shutil.copytree(old_model, tmp_path / ".model.0a1b2c3d.old")  # killed in the swap window
-    staged = tmp_path / ".model.99aa88bb.partial"  # killed while building
+    shutil.copytree(old_model, tmp_path / ".model.bvae-0a1b2c3d.old")  # killed in the swap window
+    staged = tmp_path / ".model.bvae-99aa88bb.partial"  # killed while building
     staged.mkdir()
     (staged / "encoder.onnx").write_bytes(b"half")
-    live = tmp_path / ".model.11112222.partial"  # another export, still running
+    live = tmp_path / ".model.bvae-11112222.partial"  # another export, still running
     live.mkdir()
-    mine = tmp_path / ".model.33334444.partial"  # our pattern, but a user's file inside
+    mine = tmp_path / ".model.bvae-33334444.partial"  # our pattern, but a user's file inside
     mine.mkdir()
     (mine / "NOTES.txt").write_text("keep")
-    other = tmp_path / ".other.55556666.partial"  # another destination's: not ours to judge
+    other = tmp_path / ".other.bvae-55556666.partial"  # another destination's: not ours to judge
     other.mkdir()
     fd = durable.hold(live)
     try:
@@ -145,6 +146,16 @@ def test_debris_of_killed_exports_is_swept_and_a_lost_model_restored(old_model, 
     assert any("restored" in line for line in done)
     assert Manifest.load(out).to_dict() == Manifest.load(old_model).to_dict()
     assert hidden(tmp_path) == sorted([live.name, mine.name, other.name])
+
+
+def test_a_users_hidden_copy_is_never_taken_for_debris(old_model, tmp_path):
+    out = tmp_path / "model"
+    backups = [tmp_path / ".model.20240101.old", tmp_path / ".model.backup01.partial"]
+    for backup in backups:
+        shutil.copytree(old_model, backup)  # a user's copy: only model files, but not our name
+    assert sweep(out) == []
+    assert not out.exists()
+    assert hidden(tmp_path) == sorted(b.name for b in backups)
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -208,3 +219,26 @@ def test_a_kill_at_each_write_point_of_an_export(
     assert again.exit_code == 0, again.stderr
     assert Manifest.load(out).source["checkpoint_sha256"] != old
     assert [name for name in hidden(tmp_path) if "model" in name] == []
+
+
+def test_the_new_model_folder_keeps_the_old_ones_permissions(
+    export_cli, resnet_checkpoint, tmp_path
+):
+    out = tmp_path / "private"
+    out.mkdir(mode=0o700)
+    out.chmod(0o700)
+    assert export_cli(resnet_checkpoint, "-o", out).exit_code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert export_cli(resnet_checkpoint, "-o", out).exit_code == 0  # and replacing a model
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+
+
+def test_export_writes_nothing_outside_its_folder(export_cli, resnet_checkpoint, bird_folder,
+                                                  tmp_path):  # fmt: skip
+    downloads = tmp_path / "downloads"
+    (downloads / "cache").mkdir(parents=True)  # a folder of the user's beside the checkpoint
+    checkpoint = downloads / "model.pt"
+    shutil.copy(resnet_checkpoint, checkpoint)
+    result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-data", bird_folder)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in downloads.rglob("*")) == ["cache", "model.pt"]

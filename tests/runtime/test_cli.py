@@ -138,6 +138,20 @@ def test_interp_writes_one_row(cli, tiny_model: Path, birds: list[Path], out: Pa
     assert "i.png" in result.stdout
 
 
+def test_a_figure_never_overwrites_a_photo_it_reads(cli, tiny_model: Path, birds, out: Path):
+    photo = out / "photo.png"
+    Image.open(birds[0]).save(photo)
+    link = out / "link.png"
+    link.symlink_to(photo)
+    before = photo.read_bytes()
+    for args in (("recon", birds[1], photo, "-o", photo), ("interp", birds[1], photo, "-o", link)):
+        result = cli(*args, "--model", tiny_model, "--threads", 1)
+        assert result.exit_code == 2, result.stdout
+        assert "is one of the photos read" in result.stderr
+    assert photo.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["link.png", "photo.png"]
+
+
 def test_info(cli, tiny_model: Path) -> None:
     result = cli("info", "--model", tiny_model)
     _ok(result)

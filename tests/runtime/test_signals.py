@@ -122,14 +122,20 @@ def test_separate_birds_killed_midway(cli, tiny_model, tmp_path, point, how):
 def test_a_run_sweeps_dead_writers_temporaries_and_keeps_live_ones(cli, tiny_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    dead = out / ".birds.png.0a1b2c3d.tmp"
+    dead = out / ".birds.png.bvae-0a1b2c3d.tmp"
     dead.write_bytes(b"half a PNG of a killed run")
-    live = out / ".birds.png.99887766.tmp"
+    live = out / ".birds.png.bvae-99887766.tmp"
     live.write_bytes(b"another bird-gen is writing this")
-    foreign = out / ".notes.txt.0a1b2c3d.tmp"
+    foreign = out / ".notes.txt.bvae-0a1b2c3d.tmp"
     foreign.write_bytes(b"not ours")
+    # A user's own files that look like temporaries, but without our tag or our 8 hex digits.
+    users = [out / ".birds.png.20240101.tmp", out / ".birds.png.draft_01.tmp",
+             out / ".birds.png.bvae-draft_01.tmp"]  # fmt: skip
+    for path in users:
+        path.write_bytes(b"the user's")
     with open(live, "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         result = cli("--n", 2, "--model", tiny_model, "--threads", 1, "-o", out / "birds.png")
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, foreign.name, "birds.png"])
+    kept = [live.name, foreign.name, "birds.png", *(p.name for p in users)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(kept)

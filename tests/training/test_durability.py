@@ -18,8 +18,10 @@ import torch
 from click.testing import CliRunner
 
 from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
 from birdvae.training import checkpoint, runfolder
 from birdvae.training.cli import train_command
+from birdvae.training.config import TrainConfig
 from birdvae.training.data import load_splits
 from birdvae.training.loop import BEST, LAST, METRICS, Trainer
 
@@ -138,13 +140,13 @@ def test_stale_temporaries_are_swept_and_live_ones_kept(straight, tmp_path):
     data, _ = straight
     run = tmp_path / "run"
     Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()
-    stale = run / ".last.pt.abcd_123.tmp"
+    stale = run / ".last.pt.bvae-abcd0123.tmp"
     stale.write_bytes(b"half a checkpoint")
-    stale_grid = run / "grids" / ".recon_0002.png.x1y2z3w4.tmp"
+    stale_grid = run / "grids" / ".recon_0002.png.bvae-1a2b3c4d.tmp"
     stale_grid.write_bytes(b"half a png")
-    live = run / ".best.pt.live0000.tmp"
+    live = run / ".best.pt.bvae-00000000.tmp"
     live.write_bytes(b"being written")
-    foreign = run / ".notes.txt.abcdefgh.tmp"
+    foreign = run / ".notes.txt.bvae-abcdef01.tmp"
     foreign.write_bytes(b"not ours")
     fd = durable.hold(live)
     try:
@@ -174,6 +176,32 @@ def test_a_data_error_leaves_no_run_folder(tmp_path):
     result = CliRunner().invoke(train_command, ["--data", str(empty), "-o", str(run)])
     assert result.exit_code == 2 and "no readable training images" in result.output
     assert not run.exists()
+
+
+def test_a_new_run_refuses_a_folder_of_files_it_did_not_write(image_folder, tmp_path):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    files = {"config.json": '{"mine": 1}\n', "best.pt": "mine\n", "metrics.jsonl": '{"epoch": 1}\n'}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    result = CliRunner().invoke(train_command, ["--data", str(image_folder), "-o", str(mine)])
+    assert result.exit_code == 2, result.output
+    assert "vae-train did not write" in result.output and "best.pt" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files
+
+
+def test_a_new_run_may_restart_in_the_folder_of_one_stopped_before_its_first_epoch(tmp_path):
+    run = tmp_path / "run"
+    (run / "cache").mkdir(parents=True)
+    (run / "grids").mkdir()
+    TrainConfig().save(run / "config.json")
+    (run / "cache" / "folder-16px-0123456789abcdef.npz").write_bytes(b"decoded images")
+    (run / ".config.json.bvae-0a1b2c3d.tmp").write_bytes(b"a killed write")
+    runfolder.check_new_run_folder(run)  # no error
+    (run / "grids" / "holiday.png").write_bytes(b"a user's picture")
+    with pytest.raises(UserError, match="grids"):
+        runfolder.check_new_run_folder(run)
 
 
 def test_output_is_the_flag_and_out_its_hidden_old_name(tmp_path):

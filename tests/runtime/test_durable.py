@@ -1,0 +1,65 @@
+"""What an atomic write owes the file it replaces: its permissions, and a refusal where a plain
+write would be refused; and a sweep that leaves alone what it cannot remove."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from birdvae.runtime import durable
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    private = tmp_path / "birds.png"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    durable.write_bytes_atomic(private, b"new")
+    assert private.read_bytes() == b"new" and _mode(private) == 0o600
+
+
+def test_a_new_file_gets_the_umask_permissions(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        durable.write_bytes_atomic(tmp_path / "new.png", b"new")
+        with open(tmp_path / "plain.png", "wb") as handle:
+            handle.write(b"plain")
+    finally:
+        os.umask(previous)
+    assert _mode(tmp_path / "new.png") == _mode(tmp_path / "plain.png") == 0o640
+
+
+def test_a_file_this_process_may_not_write_is_refused_and_left_whole(tmp_path, monkeypatch):
+    locked = tmp_path / "birds.png"
+    locked.write_bytes(b"the user's")
+    real_access = os.access
+    monkeypatch.setattr(  # root may write anything, so the test plays a user who may not
+        durable.os, "access", lambda p, m: False if Path(p) == locked else real_access(p, m)
+    )
+    with pytest.raises(PermissionError):
+        durable.write_bytes_atomic(locked, b"new")
+    assert locked.read_bytes() == b"the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["birds.png"]
+
+
+def test_a_temporary_that_cannot_be_removed_is_skipped(tmp_path, monkeypatch):
+    others = tmp_path / ".birds.png.bvae-0badf00d.tmp"  # another user's, in a sticky folder
+    mine = tmp_path / ".notes.png.bvae-0a1b2c3d.tmp"
+    others.write_bytes(b"theirs")
+    mine.write_bytes(b"a dead writer's")
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self == others:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert durable.sweep_temporaries(tmp_path, {"birds.png", "notes.png"}) == [mine]
+    assert others.exists() and not mine.exists()
