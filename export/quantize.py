@@ -1,4 +1,4 @@
-"""Optional int8 graphs: static QDQ quantization, shipped only where onnxruntime runs it faster.
+"""Optional int8 graphs, each shipped only where onnxruntime runs it faster.
 
 Static QDQ (QuantizeLinear/DequantizeLinear pairs around float ops) because dynamic quantization
 writes ConvInteger nodes that onnxruntime's CPU provider cannot run, and QDQ is the format its
@@ -11,6 +11,13 @@ Activation ranges come from real data: the encoder calibrates on real images, th
 those images' posterior means, so it sees the latents it will decode. Whether int8 pays depends
 on the graph (onnxruntime fuses QDQ Conv into integer kernels, but not ConvTranspose), so each
 graph is timed both ways and its int8 version kept only when it is clearly faster.
+
+The learned prior's sampler is a chain of matrix products, not convolutions: its int8 version
+is dynamic (int8 weights per output channel, 7-bit as above; each activation quantized from its
+own range as it runs), which needs no calibration, so the same float graph always gives the same
+int8 file. The sampler runs its network once per solver step and each step starts from the last
+one's output, so its rounding compounds: it ships only if the birds decoded from its codes stay
+within MIN_SAMPLER_PSNR_DB of those from the float sampler's, as well as being faster.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
     QuantType,
+    quantize_dynamic,
     quantize_static,
 )
 
@@ -40,6 +48,8 @@ from birdvae.runtime.format import (
     ENCODER_FILE,
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
+    SAMPLER_FILE,
+    SAMPLER_INPUT,
 )
 from birdvae.runtime.images import psnr
 
@@ -53,10 +63,15 @@ LATENCY_BATCH = 64  # "64 birds": one grid of samples
 LATENCY_THREADS = 1
 LATENCY_REPEATS = 15
 MIN_SPEEDUP = 1.1  # int8 replaces fp32 only when at least this much faster
+# The sampler's int8 birds against its float birds, decoded alike: at 30 dB a side-by-side grid
+# of the two shows no difference (the shipped models' samplers: 34-35 dB).
+MIN_SAMPLER_PSNR_DB = 30.0
+SAMPLER_DRAWS = 256
 SETTINGS = {
     "format": "QDQ",
     "activations": "uint8, per tensor, min-max calibrated",
     "weights": "int8, per channel, reduce_range (7-bit)",
+    "sampler": "dynamic: int8 weights per channel, reduce_range; uint8 activations per run",
 }
 
 
@@ -67,7 +82,8 @@ def quantize_model(
     opset: int,
     repeats: int = LATENCY_REPEATS,
 ) -> dict[str, Any]:
-    """Quantize both graphs in ``folder``, measure them, keep the faster ones in place.
+    """Quantize the graphs in ``folder`` (encoder, decoder and any learned prior), measure
+    them, keep the int8 ones that earn their place.
 
     Images are uint8 [N, 3, S, S]: calibration from the training split, evaluation (PSNR)
     preferably held out. Returns the figures for the manifest's ``source["int8"]``.
@@ -109,6 +125,8 @@ def quantize_model(
         "cpu": _cpu_name(),
         "onnxruntime": ort.__version__,
     }
+    if (folder / SAMPLER_FILE).exists():  # judged by the float decoder's pictures of its draws
+        figures["prior"] = quantize_prior(folder, sessions["decoder", "fp32"], opset, repeats)
     shipped = {}
     for graph, path in paths.items():
         fp32_ms, int8_ms = compare_latency(
@@ -116,15 +134,7 @@ def quantize_model(
         )
         used = int8_ms * MIN_SPEEDUP <= fp32_ms
         shipped[graph] = sessions[graph, "int8" if used else "fp32"]
-        figures[graph] = {
-            "fp32_ms": round(fp32_ms, 3),
-            "int8_ms": round(int8_ms, 3),
-            "speedup": round(fp32_ms / int8_ms, 3),
-            "fp32_bytes": path.stat().st_size,
-            "int8_bytes": int8[graph].stat().st_size,
-            "psnr_vs_fp32_db": _finite(quality[graph]),
-            "used": used,
-        }
+        figures[graph] = _row(path, int8[graph], fp32_ms, int8_ms, quality[graph], used)
     # What a person sees: reconstructions of held-out photos, by fp32 and by the shipped graphs.
     reconstruction = _decode(shipped["decoder"], _encode(shipped["encoder"], evaluation))
     figures["reconstruction_psnr_db"] = {
@@ -133,23 +143,71 @@ def quantize_model(
         "shipped_vs_fp32": _finite(psnr(reference, reconstruction, 1.0)),
     }
     for graph, path in paths.items():
-        if figures[graph]["used"]:
-            os.replace(int8[graph], path)
-        else:
-            int8[graph].unlink()
+        _keep(path, int8[graph], figures[graph]["used"])
     return figures
+
+
+def quantize_prior(
+    folder: Path, decoder: ort.InferenceSession, opset: int, repeats: int = LATENCY_REPEATS
+) -> dict[str, Any]:
+    """Quantize the learned prior's sampler in ``folder``, measure it, keep its int8 version in
+    place if that is faster and ``decoder`` draws the same birds from its codes (within
+    MIN_SAMPLER_PSNR_DB). Returns its row of the manifest's int8 figures."""
+    fp32 = Path(folder) / SAMPLER_FILE
+    int8 = fp32.with_suffix(".int8.onnx")
+    quantize_sampler(fp32, int8, opset)
+    sessions = {
+        "fp32": ort_session(fp32, LATENCY_THREADS),
+        "int8": ort_session(int8, LATENCY_THREADS),
+    }
+    noise = _sampler_noise(sessions["fp32"], SAMPLER_DRAWS)
+    birds = {kind: _decode(decoder, _sample(session, noise)) for kind, session in sessions.items()}
+    quality = psnr(birds["fp32"], birds["int8"], 1.0)
+    feed = {SAMPLER_INPUT: noise[:LATENCY_BATCH]}
+    fp32_ms, int8_ms = compare_latency(sessions["fp32"], sessions["int8"], feed, repeats)
+    used = int8_ms * MIN_SPEEDUP <= fp32_ms and quality >= MIN_SAMPLER_PSNR_DB
+    row = _row(fp32, int8, fp32_ms, int8_ms, quality, used)
+    _keep(fp32, int8, used)
+    return row
+
+
+def _row(
+    fp32: Path, int8: Path, fp32_ms: float, int8_ms: float, quality: float, used: bool
+) -> dict[str, Any]:
+    return {
+        "fp32_ms": round(fp32_ms, 3),
+        "int8_ms": round(int8_ms, 3),
+        "speedup": round(fp32_ms / int8_ms, 3),
+        "fp32_bytes": fp32.stat().st_size,
+        "int8_bytes": int8.stat().st_size,
+        "psnr_vs_fp32_db": _finite(quality),
+        "used": used,
+    }
+
+
+def _keep(fp32: Path, int8: Path, used: bool) -> None:
+    """The int8 graph takes the float one's name if it is used, else it goes."""
+    if used:
+        os.replace(int8, fp32)
+    else:
+        int8.unlink()
 
 
 def format_figures(figures: dict[str, Any]) -> str:
     """One line per graph: latency, size, quality, and which version ships."""
     lines = []
-    for graph in ("encoder", "decoder"):
-        row = figures[graph]
+    for graph in ("encoder", "decoder", "prior"):
+        row = figures.get(graph)
+        if row is None:
+            continue
+        kept = "fp32 kept (int8 not faster)"
+        quality = row["psnr_vs_fp32_db"]  # None: identical
+        if graph == "prior" and quality is not None and quality < MIN_SAMPLER_PSNR_DB:
+            kept = f"fp32 kept (its birds under {MIN_SAMPLER_PSNR_DB:g} dB of fp32's)"
         lines.append(
             f"int8 {graph}: {row['fp32_ms']:.2f} -> {row['int8_ms']:.2f} ms for "
             f"{figures['latency_batch']} birds, {row['fp32_bytes']} -> {row['int8_bytes']} bytes, "
-            f"PSNR vs fp32 {row['psnr_vs_fp32_db']} dB: "
-            f"{'int8 shipped' if row['used'] else 'fp32 kept (int8 not faster)'}"
+            f"PSNR vs fp32 {row['psnr_vs_fp32_db']} dB: {'int8 shipped' if row['used'] else kept}"
         )
     return "\n".join(lines)
 
@@ -166,6 +224,19 @@ def quantize_graph(
                 reduce_range=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
             )  # fmt: skip
+    except Exception as exc:  # onnxruntime's quantizer raises assorted types
+        raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
+    reference = onnx.load_model(fp32)
+    check_graph(onnx.load_model(out), opset, io_shapes(reference), f"int8 {fp32.stem}")
+
+
+def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
+    """Write the dynamic int8 version of the sampler ``fp32`` to ``out``; check the format."""
+    try:
+        with _quiet_root_logger():
+            quantize_dynamic(
+                fp32, out, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8
+            )
     except Exception as exc:  # onnxruntime's quantizer raises assorted types
         raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
     reference = onnx.load_model(fp32)
@@ -207,6 +278,16 @@ def _encode(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
 
 def _decode(session: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
     return session.run(None, {DECODER_INPUT: z})[0]
+
+
+def _sample(session: ort.InferenceSession, noise: np.ndarray) -> np.ndarray:
+    return session.run(None, {SAMPLER_INPUT: noise})[0]
+
+
+def _sampler_noise(session: ort.InferenceSession, n: int) -> np.ndarray:
+    """Fixed standard-normal noise of the width the sampler takes: its draws are compared."""
+    width = session.get_inputs()[0].shape[1]
+    return np.random.default_rng(0).standard_normal((n, width)).astype(np.float32)
 
 
 def _cpu_name() -> str:

@@ -242,3 +242,12 @@ def test_export_writes_nothing_outside_its_folder(export_cli, resnet_checkpoint,
     result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-data", bird_folder)
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in downloads.rglob("*")) == ["cache", "model.pt"]
+
+
+def test_a_staging_folder_killed_while_quantizing_is_swept(tmp_path):
+    staged = tmp_path / ".model.bvae-0a1b2c3d.partial"
+    staged.mkdir()
+    for name in ("encoder.onnx", "decoder.onnx", "prior.onnx", "prior.int8.onnx"):
+        (staged / name).write_bytes(b"half")
+    assert sweep(tmp_path / "model") == ["removed 1 folder(s) left by an interrupted export"]
+    assert hidden(tmp_path) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 pytest.importorskip("torch", reason="export tests need the train extra")
@@ -146,3 +147,43 @@ def test_guide_flags_that_cannot_work_are_refused(
     result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-guide", tmp_path / "none.pt")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert not (tmp_path / "m").exists()
+
+
+def _int8_sampler_export(export_cli, checkpoint, bird_folder, out):
+    result = export_cli(checkpoint, "-o", out, "--int8", "--prior-data", bird_folder)
+    assert result.exit_code == 0, result.stderr
+    manifest = verify_model_dir(out)
+    matmuls = {n.op_type for n in onnx.load_model(out / SAMPLER_FILE).graph.node}
+    return manifest, result.stdout, "MatMulInteger" in matmuls
+
+
+@pytest.mark.parametrize("floor, ships", [(0.0, True), (1e3, False)])
+def test_the_int8_sampler_ships_only_faster_and_close_to_fp32(
+    prior_checkpoint, export_cli, bird_folder, monkeypatch, tmp_path, floor, ships
+):
+    from birdvae.export import quantize
+
+    # Latency is the machine's to decide; here int8 is always clearly faster, so the sampler's
+    # quality floor alone decides, both ways.
+    monkeypatch.setattr(quantize, "compare_latency", lambda *a, **k: (10.0, 1.0))
+    monkeypatch.setattr(quantize, "MIN_SAMPLER_PSNR_DB", floor)
+    checkpoint, prior = prior_checkpoint
+    manifest, stdout, is_int8 = _int8_sampler_export(
+        export_cli, checkpoint, bird_folder, tmp_path / "m"
+    )
+    row = manifest.source["int8"]["prior"]
+    assert row["used"] is ships and is_int8 is ships
+    assert row["psnr_vs_fp32_db"] > 20
+    prior_line = stdout.split("int8 prior:")[1].splitlines()[0]
+    assert ("int8 shipped" in prior_line) is ships
+    from birdvae.runtime.prior import Draws
+
+    codes = np.concatenate(list(BirdVAE(tmp_path / "m", threads=1).latent_batches(64, seed=0)))
+    noise = Draws(0).noise.standard_normal((64, 16)).astype(np.float32)
+    with torch.no_grad():
+        expected = Sampler(prior)(torch.from_numpy(noise)).numpy()
+    error = np.sqrt(np.mean((codes - expected) ** 2) / np.mean(expected**2))
+    if ships:  # int8 rounding: close to PyTorch's codes, not equal to them
+        assert 1e-5 < error < 0.1
+    else:
+        assert error < 1e-5
