@@ -97,7 +97,7 @@ def require_train_extra(command: str) -> None:
     "--anchor-scale",
     type=click.Choice(["2", "4", "8"]),
     help="Decoder stage: the anchor compares pictures averaged over this many pixels a side "
-    "(8: only layout and colours held; 2: the outline too). [default: 8]",
+    "(2: the outline too; 8: only layout and colours). [default: 2]",
 )
 @click.option(
     "--perceptual-weight",

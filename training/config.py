@@ -94,9 +94,9 @@ class SharpenConfig:
     # to what the init decoder (the blurry but coherent one) draws for the same code.
     anchor_weight: float = 1.0
     # The anchor compares pictures averaged over this many pixels a side: 2 holds the init
-    # decoder's blurry outline too; at 8 (birds32 v8) only layout and colour are held, the
-    # outline is the discriminator's, and raters called the samples birds more often.
-    anchor_scale: int = 8
+    # decoder's outline too, 8 only its layout and colours. Rated blind over the same VAE and
+    # prior, 8's samples were no more bird-like than 2's (docs/BENCHMARKS.md).
+    anchor_scale: int = 2
     # An LPIPS-style distance between reconstructions and their photos in the feature maps of a
     # species classifier trained at the start of the stage (training/perceptual.py); 0: off.
     perceptual_weight: float = 0.0
@@ -180,8 +180,7 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
     resumes (and an old checkpoint exports) exactly as it trained.
 
     Version 1 (no ``config_version``) names one data folder as a string, and the fields it
-    lacks mean beta 1, float32 and a global code. A decoder stage saved without
-    ``anchor_scale`` anchored at 2.
+    lacks mean beta 1, float32 and a global code.
     """
     version = int(values.get("config_version", 1))
     if version > CONFIG_VERSION:
@@ -194,10 +193,6 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
         values["model"] = {"spatial_latent": False, **values.get("model", {})}
         data = values.get("data", "")
         values["data"] = [data] if isinstance(data, str) and data else list(data or [])
-    sharpen = values.get("sharpen")
-    if isinstance(sharpen, dict) and "anchor_scale" not in sharpen:
-        # Saved before the anchor scale was a setting: those runs held 2x2 averages.
-        values["sharpen"] = {**sharpen, "anchor_scale": 2}
     values["config_version"] = CONFIG_VERSION
     return values
 

@@ -258,11 +258,3 @@ def test_stage_mistakes_are_one_line(vae_checkpoint, tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
-
-
-def test_a_decoder_stage_saved_before_the_anchor_scale_resumes_at_2():
-    saved = TrainConfig(stage="decoder").to_dict()
-    del saved["sharpen"]["anchor_scale"]
-    assert TrainConfig.from_dict(saved).sharpen.anchor_scale == 2
-    assert TrainConfig().sharpen.anchor_scale == 8
-
