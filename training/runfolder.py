@@ -19,6 +19,7 @@ from birdvae.runtime import durable
 from birdvae.runtime.errors import UserError
 
 from . import checkpoint
+from .config import TrainConfig
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 GRIDS, CACHE = "grids", "cache"
@@ -56,8 +57,6 @@ def _left_by_a_run(entry: Path) -> bool:
         return False
     if entry.name == CONFIG and entry.is_file():
         try:
-            from .config import TrainConfig
-
             TrainConfig.load(entry)
         except (OSError, ValueError, TypeError):
             return False
