@@ -30,7 +30,8 @@ def views(images: torch.Tensor, count: int, shift: int, seed: int) -> torch.Tens
     try:
         torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
         for _ in range(count - len(out)):
-            flip = torch.rand(len(images)) < 0.5
+            # Drawn on the CPU, so a seed makes the same views on any device.
+            flip = (torch.rand(len(images)) < 0.5).to(images.device)
             view = torch.where(flip[:, None, None, None], images.flip(3), images)
             out.append(random_shift(view, shift) if shift > 0 else view)
     finally:

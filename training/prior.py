@@ -216,7 +216,7 @@ class Sampler(nn.Module):
         self.guidance = float(guidance)
         self.sigmas = prior.sigmas()
         with torch.no_grad():
-            levels = torch.tensor(self.sigmas[:-1]).reshape(-1, 1)
+            levels = torch.tensor(self.sigmas[:-1], device=prior.mean.device).reshape(-1, 1)
             c_skip, c_out, c_in, c_noise = preconditioning(levels)
             self.films = self._constant_films("", prior.net.films(c_noise))
             self.guide_films = (

@@ -93,7 +93,8 @@ class PriorTrainer(Trainer):
             self.prior.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self._val_inputs = self._fixed_inputs(self.val_bank, config.seed + 1)
-        train_rows = self.bank[torch.randperm(len(self.bank), generator=generator)[:1024]]
+        order = torch.randperm(len(self.bank), generator=generator, device=generator.device)
+        train_rows = self.bank[order[:1024]]
         self._train_inputs = self._fixed_inputs(train_rows, config.seed + 2)
 
     def _fixed_inputs(self, bank: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
