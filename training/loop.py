@@ -200,9 +200,7 @@ class Trainer:
         # Channels-last suits oneDNN on the CPU (1.3x in float32) as much as cuDNN on a GPU.
         self.model = VAE(config.model).to(self.device, memory_format=torch.channels_last)
         self.ema = (
-            AveragedModel(self.model, avg_fn=_ema_update(config.ema_decay), use_buffers=True)
-            if config.ema_decay > 0
-            else None
+            exponential_average(self.model, config.ema_decay) if config.ema_decay > 0 else None
         )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -572,12 +570,26 @@ def random_shift(x: torch.Tensor, limit: int) -> torch.Tensor:
     return x[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def _ema_update(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
-    """EMA whose decay ramps up as (1 + n) / (10 + n): early averages are not stuck at init."""
+def exponential_average(module: torch.nn.Module, decay: float) -> AveragedModel:
+    """An EMA of ``module``'s weights and buffers whose decay ramps up as (1 + n) / (10 + n), so
+    early averages are not stuck at the initial weights."""
+    return AveragedModel(module, multi_avg_fn=_ema_update(decay), use_buffers=True)
 
-    def update(average: torch.Tensor, current: torch.Tensor, n: Any) -> torch.Tensor:
-        rate = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return average + (current - average) * (1.0 - rate)
+
+def _ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """average + (current - average) * (1 - rate) over a device's tensors at once: n is read
+    once per step (one GPU sync, not one per tensor) and no whole-model temporaries pile up."""
+
+    def update(averages: list[torch.Tensor], currents: list[torch.Tensor], n: Any) -> None:
+        count = float(n)
+        weight = 1.0 - min(decay, (1.0 + count) / (10.0 + count))
+        if averages[0].is_floating_point():
+            step = torch._foreach_sub(currents, averages)
+            torch._foreach_mul_(step, weight)
+            torch._foreach_add_(averages, step)
+        else:  # integer buffers (a BatchNorm's count): the same rule, rounded back
+            for average, current in zip(averages, currents):
+                average.copy_(average + (current - average) * weight)
 
     return update
 

@@ -18,7 +18,6 @@ import math
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
 
 from birdvae.runtime import durable
@@ -26,7 +25,7 @@ from birdvae.runtime import durable
 from . import checkpoint, codes, perceptual, sharpen
 from .evaluate import evaluate, reconstruction_grid
 from .likelihood import to_unit
-from .loop import Trainer, TrainingError, _ema_update
+from .loop import Trainer, TrainingError, exponential_average
 from .prior import P_MEAN, P_STD, CodePrior
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
@@ -86,9 +85,7 @@ class PriorTrainer(Trainer):
         self.prior = CodePrior(config.model.latent_dim, cfg).to(self.device)
         generator = torch.Generator(device=self.bank.device).manual_seed(config.seed)
         self.prior.set_scale(codes.draw(self.bank, generator))
-        self.prior_ema = AveragedModel(
-            self.prior, avg_fn=_ema_update(config.ema_decay), use_buffers=True
-        )
+        self.prior_ema = exponential_average(self.prior, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.prior.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -185,8 +182,6 @@ class PriorTrainer(Trainer):
         self.prior_ema.n_averaged.fill_(int(state.get("prior_ema_n", 0)))
 
 
-
-
 class DecoderTrainer(Trainer):
     """Fine-tunes the decoder against a discriminator; the encoder (and so the codes and the
     learned prior) stays fixed. The init checkpoint's learned prior, when it has one, is carried
@@ -201,7 +196,7 @@ class DecoderTrainer(Trainer):
         self.model = frozen_vae(init, self.device)
         for parameter in self.model.decoder.parameters():
             parameter.requires_grad_(True)
-        self.ema = AveragedModel(self.model, avg_fn=_ema_update(config.ema_decay), use_buffers=True)
+        self.ema = exponential_average(self.model, config.ema_decay)
         self.discriminator = sharpen.Discriminator(config.model.image_size, cfg.disc_width)
         self.discriminator.to(self.device, memory_format=torch.channels_last)
         uses_net = cfg.perceptual_weight > 0 or cfg.projected_weight > 0
@@ -416,7 +411,9 @@ class DecoderTrainer(Trainer):
 def trainer_class(stage: str) -> type[Trainer]:
     """The Trainer that runs ``stage``."""
     classes: dict[str, type[Trainer]] = {
-        "vae": Trainer, "prior": PriorTrainer, "decoder": DecoderTrainer
+        "vae": Trainer,
+        "prior": PriorTrainer,
+        "decoder": DecoderTrainer,
     }
     if stage not in classes:
         raise TrainingError(f"unknown stage {stage!r} (choose {', '.join(classes)})")

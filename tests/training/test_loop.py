@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from birdvae.training import checkpoint, precision
+from birdvae.training import checkpoint, loop, precision
 from birdvae.training.cli import eval_command, train_command
 from birdvae.training.loop import LAST, Trainer
 
@@ -214,3 +214,24 @@ def test_two_process_gloo_ddp_run(image_folder, tmp_path):
     # 44 training images, batch 4 per process, 2 processes: 5 steps of 8 images.
     assert state["step"] == 44 // (4 * 2)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_the_weight_average_follows_its_ramped_rule_for_weights_and_integer_buffers():
+    """average += (current - average) * (1 - rate), rate = min(decay, (1 + n) / (10 + n)), over
+    float weights and integer buffers (a BatchNorm's count) alike; the first update copies."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = loop.exponential_average(model, decay=0.5)
+    weight = model[0].weight
+    expected = weight.detach().clone()
+    with torch.no_grad():
+        average.update_parameters(model)
+        for n in (1, 2, 3):
+            weight.add_(1.0)
+            model[1].num_batches_tracked += 10
+            average.update_parameters(model)
+            rate = min(0.5, (1 + n) / (10 + n))
+            expected += (weight - expected) * (1 - rate)
+    assert torch.allclose(average.module[0].weight, expected, rtol=0, atol=1e-6)
+    assert not torch.equal(average.module[0].weight, weight)
+    counts = average.module[1].num_batches_tracked
+    assert counts.dtype == torch.int64 and 0 < int(counts) < 30
