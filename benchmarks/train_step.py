@@ -5,8 +5,9 @@
 Times the whole ``Trainer.train_step`` (forward, backward, optimiser and EMA) and, apart, one
 update of the EMA both ways: tensor by tensor as ``AveragedModel(avg_fn=...)`` does it (one read
 of the step count per tensor: on a GPU, one host-device sync each) and as ``vae-train`` does it
-(``exponential_average``: the same arithmetic over all tensors at once, one read per step). It
-checks that the two averages stay equal bit for bit, then prints milliseconds and ratios.
+(``exponential_average``: the same arithmetic over all tensors at once, one read per step and
+device). The weights move between updates as in training; it checks that the two averages stay
+equal bit for bit, then prints milliseconds (weight moves included) and ratios.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main() -> None:
         for i in range(80):
             pixels = rng.integers(0, 256, (args.image_size, args.image_size, 3), np.uint8)
             Image.fromarray(pixels).save(data / f"{i:03d}.png")
-        config = TrainConfig(data=[str(data)], epochs=1)
+        config = TrainConfig(data=[str(data)], epochs=1, device="cpu")  # CPU timings
         config.model.image_size = args.image_size
         trainer = Trainer(config, Path(folder) / "run", log=lambda _: None)
         batch = trainer.train_images[: config.batch_size]
@@ -68,18 +69,37 @@ def main() -> None:
 
         model = trainer.model
         tensors = len(list(model.parameters())) + len(list(model.buffers()))
-        textbook = AveragedModel(model, avg_fn=per_tensor_rule(config.ema_decay), use_buffers=True)
-        ours = exponential_average(model, config.ema_decay)
+
+        def move() -> None:
+            with torch.no_grad():  # the weights move between updates, as in training
+                for parameter in model.parameters():
+                    parameter.mul_(0.999).add_(0.001)
+
+        def averages() -> tuple[AveragedModel, AveragedModel]:
+            textbook = AveragedModel(
+                model, avg_fn=per_tensor_rule(config.ema_decay), use_buffers=True
+            )
+            return textbook, exponential_average(model, config.ema_decay)
+
+        textbook, ours = averages()
         for average in (textbook, ours):
             average.update_parameters(model)  # the first update copies
-        textbook_ms = mean_ms(lambda: textbook.update_parameters(model), args.steps)
-        ours_ms = mean_ms(lambda: ours.update_parameters(model), args.steps)
+        textbook_ms = mean_ms(lambda: (move(), textbook.update_parameters(model)), args.steps)
+        ours_ms = mean_ms(lambda: (move(), ours.update_parameters(model)), args.steps)
+        move_ms = mean_ms(move, args.steps)
+
+        textbook, ours = averages()  # the same weights, step by step, for both
+        for _ in range(args.steps):
+            move()
+            textbook.update_parameters(model)
+            ours.update_parameters(model)
         pairs = zip(textbook.module.state_dict().values(), ours.module.state_dict().values())
         same = all(torch.equal(a, b) for a, b in pairs)
 
     print(f"default VAE at {args.image_size}x{args.image_size}, batch {config.batch_size}, "
           f"{args.threads} threads, {tensors} weight tensors")  # fmt: skip
     print(f"train_step (forward, backward, AdamW, EMA)  {step_ms:8.1f} ms")
+    textbook_ms, ours_ms = textbook_ms - move_ms, ours_ms - move_ms  # the updates alone
     print(f"EMA update, tensor by tensor                 {textbook_ms:8.1f} ms")
     print(
         f"EMA update, vae-train (all tensors at once)  {ours_ms:8.1f} ms  "

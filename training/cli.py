@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -253,6 +254,16 @@ def train_command(ctx: click.Context, **options) -> None:
             config = _stage_config(options, given)
         VAE(config.model)  # fail fast on an impossible architecture
     config = TrainConfig.from_dict(config.to_dict())
+    if config.stage == "decoder" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "the decoder stage runs in one process: under torchrun each process would train "
+            "a discriminator of its own; run it without torchrun"
+        )
+    if config.stage == "decoder" and config.compile:
+        raise UserError(
+            "the decoder stage is not compiled: its adaptive weight differentiates the decoder "
+            "twice in a step, which torch.compile's backward does not allow; drop --compile"
+        )
     trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
         raise UserError(

@@ -22,20 +22,16 @@ def views(images: torch.Tensor, count: int, shift: int, seed: int) -> torch.Tens
     View 0 is the photo, view 1 its mirror image, the rest random mirrorings and shifts of up to
     ``shift`` pixels (edges repeated), drawn from ``seed`` so a resumed run rebuilds the same.
     """
-    from .loop import random_shift  # the VAE's own augmentation
+    from .loop import private_seed, random_shift  # the VAE's own augmentation
 
     generator = torch.Generator().manual_seed(seed)
     out = [images, images.flip(3)][:count]
-    state = torch.get_rng_state()
-    try:
-        torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+    # Flips and shifts are drawn on the CPU, so a seed makes the same views on any device.
+    with private_seed(int(torch.randint(2**31, (1,), generator=generator))):
         for _ in range(count - len(out)):
-            # Drawn on the CPU, so a seed makes the same views on any device.
             flip = (torch.rand(len(images)) < 0.5).to(images.device)
             view = torch.where(flip[:, None, None, None], images.flip(3), images)
             out.append(random_shift(view, shift) if shift > 0 else view)
-    finally:
-        torch.set_rng_state(state)
     return torch.cat(out)
 
 
@@ -57,5 +53,6 @@ def encode_bank(
 def draw(bank: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One posterior sample z [N, D] from each row of a bank [N, 2, D]."""
     mean, logvar = bank[:, 0], bank[:, 1]
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+    where = generator.device if generator is not None else mean.device
+    eps = torch.randn(mean.shape, generator=generator, device=where).to(mean.device)
     return mean + eps * torch.exp(0.5 * logvar)

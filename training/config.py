@@ -246,8 +246,9 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
         # An epoch is one pass over views x photos codes, batch 256 of them a step.
         "prior": dict(epochs=150, batch_size=256, lr=1e-3, warmup_steps=300, weight_decay=0.0,
                       ema_decay=0.999, grad_clip=1.0, schedule="cosine"),
+        # Never compiled (see the CLI's check), whatever the VAE run was.
         "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
-                        ema_decay=0.999, grad_clip=0.0, schedule="cosine"),
+                        ema_decay=0.999, grad_clip=0.0, schedule="cosine", compile=False),
     }[stage]  # fmt: skip
     return replace(init, stage=stage, init=init_path, **defaults)
 

@@ -15,8 +15,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -558,6 +558,16 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
 
+@contextmanager
+def private_seed(seed: int) -> Iterator[None]:
+    """torch's global random streams seeded for a block, then put back as they were: the CPU's
+    and the current GPU's (``torch.manual_seed`` reseeds both, and DDP ranks seed theirs apart)."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def random_shift(x: torch.Tensor, limit: int) -> torch.Tensor:
     """Shift each image [N, C, H, W] by its own random (dy, dx) in [-limit, limit], repeating
     the edge pixels into the space it leaves."""
@@ -577,8 +587,9 @@ def exponential_average(module: torch.nn.Module, decay: float) -> AveragedModel:
 
 
 def _ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
-    """average + (current - average) * (1 - rate) over a device's tensors at once: n is read
-    once per step (one GPU sync, not one per tensor) and no whole-model temporaries pile up."""
+    """average + (current - average) * (1 - rate) over a device's tensors at once: the step
+    count is read once per step, not once per tensor (on a GPU each read is a blocking copy),
+    and the arithmetic is a few multi-tensor kernels instead of three per tensor."""
 
     def update(averages: list[torch.Tensor], currents: list[torch.Tensor], n: Any) -> None:
         count = float(n)
@@ -587,7 +598,7 @@ def _ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor
             step = torch._foreach_sub(currents, averages)
             torch._foreach_mul_(step, weight)
             torch._foreach_add_(averages, step)
-        else:  # integer buffers (a BatchNorm's count): the same rule, rounded back
+        else:  # integer buffers (a BatchNorm's count): the same rule, truncated back
             for average, current in zip(averages, currents):
                 average.copy_(average + (current - average) * weight)
 

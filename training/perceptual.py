@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loop import random_shift
+from .loop import private_seed, random_shift
 
 BATCH = 64
 
@@ -80,8 +80,7 @@ def train_species_net(
     """A SpeciesNet trained on uint8 photos [N, 3, S, S] (flipped and shifted as it goes), then
     frozen: its parameters take no gradient, so only the decoder learns from the distance."""
     # Its own random stream (initial weights, shifts), so the caller's is left as it was.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with private_seed(seed):
         net = _train(images, labels, classes, epochs, torch.Generator().manual_seed(seed), log)
     net.eval()
     for parameter in net.parameters():

@@ -83,25 +83,27 @@ class PriorTrainer(Trainer):
         val = self.val_images if len(self.val_images) else self.train_images[:512]
         self.val_bank = codes.encode_bank(self.model, val, self.dtype)
         self.prior = CodePrior(config.model.latent_dim, cfg).to(self.device)
-        generator = torch.Generator(device=self.bank.device).manual_seed(config.seed)
+        # Drawn on the CPU: a prior and its guide trained on different devices (export checks
+        # that they standardise codes alike) see the same draws.
+        generator = torch.Generator().manual_seed(config.seed)
         self.prior.set_scale(codes.draw(self.bank, generator))
         self.prior_ema = exponential_average(self.prior, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.prior.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self._val_inputs = self._fixed_inputs(self.val_bank, config.seed + 1)
-        order = torch.randperm(len(self.bank), generator=generator, device=generator.device)
-        train_rows = self.bank[order[:1024]]
+        order = torch.randperm(len(self.bank), generator=generator)
+        train_rows = self.bank[order[:1024].to(self.bank.device)]
         self._train_inputs = self._fixed_inputs(train_rows, config.seed + 2)
 
     def _fixed_inputs(self, bank: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
         """Codes, noise levels and noise for a validation loss that only the weights move."""
-        generator = torch.Generator(device=bank.device).manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         z = codes.draw(bank, generator).repeat(VAL_LEVELS, 1)
         quantiles = (torch.arange(VAL_LEVELS) + 0.5) / VAL_LEVELS
         normal = torch.distributions.Normal(0.0, 1.0)
         sigmas = (normal.icdf(quantiles) * P_STD + P_MEAN).exp().repeat_interleave(len(bank))
-        noise = torch.randn(z.shape, generator=generator, device=bank.device)
+        noise = torch.randn(z.shape, generator=generator).to(bank.device)
         return z, sigmas.to(bank.device), noise
 
     def _trained_module(self) -> torch.nn.Module:

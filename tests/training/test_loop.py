@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from torch.optim.swa_utils import AveragedModel
 
 from birdvae.training import checkpoint, loop, precision
 from birdvae.training.cli import eval_command, train_command
@@ -218,20 +219,30 @@ def test_two_process_gloo_ddp_run(image_folder, tmp_path):
 
 def test_the_weight_average_follows_its_ramped_rule_for_weights_and_integer_buffers():
     """average += (current - average) * (1 - rate), rate = min(decay, (1 + n) / (10 + n)), over
-    float weights and integer buffers (a BatchNorm's count) alike; the first update copies."""
+    float weights and integer buffers (a BatchNorm's count) alike, bit for bit what the rule gives
+    applied tensor by tensor; the first update copies."""
+
+    def rule(average, current, n):  # the rule as AveragedModel(avg_fn=...) applies it
+        rate = min(0.5, (1.0 + float(n)) / (10.0 + float(n)))
+        return average + (current - average) * (1.0 - rate)
+
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    average = loop.exponential_average(model, decay=0.5)
+    ours = loop.exponential_average(model, decay=0.5)
+    reference = AveragedModel(model, avg_fn=rule, use_buffers=True)
     weight = model[0].weight
     expected = weight.detach().clone()
     with torch.no_grad():
-        average.update_parameters(model)
-        for n in (1, 2, 3):
-            weight.add_(1.0)
+        ours.update_parameters(model)
+        reference.update_parameters(model)
+        for n in (1, 2, 3, 4):
+            weight.mul_(1.1).add_(0.3)
             model[1].num_batches_tracked += 10
-            average.update_parameters(model)
-            rate = min(0.5, (1 + n) / (10 + n))
-            expected += (weight - expected) * (1 - rate)
-    assert torch.allclose(average.module[0].weight, expected, rtol=0, atol=1e-6)
-    assert not torch.equal(average.module[0].weight, weight)
-    counts = average.module[1].num_batches_tracked
-    assert counts.dtype == torch.int64 and 0 < int(counts) < 30
+            ours.update_parameters(model)
+            reference.update_parameters(model)
+            expected += (weight - expected) * (1 - min(0.5, (1 + n) / (10 + n)))
+    for name, tensor in ours.module.state_dict().items():
+        assert torch.equal(tensor, reference.module.state_dict()[name]), name
+    assert torch.allclose(ours.module[0].weight, expected, rtol=0, atol=1e-6)
+    assert not torch.equal(ours.module[0].weight, weight)
+    counts = ours.module[1].num_batches_tracked
+    assert counts.dtype == torch.int64 and 0 < int(counts) < 40

@@ -249,6 +249,7 @@ def test_the_focal_frequency_loss_is_zero_only_for_the_same_image():
         (["--data", "{ckpt}", "--anchor-weight", "1"], "only for --stage decoder"),
         (["--stage", "prior", "--init", "{ckpt}", "--anchor-scale", "4"], "only for --stage"),
         (["--stage", "decoder", "--init", "{ckpt}", "--anchor-scale", "3"], "'3' is not one of"),
+        (["--stage", "decoder", "--init", "{ckpt}", "--compile"], "drop --compile"),
         (["--stage", "prior", "--init", "{missing}"], "does not exist"),
     ],
 )
@@ -258,3 +259,23 @@ def test_stage_mistakes_are_one_line(vae_checkpoint, tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_decoder_stage_refuses_several_processes(vae_checkpoint, tmp_path):
+    """Its discriminator is not shared between processes, so torchrun would train one per
+    process against the decoder's averaged gradients: refused, in one line, before any work."""
+    prior = tmp_path / "prior"
+    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), prior, log=_quiet).fit()
+    args = ["--stage", "decoder", "--init", str(prior / "best.pt"), "-o", str(tmp_path / "d")]
+    result = CliRunner().invoke(train_command, args, env={"WORLD_SIZE": "2"})
+    assert result.exit_code == 2, result.output
+    assert "run it without torchrun" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "d" / LAST).exists()
+
+
+def test_a_decoder_stage_from_a_compiled_vae_is_not_compiled_and_a_prior_stage_is():
+    """torch.compile's backward refuses the decoder stage's second differentiation (its adaptive
+    weight), so that stage leaves out the VAE run's --compile; the prior stage keeps it."""
+    init = tiny_config(Path("birds"), compile=True)
+    assert stage_config(init, "decoder", "vae/best.pt").compile is False
+    assert stage_config(init, "prior", "vae/best.pt").compile is True
