@@ -83,8 +83,8 @@ class PriorTrainer(Trainer):
         val = self.val_images if len(self.val_images) else self.train_images[:512]
         self.val_bank = codes.encode_bank(self.model, val, self.dtype)
         self.prior = CodePrior(config.model.latent_dim, cfg).to(self.device)
-        # Drawn on the CPU: a prior and its guide trained on different devices (export checks
-        # that they standardise codes alike) see the same draws.
+        # Drawn on the CPU, so a prior and its guide see the same draws whatever device each
+        # trained on (export checks that they standardise codes alike).
         generator = torch.Generator().manual_seed(config.seed)
         self.prior.set_scale(codes.draw(self.bank, generator))
         self.prior_ema = exponential_average(self.prior, config.ema_decay)

@@ -110,7 +110,8 @@ def test_a_two_gpu_nccl_ddp_run(birds: Path, tmp_path: Path):
 
 def test_random_draws_do_not_depend_on_the_device():
     """A seed gives the same views and code draws on the GPU as on the CPU (so a prior and its
-    guide may train on different machines), and leaves the GPU's own random stream alone."""
+    guide trained on different devices standardise codes with the same draws), and leaves the
+    GPU's own random stream alone."""
     images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
     bank = torch.randn(6, 2, 4)
     gpu = torch.device(DEVICE)
