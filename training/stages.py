@@ -26,7 +26,7 @@ from . import checkpoint, codes, perceptual, sharpen
 from .evaluate import evaluate, reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError, exponential_average
-from .prior import P_MEAN, P_STD, CodePrior
+from .prior import P_MEAN, P_STD, CodePrior, Sampler
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
 
@@ -218,13 +218,16 @@ class DecoderTrainer(Trainer):
         self.d_optimizer = torch.optim.Adam(judges, lr=cfg.disc_lr, betas=betas)
         self.carried_prior = learned_prior(init)
         self.anchor = frozen_vae(init, self.device) if cfg.anchor_weight > 0 else None
-        self.fixed_prior_z = None
+        self.fixed_prior_z, self.prior_sampler = None, None
         if self.carried_prior is not None:
             self.carried_prior.to(self.device).eval()
+            # The prior is frozen here, so its sampler (the solver's constants) is built once,
+            # not at every step.
+            self.prior_sampler = Sampler(self.carried_prior)
             generator = torch.Generator().manual_seed(config.seed + 3)
             noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
             with torch.no_grad():
-                self.fixed_prior_z = self.carried_prior.sample(noise.to(self.device))
+                self.fixed_prior_z = self.prior_sampler(noise.to(self.device))
         self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
 
     def _species_net(self) -> perceptual.SpeciesNet:
@@ -265,12 +268,12 @@ class DecoderTrainer(Trainer):
         with torch.no_grad():
             mean, logvar = self.model.encoder(real)
             z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-            count = round(len(x) * cfg.prior_share) if self.carried_prior is not None else 0
+            count = round(len(x) * cfg.prior_share) if self.prior_sampler is not None else 0
             if count:
                 # Fresh draws every step: a fixed bank of draws, seen again and again, is what
                 # the decoder learns to render, and new draws then decode worse.
                 noise = torch.randn(count, mean.shape[1], device=self.device)
-                z = torch.cat([z, self.carried_prior.sample(noise)])
+                z = torch.cat([z, self.prior_sampler(noise)])
         with self.autocast:
             params = self.trainable(z)
         fakes = self.model.likelihood.mean(params).float()

@@ -141,8 +141,8 @@ def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(vae_chec
     trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
     assert trainer.fixed_prior_z is not None
     drawn: list[torch.Tensor] = []
-    sample = trainer.carried_prior.sample
-    trainer.carried_prior.sample = lambda noise: drawn.append(sample(noise)) or drawn[-1]
+    sample = trainer.prior_sampler
+    trainer.prior_sampler = lambda noise: drawn.append(sample(noise)) or drawn[-1]
     metrics = trainer.fit()
     # Each step decodes new prior draws (a fixed bank would be learned by heart).
     assert len(drawn) == trainer.step and len(drawn) > 1
