@@ -271,7 +271,7 @@ def train_command(ctx: click.Context, **options) -> None:
             f"pass --epochs N with N > {trainer.epoch} to carry it on"
         )
     trainer.fit()
-    trainer.ddp.stop()
+    trainer.close()
 
 
 ARCHITECTURE_FLAGS = {

@@ -8,6 +8,7 @@ exactly: same data order, same random numbers, same weights as a run that never 
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -95,7 +96,10 @@ class _Distributed:
             dist.barrier()
 
     def stop(self) -> None:
+        """Leave the process group together: a peer that tears its connections down while
+        another still holds them can abort that one at exit (gloo, under load)."""
         if self.enabled and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
@@ -365,6 +369,13 @@ class Trainer:
         finally:
             _restore_stop_handlers(previous)
         return last_metrics
+
+    def close(self) -> None:
+        """After a run that ended well on every process: drop the DDP wrapper, which holds the
+        process group, so the group is torn down now rather than during interpreter exit."""
+        self.trainable = None
+        gc.collect()
+        self.ddp.stop()
 
     def request_stop(self) -> None:
         self._stop_requested = True
