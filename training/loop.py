@@ -96,8 +96,8 @@ class _Distributed:
             dist.barrier()
 
     def stop(self) -> None:
-        """Leave the process group together: a peer that tears its connections down while
-        another still holds them can abort that one at exit (gloo, under load)."""
+        """Leave the process group together: every process finishes its last collective before
+        any of them tears its connections down."""
         if self.enabled and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
