@@ -9,20 +9,25 @@ traceback.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from birdvae.runtime.command import EXIT_USAGE, Command
+from birdvae.runtime.command import Command
 from birdvae.runtime.errors import UserError
-from birdvae.runtime.format import DEFAULT_OPSET
+from birdvae.runtime.format import (
+    DEFAULT_OPSET,
+    MAX_NOISE,
+    MAX_PRIOR_VALUES,
+    MAX_TEMPERATURE,
+    PRIOR_NAMES,
+)
+from birdvae.training.cli import TRAIN_MODULES, needs_train_extra, require_train_extra
 
-NEEDS_TRAIN_EXTRA = "vae-export needs the training extra: pip install 'bird-vae[train]'"
-TRAIN_MODULES = ("torch", "onnx", "onnxscript")
+NEEDS_TRAIN_EXTRA = needs_train_extra("vae-export")
+EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
 DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 
 
@@ -87,21 +92,21 @@ class ExportOptions:
 )
 @click.option(
     "--default-prior",
-    type=click.Choice(["learned", "fitted", "standard"]),
+    type=click.Choice(PRIOR_NAMES),
     help="The prior bird-gen samples from unless told otherwise. [default: learned when the "
     "checkpoint has one (a --stage prior run or later), else fitted with --prior-data, else "
     "standard]",
 )
 @click.option(
     "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(0, MAX_TEMPERATURE, min_open=True),
     default=1.0,
     show_default=True,
     help="The default prior's sampling temperature, written to the manifest.",
 )
 @click.option(
     "--noise",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_NOISE),
     default=0.0,
     show_default=True,
     help="Default pixel noise written to the manifest: bird-gen draws pixels from the "
@@ -136,16 +141,13 @@ def main(
     guidance: float | None,
 ) -> None:
     """Export CHECKPOINT to an ONNX model folder the torch-free runtime (bird-gen) loads."""
-    if any(importlib.util.find_spec(name) is None for name in TRAIN_MODULES):
-        click.echo(NEEDS_TRAIN_EXTRA, err=True)
-        sys.exit(EXIT_USAGE)
+    require_train_extra("vae-export", EXPORT_MODULES)
     if prior_components is not None and not prior_data:
         raise click.UsageError("--prior-components needs --prior-data")
     if guidance is not None and guide is None:
         raise click.UsageError("--guidance needs --prior-guide")
     if output is not None and out_alias is not None:
         raise click.UsageError("give -o/--output once (--out is the same option)")
-    from .onnx import ExportError
 
     destination = output or out_alias or checkpoint.parent / "model"
     options = ExportOptions(
@@ -162,10 +164,7 @@ def main(
         guide=guide,
         guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
     )
-    try:
-        _export(options)
-    except OSError as exc:
-        raise ExportError(f"cannot write the model: {exc}") from exc
+    _export(options)  # a file it cannot read or write: one error line naming it, exit 2
     click.echo(f"wrote {destination}")
 
 
@@ -213,6 +212,13 @@ def _export(options: ExportOptions) -> None:
         )
     if default == "fitted" and not options.prior_data:
         raise UserError("--default-prior fitted: fitting the mixture needs --prior-data")
+    mixture_values = options.components * config.model.latent_dim**2
+    if options.prior_data and mixture_values > MAX_PRIOR_VALUES:
+        raise UserError(
+            f"--prior-components {options.components}: a mixture over {config.model.latent_dim} "
+            f"dimensions may have at most {MAX_PRIOR_VALUES // config.model.latent_dim**2} "
+            "components (bird-gen refuses larger ones)"
+        )
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
@@ -295,7 +301,7 @@ def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> 
     import torch
 
     from birdvae.runtime.format import sha256_of
-    from birdvae.training.checkpoint import load
+    from birdvae.training.checkpoint import load, vae_weights
     from birdvae.training.prior import GuideError, check_guide
     from birdvae.training.stages import learned_prior
 
@@ -309,8 +315,8 @@ def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> 
     def encoder(weights: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in weights.items() if k.startswith("encoder.")}
 
-    ours = encoder(state.get("ema") or state["model"])
-    theirs = encoder(guide_state.get("ema") or guide_state["model"])
+    ours = encoder(vae_weights(state))
+    theirs = encoder(vae_weights(guide_state))
     same = ours.keys() == theirs.keys() and all(
         ours[k].shape == theirs[k].shape
         and torch.allclose(ours[k].float(), theirs[k].float(), atol=1e-5)

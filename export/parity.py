@@ -31,10 +31,11 @@ from birdvae.training.prior import CodePrior, Sampler
 
 from .onnx import DecoderGraph, ExportError, decoder_outputs
 
-IMAGE_TOL = 1e-5  # max |difference| of decoded images in [0, 1]; the format allows 1e-4
-# The pixel locations, scales and couplings that may follow them are held to it per unit of
-# max(1, largest |value|): a scale is exp(log-scale), and a code far from the data (a random z)
-# can ask for scales of 20 or more, where float32 rounding alone exceeds 1e-5.
+# max |difference| of decoded images in [0, 1]; the format allows 1e-4. The pixel locations,
+# scales and couplings that may follow them are held to it per unit of max(1, largest |value|):
+# a scale is exp(log-scale), and a code far from the data (a random z) can ask for scales of 20
+# or more, where float32 rounding alone exceeds 1e-5.
+IMAGE_TOL = 1e-5
 LATENT_TOL = 1e-5  # max |difference| of mean and logvar, per unit of max(1, largest |value|)
 # The sampler runs its network once per step: its rounding compounds, measured at about 4e-6
 # of the codes' scale on trained priors.
@@ -136,7 +137,7 @@ def check_sampler_parity(
     """Compare ``prior.onnx`` with the PyTorch sampler on the same standard-normal noise.
 
     Ten solver steps compound rounding, so the tolerance is relative to the codes' own scale
-    (LATENT_TOL of max(1, largest |z|)), as for the encoder's outputs.
+    (SAMPLER_TOL of max(1, largest |z|)), as LATENT_TOL is for the encoder's outputs.
     """
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal((max(BATCH_SIZES), prior.latent_dim), dtype=np.float32)

@@ -27,10 +27,8 @@ from click.core import ParameterSource
 from . import durable, images
 from .command import Group, printable
 from .errors import UserError
-from .format import MANIFEST_FILE, PRIOR_NAMES
+from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE
-from .pixels import MAX_NOISE
-from .prior import MAX_TEMPERATURE
 
 MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
 MAX_STEPS = 256

@@ -21,7 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import ArgumentError, UserError, check_between
+
+# A prior's temperature scales its draws: 1 samples as fitted; at 10 a draw sits ten standard
+# deviations out, far past any bird, and larger values only overflow float32 on the way to the
+# decoder.
+MAX_TEMPERATURE = 10.0
+# Pixel noise draws pixels from the decoder's distribution at this temperature: 1 draws whole
+# samples; 10 is ten times the grain the model expects, far past any use.
+MAX_NOISE = 10.0
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 had one optional prior, the mixture (see upgrade)
@@ -175,6 +183,14 @@ class Manifest:
         for name in (ENCODER_FILE, DECODER_FILE, *(i.file for i in self.priors.values())):
             if name not in self.files:
                 raise ModelFormatError(f"manifest does not list {name}")
+        temperatures = [self.default_temperature]
+        temperatures += [info.default_temperature for info in self.priors.values()]
+        try:
+            for temperature in temperatures:
+                check_between(temperature, "default temperature", MAX_TEMPERATURE)
+            check_between(self.default_noise, "default noise", MAX_NOISE)
+        except ArgumentError as exc:
+            raise ModelFormatError(f"manifest {exc}") from None
 
     @property
     def prior_names(self) -> tuple[str, ...]:

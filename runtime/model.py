@@ -150,7 +150,6 @@ class BirdVAE:
         self._path = Path(model_dir) if model_dir is not None else shipped_model_dir()
         # Sizes now, each file's sha256 when it is first read (see read_verified).
         self._manifest = verify_model_dir(self._path, check_hashes=False)
-        _check_prior_settings(self._manifest, self._path)
         self._threads = threads or 0
         self._sessions: dict[str, InferenceSession] = {}
         self._priors: dict[str, Prior] = {}
@@ -445,21 +444,6 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     weights_a = np.sin((1.0 - t) * omega) / np.sin(omega)
     weights_b = np.sin(t * omega) / np.sin(omega)
     return (weights_a * a + weights_b * b).astype(np.float32)
-
-
-def _check_prior_settings(manifest: Manifest, folder: Path) -> None:
-    """Settings verify_model_dir leaves to the runtime, checked once so requests cannot trip."""
-    temperatures = [manifest.default_temperature]
-    temperatures += [info.default_temperature for info in manifest.priors.values()]
-    for temperature in temperatures:
-        try:
-            check_temperature(temperature)
-        except ArgumentError as exc:
-            raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
-    try:
-        check_noise(manifest.default_noise)
-    except ArgumentError as exc:
-        raise ModelFormatError(f"manifest in {folder}: default {exc}") from exc
 
 
 def _check_count(value: int, name: str) -> None:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import check_between
+from .format import MAX_NOISE
 
 _TINY = 1e-6  # keeps uniform draws off 0 and 1, where the logistic's inverse CDF is infinite
-# 1 draws whole samples; 10 is ten times the grain the model expects, far past any use.
-MAX_NOISE = 10.0
 
 
 def check_noise(noise: float) -> float:

@@ -19,6 +19,7 @@ from .errors import check_between
 from .format import (
     MAX_FILE_BYTES,
     MAX_PRIOR_VALUES,
+    MAX_TEMPERATURE,
     PRIOR_ARRAYS,
     PRIOR_FILE,
     ModelFormatError,
@@ -41,11 +42,6 @@ class Draws:
         self.picks = np.random.default_rng(picks)
         self.noise = np.random.default_rng(noise)
         self.pixels = np.random.default_rng(pixels)
-
-
-# 1 samples as fitted; at 10 a draw sits ten standard deviations out, far past any bird, and
-# larger values only overflow float32 on the way to the decoder.
-MAX_TEMPERATURE = 10.0
 
 
 def check_temperature(temperature: float) -> float:

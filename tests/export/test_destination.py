@@ -120,7 +120,7 @@ def test_a_failed_swap_puts_the_old_model_back(export_cli, resnet_checkpoint, ol
 
     monkeypatch.setattr("os.replace", replace)
     result = export_cli(resnet_checkpoint, "-o", out)
-    assert result.exit_code == 1 and "No space left" in result.stderr
+    assert result.exit_code == 2 and "No space left" in result.stderr
     assert (out / MANIFEST_FILE).read_bytes() == before
     assert hidden(tmp_path) == []
 

@@ -90,6 +90,29 @@ def test_options_that_need_data(export_cli, resnet_checkpoint, tmp_path):
     assert not out.exists()
 
 
+def test_defaults_bird_gen_would_refuse_are_refused_before_any_work(
+    export_cli, resnet_checkpoint, bird_folder, tmp_path
+):
+    out = tmp_path / "model"
+    for flag, value in (("--temperature", 50), ("--noise", 11)):
+        result = export_cli(resnet_checkpoint, "-o", out, flag, value)
+        assert result.exit_code == 2 and "0<x<=10" in result.stderr.replace("0<=x", "0<x")
+    result = export_cli(resnet_checkpoint, "-o", out, "--prior-data", bird_folder,
+                        "--prior-components", 10**7)  # fmt: skip
+    assert_one_error_line(result, 2, "--prior-components 10000000", "at most")
+    assert not out.exists()
+
+
+def test_a_destination_that_cannot_be_written_is_one_line_naming_it(
+    export_cli, resnet_checkpoint, tmp_path
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = export_cli(resnet_checkpoint, "-o", blocker / "model")
+    assert_one_error_line(result, 2, str(blocker))
+    assert blocker.read_text() == "not a folder"
+
+
 def test_noise_needs_a_logistic_likelihood(export_cli, baseline_checkpoint, tmp_path):
     out = tmp_path / "model"
     result = export_cli(baseline_checkpoint, "-o", out, "--noise", 0.5)

@@ -1,28 +1,46 @@
-"""On a runtime-only install (no torch), ``vae-export`` says what to install, in one line."""
+"""On a runtime-only install (no torch) or a partial one, ``vae-export`` and ``vae-train`` say
+what to install, in one line."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from birdvae.export.cli import NEEDS_TRAIN_EXTRA
+import pytest
 
-# torch = None in sys.modules: `import torch` fails and find_spec("torch") finds nothing, as on
-# an install without the train extra.
-WITHOUT_TORCH = """
+from birdvae.export.cli import NEEDS_TRAIN_EXTRA
+from birdvae.training.cli import needs_train_extra
+
+# MODULE = None in sys.modules: `import MODULE` fails and find_spec(MODULE) finds nothing, as on
+# an install without the train extra, or with only part of it.
+WITHOUT = """
 import sys
-sys.modules["torch"] = None
-from birdvae.export.cli import main
-main(sys.argv[1:])
+sys.modules[sys.argv[1]] = None
+from birdvae.{package}.cli import {command}
+sys.argv = ["{command}", *sys.argv[2:]]
+{command}()
 """
 
 
-def test_without_torch_one_line_and_exit_2(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TORCH, str(tmp_path / "last.pt")],
+def run_without(module: str, package: str, command: str, *args: str):
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT.format(package=package, command=command), module, *args],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("module", ["torch", "torchvision", "tqdm", "onnx", "onnxscript"])
+def test_export_without_part_of_the_train_extra_one_line_and_exit_2(tmp_path, module):
+    result = run_without(module, "export", "main", str(tmp_path / "last.pt"))
     assert result.returncode == 2
     assert result.stderr.strip() == NEEDS_TRAIN_EXTRA
     assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["torch", "torchvision", "tqdm"])
+def test_training_without_part_of_the_train_extra_one_line_and_exit_2(tmp_path, module):
+    result = run_without(module, "training", "train_main", "--data", str(tmp_path), "-o",
+                         str(tmp_path / "run"))  # fmt: skip
+    assert (result.returncode, result.stderr.strip()) == (2, needs_train_extra("vae-train"))
     assert list(tmp_path.iterdir()) == []
