@@ -124,16 +124,26 @@ def load_model(path: Path, ema: bool = True) -> tuple[VAE, TrainConfig, dict[str
     samples and export use). Returns the model, its config and the raw checkpoint.
     """
     state = load(path)
-    config = config_of(state)
+    return build_vae(state, ema), config_of(state), state
+
+
+def vae_weights(state: dict[str, Any], ema: bool = True) -> dict[str, Any]:
+    """The VAE weights a checkpoint's users read: its weight average when asked for and
+    present (what evaluation, samples, export and later stages use), else the raw weights."""
+    return state["ema"] if ema and state.get("ema") else state["model"]
+
+
+def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:
+    """The VAE a loaded checkpoint describes, in eval mode on the CPU; CheckpointError when its
+    config or weights do not make one."""
     try:
-        model = VAE(config.model)
+        model = VAE(config_of(state).model)
     except ValueError as exc:
         raise CheckpointError(f"checkpoint describes an invalid model: {exc}") from exc
-    weights = state.get("ema") if ema and state.get("ema") else state["model"]
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(vae_weights(state, ema))
     except (RuntimeError, KeyError, TypeError) as exc:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
         raise CheckpointError(f"checkpoint weights do not fit its model: {detail}") from exc
-    return model.eval(), config, state
+    return model.eval()

@@ -28,9 +28,18 @@ def _flag_names(options: set[str]) -> str:
     return ", ".join(sorted(SHOWN_FLAGS.get(n, "--" + n.replace("_", "-")) for n in options))
 
 
-def require_train_extra(command: str) -> None:
-    if importlib.util.find_spec("torch") is None:
-        click.echo(f"{command} needs the training extra: pip install 'bird-vae[train]'", err=True)
+# What the train extra adds that training imports (pyproject.toml); export adds onnx's two.
+TRAIN_MODULES = ("torch", "torchvision", "tqdm")
+
+
+def needs_train_extra(command: str) -> str:
+    return f"{command} needs the training extra: pip install 'bird-vae[train]'"
+
+
+def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) -> None:
+    """Exit 2 with the install line, not an ImportError's traceback, on a partial install."""
+    if any(importlib.util.find_spec(name) is None for name in modules):
+        click.echo(needs_train_extra(command), err=True)
         sys.exit(2)
 
 
@@ -192,7 +201,9 @@ def require_train_extra(command: str) -> None:
     help="Forward pass in bfloat16 autocast or float32; auto picks bf16 where the GPU or CPU "
     "does it natively. [default: auto]",
 )
-@click.option("--seed", type=int, help="Makes a CPU run reproducible. [default: 0]")
+@click.option(
+    "--seed", type=click.IntRange(0, 2**31 - 1), help="Makes a CPU run reproducible. [default: 0]"
+)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
 @click.option(
@@ -272,6 +283,8 @@ def train_command(ctx: click.Context, **options) -> None:
         )
     trainer.fit()
     trainer.close()
+    if trainer.stop_signal is not None:
+        sys.exit(128 + trainer.stop_signal)  # 130 for Ctrl-C, 143 for SIGTERM, as documented
 
 
 ARCHITECTURE_FLAGS = {

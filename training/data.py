@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -93,11 +94,9 @@ def load_splits(
     key = _cache_key(roots, kind, items, image_size, crop, val_fraction)
     cache_path = Path(cache_dir) / f"{kinds[0]}-{image_size}px-{key}.npz" if cache_dir else None
     if cache_path is not None and cache_path.is_file():
-        with np.load(cache_path, allow_pickle=False) as cached:
-            return Splits(
-                cached["train"], cached["val"], kind, int(cached["skipped"]),
-                cached["train_labels"], cached["val_labels"], [str(c) for c in cached["classes"]],
-            )  # fmt: skip
+        cached = _read_cache(cache_path, kind)
+        if cached is not None:
+            return cached
 
     splits = _decode_all(items, image_size, crop, kind)
     if len(splits.train) == 0:
@@ -285,11 +284,32 @@ def _cache_key(
     """Changes whenever a file, the split or the preprocessing would change the arrays."""
     listing = []
     for item in items:
-        stat = item.path.stat()
-        listing.append([str(item.path), stat.st_size, stat.st_mtime_ns, item.is_val, item.box])
+        try:
+            stat = item.path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # listed but missing or unreadable: decoding skips it and counts it
+            size = mtime = None
+        listing.append([str(item.path), size, mtime, item.is_val, item.box])
     resolved = [str(root.resolve()) for root in roots]
-    payload = json.dumps([CACHE_VERSION, resolved, kind, image_size, crop, val_fraction, listing])
+    payload = json.dumps(
+        [CACHE_VERSION, resolved, kind, image_size, crop, BOX_MARGIN, val_fraction, listing]
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path, kind: str) -> Splits | None:
+    """The arrays a previous run cached, or None (with a warning) when the file is damaged:
+    the images are then decoded again and the cache rewritten, as if it were not there."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            return Splits(
+                cached["train"], cached["val"], kind, int(cached["skipped"]),
+                cached["train_labels"], cached["val_labels"], [str(c) for c in cached["classes"]],
+            )  # fmt: skip
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"ignored the damaged image cache {path} ({exc}); decoding the images "
+                      "again", stacklevel=3)  # fmt: skip
+        return None
 
 
 def _save_atomic(path: Path, **arrays: np.ndarray | int) -> None:

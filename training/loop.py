@@ -120,6 +120,9 @@ class Trainer:
         self.ddp.start(self.device)
         self.log = (log or (lambda line: print(line, flush=True))) if self.ddp.main else _quiet
         self._stop_requested = False
+        # The signal that stopped the run, if one did: the command exits 128 + it, so a script
+        # that goes on to export never mistakes a stopped run for a finished one.
+        self.stop_signal: int | None = None
         torch.manual_seed(config.seed + self.ddp.rank)
         if resume_state is not None:
             checkpoint.check_resumable(resume_state, self.run_dir / LAST)
@@ -377,8 +380,12 @@ class Trainer:
         gc.collect()
         self.ddp.stop()
 
-    def request_stop(self) -> None:
+    def request_stop(self, signum: int | None = None) -> None:
+        """Finish the current step, save last.pt and return from ``fit``; ``signum`` is the
+        signal that asked, if one did."""
         self._stop_requested = True
+        if signum is not None:
+            self.stop_signal = signum
 
     def _should_stop(self) -> bool:
         """Whether any process was asked to stop: all ranks leave at the same step, or one
@@ -482,27 +489,36 @@ class Trainer:
         return scores.as_dict("val_")
 
     @torch.no_grad()
-    def _write_grids(self) -> None:
-        model = self.eval_model
-        model.eval()
-        grids = self.run_dir / "grids"
+    def _grid_kinds(self) -> tuple[str, ...]:
+        """The grids each epoch writes (``grids/KIND_EPOCH.png``), as ``_grid_images`` names
+        them: a resume after a kill checks for exactly these."""
+        return ("recon", "samples")
+
+    def _grid_images(self) -> dict[str, torch.Tensor]:
+        """Reconstructions of the first validation photos and decodes of fixed codes."""
+        model = self.eval_model.eval()
         source = self.val_images if len(self.val_images) else self.train_images
-        recon = reconstruction_grid(model, source[:32])
-        samples = model.decode_image(self.fixed_z.to(self.device))
-        for name, images in (("recon", recon), ("samples", samples)):
+        return {
+            "recon": reconstruction_grid(model, source[:32]),
+            "samples": model.decode_image(self.fixed_z.to(self.device)),
+        }
+
+    def _write_grids(self) -> None:
+        for name, images in self._grid_images().items():
+            pixels = images.float().cpu()
             durable.write_atomic(
-                grids / f"{name}_{self.epoch:04d}.png",
-                lambda handle, images=images: save_image(
-                    images.float().cpu(), handle, format="png", nrow=8, padding=2
+                self.run_dir / runfolder.GRIDS / f"{name}_{self.epoch:04d}.png",
+                lambda handle, pixels=pixels: save_image(
+                    pixels, handle, format="png", nrow=8, padding=2
                 ),
             )
-        self.model.train()
+        self._trained_module().train()
 
     def _replay(self, state: dict[str, Any]) -> None:
         """Redo what a kill after the last commit of ``last.pt`` cut off (runfolder.py)."""
         written = runfolder.bring_up_to_date(self.run_dir, state)
         grids = [self.run_dir / runfolder.GRIDS / f"{kind}_{self.epoch:04d}.png"
-                 for kind in ("recon", "samples")]  # fmt: skip
+                 for kind in self._grid_kinds()]  # fmt: skip
         if self.epoch > 0 and self.batch_in_epoch == 0 and not all(p.is_file() for p in grids):
             self._write_grids()
             written.append(f"grids of epoch {self.epoch}")
@@ -620,12 +636,12 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _install_stop_handlers(stop: Callable[[], None]) -> dict[int, Any]:
+def _install_stop_handlers(stop: Callable[[int], None]) -> dict[int, Any]:
     """Ctrl-C and SIGTERM finish the current step, save last.pt and return."""
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: stop())
+            previous[signum] = signal.signal(signum, lambda number, _frame: stop(number))
     return previous
 
 

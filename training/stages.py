@@ -18,9 +18,6 @@ import math
 from typing import Any
 
 import torch
-from torchvision.utils import save_image
-
-from birdvae.runtime import durable
 
 from . import checkpoint, codes, perceptual, sharpen
 from .evaluate import evaluate, reconstruction_grid
@@ -40,10 +37,7 @@ def load_init(path: str) -> dict[str, Any]:
 
 def frozen_vae(state: dict[str, Any], device: torch.device) -> torch.nn.Module:
     """The init checkpoint's VAE (its weight average when it has one), frozen, in eval mode."""
-    from .model import VAE
-
-    model = VAE(checkpoint.config_of(state).model)
-    model.load_state_dict(state.get("ema") or state["model"])
+    model = checkpoint.build_vae(state)
     model.to(device, memory_format=torch.channels_last).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -59,7 +53,7 @@ def learned_prior(state: dict[str, Any]) -> CodePrior | None:
     prior = CodePrior(config.model.latent_dim, config.prior)
     try:
         prior.load_state_dict(weights)
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, TypeError) as exc:
         raise checkpoint.CheckpointError(
             f"the checkpoint's learned prior does not fit its config: {exc}"
         ) from exc
@@ -160,16 +154,13 @@ class PriorTrainer(Trainer):
         )
 
     @torch.no_grad()
-    def _write_grids(self) -> None:
-        prior = self.prior_ema.module.eval()
-        z = prior.sample(self.fixed_z.to(self.device))
-        images = self.model.decode_image(z)
-        path = self.run_dir / "grids" / f"samples_{self.epoch:04d}.png"
-        pixels = images.float().cpu()
-        durable.write_atomic(
-            path, lambda handle: save_image(pixels, handle, format="png", nrow=8, padding=2)
-        )
-        self.prior.train()
+    def _grid_kinds(self) -> tuple[str, ...]:
+        return ("samples",)
+
+    def _grid_images(self) -> dict[str, torch.Tensor]:
+        """The fixed noise through the prior's weight average, decoded."""
+        z = self.prior_ema.module.eval().sample(self.fixed_z.to(self.device))
+        return {"samples": self.model.decode_image(z)}
 
     def _extra_state(self) -> dict[str, Any]:
         return {
@@ -375,21 +366,18 @@ class DecoderTrainer(Trainer):
         return line + f"  val psnr {metrics['val_psnr']:.2f} dB, {metrics['val_bpd']:.3f} bits/dim"
 
     @torch.no_grad()
-    def _write_grids(self) -> None:
+    def _grid_kinds(self) -> tuple[str, ...]:
+        return ("recon", "samples") if self.fixed_prior_z is not None else ("recon",)
+
+    def _grid_images(self) -> dict[str, torch.Tensor]:
+        """Reconstructions of the first validation photos and, with a learned prior, decodes
+        of its fixed draws."""
         model = self.eval_model.eval()
         source = self.val_images if len(self.val_images) else self.train_images
         grids = {"recon": reconstruction_grid(model, source[:32])}
         if self.fixed_prior_z is not None:
             grids["samples"] = model.decode_image(self.fixed_prior_z)
-        for name, images in grids.items():
-            pixels = images.float().cpu()
-            durable.write_atomic(
-                self.run_dir / "grids" / f"{name}_{self.epoch:04d}.png",
-                lambda handle, pixels=pixels: save_image(
-                    pixels, handle, format="png", nrow=8, padding=2
-                ),
-            )
-        self.model.decoder.train()
+        return grids
 
     def _extra_state(self) -> dict[str, Any]:
         state = {

@@ -93,6 +93,28 @@ def test_cub_layout_uses_its_split_and_crops_to_the_box(tmp_path: Path):
     assert (centre[:, 0] > 200).all() and (centre[:, 2] < 60).all()  # the bird, not the sky
 
 
+def test_a_photo_cub_lists_but_the_folder_lacks_is_skipped_with_a_warning(tmp_path: Path):
+    root = _fake_cub(tmp_path)
+    (root / "CUB_200_2011" / "images" / "001.Tiny_Bird" / "bird_2.jpg").unlink()
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        splits = load_splits(root, 16, cache_dir=tmp_path / "cache")
+    assert (len(splits.train), len(splits.val), splits.skipped) == (2, 1, 1)
+
+
+def test_a_damaged_cache_is_ignored_with_a_warning_and_rewritten(image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    first = load_splits(image_folder, 16, cache_dir=cache)
+    [cached] = cache.glob("*.npz")
+    for damage in (b"not a zip at all", cached.read_bytes()[:200]):
+        cached.write_bytes(damage)
+        with pytest.warns(UserWarning, match="damaged image cache"):
+            again = load_splits(image_folder, 16, cache_dir=cache)
+        assert np.array_equal(first.train, again.train)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # rewritten: read back without a warning
+            assert np.array_equal(first.val, load_splits(image_folder, 16, cache_dir=cache).val)
+
+
 def test_square_box_keeps_a_margin_and_stays_inside():
     left, top, right, bottom = square_box((80, 5, 20, 10), (100, 50))
     assert right - left == bottom - top

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,26 @@ def test_the_weight_average_follows_its_ramped_rule_for_weights_and_integer_buff
     assert not torch.equal(ours.module[0].weight, weight)
     counts = ours.module[1].num_batches_tracked
     assert counts.dtype == torch.int64 and 0 < int(counts) < 40
+
+
+def test_a_stopped_run_exits_128_plus_the_signal_with_last_pt_saved(image_folder, tmp_path):
+    """SIGTERM mid-run: the step finishes, last.pt is saved, and the exit status says the run
+    did not finish, so ``vae-train ... && vae-export ...`` never exports half a run."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "birdvae.training", "--data", str(image_folder),
+               "--out", str(run), "--epochs", "1000", "--batch-size", "8", "--latent-dim", "16",
+               "--decoder-width", "8", "--decoder-max-width", "16", "--threads", "1"]  # fmt: skip
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists():  # an epoch has ended: the loop is running
+            assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "stopped: saved" in out
+    state = checkpoint.load(run / LAST)
+    assert 1 <= state["epoch"] < 1000

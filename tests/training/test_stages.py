@@ -279,3 +279,34 @@ def test_a_decoder_stage_from_a_compiled_vae_is_not_compiled_and_a_prior_stage_i
     init = tiny_config(Path("birds"), compile=True)
     assert stage_config(init, "decoder", "vae/best.pt").compile is False
     assert stage_config(init, "prior", "vae/best.pt").compile is True
+
+
+@pytest.mark.parametrize("stage", ["prior", "decoder"])
+def test_an_init_checkpoint_whose_weights_do_not_fit_is_one_line(vae_checkpoint, tmp_path, stage):
+    state = checkpoint.load(vae_checkpoint)
+    for weights in ("model", "ema"):
+        if state.get(weights):
+            state[weights] = {k: v for k, v in state[weights].items() if "decoder" not in k}
+    damaged = tmp_path / "damaged.pt"
+    checkpoint.save_atomic(state, damaged)
+    args = ["--stage", stage, "--init", str(damaged), "-o", str(tmp_path / "run")]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2, result.output
+    assert "do not fit" in result.output and "Traceback" not in result.output
+
+
+def test_a_prior_stage_resumes_quietly_and_rewrites_only_a_grid_a_kill_cut_off(
+    vae_checkpoint, tmp_path
+):
+    run = tmp_path / "prior"
+    args = ["--stage", "prior", "--init", str(vae_checkpoint), "-o", str(run), "--epochs", "1",
+            "--prior-width", "32", "--prior-blocks", "2", "--batch-size", "8"]  # fmt: skip
+    assert CliRunner().invoke(train_command, args).exit_code == 0
+    grid = run / runfolder.GRIDS / "samples_0001.png"
+    assert sorted(p.name for p in grid.parent.iterdir()) == [grid.name]
+    resumed = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "2"])
+    assert resumed.exit_code == 0 and "recovered" not in resumed.output, resumed.output
+    (run / runfolder.GRIDS / "samples_0002.png").unlink()  # as a kill before the grid would
+    again = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert "recovered from an interrupted epoch end: wrote grids of epoch 2" in again.output
+    assert (run / runfolder.GRIDS / "samples_0002.png").is_file()
