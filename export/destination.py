@@ -27,8 +27,18 @@ from birdvae.runtime.format import MANIFEST_FILE, Manifest, ModelFormatError
 from birdvae.runtime.format import MODEL_FILES as LISTED_FILES
 
 MODEL_FILES = frozenset({MANIFEST_FILE, *LISTED_FILES})
+
+
+def int8_candidate(graph: Path) -> Path:
+    """Where quantize.py builds a graph's int8 version, beside it, before keeping or dropping
+    it: a staging folder may hold these too."""
+    return graph.with_suffix(".int8.onnx")
+
+
 # What a staging folder may also hold while it is being built: the int8 candidates.
-STAGING_FILES = MODEL_FILES | {"encoder.int8.onnx", "decoder.int8.onnx", "prior.int8.onnx"}
+STAGING_FILES = MODEL_FILES | {
+    int8_candidate(Path(name)).name for name in LISTED_FILES if name.endswith(".onnx")
+}
 
 
 class DestinationError(UserError, ValueError):

@@ -32,7 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from birdvae.runtime.errors import UserError
+from birdvae.runtime.errors import UserError, first_line
 from birdvae.runtime.format import (
     DECODER_FILE,
     DECODER_INPUT,
@@ -228,7 +228,7 @@ def export_graph(
         proto = _trace(module.eval(), example, list(input_names), list(output_names), opset)
         proto = onnxscript.optimizer.optimize(proto)
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
-        raise ExportError(f"torch.onnx.export failed for the {graph}: {_first_line(exc)}") from exc
+        raise ExportError(f"torch.onnx.export failed for the {graph}: {first_line(exc)}") from exc
     proto = finalize(proto, opset, metadata)
     _name_batch_dims(proto)
     check_graph(proto, opset, shapes, graph)
@@ -283,7 +283,7 @@ def finalize(proto: onnx.ModelProto, opset: int, metadata: dict[str, str]) -> on
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the ONNX checker rejects the graph: {_first_line(exc)}") from exc
+        raise ExportError(f"the ONNX checker rejects the graph: {first_line(exc)}") from exc
     return proto
 
 
@@ -350,7 +350,3 @@ def _quiet_exporter() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

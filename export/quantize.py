@@ -53,6 +53,7 @@ from birdvae.runtime.format import (
 )
 from birdvae.runtime.images import psnr
 
+from .destination import int8_candidate
 from .onnx import ExportError, check_graph, io_shapes
 from .parity import encode_means, ort_session, to_unit
 
@@ -95,7 +96,7 @@ def quantize_model(
     calibration = calibration_images[:CALIBRATION_IMAGES]
     evaluation = to_unit(evaluation_images[:EVALUATION_IMAGES])
     paths = {"encoder": folder / ENCODER_FILE, "decoder": folder / DECODER_FILE}
-    int8 = {graph: path.with_suffix(".int8.onnx") for graph, path in paths.items()}
+    int8 = {graph: int8_candidate(path) for graph, path in paths.items()}
     quantize_graph(paths["encoder"], int8["encoder"], ENCODER_INPUT, to_unit(calibration), opset)
     z_calibration = encode_means(paths["encoder"], calibration)
     quantize_graph(paths["decoder"], int8["decoder"], DECODER_INPUT, z_calibration, opset)
@@ -154,7 +155,7 @@ def quantize_prior(
     place if that is faster and ``decoder`` draws the same birds from its codes (within
     MIN_SAMPLER_PSNR_DB). Returns its row of the manifest's int8 figures."""
     fp32 = Path(folder) / SAMPLER_FILE
-    int8 = fp32.with_suffix(".int8.onnx")
+    int8 = int8_candidate(fp32)
     quantize_sampler(fp32, int8, opset)
     sessions = {
         "fp32": ort_session(fp32, LATENCY_THREADS),

@@ -30,7 +30,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from birdvae.runtime import durable
-from birdvae.runtime.errors import UserError
+from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
 from .config import TrainConfig
@@ -559,9 +559,8 @@ class Trainer:
         try:
             self._load_state(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise checkpoint.CheckpointError(
-                f"{self.run_dir / LAST} cannot be resumed: {detail}"
+                f"{self.run_dir / LAST} cannot be resumed: {first_line(exc)}"
             ) from exc
 
     def _load_state(self, state: dict[str, Any]) -> None:
