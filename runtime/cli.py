@@ -28,7 +28,7 @@ from . import durable, images
 from .command import Group, printable
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
-from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE
+from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling
 
 MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
 MAX_STEPS = 256
@@ -219,25 +219,35 @@ def main(
     vae = BirdVAE.load(model, threads)
     settings = vae.sampling(seed, temperature, prior, noise, batch)
     if separate is not None:
-        side = vae.image_size * (scale or 1)
-        _check_pixels(side, side)
-        older = _older_birds(separate, force)
-        batches = vae.draw(n, settings)
-        first = next(batches)  # a model that cannot run fails here, before the folder is made
-        names = _write_separate(itertools.chain([first], batches), n, separate, scale or 1)
-        click.echo(f"wrote {n} birds to {separate}/ ({settings})")
-        kept = len(older - names)
-        if kept:
-            click.echo(f"note: {separate}/ still holds {kept} older birds besides these")
-        return
+        _sample_separate(vae, settings, n, separate, scale or 1, force)
+    else:
+        _sample_grid(vae, settings, n, output, _default_scale(scale, vae))
 
+
+def _sample_grid(vae: BirdVAE, settings: Sampling, n: int, output: Path, scale: int) -> None:
+    """n birds as one grid PNG, its size checked before any bird is drawn."""
     rows, cols = images.grid_shape(n)
-    height, width = images.figure_size(rows, cols, vae.image_size, _default_scale(scale, vae))
+    height, width = images.figure_size(rows, cols, vae.image_size, scale)
     _check_pixels(height, width)
     durable.sweep_temporaries(output.parent, {output.name})
-    pixels = images.grid(_collect_uint8(vae.draw(n, settings)), _default_scale(scale, vae))
-    images.save_png(pixels, output)
+    images.save_png(images.grid(_collect_uint8(vae.draw(n, settings)), scale), output)
     click.echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
+
+
+def _sample_separate(
+    vae: BirdVAE, settings: Sampling, n: int, folder: Path, scale: int, force: bool
+) -> None:
+    """n birds as folder/bird_NNNNN.png, one batch in memory at a time."""
+    side = vae.image_size * scale
+    _check_pixels(side, side)
+    older = _older_birds(folder, force)
+    batches = vae.draw(n, settings)
+    first = next(batches)  # a model that cannot run fails here, before the folder is made
+    names = _write_separate(itertools.chain([first], batches), n, folder, scale)
+    click.echo(f"wrote {n} birds to {folder}/ ({settings})")
+    kept = len(older - names)
+    if kept:
+        click.echo(f"note: {folder}/ still holds {kept} older birds besides these")
 
 
 def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
