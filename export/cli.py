@@ -202,23 +202,7 @@ def _export(options: ExportOptions) -> None:
             f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
         )
     learned = learned_prior(state)
-    default = options.default_prior or (
-        "learned" if learned else "fitted" if options.prior_data else "standard"
-    )
-    if default == "learned" and learned is None:
-        raise UserError(
-            "--default-prior learned: the checkpoint has no learned prior (train one with "
-            "vae-train --stage prior --init CKPT)"
-        )
-    if default == "fitted" and not options.prior_data:
-        raise UserError("--default-prior fitted: fitting the mixture needs --prior-data")
-    mixture_values = options.components * config.model.latent_dim**2
-    if options.prior_data and mixture_values > MAX_PRIOR_VALUES:
-        raise UserError(
-            f"--prior-components {options.components}: a mixture over {config.model.latent_dim} "
-            f"dimensions may have at most {MAX_PRIOR_VALUES // config.model.latent_dim**2} "
-            "components (bird-gen refuses larger ones)"
-        )
+    default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
@@ -265,6 +249,28 @@ def _export(options: ExportOptions) -> None:
             source=source,
         ).save(folder)
         verify_model_dir(folder)
+
+
+def _default_prior(options: ExportOptions, has_learned: bool, latent_dim: int) -> str:
+    """The prior the manifest names as bird-gen's default, refused (UserError) before any
+    work when the checkpoint or the flags cannot provide it."""
+    default = options.default_prior or (
+        "learned" if has_learned else "fitted" if options.prior_data else "standard"
+    )
+    if default == "learned" and not has_learned:
+        raise UserError(
+            "--default-prior learned: the checkpoint has no learned prior (train one with "
+            "vae-train --stage prior --init CKPT)"
+        )
+    if default == "fitted" and not options.prior_data:
+        raise UserError("--default-prior fitted: fitting the mixture needs --prior-data")
+    if options.prior_data and options.components * latent_dim**2 > MAX_PRIOR_VALUES:
+        raise UserError(
+            f"--prior-components {options.components}: a mixture over {latent_dim} "
+            f"dimensions may have at most {MAX_PRIOR_VALUES // latent_dim**2} "
+            "components (bird-gen refuses larger ones)"
+        )
+    return default
 
 
 def _parity(model: Any, folder: Path, splits: Any) -> dict[str, Any]:
