@@ -285,27 +285,10 @@ class DecoderTrainer(Trainer):
             d_loss = d_loss + sharpen.hinge_d_loss(real_projected, fake_projected)
         d_grads = torch.autograd.grad(d_loss, self.judges, retain_graph=True)
 
-        l1 = (recon - real).abs().mean()
-        nll = self.model.likelihood.nll(params.float(), x).mean() / x[0].numel()
-        frequency = sharpen.focal_frequency_loss(recon, real)
-        matching = sharpen.feature_matching(real_features, recon_features)
-        reconstruction = (
-            cfg.l1_weight * l1 + cfg.nll_weight * nll + cfg.frequency_weight * frequency
-            + cfg.feature_weight * matching
-        )  # fmt: skip
-        stats = {"l1": l1, "nll": nll, "frequency": frequency, "matching": matching,
-                 "d_loss": d_loss}  # fmt: skip
-        if cfg.perceptual_weight > 0:
-            lpips = perceptual.distance(self.species_net, recon, real)
-            reconstruction = reconstruction + cfg.perceptual_weight * lpips
-            stats["perceptual"] = lpips
-        if self.anchor is not None and len(fakes) > len(x):
-            drawn_z = z[len(x) :]
-            with torch.no_grad():
-                target = self.anchor.decode_image(drawn_z).float()
-            anchor = sharpen.low_pass_l1(fakes[len(x) :], target, cfg.anchor_scale)
-            reconstruction = reconstruction + cfg.anchor_weight * anchor
-            stats["anchor"] = anchor
+        reconstruction, stats = self._reconstruction_loss(
+            x, real, recon, params, real_features, recon_features, fakes[len(x) :], z[len(x) :]
+        )
+        stats["d_loss"] = d_loss
         loss = reconstruction
         if self.step >= cfg.gan_start:
             adversarial = -fake_logits.mean()
@@ -327,6 +310,43 @@ class DecoderTrainer(Trainer):
         self.ema.update_parameters(self.model)
         self.step += 1
         return {name: float(value.detach()) for name, value in stats.items()}
+
+    def _reconstruction_loss(
+        self,
+        x: torch.Tensor,
+        real: torch.Tensor,
+        recon: torch.Tensor,
+        params: torch.Tensor,
+        real_features: list[torch.Tensor],
+        recon_features: list[torch.Tensor],
+        drawn: torch.Tensor,
+        drawn_z: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Every term but the adversarial one, and each term for the log: how far each
+        reconstruction is from its photo (L1, the likelihood, the frequency loss, feature
+        matching, the optional perceptual distance) and how far each prior draw's picture
+        strays from the anchor's at coarse scale."""
+        cfg = self.config.sharpen
+        l1 = (recon - real).abs().mean()
+        nll = self.model.likelihood.nll(params.float(), x).mean() / x[0].numel()
+        frequency = sharpen.focal_frequency_loss(recon, real)
+        matching = sharpen.feature_matching(real_features, recon_features)
+        loss = (
+            cfg.l1_weight * l1 + cfg.nll_weight * nll + cfg.frequency_weight * frequency
+            + cfg.feature_weight * matching
+        )  # fmt: skip
+        stats = {"l1": l1, "nll": nll, "frequency": frequency, "matching": matching}
+        if cfg.perceptual_weight > 0:
+            lpips = perceptual.distance(self.species_net, recon, real)
+            loss = loss + cfg.perceptual_weight * lpips
+            stats["perceptual"] = lpips
+        if self.anchor is not None and len(drawn):
+            with torch.no_grad():
+                target = self.anchor.decode_image(drawn_z).float()
+            anchor = sharpen.low_pass_l1(drawn, target, cfg.anchor_scale)
+            loss = loss + cfg.anchor_weight * anchor
+            stats["anchor"] = anchor
+        return loss, stats
 
     def _judge(
         self, images: torch.Tensor, seed: int
