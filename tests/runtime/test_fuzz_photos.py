@@ -15,6 +15,10 @@ from birdvae.runtime import photos
 from birdvae.runtime.photos import ImageError
 from birdvae.training import data
 
+# PIL warns of what it skips in a damaged TIFF's tags before it decodes or gives up; what
+# counts here is the image or the ImageError that follows.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
+
 SIZE = 8
 # (format, mode, save options): whatever PIL can write, so it can also be read, and broken.
 FORMATS = [
