@@ -8,11 +8,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from birdvae.runtime.command import Command
 from birdvae.runtime.errors import UserError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile", "threads"}
 SHOWN_FLAGS = {
@@ -221,10 +225,7 @@ def train_command(ctx: click.Context, **options) -> None:
     require_train_extra("vae-train")
     import torch
 
-    from . import checkpoint, runfolder
-    from .config import TrainConfig, override
-    from .loop import LAST
-    from .model import VAE
+    from .config import TrainConfig
     from .stages import trainer_class
 
     if options["threads"]:
@@ -233,37 +234,11 @@ def train_command(ctx: click.Context, **options) -> None:
         name for name in options
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
     }  # fmt: skip
-    resume_state = None
     if options["resume"] is not None:
-        extra = given - RESUMABLE_FLAGS
-        if extra:
-            flags = _flag_names(extra)
-            raise UserError(
-                f"--resume continues a run with the config it was started with; "
-                f"drop {flags} (only --epochs, --device, --precision, --compile, --threads "
-                "may change)"
-            )
-        run_dir = options["resume"]
-        resume_state = checkpoint.load(run_dir / LAST)
-        config = checkpoint.config_of(resume_state)
-        config = override(config, epochs=options["epochs"], device=options["device"],
-                          precision=options["precision"],
-                          compile=options["compile_"])  # fmt: skip
+        run_dir, resume_state, config = _resumed_run(options, given)
     else:
-        if options["out"] is not None and options["out_alias"] is not None:
-            raise UserError("give -o/--output once (--out is the same option)")
-        run_dir = options["out"] or options["out_alias"]
-        if run_dir is None or not (options["data"] or options["init"]):
-            raise UserError(
-                "-o/--output and --data (or --init for a later stage) are required "
-                "(or --resume RUN_DIR)"
-            )
-        runfolder.check_new_run_folder(run_dir)
-        if options["stage"] == "vae":
-            config = _vae_config(options, given)
-        else:
-            config = _stage_config(options, given)
-        VAE(config.model)  # fail fast on an impossible architecture
+        run_dir, resume_state = _new_run(options), None
+        config = _new_config(options, given)
     config = TrainConfig.from_dict(config.to_dict())
     if config.stage == "decoder" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
@@ -285,6 +260,55 @@ def train_command(ctx: click.Context, **options) -> None:
     trainer.close()
     if trainer.stop_signal is not None:
         sys.exit(128 + trainer.stop_signal)  # 130 for Ctrl-C, 143 for SIGTERM, as documented
+
+
+def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], TrainConfig]:
+    """The run folder, its last checkpoint and its config with what --resume may change."""
+    from . import checkpoint
+    from .config import override
+    from .loop import LAST
+
+    extra = given - RESUMABLE_FLAGS
+    if extra:
+        raise UserError(
+            f"--resume continues a run with the config it was started with; "
+            f"drop {_flag_names(extra)} (only --epochs, --device, --precision, --compile, "
+            "--threads may change)"
+        )
+    run_dir = options["resume"]
+    state = checkpoint.load(run_dir / LAST)
+    config = override(checkpoint.config_of(state), epochs=options["epochs"],
+                      device=options["device"], precision=options["precision"],
+                      compile=options["compile_"])  # fmt: skip
+    return run_dir, state, config
+
+
+def _new_run(options: dict) -> Path:
+    """The folder a new run will write, refused unless it is new or empty."""
+    from . import runfolder
+
+    if options["out"] is not None and options["out_alias"] is not None:
+        raise UserError("give -o/--output once (--out is the same option)")
+    run_dir = options["out"] or options["out_alias"]
+    if run_dir is None or not (options["data"] or options["init"]):
+        raise UserError(
+            "-o/--output and --data (or --init for a later stage) are required "
+            "(or --resume RUN_DIR)"
+        )
+    runfolder.check_new_run_folder(run_dir)
+    return run_dir
+
+
+def _new_config(options: dict, given: set[str]) -> TrainConfig:
+    """A new run's config: its stage's defaults, then the command line; an impossible
+    architecture is refused here, before any data is read."""
+    from .model import VAE
+
+    config = _vae_config(options, given) if options["stage"] == "vae" else _stage_config(
+        options, given
+    )
+    VAE(config.model)
+    return config
 
 
 ARCHITECTURE_FLAGS = {
