@@ -488,7 +488,6 @@ class Trainer:
         self.model.train()
         return scores.as_dict("val_")
 
-    @torch.no_grad()
     def _grid_kinds(self) -> tuple[str, ...]:
         """The grids each epoch writes (``grids/KIND_EPOCH.png``), as ``_grid_images`` names
         them: a resume after a kill checks for exactly these."""
@@ -503,6 +502,7 @@ class Trainer:
             "samples": model.decode_image(self.fixed_z.to(self.device)),
         }
 
+    @torch.no_grad()
     def _write_grids(self) -> None:
         for name, images in self._grid_images().items():
             pixels = images.float().cpu()

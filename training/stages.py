@@ -153,7 +153,6 @@ class PriorTrainer(Trainer):
             f"(train, same protocol: {metrics['train_fixed_prior_loss']:.4f})"
         )
 
-    @torch.no_grad()
     def _grid_kinds(self) -> tuple[str, ...]:
         return ("samples",)
 
@@ -385,7 +384,6 @@ class DecoderTrainer(Trainer):
             line += f"  g {metrics['train_g_loss']:.3f} (x{metrics['train_gan_weight']:.2f})"
         return line + f"  val psnr {metrics['val_psnr']:.2f} dB, {metrics['val_bpd']:.3f} bits/dim"
 
-    @torch.no_grad()
     def _grid_kinds(self) -> tuple[str, ...]:
         return ("recon", "samples") if self.fixed_prior_z is not None else ("recon",)
 

@@ -272,3 +272,22 @@ def test_a_stopped_run_exits_128_plus_the_signal_with_last_pt_saved(image_folder
     assert "Traceback" not in err and "stopped: saved" in out
     state = checkpoint.load(run / LAST)
     assert 1 <= state["epoch"] < 1000
+
+
+def test_grids_are_drawn_without_autograd(image_folder, tmp_path):
+    """Drawing the epoch's grids builds no autograd graph (memory and time a step never uses)."""
+    trainer = Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=_quiet)
+    drawn = trainer._grid_images
+    seen = []
+
+    def recording() -> dict[str, torch.Tensor]:
+        images = drawn()
+        seen.append(torch.is_grad_enabled() or any(t.requires_grad for t in images.values()))
+        return images
+
+    trainer._grid_images = recording
+    trainer._write_grids()
+    assert seen == [False]
+    assert sorted(p.name for p in (tmp_path / "run" / "grids").iterdir()) == [
+        "recon_0000.png", "samples_0000.png"
+    ]  # fmt: skip
