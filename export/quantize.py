@@ -96,11 +96,7 @@ def quantize_model(
     calibration = calibration_images[:CALIBRATION_IMAGES]
     evaluation = to_unit(evaluation_images[:EVALUATION_IMAGES])
     paths = {"encoder": folder / ENCODER_FILE, "decoder": folder / DECODER_FILE}
-    int8 = {graph: int8_candidate(path) for graph, path in paths.items()}
-    quantize_graph(paths["encoder"], int8["encoder"], ENCODER_INPUT, to_unit(calibration), opset)
-    z_calibration = encode_means(paths["encoder"], calibration)
-    quantize_graph(paths["decoder"], int8["decoder"], DECODER_INPUT, z_calibration, opset)
-
+    int8 = _quantize_graphs(paths, calibration, opset)
     sessions = {
         (graph, kind): ort_session(path, LATENCY_THREADS)
         for graph in paths
@@ -117,15 +113,7 @@ def quantize_model(
         "encoder": {ENCODER_INPUT: _tile(evaluation, LATENCY_BATCH)},
         "decoder": {DECODER_INPUT: _tile(z, LATENCY_BATCH)},
     }
-    figures: dict[str, Any] = {
-        **SETTINGS,
-        "calibration_images": len(calibration),
-        "evaluation_images": len(evaluation),
-        "latency_batch": LATENCY_BATCH,
-        "latency_threads": LATENCY_THREADS,
-        "cpu": _cpu_name(),
-        "onnxruntime": ort.__version__,
-    }
+    figures = _settings(len(calibration), len(evaluation))
     if (folder / SAMPLER_FILE).exists():  # judged by the float decoder's pictures of its draws
         figures["prior"] = quantize_prior(folder, sessions["decoder", "fp32"], opset, repeats)
     shipped = {}
@@ -146,6 +134,31 @@ def quantize_model(
     for graph, path in paths.items():
         _keep(path, int8[graph], figures[graph]["used"])
     return figures
+
+
+def _quantize_graphs(
+    paths: dict[str, Path], calibration: np.ndarray, opset: int
+) -> dict[str, Path]:
+    """Write an int8 candidate beside the encoder and the decoder. The decoder is calibrated
+    on the codes the float encoder gives the calibration photos, the inputs it will see."""
+    int8 = {graph: int8_candidate(path) for graph, path in paths.items()}
+    quantize_graph(paths["encoder"], int8["encoder"], ENCODER_INPUT, to_unit(calibration), opset)
+    z_calibration = encode_means(paths["encoder"], calibration)
+    quantize_graph(paths["decoder"], int8["decoder"], DECODER_INPUT, z_calibration, opset)
+    return int8
+
+
+def _settings(calibration_images: int, evaluation_images: int) -> dict[str, Any]:
+    """How the int8 figures were measured, so the manifest's numbers can be reproduced."""
+    return {
+        **SETTINGS,
+        "calibration_images": calibration_images,
+        "evaluation_images": evaluation_images,
+        "latency_batch": LATENCY_BATCH,
+        "latency_threads": LATENCY_THREADS,
+        "cpu": _cpu_name(),
+        "onnxruntime": ort.__version__,
+    }
 
 
 def quantize_prior(

@@ -82,6 +82,9 @@ class SharpenConfig:
 
     disc_width: int = 24
     disc_lr: float = 2e-4
+    # Adam's betas for both networks: a low first moment, as GANs since DCGAN use, so neither
+    # side keeps pushing along a direction the other has already answered.
+    adam_betas: tuple[float, float] = (0.5, 0.9)
     gan_weight: float = 0.8  # times the adaptive weight (VQGAN's disc_weight)
     gan_start: int = 200  # steps the discriminator trains alone first
     l1_weight: float = 1.0
@@ -109,6 +112,9 @@ class SharpenConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SharpenConfig:
         _reject_unknown(cls, data)
+        data = dict(data)
+        if "adam_betas" in data:  # JSON has no tuples
+            data["adam_betas"] = tuple(data["adam_betas"])
         return cls(**data)
 
 

@@ -34,7 +34,7 @@ from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
 from .config import TrainConfig
-from .data import load_splits
+from .data import Splits, load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
 from .likelihood import CoupledLogistic, bits_per_dim, to_unit
 from .model import VAE, count_parameters, kl_per_dim
@@ -115,6 +115,38 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        self._start_process(resume_state, log)
+        # The run folder is made only once the data has loaded: a data error leaves nothing.
+        self._load_tensors(self._load_data())
+        self._resuming = resume_state is not None
+        self._build()
+        self._batching()
+        self.scheduler = self._schedule(self.optimizer)
+        if self.ddp.main:
+            (self.run_dir / runfolder.GRIDS).mkdir(parents=True, exist_ok=True)
+        self.ddp.barrier()
+
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches of the current epoch already taken
+        self.step = 0
+        self.best_val_bpd = math.inf  # the best validation score (score_key) so far
+        self.best_epoch: int | None = None
+        self.partial: dict[str, float] = {}
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.trainable = self._wrap(self._trained_module())
+        # Fixed latent codes, so sample grids of successive epochs are comparable.
+        fixed = torch.Generator().manual_seed(config.seed)
+        self.fixed_z = torch.randn(config.grid_size, config.model.latent_dim, generator=fixed)
+        if resume_state is not None and self.ddp.main:
+            self._replay(resume_state)
+
+    def _start_process(
+        self, resume_state: dict[str, Any] | None, log: Callable[[str], None] | None
+    ) -> None:
+        """This process's place in the run: device, process group, log, seed, precision; and
+        the run folder checked and swept of what a killed run left."""
+        config = self.config
         self.ddp = _Distributed()
         self.device = resolve_device(config.device, self.ddp.local_rank)
         self.ddp.start(self.device)
@@ -130,21 +162,24 @@ class Trainer:
             removed = runfolder.sweep(self.run_dir)
             if removed:
                 self.log(f"removed {len(removed)} temporary file(s) left by a killed run")
-
         self.dtype = resolve_precision(config.precision, self.device)
         self.autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
             else nullcontext()
         )
-        # The run folder is made only once the data has loaded: a data error leaves nothing.
-        splits = self._load_data()
+
+    def _load_tensors(self, splits: Splits) -> None:
+        """The photos on the training device, once: they are small enough (uint8) to skip a
+        data loader's workers altogether."""
         self.train_images = torch.from_numpy(splits.train).to(self.device)
         self.val_images = torch.from_numpy(splits.val).to(self.device)
         self.train_labels = torch.from_numpy(splits.train_labels).to(self.device)
         self.classes = list(splits.classes)
-        self._resuming = resume_state is not None
-        self._build()
+
+    def _batching(self) -> None:
+        """What an epoch walks over, split between processes the same way on every resume."""
+        config = self.config
         self.train_set = self._train_set()
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.ddp.world)
         if self.steps_per_epoch == 0:
@@ -152,10 +187,6 @@ class Trainer:
                 f"{len(self.train_set)} training items are fewer than one batch of "
                 f"{config.batch_size} per process; lower --batch-size"
             )
-        self.scheduler = self._schedule(self.optimizer)
-        if self.ddp.main:
-            (self.run_dir / runfolder.GRIDS).mkdir(parents=True, exist_ok=True)
-        self.ddp.barrier()
         self.sampler = DistributedSampler(
             range(len(self.train_set)),
             num_replicas=self.ddp.world,
@@ -165,28 +196,15 @@ class Trainer:
             drop_last=True,
         )
 
-        self.epoch = 0  # epochs completed
-        self.batch_in_epoch = 0  # batches of the current epoch already taken
-        self.step = 0
-        self.best_val_bpd = math.inf  # the best validation score (score_key) so far
-        self.best_epoch: int | None = None
-        self.partial: dict[str, float] = {}
-        if resume_state is not None:
-            self._restore(resume_state)
-
-        trainable = self._trained_module()
-        if config.compile:
-            trainable = torch.compile(trainable)
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The trained module as the steps call it: compiled if asked, in DDP across processes."""
+        if self.config.compile:
+            module = torch.compile(module)
         if self.ddp.enabled:
-            trainable = DistributedDataParallel(
-                trainable, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.trainable = trainable
-        # Fixed latent codes, so sample grids of successive epochs are comparable.
-        fixed = torch.Generator().manual_seed(config.seed)
-        self.fixed_z = torch.randn(config.grid_size, config.model.latent_dim, generator=fixed)
-        if resume_state is not None and self.ddp.main:
-            self._replay(resume_state)
+        return module
 
     # --- what a stage changes ----------------------------------------------------------------
     # The VAE stage is this class; the later stages (stages.py) override these.

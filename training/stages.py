@@ -183,42 +183,54 @@ class DecoderTrainer(Trainer):
     score_key = None  # sharpening is judged by eye and by benchmarks: the latest is the best
 
     def _build(self) -> None:
-        config, cfg = self.config, self.config.sharpen
+        config = self.config
         init = load_init(config.init)
         self.model = frozen_vae(init, self.device)
         for parameter in self.model.decoder.parameters():
             parameter.requires_grad_(True)
         self.ema = exponential_average(self.model, config.ema_decay)
-        self.discriminator = sharpen.Discriminator(config.model.image_size, cfg.disc_width)
+        self._build_judges()
+        betas = config.sharpen.adam_betas
+        self.optimizer = torch.optim.Adam(
+            self.model.decoder.parameters(), lr=config.lr, betas=betas
+        )
+        self.d_optimizer = torch.optim.Adam(self.judges, lr=config.sharpen.disc_lr, betas=betas)
+        self.anchor = frozen_vae(init, self.device) if config.sharpen.anchor_weight > 0 else None
+        self._build_prior(init)
+        self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
+
+    def _build_judges(self) -> None:
+        """The discriminator, and the species net with its projected heads when a term uses
+        them; ``self.judges`` holds every parameter the discriminator's optimiser steps."""
+        cfg = self.config.sharpen
+        self.discriminator = sharpen.Discriminator(self.config.model.image_size, cfg.disc_width)
         self.discriminator.to(self.device, memory_format=torch.channels_last)
         uses_net = cfg.perceptual_weight > 0 or cfg.projected_weight > 0
         self.species_net = self._species_net() if uses_net else None
         self.projected = None
-        judges = list(self.discriminator.parameters())
+        self.judges = list(self.discriminator.parameters())
         if cfg.projected_weight > 0:
             self.projected = sharpen.ProjectedHeads(self.species_net.channels).to(
                 self.device, memory_format=torch.channels_last
             )
-            judges += list(self.projected.parameters())
-        self.judges = judges
-        betas = (0.5, 0.9)
-        self.optimizer = torch.optim.Adam(
-            self.model.decoder.parameters(), lr=config.lr, betas=betas
-        )
-        self.d_optimizer = torch.optim.Adam(judges, lr=cfg.disc_lr, betas=betas)
+            self.judges += list(self.projected.parameters())
+
+    def _build_prior(self, init: dict[str, Any]) -> None:
+        """The learned prior the init checkpoint carries, if any, frozen, with its sampler and
+        the fixed draws the progress grids decode."""
+        config = self.config
         self.carried_prior = learned_prior(init)
-        self.anchor = frozen_vae(init, self.device) if cfg.anchor_weight > 0 else None
         self.fixed_prior_z, self.prior_sampler = None, None
-        if self.carried_prior is not None:
-            self.carried_prior.to(self.device).eval()
-            # The prior is frozen here, so its sampler (the solver's constants) is built once,
-            # not at every step.
-            self.prior_sampler = Sampler(self.carried_prior)
-            generator = torch.Generator().manual_seed(config.seed + 3)
-            noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
-            with torch.no_grad():
-                self.fixed_prior_z = self.prior_sampler(noise.to(self.device))
-        self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
+        if self.carried_prior is None:
+            return
+        self.carried_prior.to(self.device).eval()
+        # The prior is frozen here, so its sampler (the solver's constants) is built once,
+        # not at every step.
+        self.prior_sampler = Sampler(self.carried_prior)
+        generator = torch.Generator().manual_seed(config.seed + 3)
+        noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
+        with torch.no_grad():
+            self.fixed_prior_z = self.prior_sampler(noise.to(self.device))
 
     def _species_net(self) -> perceptual.SpeciesNet:
         """The perceptual distance's network: trained now, or (on --resume) an empty one that
