@@ -380,6 +380,17 @@ def test_shipped_model_reconstructs_a_photo(name: str, birds: list[Path]) -> Non
     assert images.psnr(photo, recon) > 15.0  # a trained model, not noise
 
 
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_a_shipped_model_draws_a_seeds_birds_whatever_n_and_batch(name: str) -> None:
+    """The shipped samplers are int8 with activations quantized per run, so this fails if the
+    runtime hands the graph batches of whatever size the caller asked for."""
+    vae = BirdVAE.load(name, threads=1)
+    assert vae.manifest.default_prior == "learned"
+    birds = vae.sample(70, seed=11)
+    np.testing.assert_array_equal(vae.sample(5, seed=11), birds[:5])
+    np.testing.assert_array_equal(vae.sample(70, seed=11, batch=9), birds)
+
+
 def test_the_learned_prior_samples_through_prior_onnx(vae: BirdVAE) -> None:
     assert vae.prior_names == ("fitted", "learned", "standard")
     assert vae.default_temperature("learned") == 0.9

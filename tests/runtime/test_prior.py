@@ -131,7 +131,37 @@ def test_the_learned_prior_draws_its_noise_from_the_seed_and_scales_it_by_temper
 
     prior = LearnedPrior(graph, noise_dim=5)
     z = prior.sample(4, Draws(7), temperature=0.5)
-    assert z.shape == (4, 3) and seen[0].dtype == np.float32 and seen[0].shape == (4, 5)
-    expected = 0.5 * Draws(7).noise.standard_normal((4, 5))
+    rows = LearnedPrior.BLOCK_ROWS
+    assert z.shape == (4, 3) and seen[0].dtype == np.float32 and seen[0].shape == (rows, 5)
+    expected = 0.5 * Draws(7).noise.standard_normal((rows, 5))
     np.testing.assert_allclose(seen[0], expected.astype(np.float32))
+    np.testing.assert_allclose(z, 2.0 * expected[:4, :3], rtol=1e-6)
     np.testing.assert_allclose(prior.sample(4, Draws(7), temperature=0.0), 0.0)
+
+
+def _batch_dependent(noise: np.ndarray) -> np.ndarray:
+    """A graph whose every row depends on the rows beside it, as an int8 sampler's does
+    (its activations are quantized over the whole batch)."""
+    return noise - noise.mean(axis=0, keepdims=True)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 100])
+def test_a_learned_prior_draws_the_same_codes_whatever_n_and_batch(chunk: int) -> None:
+    from birdvae.runtime.prior import LearnedPrior
+
+    prior = LearnedPrior(_batch_dependent, noise_dim=4)
+    whole = prior.sample(150, Draws(3), temperature=0.8)
+    draws = Draws(3)
+    chunks = [prior.sample(min(chunk, 150 - start), draws, 0.8) for start in range(0, 150, chunk)]
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+    np.testing.assert_array_equal(prior.sample(10, Draws(3), 0.8), whole[:10])
+
+
+def test_codes_made_ahead_are_not_reused_at_another_temperature() -> None:
+    from birdvae.runtime.prior import LearnedPrior
+
+    prior = LearnedPrior(lambda noise: noise, noise_dim=2)
+    draws = Draws(5)
+    warm = prior.sample(3, draws, temperature=1.0)
+    cold = prior.sample(3, draws, temperature=0.0)
+    assert np.abs(warm).sum() > 0 and np.array_equal(cold, np.zeros((3, 2), np.float32))

@@ -50,6 +50,7 @@ class _Draws:
     def __init__(self, uniforms=(), normals=()) -> None:
         self.picks = _Stub(uniforms=uniforms)
         self.noise = _Stub(normals=normals)
+        self.codes_ahead = None
 
 
 # The generator ----------------------------------------------------------------------------------
@@ -146,7 +147,8 @@ def test_priors_turn_the_same_draws_into_the_same_codes(mirror):
     cdf = np.cumsum(weights.astype(np.float64) / weights.astype(np.float64).sum())
     # Uniforms on the components' borders as well as between them, and one past a rounded cdf.
     uniforms = np.concatenate([rng.uniform(size=n - 4), [0.0, cdf[0], cdf[1], 1 - 2**-53]])
-    normals = rng.standard_normal(n * max(d, noise_dim))
+    # The learned prior draws whole blocks of noise rows, more than n.
+    normals = rng.standard_normal(max(n * d, LearnedPrior.BLOCK_ROWS * noise_dim))
     out = mirror("priors", {
         "n": n, "d": d, "noiseDim": noise_dim, "temperature": temperature,
         "weights": weights.tolist(), "means": means.tolist(), "cholesky": cholesky.tolist(),

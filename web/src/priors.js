@@ -115,6 +115,10 @@ export class GaussianMixture {
 
 // A learned sampler: z = f(T * eps) with eps standard normal [n, noise_dim]. `run` is the
 // graph (prior.onnx); it is deterministic, so the noise drawn here is all the randomness.
+// As in runtime/prior.py, the graph always runs on BLOCK_ROWS rows: an int8 sampler quantizes
+// its activations over the whole batch, so fixed blocks keep a seed's birds whatever n is.
+export const BLOCK_ROWS = 64;
+
 export class LearnedPrior {
   constructor(run, noiseDim) {
     this.run = run;
@@ -122,10 +126,22 @@ export class LearnedPrior {
   }
 
   async sample(n, streams, temperature) {
-    const eps = streams.noise.fillNormal(new Float64Array(n * this.noiseDim));
-    return this.run(
-      Float32Array.from(eps, (e) => temperature * e),
-      n,
-    );
+    const blocks = [];
+    for (let start = 0; start < n; start += BLOCK_ROWS) {
+      const eps = streams.noise.fillNormal(
+        new Float64Array(BLOCK_ROWS * this.noiseDim),
+      );
+      blocks.push(
+        await this.run(
+          Float32Array.from(eps, (e) => temperature * e),
+          BLOCK_ROWS,
+        ),
+      );
+    }
+    if (blocks.length === 0) return new Float32Array(0);
+    const width = blocks[0].length / BLOCK_ROWS;
+    const z = new Float32Array(blocks.length * BLOCK_ROWS * width);
+    blocks.forEach((block, i) => z.set(block, i * block.length));
+    return z.slice(0, n * width);
   }
 }
