@@ -5,3 +5,5 @@ computes, ``prior`` fits the latent density the runtime samples from, ``quantize
 optional int8 graphs, and ``cli`` (``vae-export``) runs them in order into a staging folder that
 replaces the destination only once every check has passed. Needs the ``train`` extra.
 """
+
+import birdvae.runtime  # noqa: F401  (before onnxruntime loads: see runtime/__init__.py)

@@ -95,13 +95,25 @@ def sweep(destination: Path) -> list[str]:
     pattern = re.compile(
         re.escape(f".{destination.name}.{durable.TAG}") + r"[0-9a-f]{8}\.(partial|old)"
     )
-    partial, old = [], []
-    for entry in parent.iterdir():
-        match = pattern.fullmatch(entry.name)
-        if match is None or entry.is_symlink() or not entry.is_dir():
-            continue
-        if durable.is_abandoned(entry):
-            (partial if match[1] == "partial" else old).append(entry)
+    partial, old, claimed = [], [], []
+    try:
+        for entry in parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match is None or entry.is_symlink() or not entry.is_dir():
+                continue
+            fd = durable.claim(entry)  # held until it is removed or renamed back
+            if fd is not None:
+                claimed.append(fd)
+                (partial if match[1] == "partial" else old).append(entry)
+        return _restore_or_remove(destination, partial, old)
+    finally:
+        for fd in claimed:
+            os.close(fd)
+
+
+def _restore_or_remove(destination: Path, partial: list[Path], old: list[Path]) -> list[str]:
+    """Rename the newest old model back if the destination is missing; remove the rest."""
+    parent = destination.parent
     done = []
     if old and not destination.exists() and not destination.is_symlink():
         newest = max(old, key=lambda p: p.stat().st_mtime_ns)
@@ -125,9 +137,10 @@ def staging(destination: Path) -> Iterator[Path]:
     and removed, with any parent folders made for it, when the block fails."""
     made = [p for p in [destination.parent, *destination.parent.parents] if not p.exists()]
     destination.parent.mkdir(parents=True, exist_ok=True)
-    folder = destination.parent / _hidden_name(destination, "partial")
-    folder.mkdir()
-    fd = durable.hold(folder)
+    folder, fd = durable.create_locked(
+        lambda: _made(destination.parent / _hidden_name(destination, "partial")),
+        lambda made: os.open(made, os.O_RDONLY),
+    )
     try:
         yield folder
         for entry in folder.iterdir():
@@ -141,8 +154,12 @@ def staging(destination: Path) -> Iterator[Path]:
                 parent.rmdir()
         raise
     finally:
-        if fd is not None:
-            os.close(fd)
+        os.close(fd)
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
 
 
 def _hidden_name(destination: Path, kind: str) -> str:

@@ -28,7 +28,7 @@ from . import durable, images
 from .command import Group, printable
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
-from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling
+from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
 
 MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
 MAX_STEPS = 256
@@ -91,6 +91,18 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
         raise UserError(f"{path}: {folder} {problem}")
     if not os.access(folder, os.W_OK):
         raise UserError(f"{path}: the folder {folder} is not writable")
+    longest = durable.longest_name(folder)
+    if len(os.fsencode(path.name)) > longest:
+        raise UserError(f"{path}: the file name is too long (at most {longest} bytes here)")
+
+
+def _open_model(model: str, threads: int | None = None) -> BirdVAE:
+    """The model ``--model`` names; a note on stderr when the name hides a folder here."""
+    hidden = shadowed_folder(model)
+    if hidden is not None:
+        click.echo(f"note: {model} is the shipped model; for the folder here give ./{model}",
+                   err=True)  # fmt: skip
+    return BirdVAE.load(model, threads)
 
 
 def _default_scale(scale: int | None, vae: BirdVAE) -> int:
@@ -216,7 +228,7 @@ def main(
             )
         _check_output_file(output)
 
-    vae = BirdVAE.load(model, threads)
+    vae = _open_model(model, threads)
     settings = vae.sampling(seed, temperature, prior, noise, batch)
     if separate is not None:
         _sample_separate(vae, settings, n, separate, scale or 1, force)
@@ -315,7 +327,7 @@ def recon(
     _check_output_file(output, photos)
     from .photos import load_image
 
-    vae = BirdVAE.load(model, threads)
+    vae = _open_model(model, threads)
     rows, cols = images.pairs_shape(len(photos))
     _check_pixels(*images.figure_size(rows, cols, vae.image_size, _default_scale(scale, vae)))
     durable.sweep_temporaries(output.parent, {output.name})
@@ -360,7 +372,7 @@ def interp(
     _check_output_file(output, (first, last))
     from .photos import load_image
 
-    vae = BirdVAE.load(model, threads)
+    vae = _open_model(model, threads)
     _check_pixels(*images.figure_size(1, steps + 2, vae.image_size, _default_scale(scale, vae)))
     durable.sweep_temporaries(output.parent, {output.name})
     ends = np.stack([load_image(path, vae.image_size) for path in (first, last)])
@@ -382,7 +394,7 @@ def info(model: str) -> None:
     The files are checked against the manifest's hashes; onnxruntime is not loaded. The
     manifest's own strings are shown with control characters escaped.
     """
-    vae = BirdVAE.load(model)
+    vae = _open_model(model)
     vae.verify()
     manifest = vae.manifest
     facts: list[tuple[str, str]] = [

@@ -72,16 +72,72 @@ def hold(path: Path) -> int | None:
 
 def is_abandoned(path: Path) -> bool:
     """Whether no live process holds ``path``'s lock (so its writer died); False when unsure."""
-    if fcntl is None or path.is_symlink():
-        return False
-    try:
-        fd = hold(path)
-    except OSError:
-        return False
+    fd = claim(path)
     if fd is None:
         return False
     os.close(fd)
     return True
+
+
+def claim(path: Path) -> int | None:
+    """Lock ``path`` (a file or folder) if its writer is dead, for the caller to remove it while
+    it holds the descriptor (then close it); None when a live process holds it, it is gone, or
+    it cannot be told. Removing under the lock is what keeps a writer that has just created the
+    path, and not yet locked it, from losing it: see ``create_locked``."""
+    if fcntl is None or path.is_symlink():
+        return None
+    try:
+        fd = hold(path)
+    except OSError:
+        return None
+    if fd is None or not _names(path, fd):
+        if fd is not None:
+            os.close(fd)
+        return None
+    return fd
+
+
+def create_locked(make: Callable[[], Path], opener: Callable[[Path], int]) -> tuple[Path, int]:
+    """``make()`` a new file or folder under a fresh name and lock it; the name and descriptor.
+
+    Between the making and the locking a sweep may take the new path for a dead writer's; it
+    removes only what it has locked (``claim``), so if our lock fails, or the path no longer
+    names what we locked, the sweep has it, and we start again under another name.
+    """
+    for _ in range(100):
+        path = make()
+        try:
+            fd = opener(path)
+        except BaseException:
+            _remove(path)
+            raise
+        try:
+            if lock(fd) and _names(path, fd):
+                return path, fd
+        except BaseException:  # a signal while locking: what we made goes, as after the lock
+            if _names(path, fd):
+                _remove(path)
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "another process keeps removing new temporaries", str(path))
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            path.unlink()
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open on ``fd``."""
+    try:
+        there, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = True) -> None:
@@ -94,13 +150,19 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     over.
     """
     path = Path(path)
+    if path.is_symlink():  # written through, as open() would, not replaced by a plain file
+        path = Path(os.path.realpath(path))
     mode = _mode_to_keep(path)
-    tmp = path.with_name(f".{path.name}.{TAG}{os.urandom(4).hex()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
+    try:
+        tmp, fd = create_locked(
+            lambda: path.with_name(temporary_name(path.name)),
+            lambda new: os.open(new, flags, 0o666),
+        )
+    except OSError as exc:  # name the file the user asked for, not our hidden temporary
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            lock(handle.fileno())
             if mode is not None:
                 os.chmod(tmp, mode)
             write(handle)
@@ -113,6 +175,21 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temporary_name(name: str) -> str:
+    """The hidden temporary a file called ``name`` is written through."""
+    return f".{name}.{TAG}{os.urandom(4).hex()}.tmp"
+
+
+def longest_name(folder: Path) -> int:
+    """The longest file name ``write_atomic`` can write in ``folder``: its temporary's name
+    adds ``.``, the tag and the suffix to the file system's own limit."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    return limit - len(temporary_name(""))
 
 
 def _mode_to_keep(path: Path) -> int | None:
@@ -150,12 +227,16 @@ def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
         match = TMP_PATTERN.fullmatch(entry.name)
         if match is None or match["name"] not in names:
             continue
-        if entry.is_file() and is_abandoned(entry):
-            try:
-                entry.unlink(missing_ok=True)
-            except OSError:
-                continue
-            removed.append(entry)
+        fd = claim(entry) if entry.is_file() else None
+        if fd is None:
+            continue
+        try:
+            entry.unlink(missing_ok=True)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        removed.append(entry)
     return removed
 
 

@@ -212,7 +212,7 @@ class Manifest:
         text = read_file(path, MAX_MANIFEST_BYTES)
         try:
             data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long
             raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
         except RecursionError:
             raise ModelFormatError(f"{path} nests its JSON too deeply") from None

@@ -125,10 +125,25 @@ def usable_cpus() -> int:
 
 
 def resolve_model(name_or_path: PathLike) -> Path:
-    """A shipped model's name (``birds32``) or else a model folder's path."""
+    """A shipped model's name (``birds32``) or else a model folder's path. A name wins over a
+    folder of the same name in the working directory: ``./birds32`` reaches that one."""
     if isinstance(name_or_path, str) and name_or_path in SHIPPED_MODELS:
         return shipped_model_dir(name_or_path)
     return Path(name_or_path)
+
+
+def shadowed_folder(name_or_path: PathLike) -> Path | None:
+    """The folder in the working directory that a shipped model's name hides, if there is one
+    (and it is not the shipped model itself), so a command can say which one it used."""
+    if not (isinstance(name_or_path, str) and name_or_path in SHIPPED_MODELS):
+        return None
+    local = Path(name_or_path)
+    try:
+        if local.is_dir() and not os.path.samefile(local, shipped_model_dir(name_or_path)):
+            return local
+    except OSError:
+        pass
+    return None
 
 
 class BirdVAE:
@@ -136,7 +151,9 @@ class BirdVAE:
 
     Images are float32 [N, 3, S, S] RGB in [0, 1] and latent codes float32 [N, D]. Work is done
     ``batch`` rows at a time, so memory stays bounded whatever N is. ``threads`` sets
-    onnxruntime's intra-op threads; None or 0 lets it use one per physical core.
+    onnxruntime's intra-op threads; None or 0 lets it use one per physical core. The
+    constructor takes a folder's path (None: the default shipped model); ``load`` takes a
+    shipped model's name too.
     """
 
     def __init__(self, model_dir: PathLike | None = None, threads: int | None = None) -> None:

@@ -10,6 +10,9 @@ on a broken file is an ImageError naming it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +42,7 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
     square and lets a JPEG decode at a reduced scale (much faster, the same result at S).
     """
     path = Path(path)
+    _check_kind(path)
     with _decoding(path):
         with warnings.catch_warnings():  # MAX_PHOTO_PIXELS is checked below, and lower
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -59,6 +63,21 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
     image = image.crop((left, top, right, bottom))
     image = image.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _check_kind(path: Path) -> None:
+    """Refuse a named pipe, socket or device before opening it: opening a pipe no one writes
+    to waits for ever. Standard input itself (``/dev/stdin``) stays readable."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # missing or unreadable: the decoder's error names it
+    if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
+        return
+    with contextlib.suppress(OSError):
+        if os.path.samestat(info, os.fstat(0)):
+            return
+    raise ImageError(f"{path} is not a file but a pipe, socket or device; give a photo file")
 
 
 def centre_square(size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import {
   cpSync,
+  lstatSync,
   existsSync,
   mkdirSync,
   readFileSync,
@@ -37,29 +38,39 @@ function fail(message) {
   process.exit(1);
 }
 
+// A model's file as bytes; as bird-gen does, a model's files must be its own, not links.
+function plainFile(path) {
+  if (!lstatSync(path).isFile()) fail(`${path} is a link or not a plain file; copy the file itself there`);
+  return readFileSync(path);
+}
+
 function checkedModel(spec) {
   const [name, folder] = spec.split(/=(.*)/s);
   if (!MODEL_NAME.test(name ?? '') || !folder)
     fail(`--model takes NAME=FOLDER with a NAME of letters, digits, - and _, got ${spec}`);
   const where = resolve(folder);
+  const manifestPath = join(where, MANIFEST_FILE);
+  if (!existsSync(manifestPath)) fail(`${where} is not a model folder: it has no ${MANIFEST_FILE}`);
+  // The bytes checked here are the bytes published, whatever happens to the folder meanwhile.
+  const contents = new Map([[MANIFEST_FILE, plainFile(manifestPath)]]);
   let manifest;
   try {
-    manifest = parseManifest(readFileSync(join(where, MANIFEST_FILE), 'utf8'));
+    manifest = parseManifest(contents.get(MANIFEST_FILE).toString('utf8'));
   } catch (error) {
-    if (error.code === 'ENOENT') fail(`${where} is not a model folder: it has no ${MANIFEST_FILE}`);
     if (error instanceof ModelError) fail(`${where}: ${error.message}`);
     throw error;
   }
   for (const [file, entry] of Object.entries(manifest.files)) {
     const path = join(where, file);
     if (!existsSync(path)) fail(`${path} is missing`);
-    const bytes = readFileSync(path);
+    const bytes = plainFile(path);
     if (bytes.length !== entry.bytes)
       fail(`${path} has ${bytes.length} bytes, the manifest says ${entry.bytes}`);
     if (createHash('sha256').update(bytes).digest('hex') !== entry.sha256)
       fail(`${path} does not match its sha256 in the manifest`);
+    contents.set(file, bytes);
   }
-  return { name, where, files: [MANIFEST_FILE, ...Object.keys(manifest.files)] };
+  return { name, contents };
 }
 
 function replaceable(folder) {
@@ -86,9 +97,10 @@ rmSync(staging, { recursive: true, force: true });
 cpSync(join(WEB, 'src'), staging, { recursive: true });
 mkdirSync(join(staging, 'ort'));
 for (const file of ORT_FILES) cpSync(join(ORT, file), join(staging, 'ort', file));
-for (const { name, where, files } of models) {
+for (const { name, contents } of models) {
   mkdirSync(join(staging, 'models', name), { recursive: true });
-  for (const file of files) cpSync(join(where, file), join(staging, 'models', name, file));
+  // The bytes that were checked are the bytes published, whatever happens to the folder meanwhile.
+  for (const [file, bytes] of contents) writeFileSync(join(staging, 'models', name, file), bytes);
 }
 writeFileSync(join(staging, 'models', 'index.json'), `${JSON.stringify({ models: names }, null, 2)}\n`);
 writeFileSync(join(staging, MARKER), 'built by web/build.mjs; npm run build replaces this folder\n');

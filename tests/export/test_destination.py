@@ -251,3 +251,24 @@ def test_a_staging_folder_killed_while_quantizing_is_swept(tmp_path):
         (staged / name).write_bytes(b"half")
     assert sweep(tmp_path / "model") == ["removed 1 folder(s) left by an interrupted export"]
     assert hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(durable.fcntl is None, reason="no flock: nothing is ever swept")
+def test_a_sweep_between_making_and_locking_a_staging_folder_loses_nothing(tmp_path, monkeypatch):
+    from birdvae.export.destination import staging
+
+    out = tmp_path / "model"
+    real_lock, swept = durable.lock, []
+
+    def racing_lock(fd: int) -> bool:
+        if not swept:
+            swept.append(None)  # the sweep's own locks go straight through
+            swept[0] = sweep(out)
+        return real_lock(fd)
+
+    monkeypatch.setattr(durable, "lock", racing_lock)
+    with staging(out) as folder:
+        (folder / "manifest.json").write_text("{}")
+    assert swept[0] == ["removed 1 folder(s) left by an interrupted export"]
+    assert (out / "manifest.json").read_text() == "{}"
+    assert hidden(tmp_path) == []

@@ -191,6 +191,12 @@ def _bad_json(model: Path, refresh) -> None:
     (model / MANIFEST_FILE).write_text("{not json")
 
 
+def _huge_integer(model: Path, refresh) -> None:
+    """Valid JSON that Python's int() refuses (more than 4300 digits): a ValueError of its own."""
+    text = (model / MANIFEST_FILE).read_text()
+    (model / MANIFEST_FILE).write_text(text.replace('"opset": 17', '"opset": ' + "9" * 5000))
+
+
 def _no_prior(model: Path, refresh) -> None:
     manifest = json.loads((model / MANIFEST_FILE).read_text())
     manifest.update(priors={}, default_prior="standard")
@@ -215,6 +221,7 @@ BAD_INPUTS = {
     "output-folder-missing": ("-o {out}/missing/b.png", None),
     "output-under-a-file": ("-o {text}/b.png", None),
     "output-not-png": ("-o {out}/b.jpg", None),
+    "output-name-too-long": ("-o {out}/" + "a" * 250 + ".png", None),
     "separate-and-output": ("--separate {out}/s -o {out}/b.png", None),
     "separate-is-a-file": ("--n 2 --separate {text}", None),
     "unknown-option": ("--colour red -o {out}/b.png", None),
@@ -223,6 +230,8 @@ BAD_INPUTS = {
     "model-missing": ("--model {out}/no_model -o {out}/b.png", None),
     "manifest-hash-mismatch": ("-o {out}/b.png", _damage_hash),
     "manifest-not-json": ("-o {out}/b.png", _bad_json),
+    "manifest-huge-integer": ("-o {out}/b.png", _huge_integer),
+    "info-manifest-huge-integer": ("info", _huge_integer),
     "corrupt-onnx": ("-o {out}/b.png", _corrupt_onnx),
     "bad-prior-file": ("-o {out}/b.png", _bad_prior),
     "wrong-input-names": ("--model {wrong} -o {out}/b.png", None),
@@ -271,3 +280,31 @@ def test_user_mistakes_end_in_one_error_line(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert list(out.iterdir()) == [], "a failed command left files behind"
+
+
+def test_a_named_pipe_is_refused_as_a_photo_not_waited_on(cli, tiny_model: Path, out: Path,
+                                                         tmp_path: Path) -> None:
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    fifo = tmp_path / "bird.png"
+    os.mkfifo(fifo)  # opening it would block until something writes to it
+    for args in (("recon", fifo), ("interp", fifo, fifo)):
+        result = cli(*args, "-o", out / "r.png", "--model", tiny_model, "--threads", 1)
+        assert result.exit_code == 2 and "is not a file but a pipe" in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_shipped_name_says_when_it_hides_a_folder_of_that_name(cli, tiny_model: Path,
+                                                                 out: Path, monkeypatch) -> None:
+    import shutil
+
+    shutil.copytree(tiny_model, out / "birds64")
+    monkeypatch.chdir(out)
+    result = cli("info", "--model", "birds64")
+    _ok(result)
+    assert "64x64" in result.stdout and "give ./birds64" in result.stderr
+    local = cli("info", "--model", "./birds64")
+    _ok(local)
+    assert "16x16" in local.stdout and local.stderr == ""

@@ -63,3 +63,47 @@ def test_a_temporary_that_cannot_be_removed_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "unlink", unlink)
     assert durable.sweep_temporaries(tmp_path, {"birds.png", "notes.png"}) == [mine]
     assert others.exists() and not mine.exists()
+
+
+def _sweep_before_the_first_lock(monkeypatch, sweep) -> list:
+    """Make ``durable.lock`` run ``sweep`` once, just before a writer's first lock: the moment
+    a new temporary exists under its sweepable name but is not yet locked."""
+    real_lock, swept = durable.lock, []
+
+    def racing_lock(fd: int) -> bool:
+        if not swept:
+            swept.append(None)  # the sweep's own locks go straight through
+            swept[0] = sweep()
+        return real_lock(fd)
+
+    monkeypatch.setattr(durable, "lock", racing_lock)
+    return swept
+
+
+@pytest.mark.skipif(durable.fcntl is None, reason="no flock: nothing is ever swept")
+def test_a_sweep_between_creating_and_locking_a_temporary_loses_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "birds.png"
+    swept = _sweep_before_the_first_lock(
+        monkeypatch, lambda: durable.sweep_temporaries(tmp_path, {out.name})
+    )
+    durable.write_bytes_atomic(out, b"birds")
+    assert len(swept[0]) == 1  # the sweep did take the writer's first, unlocked temporary
+    assert out.read_bytes() == b"birds"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def test_an_output_that_is_a_symlink_is_written_through(tmp_path):
+    target = tmp_path / "www" / "pub.png"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "link.png"
+    link.symlink_to(Path("www") / "pub.png")
+    durable.write_bytes_atomic(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+
+
+def test_a_file_that_cannot_be_created_is_named_as_the_user_gave_it(tmp_path):
+    out = tmp_path / "missing" / "birds.png"
+    with pytest.raises(FileNotFoundError) as raised:
+        durable.write_bytes_atomic(out, b"birds")
+    assert raised.value.filename == str(out)

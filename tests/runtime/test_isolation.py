@@ -107,3 +107,20 @@ def test_default_model_from_the_command_line(tmp_path: Path) -> None:
     assert [p for p in FORBIDDEN if _loaded(modules, p)] == []
     status, _ = _imported("info", cwd=tmp_path)
     assert status == 0
+
+
+def test_bird_gen_leaves_nothing_in_the_users_home(tmp_path: Path) -> None:
+    """onnxruntime's official builds keep a telemetry device id under ~/.cache unless told not
+    to; bird-gen tells them, so a run writes its PNG and nothing else."""
+    home, out = tmp_path / "home", tmp_path / "out"
+    home.mkdir()
+    out.mkdir()
+    env = {k: v for k, v in ENV.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER, json.dumps(["--n", "2", "-o", str(out / "b.png")])],
+        cwd=out, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [p.relative_to(home) for p in home.rglob("*")] == []
+    assert [p.name for p in out.iterdir()] == ["b.png"]

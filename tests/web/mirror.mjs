@@ -6,6 +6,8 @@
 import { readFileSync } from "node:fs";
 import { GUTTER, grid, gridShape, psnr, row } from "../../web/src/figure.js";
 import {
+  MAX_NOISE,
+  MAX_TEMPERATURE,
   defaultTemperature,
   parseManifest,
   priorNames,
@@ -147,6 +149,10 @@ const cases = {
       shapes: Array.from({ length: 300 }, (_, i) => gridShape(i + 1)),
       psnr: psnr(tiles[0], tiles[1]),
     };
+  },
+
+  bounds() {
+    return { MAX_TEMPERATURE, MAX_NOISE };
   },
 
   manifests(variants) {

@@ -255,6 +255,13 @@ def _manifest_variants() -> dict[str, dict]:
         "files not an object": {"files": []},
         "a negative temperature": {"default_temperature": -1.0},
         "negative noise": {"default_noise": -0.5},
+        "a temperature above the bound": {"default_temperature": 50.0},
+        "noise above the bound": {"default_noise": 10.5},
+        "a prior's temperature above the bound": {
+            "priors": {"fitted": {**fitted, "default_temperature": 1e30}}
+        },
+        "no likelihood": {"likelihood": None},
+        "an unknown key in a prior": {"priors": {"fitted": {**fitted, "url": "http://x"}}},
     }
     variants = {}
     for name, change in changes.items():
@@ -274,6 +281,12 @@ def _python_reads(data: dict) -> Manifest | None:
     settings = [manifest.default_temperature, manifest.default_noise]
     settings += [prior.default_temperature for prior in manifest.priors.values()]
     return manifest if min(settings) >= 0 else None
+
+
+def test_the_page_bounds_temperature_and_noise_as_the_runtime_does(mirror):
+    from birdvae.runtime.format import MAX_NOISE, MAX_TEMPERATURE
+
+    assert mirror("bounds", {}) == {"MAX_TEMPERATURE": MAX_TEMPERATURE, "MAX_NOISE": MAX_NOISE}
 
 
 def test_manifests_are_accepted_and_refused_as_the_runtime_does(mirror):
@@ -350,3 +363,28 @@ def test_npz_reader_refuses_hostile_files(mirror):
     assert "lacks the array weights" in out["lacks the array"]
     assert "'<f4', '<f8'" in out["integers"]
     assert "Fortran order" in out["Fortran order"]
+
+
+def test_the_build_refuses_a_model_whose_files_are_links(node, tmp_path):
+    """The published site must hold the files themselves: bird-gen refuses linked model files,
+    and so does the build, before it writes anything."""
+    import shutil
+    import subprocess
+
+    from birdvae.runtime.model import shipped_model_dir
+
+    web = Path(__file__).resolve().parents[2] / "web"
+    if not (web / "node_modules" / "onnxruntime-web").is_dir():
+        pytest.skip(f"onnxruntime-web is not installed: run npm ci in {web}")
+    real, linked = tmp_path / "real", tmp_path / "linked"
+    shutil.copytree(shipped_model_dir("birds32"), real)
+    linked.mkdir()
+    for file in real.iterdir():
+        (linked / file.name).symlink_to(file)
+    out = tmp_path / "dist"
+    done = subprocess.run(
+        [node, str(web / "build.mjs"), "--out", str(out), "--model", f"birds={linked}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and "is a link or not a plain file" in done.stderr
+    assert not out.exists()

@@ -7,7 +7,7 @@
 // tests drive (docs/WEB.md).
 
 import { defaultScale, grid, psnr, row, show } from './figure.js';
-import { ModelError } from './manifest.js';
+import { MAX_NOISE, MAX_TEMPERATURE, ModelError } from './manifest.js';
 import { Model } from './model.js';
 import { PhotoError, loadPhoto, toModelInput } from './photo.js';
 import { toTiles } from './pixels.js';
@@ -100,7 +100,7 @@ function number(input, what, { whole = false, min = 0, max = Infinity } = {}) {
   const value = input.value.trim() === '' ? NaN : Number(input.value);
   const valid = whole ? Number.isSafeInteger(value) : Number.isFinite(value);
   if (!valid || value < min || value > max) {
-    const range = whole ? `a whole number from ${min} to ${max}` : `a number >= ${min}`;
+    const range = `${whole ? 'a whole number' : 'a number'} from ${min} to ${max}`;
     throw new RangeError(`${what} must be ${range}, got "${input.value}"`);
   }
   return value;
@@ -111,8 +111,8 @@ function readSettings() {
     n: number(ui.count, 'the number of birds', { whole: true, min: 1, max: MAX_BIRDS }),
     seed: number(ui.seed, 'the seed', { whole: true, max: MAX_SEED }),
     prior: ui.prior.value,
-    temperature: number(ui.temperature, 'the temperature'),
-    noise: number(ui.noise, 'the pixel noise'),
+    temperature: number(ui.temperature, 'the temperature', { max: MAX_TEMPERATURE }),
+    noise: number(ui.noise, 'the pixel noise', { max: MAX_NOISE }),
   };
 }
 

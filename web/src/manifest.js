@@ -32,6 +32,12 @@ const MAX_IMAGE_SIZE = 256;
 const MAX_LATENT_DIM = 4096;
 const MAX_COMPONENTS = 1024;
 
+// A prior's temperature and the pixel noise, at most (runtime/format.py's MAX_TEMPERATURE and
+// MAX_NOISE): at 10 a draw sits ten standard deviations out, and more overflows float32.
+export const MAX_TEMPERATURE = 10;
+export const MAX_NOISE = 10;
+const PRIOR_KEYS = ['kind', 'file', 'default_temperature', 'components', 'noise_dim', 'source'];
+
 export class ModelError extends Error {
   name = 'ModelError';
 }
@@ -47,9 +53,9 @@ function positiveInteger(value, what, max) {
   return value;
 }
 
-function temperature(value, what) {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ModelError(`manifest ${what} must be a finite number >= 0, got ${JSON.stringify(value)}`);
+function temperature(value, what, max = MAX_TEMPERATURE) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new ModelError(`manifest ${what} must be a number from 0 to ${max}, got ${JSON.stringify(value)}`);
   }
   return value;
 }
@@ -100,6 +106,10 @@ function parsePriors(priors) {
       );
     }
     const [kind, file] = PRIOR_KINDS[name];
+    const unknown = isObject(info) ? Object.keys(info).filter((key) => !PRIOR_KEYS.includes(key)) : [];
+    if (unknown.length) {
+      throw new ModelError(`manifest prior ${JSON.stringify(name)} has unknown keys ${unknown.join(', ')}`);
+    }
     if (!isObject(info) || info.kind !== kind || info.file !== file) {
       throw new ModelError(
         `manifest prior ${JSON.stringify(name)} must be kind ${JSON.stringify(kind)} in ${JSON.stringify(file)}`,
@@ -128,6 +138,7 @@ export function parseManifest(text) {
   }
   if (!isObject(data)) throw new ModelError('manifest.json does not hold a JSON object');
   data = upgrade(data);
+  if (typeof data.likelihood !== 'string') throw new ModelError('manifest lacks its likelihood');
   const manifest = {
     imageSize: positiveInteger(data.image_size, 'image_size', MAX_IMAGE_SIZE),
     latentDim: positiveInteger(data.latent_dim, 'latent_dim', MAX_LATENT_DIM),
@@ -135,7 +146,7 @@ export function parseManifest(text) {
     priors: parsePriors(data.priors ?? {}),
     defaultPrior: data.default_prior ?? 'standard',
     defaultTemperature: temperature(data.default_temperature ?? 1.0, 'default_temperature'),
-    defaultNoise: temperature(data.default_noise ?? 0.0, 'default_noise'),
+    defaultNoise: temperature(data.default_noise ?? 0.0, 'default_noise', MAX_NOISE),
   };
   if (manifest.defaultPrior !== 'standard' && !Object.hasOwn(manifest.priors, manifest.defaultPrior)) {
     throw new ModelError(

@@ -1,5 +1,6 @@
 // Pixel noise and pixels out: the page's mirror of runtime/pixels.py and images.to_uint8_hwc.
 
+import { MAX_NOISE } from './manifest.js';
 import { checkTemperature } from './priors.js';
 
 // Uniforms are kept off 0 and 1, where the logistic's inverse CDF is infinite, by the bounds
@@ -7,7 +8,7 @@ import { checkTemperature } from './priors.js';
 const LOW = Math.fround(1e-6);
 const HIGH = Math.fround(1 - 1e-6);
 
-export const checkNoise = (noise) => checkTemperature(noise, 'pixel noise');
+export const checkNoise = (noise) => checkTemperature(noise, 'pixel noise', MAX_NOISE);
 
 const clip = (x) => Math.min(1, Math.max(0, x));
 

@@ -6,11 +6,11 @@
 // Float32Array [n * D], row-major, as the decoder takes them.
 
 import { readNpz } from './npz.js';
-import { ModelError } from './manifest.js';
+import { MAX_TEMPERATURE, ModelError } from './manifest.js';
 
-export function checkTemperature(value, what = 'temperature') {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new RangeError(`${what} must be a finite number >= 0, got ${value}`);
+export function checkTemperature(value, what = 'temperature', max = MAX_TEMPERATURE) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new RangeError(`${what} must be a number from 0 to ${max}, got ${value}`);
   }
   return value;
 }
