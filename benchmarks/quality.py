@@ -124,8 +124,7 @@ def main() -> None:
 
     if args.sweep:
         print(f"{'prior':<10}{'T':>5}{'SWD':>8}")
-        priors = ["standard"] + (["fitted"] if ours.manifest.prior else [])
-        for prior in priors:
+        for prior in ours.prior_names:
             for t in TEMPERATURES:
                 swd = sample_swd(ours, real, args.samples, prior, t, noise=0)
                 print(f"{prior:<10}{t:>5.2f}{swd:>8.1f}")

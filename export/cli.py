@@ -9,6 +9,7 @@ traceback.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ class ExportOptions:
     guidance: float = 1.0
 
 
-@click.command(cls=Command)
+@click.command(
+    "vae-export", cls=Command, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
@@ -149,7 +152,14 @@ def main(
     if output is not None and out_alias is not None:
         raise click.UsageError("give -o/--output once (--out is the same option)")
 
-    destination = output or out_alias or checkpoint.parent / "model"
+    import onnx
+
+    if opset > onnx.defs.onnx_opset_version():
+        raise click.BadParameter(
+            f"{opset} is newer than the {onnx.defs.onnx_opset_version()} this onnx knows",
+            param_hint="'--opset'",
+        )
+    destination = _checked_destination(output or out_alias or checkpoint.parent / "model")
     options = ExportOptions(
         checkpoint=checkpoint,
         destination=destination,
@@ -166,6 +176,21 @@ def main(
     )
     _export(options)  # a file it cannot read or write: one error line naming it, exit 2
     click.echo(f"wrote {destination}")
+
+
+def _checked_destination(destination: Path) -> Path:
+    """The destination as an absolute path, refused if it is the working directory or holds
+    it: the export swaps the folder it writes for a new one, and it cannot swap the folder the
+    user stands in (``-o .`` would also stage the model inside the folder it replaces)."""
+    absolute = Path(os.path.abspath(destination))
+    here = Path.cwd()
+    if absolute == here or absolute in here.parents:
+        raise click.BadParameter(
+            f"{destination} is the working folder or holds it; name a folder to write, e.g. "
+            "-o model",
+            param_hint="'-o'",
+        )
+    return absolute
 
 
 def _export(options: ExportOptions) -> None:
@@ -206,7 +231,8 @@ def _export(options: ExportOptions) -> None:
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
-        click.echo("note: the checkpoint has no weight average; exporting its raw weights")
+        click.echo("note: the checkpoint has no weight average; exporting its raw weights",
+                   err=True)  # fmt: skip
     splits, data = _real_images(checkpoint, config, options.prior_data)
     if options.int8 and splits is None:
         raise UserError("--int8 calibrates on real images: pass --prior-data DIR")
@@ -408,8 +434,16 @@ def _real_images(
     from birdvae.training.data import describe, load_splits
 
     sources = [Path(p) for p in prior_data]
-    if not sources and config.data and all(Path(d).is_dir() for d in config.data):
-        sources = [Path(d) for d in config.data]
+    if not sources and config.data:
+        if all(Path(d).is_dir() for d in config.data):
+            sources = [Path(d) for d in config.data]
+        else:
+            missing = next(d for d in config.data if not Path(d).is_dir())
+            click.echo(
+                f"note: the checkpoint's data ({missing}) is not here, so parity is checked on "
+                "random images; --prior-data DIR checks it on photos",
+                err=True,
+            )
     if not sources:
         return None, None
     cache = checkpoint.parent / "cache"

@@ -12,6 +12,7 @@ holds; with ``metrics`` it lets a resume replay what a crash cut off (``runfolde
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import zipfile
@@ -39,8 +40,15 @@ class CheckpointError(UserError, ValueError):
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write through a locked temporary beside ``path``: a crash or kill at any moment leaves
-    either the old file or the new one, never half of one."""
-    durable.write_atomic(Path(path), lambda handle: torch.save(state, handle))
+    either the old file or the new one, never half of one.
+
+    The checkpoint is serialised in memory first (tens of MB): written by torch.save straight
+    into the file, a full disk comes back as a RuntimeError from torch's C++ writer instead of
+    the OSError that names the file and becomes one ``error:`` line."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getbuffer()
+    durable.write_atomic(Path(path), lambda handle: handle.write(data))
 
 
 def verify_crcs(path: Path) -> None:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,12 +143,14 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    help="Images per step per process. [default: 64; baseline: 32]",
+    help="Images (codes, for --stage prior) per step per process. "
+    "[default: 64; baseline: 32; --stage prior: 256; --stage decoder: 32]",
 )
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    help="Peak learning rate. [default: 2e-3; baseline: 1e-3]",
+    help="Peak learning rate. "
+    "[default: 2e-3; baseline: 1e-3; --stage prior: 1e-3; --stage decoder: 2e-4]",
 )
 @click.option(
     "--image-size", type=click.Choice(["32", "64"]), help="Square image size. [default: 32]"
@@ -338,7 +341,7 @@ def _vae_config(options: dict, given: set[str]):
     size = options["image_size"]
     return override(
         preset(options["preset"]),
-        data=[str(Path(d).expanduser()) for d in options["data"]],
+        data=_absolute(options["data"]),
         epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
         image_size=int(size) if size else None, latent_dim=options["latent_dim"],
         decoder_width=options["decoder_width"], decoder_max_width=options["decoder_max_width"],
@@ -350,6 +353,12 @@ def _vae_config(options: dict, given: set[str]):
         compile=options["compile_"], kl_warmup_epochs=options["kl_warmup_epochs"],
         free_bits=options["free_bits"], kl_weight=options["kl_weight"],
     )  # fmt: skip
+
+
+def _absolute(paths: Sequence[str | Path]) -> list[str]:
+    """Paths as the run records them: absolute, so ``--resume``, a later stage and vae-export
+    find them from any working directory."""
+    return [os.path.abspath(Path(p).expanduser()) for p in paths]
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -377,8 +386,8 @@ def _stage_config(options: dict, given: set[str]):
     init_config = checkpoint.config_of(checkpoint.load(init))
     if init_config.model.arch != "resnet":
         raise UserError(f"--stage {stage} needs a model of the default architecture")
-    config = stage_config(init_config, stage, str(init))
-    data = [str(Path(d).expanduser()) for d in options["data"]] or None
+    config = stage_config(init_config, stage, _absolute([init])[0])
+    data = _absolute(options["data"]) or None
     return override(
         config, data=data, epochs=options["epochs"], batch_size=options["batch_size"],
         lr=options["lr"], device=options["device"], seed=options["seed"],

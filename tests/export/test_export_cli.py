@@ -103,6 +103,33 @@ def test_defaults_bird_gen_would_refuse_are_refused_before_any_work(
     assert not out.exists()
 
 
+def test_an_opset_onnx_does_not_know_is_refused_before_any_work(
+    export_cli, resnet_checkpoint, tmp_path
+):
+    out = tmp_path / "model"
+    assert_one_error_line(export_cli(resnet_checkpoint, "-o", out, "--opset", 99), 2, "--opset")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", [".", "..", "here"])
+def test_the_working_folder_is_refused_as_destination(
+    export_cli, resnet_checkpoint, tmp_path, monkeypatch, where
+):
+    """Exporting swaps the destination for a new folder; ``-o .`` also staged the model inside
+    the folder it was to replace, and was refused only after all the work."""
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = export_cli(resnet_checkpoint, "-o", here if where == "here" else where)
+    assert_one_error_line(result, 2, "working folder")
+    assert list(here.iterdir()) == []
+
+
+def test_help_names_the_command_and_takes_h(export_cli):
+    result = export_cli("-h")
+    assert result.exit_code == 0 and result.stdout.startswith("Usage: vae-export ")
+
+
 def test_a_destination_that_cannot_be_written_is_one_line_naming_it(
     export_cli, resnet_checkpoint, tmp_path
 ):
@@ -196,3 +223,22 @@ def test_int8_export_records_its_measurements(export_cli, resnet_checkpoint, bir
     outputs = session.run(None, {"z": np.zeros((3, manifest.latent_dim), np.float32)})
     # whichever decoder shipped, it runs: image, then pixel location, scale, coupling
     assert [o.shape for o in outputs] == [(3, 3, 16, 16)] * 4
+
+
+@pytest.mark.parametrize("floor, ships", [(0.0, True), (1e3, False)])
+def test_int8_encoder_and_decoder_ship_only_faster_and_close_to_fp32(
+    export_cli, resnet_checkpoint, bird_folder, tmp_path, monkeypatch, floor, ships
+):
+    from birdvae.export import quantize
+
+    # int8 is always clearly faster here, so the quality floor alone decides, both ways.
+    monkeypatch.setattr(quantize, "compare_latency", lambda *a, **k: (10.0, 1.0))
+    monkeypatch.setattr(quantize, "MIN_INT8_PSNR_DB", floor)
+    out = tmp_path / "int8"
+    result = export_cli(resnet_checkpoint, "-o", out, "--int8", "--prior-data", bird_folder)
+    assert result.exit_code == 0, result.stderr
+    figures = verify_model_dir(out).source["int8"]
+    for graph in ("encoder", "decoder"):
+        assert figures[graph]["used"] is ships
+        line = result.stdout.split(f"int8 {graph}:")[1].splitlines()[0]
+        assert line.endswith("int8 shipped" if ships else "dB of fp32's pictures)"), line

@@ -166,7 +166,7 @@ def test_the_int8_sampler_ships_only_faster_and_close_to_fp32(
     # Latency is the machine's to decide; here int8 is always clearly faster, so the sampler's
     # quality floor alone decides, both ways.
     monkeypatch.setattr(quantize, "compare_latency", lambda *a, **k: (10.0, 1.0))
-    monkeypatch.setattr(quantize, "MIN_SAMPLER_PSNR_DB", floor)
+    monkeypatch.setattr(quantize, "MIN_INT8_PSNR_DB", floor)
     checkpoint, prior = prior_checkpoint
     manifest, stdout, is_int8 = _int8_sampler_export(
         export_cli, checkpoint, bird_folder, tmp_path / "m"

@@ -34,3 +34,18 @@ def test_stated_numeric_defaults_match_the_config():
         assert float(stated) == float(default), f"--{param.name}: help says {stated}"
         checked += 1
     assert checked >= 10  # the decoder, prior, sharpen and optimiser flags are all covered
+
+
+def test_stated_stage_defaults_match_the_stage_configs():
+    """--epochs, --batch-size and --lr state each stage's own default beside the VAE's."""
+    from birdvae.training.config import stage_config
+
+    base = TrainConfig()
+    stages = {stage: stage_config(base, stage, "init.pt") for stage in ("prior", "decoder")}
+    for param in train_command.params:
+        if param.name not in ("epochs", "batch_size", "lr"):
+            continue
+        for stage, config in stages.items():
+            match = re.search(rf"--stage {stage}: ([-+0-9.e]+)[;\]]", param.help)
+            assert match, f"--{param.name} states no --stage {stage} default"
+            assert float(match.group(1)) == float(getattr(config, param.name)), param.name

@@ -261,3 +261,36 @@ def test_sigkill_at_a_write_point_then_resume(straight, tmp_path, kill_at, when)
     assert state["epoch"] == 2
     want = [r["val_bpd"] for r in runfolder.read_metrics(reference / METRICS)]
     assert [r["val_bpd"] for r in runfolder.read_metrics(run / METRICS)] == want
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_an_os_error(tmp_path, monkeypatch):
+    """torch.save writing into the file itself turned ENOSPC into a RuntimeError from its C++
+    writer: a traceback, where an OSError becomes one ``error:`` line naming the file."""
+    import errno
+    import io
+
+    from birdvae.runtime import durable
+    from birdvae.training.checkpoint import save_atomic
+
+    class FillingDisk(io.RawIOBase):
+        """A file on a disk that fills: a short write, then ENOSPC, as a raw file does."""
+
+        room = 100_000
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            if self.room <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written = min(len(data), self.room)
+            self.room -= written
+            return written
+
+    def into_filling_disk(path, write, sync=True):
+        write(io.BufferedWriter(FillingDisk()))
+
+    monkeypatch.setattr(durable, "write_atomic", into_filling_disk)
+    with pytest.raises(OSError) as raised:
+        save_atomic({"weights": torch.zeros(3_000_000)}, tmp_path / "last.pt")
+    assert raised.value.errno == errno.ENOSPC
