@@ -242,6 +242,7 @@ def train_command(ctx: click.Context, **options) -> None:
     else:
         run_dir, resume_state = _new_run(options), None
         config = _new_config(options, given)
+        _check_outside_data(run_dir, config.data)
     config = TrainConfig.from_dict(config.to_dict())
     if config.stage == "decoder" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
@@ -300,6 +301,19 @@ def _new_run(options: dict) -> Path:
         )
     runfolder.check_new_run_folder(run_dir)
     return run_dir
+
+
+def _check_outside_data(run_dir: Path, data: Sequence[str]) -> None:
+    """Refuse a run folder inside a data folder: its sample grids are PNGs, and the next load of
+    that folder (a resume, a later stage) would take them for photos."""
+    run = Path(os.path.abspath(run_dir))
+    for source in data:
+        root = Path(os.path.abspath(Path(source).expanduser()))
+        if run == root or root in run.parents:
+            raise UserError(
+                f"-o/--output {run_dir} is inside the data folder {source}: the run's grids "
+                "would be read as photos; write the run somewhere else"
+            )
 
 
 def _new_config(options: dict, given: set[str]) -> TrainConfig:

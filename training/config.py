@@ -53,7 +53,19 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         _reject_unknown(cls, data)
-        return cls(**data)
+        config = cls(**data)
+        config.check_sizes()
+        return config
+
+    def check_sizes(self) -> None:
+        """Refuse sizes no network can have (a hand-edited or damaged config) with a line
+        naming the setting, before torch fails on them somewhere inside the model."""
+        for name in ("image_size", "latent_dim", "encoder_width", "encoder_max_width",
+                     "decoder_width", "decoder_max_width", "blocks_per_level"):  # fmt: skip
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= 1 << 16:
+                raise ConfigError(f"model {name} must be a whole number from 1 to 65536, "
+                                  f"not {value!r}")  # fmt: skip
 
 
 @dataclass

@@ -80,6 +80,7 @@ def load_splits(
         sources = [sources]
     if not sources:
         raise DataError("no data source given")
+    _check_disjoint([Path(source).expanduser() for source in sources])
     items: list[_Item] = []
     kinds: list[str] = []
     roots: list[Path] = []
@@ -99,6 +100,11 @@ def load_splits(
             return cached
 
     splits = _decode_all(items, image_size, crop, kind)
+    if len(splits.train) == 0 and len(splits.val) > 0:
+        raise DataError(
+            f"--val-fraction {val_fraction} put all {len(splits.val)} images in validation; "
+            "lower it or add photos"
+        )
     if len(splits.train) == 0:
         raise DataError(f"no readable training images in {', '.join(map(str, roots))}")
     if cache_path is not None and update_cache:
@@ -110,20 +116,40 @@ def load_splits(
     return splits
 
 
+def _check_disjoint(roots: Sequence[Path]) -> None:
+    """Refuse a folder given twice, or one inside another: its photos would be trained on twice,
+    and a photo could land in validation through one source and in training through the other
+    (each source splits by paths relative to its own root)."""
+    resolved = [root.resolve() for root in roots]
+    for i, a in enumerate(resolved):
+        for j, b in enumerate(resolved):
+            if i != j and (a == b or b in a.parents):
+                raise DataError(
+                    f"--data {roots[i]} and --data {roots[j]} overlap (the same folder, or one "
+                    "inside the other); give each folder of photos once"
+                )
+
+
 def describe(sources: Sequence[str | os.PathLike], splits: Splits) -> dict[str, object]:
     """What a manifest or model card records of the data: the folders' names and the sha256 of
     the decoded images (what the model saw), never a path on the machine that trained it."""
-    digest = hashlib.sha256()
-    for array in (splits.train, splits.val):
-        digest.update(np.ascontiguousarray(array).tobytes())
     return {
         "names": [Path(source).expanduser().resolve().name for source in sources],
         "kind": splits.kind,
         "train_images": len(splits.train),
         "val_images": len(splits.val),
         "classes": len(splits.classes),
-        "images_sha256": digest.hexdigest(),
+        "images_sha256": images_digest(splits),
     }
+
+
+def images_digest(splits: Splits) -> str:
+    """The sha256 of the decoded training and validation images, in order: two loads agree on
+    it only if they give a run the same photos on the same sides of the split."""
+    digest = hashlib.sha256()
+    for array in (splits.train, splits.val):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _list_source(root: Path, val_fraction: float) -> tuple[list[_Item], str]:

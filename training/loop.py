@@ -34,7 +34,7 @@ from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
 from .config import TrainConfig
-from .data import Splits, load_splits
+from .data import Splits, images_digest, load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
 from .likelihood import CoupledLogistic, bits_per_dim, to_unit
 from .model import VAE, count_parameters, kl_per_dim
@@ -119,6 +119,7 @@ class Trainer:
         # The run folder is made only once the data has loaded: a data error leaves nothing.
         self._load_tensors(self._load_data())
         self._resuming = resume_state is not None
+        self._resume_state = resume_state
         self._build()
         self._batching()
         self.scheduler = self._schedule(self.optimizer)
@@ -139,7 +140,8 @@ class Trainer:
         fixed = torch.Generator().manual_seed(config.seed)
         self.fixed_z = torch.randn(config.grid_size, config.model.latent_dim, generator=fixed)
         if resume_state is not None and self.ddp.main:
-            self._replay(resume_state)
+            with self._run_folder_held():
+                self._replay(resume_state)
 
     def _start_process(
         self, resume_state: dict[str, Any] | None, log: Callable[[str], None] | None
@@ -176,6 +178,7 @@ class Trainer:
         self.val_images = torch.from_numpy(splits.val).to(self.device)
         self.train_labels = torch.from_numpy(splits.train_labels).to(self.device)
         self.classes = list(splits.classes)
+        self.data_sha256 = images_digest(splits)
 
     def _batching(self) -> None:
         """What an epoch walks over, split between processes the same way on every resume."""
@@ -360,8 +363,33 @@ class Trainer:
 
     # --- epochs -------------------------------------------------------------------------
 
+    @contextmanager
+    def _run_folder_held(self) -> Iterator[None]:
+        """An flock on the run folder while this process writes its records: a second
+        vae-train on the same folder (a ``--resume`` while the run still trains) is refused
+        instead of both writing ``last.pt`` and ``best.pt`` in turn. The lock dies with the
+        process, however it ends."""
+        if not self.ddp.main:
+            yield
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = durable.hold(self.run_dir)
+        if fd is None:
+            raise TrainingError(
+                f"another vae-train is running in {self.run_dir}; wait for it to finish, or stop "
+                f"it (Ctrl-C) and then --resume {self.run_dir}"
+            )
+        try:
+            yield
+        finally:
+            os.close(fd)
+
     def fit(self, on_step: Callable[[Trainer], None] | None = None) -> dict[str, Any]:
         """Train until ``config.epochs`` epochs are done or a stop is requested."""
+        with self._run_folder_held():
+            return self._fit(on_step)
+
+    def _fit(self, on_step: Callable[[Trainer], None] | None) -> dict[str, Any]:
         config = self.config
         if self.ddp.main:
             text = json.dumps(config.to_dict(), indent=2) + "\n"
@@ -565,6 +593,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "metrics": getattr(self, "metrics", {}),
             "rng": rng,
+            "data_sha256": self.data_sha256,
             **self._extra_state(),
         }
 
@@ -582,6 +611,12 @@ class Trainer:
             ) from exc
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("data_sha256")  # absent in checkpoints of older versions
+        if saved is not None and saved != self.data_sha256:
+            raise TrainingError(
+                "the photos in its data folders have changed since it was saved (added, removed "
+                "or edited), so its split and steps would not be the run's; start a new run"
+            )
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.module.load_state_dict(state["ema"])

@@ -35,6 +35,15 @@ def load_init(path: str) -> dict[str, Any]:
     return checkpoint.load(path)
 
 
+def start_state(trainer: Trainer) -> dict[str, Any]:
+    """What a stage builds its frozen networks from: the init checkpoint on a new run, and on
+    a resume the run's own ``last.pt``, which carries them. A resume never re-reads --init: it
+    may have moved, or been trained on since, and its encoder would then no longer be the one
+    the run's codes came from."""
+    state = trainer._resume_state
+    return state if state is not None else load_init(trainer.config.init)
+
+
 def frozen_vae(state: dict[str, Any], device: torch.device) -> torch.nn.Module:
     """The init checkpoint's VAE (its weight average when it has one), frozen, in eval mode."""
     model = checkpoint.build_vae(state)
@@ -68,8 +77,7 @@ class PriorTrainer(Trainer):
 
     def _build(self) -> None:
         config = self.config
-        init = load_init(config.init)
-        self.model = frozen_vae(init, self.device)
+        self.model = frozen_vae(start_state(self), self.device)  # last.pt's "model" is it too
         self.ema = None
         cfg = config.prior
         images = codes.views(self.train_images, cfg.views, config.shift, config.seed)
@@ -184,7 +192,7 @@ class DecoderTrainer(Trainer):
 
     def _build(self) -> None:
         config = self.config
-        init = load_init(config.init)
+        init = start_state(self)
         self.model = frozen_vae(init, self.device)
         for parameter in self.model.decoder.parameters():
             parameter.requires_grad_(True)
@@ -195,9 +203,18 @@ class DecoderTrainer(Trainer):
             self.model.decoder.parameters(), lr=config.lr, betas=betas
         )
         self.d_optimizer = torch.optim.Adam(self.judges, lr=config.sharpen.disc_lr, betas=betas)
-        self.anchor = frozen_vae(init, self.device) if config.sharpen.anchor_weight > 0 else None
+        self.anchor = self._anchor(init) if config.sharpen.anchor_weight > 0 else None
         self._build_prior(init)
         self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
+
+    def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
+        """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
+        takes it from last.pt, which saves it (checkpoints of older versions: from --init)."""
+        if not self._resuming:
+            return frozen_vae(init, self.device)
+        if "anchor" in init:
+            return frozen_vae({"config": init["config"], "model": init["anchor"]}, self.device)
+        return frozen_vae(load_init(self.config.init), self.device)
 
     def _build_judges(self) -> None:
         """The discriminator, and the species net with its projected heads when a term uses
@@ -413,9 +430,13 @@ class DecoderTrainer(Trainer):
         state = {
             "discriminator": self.discriminator.state_dict(),
             "d_optimizer": self.d_optimizer.state_dict(),
+            # The augmentations' own stream, so a resumed stage draws what an unbroken one would.
+            "augment_rng": self._augment_generator.get_state(),
         }
         if self.carried_prior is not None:
             state["prior_ema"] = self.carried_prior.state_dict()
+        if self.anchor is not None:
+            state["anchor"] = self.anchor.state_dict()
         if self.species_net is not None:
             state["species_net"] = self.species_net.state_dict()
         if self.projected is not None:
@@ -425,6 +446,8 @@ class DecoderTrainer(Trainer):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
+        if "augment_rng" in state:  # checkpoints of older versions restart it from the seed
+            self._augment_generator.set_state(state["augment_rng"])
         if self.species_net is not None:
             self.species_net.load_state_dict(state["species_net"])
         if self.projected is not None:

@@ -178,6 +178,28 @@ def test_a_data_error_leaves_no_run_folder(tmp_path):
     assert not run.exists()
 
 
+@pytest.mark.parametrize(
+    "case", ["same folder twice", "one inside another", "run inside data", "all in validation"]
+)
+def test_data_that_would_train_on_the_wrong_photos_is_refused(image_folder, tmp_path, case):
+    species = sorted(p for p in image_folder.iterdir() if p.is_dir())[0]
+    run = tmp_path / "run"
+    args = {
+        "same folder twice": ["--data", image_folder, "--data", f"{image_folder}/", "-o", run],
+        "one inside another": ["--data", image_folder, "--data", species, "-o", run],
+        "run inside data": ["--data", image_folder, "-o", image_folder / "run"],
+        "all in validation": ["--data", image_folder, "--val-fraction", 0.99, "-o", run],
+    }[case]
+    result = CliRunner().invoke(train_command, [str(arg) for arg in args])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("error: ")
+    assert {"same folder twice": "overlap", "one inside another": "overlap",
+            "run inside data": "inside the data folder",
+            "all in validation": "all 48 images in validation"}[case] in line  # fmt: skip
+    assert not run.exists() and not (image_folder / "run").exists()
+
+
 def test_a_new_run_refuses_a_folder_of_files_it_did_not_write(image_folder, tmp_path):
     mine = tmp_path / "project"
     mine.mkdir()
@@ -294,3 +316,36 @@ def test_a_full_disk_while_saving_a_checkpoint_is_an_os_error(tmp_path, monkeypa
     with pytest.raises(OSError) as raised:
         save_atomic({"weights": torch.zeros(3_000_000)}, tmp_path / "last.pt")
     assert raised.value.errno == errno.ENOSPC
+
+
+def test_a_run_folder_another_vae_train_holds_is_refused(tmp_path):
+    """A --resume while the run still trains would have both processes write last.pt and
+    best.pt in turn; the second is refused before it writes anything."""
+    from birdvae.training.loop import TrainingError
+
+    data = tmp_path / "birds"
+    write_images(data / "a", 24, seed=1)
+    write_images(data / "b", 24, seed=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    held = durable.hold(run)  # what the running vae-train holds
+    try:
+        with pytest.raises(TrainingError, match="another vae-train is running"):
+            Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()
+        assert not (run / LAST).exists() and not (run / runfolder.CONFIG).exists()
+    finally:
+        os.close(held)
+    Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()  # free again: it trains
+    assert (run / LAST).exists()
+
+
+def test_a_resume_on_changed_photos_is_refused(tmp_path):
+    """The split and the steps of a resumed run are the run's only if its photos are."""
+    data = tmp_path / "birds"
+    write_images(data / "a", 24, seed=1)
+    write_images(data / "b", 24, seed=2)
+    run = tmp_path / "run"
+    Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()
+    write_images(data / "c", 4, seed=3)  # photos added after the run started
+    with pytest.raises(UserError, match="photos in its data folders have changed"):
+        Trainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=_quiet)

@@ -195,3 +195,14 @@ def test_random_shift_moves_each_image_and_repeats_its_edges():
                 matches.append(torch.equal(image[:, rows][:, :, cols], moved))
         assert any(matches)
     assert torch.equal(random_shift(x, 0), x)
+
+
+@pytest.mark.parametrize("name, value", [("latent_dim", -5), ("decoder_width", 0),
+                                         ("image_size", 2.5), ("blocks_per_level", True)])
+def test_a_checkpoint_config_with_impossible_sizes_is_refused_by_name(name, value):
+    from birdvae.training.checkpoint import CheckpointError, config_of
+
+    data = TrainConfig().to_dict()
+    data["model"][name] = value
+    with pytest.raises(CheckpointError, match=f"model {name} must be a whole number"):
+        config_of({"config": data})

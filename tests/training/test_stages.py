@@ -310,3 +310,44 @@ def test_a_prior_stage_resumes_quietly_and_rewrites_only_a_grid_a_kill_cut_off(
     again = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
     assert "recovered from an interrupted epoch end: wrote grids of epoch 2" in again.output
     assert (run / runfolder.GRIDS / "samples_0002.png").is_file()
+
+
+def test_a_decoder_stage_resumes_to_the_same_weights(vae_checkpoint, tmp_path):
+    """The augmentations draw from their own generator; it is saved, so a resumed stage takes
+    the same crops, shifts and colours as an unbroken one. The frozen VAE, the anchor and the
+    carried prior come from last.pt: the --init checkpoint may be gone by then."""
+    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+
+    def config() -> TrainConfig:
+        decoder = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
+        decoder.sharpen.gan_start = 1
+        return decoder
+
+    DecoderTrainer(config(), tmp_path / "a", log=_quiet).fit()
+    half = DecoderTrainer(config(), tmp_path / "b", log=_quiet)
+    stop_at = half.steps_per_epoch + 1
+    half.fit(on_step=lambda t: t.request_stop() if t.step == stop_at else None)
+    state = checkpoint.load(tmp_path / "b" / LAST)
+    assert state["step"] == stop_at
+    resumed = config()
+    (tmp_path / "p").rename(tmp_path / "p.moved")  # a resume needs nothing but its run folder
+    DecoderTrainer(resumed, tmp_path / "b", state, log=_quiet).fit()
+    a, b = (checkpoint.load(tmp_path / run / LAST) for run in ("a", "b"))
+    for key in ("discriminator", "model"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
+
+
+def test_a_prior_run_resumes_without_its_init_checkpoint(vae_checkpoint, tmp_path):
+    """The codes a resumed prior trains on come from the encoder its run started with, kept in
+    last.pt, not from whatever --init holds (or no longer holds) by then."""
+    import shutil
+
+    init = tmp_path / "vae.pt"
+    shutil.copyfile(vae_checkpoint, init)
+    half = PriorTrainer(_stage(init, "prior", epochs=2), tmp_path / "b", log=_quiet)
+    half.fit(on_step=lambda t: t.request_stop() if t.step == 2 else None)
+    state = checkpoint.load(tmp_path / "b" / LAST)
+    config = _stage(init, "prior", epochs=2)
+    init.unlink()  # the run's config still names it
+    PriorTrainer(config, tmp_path / "b", state, log=_quiet).fit()
+    assert checkpoint.load(tmp_path / "b" / LAST)["epoch"] == 2
