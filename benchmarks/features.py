@@ -115,17 +115,17 @@ def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float
     return float((logits.argmax(1).numpy() == labels).mean())
 
 
-def classifier_for(splits, log=print) -> Classifier:
-    """The cached classifier of these splits (trained and saved on first use)."""
-    digest = hashlib.sha256(splits.train.tobytes() + splits.train_labels.tobytes()).hexdigest()
-    path = CACHE / f"classifier-{splits.train.shape[-1]}px-{digest[:16]}.pt"
-    model = Classifier(len(splits.classes))
+def classifier_for(images: np.ndarray, labels: np.ndarray, classes: int, log=print) -> Classifier:
+    """The cached classifier of these photos and labels (trained and saved on first use)."""
+    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+    path = CACHE / f"classifier-{images.shape[-1]}px-{digest[:16]}.pt"
+    model = Classifier(classes)
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
-    log(f"training the species classifier on {len(splits.train)} photos "
-        f"of {len(splits.classes)} species (cached in {path})")  # fmt: skip
-    model = train(splits.train, splits.train_labels, len(splits.classes), log=log)
+    log(f"training the species classifier on {len(images)} photos "
+        f"of {classes} species (cached in {path})")  # fmt: skip
+    model = train(images, labels, classes, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return model
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     args = parser.parse_args()
     splits = load_splits(args.data, args.image_size, cache_dir=CACHE)
-    model = classifier_for(splits)
+    model = classifier_for(splits.train, splits.train_labels, len(splits.classes))
     chance = 1 / len(splits.classes)
     print(f"species accuracy: train {accuracy(model, splits.train, splits.train_labels):.1%}, "
           f"validation {accuracy(model, splits.val, splits.val_labels):.1%} "

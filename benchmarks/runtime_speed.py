@@ -335,6 +335,8 @@ def report_decode(
     if eager is not None:
         print(
             f"speed-up, onnxruntime vs PyTorch eager (default model): {ratio_text(default, eager)}"
+            " (onnxruntime runs the shipped graph, int8 where export kept it; PyTorch runs float32,"
+            " so the ratio counts quantization as well as the runtime)"
         )
     print(f"PyTorch eager: {torch_note}")
 
@@ -470,7 +472,9 @@ def report_flops(
     for batch in PEAK_BATCHES:
         headers += [f"GFLOP/s @{batch}", f"peak @{batch}"]
     print_table(headers, rows)
-    print("(Conv, ConvTranspose, Gemm and MatMul only; elementwise ops are not counted)")
+    print("(Conv, ConvTranspose, Gemm and MatMul only; elementwise ops are not counted. An int8"
+          " graph's multiply-adds are set against the float32 peak: int8 kernels do several per"
+          " fp32 slot, so more than 100% is possible)")  # fmt: skip
 
 
 # 4. The bird-gen process -----------------------------------------------------------------------

@@ -105,6 +105,14 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     for key in WEIGHT_KEYS:
         if _non_finite(state.get(key)):
             raise CheckpointError(f"{path} holds non-finite (NaN or infinite) {key} weights")
+    if type(state["epoch"]) is not int or state["epoch"] < 0:
+        raise CheckpointError(f"{path} has an epoch of {state['epoch']!r}, not a count")
+    metrics = state.get("metrics")
+    if metrics is not None and (
+        not isinstance(metrics, dict)
+        or not all(v is None or isinstance(v, (int, float)) for v in metrics.values())
+    ):
+        raise CheckpointError(f"{path} holds metrics that are not numbers")
     return state
 
 

@@ -62,6 +62,21 @@ def test_dict_missing_keys_is_refused(export_cli, run_dir):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("epoch", "x", "epoch of 'x'"), ("metrics", {"val_bpd": "low"}, "metrics that are not numbers"),
+])  # fmt: skip
+def test_damaged_checkpoint_fields_are_refused(export_cli, make_checkpoint, tiny_kwargs,
+                                               run_dir, field, value, message):  # fmt: skip
+    import torch
+
+    path = make_checkpoint(run_dir / "last.pt", tiny_kwargs)
+    state = torch.load(path, weights_only=True)
+    state[field] = value
+    torch.save(state, path)
+    assert_one_error_line(export_cli(path), 2, message)
+    assert leftovers(run_dir) == []
+
+
 def test_weights_that_do_not_fit_are_refused(export_cli, make_checkpoint, tiny_kwargs, run_dir):
     import torch
 
