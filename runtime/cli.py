@@ -67,11 +67,14 @@ def _output_option(default: str, what: str) -> Callable[..., Any]:
     )
 
 
-_scale_option = click.option(
-    "--scale",
-    type=click.IntRange(1, MAX_SCALE),
-    help="Enlarge each image K times (nearest neighbour). Default: about 128 px an image.",
-)
+def _scale_option(
+    default: str = "about 128 px an image", what: str = "image"
+) -> Callable[..., Any]:
+    return click.option(
+        "--scale",
+        type=click.IntRange(1, MAX_SCALE),
+        help=f"Enlarge each {what} K times (nearest neighbour). Default: {default}.",
+    )
 
 
 def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
@@ -166,12 +169,7 @@ def _check_pixels(height: int, width: int) -> None:
     help="learned: the network trained on the training set's codes; fitted: a Gaussian mixture "
     "fitted to them; standard: N(0, I). Default: the model's.",
 )
-@click.option(
-    "--scale",
-    type=click.IntRange(1, MAX_SCALE),
-    help="Enlarge each bird K times (nearest neighbour). Default: about 128 px a bird in a "
-    "grid, 1 with --separate.",
-)
+@_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
@@ -304,12 +302,33 @@ def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: 
     return names
 
 
+def _photo_figure(
+    photos: tuple[Path, ...],
+    output: Path,
+    model: str,
+    threads: int,
+    scale: int | None,
+    shape: tuple[int, int],
+) -> tuple[BirdVAE, int, np.ndarray]:
+    """What the photo commands share, cheapest check first: the output, the model, the
+    figure's size (``shape`` rows x columns of tiles); then the photos, loaded as uint8
+    [N, S, S, 3]. Returns the model, the scale to draw at and the photos."""
+    _check_output_file(output, photos)
+    from .photos import load_image
+
+    vae = _open_model(model, threads)
+    scale = _default_scale(scale, vae)
+    _check_pixels(*images.figure_size(*shape, vae.image_size, scale))
+    durable.sweep_temporaries(output.parent, {output.name})
+    return vae, scale, np.stack([load_image(path, vae.image_size) for path in photos])
+
+
 @main.command()
 @click.argument(
     "photos", metavar="IMAGES...", nargs=-1, required=True, type=click.Path(path_type=Path)
 )
 @_output_option("recon.png", "originals on top, each reconstruction below it")
-@_scale_option
+@_scale_option()
 @_model_option
 @_threads_option
 def recon(
@@ -324,17 +343,12 @@ def recon(
     """
     if len(photos) > MAX_FIGURE:
         raise UserError(f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})")
-    _check_output_file(output, photos)
-    from .photos import load_image
-
-    vae = _open_model(model, threads)
-    rows, cols = images.pairs_shape(len(photos))
-    _check_pixels(*images.figure_size(rows, cols, vae.image_size, _default_scale(scale, vae)))
-    durable.sweep_temporaries(output.parent, {output.name})
-    originals = np.stack([load_image(path, vae.image_size) for path in photos])
+    vae, scale, originals = _photo_figure(
+        photos, output, model, threads, scale, images.pairs_shape(len(photos))
+    )
     reconstructions = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(originals)))
     scores = [images.psnr(a, b) for a, b in zip(originals, reconstructions)]
-    pixels = images.pairs(originals, reconstructions, _default_scale(scale, vae))
+    pixels = images.pairs(originals, reconstructions, scale)
     images.save_png(pixels, output)
     width = max(len(str(path)) for path in photos)
     for path, score in zip(photos, scores):
@@ -357,7 +371,7 @@ def recon(
     help="Images decoded along the path, both ends included.",
 )
 @_output_option("interp.png", "one row, photo A, the path, photo B")
-@_scale_option
+@_scale_option()
 @_model_option
 @_threads_option
 def interp(
@@ -369,16 +383,10 @@ def interp(
     (slerp), which keeps every code as typical as the ends. The row starts with the cropped
     photo A and ends with photo B.
     """
-    _check_output_file(output, (first, last))
-    from .photos import load_image
-
-    vae = _open_model(model, threads)
-    _check_pixels(*images.figure_size(1, steps + 2, vae.image_size, _default_scale(scale, vae)))
-    durable.sweep_temporaries(output.parent, {output.name})
-    ends = np.stack([load_image(path, vae.image_size) for path in (first, last)])
+    vae, scale, ends = _photo_figure((first, last), output, model, threads, scale, (1, steps + 2))
     start, end = images.from_uint8_hwc(ends)
     path = images.to_uint8_hwc(vae.interpolate(start, end, steps))
-    pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), _default_scale(scale, vae))
+    pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), scale)
     images.save_png(pixels, output)
     click.echo(
         f"wrote {output}: {steps} steps between {first} and {last}, "

@@ -268,6 +268,12 @@ class Trainer:
         pass
 
     @property
+    def held_out(self) -> torch.Tensor:
+        """What scores and grids are drawn from: the validation photos, or with
+        ``--val-fraction 0`` the first 512 training photos."""
+        return self.val_images if len(self.val_images) else self.train_images[:512]
+
+    @property
     def total_steps(self) -> int:
         return self.config.epochs * self.steps_per_epoch
 
@@ -275,21 +281,17 @@ class Trainer:
     def eval_model(self) -> VAE:
         return self.ema.module if self.ema is not None else self.model
 
-    def _load_data(self):
-        cache = self.run_dir / "cache"
+    def _load_data(self) -> Splits:
+        def load() -> Splits:
+            return load_splits(
+                self.config.data, self.config.model.image_size, self.config.crop,
+                self.config.val_fraction, self.run_dir / "cache",
+            )  # fmt: skip
+
         # Rank 0 decodes and caches; the others then read the cache.
-        if self.ddp.main:
-            splits = load_splits(
-                self.config.data, self.config.model.image_size, self.config.crop,
-                self.config.val_fraction, cache,
-            )  # fmt: skip
+        splits = load() if self.ddp.main else None
         self.ddp.barrier()
-        if not self.ddp.main:
-            splits = load_splits(
-                self.config.data, self.config.model.image_size, self.config.crop,
-                self.config.val_fraction, cache,
-            )  # fmt: skip
-        return splits
+        return splits if splits is not None else load()
 
     # --- one step -----------------------------------------------------------------------
 
@@ -525,7 +527,7 @@ class Trainer:
 
     def _validate(self) -> dict[str, float]:
         model = self.eval_model
-        images = self.val_images if len(self.val_images) else self.train_images[:512]
+        images = self.held_out
         sigma = None
         if not model.likelihood.is_discrete:
             # 128 photos (400k sub-pixels) pin one scale down; the final figures use 512.
@@ -542,7 +544,7 @@ class Trainer:
     def _grid_images(self) -> dict[str, torch.Tensor]:
         """Reconstructions of the first validation photos and decodes of fixed codes."""
         model = self.eval_model.eval()
-        source = self.val_images if len(self.val_images) else self.train_images
+        source = self.held_out
         return {
             "recon": reconstruction_grid(model, source[:32]),
             "samples": model.decode_image(self.fixed_z.to(self.device)),

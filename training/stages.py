@@ -82,7 +82,7 @@ class PriorTrainer(Trainer):
         cfg = config.prior
         images = codes.views(self.train_images, cfg.views, config.shift, config.seed)
         self.bank = codes.encode_bank(self.model, images, self.dtype)
-        val = self.val_images if len(self.val_images) else self.train_images[:512]
+        val = self.held_out
         self.val_bank = codes.encode_bank(self.model, val, self.dtype)
         self.prior = CodePrior(config.model.latent_dim, cfg).to(self.device)
         # Drawn on the CPU, so a prior and its guide see the same draws whatever device each
@@ -393,7 +393,7 @@ class DecoderTrainer(Trainer):
 
     def _validate(self) -> dict[str, float]:
         model = self.eval_model
-        images = self.val_images if len(self.val_images) else self.train_images[:512]
+        images = self.held_out
         scores = evaluate(model, images, self.device, seed=self.config.seed)
         self.model.decoder.train()
         return scores.as_dict("val_")
@@ -420,7 +420,7 @@ class DecoderTrainer(Trainer):
         """Reconstructions of the first validation photos and, with a learned prior, decodes
         of its fixed draws."""
         model = self.eval_model.eval()
-        source = self.val_images if len(self.val_images) else self.train_images
+        source = self.held_out
         grids = {"recon": reconstruction_grid(model, source[:32])}
         if self.fixed_prior_z is not None:
             grids["samples"] = model.decode_image(self.fixed_prior_z)
