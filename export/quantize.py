@@ -53,6 +53,7 @@ from birdvae.runtime.format import (
     SAMPLER_INPUT,
 )
 from birdvae.runtime.images import psnr
+from birdvae.runtime.prior import LearnedPrior
 
 from .destination import int8_candidate
 from .onnx import ExportError, check_graph, io_shapes
@@ -303,7 +304,13 @@ def _decode(session: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
 
 
 def _sample(session: ort.InferenceSession, noise: np.ndarray) -> np.ndarray:
-    return session.run(None, {SAMPLER_INPUT: noise})[0]
+    """Codes for ``noise`` as the runtime makes them: in runs of LearnedPrior.BLOCK_ROWS rows
+    (an int8 sampler quantizes each run's activations over all its rows)."""
+    rows = LearnedPrior.BLOCK_ROWS
+    return np.concatenate([
+        session.run(None, {SAMPLER_INPUT: noise[start : start + rows]})[0]
+        for start in range(0, len(noise), rows)
+    ])  # fmt: skip
 
 
 def _sampler_noise(session: ort.InferenceSession, n: int) -> np.ndarray:

@@ -77,9 +77,13 @@ def _scale_option(
     )
 
 
-def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
+def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
     """Refuse an output the PNG cannot be written to, or that is one of the ``inputs`` (a
-    photo drawn over by its own figure), before any work is done."""
+    photo drawn over by its own figure), before any work is done. Returns the file to write:
+    a symlink's target, which the PNG is written through to, so that its folder and name are
+    the ones checked and swept."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     for photo in inputs:
         with contextlib.suppress(OSError):  # a missing photo is load_image's to report
             if path.exists() and os.path.samefile(path, photo):
@@ -97,6 +101,7 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> None:
     longest = durable.longest_name(folder)
     if len(os.fsencode(path.name)) > longest:
         raise UserError(f"{path}: the file name is too long (at most {longest} bytes here)")
+    return path
 
 
 def _open_model(model: str, threads: int | None = None) -> BirdVAE:
@@ -224,7 +229,7 @@ def main(
                 f"--n {n} is too many birds for one grid (at most {MAX_FIGURE}); "
                 "use --separate DIR to write one PNG each"
             )
-        _check_output_file(output)
+        output = _check_output_file(output)
 
     vae = _open_model(model, threads)
     settings = vae.sampling(seed, temperature, prior, noise, batch)
@@ -313,7 +318,7 @@ def _photo_figure(
     """What the photo commands share, cheapest check first: the output, the model, the
     figure's size (``shape`` rows x columns of tiles); then the photos, loaded as uint8
     [N, S, S, 3]. Returns the model, the scale to draw at and the photos."""
-    _check_output_file(output, photos)
+    output = _check_output_file(output, photos)
     from .photos import load_image
 
     vae = _open_model(model, threads)

@@ -108,6 +108,10 @@ def create_locked(make: Callable[[], Path], opener: Callable[[Path], int]) -> tu
         path = make()
         try:
             fd = opener(path)
+        except FileNotFoundError:
+            if path.parent.is_dir():  # made, then swept before it could be opened
+                continue
+            raise
         except BaseException:
             _remove(path)
             raise

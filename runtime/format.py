@@ -201,6 +201,9 @@ class Manifest:
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST_FILE
+        # A plain write: vae-export writes a manifest only into its staging folder, which is
+        # renamed into place whole (export/destination.py), and sweeps that folder when it
+        # holds nothing but a model's files.
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
         return path
 

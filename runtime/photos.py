@@ -10,8 +10,8 @@ on a broken file is an ImageError naming it.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import re
 import stat
 import warnings
 from collections.abc import Iterator
@@ -65,6 +65,11 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
     return np.asarray(image, dtype=np.uint8).copy()
 
 
+# A descriptor this process already holds (standard input, a shell's process substitution):
+# reading it cannot wait for a writer that never comes, as a named pipe's opening can.
+_OPEN_DESCRIPTOR = re.compile(r"/dev/(stdin|fd/\d+)|/proc/self/fd/\d+")
+
+
 def _check_kind(path: Path) -> None:
     """Refuse a named pipe, socket or device before opening it: opening a pipe no one writes
     to waits for ever. Standard input itself (``/dev/stdin``) stays readable."""
@@ -74,9 +79,8 @@ def _check_kind(path: Path) -> None:
         return  # missing or unreadable: the decoder's error names it
     if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
         return
-    with contextlib.suppress(OSError):
-        if os.path.samestat(info, os.fstat(0)):
-            return
+    if _OPEN_DESCRIPTOR.fullmatch(str(path)):  # /dev/stdin, <(...): already open, a writer there
+        return
     raise ImageError(f"{path} is not a file but a pipe, socket or device; give a photo file")
 
 

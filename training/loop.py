@@ -371,7 +371,7 @@ class Trainer:
         vae-train on the same folder (a ``--resume`` while the run still trains) is refused
         instead of both writing ``last.pt`` and ``best.pt`` in turn. The lock dies with the
         process, however it ends."""
-        if not self.ddp.main:
+        if not self.ddp.main or durable.fcntl is None:  # no flock (Windows): no lock to take
             yield
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -272,3 +272,25 @@ def test_a_sweep_between_making_and_locking_a_staging_folder_loses_nothing(tmp_p
     assert swept[0] == ["removed 1 folder(s) left by an interrupted export"]
     assert (out / "manifest.json").read_text() == "{}"
     assert hidden(tmp_path) == []
+
+
+@pytest.mark.skipif(durable.fcntl is None, reason="no flock: nothing is ever swept")
+def test_a_staging_folder_swept_before_it_is_even_opened_is_made_again(tmp_path, monkeypatch):
+    """A folder is made, then opened, then locked: a sweep may take it between the first two
+    steps as well, and the export then makes another."""
+    from birdvae.export import destination
+
+    out = tmp_path / "model"
+    real_made, swept = destination._made, []
+
+    def made_then_swept(folder):
+        made = real_made(folder)
+        if not swept:
+            swept.append(sweep(out))
+        return made
+
+    monkeypatch.setattr(destination, "_made", made_then_swept)
+    with destination.staging(out) as folder:
+        (folder / "manifest.json").write_text("{}")
+    assert swept[0] == ["removed 1 folder(s) left by an interrupted export"]
+    assert (out / "manifest.json").read_text() == "{}" and hidden(tmp_path) == []

@@ -187,3 +187,24 @@ def test_the_int8_sampler_ships_only_faster_and_close_to_fp32(
         assert 1e-5 < error < 0.1
     else:
         assert error < 1e-5
+
+
+def test_the_int8_sampler_is_judged_on_the_runtimes_blocks():
+    """The runtime runs a sampler on 64-row blocks, and an int8 sampler's codes depend on the
+    rows beside them: export must measure the codes users get, so it runs the same blocks."""
+    from birdvae.export import quantize
+    from birdvae.runtime.prior import LearnedPrior
+
+    runs = []
+
+    class Session:
+        def run(self, _outputs, feed):
+            noise = feed["noise"]
+            runs.append(len(noise))
+            return [noise - noise.mean(axis=0)]  # every row depends on its batch
+
+    noise = np.random.default_rng(0).standard_normal((150, 4)).astype(np.float32)
+    codes = quantize._sample(Session(), noise)
+    rows = LearnedPrior.BLOCK_ROWS
+    assert runs == [rows, rows, 150 - 2 * rows]
+    np.testing.assert_array_equal(codes[:rows], noise[:rows] - noise[:rows].mean(axis=0))

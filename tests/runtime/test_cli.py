@@ -308,3 +308,32 @@ def test_a_shipped_name_says_when_it_hides_a_folder_of_that_name(cli, tiny_model
     local = cli("info", "--model", "./birds64")
     _ok(local)
     assert "16x16" in local.stdout and local.stderr == ""
+
+
+def test_an_output_link_is_checked_swept_and_written_at_its_target(cli, tiny_model: Path,
+                                                                   out: Path) -> None:
+    real = out / "real"
+    real.mkdir()
+    dead = real / ".t.png.bvae-0000abcd.tmp"  # a killed bird-gen's, beside the target
+    dead.write_bytes(b"half a png")
+    (out / "l.png").symlink_to(Path("real") / "t.png")
+    _ok(cli("--n", 4, "-o", out / "l.png", "--model", tiny_model, "--threads", 1))
+    assert _png(real / "t.png").shape[2] == 3 and (out / "l.png").is_symlink()
+    assert sorted(p.name for p in real.iterdir()) == ["t.png"]
+
+
+def test_a_photo_from_an_open_descriptor_is_read(cli, tiny_model: Path, birds, out: Path):
+    """Standard input and a shell's <(...) are descriptors already open: not refused as a
+    named pipe is."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, Path(birds[0]).read_bytes())
+    os.close(write_end)
+    try:
+        result = cli("recon", f"/dev/fd/{read_end}", "-o", out / "r.png", "--model", tiny_model,
+                     "--threads", 1)  # fmt: skip
+    finally:
+        os.close(read_end)
+    _ok(result)
+    assert (out / "r.png").is_file()

@@ -349,3 +349,24 @@ def test_a_resume_on_changed_photos_is_refused(tmp_path):
     write_images(data / "c", 4, seed=3)  # photos added after the run started
     with pytest.raises(UserError, match="photos in its data folders have changed"):
         Trainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=_quiet)
+
+
+def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):
+    """Where fcntl does not exist (Windows) there is no lock to take, and a folder cannot be
+    opened to take one: the run trains as it did before the lock existed."""
+    from birdvae.runtime import durable
+
+    data = tmp_path / "birds"
+    write_images(data / "a", 24, seed=1)
+    write_images(data / "b", 24, seed=2)
+    monkeypatch.setattr(durable, "fcntl", None)
+    real_open = os.open
+
+    def no_folders(path, flags, *args):
+        if os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_folders)
+    Trainer(tiny_config(data, epochs=1), tmp_path / "run", log=_quiet).fit()
+    assert (tmp_path / "run" / LAST).exists()
