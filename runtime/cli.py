@@ -29,6 +29,7 @@ from .command import Group, printable
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
+from .selection import MAX_BEST_OF
 
 MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
 MAX_STEPS = 256
@@ -174,6 +175,14 @@ def _check_pixels(height: int, width: int) -> None:
     help="learned: the network trained on the training set's codes; fitted: a Gaussian mixture "
     "fitted to them; standard: N(0, I). Default: the model's.",
 )
+@click.option(
+    "--best-of",
+    type=click.IntRange(1, MAX_BEST_OF),
+    default=1,
+    show_default=True,
+    help="Draw K birds for each one shown and keep the one standing out most clearly from a "
+    "plain background: birds people recognise more often, at K times the work.",
+)
 @_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(
     "--batch",
@@ -195,6 +204,7 @@ def main(
     temperature: float | None,
     noise: float | None,
     prior: str | None,
+    best_of: int,
     scale: int | None,
     batch: int,
     model: str,
@@ -232,7 +242,7 @@ def main(
         output = _check_output_file(output)
 
     vae = _open_model(model, threads)
-    settings = vae.sampling(seed, temperature, prior, noise, batch)
+    settings = vae.sampling(seed, temperature, prior, noise, batch, best_of)
     if separate is not None:
         _sample_separate(vae, settings, n, separate, scale or 1, force)
     else:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from . import selection
 from .errors import ArgumentError
 from .format import (
     DECODER_FILE,
@@ -75,12 +76,14 @@ class Sampling:
     noise: float
     seed: int | None
     batch: int = DEFAULT_BATCH
+    best_of: int = 1  # candidates drawn for each bird, the most recognisable kept (selection.py)
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"seed {self.seed}, {self.prior} prior, temperature {self.temperature:g}, "
             f"noise {self.noise:g}"
         )
+        return text + (f", best of {self.best_of}" if self.best_of > 1 else "")
 
 
 def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
@@ -265,6 +268,7 @@ class BirdVAE:
         prior: str | None = None,
         noise: float | None = None,
         batch: int = DEFAULT_BATCH,
+        best_of: int = 1,
     ) -> Sampling:
         """The settings birds are drawn with, each None taken from the manifest and every value
         checked (ArgumentError), so a request that cannot be served fails before any work."""
@@ -275,17 +279,24 @@ class BirdVAE:
         noise = check_noise(self.default_noise() if noise is None else noise)
         if noise > 0:
             self._check_pixel_noise()
-        self._check_batch(batch)
-        return Sampling(name, check_temperature(temperature), noise, seed, batch)
+        if type(best_of) is not int or not 1 <= best_of <= selection.MAX_BEST_OF:
+            raise ArgumentError(f"best_of must be a whole number from 1 to {selection.MAX_BEST_OF}")
+        self._check_batch(batch * best_of)  # each batch decodes best_of candidates a bird
+        return Sampling(name, check_temperature(temperature), noise, seed, batch, best_of)
 
     def draw(self, n: int, settings: Sampling) -> Iterator[np.ndarray]:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time. The prior is
-        read now, so a damaged one fails before the first batch is asked for."""
+        read now, so a damaged one fails before the first batch is asked for. With ``best_of``
+        k, bird i is the best of the seed's codes i*k to i*k+k-1, whatever the batch."""
         draws = Draws(settings.seed)
-        latents = self._latents(n, settings, draws)
+        k = settings.best_of
+        latents = self._latents(n * k, replace(settings, batch=settings.batch * k), draws)
+        return (selection.best_of(self._draw_images(z, settings, draws), k) for z in latents)
+
+    def _draw_images(self, z: np.ndarray, settings: Sampling, draws: Draws) -> np.ndarray:
         if settings.noise == 0:
-            return (self.decode(z, settings.batch) for z in latents)
-        return (self._decode_drawn(z, settings.noise, draws.pixels) for z in latents)
+            return self.decode(z, settings.batch * settings.best_of)
+        return self._decode_drawn(z, settings.noise, draws.pixels)
 
     def _latents(self, n: int, settings: Sampling, draws: Draws) -> Iterator[np.ndarray]:
         _check_count(n, "n")
@@ -320,9 +331,10 @@ class BirdVAE:
         prior: str | None = None,
         batch: int = DEFAULT_BATCH,
         noise: float | None = None,
+        best_of: int = 1,
     ) -> Iterator[np.ndarray]:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time."""
-        return self.draw(n, self.sampling(seed, temperature, prior, noise, batch))
+        return self.draw(n, self.sampling(seed, temperature, prior, noise, batch, best_of))
 
     def sample(
         self,
@@ -332,10 +344,12 @@ class BirdVAE:
         prior: str | None = None,
         batch: int = DEFAULT_BATCH,
         noise: float | None = None,
+        best_of: int = 1,
     ) -> np.ndarray:
         """n new birds, float32 [n, 3, S, S]. prior, temperature and noise None take the model's
-        defaults; seed None draws fresh randomness."""
-        batches = self.sample_batches(n, seed, temperature, prior, batch, noise)
+        defaults; seed None draws fresh randomness. ``best_of`` k draws k birds for each one
+        returned and keeps the most recognisable (runtime/selection.py), at k times the work."""
+        batches = self.sample_batches(n, seed, temperature, prior, batch, noise, best_of)
         return np.concatenate(list(batches))
 
     # The two graphs ----------------------------------------------------------------------------

@@ -210,6 +210,7 @@ BAD_INPUTS = {
     "n-negative": ("--n -3 -o {out}/b.png", None),
     "n-huge-without-separate": ("--n 5000 -o {out}/b.png", None),
     "batch-zero": ("--batch 0 -o {out}/b.png", None),
+    "best-of-too-many": ("--best-of 17 -o {out}/b.png", None),
     "seed-negative": ("--seed -1 -o {out}/b.png", None),
     "temperature-negative": ("--temperature -1 -o {out}/b.png", None),
     "temperature-nan": ("--temperature nan -o {out}/b.png", None),
@@ -337,3 +338,13 @@ def test_a_photo_from_an_open_descriptor_is_read(cli, tiny_model: Path, birds, o
         os.close(read_end)
     _ok(result)
     assert (out / "r.png").is_file()
+
+
+def test_best_of_keeps_one_bird_of_each_k_and_says_so(cli, tiny_model: Path, out: Path) -> None:
+    common = ("--n", 4, "--scale", 1, "--seed", 3, "--model", tiny_model, "--threads", 1)
+    _ok(cli(*common, "-o", out / "plain.png"))
+    result = cli(*common, "--best-of", 4, "-o", out / "best.png")
+    _ok(result)
+    assert "best of 4" in result.stdout
+    plain, best = _png(out / "plain.png"), _png(out / "best.png")
+    assert plain.shape == best.shape and not np.array_equal(plain, best)

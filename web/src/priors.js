@@ -128,9 +128,7 @@ export class LearnedPrior {
   async sample(n, streams, temperature) {
     const blocks = [];
     for (let start = 0; start < n; start += BLOCK_ROWS) {
-      const eps = streams.noise.fillNormal(
-        new Float64Array(BLOCK_ROWS * this.noiseDim),
-      );
+      const eps = streams.noise.fillNormal(new Float64Array(BLOCK_ROWS * this.noiseDim));
       blocks.push(
         await this.run(
           Float32Array.from(eps, (e) => temperature * e),
