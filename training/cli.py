@@ -87,6 +87,12 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
     help="Learned prior: residual blocks. [default: 4]",
 )
 @click.option(
+    "--prior-keep",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Learned prior: the share of photos whose codes it learns, those whose bird stands "
+    "out most clearly from a plain background. [default: 1]",
+)
+@click.option(
     "--prior-steps",
     type=click.IntRange(min=2, max=64),
     help="Learned prior: solver steps of the exported sampler. [default: 10]",
@@ -333,7 +339,7 @@ ARCHITECTURE_FLAGS = {
     "spatial_latent",
     "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
 }  # fmt: skip
-PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps"}
+PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
 DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "anchor_scale",
                  "perceptual_weight", "projected_weight"}
 
@@ -407,7 +413,8 @@ def _stage_config(options: dict, given: set[str]):
         lr=options["lr"], device=options["device"], seed=options["seed"],
         precision=options["precision"], compile=options["compile_"],
         prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
-        prior_steps=options["prior_steps"], sharpen_gan_weight=options["gan_weight"],
+        prior_steps=options["prior_steps"], prior_keep=options["prior_keep"],
+        sharpen_gan_weight=options["gan_weight"],
         sharpen_prior_share=options["prior_share"], sharpen_anchor_weight=options["anchor_weight"],
         sharpen_anchor_scale=_int_or_none(options["anchor_scale"]),
         sharpen_perceptual_weight=options["perceptual_weight"],

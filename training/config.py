@@ -80,6 +80,10 @@ class PriorConfig:
     sigma_max: float = 80.0
     rho: float = 7.0
     views: int = 8  # augmented views (flips, shifts) of each training photo in the code bank
+    # The share of training (and validation) photos whose codes the prior learns: those with a
+    # bird standing out most clearly from a plain background (runtime/selection.py), the
+    # pictures raters call birds; 1 learns every photo's code.
+    keep: float = 1.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PriorConfig:

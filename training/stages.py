@@ -17,7 +17,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
+
+from birdvae.runtime import selection
 
 from . import checkpoint, codes, perceptual, sharpen
 from .evaluate import evaluate, reconstruction_grid
@@ -69,6 +72,17 @@ def learned_prior(state: dict[str, Any]) -> CodePrior | None:
     return prior.eval()
 
 
+def _clearest(images: torch.Tensor, keep: float) -> torch.Tensor:
+    """The share ``keep`` of uint8 photos [N, 3, S, S] whose bird stands out most clearly from a
+    plain background (the score bird-gen's --best-of ranks draws by), in their own order."""
+    if keep >= 1:
+        return images
+    scores = selection.figure_ground(images.float().div(255).cpu().numpy())
+    count = max(1, round(len(images) * keep))
+    chosen = np.sort(np.argsort(-scores, kind="stable")[:count])
+    return images[torch.from_numpy(chosen).to(images.device)]
+
+
 class PriorTrainer(Trainer):
     """Trains ``CodePrior`` on posterior samples of the frozen encoder's codes."""
 
@@ -80,9 +94,10 @@ class PriorTrainer(Trainer):
         self.model = frozen_vae(start_state(self), self.device)  # last.pt's "model" is it too
         self.ema = None
         cfg = config.prior
-        images = codes.views(self.train_images, cfg.views, config.shift, config.seed)
+        train = _clearest(self.train_images, cfg.keep)
+        images = codes.views(train, cfg.views, config.shift, config.seed)
         self.bank = codes.encode_bank(self.model, images, self.dtype)
-        val = self.held_out
+        val = _clearest(self.held_out, cfg.keep)
         self.val_bank = codes.encode_bank(self.model, val, self.dtype)
         self.prior = CodePrior(config.model.latent_dim, cfg).to(self.device)
         # Drawn on the CPU, so a prior and its guide see the same draws whatever device each
