@@ -20,6 +20,7 @@ import {
   StandardNormal,
 } from "../../web/src/priors.js";
 import { Xoshiro128, draws } from "../../web/src/random.js";
+import { bestOf, figureGround } from "../../web/src/selection.js";
 
 // A stand-in for random.js's streams: hands out the given uniforms and normals in order.
 function stream(uniforms = [], normals = []) {
@@ -148,6 +149,14 @@ const cases = {
       row: Array.from(row(tiles.slice(0, 2), size, 2).data),
       shapes: Array.from({ length: 300 }, (_, i) => gridShape(i + 1)),
       psnr: psnr(tiles[0], tiles[1]),
+    };
+  },
+
+  selection({ images, n, size, k }) {
+    const data = Float32Array.from(images);
+    return {
+      scores: Array.from(figureGround(data, n, size)),
+      best: Array.from(bestOf(data, k, size)),
     };
   },
 

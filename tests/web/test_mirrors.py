@@ -388,3 +388,17 @@ def test_the_build_refuses_a_model_whose_files_are_links(node, tmp_path):
     )  # fmt: skip
     assert done.returncode != 0 and "is a link or not a plain file" in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_best_of_scores_and_keeps_as_python_does(mirror, size):
+    from birdvae.runtime.selection import best_of, figure_ground
+
+    rng = np.random.default_rng(size)
+    n, k = 12, 4
+    images = rng.uniform(0, 1, (n, 3, size, size)).astype(np.float32)
+    images[::3, :, size // 4 : -size // 4, size // 4 : -size // 4] *= 0.2  # some with a figure
+    out = mirror("selection", {"images": images.ravel().tolist(), "n": n, "size": size, "k": k})
+    np.testing.assert_allclose(out["scores"], figure_ground(images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.reshape(out["best"], (n // k, 3, size, size)),
+                                  best_of(images, k))  # fmt: skip

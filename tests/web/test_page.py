@@ -25,7 +25,7 @@ from birdvae.runtime import images
 from birdvae.runtime.model import BirdVAE
 from birdvae.runtime.photos import load_image
 
-from .conftest import LEARNED_TEMPERATURE, MEASURED, LearnedModel
+from .conftest import FIXTURES, LEARNED_TEMPERATURE, MEASURED, LearnedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 BIRD_PHOTO = sorted((ROOT / "tests" / "fixtures" / "birds").glob("*.jpg"))[0]
@@ -399,3 +399,25 @@ def test_the_test_learned_prior_is_a_model_the_runtime_reads(learned_model: Lear
     birds = vae.sample(4, seed=0, temperature=0, noise=0)
     expected = vae.decode(np.repeat(learned_model.bias[None], 4, axis=0))
     np.testing.assert_allclose(birds, expected, atol=1e-6)
+
+
+def test_best_of_keeps_one_of_each_k_of_the_seeds_birds(browser, server):
+    """With best of 4, bird i is one of the seed's birds 4i to 4i+3 (the page's seeds are its own,
+    so the candidates are the page's: its first 24 birds at best of 1). Which one the score picks
+    is selection.js's, checked against runtime/selection.py in test_mirrors."""
+    size = BirdVAE(FIXTURES / "tiny_model").image_size
+    open_page(browser, server)
+    set_field(browser, "model", "tiny")  # a float32 decoder: the same pixels on every run
+    set_field(browser, "seed", 3)
+    set_field(browser, "count", 24)
+    candidates = tiles_of(canvas(browser), size, 24)
+    set_field(browser, "count", 6)
+    set_field(browser, "best-of", 4)
+    assert error(browser) is None
+    assert browser.evaluate("window.birdvae.settings().bestOf") == 4
+    chosen = [
+        [levels(tile[None], candidates[4 * i + j][None]).max() == 0 for j in range(4)]
+        for i, tile in enumerate(tiles_of(canvas(browser), size, 6))
+    ]
+    assert all(any(row) for row in chosen), chosen
+    assert any(not row[0] for row in chosen)  # not simply the first of each four

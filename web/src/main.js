@@ -12,6 +12,7 @@ import { Model } from './model.js';
 import { PhotoError, loadPhoto, toModelInput } from './photo.js';
 import { toTiles } from './pixels.js';
 import { MAX_SEED } from './random.js';
+import { MAX_BEST_OF } from './selection.js';
 
 const MAX_BIRDS = 256; // a grid of 16 x 16; bird-gen writes larger ones
 const MODELS_INDEX = 'models/index.json'; // written by build.mjs: the model folders beside it
@@ -27,6 +28,7 @@ const ui = {
   seed: $('seed'),
   temperature: $('temperature'),
   noise: $('noise'),
+  bestOf: $('best-of'),
   newBirds: $('new-birds'),
   status: $('status'),
   error: $('error'),
@@ -113,6 +115,7 @@ function readSettings() {
     prior: ui.prior.value,
     temperature: number(ui.temperature, 'the temperature', { max: MAX_TEMPERATURE }),
     noise: number(ui.noise, 'the pixel noise', { max: MAX_NOISE }),
+    bestOf: number(ui.bestOf, 'best of', { whole: true, min: 1, max: MAX_BEST_OF }),
   };
 }
 
@@ -126,6 +129,7 @@ function fillForm(model, settings) {
   ui.noise.title = model.hasPixelNoise ? '' : 'This decoder gives only its mean image';
   ui.count.value = settings.n;
   ui.seed.value = settings.seed;
+  ui.bestOf.value = settings.bestOf;
 }
 
 // The canvases --------------------------------------------------------------------------------
@@ -142,9 +146,10 @@ async function drawBirds(model, settings) {
   current = model;
   shown = settings;
   fillForm(model, settings);
-  const { n, seed, prior, temperature, noise } = settings;
+  const { n, seed, prior, temperature, noise, bestOf } = settings;
   const ms = Math.round(performance.now() - start);
-  described = `${n} birds from ${model.name}: seed ${seed}, ${prior} prior, temperature ${temperature}, pixel noise ${noise} (${ms} ms)`;
+  const best = bestOf > 1 ? `, best of ${bestOf}` : '';
+  described = `${n} birds from ${model.name}: seed ${seed}, ${prior} prior, temperature ${temperature}, pixel noise ${noise}${best} (${ms} ms)`;
   ui.status.textContent = described;
 }
 
@@ -154,9 +159,13 @@ async function switchModel(name) {
     Model.load(new URL(`models/${name}/`, document.baseURI), name),
   );
   const prior = model.priorNames[0];
-  const { n, seed } = shown ?? { n: Number(ui.count.value) || 64, seed: Number(ui.seed.value) || 0 };
+  const { n, seed, bestOf } = shown ?? {
+    n: Number(ui.count.value) || 64,
+    seed: Number(ui.seed.value) || 0,
+    bestOf: 1,
+  };
   const noise = model.hasPixelNoise ? model.defaultNoise : 0;
-  await drawBirds(model, { n, seed, prior, temperature: model.defaultTemperature(prior), noise });
+  await drawBirds(model, { n, seed, prior, temperature: model.defaultTemperature(prior), noise, bestOf });
   if (photo) await reconstruct(photo);
 }
 
@@ -238,7 +247,7 @@ ui.prior.addEventListener('change', () => {
     return drawBirds(model, { ...readSettings(), temperature: model.defaultTemperature(ui.prior.value) });
   });
 });
-for (const input of [ui.temperature, ui.noise, ui.count, ui.seed]) {
+for (const input of [ui.temperature, ui.noise, ui.count, ui.seed, ui.bestOf]) {
   input.addEventListener('change', () => act(() => drawBirds(requireModel(), readSettings())));
 }
 ui.photoFile.addEventListener('change', () => {

@@ -29,6 +29,7 @@ import {
 import { checkNoise, drawPixels } from './pixels.js';
 import { GaussianMixture, LearnedPrior, StandardNormal, checkTemperature } from './priors.js';
 import { draws } from './random.js';
+import * as selection from './selection.js';
 
 const BATCH = 64; // rows per graph run, as bird-gen's default batch: bounds the page's memory
 
@@ -307,12 +308,19 @@ export class Model {
   }
 
   // n new birds as BirdVAE.sample draws them: codes from the prior at `temperature`, then the
-  // decoder's mean (noise 0) or its pixels drawn at `noise`.
-  async sample({ n, seed, prior, temperature, noise }) {
+  // decoder's mean (noise 0) or its pixels drawn at `noise`; with `bestOf` k, k birds for each
+  // one returned, the one standing out most clearly kept (selection.js).
+  async sample({ n, seed, prior, temperature, noise, bestOf = 1 }) {
     checkTemperature(temperature);
     checkNoise(noise);
+    if (!Number.isInteger(bestOf) || bestOf < 1 || bestOf > selection.MAX_BEST_OF) {
+      throw new RangeError(
+        `best of must be a whole number from 1 to ${selection.MAX_BEST_OF}, got ${bestOf}`,
+      );
+    }
     const streams = draws(seed);
-    const z = await (await this.prior(prior)).sample(n, streams, temperature);
-    return noise === 0 ? this.decode(z) : this.decodeDrawn(z, noise, streams.pixels);
+    const z = await (await this.prior(prior)).sample(n * bestOf, streams, temperature);
+    const images = noise === 0 ? await this.decode(z) : await this.decodeDrawn(z, noise, streams.pixels);
+    return selection.bestOf(images, bestOf, this.size);
   }
 }
