@@ -8,6 +8,8 @@ posterior samples from the bank, which costs nothing next to encoding.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from .likelihood import to_unit
@@ -22,17 +24,26 @@ def views(images: torch.Tensor, count: int, shift: int, seed: int) -> torch.Tens
     View 0 is the photo, view 1 its mirror image, the rest random mirrorings and shifts of up to
     ``shift`` pixels (edges repeated), drawn from ``seed`` so a resumed run rebuilds the same.
     """
+    return torch.cat(list(each_view(images, count, shift, seed)))
+
+
+def each_view(images: torch.Tensor, count: int, shift: int, seed: int) -> Iterator[torch.Tensor]:
+    """The views of ``views``, one [N, 3, S, S] at a time, so a caller that encodes each as it
+    comes holds one view in memory instead of ``count``."""
     from .loop import private_seed, random_shift  # the VAE's own augmentation
 
     generator = torch.Generator().manual_seed(seed)
-    out = [images, images.flip(3)][:count]
-    # Flips and shifts are drawn on the CPU, so a seed makes the same views on any device.
-    with private_seed(int(torch.randint(2**31, (1,), generator=generator))):
-        for _ in range(count - len(out)):
+    yield from [images, images.flip(3)][:count]
+    # Flips and shifts are drawn on the CPU, so a seed makes the same views on any device. Each
+    # view's draws are taken before it is handed out: the caller may use the random streams.
+    state = int(torch.randint(2**31, (1,), generator=generator))
+    for _ in range(count - 2):
+        with private_seed(state):
             flip = (torch.rand(len(images)) < 0.5).to(images.device)
             view = torch.where(flip[:, None, None, None], images.flip(3), images)
-            out.append(random_shift(view, shift) if shift > 0 else view)
-    return torch.cat(out)
+            view = random_shift(view, shift) if shift > 0 else view
+            state = int(torch.randint(2**31, (1,)))  # where the next view's draws start
+        yield view
 
 
 @torch.no_grad()

@@ -95,8 +95,10 @@ class PriorTrainer(Trainer):
         self.ema = None
         cfg = config.prior
         train = _clearest(self.train_images, cfg.keep)
-        images = codes.views(train, cfg.views, config.shift, config.seed)
-        self.bank = codes.encode_bank(self.model, images, self.dtype)
+        self.bank = torch.cat([
+            codes.encode_bank(self.model, view, self.dtype)
+            for view in codes.each_view(train, cfg.views, config.shift, config.seed)
+        ])  # fmt: skip
         val = _clearest(self.held_out, cfg.keep)
         self.val_bank = codes.encode_bank(self.model, val, self.dtype)
         self.prior = CodePrior(config.model.latent_dim, cfg).to(self.device)
