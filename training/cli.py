@@ -277,6 +277,7 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
     from . import checkpoint
     from .config import override
     from .loop import LAST
+    from .runfolder import CONFIG
 
     extra = given - RESUMABLE_FLAGS
     if extra:
@@ -286,6 +287,11 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
             "--threads may change)"
         )
     run_dir = options["resume"]
+    if (run_dir / CONFIG).is_file() and not (run_dir / LAST).exists():
+        raise UserError(
+            f"{run_dir} has no {LAST}: the run stopped before its first epoch ended, so there is "
+            f"nothing to resume; start it again with the same command and -o {run_dir}"
+        )
     state = checkpoint.load(run_dir / LAST)
     config = override(checkpoint.config_of(state), epochs=options["epochs"],
                       device=options["device"], precision=options["precision"],

@@ -370,3 +370,12 @@ def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", no_folders)
     Trainer(tiny_config(data, epochs=1), tmp_path / "run", log=_quiet).fit()
     assert (tmp_path / "run" / LAST).exists()
+
+
+def test_resuming_a_run_stopped_before_its_first_epoch_says_to_start_it_again(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig().save(run / "config.json")  # what such a run leaves
+    result = CliRunner().invoke(train_command, ["--resume", str(run)])
+    assert result.exit_code == 2, result.output
+    assert "before its first epoch ended" in result.output and "-o" in result.output
