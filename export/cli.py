@@ -25,6 +25,7 @@ from birdvae.runtime.format import (
     MAX_TEMPERATURE,
     PRIOR_NAMES,
 )
+from birdvae.runtime.selection import MAX_BEST_OF
 from birdvae.training.cli import TRAIN_MODULES, needs_train_extra, require_train_extra
 
 NEEDS_TRAIN_EXTRA = needs_train_extra("vae-export")
@@ -48,6 +49,7 @@ class ExportOptions:
     noise: float = 0.0
     guide: Path | None = None  # a smaller prior checkpoint that autoguides the learned one
     guidance: float = 1.0
+    best_of: int = 1  # candidate noises per bird the sampler graph chooses among
 
 
 @click.command(
@@ -128,6 +130,15 @@ class ExportOptions:
     type=click.FloatRange(min=1),
     help="Autoguidance weight (1: none). [default: 2 with --prior-guide]",
 )
+@click.option(
+    "--best-of",
+    type=click.IntRange(1, MAX_BEST_OF),
+    default=1,
+    show_default=True,
+    help="Build into prior.onnx a choice among K candidate noises per bird: a small network, "
+    "trained here on the model's own draws, predicts which becomes the bird standing out most "
+    "clearly from a plain background (what bird-gen --best-of K picks after decoding K).",
+)
 def main(
     checkpoint: Path,
     output: Path | None,
@@ -142,6 +153,7 @@ def main(
     noise: float,
     guide: Path | None,
     guidance: float | None,
+    best_of: int,
 ) -> None:
     """Export CHECKPOINT to an ONNX model folder the torch-free runtime (bird-gen) loads."""
     require_train_extra("vae-export", EXPORT_MODULES)
@@ -173,6 +185,7 @@ def main(
         noise=noise,
         guide=guide,
         guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
+        best_of=best_of,
     )
     _export(options)  # a file it cannot read or write: one error line naming it, exit 2
     click.echo(f"wrote {destination}")
@@ -227,6 +240,8 @@ def _export(options: ExportOptions) -> None:
             f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
         )
     learned = learned_prior(state)
+    if options.best_of > 1 and learned is None:
+        raise UserError("--best-of chooses among a learned prior's draws: the checkpoint has none")
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
@@ -252,7 +267,9 @@ def _export(options: ExportOptions) -> None:
         source["parity"] = _parity(model, folder, splits)
         priors: dict[str, PriorInfo] = {}
         if learned is not None:
-            priors["learned"] = _export_learned(learned, folder, opset, guide)
+            priors["learned"] = _export_learned(
+                learned, folder, opset, guide, _selection(options.best_of, learned, guide, model)
+            )
         if options.prior_data:
             priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)
         if default in priors:
@@ -369,7 +386,29 @@ def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> 
     return Guide(guide, options.guidance, facts)
 
 
-def _export_learned(prior: Any, folder: Path, opset: int, guide: Guide | None) -> Any:
+def _selection(k: int, prior: Any, guide: Guide | None, model: Any) -> Any:
+    """With --best-of K above 1, the selector the sampler graph will choose with: trained on
+    the draws of this prior (and guide) decoded by this model's decoder."""
+    if k == 1:
+        return None
+    from .onnx import sampler_module
+    from .selector import SELECTOR_DRAWS, scored_draws, train_selector
+
+    guide_prior, guidance = (guide.prior, guide.guidance) if guide else (None, 1.0)
+    sampler = sampler_module(prior, guide_prior, guidance)
+    click.echo(f"best of {k}: scoring {SELECTOR_DRAWS} of the prior's birds to train its selector")
+    noise, scores = scored_draws(sampler, model.eval().decode_image, prior.latent_dim,
+                                 SELECTOR_DRAWS, seed=0)  # fmt: skip
+    selection = train_selector(noise, scores, k)
+    facts = selection.facts
+    click.echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
+               f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")
+    return selection
+
+
+def _export_learned(
+    prior: Any, folder: Path, opset: int, guide: Guide | None, selection: Any = None
+) -> Any:
     """Write ``prior.onnx`` from the checkpoint's learned prior and prove its parity."""
     from birdvae.runtime.format import SAMPLER_FILE, PriorInfo
 
@@ -377,8 +416,8 @@ def _export_learned(prior: Any, folder: Path, opset: int, guide: Guide | None) -
     from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
 
     guide_prior, guidance = (guide.prior, guide.guidance) if guide else (None, 1.0)
-    export_sampler(prior, folder, opset, guide_prior, guidance)
-    rows = check_sampler_parity(prior, folder, guide_prior, guidance)
+    export_sampler(prior, folder, opset, guide_prior, guidance, selection)
+    rows = check_sampler_parity(prior, folder, guide_prior, guidance, selection=selection)
     click.echo(format_table(rows))
     verdict(rows)
     cfg = prior.cfg
@@ -390,7 +429,11 @@ def _export_learned(prior: Any, folder: Path, opset: int, guide: Guide | None) -
     }  # fmt: skip
     if guide is not None:
         source["autoguidance"] = {"weight": guide.guidance, "guide": guide.facts}
-    return PriorInfo(kind="sampler", file=SAMPLER_FILE, noise_dim=prior.latent_dim, source=source)
+    noise_dim = prior.latent_dim
+    if selection is not None:
+        source["best_of"] = selection.facts
+        noise_dim *= selection.k
+    return PriorInfo(kind="sampler", file=SAMPLER_FILE, noise_dim=noise_dim, source=source)
 
 
 def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:

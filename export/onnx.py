@@ -50,6 +50,8 @@ from birdvae.runtime.format import (
 from birdvae.training.model import VAE
 from birdvae.training.prior import CodePrior, Sampler
 
+from .selector import BestOf, Selection
+
 EXAMPLE_BATCH = 2  # with a batch of 1 an exporter may specialise N to 1
 BATCH_DIM = "N"
 # Ops a deterministic inference graph must not hold: randomness belongs to the runtime, and a
@@ -187,9 +189,11 @@ def export_sampler(
     opset: int,
     guide: CodePrior | None = None,
     guidance: float = 1.0,
+    selection: Selection | None = None,
 ) -> Path:
     """Write ``prior.onnx``: the learned prior's whole sampler, noise [N, D] -> z [N, D], with
-    the guide's network inside when it autoguides."""
+    the guide's network inside when it autoguides; with a ``selection`` of K, noise
+    [N, K * D] of which the sampler takes the selector's choice (export/selector.py)."""
     dim = prior.latent_dim
     metadata = {
         "birdvae.format_version": str(FORMAT_VERSION),
@@ -200,13 +204,28 @@ def export_sampler(
     }
     if guide is not None and guidance != 1:
         metadata["birdvae.autoguidance"] = str(guidance)
-    noise = torch.randn(EXAMPLE_BATCH, dim, generator=torch.Generator().manual_seed(0))
-    sampler = Sampler(prior.eval(), guide.eval() if guide else None, guidance)
+    sampler = sampler_module(prior, guide, guidance, selection)
+    noise_dim = dim * (selection.k if selection else 1)
+    if selection is not None:
+        metadata["birdvae.best_of"] = str(selection.k)
+    noise = torch.randn(EXAMPLE_BATCH, noise_dim, generator=torch.Generator().manual_seed(0))
     return export_graph(
         sampler, noise, [SAMPLER_INPUT], [SAMPLER_OUTPUT],
-        {SAMPLER_INPUT: [dim], SAMPLER_OUTPUT: [dim]}, Path(folder) / SAMPLER_FILE, opset,
+        {SAMPLER_INPUT: [noise_dim], SAMPLER_OUTPUT: [dim]}, Path(folder) / SAMPLER_FILE, opset,
         metadata,
     )  # fmt: skip
+
+
+def sampler_module(
+    prior: CodePrior,
+    guide: CodePrior | None = None,
+    guidance: float = 1.0,
+    selection: Selection | None = None,
+) -> nn.Module:
+    """What ``prior.onnx`` computes, as a PyTorch module: the sampler, behind the selector when
+    there is one."""
+    sampler = Sampler(prior.eval(), guide.eval() if guide else None, guidance)
+    return BestOf(sampler, selection, prior.latent_dim).eval() if selection else sampler
 
 
 def export_graph(

@@ -27,9 +27,10 @@ from birdvae.runtime.format import (
 )
 from birdvae.runtime.graphs import open_session
 from birdvae.training.model import VAE
-from birdvae.training.prior import CodePrior, Sampler
+from birdvae.training.prior import CodePrior
 
-from .onnx import DecoderGraph, ExportError, decoder_outputs
+from .onnx import DecoderGraph, ExportError, decoder_outputs, sampler_module
+from .selector import Selection
 
 # max |difference| of decoded images in [0, 1]; the format allows 1e-4. The pixel locations,
 # scales and couplings that may follow them are held to it per unit of max(1, largest |value|):
@@ -133,6 +134,7 @@ def check_sampler_parity(
     guide: CodePrior | None = None,
     guidance: float = 1.0,
     seed: int = 0,
+    selection: Selection | None = None,
 ) -> list[ParityRow]:
     """Compare ``prior.onnx`` with the PyTorch sampler on the same standard-normal noise.
 
@@ -140,8 +142,9 @@ def check_sampler_parity(
     (SAMPLER_TOL of max(1, largest |z|)), as LATENT_TOL is for the encoder's outputs.
     """
     rng = np.random.default_rng(seed)
-    noise = rng.standard_normal((max(BATCH_SIZES), prior.latent_dim), dtype=np.float32)
-    sampler = Sampler(prior.eval(), guide.eval() if guide else None, guidance)
+    noise_dim = prior.latent_dim * (selection.k if selection else 1)
+    noise = rng.standard_normal((max(BATCH_SIZES), noise_dim), dtype=np.float32)
+    sampler = sampler_module(prior, guide, guidance, selection)
     session = ort_session(folder / SAMPLER_FILE)
     rows = []
     for n in BATCH_SIZES:

@@ -254,12 +254,18 @@ def quantize_graph(
 
 
 def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
-    """Write the dynamic int8 version of the sampler ``fp32`` to ``out``; check the format."""
+    """Write the dynamic int8 version of the sampler ``fp32`` to ``out``; check the format.
+
+    A best-of-K selector (export/selector.py) stays float: it is a few thousand weights, and
+    int8 rounding of its scores would change which candidate some birds are drawn from."""
+    selector = [node.name for node in onnx.load_model(fp32).graph.node
+                if node.name.startswith("/selector/")]  # fmt: skip
     try:
         with _quiet_root_logger():
             quantize_dynamic(
-                fp32, out, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8
-            )
+                fp32, out, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+                nodes_to_exclude=selector,
+            )  # fmt: skip
     except Exception as exc:  # onnxruntime's quantizer raises assorted types
         raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
     reference = onnx.load_model(fp32)

@@ -74,13 +74,17 @@ def test_a_broken_sampler_fails_its_parity_check(
     from birdvae.export import parity
 
     checkpoint, _ = prior_checkpoint
-    original = parity.Sampler
+    original = parity.sampler_module
 
-    class Drifting(original):
+    class Drifting(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
         def forward(self, noise):
-            return super().forward(noise) + 1e-3
+            return self.inner(noise) + 1e-3
 
-    monkeypatch.setattr(parity, "Sampler", Drifting)
+    monkeypatch.setattr(parity, "sampler_module", lambda *a, **k: Drifting(original(*a, **k)))
     result = export_cli(checkpoint, "-o", tmp_path / "m")
     assert result.exit_code == 1 and "parity check failed" in result.stderr
     assert "prior z" in result.stderr and not (tmp_path / "m").exists()
@@ -208,3 +212,63 @@ def test_the_int8_sampler_is_judged_on_the_runtimes_blocks():
     rows = LearnedPrior.BLOCK_ROWS
     assert runs == [rows, rows, 150 - 2 * rows]
     np.testing.assert_array_equal(codes[:rows], noise[:rows] - noise[:rows].mean(axis=0))
+
+
+def test_a_selector_learns_a_score_and_best_of_samples_its_choice():
+    from birdvae.export.selector import BestOf, train_selector
+
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(4096, 6, generator=generator)
+    scores = (noise[:, 0] - 0.5 * noise[:, 1]).numpy()  # a score the noise alone decides
+    selection = train_selector(noise, scores, k=4)
+    assert selection.facts["held_out_correlation"] > 0.95
+    assert selection.facts["share_of_best_of_k_gain"] > 0.8
+    candidates = torch.randn(5, 4, 6, generator=generator)
+    best = BestOf(torch.nn.Identity(), selection, dim=6)(candidates.reshape(5, 24))
+    with torch.no_grad():
+        predicted = selection.selector(candidates).squeeze(-1)
+    assert torch.equal(best, candidates[torch.arange(5), predicted.argmax(1)])
+
+
+def test_best_of_k_is_built_into_the_sampler_graph(prior_checkpoint, export_cli, tmp_path):
+    """--best-of 3: prior.onnx takes 3 x D noise numbers a bird and samples one of the three
+    candidates; every code the runtime draws is the sampler's code for one of its three."""
+    from birdvae.runtime.prior import Draws
+
+    checkpoint, prior = prior_checkpoint
+    out = tmp_path / "model"
+    result = export_cli(checkpoint, "-o", out, "--best-of", 3)
+    assert result.exit_code == 0, result.stderr
+    learned = verify_model_dir(out).priors["learned"]
+    assert learned.noise_dim == 48 and learned.source["best_of"]["k"] == 3
+    codes = np.concatenate(list(BirdVAE(out, threads=1).latent_batches(10, seed=2, temperature=1)))
+    noise = Draws(2).noise.standard_normal((64, 48)).astype(np.float32)[:10].reshape(10, 3, 16)
+    with torch.no_grad():
+        candidates = Sampler(prior)(torch.from_numpy(noise.reshape(30, 16))).numpy()
+    candidates = candidates.reshape(10, 3, 16)
+    distance = np.abs(candidates - codes[:, None]).max(axis=2)
+    assert (distance.min(axis=1) < 1e-4).all()
+    assert len(set(distance.argmin(axis=1))) > 1  # not always the same candidate
+
+
+def test_best_of_needs_a_learned_prior(resnet_checkpoint, export_cli, tmp_path):
+    result = export_cli(resnet_checkpoint, "-o", tmp_path / "m", "--best-of", 4)
+    assert result.exit_code == 2 and "has none" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_int8_leaves_the_selector_in_float(prior_checkpoint, export_cli, tmp_path):
+    """Quantizing the selector's few weights would change which candidate some birds come
+    from; only the sampler's own matrix products become int8."""
+    from birdvae.export.quantize import quantize_sampler
+    from birdvae.runtime.format import DEFAULT_OPSET
+
+    checkpoint, _ = prior_checkpoint
+    out = tmp_path / "model"
+    assert export_cli(checkpoint, "-o", out, "--best-of", 2).exit_code == 0
+    int8 = tmp_path / "prior.int8.onnx"
+    quantize_sampler(out / SAMPLER_FILE, int8, DEFAULT_OPSET)
+    nodes = onnx.load_model(int8).graph.node
+    selector = [node.op_type for node in nodes if node.name.startswith("/selector/")]
+    assert selector and not any("Integer" in op or "Quantize" in op for op in selector)
+    assert any(node.op_type == "MatMulInteger" for node in nodes)  # the sampler's are int8

@@ -1,0 +1,111 @@
+"""Best of K inside the sampler graph: K candidate noises per bird, the one whose bird a small
+network predicts will stand out most clearly from a plain background is sampled.
+
+``bird-gen --best-of K`` chooses among K decoded birds with ``runtime/selection.py``'s score,
+at K times the sampling and decoding. That score is a function of the sampler's noise (the
+sampler and decoder are deterministic), and a small MLP learns it from the noise alone
+(held-out correlation about 0.9 on birds32), so the choice can be made before anything is
+sampled: ``prior.onnx`` takes K x D noise numbers, scores the K candidates, keeps one and
+samples it once. The format's contract does not change (its ``noise_dim`` is K x D); the
+runtime draws the noise as for any learned prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from birdvae.runtime.selection import figure_ground
+
+SELECTOR_WIDTH = 64
+SELECTOR_DRAWS = 32768  # birds sampled, decoded and scored to teach the selector
+SELECTOR_EPOCHS = 30
+HELD_OUT = 0.1
+CHUNK = 512
+
+
+@dataclass
+class Selection:
+    """A trained selector and how many candidates it chooses among."""
+
+    selector: nn.Module
+    k: int
+    facts: dict[str, Any]
+
+
+class BestOf(nn.Module):
+    """noise [N, K * D] -> z [N, D]: of each bird's K candidate noises, the one the selector
+    scores highest goes through the sampler."""
+
+    def __init__(self, sampler: nn.Module, selection: Selection, dim: int) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.selector = selection.selector
+        self.k, self.dim = selection.k, dim
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        candidates = noise.reshape(-1, self.k, self.dim)
+        best = self.selector(candidates).squeeze(-1).argmax(dim=1)
+        index = best[:, None, None].expand(-1, 1, self.dim)
+        return self.sampler(torch.gather(candidates, 1, index).squeeze(1))
+
+
+@torch.no_grad()
+def scored_draws(
+    sampler: nn.Module, decode: Any, dim: int, draws: int, seed: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``draws`` standard-normal noises and the figure-ground score of the bird each becomes."""
+    noise = torch.randn(draws, dim, generator=torch.Generator().manual_seed(seed))
+    scores = np.concatenate([
+        figure_ground(decode(sampler(noise[start : start + CHUNK])).float().numpy())
+        for start in range(0, draws, CHUNK)
+    ])  # fmt: skip
+    return noise, scores.astype(np.float32)
+
+
+def train_selector(
+    noise: torch.Tensor, scores: np.ndarray, k: int, seed: int = 0
+) -> Selection:
+    """An MLP from a noise vector to its bird's standardised score, trained on all but the last
+    HELD_OUT of the draws; its facts hold the held-out correlation and how much of the true
+    best of K's score gain its choice keeps."""
+    target = torch.from_numpy((scores - scores.mean()) / scores.std())
+    split = int(len(noise) * (1 - HELD_OUT))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        selector = nn.Sequential(
+            nn.Linear(noise.shape[1], SELECTOR_WIDTH), nn.SiLU(),
+            nn.Linear(SELECTOR_WIDTH, SELECTOR_WIDTH), nn.SiLU(),
+            nn.Linear(SELECTOR_WIDTH, 1),
+        )  # fmt: skip
+    optimizer = torch.optim.AdamW(selector.parameters(), lr=2e-3, weight_decay=1e-4)
+    for _ in range(SELECTOR_EPOCHS):
+        order = torch.randperm(split, generator=generator)
+        for start in range(0, split, CHUNK):
+            rows = order[start : start + CHUNK]
+            loss = (selector(noise[rows]).squeeze(1) - target[rows]).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    selector.eval().requires_grad_(False)
+    with torch.no_grad():
+        predicted = selector(noise[split:]).squeeze(1).numpy()
+    truth = target[split:].numpy()
+    groups = len(truth) // k
+    true_k = truth[: groups * k].reshape(groups, k)
+    chosen = true_k[np.arange(groups), predicted[: groups * k].reshape(groups, k).argmax(1)]
+    gain = true_k.max(1).mean() - true_k[:, 0].mean()
+    facts = {
+        "k": k,
+        "score": "figure-ground (runtime/selection.py)",
+        "selector": f"MLP {noise.shape[1]}-{SELECTOR_WIDTH}-{SELECTOR_WIDTH}-1",
+        "draws": len(noise),
+        "held_out_correlation": round(float(np.corrcoef(predicted, truth)[0, 1]), 3),
+        "share_of_best_of_k_gain": round(float((chosen.mean() - true_k[:, 0].mean()) / gain), 3),
+    }
+    return Selection(selector, k, facts)
