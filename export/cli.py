@@ -20,6 +20,7 @@ from birdvae.runtime.command import Command
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     DEFAULT_OPSET,
+    MAX_LATENT_DIM,
     MAX_NOISE,
     MAX_PRIOR_VALUES,
     MAX_TEMPERATURE,
@@ -242,6 +243,11 @@ def _export(options: ExportOptions) -> None:
     learned = learned_prior(state)
     if options.best_of > 1 and learned is None:
         raise UserError("--best-of chooses among a learned prior's draws: the checkpoint has none")
+    if options.best_of * config.model.latent_dim > MAX_LATENT_DIM:
+        raise UserError(
+            f"--best-of {options.best_of} needs {options.best_of} x {config.model.latent_dim} "
+            f"noise numbers a bird, more than the format's {MAX_LATENT_DIM}; lower it"
+        )
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
@@ -267,9 +273,9 @@ def _export(options: ExportOptions) -> None:
         source["parity"] = _parity(model, folder, splits)
         priors: dict[str, PriorInfo] = {}
         if learned is not None:
-            priors["learned"] = _export_learned(
-                learned, folder, opset, guide, _selection(options.best_of, learned, guide, model)
-            )
+            temperature = options.temperature if default == "learned" else 1.0
+            selection = _selection(options.best_of, learned, guide, model, temperature)
+            priors["learned"] = _export_learned(learned, folder, opset, guide, selection)
         if options.prior_data:
             priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)
         if default in priors:
@@ -386,9 +392,12 @@ def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> 
     return Guide(guide, options.guidance, facts)
 
 
-def _selection(k: int, prior: Any, guide: Guide | None, model: Any) -> Any:
+def _selection(
+    k: int, prior: Any, guide: Guide | None, model: Any, temperature: float = 1.0
+) -> Any:
     """With --best-of K above 1, the selector the sampler graph will choose with: trained on
-    the draws of this prior (and guide) decoded by this model's decoder."""
+    the draws of this prior (and guide) at the learned prior's default temperature, decoded by
+    this model's decoder."""
     if k == 1:
         return None
     from .onnx import sampler_module
@@ -398,8 +407,9 @@ def _selection(k: int, prior: Any, guide: Guide | None, model: Any) -> Any:
     sampler = sampler_module(prior, guide_prior, guidance)
     click.echo(f"best of {k}: scoring {SELECTOR_DRAWS} of the prior's birds to train its selector")
     noise, scores = scored_draws(sampler, model.eval().decode_image, prior.latent_dim,
-                                 SELECTOR_DRAWS, seed=0)  # fmt: skip
+                                 SELECTOR_DRAWS, seed=0, temperature=temperature)  # fmt: skip
     selection = train_selector(noise, scores, k)
+    selection.facts["temperature"] = temperature
     facts = selection.facts
     click.echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
                f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")

@@ -56,10 +56,11 @@ class BestOf(nn.Module):
 
 @torch.no_grad()
 def scored_draws(
-    sampler: nn.Module, decode: Any, dim: int, draws: int, seed: int
+    sampler: nn.Module, decode: Any, dim: int, draws: int, seed: int, temperature: float = 1.0
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """``draws`` standard-normal noises and the figure-ground score of the bird each becomes."""
-    noise = torch.randn(draws, dim, generator=torch.Generator().manual_seed(seed))
+    """``draws`` noises as the runtime feeds the graph at ``temperature`` (standard normal times
+    it), and the figure-ground score of the bird each becomes."""
+    noise = temperature * torch.randn(draws, dim, generator=torch.Generator().manual_seed(seed))
     scores = np.concatenate([
         figure_ground(decode(sampler(noise[start : start + CHUNK])).float().numpy())
         for start in range(0, draws, CHUNK)

@@ -189,7 +189,8 @@ def _check_pixels(height: int, width: int) -> None:
     type=click.IntRange(min=1),
     default=DEFAULT_BATCH,
     show_default=True,
-    help="Birds decoded at once; bounds memory (at most what fits 16M numbers an array).",
+    help="Birds decoded at once (times --best-of); bounds memory (at most what fits 16M numbers "
+    "an array).",
 )
 @_model_option
 @_threads_option

@@ -54,3 +54,13 @@ def test_a_seeds_best_birds_are_its_candidates_best_whatever_the_batch(tiny_mode
 def test_best_of_out_of_range_is_refused(tiny_model, k):
     with pytest.raises(ArgumentError, match="best_of must be a whole number from 1 to 16"):
         BirdVAE(tiny_model, threads=1).sampling(best_of=k)
+
+
+def test_a_batch_too_large_only_with_best_of_names_both(tiny_model):
+    vae = BirdVAE(tiny_model, threads=1)
+    limit = vae.sampling(batch=1).batch  # a valid request first
+    assert limit == 1
+    most = (1 << 24) // (3 * 16 * 16)
+    vae.sampling(batch=most // 4, best_of=4)
+    with pytest.raises(ArgumentError, match=r"with best of 4 .* at most 5461 with best of 4"):
+        vae.sampling(batch=most, best_of=4)

@@ -318,9 +318,18 @@ export class Model {
         `best of must be a whole number from 1 to ${selection.MAX_BEST_OF}, got ${bestOf}`,
       );
     }
+    // BATCH birds' candidates at a time, as BirdVAE.draw: memory stays that of BATCH x bestOf
+    // birds, and the streams are read in the same order as in one go.
     const streams = draws(seed);
-    const z = await (await this.prior(prior)).sample(n * bestOf, streams, temperature);
-    const images = noise === 0 ? await this.decode(z) : await this.decodeDrawn(z, noise, streams.pixels);
-    return selection.bestOf(images, bestOf, this.size);
+    const source = await this.prior(prior);
+    const length = 3 * this.size * this.size;
+    const out = new Float32Array(n * length);
+    for (let start = 0; start < n; start += BATCH) {
+      const count = Math.min(BATCH, n - start);
+      const z = await source.sample(count * bestOf, streams, temperature);
+      const images = noise === 0 ? await this.decode(z) : await this.decodeDrawn(z, noise, streams.pixels);
+      out.set(selection.bestOf(images, bestOf, this.size), start * length);
+    }
+    return out;
   }
 }
