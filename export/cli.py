@@ -348,6 +348,11 @@ class Guide:
     facts: dict[str, Any]
 
 
+def _guide_args(guide: Guide | None) -> tuple[Any, float]:
+    """The guide prior and weight a sampler is built with; no guide: (None, 1)."""
+    return (guide.prior, guide.guidance) if guide else (None, 1.0)
+
+
 def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> Guide | None:
     """The --prior-guide checkpoint's prior, checked against the checkpoint being exported:
     a guide only means something over the same encoder's codes."""
@@ -403,7 +408,7 @@ def _selection(
     from .onnx import sampler_module
     from .selector import SELECTOR_DRAWS, scored_draws, train_selector
 
-    guide_prior, guidance = (guide.prior, guide.guidance) if guide else (None, 1.0)
+    guide_prior, guidance = _guide_args(guide)
     sampler = sampler_module(prior, guide_prior, guidance)
     click.echo(f"best of {k}: scoring {SELECTOR_DRAWS} of the prior's birds to train its selector")
     noise, scores = scored_draws(sampler, model.eval().decode_image, prior.latent_dim,
@@ -425,7 +430,7 @@ def _export_learned(
     from .onnx import export_sampler
     from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
 
-    guide_prior, guidance = (guide.prior, guide.guidance) if guide else (None, 1.0)
+    guide_prior, guidance = _guide_args(guide)
     export_sampler(prior, folder, opset, guide_prior, guidance, selection)
     rows = check_sampler_parity(prior, folder, guide_prior, guidance, selection=selection)
     click.echo(format_table(rows))

@@ -281,17 +281,7 @@ class BirdVAE:
             self._check_pixel_noise()
         if type(best_of) is not int or not 1 <= best_of <= selection.MAX_BEST_OF:
             raise ArgumentError(f"best_of must be a whole number from 1 to {selection.MAX_BEST_OF}")
-        self._check_batch(batch)
-        if best_of > 1:  # each batch decodes best_of candidates a bird
-            try:
-                self._check_batch(batch * best_of)
-            except ArgumentError:
-                most = MAX_BATCH_VALUES // (self._row_values() * best_of)
-                raise ArgumentError(
-                    f"batch {batch} with best of {best_of} decodes {batch * best_of} birds at "
-                    f"once, too many for this model's {self.image_size}x{self.image_size} "
-                    f"images: a batch of at most {most} with best of {best_of}"
-                ) from None
+        self._check_batch(batch, best_of)
         return Sampling(name, check_temperature(temperature), noise, seed, batch, best_of)
 
     def draw(self, n: int, settings: Sampling) -> Iterator[np.ndarray]:
@@ -424,14 +414,17 @@ class BirdVAE:
                 "likelihood, or exported without them), so it can only show the mean: use noise 0"
             )
 
-    def _row_values(self) -> int:
-        """Numbers one bird takes in the largest array a graph run makes."""
-        return max(3 * self.image_size * self.image_size, self.latent_dim)
-
-    def _check_batch(self, batch: int) -> None:
-        """Refuse a batch whose arrays would hold more than MAX_BATCH_VALUES numbers each."""
+    def _check_batch(self, batch: int, best_of: int = 1) -> None:
+        """Refuse a batch whose arrays would hold more than MAX_BATCH_VALUES numbers each; with
+        ``best_of`` k, each batch decodes k candidates a bird."""
         _check_count(batch, "batch")
-        row = self._row_values()
+        row = max(3 * self.image_size * self.image_size, self.latent_dim) * best_of
+        if best_of > 1 and batch * row > MAX_BATCH_VALUES:
+            raise ArgumentError(
+                f"batch {batch} with best of {best_of} decodes {batch * best_of} birds at "
+                f"once, too many for this model's {self.image_size}x{self.image_size} "
+                f"images: a batch of at most {MAX_BATCH_VALUES // row} with best of {best_of}"
+            )
         if batch * row > MAX_BATCH_VALUES:
             raise ArgumentError(
                 f"batch {batch} is too large for this model's {self.image_size}x"

@@ -174,7 +174,7 @@ class LearnedPrior:
     """
 
     name = "learned"
-    BLOCK_ROWS = 64  # the batch export measured the int8 sampler's quality at
+    BLOCK_ROWS = 64  # vae-export measures an int8 sampler's quality in these same blocks
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], noise_dim: int) -> None:
         self._run = run
