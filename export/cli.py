@@ -9,6 +9,7 @@ traceback.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from birdvae.runtime.format import (
     MAX_TEMPERATURE,
     PRIOR_NAMES,
 )
-from birdvae.runtime.selection import MAX_BEST_OF
+from birdvae.runtime.selection import MAX_BEST_OF, load_rater, rater_bytes
 from birdvae.training.cli import TRAIN_MODULES, needs_train_extra, require_train_extra
 
 NEEDS_TRAIN_EXTRA = needs_train_extra("vae-export")
@@ -137,8 +138,8 @@ class ExportOptions:
     default=1,
     show_default=True,
     help="Build into prior.onnx a choice among K candidate noises per bird: a small network, "
-    "trained here on the model's own draws, predicts which becomes the bird standing out most "
-    "clearly from a plain background (what bird-gen --best-of K picks after decoding K).",
+    "trained here on the model's own draws, predicts which becomes the bird the shipped rater "
+    "rates highest (what bird-gen --best-of K picks after decoding K).",
 )
 def main(
     checkpoint: Path,
@@ -411,10 +412,12 @@ def _selection(
     guide_prior, guidance = _guide_args(guide)
     sampler = sampler_module(prior, guide_prior, guidance)
     click.echo(f"best of {k}: scoring {SELECTOR_DRAWS} of the prior's birds to train its selector")
-    noise, scores = scored_draws(sampler, model.eval().decode_image, prior.latent_dim,
+    rate = load_rater()
+    noise, scores = scored_draws(sampler, model.eval().decode_image, rate, prior.latent_dim,
                                  SELECTOR_DRAWS, seed=0, temperature=temperature)  # fmt: skip
     selection = train_selector(noise, scores, k)
     selection.facts["temperature"] = temperature
+    selection.facts["rater_sha256"] = hashlib.sha256(rater_bytes()[0]).hexdigest()
     facts = selection.facts
     click.echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
                f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")

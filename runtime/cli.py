@@ -180,8 +180,9 @@ def _check_pixels(height: int, width: int) -> None:
     type=click.IntRange(1, MAX_BEST_OF),
     default=1,
     show_default=True,
-    help="Draw K birds for each one shown and keep the one standing out most clearly from a "
-    "plain background: birds people recognise more often, at K times the work.",
+    help="Draw K birds for each one shown and keep the one the shipped rater (a network that "
+    "predicts a blind rater's score) rates highest: birds people recognise more often, at K "
+    "times the work.",
 )
 @_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(

@@ -173,6 +173,7 @@ class BirdVAE:
         self._threads = threads or 0
         self._sessions: dict[str, InferenceSession] = {}
         self._priors: dict[str, Prior] = {}
+        self._rate: selection.Rate | None = None
 
     @classmethod
     def load(cls, name_or_path: PathLike = DEFAULT_MODEL, threads: int | None = None) -> BirdVAE:
@@ -291,7 +292,14 @@ class BirdVAE:
         draws = Draws(settings.seed)
         k = settings.best_of
         latents = self._latents(n * k, replace(settings, batch=settings.batch * k), draws)
-        return (selection.best_of(self._draw_images(z, settings, draws), k) for z in latents)
+        rate = self._rater() if k > 1 else None
+        return (selection.best_of(self._draw_images(z, settings, draws), k, rate) for z in latents)
+
+    def _rater(self) -> selection.Rate:
+        """The shipped rater that ``best_of`` chooses with, opened on first use."""
+        if self._rate is None:
+            self._rate = selection.load_rater(self._threads)
+        return self._rate
 
     def _draw_images(self, z: np.ndarray, settings: Sampling, draws: Draws) -> np.ndarray:
         if settings.noise == 0:

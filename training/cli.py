@@ -89,8 +89,8 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 @click.option(
     "--prior-keep",
     type=click.FloatRange(0, 1, min_open=True),
-    help="Learned prior: the share of photos whose codes it learns, those whose bird stands "
-    "out most clearly from a plain background. [default: 1]",
+    help="Learned prior: the share of photos whose codes it learns, those the shipped rater "
+    "rates highest. [default: 1]",
 )
 @click.option(
     "--prior-steps",

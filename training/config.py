@@ -80,9 +80,9 @@ class PriorConfig:
     sigma_max: float = 80.0
     rho: float = 7.0
     views: int = 8  # augmented views (flips, shifts) of each training photo in the code bank
-    # The share of training (and validation) photos whose codes the prior learns: those with a
-    # bird standing out most clearly from a plain background (runtime/selection.py), the
-    # pictures raters call birds; 1 learns every photo's code.
+    # The share of training (and validation) photos whose codes the prior learns: those the
+    # shipped rater (runtime/selection.py) rates highest, the pictures raters call birds; 1
+    # learns every photo's code.
     keep: float = 1.0
 
     @classmethod

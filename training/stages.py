@@ -73,11 +73,11 @@ def learned_prior(state: dict[str, Any]) -> CodePrior | None:
 
 
 def _clearest(images: torch.Tensor, keep: float) -> torch.Tensor:
-    """The share ``keep`` of uint8 photos [N, 3, S, S] whose bird stands out most clearly from a
-    plain background (the score bird-gen's --best-of ranks draws by), in their own order."""
+    """The share ``keep`` of uint8 photos [N, 3, S, S] that the rater (what bird-gen's --best-of
+    ranks draws by) rates highest, in their own order."""
     if keep >= 1:
         return images
-    scores = selection.figure_ground(images.float().div(255).cpu().numpy())
+    scores = selection.load_rater()(images.float().div(255).cpu().numpy())
     count = max(1, round(len(images) * keep))
     chosen = np.sort(np.argsort(-scores, kind="stable")[:count])
     return images[torch.from_numpy(chosen).to(images.device)]

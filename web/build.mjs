@@ -2,10 +2,11 @@
 //
 // DIR (default web/dist) gets the page (src/), onnxruntime-web's WASM build (ort/) and each model
 // folder (models/NAME/, the shipped birds32 and birds64 unless --model names others), with
-// models/index.json listing them; nothing in it is fetched from anywhere else, so it can be put
-// on any static host as it is. Each model is checked as the page checks it (manifest, sizes,
-// sha256) and only the files its manifest lists are copied. The site is assembled beside DIR and
-// renamed into place, so DIR is never half-built.
+// models/index.json listing them, and the rater the page's "best of" uses (models/rater32/);
+// nothing in it is fetched from anywhere else, so it can be put on any static host as it is.
+// Each model is checked as the page checks it (manifest, sizes, sha256) and only the files its
+// manifest lists are copied. The site is assembled beside DIR and renamed into place, so DIR is
+// never half-built.
 
 import { createHash } from 'node:crypto';
 import {
@@ -24,12 +25,15 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MANIFEST_FILE, ModelError, parseManifest } from './src/manifest.js';
+import { MAX_RATER_BYTES, RATER_FILE, RATER_FOLDER } from './src/selection.js';
 
 const WEB = dirname(fileURLToPath(import.meta.url));
 const ORT = join(WEB, 'node_modules', 'onnxruntime-web', 'dist');
 // The WASM-only ES module build and what it loads at run time: its Emscripten glue and binary.
 const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
 const SHIPPED = ['birds32', 'birds64'].map((name) => `${name}=${join(WEB, '..', 'models', name)}`);
+// The rater the page's "best of" chooses with (src/selection.js), published beside the models.
+const RATER = join(WEB, '..', 'models', RATER_FOLDER, RATER_FILE);
 const MARKER = '.bird-vae-web'; // marks a folder this script built, which it may replace
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/; // as the page accepts them
 
@@ -91,6 +95,8 @@ for (const file of ORT_FILES) {
 const models = (values.model ?? SHIPPED).map(checkedModel);
 const names = models.map((model) => model.name);
 if (new Set(names).size !== names.length) fail(`two models are called the same: ${names.join(', ')}`);
+if (names.includes(RATER_FOLDER)) fail(`${RATER_FOLDER} is the rater's folder; call the model otherwise`);
+if (!existsSync(RATER) || statSync(RATER).size > MAX_RATER_BYTES) fail(`${RATER} is missing or too large`);
 
 const staging = join(dirname(out), `.${basename(out)}.building`);
 rmSync(staging, { recursive: true, force: true });
@@ -102,6 +108,8 @@ for (const { name, contents } of models) {
   // The bytes that were checked are the bytes published, whatever happens to the folder meanwhile.
   for (const [file, bytes] of contents) writeFileSync(join(staging, 'models', name, file), bytes);
 }
+mkdirSync(join(staging, 'models', RATER_FOLDER));
+writeFileSync(join(staging, 'models', RATER_FOLDER, RATER_FILE), plainFile(RATER));
 writeFileSync(join(staging, 'models', 'index.json'), `${JSON.stringify({ models: names }, null, 2)}\n`);
 writeFileSync(join(staging, MARKER), 'built by web/build.mjs; npm run build replaces this folder\n');
 rmSync(out, { recursive: true, force: true });

@@ -3,6 +3,7 @@ manifest defaulting to it, and the runtime sampling through it."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from birdvae.runtime import BirdVAE
 from birdvae.runtime.format import SAMPLER_FILE, verify_model_dir
+from birdvae.runtime.selection import rater_bytes
 from birdvae.training.config import ModelConfig, PriorConfig, TrainConfig
 from birdvae.training.prior import CodePrior, Sampler
 
@@ -241,6 +243,8 @@ def test_best_of_k_is_built_into_the_sampler_graph(prior_checkpoint, export_cli,
     assert result.exit_code == 0, result.stderr
     learned = verify_model_dir(out).priors["learned"]
     assert learned.noise_dim == 48 and learned.source["best_of"]["k"] == 3
+    rater = hashlib.sha256(rater_bytes()[0]).hexdigest()
+    assert learned.source["best_of"]["rater_sha256"] == rater  # which rater taught the choice
     codes = np.concatenate(list(BirdVAE(out, threads=1).latent_batches(10, seed=2, temperature=1)))
     noise = Draws(2).noise.standard_normal((64, 48)).astype(np.float32)[:10].reshape(10, 3, 16)
     with torch.no_grad():

@@ -1,53 +1,86 @@
-"""Best of k: the score prefers what raters call a bird (a distinct object on a plain background),
-and a seed's chosen birds are its candidates' best, whatever the batch."""
+"""Best of k: the shipped rater prefers birds to what raters call not a bird, pictures of any
+size are resampled for it by area, and a seed's chosen birds are its candidates'
+best, whatever the batch."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from birdvae.runtime import BirdVAE
 from birdvae.runtime.errors import ArgumentError
-from birdvae.runtime.selection import best_of, figure_ground
+from birdvae.runtime.selection import area_matrix, best_of, load_rater, to_rater_size
+
+BIRDS = Path(__file__).resolve().parents[1] / "fixtures" / "birds"
 
 
-def _scene(background: np.ndarray, with_bird: bool) -> np.ndarray:
-    image = background.copy()
-    if with_bird:
-        yy, xx = np.mgrid[:32, :32]
-        image[:, (yy - 16) ** 2 + (xx - 16) ** 2 < 49] = 0.1  # a dark body in the middle
-    return image
+def _photos(size: int = 32) -> np.ndarray:
+    """The fixture birds, centre-cropped and shrunk as the rating sheets show photos."""
+    out = []
+    for path in sorted(BIRDS.glob("*.jpg")):
+        image = Image.open(path).convert("RGB")
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)
+        out.append(np.asarray(square, np.float32).transpose(2, 0, 1) / 255)
+    return np.stack(out)
 
 
-def test_a_distinct_object_on_a_plain_background_scores_highest():
+def test_the_rater_rates_bird_photos_above_noise_smears_and_blank_pictures():
+    rate = load_rater(threads=1)
     rng = np.random.default_rng(0)
-    plain = np.full((3, 32, 32), 0.8, np.float32)
-    busy = rng.uniform(0, 1, (3, 32, 32)).astype(np.float32)
-    scenes = np.stack([_scene(plain, True), _scene(busy, True), _scene(plain, False)])
-    scores = figure_ground(scenes)
-    assert scores[0] > scores[1] and scores[0] > scores[2]
+    photos = _photos()
+    noise = rng.uniform(0, 1, (3, 3, 32, 32)).astype(np.float32)
+    smear = np.repeat(np.linspace(0, 1, 32, dtype=np.float32)[None, None, None], 3, 0)
+    smear = np.broadcast_to(smear, (3, 3, 32, 32)) * rng.uniform(0.3, 1, (3, 3, 1, 1))
+    blank = np.full((2, 3, 32, 32), 0.7, np.float32)
+    ratings = rate(np.concatenate([photos, noise, smear.astype(np.float32), blank]))
+    assert ratings.shape == (11,) and ratings.dtype == np.float32
+    assert ratings[:3].min() > ratings[3:].max(), ratings
+
+
+def test_the_rater_reads_any_size_as_its_32x32_picture():
+    rate = load_rater(threads=1)
+    photos = _photos(64)
+    np.testing.assert_allclose(rate(photos), rate(to_rater_size(photos)), atol=1e-5)
+    assert rate(np.zeros((0, 3, 32, 32), np.float32)).shape == (0,)
+
+
+@pytest.mark.parametrize("size", [16, 32, 48, 64, 100])
+def test_resampling_averages_the_area_each_pixel_covers(size):
+    """Repeating each pixel r times makes the size a multiple of 32; the mean of each block is
+    then the mean of the area, fractions of pixels included."""
+    rng = np.random.default_rng(size)
+    images = rng.uniform(0, 1, (2, 3, size, size)).astype(np.float32)
+    r = 32 // math.gcd(size, 32)
+    fine = images.repeat(r, axis=2).repeat(r, axis=3)
+    block = size * r // 32
+    expected = fine.reshape(2, 3, 32, block, 32, block).mean(axis=(3, 5))
+    np.testing.assert_allclose(to_rater_size(images), expected, atol=2e-6)
+    np.testing.assert_allclose(area_matrix(size, 32).sum(axis=1), 1, atol=1e-6)
 
 
 def test_best_of_keeps_the_best_of_each_group_in_order():
-    rng = np.random.default_rng(1)
-    plain = np.full((3, 32, 32), 0.8, np.float32)
-    busy = rng.uniform(0, 1, (3, 32, 32)).astype(np.float32)
-    good, bad = _scene(plain, True), _scene(busy, False)
-    groups = np.stack([bad, good, bad, good, bad, bad])  # two groups of three
-    chosen = best_of(groups, 3)
-    assert chosen.shape == (2, 3, 32, 32)
-    assert np.array_equal(chosen[0], good) and np.array_equal(chosen[1], good)
-    assert best_of(groups, 1) is groups
+    images = np.arange(6, dtype=np.float32)[:, None, None, None] * np.ones((6, 3, 4, 4), np.float32)
+    scores = np.array([0, 2, 1, 5, 3, 4], np.float32)  # two groups of three
+    chosen = best_of(images, 3, lambda _: scores)
+    assert chosen.shape == (2, 3, 4, 4)
+    assert chosen[0, 0, 0, 0] == 1 and chosen[1, 0, 0, 0] == 3
+    assert best_of(images, 1, None) is images
 
 
 def test_a_seeds_best_birds_are_its_candidates_best_whatever_the_batch(tiny_model):
     vae = BirdVAE(tiny_model, threads=1)
     k = 3
     candidates = vae.sample(5 * k, seed=4)
-    expected = best_of(candidates, k)
+    expected = best_of(candidates, k, load_rater(threads=1))
     np.testing.assert_array_equal(vae.sample(5, seed=4, best_of=k), expected)
     np.testing.assert_array_equal(vae.sample(5, seed=4, best_of=k, batch=2), expected)
-    assert not np.array_equal(expected, candidates[:5])
+    assert not np.array_equal(expected, candidates[::k])
 
 
 @pytest.mark.parametrize("k", [0, 17, 2.5])

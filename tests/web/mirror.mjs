@@ -20,7 +20,7 @@ import {
   StandardNormal,
 } from "../../web/src/priors.js";
 import { Xoshiro128, draws } from "../../web/src/random.js";
-import { bestOf, figureGround } from "../../web/src/selection.js";
+import { chooseBest, toRaterSize } from "../../web/src/selection.js";
 
 // A stand-in for random.js's streams: hands out the given uniforms and normals in order.
 function stream(uniforms = [], normals = []) {
@@ -152,11 +152,11 @@ const cases = {
     };
   },
 
-  selection({ images, n, size, k }) {
+  selection({ images, n, size, k, scores }) {
     const data = Float32Array.from(images);
     return {
-      scores: Array.from(figureGround(data, n, size)),
-      best: Array.from(bestOf(data, k, size)),
+      small: Array.from(toRaterSize(data, n, size)),
+      best: Array.from(chooseBest(data, Float32Array.from(scores), k, size)),
     };
   },
 

@@ -390,15 +390,17 @@ def test_the_build_refuses_a_model_whose_files_are_links(node, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("size", [16, 32, 64])
-def test_best_of_scores_and_keeps_as_python_does(mirror, size):
-    from birdvae.runtime.selection import best_of, figure_ground
+@pytest.mark.parametrize("size", [16, 32, 48, 64])
+def test_best_of_resamples_for_the_rater_and_keeps_as_python_does(mirror, size):
+    from birdvae.runtime.selection import best_of, to_rater_size
 
     rng = np.random.default_rng(size)
     n, k = 12, 4
     images = rng.uniform(0, 1, (n, 3, size, size)).astype(np.float32)
-    images[::3, :, size // 4 : -size // 4, size // 4 : -size // 4] *= 0.2  # some with a figure
-    out = mirror("selection", {"images": images.ravel().tolist(), "n": n, "size": size, "k": k})
-    np.testing.assert_allclose(out["scores"], figure_ground(images), rtol=1e-5, atol=1e-6)
+    scores = rng.normal(size=n).astype(np.float32)
+    out = mirror("selection", {"images": images.ravel().tolist(), "n": n, "size": size, "k": k,
+                               "scores": scores.tolist()})  # fmt: skip
+    np.testing.assert_allclose(np.reshape(out["small"], (n, 3, 32, 32)), to_rater_size(images),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
     np.testing.assert_array_equal(np.reshape(out["best"], (n // k, 3, size, size)),
-                                  best_of(images, k))  # fmt: skip
+                                  best_of(images, k, lambda _: scores))  # fmt: skip

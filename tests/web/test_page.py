@@ -403,8 +403,9 @@ def test_the_test_learned_prior_is_a_model_the_runtime_reads(learned_model: Lear
 
 def test_best_of_keeps_one_of_each_k_of_the_seeds_birds(browser, server):
     """With best of 4, bird i is one of the seed's birds 4i to 4i+3 (the page's seeds are its own,
-    so the candidates are the page's: its first 24 birds at best of 1). Which one the score picks
-    is selection.js's, checked against runtime/selection.py in test_mirrors."""
+    so the candidates are the page's: its first 24 birds at best of 1). The rater it picks with
+    is the package's, served beside the models; how the choice is made is checked against
+    runtime/selection.py in test_mirrors."""
     size = BirdVAE(FIXTURES / "tiny_model").image_size
     open_page(browser, server)
     set_field(browser, "model", "tiny")  # a float32 decoder: the same pixels on every run

@@ -307,9 +307,26 @@ export class Model {
     return (await graph.run(images, ENCODER_OUTPUTS.slice(0, 1)))[0];
   }
 
+  // The rater, shipped beside the model folders (selection.js), opened on first use.
+  rater() {
+    return this.once('rater', async () => {
+      const { RATER_FOLDER, RATER_FILE, RATER_INPUT, RATER_OUTPUT, RATER_SIZE } = selection;
+      const url = new URL(`../${RATER_FOLDER}/${RATER_FILE}`, this.url);
+      const bytes = await fetchBytes(url, selection.MAX_RATER_BYTES, RATER_FILE);
+      const row = [3, RATER_SIZE, RATER_SIZE];
+      return Graph.open(bytes, RATER_FILE, RATER_INPUT, row, [], [RATER_OUTPUT]);
+    });
+  }
+
+  // The rater's score of each of n images [n * 3 * S * S].
+  async rate(images, n) {
+    const graph = await this.rater();
+    return (await graph.run(selection.toRaterSize(images, n, this.size), [selection.RATER_OUTPUT]))[0];
+  }
+
   // n new birds as BirdVAE.sample draws them: codes from the prior at `temperature`, then the
   // decoder's mean (noise 0) or its pixels drawn at `noise`; with `bestOf` k, k birds for each
-  // one returned, the one standing out most clearly kept (selection.js).
+  // one returned, the one the rater rates highest kept (selection.js).
   async sample({ n, seed, prior, temperature, noise, bestOf = 1 }) {
     checkTemperature(temperature);
     checkNoise(noise);
@@ -328,7 +345,8 @@ export class Model {
       const count = Math.min(BATCH, n - start);
       const z = await source.sample(count * bestOf, streams, temperature);
       const images = noise === 0 ? await this.decode(z) : await this.decodeDrawn(z, noise, streams.pixels);
-      out.set(selection.bestOf(images, bestOf, this.size), start * length);
+      const scores = bestOf > 1 ? await this.rate(images, count * bestOf) : null;
+      out.set(selection.chooseBest(images, scores, bestOf, this.size), start * length);
     }
     return out;
   }

@@ -1,60 +1,62 @@
 // Best of k: the page's mirror of runtime/selection.py. Of k birds drawn for one place, keep the
-// one standing out most clearly from a plain background, the pictures raters call birds.
+// one the rater rates highest: a small network (rater.onnx, shipped beside the models) that
+// predicts the score a blind rater gives a picture, 2 clearly a bird to 0 not a bird.
 
 export const MAX_BEST_OF = 16;
-const CONTRAST_WEIGHT = 0.5;
+export const RATER_FOLDER = 'rater32'; // beside the model folders, as in the package
+export const RATER_FILE = 'rater.onnx';
+export const RATER_INPUT = 'image'; // float32 [N, 3, 32, 32] in [0, 1]
+export const RATER_OUTPUT = 'rating'; // float32 [N]
+export const RATER_SIZE = 32;
+export const MAX_RATER_BYTES = 4 << 20;
 
-// Scores of n images [n, 3, S, S] in [0, 1], row-major: edges in the middle, minus edges at the
-// border, plus half the distance between the middle's and the border's mean colours.
-export function figureGround(images, n, size) {
-  const plane = size * size;
-  const inset = Math.max(1, Math.floor((size * 5) / 32));
-  const quarter = Math.floor(size / 4);
-  // Each pixel's region: 0 the middle, 1 the border, -1 neither (the two never overlap).
-  const region = new Int8Array(plane).fill(-1);
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      const inner = (v) => v >= quarter && v < size - quarter;
-      const outer = (v) => v < inset || v >= size - inset;
-      if (inner(y) && inner(x)) region[y * size + x] = 0;
-      else if (outer(y) || outer(x)) region[y * size + x] = 1;
+// [out, size], row-major: row i averages the part of [0, size) that output pixel i covers.
+export function areaMatrix(size, out) {
+  const matrix = new Float32Array(out * size);
+  const step = size / out;
+  for (let i = 0; i < out; i++) {
+    let total = 0;
+    for (let p = 0; p < size; p++) {
+      const overlap = Math.max(0, Math.min((i + 1) * step, p + 1) - Math.max(i * step, p));
+      matrix[i * size + p] = overlap;
+      total += overlap;
     }
+    for (let p = 0; p < size; p++) matrix[i * size + p] /= total;
   }
-  const scores = new Float64Array(n);
-  const gray = new Float64Array(plane);
-  for (let b = 0; b < n; b++) {
-    const base = b * 3 * plane;
-    for (let p = 0; p < plane; p++)
-      gray[p] = (images[base + p] + images[base + plane + p] + images[base + 2 * plane + p]) / 3;
-    const edges = [0, 0];
-    const counts = [0, 0];
-    const colours = [
-      [0, 0, 0],
-      [0, 0, 0],
-    ];
-    for (let p = 0; p < plane; p++) {
-      const r = region[p];
-      if (r < 0) continue;
-      const x = p % size;
-      if (x < size - 1) edges[r] += Math.abs(gray[p + 1] - gray[p]);
-      if (p + size < plane) edges[r] += Math.abs(gray[p + size] - gray[p]);
-      counts[r] += 1;
-      for (let c = 0; c < 3; c++) colours[r][c] += images[base + c * plane + p];
-    }
-    const contrast = Math.hypot(
-      ...[0, 1, 2].map((c) => colours[0][c] / counts[0] - colours[1][c] / counts[1]),
-    );
-    scores[b] = edges[0] / counts[0] - edges[1] / counts[1] + CONTRAST_WEIGHT * contrast;
-  }
-  return scores;
+  return matrix;
 }
 
-// Of each k consecutive images [n * k, 3, S, S], the one figureGround scores highest: [n, 3, S, S].
-export function bestOf(images, k, size) {
+// n images [n, 3, S, S] in [0, 1] resampled by area to the rater's [n, 3, 32, 32].
+export function toRaterSize(images, n, size) {
+  if (size === RATER_SIZE) return images;
+  const area = areaMatrix(size, RATER_SIZE);
+  const out = new Float32Array(n * 3 * RATER_SIZE * RATER_SIZE);
+  const rows = new Float32Array(RATER_SIZE * size); // one plane averaged along its height
+  for (let plane = 0; plane < n * 3; plane++) {
+    const base = plane * size * size;
+    rows.fill(0);
+    for (let i = 0; i < RATER_SIZE; i++)
+      for (let y = 0; y < size; y++) {
+        const weight = area[i * size + y];
+        if (weight === 0) continue;
+        for (let x = 0; x < size; x++) rows[i * size + x] += weight * images[base + y * size + x];
+      }
+    const at = plane * RATER_SIZE * RATER_SIZE;
+    for (let i = 0; i < RATER_SIZE; i++)
+      for (let j = 0; j < RATER_SIZE; j++) {
+        let sum = 0;
+        for (let x = 0; x < size; x++) sum += area[j * size + x] * rows[i * size + x];
+        out[at + i * RATER_SIZE + j] = sum;
+      }
+  }
+  return out;
+}
+
+// Of each k consecutive images [n * k, 3, S, S], the one with the highest score: [n, 3, S, S].
+export function chooseBest(images, scores, k, size) {
   if (k === 1) return images;
   const length = 3 * size * size;
-  const n = images.length / length / k;
-  const scores = figureGround(images, n * k, size);
+  const n = scores.length / k;
   const out = new Float32Array(n * length);
   for (let b = 0; b < n; b++) {
     let best = b * k;

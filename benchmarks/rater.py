@@ -1,0 +1,228 @@
+"""Fit the rater: a small network that predicts the score a blind rater gives a 32x32 picture.
+
+    python benchmarks/rater.py runs/sheetsA runs/sheetsB ... [--out models/rater32/rater.onnx]
+    python benchmarks/rater.py runs/sheets* --check       # held-out agreement only, no file
+
+Choosing the best of several draws needs a score of what a person calls a bird. Rules written
+by hand (edges in the middle, a plain border: ``figure_ground`` in earlier versions) agree with
+raters only weakly, so this learns the score from the raters themselves: every cell of every
+rated sheet (``benchmarks/rating.py``) is cut back out of the sheet and paired with its rating,
+and a small CNN learns to predict the rating. The picture it sees is the one the rater saw:
+each sheet shows 32x32 pictures at 112 px (nearest neighbour) and a cell cut out is averaged
+back to 32x32, so the graph applies that same fixed blur (a 32x32 matrix each side) before its
+convolutions. Three networks of different seeds are averaged, over each picture and its mirror
+image, so that a choice among draws does not hang on one network's quirks.
+
+``--check`` holds out a fifth of the distinct pictures at a time (a picture rated on several
+sheets stays on one side) and prints how well the held-out predictions rank pictures of one
+source on one sheet, against ``figure_ground``'s ranking: the agreement a choice among one
+model's draws needs. Only sheets of 32x32 pictures belong here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from features import _augment
+
+from birdvae.export.onnx import export_graph
+from birdvae.runtime.selection import RATER_INPUT, RATER_OUTPUT, RATER_SIZE
+
+TILE, GAP, MARGIN = 112, 6, 22  # rating_sheet.py's grid
+WIDTH = 16
+EPOCHS = 40
+SEEDS = 3
+BATCH = 64
+FOLDS = 5
+
+
+def cells(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every rated cell of the sheets in ``folders``: pictures uint8 [N, 3, 32, 32] as cut from
+    the sheet, ratings float32 [N], and "folder:source" labels."""
+    pictures, ratings, labels = [], [], []
+    for folder in folders:
+        for answer in sorted(folder.glob("sheet-*.ratings.json")):
+            sheet_png = answer.with_name(answer.name.replace(".ratings.json", ".png"))
+            key = json.loads(sheet_png.with_name(sheet_png.name + ".key.json").read_text())
+            scores = json.loads(answer.read_text())
+            sheet = Image.open(sheet_png).convert("RGB")
+            for cell, source in key.items():
+                if cell not in scores:
+                    continue
+                row, column = ord(cell[0]) - ord("A"), int(cell[1:]) - 1
+                left, top = MARGIN + column * (TILE + GAP), MARGIN + row * (TILE + GAP)
+                tile = sheet.crop((left, top, left + TILE, top + TILE))
+                small = tile.resize((RATER_SIZE, RATER_SIZE), Image.BOX)
+                pictures.append(np.asarray(small).transpose(2, 0, 1))
+                ratings.append(float(scores[cell]))
+                labels.append(f"{folder.name}:{source}:{answer.name}")
+    if not pictures:
+        sys.exit("error: no rated sheets (sheet-K.ratings.json) in the folders given")
+    return np.stack(pictures), np.asarray(ratings, np.float32), labels
+
+
+def sheet_view() -> torch.Tensor:
+    """The 32x32 matrix M with M @ channel @ M.T = the channel shown at 112 px (nearest) and
+    averaged back to 32 (box), as a cell cut from a sheet is: PIL's own resamplers, column by
+    column."""
+    columns = []
+    for j in range(RATER_SIZE):
+        impulse = np.zeros((1, RATER_SIZE), np.float32)
+        impulse[0, j] = 1.0
+        wide = Image.fromarray(impulse, mode="F").resize((TILE, 1), Image.NEAREST)
+        columns.append(np.asarray(wide.resize((RATER_SIZE, 1), Image.BOX))[0])
+    return torch.from_numpy(np.stack(columns, axis=1))
+
+
+def network(seed: int) -> nn.Module:
+    """Four 3x3 convolution stages (16 to 64 channels), global pooling, one linear output."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    channels = 3
+    for stage, out in enumerate((WIDTH, 2 * WIDTH, 4 * WIDTH, 4 * WIDTH)):
+        layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
+        layers.append(nn.MaxPool2d(2) if stage < 3 else nn.AdaptiveAvgPool2d(1))
+        channels = out
+    return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.3), nn.Linear(channels, 1))
+
+
+class Rater(nn.Module):
+    """images float32 [N, 3, 32, 32] in [0, 1] -> the predicted rating [N]: the mean of the
+    networks over each picture and its mirror image, after the sheet's blur."""
+
+    def __init__(self, networks: list[nn.Module]) -> None:
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+        self.register_buffer("view", sheet_view())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        shown = self.view @ images @ self.view.T
+        mirrored = shown.flip(3)
+        ratings = [net(view).squeeze(1) for net in self.networks for view in (shown, mirrored)]
+        return torch.stack(ratings).mean(0)
+
+
+def train(pictures: np.ndarray, ratings: np.ndarray, seed: int, epochs: int = EPOCHS) -> nn.Module:
+    """One network regressed on the ratings of the cells as cut (flips, shifts, jitter)."""
+    net = network(seed)
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.from_numpy(pictures).float() / 255.0
+    targets = torch.from_numpy(ratings)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(order) - BATCH + 1, BATCH):
+            rows = order[start : start + BATCH]
+            loss = (net(_augment(images[rows], generator)).squeeze(1) - targets[rows]).square()
+            optimizer.zero_grad()
+            loss.mean().backward()
+            optimizer.step()
+    return net.eval()
+
+
+def rank_agreement(predicted: np.ndarray, ratings: np.ndarray, labels: list[str]) -> float:
+    """Spearman's correlation of predicted and given ratings within each (sheet, source) of
+    generated pictures, averaged with weights by cell count: how well it orders one model's
+    pictures as one rater did."""
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        if ":photos:" not in label:
+            groups.setdefault(label, []).append(i)
+    values, weights = [], []
+    for rows in groups.values():
+        if len(rows) >= 8 and ratings[rows].std() > 0:
+            ranks = [np.argsort(np.argsort(a)) for a in (predicted[rows], ratings[rows])]
+            values.append(np.corrcoef(*ranks)[0, 1])
+            weights.append(len(rows))
+    return float(np.average(values, weights=weights))
+
+
+def figure_ground(images: np.ndarray) -> np.ndarray:
+    """The hand-written score the rater replaced, kept as the baseline ``--check`` prints: edges
+    in the middle, few at the border, a middle whose colour differs from the border's."""
+    gray = images.mean(axis=1)
+    edges = np.zeros_like(gray)
+    edges[:, :, :-1] += np.abs(np.diff(gray, axis=2))
+    edges[:, :-1, :] += np.abs(np.diff(gray, axis=1))
+    size = images.shape[-1]
+    border = np.ones((size, size), bool)
+    inset = max(1, size * 5 // 32)
+    border[inset:-inset, inset:-inset] = False
+    middle = np.zeros((size, size), bool)
+    middle[size // 4 : size - size // 4, size // 4 : size - size // 4] = True
+    contrast = np.linalg.norm(
+        images[:, :, middle].mean(axis=2) - images[:, :, border].mean(axis=2), axis=1
+    )
+    return edges[:, middle].mean(axis=1) - edges[:, border].mean(axis=1) + 0.5 * contrast
+
+
+def check(pictures: np.ndarray, ratings: np.ndarray, labels: list[str]) -> None:
+    """Held-out agreement of one network per fold, folds by distinct picture."""
+    digests = [hashlib.sha256(p.tobytes()).hexdigest() for p in pictures]
+    fold = np.array([int(d[:8], 16) % FOLDS for d in digests])
+    predicted = np.zeros(len(pictures), np.float32)
+    for k in range(FOLDS):
+        held = fold == k
+        rater = Rater([train(pictures[~held], ratings[~held], seed=k)]).eval()
+        with torch.no_grad():
+            predicted[held] = rater(torch.from_numpy(pictures[held]).float() / 255.0).numpy()
+        print(f"fold {k + 1}/{FOLDS} done", flush=True)
+    floats = pictures.astype(np.float32) / 255.0
+    print(f"{len(set(digests))} distinct pictures in {len(pictures)} rated cells")
+    print(f"rank agreement within sheet and source, held out: rater "
+          f"{rank_agreement(predicted, ratings, labels):.3f}, figure-ground "
+          f"{rank_agreement(figure_ground(floats), ratings, labels):.3f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="folders of rated 32x32 sheets")
+    parser.add_argument("--out", type=Path, default=Path("models/rater32/rater.onnx"))
+    parser.add_argument("--check", action="store_true", help="held-out agreement only")
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    pictures, ratings, labels = cells(args.folders)
+    print(f"{len(pictures)} rated cells from {len(args.folders)} folder(s); "
+          f"mean rating {ratings.mean():.2f}")  # fmt: skip
+    if args.check:
+        check(pictures, ratings, labels)
+        return
+    started = time.perf_counter()
+    rater = Rater([train(pictures, ratings, seed) for seed in range(SEEDS)]).eval()
+    example = torch.rand(2, 3, RATER_SIZE, RATER_SIZE)
+    metadata = {"birdvae.graph": "rater", "birdvae.rated_cells": str(len(pictures))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    shapes = {RATER_INPUT: [3, RATER_SIZE, RATER_SIZE], RATER_OUTPUT: []}
+    export_graph(rater, example, [RATER_INPUT], [RATER_OUTPUT], shapes, args.out, 17, metadata)
+    print(
+        f"wrote {args.out} ({time.perf_counter() - started:.0f} s); parity against PyTorch "
+        f"over 5 of the cells: largest difference {parity(rater, args.out, pictures[:5]):.1e}"
+    )
+
+
+def parity(rater: nn.Module, path: Path, pictures: np.ndarray) -> float:
+    """The largest difference between the graph's ratings (onnxruntime) and the module's."""
+    import onnxruntime
+
+    images = pictures.astype(np.float32) / 255.0
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (graph,) = session.run([RATER_OUTPUT], {RATER_INPUT: images})
+    with torch.no_grad():
+        module = rater(torch.from_numpy(images)).numpy()
+    return float(np.abs(graph - module).max())
+
+
+if __name__ == "__main__":
+    main()
