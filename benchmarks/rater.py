@@ -143,7 +143,7 @@ def rank_agreement(predicted: np.ndarray, ratings: np.ndarray, labels: list[str]
     values, weights = [], []
     for rows in groups.values():
         if len(rows) >= 8 and ratings[rows].std() > 0:
-            ranks = [np.argsort(np.argsort(a)) for a in (predicted[rows], ratings[rows])]
+            ranks = [average_ranks(a) for a in (predicted[rows], ratings[rows])]
             values.append(np.corrcoef(*ranks)[0, 1])
             weights.append(len(rows))
     return float(np.average(values, weights=weights))
@@ -168,6 +168,25 @@ def figure_ground(images: np.ndarray) -> np.ndarray:
     return edges[:, middle].mean(axis=1) - edges[:, border].mean(axis=1) + 0.5 * contrast
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0, ties given the mean of the ranks they share (ratings are mostly ties)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(group, weights=ranks)
+    return sums[group] / counts[group]
+
+
+def predict_cut(networks: list[nn.Module], pictures: np.ndarray) -> np.ndarray:
+    """The networks' mean rating of cells as cut from sheets (already showing the sheet's
+    blur, so not through ``Rater``, which adds it), over each cell and its mirror image."""
+    images = torch.from_numpy(pictures).float() / 255.0
+    with torch.no_grad():
+        views = [net(x).squeeze(1) for net in networks for x in (images, images.flip(3))]
+    return torch.stack(views).mean(0).numpy()
+
+
 def check(pictures: np.ndarray, ratings: np.ndarray, labels: list[str]) -> None:
     """Held-out agreement of one network per fold, folds by distinct picture."""
     digests = [hashlib.sha256(p.tobytes()).hexdigest() for p in pictures]
@@ -175,9 +194,8 @@ def check(pictures: np.ndarray, ratings: np.ndarray, labels: list[str]) -> None:
     predicted = np.zeros(len(pictures), np.float32)
     for k in range(FOLDS):
         held = fold == k
-        rater = Rater([train(pictures[~held], ratings[~held], seed=k)]).eval()
-        with torch.no_grad():
-            predicted[held] = rater(torch.from_numpy(pictures[held]).float() / 255.0).numpy()
+        predicted[held] = predict_cut([train(pictures[~held], ratings[~held], seed=k)],
+                                      pictures[held])  # fmt: skip
         print(f"fold {k + 1}/{FOLDS} done", flush=True)
     floats = pictures.astype(np.float32) / 255.0
     print(f"{len(set(digests))} distinct pictures in {len(pictures)} rated cells")
@@ -194,6 +212,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     pictures, ratings, labels = cells(args.folders)
+    if len(pictures) < BATCH:
+        sys.exit(f"error: {len(pictures)} rated cells, fewer than one batch of {BATCH}; rate more")
     print(f"{len(pictures)} rated cells from {len(args.folders)} folder(s); "
           f"mean rating {ratings.mean():.2f}")  # fmt: skip
     if args.check:
@@ -210,6 +230,8 @@ def main() -> None:
         f"wrote {args.out} ({time.perf_counter() - started:.0f} s); parity against PyTorch "
         f"over 5 of the cells: largest difference {parity(rater, args.out, pictures[:5]):.1e}"
     )
+    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    print(f"its sha256, RATER_SHA256 in runtime/selection.py and web/src/selection.js: {digest}")
 
 
 def parity(rater: nn.Module, path: Path, pictures: np.ndarray) -> float:

@@ -25,7 +25,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MANIFEST_FILE, ModelError, parseManifest } from './src/manifest.js';
-import { MAX_RATER_BYTES, RATER_FILE, RATER_FOLDER } from './src/selection.js';
+import { MAX_RATER_BYTES, RATER_FILE, RATER_FOLDER, RATER_SHA256 } from './src/selection.js';
 
 const WEB = dirname(fileURLToPath(import.meta.url));
 const ORT = join(WEB, 'node_modules', 'onnxruntime-web', 'dist');
@@ -97,6 +97,9 @@ const names = models.map((model) => model.name);
 if (new Set(names).size !== names.length) fail(`two models are called the same: ${names.join(', ')}`);
 if (names.includes(RATER_FOLDER)) fail(`${RATER_FOLDER} is the rater's folder; call the model otherwise`);
 if (!existsSync(RATER) || statSync(RATER).size > MAX_RATER_BYTES) fail(`${RATER} is missing or too large`);
+const rater = plainFile(RATER);
+if (createHash('sha256').update(rater).digest('hex') !== RATER_SHA256)
+  fail(`${RATER} is not the rater src/selection.js names (RATER_SHA256)`);
 
 const staging = join(dirname(out), `.${basename(out)}.building`);
 rmSync(staging, { recursive: true, force: true });
@@ -109,7 +112,7 @@ for (const { name, contents } of models) {
   for (const [file, bytes] of contents) writeFileSync(join(staging, 'models', name, file), bytes);
 }
 mkdirSync(join(staging, 'models', RATER_FOLDER));
-writeFileSync(join(staging, 'models', RATER_FOLDER, RATER_FILE), plainFile(RATER));
+writeFileSync(join(staging, 'models', RATER_FOLDER, RATER_FILE), rater);
 writeFileSync(join(staging, 'models', 'index.json'), `${JSON.stringify({ models: names }, null, 2)}\n`);
 writeFileSync(join(staging, MARKER), 'built by web/build.mjs; npm run build replaces this folder\n');
 rmSync(out, { recursive: true, force: true });

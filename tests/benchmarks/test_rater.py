@@ -40,8 +40,8 @@ def write_rated_sheet(folder: Path, pictures: np.ndarray, ratings: list[int]) ->
 @pytest.fixture()
 def rated(tmp_path):
     rng = np.random.default_rng(0)
-    pictures = rng.integers(0, 256, (12, 3, 32, 32), dtype=np.uint8)
-    ratings = rng.integers(0, 3, 12).tolist()
+    pictures = rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
+    ratings = rng.integers(0, 3, 20).tolist()
     write_rated_sheet(tmp_path, pictures, ratings)
     return tmp_path, pictures, ratings
 
@@ -57,6 +57,25 @@ def test_cells_are_the_pictures_as_the_sheet_showed_them(rated):
     assert np.abs(cut.astype(np.float32) - pictures).max() > 10  # the blur is not nothing
 
 
+def test_average_ranks_share_ties():
+    ranks = rater.average_ranks(np.array([2.0, 0.0, 2.0, 1.0, 0.0]))
+    np.testing.assert_array_equal(ranks, [3.5, 0.5, 3.5, 2.0, 0.5])
+
+
+def test_training_moves_the_network_toward_the_ratings(monkeypatch):
+    """Bright pictures rated 2, dark ones 0: a few epochs learn to tell them apart."""
+    monkeypatch.setattr(rater, "BATCH", 8)
+    rng = np.random.default_rng(1)
+    bright = rng.integers(150, 256, (16, 3, 32, 32), dtype=np.uint8)
+    dark = rng.integers(0, 100, (16, 3, 32, 32), dtype=np.uint8)
+    pictures = np.concatenate([bright, dark])
+    ratings = np.float32([2] * 16 + [0] * 16)
+    before = rater.predict_cut([rater.network(0).eval()], pictures)
+    after = rater.predict_cut([rater.train(pictures, ratings, seed=0, epochs=15)], pictures)
+    gap = lambda predicted: predicted[:16].mean() - predicted[16:].mean()  # noqa: E731
+    assert gap(after) > 1.0 > abs(gap(before))
+
+
 def test_the_fitted_rater_is_a_graph_the_runtime_opens_and_agrees_at_any_batch(rated, tmp_path):
     from birdvae.export.onnx import export_graph
     from birdvae.runtime.graphs import check_signature, open_session
@@ -70,5 +89,5 @@ def test_the_fitted_rater_is_a_graph_the_runtime_opens_and_agrees_at_any_batch(r
                  {"birdvae.graph": "rater"})  # fmt: skip
     session = open_session(path.read_bytes(), path, threads=1)
     check_signature(session, path, RATER_INPUT, (3, 32, 32), (RATER_OUTPUT,))
-    for batch in (1, 5, 12):  # traced at 2: no size may be frozen into the graph
+    for batch in (1, 5, 20):  # traced at 2: no size may be frozen into the graph
         assert rater.parity(model, path, pictures[:batch]) < 1e-4

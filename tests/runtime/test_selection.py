@@ -13,6 +13,7 @@ from PIL import Image
 
 from birdvae.runtime import BirdVAE
 from birdvae.runtime.errors import ArgumentError
+from birdvae.runtime.format import ModelFormatError
 from birdvae.runtime.selection import area_matrix, best_of, load_rater, to_rater_size
 
 BIRDS = Path(__file__).resolve().parents[1] / "fixtures" / "birds"
@@ -46,8 +47,15 @@ def test_the_rater_rates_bird_photos_above_noise_smears_and_blank_pictures():
 def test_the_rater_reads_any_size_as_its_32x32_picture():
     rate = load_rater(threads=1)
     photos = _photos(64)
-    np.testing.assert_allclose(rate(photos), rate(to_rater_size(photos)), atol=1e-5)
+    halved = photos.reshape(3, 3, 32, 2, 32, 2).mean(axis=(3, 5))  # 2x2 means, by hand
+    np.testing.assert_allclose(rate(photos), rate(halved), atol=1e-5)
     assert rate(np.zeros((0, 3, 32, 32), np.float32)).shape == (0,)
+
+
+def test_a_damaged_rater_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr("birdvae.runtime.selection.RATER_SHA256", "0" * 64)
+    with pytest.raises(ModelFormatError, match=r"is damaged .* reinstall bird-vae"):
+        load_rater(threads=1)
 
 
 @pytest.mark.parametrize("size", [16, 32, 48, 64, 100])

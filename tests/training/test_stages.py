@@ -365,5 +365,5 @@ def test_the_prior_can_learn_only_the_clearest_photos():
     kept = _clearest(photos, 0.3)
     scores = load_rater(threads=1)(photos.float().div(255).numpy())
     best = sorted(torch.tensor(scores).argsort(descending=True)[:3].tolist())
-    assert torch.equal(kept, photos[best]) and len(best) == 3
+    assert len(kept) == 3 and torch.equal(kept, photos[best])
     assert _clearest(photos, 1.0) is photos

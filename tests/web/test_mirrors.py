@@ -390,6 +390,13 @@ def test_the_build_refuses_a_model_whose_files_are_links(node, tmp_path):
     assert not out.exists()
 
 
+def test_the_page_pins_the_runtimes_rater():
+    from birdvae.runtime.selection import RATER_SHA256
+
+    text = (Path(__file__).resolve().parents[2] / "web" / "src" / "selection.js").read_text()
+    assert f"RATER_SHA256 = '{RATER_SHA256}'" in text
+
+
 @pytest.mark.parametrize("size", [16, 32, 48, 64])
 def test_best_of_resamples_for_the_rater_and_keeps_as_python_does(mirror, size):
     from birdvae.runtime.selection import best_of, to_rater_size

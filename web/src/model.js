@@ -313,6 +313,8 @@ export class Model {
       const { RATER_FOLDER, RATER_FILE, RATER_INPUT, RATER_OUTPUT, RATER_SIZE } = selection;
       const url = new URL(`../${RATER_FOLDER}/${RATER_FILE}`, this.url);
       const bytes = await fetchBytes(url, selection.MAX_RATER_BYTES, RATER_FILE);
+      if ((await sha256(bytes)) !== selection.RATER_SHA256)
+        throw new ModelError(`${RATER_FILE} is damaged: its sha256 is not the shipped rater's`);
       const row = [3, RATER_SIZE, RATER_SIZE];
       return Graph.open(bytes, RATER_FILE, RATER_INPUT, row, [], [RATER_OUTPUT]);
     });
@@ -321,7 +323,10 @@ export class Model {
   // The rater's score of each of n images [n * 3 * S * S].
   async rate(images, n) {
     const graph = await this.rater();
-    return (await graph.run(selection.toRaterSize(images, n, this.size), [selection.RATER_OUTPUT]))[0];
+    const [ratings] = await graph.run(selection.toRaterSize(images, n, this.size), [selection.RATER_OUTPUT]);
+    if (!ratings.every(Number.isFinite))
+      throw new ModelError(`${selection.RATER_FILE} gave ratings that are not finite`);
+    return ratings;
   }
 
   // n new birds as BirdVAE.sample draws them: codes from the prior at `temperature`, then the

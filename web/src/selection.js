@@ -9,6 +9,8 @@ export const RATER_INPUT = 'image'; // float32 [N, 3, 32, 32] in [0, 1]
 export const RATER_OUTPUT = 'rating'; // float32 [N]
 export const RATER_SIZE = 32;
 export const MAX_RATER_BYTES = 4 << 20;
+// runtime/selection.py's RATER_SHA256: a damaged file that still parses would change the choice.
+export const RATER_SHA256 = '628a549dcbc869f617ee93e424f850b409ac4c5fa569ac744c81065d277c47f3';
 
 // [out, size], row-major: row i averages the part of [0, size) that output pixel i covers.
 export function areaMatrix(size, out) {
