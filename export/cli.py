@@ -9,7 +9,6 @@ traceback.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from birdvae.runtime.format import (
     MAX_TEMPERATURE,
     PRIOR_NAMES,
 )
-from birdvae.runtime.selection import MAX_BEST_OF, load_rater, rater_bytes
+from birdvae.runtime.selection import MAX_BEST_OF, RATER_SHA256, load_rater
 from birdvae.training.cli import TRAIN_MODULES, needs_train_extra, require_train_extra
 
 NEEDS_TRAIN_EXTRA = needs_train_extra("vae-export")
@@ -411,13 +410,13 @@ def _selection(
 
     guide_prior, guidance = _guide_args(guide)
     sampler = sampler_module(prior, guide_prior, guidance)
-    click.echo(f"best of {k}: scoring {SELECTOR_DRAWS} of the prior's birds to train its selector")
+    click.echo(f"best of {k}: rating {SELECTOR_DRAWS} of the prior's birds to train its selector")
     rate = load_rater()
     noise, scores = scored_draws(sampler, model.eval().decode_image, rate, prior.latent_dim,
                                  SELECTOR_DRAWS, seed=0, temperature=temperature)  # fmt: skip
     selection = train_selector(noise, scores, k)
     selection.facts["temperature"] = temperature
-    selection.facts["rater_sha256"] = hashlib.sha256(rater_bytes()[0]).hexdigest()
+    selection.facts["rater_sha256"] = RATER_SHA256  # load_rater refuses any other file
     facts = selection.facts
     click.echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
                f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")
