@@ -35,6 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from features import _augment
+from rating import rated_sheets
 
 from birdvae.export.onnx import export_graph
 from birdvae.runtime.selection import RATER_INPUT, RATER_OUTPUT, RATER_SIZE
@@ -52,11 +53,11 @@ def cells(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     the sheet, ratings float32 [N], and "folder:source" labels."""
     pictures, ratings, labels = [], [], []
     for folder in folders:
-        for answer in sorted(folder.glob("sheet-*.ratings.json")):
-            sheet_png = answer.with_name(answer.name.replace(".ratings.json", ".png"))
-            key = json.loads(sheet_png.with_name(sheet_png.name + ".key.json").read_text())
+        for key_file, answer in rated_sheets(folder):
+            key = json.loads(key_file.read_text())
             scores = json.loads(answer.read_text())
-            sheet = Image.open(sheet_png).convert("RGB")
+            sheet = Image.open(key_file.with_name(key_file.name.removesuffix(".key.json")))
+            sheet = sheet.convert("RGB")
             for cell, source in key.items():
                 if cell not in scores:
                     continue
@@ -107,7 +108,10 @@ class Rater(nn.Module):
         self.register_buffer("view", sheet_view())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        shown = self.view @ images @ self.view.T
+        return self.rate_shown(self.view @ images @ self.view.T)
+
+    def rate_shown(self, shown: torch.Tensor) -> torch.Tensor:
+        """The ratings of pictures already blurred as the sheet shows them."""
         mirrored = shown.flip(3)
         ratings = [net(view).squeeze(1) for net in self.networks for view in (shown, mirrored)]
         return torch.stack(ratings).mean(0)
@@ -181,10 +185,8 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
 def predict_cut(networks: list[nn.Module], pictures: np.ndarray) -> np.ndarray:
     """The networks' mean rating of cells as cut from sheets (already showing the sheet's
     blur, so not through ``Rater``, which adds it), over each cell and its mirror image."""
-    images = torch.from_numpy(pictures).float() / 255.0
     with torch.no_grad():
-        views = [net(x).squeeze(1) for net in networks for x in (images, images.flip(3))]
-    return torch.stack(views).mean(0).numpy()
+        return Rater(networks).rate_shown(torch.from_numpy(pictures).float() / 255.0).numpy()
 
 
 def check(pictures: np.ndarray, ratings: np.ndarray, labels: list[str]) -> None:
