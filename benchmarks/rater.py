@@ -39,9 +39,10 @@ from rating import rated_sheets
 
 from birdvae.export.onnx import export_graph
 from birdvae.runtime.selection import RATER_INPUT, RATER_OUTPUT, RATER_SIZE
+from birdvae.training.rater import SHEET_TILE as TILE
+from birdvae.training.rater import Rater, network
 
-TILE, GAP, MARGIN = 112, 6, 22  # rating_sheet.py's grid
-WIDTH = 16
+GAP, MARGIN = 6, 22  # rating_sheet.py's grid, around tiles of TILE px
 EPOCHS = 40
 SEEDS = 3
 BATCH = 64
@@ -71,50 +72,6 @@ def cells(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     if not pictures:
         sys.exit("error: no rated sheets (sheet-K.ratings.json) in the folders given")
     return np.stack(pictures), np.asarray(ratings, np.float32), labels
-
-
-def sheet_view() -> torch.Tensor:
-    """The 32x32 matrix M with M @ channel @ M.T = the channel shown at 112 px (nearest) and
-    averaged back to 32 (box), as a cell cut from a sheet is: PIL's own resamplers, column by
-    column."""
-    columns = []
-    for j in range(RATER_SIZE):
-        impulse = np.zeros((1, RATER_SIZE), np.float32)
-        impulse[0, j] = 1.0
-        wide = Image.fromarray(impulse, mode="F").resize((TILE, 1), Image.NEAREST)
-        columns.append(np.asarray(wide.resize((RATER_SIZE, 1), Image.BOX))[0])
-    return torch.from_numpy(np.stack(columns, axis=1))
-
-
-def network(seed: int) -> nn.Module:
-    """Four 3x3 convolution stages (16 to 64 channels), global pooling, one linear output."""
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    channels = 3
-    for stage, out in enumerate((WIDTH, 2 * WIDTH, 4 * WIDTH, 4 * WIDTH)):
-        layers += [nn.Conv2d(channels, out, 3, padding=1), nn.ReLU()]
-        layers.append(nn.MaxPool2d(2) if stage < 3 else nn.AdaptiveAvgPool2d(1))
-        channels = out
-    return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.3), nn.Linear(channels, 1))
-
-
-class Rater(nn.Module):
-    """images float32 [N, 3, 32, 32] in [0, 1] -> the predicted rating [N]: the mean of the
-    networks over each picture and its mirror image, after the sheet's blur."""
-
-    def __init__(self, networks: list[nn.Module]) -> None:
-        super().__init__()
-        self.networks = nn.ModuleList(networks)
-        self.register_buffer("view", sheet_view())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.rate_shown(self.view @ images @ self.view.T)
-
-    def rate_shown(self, shown: torch.Tensor) -> torch.Tensor:
-        """The ratings of pictures already blurred as the sheet shows them."""
-        mirrored = shown.flip(3)
-        ratings = [net(view).squeeze(1) for net in self.networks for view in (shown, mirrored)]
-        return torch.stack(ratings).mean(0)
 
 
 def train(pictures: np.ndarray, ratings: np.ndarray, seed: int, epochs: int = EPOCHS) -> nn.Module:

@@ -274,7 +274,8 @@ def _export(options: ExportOptions) -> None:
         priors: dict[str, PriorInfo] = {}
         if learned is not None:
             temperature = options.temperature if default == "learned" else 1.0
-            selection = _selection(options.best_of, learned, guide, model, temperature)
+            judge = _judging_decoder(state, config, model)
+            selection = _selection(options.best_of, learned, guide, judge, temperature)
             priors["learned"] = _export_learned(learned, folder, opset, guide, selection)
         if options.prior_data:
             priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)
@@ -397,12 +398,42 @@ def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> 
     return Guide(guide, options.guidance, facts)
 
 
+@dataclass
+class Judge:
+    """The decoder whose pictures of the prior's draws the selector learns to choose by."""
+
+    decode: Any
+    name: str  # for the manifest: "decoder" or "anchor"
+
+
+def _judging_decoder(state: dict[str, Any], config: Any, model: Any) -> Judge:
+    """The exported decoder, except after a decoder stage with the rater's term
+    (``--rater-weight``): that decoder has learned to please the rater, and a selector taught by
+    its pictures chooses the draws where it pleases the rater most, which raters rated lower, not
+    higher (docs/BENCHMARKS.md). Such a checkpoint carries the decoder its stage started from
+    (the anchor), whose pictures choose the codes instead; the exported decoder then draws them."""
+    if config.sharpen.rater_weight <= 0:
+        return Judge(model.eval().decode_image, "decoder")
+    if "anchor" not in state:
+        raise UserError(
+            "--best-of: this checkpoint's decoder learned the rater's term but carries no anchor "
+            "decoder to choose by (its stage ran with --anchor-weight 0); export it without "
+            "--best-of, or retrain the stage with the anchor"
+        )
+    from birdvae.training.checkpoint import build_vae
+
+    anchor = build_vae({"config": state["config"], "model": state["anchor"]}, ema=False)
+    click.echo("best of: the prior's birds are judged as the decoder before the rater's term "
+               "drew them (the checkpoint's anchor)")  # fmt: skip
+    return Judge(anchor.decode_image, "anchor")
+
+
 def _selection(
-    k: int, prior: Any, guide: Guide | None, model: Any, temperature: float = 1.0
+    k: int, prior: Any, guide: Guide | None, judge: Judge, temperature: float = 1.0
 ) -> Any:
     """With --best-of K above 1, the selector the sampler graph will choose with: trained on
     the draws of this prior (and guide) at the learned prior's default temperature, decoded by
-    this model's decoder."""
+    the judging decoder."""
     if k == 1:
         return None
     from .onnx import sampler_module
@@ -412,10 +443,11 @@ def _selection(
     sampler = sampler_module(prior, guide_prior, guidance)
     click.echo(f"best of {k}: rating {SELECTOR_DRAWS} of the prior's birds to train its selector")
     rate = load_rater()
-    noise, scores = scored_draws(sampler, model.eval().decode_image, rate, prior.latent_dim,
+    noise, scores = scored_draws(sampler, judge.decode, rate, prior.latent_dim,
                                  SELECTOR_DRAWS, seed=0, temperature=temperature)  # fmt: skip
     selection = train_selector(noise, scores, k)
     selection.facts["temperature"] = temperature
+    selection.facts["judged_by"] = judge.name
     selection.facts["rater_sha256"] = RATER_SHA256  # load_rater refuses any other file
     facts = selection.facts
     click.echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "

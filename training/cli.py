@@ -128,6 +128,12 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
     "species folders). [default: 0]",
 )
 @click.option(
+    "--rater-weight",
+    type=click.FloatRange(min=0),
+    help="Decoder stage: a term that raises the shipped rater's score of learned-prior draws "
+    "(0: off; needs an --init with a learned prior). [default: 0]",
+)
+@click.option(
     "--projected-weight",
     type=click.FloatRange(min=0),
     help="Decoder stage: a second discriminator over that species classifier's features (a "
@@ -347,7 +353,7 @@ ARCHITECTURE_FLAGS = {
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
 DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "anchor_scale",
-                 "perceptual_weight", "projected_weight"}
+                 "perceptual_weight", "projected_weight", "rater_weight"}
 
 
 def _vae_config(options: dict, given: set[str]):
@@ -425,6 +431,7 @@ def _stage_config(options: dict, given: set[str]):
         sharpen_anchor_scale=_int_or_none(options["anchor_scale"]),
         sharpen_perceptual_weight=options["perceptual_weight"],
         sharpen_projected_weight=options["projected_weight"],
+        sharpen_rater_weight=options["rater_weight"],
     )  # fmt: skip
 
 

@@ -124,6 +124,9 @@ class SharpenConfig:
     projected_weight: float = 0.0
     perceptual_epochs: int = 15
     augment: str = "color,translation,cutout"
+    # A term that raises the shipped rater's score of learned-prior draws' pictures
+    # (training/rater.py), this many times its hinge; 0: off. It needs a learned prior.
+    rater_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SharpenConfig:

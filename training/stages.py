@@ -22,7 +22,7 @@ import torch
 
 from birdvae.runtime import selection
 
-from . import checkpoint, codes, perceptual, sharpen
+from . import checkpoint, codes, perceptual, rater, sharpen
 from .evaluate import evaluate, reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError, exponential_average
@@ -223,6 +223,7 @@ class DecoderTrainer(Trainer):
         self.anchor = self._anchor(init) if config.sharpen.anchor_weight > 0 else None
         self._build_prior(init)
         self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
+        self.rater = self._build_rater()
 
     def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
         """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
@@ -265,6 +266,18 @@ class DecoderTrainer(Trainer):
         noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
         with torch.no_grad():
             self.fixed_prior_z = self.prior_sampler(noise.to(self.device))
+
+    def _build_rater(self) -> rater.Rater | None:
+        """The shipped rater, frozen, when ``--rater-weight`` asks for its term."""
+        if self.config.sharpen.rater_weight <= 0:
+            return None
+        if self.prior_sampler is None:
+            raise TrainingError(
+                "--rater-weight raises the rater's score of learned-prior draws: --init needs "
+                "a checkpoint with a learned prior (from --stage prior or a decoder stage)"
+            )
+        self._rater_generator = torch.Generator().manual_seed(self.config.seed + 6)
+        return rater.shipped_rater(self.device)
 
     def _species_net(self) -> perceptual.SpeciesNet:
         """The perceptual distance's network: trained now, or (on --resume) an empty one that
@@ -391,6 +404,10 @@ class DecoderTrainer(Trainer):
             anchor = sharpen.low_pass_l1(drawn, target, cfg.anchor_scale)
             loss = loss + cfg.anchor_weight * anchor
             stats["anchor"] = anchor
+        if self.rater is not None and len(drawn):
+            hinge = rater.rater_loss(self.rater, drawn, self._rater_generator)
+            loss = loss + cfg.rater_weight * hinge
+            stats["rater_hinge"] = hinge
         return loss, stats
 
     def _judge(
@@ -428,6 +445,8 @@ class DecoderTrainer(Trainer):
         )
         if "train_g_loss" in metrics:
             line += f"  g {metrics['train_g_loss']:.3f} (x{metrics['train_gan_weight']:.2f})"
+        if "train_rater_hinge" in metrics:
+            line += f"  rater {metrics['train_rater_hinge']:.3f}"
         return line + f"  val psnr {metrics['val_psnr']:.2f} dB, {metrics['val_bpd']:.3f} bits/dim"
 
     def _grid_kinds(self) -> tuple[str, ...]:
@@ -450,6 +469,8 @@ class DecoderTrainer(Trainer):
             # The augmentations' own stream, so a resumed stage draws what an unbroken one would.
             "augment_rng": self._augment_generator.get_state(),
         }
+        if self.rater is not None:
+            state["rater_rng"] = self._rater_generator.get_state()
         if self.carried_prior is not None:
             state["prior_ema"] = self.carried_prior.state_dict()
         if self.anchor is not None:
@@ -465,6 +486,8 @@ class DecoderTrainer(Trainer):
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         if "augment_rng" in state:  # checkpoints of older versions restart it from the seed
             self._augment_generator.set_state(state["augment_rng"])
+        if self.rater is not None and "rater_rng" in state:
+            self._rater_generator.set_state(state["rater_rng"])
         if self.species_net is not None:
             self.species_net.load_state_dict(state["species_net"])
         if self.projected is not None:

@@ -51,7 +51,9 @@ def test_cells_are_the_pictures_as_the_sheet_showed_them(rated):
     cut, scores, labels = rater.cells([folder])
     assert cut.shape == pictures.shape and scores.tolist() == ratings
     assert labels[0].startswith(f"{folder.name}:model:") and ":photos:" in labels[1]
-    view = rater.sheet_view()
+    from birdvae.training.rater import sheet_view
+
+    view = sheet_view()
     seen = view @ torch.from_numpy(pictures).float() @ view.T  # the blur the graph applies
     assert np.abs(cut.astype(np.float32) - seen.numpy()).max() <= 1.0  # PNG's whole levels
     assert np.abs(cut.astype(np.float32) - pictures).max() > 10  # the blur is not nothing

@@ -280,3 +280,63 @@ def test_int8_leaves_the_selector_in_float(prior_checkpoint, export_cli, tmp_pat
     assert len(before_argmax) >= len(selector) > 0
     assert not any("Integer" in n.op_type or "Quantize" in n.op_type for n in before_argmax)
     assert any(node.op_type == "MatMulInteger" for node in graph.node)  # the sampler is int8
+
+
+def _rater_stage_checkpoint(path: Path, make_checkpoint, prior, anchor: bool) -> Path:
+    """A decoder-stage checkpoint whose stage ran with the rater's term: its exported weights
+    are one perturbed VAE, its anchor (the decoder the stage started from) another."""
+    from birdvae.training.model import VAE
+
+    config = TrainConfig(model=ModelConfig(**TINY), prior=SMALL, stage="decoder")
+    config.sharpen.rater_weight = 0.1
+    extra = {"prior_ema": prior.state_dict()}
+    if anchor:
+        torch.manual_seed(5)
+        other = VAE(config.model)
+        with torch.no_grad():
+            for parameter in other.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+        extra["anchor"] = other.state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return make_checkpoint(path, TINY, config=config.to_dict(), **extra)
+
+
+def test_after_the_rater_term_the_selector_judges_draws_by_the_anchor(
+    prior_checkpoint, make_checkpoint, export_cli, tmp_path, monkeypatch
+):
+    """A decoder that learned to please the rater would teach the selector its own blind spots,
+    so the draws the selector learns from are decoded by the stage's starting decoder."""
+    from birdvae.export import selector
+    from birdvae.training import checkpoint as checkpoints
+
+    _, prior = prior_checkpoint
+    path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior, True)
+    decoders = []
+    original = selector.scored_draws
+
+    def spy(sampler, decode, *args, **kwargs):
+        decoders.append(decode)
+        return original(sampler, decode, *args, **kwargs)
+
+    monkeypatch.setattr(selector, "scored_draws", spy)
+    result = export_cli(path, "-o", tmp_path / "m", "--best-of", 2)
+    assert result.exit_code == 0, result.stderr
+    state = checkpoints.load(path)
+    anchor = checkpoints.build_vae({"config": state["config"], "model": state["anchor"]}, ema=False)
+    exported = checkpoints.build_vae(state)
+    z = torch.randn(4, TINY["latent_dim"])
+    with torch.no_grad():
+        judged, want, other = decoders[0](z), anchor.decode_image(z), exported.decode_image(z)
+    assert torch.allclose(judged, want) and not torch.allclose(judged, other)
+    best_of = verify_model_dir(tmp_path / "m").priors["learned"].source["best_of"]
+    assert best_of["judged_by"] == "anchor"
+
+
+def test_a_rater_stage_without_its_anchor_cannot_choose(
+    prior_checkpoint, make_checkpoint, export_cli, tmp_path
+):
+    _, prior = prior_checkpoint
+    path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior, False)
+    result = export_cli(path, "-o", tmp_path / "m", "--best-of", 2)
+    assert result.exit_code == 2 and "no anchor" in result.stderr
+    assert not (tmp_path / "m").exists()

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from birdvae.training import checkpoint, codes, runfolder, sharpen
 from birdvae.training.cli import train_command
 from birdvae.training.config import PriorConfig, TrainConfig, stage_config
-from birdvae.training.loop import LAST, METRICS, Trainer
+from birdvae.training.loop import LAST, METRICS, Trainer, TrainingError
 from birdvae.training.prior import CodePrior, Sampler
 from birdvae.training.stages import DecoderTrainer, PriorTrainer, learned_prior
 
@@ -179,6 +179,21 @@ def test_the_anchor_holds_prior_codes_to_the_init_decoder(vae_checkpoint, tmp_pa
     assert saved.sharpen.anchor_weight == 1.0
 
 
+def test_the_rater_term_needs_a_learned_prior_and_reaches_the_loss(vae_checkpoint, tmp_path):
+    without = _stage(vae_checkpoint, "decoder", epochs=1)
+    without.sharpen.rater_weight = 0.5
+    with pytest.raises(TrainingError, match="learned prior"):
+        DecoderTrainer(without, tmp_path / "x", log=_quiet)
+    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+    config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    config.sharpen.rater_weight = 0.5
+    trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    assert trainer.rater is not None
+    assert 0 < trainer.fit()["train_rater_hinge"] <= 1.3  # the hinge below the target
+    saved = checkpoint.config_of(checkpoint.load(tmp_path / "d" / "best.pt"))
+    assert saved.sharpen.rater_weight == 0.5
+
+
 def test_the_low_pass_l1_sees_layout_and_colour_not_detail():
     flat = torch.full((1, 3, 8, 8), 0.5)
     checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
@@ -312,15 +327,18 @@ def test_a_prior_stage_resumes_quietly_and_rewrites_only_a_grid_a_kill_cut_off(
     assert (run / runfolder.GRIDS / "samples_0002.png").is_file()
 
 
-def test_a_decoder_stage_resumes_to_the_same_weights(vae_checkpoint, tmp_path):
-    """The augmentations draw from their own generator; it is saved, so a resumed stage takes
-    the same crops, shifts and colours as an unbroken one. The frozen VAE, the anchor and the
-    carried prior come from last.pt: the --init checkpoint may be gone by then."""
+@pytest.mark.parametrize("rater_weight", [0.0, 0.5])
+def test_a_decoder_stage_resumes_to_the_same_weights(vae_checkpoint, tmp_path, rater_weight):
+    """The augmentations (and the rater's views) draw from their own generators; they are
+    saved, so a resumed stage takes the same crops, shifts and colours as an unbroken one. The
+    frozen VAE, the anchor and the carried prior come from last.pt: the --init checkpoint may
+    be gone by then."""
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
 
     def config() -> TrainConfig:
         decoder = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
         decoder.sharpen.gan_start = 1
+        decoder.sharpen.rater_weight = rater_weight
         return decoder
 
     DecoderTrainer(config(), tmp_path / "a", log=_quiet).fit()

@@ -1,0 +1,80 @@
+"""training/rater.py: the PyTorch twin of the shipped rater rates as the runtime's graph does,
+its hinge stops at the target, and following its gradient raises the rating."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from birdvae.runtime.format import ModelFormatError
+from birdvae.runtime.selection import load_rater
+from birdvae.training import rater
+
+BIRDS = Path(__file__).resolve().parents[1] / "fixtures" / "birds"
+
+
+def _photos(size: int) -> torch.Tensor:
+    """The fixture birds, centre-cropped and shrunk, [3, 3, size, size] in [0, 1]."""
+    out = []
+    for path in sorted(BIRDS.glob("*.jpg")):
+        image = Image.open(path).convert("RGB")
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)
+        out.append(np.asarray(square, np.float32).transpose(2, 0, 1) / 255)
+    return torch.from_numpy(np.stack(out))
+
+
+def test_the_twin_rates_as_the_shipped_graph_at_any_size():
+    twin = rater.shipped_rater()
+    rate = load_rater(threads=1)
+    noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for images in (torch.cat([_photos(32), noise]), _photos(64)):
+        with torch.no_grad():
+            ours = twin(rater.to_rater_size(images)).numpy()
+        np.testing.assert_allclose(ours, rate(images.numpy()), atol=1e-4)
+    assert not any(p.requires_grad for p in twin.parameters())
+
+
+def test_a_damaged_rater_file_is_refused(monkeypatch):
+    from birdvae.runtime import selection
+
+    monkeypatch.setattr(selection, "RATER_SHA256", "0" * 64)
+    with pytest.raises(ModelFormatError, match="damaged"):
+        rater.shipped_rater()
+
+
+class _Fixed(torch.nn.Module):
+    """A rater that gives every picture the same score."""
+
+    def __init__(self, score: float) -> None:
+        super().__init__()
+        self.score = score
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.mean(dim=(1, 2, 3)) * 0 + self.score
+
+
+@pytest.mark.parametrize(("score", "loss"), [(2.0, 0.0), (rater.RATER_TARGET, 0.0), (0.3, 1.0)])
+def test_the_hinge_stops_pushing_at_the_target(score, loss):
+    images = torch.rand(5, 3, 16, 16)
+    got = rater.rater_loss(_Fixed(score), images, torch.Generator().manual_seed(0))
+    assert got.item() == pytest.approx(loss, abs=1e-6)
+
+
+def test_following_the_term_raises_the_rating_of_pictures_below_the_target():
+    twin = rater.shipped_rater()
+    generator = torch.Generator().manual_seed(1)
+    images = (0.5 + 0.1 * torch.randn(8, 3, 32, 32, generator=generator)).clamp(0, 1)
+    with torch.no_grad():
+        before = twin(images)
+    assert (before < rater.RATER_TARGET).all()
+    images.requires_grad_(True)
+    rater.rater_loss(twin, images, generator).backward()
+    with torch.no_grad():
+        after = twin((images - 0.05 * images.grad.sign()).clamp(0, 1))
+    assert after.mean() > before.mean() + 0.05, (before, after)
