@@ -250,6 +250,7 @@ def _export(options: ExportOptions) -> None:
         )
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
+    judge = _judging_decoder(state, model) if learned is not None and options.best_of > 1 else None
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights",
@@ -274,7 +275,6 @@ def _export(options: ExportOptions) -> None:
         priors: dict[str, PriorInfo] = {}
         if learned is not None:
             temperature = options.temperature if default == "learned" else 1.0
-            judge = _judging_decoder(state, config, model)
             selection = _selection(options.best_of, learned, guide, judge, temperature)
             priors["learned"] = _export_learned(learned, folder, opset, guide, selection)
         if options.prior_data:
@@ -403,33 +403,29 @@ class Judge:
     """The decoder whose pictures of the prior's draws the selector learns to choose by."""
 
     decode: Any
-    name: str  # for the manifest: "decoder" or "anchor"
+    name: str  # for the manifest: "decoder" or "decoder before the rater's term"
 
 
-def _judging_decoder(state: dict[str, Any], config: Any, model: Any) -> Judge:
-    """The exported decoder, except after a decoder stage with the rater's term
-    (``--rater-weight``): that decoder has learned to please the rater, and a selector taught by
-    its pictures chooses the draws where it pleases the rater most, which raters rated lower, not
-    higher (docs/BENCHMARKS.md). Such a checkpoint carries the decoder its stage started from
-    (the anchor), whose pictures choose the codes instead; the exported decoder then draws them."""
-    if config.sharpen.rater_weight <= 0:
-        return Judge(model.eval().decode_image, "decoder")
-    if "anchor" not in state:
-        raise UserError(
-            "--best-of: this checkpoint's decoder learned the rater's term but carries no anchor "
-            "decoder to choose by (its stage ran with --anchor-weight 0); export it without "
-            "--best-of, or retrain the stage with the anchor"
-        )
+def _judging_decoder(state: dict[str, Any], model: Any) -> Judge:
+    """The exported decoder, unless a decoder stage on the way to this checkpoint learned the
+    rater's term (``--rater-weight``): such a decoder pleases the rater in ways raters do not
+    see, and a selector taught by its pictures chose those draws, which raters rated lower
+    (docs/BENCHMARKS.md). Those checkpoints carry the VAE as it was before that stage
+    (training/stages.py ``judge_weights``); its pictures choose the codes, and the exported
+    decoder draws them."""
     from birdvae.training.checkpoint import build_vae
+    from birdvae.training.stages import JUDGE
 
-    anchor = build_vae({"config": state["config"], "model": state["anchor"]}, ema=False)
+    if JUDGE not in state:
+        return Judge(model.eval().decode_image, "decoder")
+    judge = build_vae({"config": state["config"], "model": state[JUDGE]}, ema=False)
     click.echo("best of: the prior's birds are judged as the decoder before the rater's term "
-               "drew them (the checkpoint's anchor)")  # fmt: skip
-    return Judge(anchor.decode_image, "anchor")
+               "drew them (carried in the checkpoint)")  # fmt: skip
+    return Judge(judge.decode_image, "decoder before the rater's term")
 
 
 def _selection(
-    k: int, prior: Any, guide: Guide | None, judge: Judge, temperature: float = 1.0
+    k: int, prior: Any, guide: Guide | None, judge: Judge | None, temperature: float = 1.0
 ) -> Any:
     """With --best-of K above 1, the selector the sampler graph will choose with: trained on
     the draws of this prior (and guide) at the learned prior's default temperature, decoded by

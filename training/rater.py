@@ -22,8 +22,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from birdvae.runtime.format import ModelFormatError
 from birdvae.runtime.selection import RATER_SIZE, rater_bytes
 
+from .loop import private_seed
 from .sharpen import diff_augment
 
 SHEET_TILE = 112  # rating_sheet.py shows each picture at this size, nearest neighbour
@@ -90,11 +92,15 @@ def shipped_rater(device: torch.device | str = "cpu") -> Rater:
         for tensor in onnx.load_from_string(graph).graph.initializer
     }
     count = sum(1 for name in weights if name.startswith("networks.") and name.endswith(".bias"))
-    rater = Rater([network(seed) for seed in range(count // 5)])
+    with private_seed(0):  # network() seeds torch; the caller's streams stay as they were
+        rater = Rater([network(seed) for seed in range(count // 5)])
     missing = [name for name in rater.state_dict() if name not in weights]
     if count == 0 or count % 5 or missing:
-        raise ValueError(f"{path} does not hold the rater's networks (missing {missing[:3]})")
-    rater.load_state_dict({name: weights[name] for name in rater.state_dict()})
+        raise ModelFormatError(f"{path} does not hold the rater's networks (missing {missing[:3]})")
+    try:
+        rater.load_state_dict({name: weights[name] for name in rater.state_dict()})
+    except RuntimeError as exc:
+        raise ModelFormatError(f"{path}: the rater's weights do not fit its networks") from exc
     return rater.to(device).eval().requires_grad_(False)
 
 

@@ -29,6 +29,7 @@ from .loop import Trainer, TrainingError, exponential_average
 from .prior import P_MEAN, P_STD, CodePrior, Sampler
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
+JUDGE = "judge"  # checkpoint key: the VAE before any stage with the rater's term (judge_weights)
 
 
 def load_init(path: str) -> dict[str, Any]:
@@ -72,6 +73,19 @@ def learned_prior(state: dict[str, Any]) -> CodePrior | None:
     return prior.eval()
 
 
+def judge_weights(init: dict[str, Any], rater_weight: float) -> dict[str, Any] | None:
+    """The VAE weights a ``vae-export --best-of`` selector judges draws by, for the checkpoint
+    this stage writes. A decoder that learned the rater's term pleases the rater in ways raters
+    do not see, and a selector taught by its pictures chooses those; so once a stage learns the
+    term, the VAE as it was before (the init's weights) is carried in every later checkpoint
+    under ``JUDGE``. None: no stage so far learned it, and the exported decoder judges."""
+    if JUDGE in init:
+        return init[JUDGE]
+    if rater_weight > 0:
+        return checkpoint.vae_weights(init)
+    return None
+
+
 def _clearest(images: torch.Tensor, keep: float) -> torch.Tensor:
     """The share ``keep`` of uint8 photos [N, 3, S, S] that the rater (what bird-gen's --best-of
     ranks draws by) rates highest, in their own order."""
@@ -91,7 +105,9 @@ class PriorTrainer(Trainer):
 
     def _build(self) -> None:
         config = self.config
-        self.model = frozen_vae(start_state(self), self.device)  # last.pt's "model" is it too
+        init = start_state(self)
+        self.model = frozen_vae(init, self.device)  # last.pt's "model" is it too
+        self.judge = judge_weights(init, 0.0)
         self.ema = None
         cfg = config.prior
         train = _clearest(self.train_images, cfg.keep)
@@ -187,11 +203,14 @@ class PriorTrainer(Trainer):
         return {"samples": self.model.decode_image(z)}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "prior": self.prior.state_dict(),
             "prior_ema": self.prior_ema.module.state_dict(),
             "prior_ema_n": int(self.prior_ema.n_averaged),
         }
+        if self.judge is not None:
+            state[JUDGE] = self.judge
+        return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.prior.load_state_dict(state["prior"])
@@ -224,6 +243,7 @@ class DecoderTrainer(Trainer):
         self._build_prior(init)
         self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
         self.rater = self._build_rater()
+        self.judge = judge_weights(init, config.sharpen.rater_weight)
 
     def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
         """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
@@ -471,6 +491,8 @@ class DecoderTrainer(Trainer):
         }
         if self.rater is not None:
             state["rater_rng"] = self._rater_generator.get_state()
+        if self.judge is not None:
+            state[JUDGE] = self.judge
         if self.carried_prior is not None:
             state["prior_ema"] = self.carried_prior.state_dict()
         if self.anchor is not None:

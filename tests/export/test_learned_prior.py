@@ -282,35 +282,37 @@ def test_int8_leaves_the_selector_in_float(prior_checkpoint, export_cli, tmp_pat
     assert any(node.op_type == "MatMulInteger" for node in graph.node)  # the sampler is int8
 
 
-def _rater_stage_checkpoint(path: Path, make_checkpoint, prior, anchor: bool) -> Path:
-    """A decoder-stage checkpoint whose stage ran with the rater's term: its exported weights
-    are one perturbed VAE, its anchor (the decoder the stage started from) another."""
+def _rater_stage_checkpoint(path: Path, make_checkpoint, prior, judge: object = True) -> Path:
+    """A decoder-stage checkpoint after a stage with the rater's term: its exported weights are
+    one perturbed VAE, the VAE before that stage (``judge``) another."""
     from birdvae.training.model import VAE
+    from birdvae.training.stages import JUDGE
 
     config = TrainConfig(model=ModelConfig(**TINY), prior=SMALL, stage="decoder")
     config.sharpen.rater_weight = 0.1
-    extra = {"prior_ema": prior.state_dict()}
-    if anchor:
-        torch.manual_seed(5)
-        other = VAE(config.model)
-        with torch.no_grad():
-            for parameter in other.parameters():
-                parameter.add_(torch.randn_like(parameter) * 0.05)
-        extra["anchor"] = other.state_dict()
+    torch.manual_seed(5)
+    other = VAE(config.model)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    weights = other.state_dict() if judge is True else judge
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"prior_ema": prior.state_dict(), JUDGE: weights}
     return make_checkpoint(path, TINY, config=config.to_dict(), **extra)
 
 
-def test_after_the_rater_term_the_selector_judges_draws_by_the_anchor(
+def test_after_the_rater_term_the_selector_judges_draws_by_the_vae_before_it(
     prior_checkpoint, make_checkpoint, export_cli, tmp_path, monkeypatch
 ):
     """A decoder that learned to please the rater would teach the selector its own blind spots,
-    so the draws the selector learns from are decoded by the stage's starting decoder."""
+    so the draws the selector learns from are decoded by the VAE the checkpoint carries from
+    before that stage."""
     from birdvae.export import selector
     from birdvae.training import checkpoint as checkpoints
+    from birdvae.training.stages import JUDGE
 
     _, prior = prior_checkpoint
-    path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior, True)
+    path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior)
     decoders = []
     original = selector.scored_draws
 
@@ -322,21 +324,33 @@ def test_after_the_rater_term_the_selector_judges_draws_by_the_anchor(
     result = export_cli(path, "-o", tmp_path / "m", "--best-of", 2)
     assert result.exit_code == 0, result.stderr
     state = checkpoints.load(path)
-    anchor = checkpoints.build_vae({"config": state["config"], "model": state["anchor"]}, ema=False)
+    before = checkpoints.build_vae({"config": state["config"], "model": state[JUDGE]}, ema=False)
     exported = checkpoints.build_vae(state)
     z = torch.randn(4, TINY["latent_dim"])
     with torch.no_grad():
-        judged, want, other = decoders[0](z), anchor.decode_image(z), exported.decode_image(z)
+        judged, want, other = decoders[0](z), before.decode_image(z), exported.decode_image(z)
     assert torch.allclose(judged, want) and not torch.allclose(judged, other)
     best_of = verify_model_dir(tmp_path / "m").priors["learned"].source["best_of"]
-    assert best_of["judged_by"] == "anchor"
+    assert best_of["judged_by"] == "decoder before the rater's term"
 
 
-def test_a_rater_stage_without_its_anchor_cannot_choose(
+def test_a_rater_trained_checkpoint_exports_without_best_of(
     prior_checkpoint, make_checkpoint, export_cli, tmp_path
 ):
     _, prior = prior_checkpoint
-    path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior, False)
+    path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior)
+    result = export_cli(path, "-o", tmp_path / "m")
+    assert result.exit_code == 0, result.stderr
+    assert "best of" not in result.stdout
+    assert "best_of" not in verify_model_dir(tmp_path / "m").priors["learned"].source
+
+
+def test_a_judge_that_does_not_fit_is_one_line_before_any_work(
+    prior_checkpoint, make_checkpoint, export_cli, tmp_path
+):
+    _, prior = prior_checkpoint
+    path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior, {})
     result = export_cli(path, "-o", tmp_path / "m", "--best-of", 2)
-    assert result.exit_code == 2 and "no anchor" in result.stderr
+    assert result.exit_code == 2 and "do not fit" in result.stderr, result.stderr
+    assert "encoder" not in result.stdout  # refused before the parity table
     assert not (tmp_path / "m").exists()

@@ -40,6 +40,15 @@ def test_the_twin_rates_as_the_shipped_graph_at_any_size():
     assert not any(p.requires_grad for p in twin.parameters())
 
 
+def test_loading_the_twin_leaves_torchs_random_streams_alone():
+    """Building the networks seeds torch; a run's --seed must still decide its own draws."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    rater.shipped_rater()
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_a_damaged_rater_file_is_refused(monkeypatch):
     from birdvae.runtime import selection
 

@@ -194,6 +194,31 @@ def test_the_rater_term_needs_a_learned_prior_and_reaches_the_loss(vae_checkpoin
     assert saved.sharpen.rater_weight == 0.5
 
 
+def test_the_vae_before_the_rater_term_is_carried_through_later_stages(vae_checkpoint, tmp_path):
+    """vae-export's selector judges draws by the VAE as it was before any stage learned the
+    rater's term: that stage stores its init's weights, and every later stage carries them."""
+    from birdvae.training.stages import JUDGE
+
+    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+    plain = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    DecoderTrainer(plain, tmp_path / "plain", log=_quiet).fit()
+    assert JUDGE not in checkpoint.load(tmp_path / "plain" / "best.pt")
+    rated = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    rated.sharpen.rater_weight = 0.5
+    DecoderTrainer(rated, tmp_path / "rated", log=_quiet).fit()
+    before = checkpoint.vae_weights(checkpoint.load(tmp_path / "p" / "best.pt"))
+    judge = checkpoint.load(tmp_path / "rated" / "best.pt")[JUDGE]
+    assert all(torch.equal(judge[name], before[name]) for name in before)
+    after = _stage(tmp_path / "rated" / "best.pt", "decoder", epochs=1)
+    after.sharpen.rater_weight = 0.0
+    DecoderTrainer(after, tmp_path / "after", log=_quiet).fit()
+    PriorTrainer(_stage(tmp_path / "after" / "best.pt", "prior", epochs=1), tmp_path / "p2",
+                 log=_quiet).fit()  # fmt: skip
+    for run in ("after", "p2"):
+        carried = checkpoint.load(tmp_path / run / "best.pt")[JUDGE]
+        assert all(torch.equal(carried[name], before[name]) for name in before), run
+
+
 def test_the_low_pass_l1_sees_layout_and_colour_not_detail():
     flat = torch.full((1, 3, 8, 8), 0.5)
     checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
