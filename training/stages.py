@@ -107,7 +107,7 @@ class PriorTrainer(Trainer):
         config = self.config
         init = start_state(self)
         self.model = frozen_vae(init, self.device)  # last.pt's "model" is it too
-        self.judge = judge_weights(init, 0.0)
+        self.judging_vae = judge_weights(init, 0.0)
         self.ema = None
         cfg = config.prior
         train = _clearest(self.train_images, cfg.keep)
@@ -208,8 +208,8 @@ class PriorTrainer(Trainer):
             "prior_ema": self.prior_ema.module.state_dict(),
             "prior_ema_n": int(self.prior_ema.n_averaged),
         }
-        if self.judge is not None:
-            state[JUDGE] = self.judge
+        if self.judging_vae is not None:
+            state[JUDGE] = self.judging_vae
         return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
@@ -243,7 +243,7 @@ class DecoderTrainer(Trainer):
         self._build_prior(init)
         self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
         self.rater = self._build_rater()
-        self.judge = judge_weights(init, config.sharpen.rater_weight)
+        self.judging_vae = judge_weights(init, config.sharpen.rater_weight)
 
     def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
         """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
@@ -491,8 +491,8 @@ class DecoderTrainer(Trainer):
         }
         if self.rater is not None:
             state["rater_rng"] = self._rater_generator.get_state()
-        if self.judge is not None:
-            state[JUDGE] = self.judge
+        if self.judging_vae is not None:
+            state[JUDGE] = self.judging_vae
         if self.carried_prior is not None:
             state["prior_ema"] = self.carried_prior.state_dict()
         if self.anchor is not None:

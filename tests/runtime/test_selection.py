@@ -5,36 +5,20 @@ best, whatever the batch."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from birdvae.runtime import BirdVAE
 from birdvae.runtime.errors import ArgumentError
 from birdvae.runtime.format import ModelFormatError
 from birdvae.runtime.selection import area_matrix, best_of, load_rater, to_rater_size
 
-BIRDS = Path(__file__).resolve().parents[1] / "fixtures" / "birds"
 
-
-def _photos(size: int = 32) -> np.ndarray:
-    """The fixture birds, centre-cropped and shrunk as the rating sheets show photos."""
-    out = []
-    for path in sorted(BIRDS.glob("*.jpg")):
-        image = Image.open(path).convert("RGB")
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)
-        out.append(np.asarray(square, np.float32).transpose(2, 0, 1) / 255)
-    return np.stack(out)
-
-
-def test_the_rater_rates_bird_photos_above_noise_smears_and_blank_pictures():
+def test_the_rater_rates_bird_photos_above_noise_smears_and_blank_pictures(bird_photos):
     rate = load_rater(threads=1)
     rng = np.random.default_rng(0)
-    photos = _photos()
+    photos = bird_photos(32)
     noise = rng.uniform(0, 1, (3, 3, 32, 32)).astype(np.float32)
     smear = np.repeat(np.linspace(0, 1, 32, dtype=np.float32)[None, None, None], 3, 0)
     smear = np.broadcast_to(smear, (3, 3, 32, 32)) * rng.uniform(0.3, 1, (3, 3, 1, 1))
@@ -44,9 +28,9 @@ def test_the_rater_rates_bird_photos_above_noise_smears_and_blank_pictures():
     assert ratings[:3].min() > ratings[3:].max(), ratings
 
 
-def test_the_rater_reads_any_size_as_its_32x32_picture():
+def test_the_rater_reads_any_size_as_its_32x32_picture(bird_photos):
     rate = load_rater(threads=1)
-    photos = _photos(64)
+    photos = bird_photos(64)
     halved = photos.reshape(3, 3, 32, 2, 32, 2).mean(axis=(3, 5))  # 2x2 means, by hand
     np.testing.assert_allclose(rate(photos), rate(halved), atol=1e-5)
     assert rate(np.zeros((0, 3, 32, 32), np.float32)).shape == (0,)

@@ -3,37 +3,21 @@ its hinge stops at the target, and following its gradient raises the rating."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from birdvae.runtime.format import ModelFormatError
 from birdvae.runtime.selection import load_rater
 from birdvae.training import rater
 
-BIRDS = Path(__file__).resolve().parents[1] / "fixtures" / "birds"
 
-
-def _photos(size: int) -> torch.Tensor:
-    """The fixture birds, centre-cropped and shrunk, [3, 3, size, size] in [0, 1]."""
-    out = []
-    for path in sorted(BIRDS.glob("*.jpg")):
-        image = Image.open(path).convert("RGB")
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)
-        out.append(np.asarray(square, np.float32).transpose(2, 0, 1) / 255)
-    return torch.from_numpy(np.stack(out))
-
-
-def test_the_twin_rates_as_the_shipped_graph_at_any_size():
+def test_the_twin_rates_as_the_shipped_graph_at_any_size(bird_photos):
     twin = rater.shipped_rater()
     rate = load_rater(threads=1)
     noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    for images in (torch.cat([_photos(32), noise]), _photos(64)):
+    photos32, photos64 = (torch.from_numpy(bird_photos(size)) for size in (32, 64))
+    for images in (torch.cat([photos32, noise]), photos64):
         with torch.no_grad():
             ours = twin(rater.to_rater_size(images)).numpy()
         np.testing.assert_allclose(ours, rate(images.numpy()), atol=1e-4)
