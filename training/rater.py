@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from birdvae.runtime.format import ModelFormatError
-from birdvae.runtime.selection import RATER_SIZE, rater_bytes
+from birdvae.runtime.selection import RATER_SIZE, area_matrix, rater_bytes
 
 from .loop import private_seed
 from .sharpen import diff_augment
@@ -105,11 +105,13 @@ def shipped_rater(device: torch.device | str = "cpu") -> Rater:
 
 
 def to_rater_size(images: torch.Tensor) -> torch.Tensor:
-    """Pictures of any square size averaged down (or up) to the rater's 32x32 by area, as the
-    runtime resamples them before rating."""
-    if images.shape[-1] == RATER_SIZE:
+    """Pictures of any square size resampled to the rater's 32x32 with the runtime's own area
+    matrix (runtime/selection.py), so the term rates what ``bird-gen --best-of`` would."""
+    size = images.shape[-1]
+    if size == RATER_SIZE:
         return images
-    return nn.functional.interpolate(images, size=RATER_SIZE, mode="area")
+    area = torch.from_numpy(area_matrix(size, RATER_SIZE)).to(images.device)
+    return area @ images @ area.T
 
 
 def rater_loss(rater: Rater, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
