@@ -29,6 +29,7 @@ from .loop import Trainer, TrainingError, exponential_average
 from .prior import P_MEAN, P_STD, CodePrior, Sampler
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
+RATER_SHA = "rater_sha256"  # checkpoint key: which rater the term followed, so resume keeps it
 JUDGE = "judge"  # checkpoint key: the VAE before any stage with the rater's term (judge_weights)
 
 
@@ -491,6 +492,7 @@ class DecoderTrainer(Trainer):
         }
         if self.rater is not None:
             state["rater_rng"] = self._rater_generator.get_state()
+            state[RATER_SHA] = selection.RATER_SHA256
         if self.judging_vae is not None:
             state[JUDGE] = self.judging_vae
         if self.carried_prior is not None:
@@ -510,6 +512,12 @@ class DecoderTrainer(Trainer):
             self._augment_generator.set_state(state["augment_rng"])
         if self.rater is not None and "rater_rng" in state:
             self._rater_generator.set_state(state["rater_rng"])
+        taught_by = state.get(RATER_SHA, selection.RATER_SHA256)
+        if self.rater is not None and taught_by != selection.RATER_SHA256:
+            raise TrainingError(
+                f"this run learned from another rater (sha256 {taught_by[:12]}...) than the one "
+                "installed: resume it with the bird-vae version that shipped that rater"
+            )
         if self.species_net is not None:
             self.species_net.load_state_dict(state["species_net"])
         if self.projected is not None:
