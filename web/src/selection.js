@@ -10,7 +10,7 @@ export const RATER_OUTPUT = 'rating'; // float32 [N]
 export const RATER_SIZE = 32;
 export const MAX_RATER_BYTES = 4 << 20;
 // runtime/selection.py's RATER_SHA256: a damaged file that still parses would change the choice.
-export const RATER_SHA256 = '628a549dcbc869f617ee93e424f850b409ac4c5fa569ac744c81065d277c47f3';
+export const RATER_SHA256 = 'd75e0774ded4b1453b6e15770c8d1d1eb45775c7be7714ddfb5861bf1062059e';
 
 // [out, size], row-major: row i averages the part of [0, size) that output pixel i covers.
 export function areaMatrix(size, out) {
