@@ -506,18 +506,18 @@ class DecoderTrainer(Trainer):
         return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
-        if "augment_rng" in state:  # checkpoints of older versions restart it from the seed
-            self._augment_generator.set_state(state["augment_rng"])
-        if self.rater is not None and "rater_rng" in state:
-            self._rater_generator.set_state(state["rater_rng"])
         taught_by = state.get(RATER_SHA, selection.RATER_SHA256)
         if self.rater is not None and taught_by != selection.RATER_SHA256:
             raise TrainingError(
                 f"this run learned from another rater (sha256 {taught_by[:12]}...) than the one "
                 "installed: resume it with the bird-vae version that shipped that rater"
             )
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        if "augment_rng" in state:  # checkpoints of older versions restart it from the seed
+            self._augment_generator.set_state(state["augment_rng"])
+        if self.rater is not None and "rater_rng" in state:
+            self._rater_generator.set_state(state["rater_rng"])
         if self.species_net is not None:
             self.species_net.load_state_dict(state["species_net"])
         if self.projected is not None:
