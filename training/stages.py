@@ -29,7 +29,9 @@ from .loop import Trainer, TrainingError, exponential_average
 from .prior import P_MEAN, P_STD, CodePrior, Sampler
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
-RATER_SHA = "rater_sha256"  # checkpoint key: which rater the term followed, so resume keeps it
+RATER_SHA = "rater_sha256"  # checkpoint key: the rater a stage's loss or data came from
+# The rater every checkpoint written before RATER_SHA existed followed (models/rater32's card).
+FIRST_RATER_SHA256 = "628a549dcbc869f617ee93e424f850b409ac4c5fa569ac744c81065d277c47f3"
 JUDGE = "judge"  # checkpoint key: the VAE before any stage with the rater's term (judge_weights)
 
 
@@ -85,6 +87,18 @@ def judge_weights(init: dict[str, Any], rater_weight: float) -> dict[str, Any] |
     if rater_weight > 0:
         return checkpoint.vae_weights(init)
     return None
+
+
+def check_same_rater(state: dict[str, Any]) -> None:
+    """Refuse to resume a stage whose loss (``--rater-weight``) or data (``--prior-keep``) came
+    from another rater than the installed one: the run would change its objective mid-way."""
+    followed = state.get(RATER_SHA, FIRST_RATER_SHA256)
+    if followed != selection.RATER_SHA256:
+        raise TrainingError(
+            f"this run followed the rater with sha256 {followed}, but the installed "
+            f"models/rater32/rater.onnx is {selection.RATER_SHA256}: resume it where that file "
+            "is the rater it followed"
+        )
 
 
 def _clearest(images: torch.Tensor, keep: float) -> torch.Tensor:
@@ -211,9 +225,13 @@ class PriorTrainer(Trainer):
         }
         if self.judging_vae is not None:
             state[JUDGE] = self.judging_vae
+        if self.config.prior.keep < 1:
+            state[RATER_SHA] = selection.RATER_SHA256
         return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.config.prior.keep < 1:
+            check_same_rater(state)
         self.prior.load_state_dict(state["prior"])
         self.prior_ema.module.load_state_dict(state["prior_ema"])
         self.prior_ema.n_averaged.fill_(int(state.get("prior_ema_n", 0)))
@@ -506,12 +524,8 @@ class DecoderTrainer(Trainer):
         return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        taught_by = state.get(RATER_SHA, selection.RATER_SHA256)
-        if self.rater is not None and taught_by != selection.RATER_SHA256:
-            raise TrainingError(
-                f"this run learned from another rater (sha256 {taught_by[:12]}...) than the one "
-                "installed: resume it with the bird-vae version that shipped that rater"
-            )
+        if self.rater is not None:
+            check_same_rater(state)
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         if "augment_rng" in state:  # checkpoints of older versions restart it from the seed

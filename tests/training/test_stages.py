@@ -380,22 +380,34 @@ def test_a_decoder_stage_resumes_to_the_same_weights(vae_checkpoint, tmp_path, r
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
 
 
-def test_a_rater_stage_resumes_only_with_the_rater_it_followed(vae_checkpoint, tmp_path):
-    """The rater is part of the loss: resumed under another installed rater, a run would
-    change its objective mid-way without a word, so it says which rater it followed."""
+@pytest.mark.parametrize("stage", ["decoder", "prior"])
+def test_a_stage_resumes_only_under_the_rater_it_followed(vae_checkpoint, tmp_path, stage):
+    """The rater is part of a decoder stage's loss (--rater-weight) and picks a prior stage's
+    photos (--prior-keep): resumed under another installed rater, a run would change its
+    objective mid-way without a word. A checkpoint without the record predates the second
+    rater, so it followed the first."""
     from birdvae.runtime import selection
     from birdvae.training.stages import RATER_SHA
 
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
-    config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
-    config.sharpen.rater_weight = 0.5
-    half = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    config = _stage(tmp_path / "p" / "best.pt", stage, epochs=2)
+    trainer_class = {"decoder": DecoderTrainer, "prior": PriorTrainer}[stage]
+    if stage == "decoder":
+        config.sharpen.rater_weight = 0.5
+    else:
+        config.prior.keep = 0.5
+    half = trainer_class(config, tmp_path / "run", log=_quiet)
     half.fit(on_step=lambda t: t.request_stop() if t.step == 1 else None)
-    state = checkpoint.load(tmp_path / "d" / LAST)
+    state = checkpoint.load(tmp_path / "run" / LAST)
     assert state[RATER_SHA] == selection.RATER_SHA256
-    state[RATER_SHA] = "0" * 64  # as if trained under another shipped rater
-    with pytest.raises(checkpoint.CheckpointError, match=r"cannot be resumed: .*another rater"):
-        DecoderTrainer(config, tmp_path / "d", state, log=_quiet).fit()
+    trainer_class(config, tmp_path / "run", dict(state), log=_quiet)  # its own rater: resumes
+    for followed in ("0" * 64, None):  # another rater; a checkpoint from before the record
+        if followed is None:
+            del state[RATER_SHA]
+        else:
+            state[RATER_SHA] = followed
+        with pytest.raises(checkpoint.CheckpointError, match=r"cannot be resumed: .*followed"):
+            trainer_class(config, tmp_path / "run", state, log=_quiet)
 
 
 def test_a_prior_run_resumes_without_its_init_checkpoint(vae_checkpoint, tmp_path):
