@@ -432,7 +432,7 @@ def _selection(
     the judging decoder."""
     if k == 1:
         return None
-    from .onnx import sampler_module
+    from .sampler import sampler_module
     from .selector import SELECTOR_DRAWS, scored_draws, train_selector
 
     guide_prior, guidance = _guide_args(guide)
@@ -457,8 +457,8 @@ def _export_learned(
     """Write ``prior.onnx`` from the checkpoint's learned prior and prove its parity."""
     from birdvae.runtime.format import SAMPLER_FILE, PriorInfo
 
-    from .onnx import export_sampler
     from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
+    from .sampler import export_sampler
 
     guide_prior, guidance = _guide_args(guide)
     export_sampler(prior, folder, opset, guide_prior, guidance, selection)

@@ -43,14 +43,8 @@ from birdvae.runtime.format import (
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
     FORMAT_VERSION,
-    SAMPLER_FILE,
-    SAMPLER_INPUT,
-    SAMPLER_OUTPUT,
 )
 from birdvae.training.model import VAE
-from birdvae.training.prior import CodePrior, Sampler
-
-from .selector import BestOf, Selection
 
 EXAMPLE_BATCH = 2  # with a batch of 1 an exporter may specialise N to 1
 BATCH_DIM = "N"
@@ -183,51 +177,6 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
     return encoder, decoder
 
 
-def export_sampler(
-    prior: CodePrior,
-    folder: Path,
-    opset: int,
-    guide: CodePrior | None = None,
-    guidance: float = 1.0,
-    selection: Selection | None = None,
-) -> Path:
-    """Write ``prior.onnx``: the learned prior's whole sampler, noise [N, D] -> z [N, D], with
-    the guide's network inside when it autoguides; with a ``selection`` of K, noise
-    [N, K * D] of which the sampler takes the selector's choice (export/selector.py)."""
-    dim = prior.latent_dim
-    metadata = {
-        "birdvae.format_version": str(FORMAT_VERSION),
-        "birdvae.package_version": package_version(),
-        "birdvae.latent_dim": str(dim),
-        "birdvae.graph": "prior",
-        "birdvae.sampler": f"DPM-Solver++(2M), {prior.cfg.steps} steps",
-    }
-    if guide is not None and guidance != 1:
-        metadata["birdvae.autoguidance"] = str(guidance)
-    sampler = sampler_module(prior, guide, guidance, selection)
-    noise_dim = dim * (selection.k if selection else 1)
-    if selection is not None:
-        metadata["birdvae.best_of"] = str(selection.k)
-    noise = torch.randn(EXAMPLE_BATCH, noise_dim, generator=torch.Generator().manual_seed(0))
-    return export_graph(
-        sampler, noise, [SAMPLER_INPUT], [SAMPLER_OUTPUT],
-        {SAMPLER_INPUT: [noise_dim], SAMPLER_OUTPUT: [dim]}, Path(folder) / SAMPLER_FILE, opset,
-        metadata,
-    )  # fmt: skip
-
-
-def sampler_module(
-    prior: CodePrior,
-    guide: CodePrior | None = None,
-    guidance: float = 1.0,
-    selection: Selection | None = None,
-) -> nn.Module:
-    """What ``prior.onnx`` computes, as a PyTorch module: the sampler, behind the selector when
-    there is one."""
-    sampler = Sampler(prior.eval(), guide.eval() if guide else None, guidance)
-    return BestOf(sampler, selection, prior.latent_dim).eval() if selection else sampler
-
-
 def export_graph(
     module: nn.Module,
     example: torch.Tensor,
@@ -244,39 +193,48 @@ def export_graph(
     """
     graph = metadata.get("birdvae.graph", path.stem)
     try:
-        proto = _trace(module.eval(), example, list(input_names), list(output_names), opset)
+        proto = trace(module.eval(), example, list(input_names), list(output_names), opset)
         proto = onnxscript.optimizer.optimize(proto)
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
         raise ExportError(f"torch.onnx.export failed for the {graph}: {first_line(exc)}") from exc
     proto = finalize(proto, opset, metadata)
-    _name_batch_dims(proto)
+    name_batch_dims(proto)
     check_graph(proto, opset, shapes, graph)
     onnx.save_model(proto, path)
     return path
 
 
-def _trace(
-    module: nn.Module, example: torch.Tensor, inputs: list[str], outputs: list[str], opset: int
+def trace(
+    module: nn.Module,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
+    inputs: list[str],
+    outputs: list[str],
+    opset: int,
 ) -> onnx.ModelProto:
-    """The raw graph from the exporter that writes ``opset`` natively (see the module doc)."""
+    """The raw graph from the exporter that writes ``opset`` natively (see the module doc).
+
+    Every input and output has a dynamic batch dimension but a 0-d input (a step number)."""
+    examples = example if isinstance(example, tuple) else (example,)
+    batched = [name for name, x in zip(inputs, examples) if x.dim() > 0] + outputs
     with torch.no_grad(), _quiet_exporter():
         if exporter_for(opset) == "torchscript":
             buffer = io.BytesIO()
             torch.onnx.export(
-                module, (example,), buffer, input_names=inputs, output_names=outputs,
+                module, examples, buffer, input_names=inputs, output_names=outputs,
                 opset_version=opset, dynamo=False,
-                dynamic_axes={name: {0: BATCH_DIM} for name in inputs + outputs},
+                dynamic_axes={name: {0: BATCH_DIM} for name in batched},
             )  # fmt: skip
             return onnx.load_model_from_string(buffer.getvalue())
+        batch = torch.export.Dim(BATCH_DIM)
         program = torch.onnx.export(
-            module, (example,), input_names=inputs, output_names=outputs, opset_version=opset,
+            module, examples, input_names=inputs, output_names=outputs, opset_version=opset,
             dynamo=True, external_data=False, verbose=False,
-            dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
+            dynamic_shapes=tuple({0: batch} if x.dim() > 0 else {} for x in examples),
         )  # fmt: skip
         return program.model_proto
 
 
-def _name_batch_dims(proto: onnx.ModelProto) -> None:
+def name_batch_dims(proto: onnx.ModelProto) -> None:
     """Call every symbolic leading dimension of the graph's inputs and outputs ``N``.
 
     An output that is also an intermediate value (the decoder's unclipped ``location`` feeds
@@ -329,7 +287,7 @@ def check_graph(
         raise ExportError(f"the {graph} graph imports opsets {imports}, expected ai.onnx {opset}")
     if proto.ir_version != ir_version_for(opset):
         raise ExportError(f"the {graph} graph has IR version {proto.ir_version}")
-    banned = sorted({node.op_type for node in proto.graph.node} & FORBIDDEN_OPS)
+    banned = sorted({node.op_type for node in all_nodes(proto.graph)} & FORBIDDEN_OPS)
     if banned:
         raise ExportError(f"the {graph} graph holds forbidden op(s): {', '.join(banned)}")
     values = list(proto.graph.input) + list(proto.graph.output)
@@ -354,6 +312,16 @@ def io_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
         value.name: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim][1:]
         for value in values
     }
+
+
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of the subgraphs (a Loop's body) inside it."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            single = [attribute.g] if attribute.HasField("g") else []
+            for subgraph in [*single, *attribute.graphs]:
+                yield from all_nodes(subgraph)
 
 
 def _all_values(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:

@@ -29,7 +29,8 @@ from birdvae.runtime.graphs import open_session
 from birdvae.training.model import VAE
 from birdvae.training.prior import CodePrior
 
-from .onnx import DecoderGraph, ExportError, decoder_outputs, sampler_module
+from .onnx import DecoderGraph, ExportError, decoder_outputs
+from .sampler import sampler_module
 from .selector import Selection
 
 # max |difference| of decoded images in [0, 1]; the format allows 1e-4. The pixel locations,

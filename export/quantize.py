@@ -256,14 +256,17 @@ def quantize_graph(
 def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
     """Write the dynamic int8 version of the sampler ``fp32`` to ``out``; check the format.
 
-    A best-of-K selector (export/selector.py) stays float: it is a few thousand weights, and
-    int8 rounding of its scores would change which candidate some birds are drawn from."""
+    The matrix products inside the solver's loop (export/sampler.py) are quantized; the
+    tables each step reads its constants from stay float, as does a best-of-K selector
+    (export/selector.py): it is a few thousand weights, and int8 rounding of its scores would
+    change which candidate some birds are drawn from."""
     selector = _feeding_argmax(onnx.load_model(fp32).graph)
     try:
         with _quiet_root_logger():
             quantize_dynamic(
                 fp32, out, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
-                nodes_to_exclude=selector,
+                nodes_to_exclude=selector, op_types_to_quantize=["MatMul", "Gemm"],
+                extra_options={"EnableSubgraph": True},
             )  # fmt: skip
     except Exception as exc:  # onnxruntime's quantizer raises assorted types
         raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc

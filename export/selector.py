@@ -52,11 +52,15 @@ class BestOf(nn.Module):
         self.selector = selection.selector
         self.k, self.dim = selection.k, dim
 
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+    def choose(self, noise: torch.Tensor) -> torch.Tensor:
+        """Each bird's chosen noise [N, D] from its K candidates [N, K * D]."""
         candidates = noise.reshape(-1, self.k, self.dim)
         best = self.selector(candidates).squeeze(-1).argmax(dim=1)
         index = best[:, None, None].expand(-1, 1, self.dim)
-        return self.sampler(torch.gather(candidates, 1, index).squeeze(1))
+        return torch.gather(candidates, 1, index).squeeze(1)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.sampler(self.choose(noise))
 
 
 @torch.no_grad()

@@ -1,12 +1,13 @@
 """The learned prior: a small diffusion model over the VAE's codes, and the fixed sampler that
 turns noise into codes in one deterministic graph (``prior.onnx``).
 
-A VAE's codes do not fill N(0, I), and the 16 cells of its 4x4 code grid go together (a head
-cell next to a body cell, one background across all of them); drawing the cells independently
-gives patchworks. A denoiser trained on the codes the frozen encoder gives (of flipped and
-shifted photos, with their posterior noise) learns that joint distribution; sampling it is a
-fixed number of solver steps, unrolled, so the exported graph takes the runtime's seeded noise
-and draws nothing itself.
+A VAE's codes do not fill N(0, I): they crowd into the regions real birds encode to, and a
+code drawn from N(0, I) or a Gaussian mixture lands between them, where the decoder draws an
+average of birds. A denoiser trained on the codes the frozen encoder gives (of flipped and
+shifted photos, with their posterior noise) learns where they lie; sampling it is a fixed number
+of solver steps, each the same computation over its own row of constants, so the exported graph
+is one loop over one traced step (export/sampler.py) that takes the runtime's seeded noise and
+draws nothing itself.
 
 - Preconditioning and noise levels follow EDM (Karras et al. 2022, "Elucidating the design
   space of diffusion-based generative models"): the denoiser sees inputs and targets of unit
@@ -198,11 +199,13 @@ def check_guide(prior: CodePrior, guide: CodePrior, guidance: float) -> None:
 class Sampler(nn.Module):
     """DPM-Solver++(2M) over a CodePrior's fixed noise levels: noise [N, D] -> codes [N, D].
 
-    Deterministic, and every noise-level-dependent number (preconditioning, FiLM) is computed
-    here once, as a constant: traced, this is the whole of ``prior.onnx``, a chain of matrix
-    products, norms and activations. With a ``guide`` (check_guide) and ``guidance`` w > 1 each
-    step autoguides: since both denoisers share EDM's c_skip x term, D = D_guide + w (D -
-    D_guide) is c_skip x + c_out (w F - (w - 1) F_guide), one more (small) network per step.
+    Deterministic, and every noise-level-dependent number (preconditioning, FiLM, the solver's
+    weights) is computed here once and kept in tables with a row per step, so every step is the
+    same computation, ``step``, reading its own row: traced once, that is the body of the
+    ``Loop`` in ``prior.onnx`` (export/sampler.py), a chain of matrix products, norms and
+    activations. With a ``guide`` (check_guide) and ``guidance`` w > 1 each step autoguides:
+    since both denoisers share EDM's c_skip x term, D = D_guide + w (D - D_guide) is
+    c_skip x + c_out (w F - (w - 1) F_guide), one more (small) network per step.
     """
 
     def __init__(
@@ -215,55 +218,85 @@ class Sampler(nn.Module):
         self.guide = guide if guide is not None and guidance != 1 else None
         self.guidance = float(guidance)
         self.sigmas = prior.sigmas()
+        self.steps = len(self.sigmas) - 1
+        device = prior.mean.device
         with torch.no_grad():
-            levels = torch.tensor(self.sigmas[:-1], device=prior.mean.device).reshape(-1, 1)
+            levels = torch.tensor(self.sigmas[:-1], device=device).reshape(-1, 1)
             c_skip, c_out, c_in, c_noise = preconditioning(levels)
-            self.films = self._constant_films("", prior.net.films(c_noise))
-            self.guide_films = (
-                self._constant_films("guide_", self.guide.net.films(c_noise)) if self.guide else []
-            )
-        self.c_skip, self.c_out, self.c_in = (c.flatten().tolist() for c in (c_skip, c_out, c_in))
+            solver = torch.tensor(solver_weights(self.sigmas), device=device)
+            self.register_buffer("weights", torch.cat([c_skip, c_out, c_in, solver], dim=1))
+            self.register_buffer("gains", _stacked(prior.net.films(c_noise), 0))
+            self.register_buffer("shifts", _stacked(prior.net.films(c_noise), 1))
+            guide_films = self.guide.net.films(c_noise) if self.guide else []
+            self.register_buffer("guide_gains", _stacked(guide_films, 0))
+            self.register_buffer("guide_shifts", _stacked(guide_films, 1))
 
-    def _constant_films(
-        self, prefix: str, films: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> list[list[tuple[str, str]]]:
-        """One buffer per step and block (each a plain initializer of the graph); their names."""
-        names: list[list[tuple[str, str]]] = []
-        for step in range(len(self.sigmas) - 1):
-            row = []
-            for block, (gain, shift) in enumerate(films):
-                pair = (f"{prefix}gain_{step}_{block}", f"{prefix}shift_{step}_{block}")
-                self.register_buffer(pair[0], gain[step : step + 1].clone())
-                self.register_buffer(pair[1], shift[step : step + 1].clone())
-                row.append(pair)
-            names.append(row)
-        return names
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        """The solver's starting point: noise [N, D] scaled to the highest noise level."""
+        return noise * self.sigmas[0]
 
-    def _network(self, step: int, x: torch.Tensor) -> torch.Tensor:
-        """F (or, guided, w F - (w - 1) F_guide) at solver step ``step`` for inputs c_in x."""
-        films = [(getattr(self, g), getattr(self, b)) for g, b in self.films[step]]
-        out = self.prior.net.trunk(x, films)
-        if self.guide is None:
-            return out
-        films = [(getattr(self, g), getattr(self, b)) for g, b in self.guide_films[step]]
-        return self.guidance * out - (self.guidance - 1) * self.guide.net.trunk(x, films)
+    def step(
+        self, index: torch.Tensor, x: torch.Tensor, previous: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Solver step ``index`` (an int64 tensor of one element): (x, the previous step's
+        denoised code) -> (the next x, this step's denoised code). The first step's previous
+        code is zeros, which its weights ignore."""
+        row = torch.index_select(self.weights, 0, index.reshape(1))
+        c_skip, c_out, c_in, keep, take, fresh, stale = row.unbind(1)
+        out = self.prior.net.trunk(c_in[:, None] * x, self._films(index, self.gains, self.shifts))
+        if self.guide is not None:
+            films = self._films(index, self.guide_gains, self.guide_shifts)
+            guided = self.guide.net.trunk(c_in[:, None] * x, films)
+            out = self.guidance * out - (self.guidance - 1) * guided
+        denoised = c_skip[:, None] * x + c_out[:, None] * out
+        estimate = fresh[:, None] * denoised + stale[:, None] * previous
+        return keep[:, None] * x + take[:, None] * estimate, denoised
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised codes back to the encoder's scale."""
+        return self.prior.mean + self.prior.std * x
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        sigmas = self.sigmas
-        x = noise * sigmas[0]
-        previous: torch.Tensor | None = None
-        for i in range(len(sigmas) - 1):
-            denoised = self.c_skip[i] * x + self.c_out[i] * self._network(i, self.c_in[i] * x)
-            sigma, following = sigmas[i], sigmas[i + 1]
-            if following == 0:
-                x = denoised
-                break
-            h = math.log(sigma / following)
-            if previous is None:
-                estimate = denoised
-            else:
-                r = math.log(sigmas[i - 1] / sigma) / h
-                estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
-            x = (following / sigma) * x - math.expm1(-h) * estimate
-            previous = denoised
-        return self.prior.mean + self.prior.std * x
+        x = self.start(noise)
+        previous = torch.zeros_like(x)
+        for i in range(self.steps):
+            index = torch.tensor([i], device=x.device)
+            x, previous = self.step(index, x, previous)
+        return self.finish(x)
+
+    @staticmethod
+    def _films(
+        index: torch.Tensor, gains: torch.Tensor, shifts: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's FiLM gain and shift [1, width] at step ``index``."""
+        gain = torch.index_select(gains, 0, index.reshape(1))
+        shift = torch.index_select(shifts, 0, index.reshape(1))
+        return [(gain[:, b], shift[:, b]) for b in range(gains.shape[1])]
+
+
+def solver_weights(sigmas: list[float]) -> list[list[float]]:
+    """DPM-Solver++(2M)'s update at each step as four numbers (keep, take, fresh, stale):
+    x_next = keep x + take (fresh D + stale D_previous). Written so for every step, the first
+    (first order: no previous D) and the last (to sigma 0: x_next = D) included, so one traced
+    step serves them all."""
+    rows = []
+    for i in range(len(sigmas) - 1):
+        sigma, following = sigmas[i], sigmas[i + 1]
+        if following == 0:
+            rows.append([0.0, 1.0, 1.0, 0.0])
+            continue
+        h = math.log(sigma / following)
+        fresh, stale = 1.0, 0.0
+        if i > 0:
+            r = math.log(sigmas[i - 1] / sigma) / h
+            fresh, stale = 1 + 1 / (2 * r), -1 / (2 * r)
+        rows.append([following / sigma, -math.expm1(-h), fresh, stale])
+    return rows
+
+
+def _stacked(films: list[tuple[torch.Tensor, torch.Tensor]], part: int) -> torch.Tensor:
+    """FiLM gains (part 0) or shifts (1) of every block at every step: [steps, blocks, width]
+    (an empty placeholder without a guide, so every sampler has the same buffers)."""
+    if not films:
+        return torch.zeros(0, 0, 0)
+    return torch.stack([pair[part] for pair in films], dim=1).contiguous()

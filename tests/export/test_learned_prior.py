@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 pytest.importorskip("torch", reason="export tests need the train extra")
 
 import torch
 
+from birdvae.export.onnx import all_nodes
 from birdvae.runtime import BirdVAE
 from birdvae.runtime.format import SAMPLER_FILE, verify_model_dir
 from birdvae.runtime.selection import rater_bytes
@@ -59,6 +61,67 @@ def test_the_learned_prior_is_exported_checked_and_the_default(
     with torch.no_grad():
         expected = Sampler(prior)(torch.from_numpy(noise)).numpy()
     np.testing.assert_allclose(codes, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [17, 18])  # TorchScript and dynamo traces of the one step
+@pytest.mark.parametrize("steps", [1, 2, 5])  # the last step only; first and last; and between
+def test_the_sampler_graph_is_one_loop_over_one_step(tmp_path, opset, steps):
+    """prior.onnx holds the denoiser once, in a Loop that runs it once per noise level, and
+    computes what the PyTorch sampler computes for every step count (the first step has no
+    previous D to extrapolate from, the last one lands on D)."""
+    from birdvae.export.sampler import export_sampler
+
+    torch.manual_seed(steps)
+    prior = CodePrior(16, PriorConfig(width=16, blocks=2, steps=steps))
+    guide = CodePrior(16, PriorConfig(width=8, blocks=1, steps=steps))
+    with torch.no_grad():
+        for parameter in [*prior.parameters(), *guide.parameters()]:
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+        guide.mean.copy_(prior.mean)
+    path = export_sampler(prior.eval(), tmp_path, opset, guide.eval(), 2.0)
+    graph = onnx.load_model(path).graph
+    loops = [node for node in graph.node if node.op_type == "Loop"]
+    assert len(loops) == 1 and not any(n.op_type in ("Gemm", "MatMul") for n in graph.node)
+    trips = next(t for t in graph.initializer if t.name == loops[0].input[0])
+    assert onnx.numpy_helper.to_array(trips) == steps
+    body = loops[0].attribute[0].g
+    layers = sum(node.op_type in ("Gemm", "MatMul") for node in body.node)
+    assert layers == (2 + 2) + (2 + 1)  # input, blocks and output of the prior, then the guide's
+
+    noise = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = Sampler(prior, guide, 2.0)(torch.from_numpy(noise)).numpy()
+    got = session.run(None, {"noise": noise})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_forbidden_op_inside_a_loop_body_is_refused():
+    """A random op hidden in a subgraph would make the sampler draw its own noise."""
+    from onnx import TensorProto, helper
+
+    from birdvae.export.onnx import ExportError, check_graph
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"]),
+         helper.make_node("RandomNormalLike", ["x"], ["y"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["n", "", "noise"], ["z"], body=body)],
+        "prior",
+        [helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor("n", TensorProto.INT64, [], [2])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(ExportError, match="RandomNormalLike"):
+        check_graph(proto, 17, {"noise": [4], "z": [4]}, "prior")
 
 
 def test_asking_for_a_learned_prior_the_checkpoint_lacks_is_one_line(
@@ -159,8 +222,8 @@ def _int8_sampler_export(export_cli, checkpoint, bird_folder, out):
     result = export_cli(checkpoint, "-o", out, "--int8", "--prior-data", bird_folder)
     assert result.exit_code == 0, result.stderr
     manifest = verify_model_dir(out)
-    matmuls = {n.op_type for n in onnx.load_model(out / SAMPLER_FILE).graph.node}
-    return manifest, result.stdout, "MatMulInteger" in matmuls
+    ops = {node.op_type for node in all_nodes(onnx.load_model(out / SAMPLER_FILE).graph)}
+    return manifest, result.stdout, "MatMulInteger" in ops
 
 
 @pytest.mark.parametrize("floor, ships", [(0.0, True), (1e3, False)])
@@ -279,7 +342,7 @@ def test_int8_leaves_the_selector_in_float(prior_checkpoint, export_cli, tmp_pat
                      if graph_node.name in set(_feeding_argmax(graph))]  # fmt: skip
     assert len(before_argmax) >= len(selector) > 0
     assert not any("Integer" in n.op_type or "Quantize" in n.op_type for n in before_argmax)
-    assert any(node.op_type == "MatMulInteger" for node in graph.node)  # the sampler is int8
+    assert any(node.op_type == "MatMulInteger" for node in all_nodes(graph))  # the sampler's
 
 
 def _rater_stage_checkpoint(path: Path, make_checkpoint, prior, judge: object = True) -> Path:

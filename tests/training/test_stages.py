@@ -113,7 +113,8 @@ def test_a_perfect_denoiser_makes_the_sampler_return_the_data():
 
     def solve(x):
         i = next(calls)
-        return (target - sampler.c_skip[i] * x / sampler.c_in[i]) / sampler.c_out[i]
+        c_skip, c_out, c_in = sampler.weights[i, :3]
+        return (target - c_skip * x / c_in) / c_out
 
     # trunk sees c_in * x; undo it to recover x
     oracle = Oracle()
