@@ -51,6 +51,7 @@ class ExportOptions:
     guide: Path | None = None  # a smaller prior checkpoint that autoguides the learned one
     guidance: float = 1.0
     best_of: int = 1  # candidate noises per bird the sampler graph chooses among
+    selector_from: Path | None = None  # a model folder whose best-of selector to keep
 
 
 @click.command(
@@ -140,6 +141,13 @@ class ExportOptions:
     "trained here on the model's own draws, predicts which becomes the bird the shipped rater "
     "rates highest (what bird-gen --best-of K picks after decoding K).",
 )
+@click.option(
+    "--selector-from",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --best-of: keep the selector of this model folder's prior.onnx instead of "
+    "teaching a new one, e.g. to export a shipped model's checkpoint again and keep the birds "
+    "it chose.",
+)
 def main(
     checkpoint: Path,
     output: Path | None,
@@ -155,6 +163,7 @@ def main(
     guide: Path | None,
     guidance: float | None,
     best_of: int,
+    selector_from: Path | None,
 ) -> None:
     """Export CHECKPOINT to an ONNX model folder the torch-free runtime (bird-gen) loads."""
     require_train_extra("vae-export", EXPORT_MODULES)
@@ -162,6 +171,8 @@ def main(
         raise click.UsageError("--prior-components needs --prior-data")
     if guidance is not None and guide is None:
         raise click.UsageError("--guidance needs --prior-guide")
+    if selector_from is not None and best_of == 1:
+        raise click.UsageError("--selector-from needs --best-of K, the K of that model's selector")
     if output is not None and out_alias is not None:
         raise click.UsageError("give -o/--output once (--out is the same option)")
 
@@ -187,6 +198,7 @@ def main(
         guide=guide,
         guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
         best_of=best_of,
+        selector_from=selector_from,
     )
     _export(options)  # a file it cannot read or write: one error line naming it, exit 2
     click.echo(f"wrote {destination}")
@@ -250,7 +262,13 @@ def _export(options: ExportOptions) -> None:
         )
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
-    judge = _judging_decoder(state, model) if learned is not None and options.best_of > 1 else None
+    carried = None
+    if learned is not None and options.selector_from is not None:
+        from .selector import carried_selection
+
+        carried = carried_selection(options.selector_from, options.best_of, learned.latent_dim)
+    teaches = learned is not None and options.best_of > 1 and carried is None
+    judge = _judging_decoder(state, model) if teaches else None
     used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights",
@@ -275,7 +293,7 @@ def _export(options: ExportOptions) -> None:
         priors: dict[str, PriorInfo] = {}
         if learned is not None:
             temperature = options.temperature if default == "learned" else 1.0
-            selection = _selection(options.best_of, learned, guide, judge, temperature)
+            selection = carried or _selection(options.best_of, learned, guide, judge, temperature)
             priors["learned"] = _export_learned(learned, folder, opset, guide, selection)
         if options.prior_data:
             priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)

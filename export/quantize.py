@@ -58,6 +58,7 @@ from birdvae.runtime.prior import LearnedPrior
 from .destination import int8_candidate
 from .onnx import ExportError, check_graph, io_shapes
 from .parity import encode_means, ort_session, to_unit
+from .selector import selector_nodes
 
 CALIBRATION_IMAGES = 256
 EVALUATION_IMAGES = 256
@@ -260,7 +261,7 @@ def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
     tables each step reads its constants from stay float, as does a best-of-K selector
     (export/selector.py): it is a few thousand weights, and int8 rounding of its scores would
     change which candidate some birds are drawn from."""
-    selector = _feeding_argmax(onnx.load_model(fp32).graph)
+    selector = selector_nodes(onnx.load_model(fp32).graph)
     try:
         with _quiet_root_logger():
             quantize_dynamic(
@@ -272,24 +273,6 @@ def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
         raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
     reference = onnx.load_model(fp32)
     check_graph(onnx.load_model(out), opset, io_shapes(reference), f"int8 {fp32.stem}")
-
-
-def _feeding_argmax(graph: onnx.GraphProto) -> list[str]:
-    """The names of the nodes an ArgMax depends on: a best-of-K selector's whole network, found
-    by its place in the graph, since exporters name nodes differently (``/selector/...`` from
-    TorchScript, ``node_MatMul_6`` from dynamo)."""
-    producer = {output: node for node in graph.node for output in node.output}
-    found: dict[str, onnx.NodeProto] = {}
-    stack = [name for node in graph.node if node.op_type == "ArgMax" for name in node.input]
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in found:
-            continue
-        found[node.name] = node
-        stack.extend(node.input)
-    if any(not name for name in found):
-        raise ExportError("the sampler's selector has unnamed nodes; int8 could not spare them")
-    return sorted(found)
 
 
 def compare_latency(

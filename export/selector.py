@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 from tqdm import tqdm
 
+from birdvae.runtime.errors import UserError
+from birdvae.runtime.format import ModelFormatError, verify_model_dir
 from birdvae.runtime.selection import Rate
+
+from .onnx import ExportError
 
 SELECTOR_WIDTH = 128
 # Birds sampled, decoded and rated to teach the selector. The rater's score is a harder function
@@ -129,3 +136,82 @@ def train_selector(
         "share_of_best_of_k_gain": round(float((chosen.mean() - true_k[:, 0].mean()) / gain), 3),
     }
     return Selection(selector, k, facts)
+
+
+def selector_nodes(graph: onnx.GraphProto) -> list[str]:
+    """The names of the nodes an ArgMax depends on: a best-of-K selector's whole network, found
+    by its place in the graph, since exporters name nodes differently (``/selector/...`` from
+    TorchScript, ``node_MatMul_6`` from dynamo)."""
+    producer = {output: node for node in graph.node for output in node.output}
+    found: dict[str, onnx.NodeProto] = {}
+    stack = [name for node in graph.node if node.op_type == "ArgMax" for name in node.input]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in found:
+            continue
+        found[node.name] = node
+        stack.extend(node.input)
+    if any(not name for name in found):
+        raise ExportError("the sampler's selector has unnamed nodes; int8 could not spare them")
+    return sorted(found)
+
+
+def carried_selection(folder: Path, k: int, dim: int) -> Selection:
+    """The selector another model folder's ``prior.onnx`` chooses with (``vae-export
+    --selector-from``), so that exporting a checkpoint again keeps the birds its model chose
+    instead of teaching a new selector (minutes of work, and the installed rater may have
+    changed since). The folder is verified against its manifest first; its selector must be the
+    MLP this module trains, choosing among ``k`` candidates of ``dim`` numbers. A folder that
+    cannot give one is the user's mistake: UserError, one line."""
+    try:
+        manifest = verify_model_dir(folder)
+    except ModelFormatError as exc:
+        raise UserError(f"--selector-from: {exc}") from None
+    learned = manifest.priors.get("learned")
+    facts = (learned.source or {}).get("best_of") if learned is not None else None
+    if not facts:
+        raise UserError(f"--selector-from: {folder}'s sampler has no best-of selector")
+    if facts.get("k") != k or manifest.latent_dim != dim:
+        raise UserError(
+            f"--selector-from: {folder}'s selector chooses among {facts.get('k')} candidates "
+            f"of {manifest.latent_dim} numbers; this export asks for {k} of {dim}"
+        )
+    layers = _dense_layers(onnx.load_model(folder / learned.file).graph)
+    widths = [dim, SELECTOR_WIDTH, SELECTOR_WIDTH, 1]
+    if [tuple(weight.shape) for weight, _ in layers] != list(zip(widths[1:], widths[:-1])):
+        raise UserError(f"--selector-from: {folder}'s selector is not the MLP vae-export writes")
+    selector = nn.Sequential(
+        nn.Linear(dim, SELECTOR_WIDTH), nn.SiLU(),
+        nn.Linear(SELECTOR_WIDTH, SELECTOR_WIDTH), nn.SiLU(),
+        nn.Linear(SELECTOR_WIDTH, 1),
+    )  # fmt: skip
+    with torch.no_grad():
+        for linear, (weight, bias) in zip(selector[::2], layers):
+            linear.weight.copy_(torch.from_numpy(weight))
+            linear.bias.copy_(torch.from_numpy(bias))
+    carried = {**facts, "carried_from_sha256": manifest.files[learned.file].sha256}
+    return Selection(selector.eval().requires_grad_(False), k, carried)
+
+
+def _dense_layers(graph: onnx.GraphProto) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The selector's affine layers in data-flow order, each as (weight [out, in], bias
+    [out]): a MatMul by a constant and the Add of one after it (TorchScript, dynamo), or a
+    Gemm."""
+    values = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    chosen = set(selector_nodes(graph))
+    layers: list[tuple[np.ndarray, np.ndarray]] = []
+    weight: np.ndarray | None = None
+    for node in graph.node:  # stored in topological order
+        if node.name not in chosen:
+            continue
+        constants = [values[name] for name in node.input if name in values]
+        if node.op_type == "Gemm" and len(constants) == 2:
+            transposed = any(a.name == "transB" and a.i for a in node.attribute)
+            matrix = constants[0] if transposed else constants[0].T
+            layers.append((np.array(matrix), np.array(constants[1])))
+        elif node.op_type == "MatMul" and len(constants) == 1:
+            weight = constants[0].T
+        elif node.op_type == "Add" and weight is not None and len(constants) == 1:
+            layers.append((np.array(weight), np.array(constants[0])))
+            weight = None
+    return layers

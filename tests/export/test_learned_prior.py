@@ -4,6 +4,7 @@ manifest defaulting to it, and the runtime sampling through it."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,63 @@ def test_best_of_k_is_built_into_the_sampler_graph(prior_checkpoint, export_cli,
     assert len(set(distance.argmin(axis=1))) > 1  # not always the same candidate
 
 
+def test_selector_from_keeps_a_models_choice_without_teaching_one(
+    prior_checkpoint, export_cli, tmp_path, monkeypatch
+):
+    """Exporting a checkpoint again with --selector-from its model keeps that model's selector
+    weight for weight, and so the birds it chose, and records where the selector came from."""
+    from birdvae.export import selector as selector_module
+    from birdvae.export.selector import _dense_layers
+
+    checkpoint, _ = prior_checkpoint
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert export_cli(checkpoint, "-o", first, "--best-of", 3).exit_code == 0
+
+    def no_teaching(*args, **kwargs):
+        raise AssertionError("a carried selector must not be taught again")
+
+    monkeypatch.setattr(selector_module, "train_selector", no_teaching)
+    result = export_cli(checkpoint, "-o", again, "--best-of", 3, "--selector-from", first)
+    assert result.exit_code == 0, result.stderr
+    before, after = (onnx.load_model(folder / SAMPLER_FILE).graph for folder in (first, again))
+    for (w0, b0), (w1, b1) in zip(_dense_layers(before), _dense_layers(after), strict=True):
+        np.testing.assert_array_equal(w0, w1)
+        np.testing.assert_array_equal(b0, b1)
+    manifests = [verify_model_dir(folder) for folder in (first, again)]
+    facts = [m.priors["learned"].source["best_of"] for m in manifests]
+    assert facts[1] == {**facts[0], "carried_from_sha256": manifests[0].files[SAMPLER_FILE].sha256}
+    codes = [np.concatenate(list(BirdVAE(folder, threads=1).latent_batches(12, seed=4)))
+             for folder in (first, again)]  # fmt: skip
+    np.testing.assert_allclose(codes[1], codes[0], atol=1e-6)
+
+
+def test_selector_from_a_folder_that_cannot_give_one_is_one_line(
+    prior_checkpoint, export_cli, tmp_path
+):
+    checkpoint, _ = prior_checkpoint
+    plain, chosen = tmp_path / "plain", tmp_path / "chosen"
+    assert export_cli(checkpoint, "-o", plain).exit_code == 0
+    assert export_cli(checkpoint, "-o", chosen, "--best-of", 2).exit_code == 0
+    tampered = tmp_path / "tampered"
+    shutil.copytree(chosen, tampered)
+    with open(tampered / SAMPLER_FILE, "r+b") as handle:
+        handle.seek(-8, 2)
+        handle.write(b"\0" * 8)
+    cases = [
+        ((), plain, "needs --best-of"),
+        (("--best-of", 2), plain, "has no best-of selector"),
+        (("--best-of", 3), chosen, "chooses among 2 candidates"),
+        (("--best-of", 2), tampered, "sha256"),
+        (("--best-of", 2), tmp_path / "none", "--selector-from"),
+    ]
+    for flags, source, message in cases:
+        out = tmp_path / "out"
+        result = export_cli(checkpoint, "-o", out, *flags, "--selector-from", source)
+        assert result.exit_code == 2, (source, result.stdout)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_best_of_needs_a_learned_prior(resnet_checkpoint, export_cli, tmp_path):
     result = export_cli(resnet_checkpoint, "-o", tmp_path / "m", "--best-of", 4)
     assert result.exit_code == 2 and "has none" in result.stderr
@@ -328,18 +386,19 @@ def test_best_of_needs_a_learned_prior(resnet_checkpoint, export_cli, tmp_path):
 def test_int8_leaves_the_selector_in_float(prior_checkpoint, export_cli, tmp_path, opset):
     """Quantizing the selector's few weights would change which candidate some birds come
     from; only the sampler's own matrix products become int8."""
-    from birdvae.export.quantize import _feeding_argmax, quantize_sampler
+    from birdvae.export.quantize import quantize_sampler
+    from birdvae.export.selector import selector_nodes
 
     checkpoint, _ = prior_checkpoint
     out = tmp_path / "model"
     result = export_cli(checkpoint, "-o", out, "--best-of", 2, "--opset", opset)
     assert result.exit_code == 0, result.stderr
-    selector = _feeding_argmax(onnx.load_model(out / SAMPLER_FILE).graph)
+    selector = selector_nodes(onnx.load_model(out / SAMPLER_FILE).graph)
     int8 = tmp_path / "prior.int8.onnx"
     quantize_sampler(out / SAMPLER_FILE, int8, opset)
     graph = onnx.load_model(int8).graph
     before_argmax = [graph_node for graph_node in graph.node
-                     if graph_node.name in set(_feeding_argmax(graph))]  # fmt: skip
+                     if graph_node.name in set(selector_nodes(graph))]  # fmt: skip
     assert len(before_argmax) >= len(selector) > 0
     assert not any("Integer" in n.op_type or "Quantize" in n.op_type for n in before_argmax)
     assert any(node.op_type == "MatMulInteger" for node in all_nodes(graph))  # the sampler's
