@@ -1,6 +1,6 @@
 """The ONNX graphs as onnxruntime sessions, opened one way for the runtime and for the export's
 parity checks (so those test what ``bird-gen`` runs), and refused unless the graph is
-self-contained (``onnxfile.py``) and has the format's signature.
+self-contained, its loops are bounded (``onnxfile.py``), and it has the format's signature.
 
 onnxruntime is imported inside the functions: ``bird-gen info`` and ``import birdvae.runtime``
 never load it.
@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import first_line
 from .format import DECODER_NOISE_OUTPUTS, ModelFormatError
-from .onnxfile import check_self_contained
+from .onnxfile import check_bounded_loops, check_self_contained
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
@@ -29,6 +29,7 @@ def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession
     sampler's matrix products fuse with their quantization); ``threads`` 0 lets onnxruntime
     use one per physical core."""
     check_self_contained(model, str(path))
+    check_bounded_loops(model, str(path))
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

@@ -32,6 +32,13 @@ _CHILDREN: dict[str, dict[int, str]] = {
     "tensor": {},
 }
 TENSOR_NAME, TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION = 8, 13, 14
+TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_INT64_DATA, TENSOR_RAW_DATA = 1, 2, 7, 9
+INT64 = 7  # TensorProto.DataType
+MODEL_GRAPH, MODEL_FUNCTION, FUNCTION_NODE = 7, 25, 7
+GRAPH_NODE, GRAPH_INITIALIZER = 1, 5
+NODE_INPUT, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 4, 5, 7
+ATTRIBUTE_GRAPHS = (6, 11)  # g, graphs
+MAX_LOOP_TRIPS = 1000  # the learned prior's solver runs 10 steps; a few hundred would be slow
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 MAX_DEPTH = 64  # messages inside messages; an exported graph nests 5 deep, protobuf allows 100
 MAX_FIELDS = 1 << 22  # fields visited in all; the shipped graphs have a few thousand
@@ -53,6 +60,113 @@ def check_self_contained(model: bytes, name: str) -> None:
             f"{name} keeps the values of tensor {external!r} in another file (ONNX external "
             "data); the format keeps every value inside the .onnx, so it is not loaded"
         )
+
+
+def check_bounded_loops(model: bytes, name: str) -> None:
+    """Refuse (ModelFormatError) a graph ``name`` with a ``Loop`` that could run without end.
+
+    onnxruntime runs a Loop until its trip count or its condition says stop, so a hostile graph
+    of a few bytes could keep ``bird-gen`` busy forever before it draws anything. The format's
+    loops (the learned prior's solver steps) run a fixed number of times: every Loop's trip
+    count must be an int64 initializer of its graph or an enclosing one, at most
+    MAX_LOOP_TRIPS (so a Loop inside a local function, which has no initializers, is
+    refused)."""
+    try:
+        problem = _first_unbounded_loop(memoryview(model))
+    except _Malformed as exc:
+        raise ModelFormatError(f"{name} is not a well-formed ONNX file: {exc}") from None
+    if problem is not None:
+        raise ModelFormatError(
+            f"{name} holds a Loop {problem}; the format's loops run a fixed number of times, "
+            f"at most {MAX_LOOP_TRIPS}, so it is not loaded"
+        )
+
+
+def _first_unbounded_loop(model: memoryview) -> str | None:
+    """What is wrong with the first Loop whose trip count is not a bounded constant, or None."""
+    # (a graph or a local function's body, the field its nodes are in, the constants in scope,
+    # depth); a function has no initializers, so no Loop in one has a constant trip count.
+    graphs: list[tuple[memoryview, int, dict[str, int | None], int]] = []
+    for number, value in _fields(model):
+        if number == MODEL_GRAPH and isinstance(value, memoryview):
+            graphs.append((value, GRAPH_NODE, {}, 1))
+        elif number == MODEL_FUNCTION and isinstance(value, memoryview):
+            graphs.append((value, FUNCTION_NODE, {}, 1))
+    while graphs:
+        data, node_field, outer, depth = graphs.pop()
+        if depth > MAX_DEPTH:
+            raise _Malformed(f"graphs nest deeper than {MAX_DEPTH}")
+        constants = dict(outer)
+        loops: list[list[str]] = []
+        subgraphs: list[memoryview] = []
+        for number, value in _fields(data):
+            if not isinstance(value, memoryview):
+                continue
+            if number == GRAPH_INITIALIZER and node_field == GRAPH_NODE:
+                tensor_name, count = _int64_scalar(value)
+                constants[tensor_name] = count
+            elif number == node_field:
+                op, inputs, inner = _node(value)
+                subgraphs += inner
+                if op == "Loop":
+                    loops.append(inputs)
+        for inputs in loops:
+            trips = inputs[0] if inputs else ""
+            if not trips:
+                return "without a trip count"
+            count = constants.get(trips)
+            if count is None or not 0 <= count <= MAX_LOOP_TRIPS:
+                shown = "not an int64 initializer" if count is None else f"{count}"
+                return f"whose trip count {trips!r} is {shown}"
+        graphs += [(graph, GRAPH_NODE, constants, depth + 1) for graph in subgraphs]
+    return None
+
+
+def _node(data: memoryview) -> tuple[str, list[str], list[memoryview]]:
+    """A NodeProto's op type (an empty one outside the default domain), inputs and subgraphs."""
+    op, domain, inputs, subgraphs = "", "", [], []
+    for number, value in _fields(data):
+        if not isinstance(value, memoryview):
+            continue
+        if number == NODE_OP_TYPE:
+            op = bytes(value).decode("utf-8", "replace")
+        elif number == NODE_DOMAIN:
+            domain = bytes(value).decode("utf-8", "replace")
+        elif number == NODE_INPUT:
+            inputs.append(bytes(value).decode("utf-8", "replace"))
+        elif number == NODE_ATTRIBUTE:
+            for field_number, inner in _fields(value):
+                if field_number in ATTRIBUTE_GRAPHS and isinstance(inner, memoryview):
+                    subgraphs.append(inner)
+    return (op if domain in ("", "ai.onnx") else ""), inputs, subgraphs
+
+
+def _int64_scalar(data: memoryview) -> tuple[str, int | None]:
+    """A TensorProto's name and, if it is one int64 number, that number (else None)."""
+    name, dtype, dims, values = "", 0, 0, []
+    for number, value in _fields(data):
+        if number == TENSOR_NAME and isinstance(value, memoryview):
+            name = bytes(value).decode("utf-8", "replace")
+        elif number == TENSOR_DATA_TYPE and isinstance(value, int):
+            dtype = value
+        elif number == TENSOR_DIMS:
+            dims += 1
+        elif number == TENSOR_INT64_DATA:
+            values += _packed_varints(value) if isinstance(value, memoryview) else [value]
+        elif number == TENSOR_RAW_DATA and isinstance(value, memoryview) and len(value) == 8:
+            values.append(int.from_bytes(bytes(value), "little", signed=True))
+    if dtype != INT64 or dims > 1 or len(values) != 1:
+        return name, None
+    count = values[0]
+    return name, count - (1 << 64) if count >= 1 << 63 else count
+
+
+def _packed_varints(data: memoryview) -> list[int]:
+    out, position = [], 0
+    while position < len(data):
+        value, position = _varint(data, position)
+        out.append(value)
+    return out
 
 
 def _first_external_tensor(model: memoryview) -> str | None:

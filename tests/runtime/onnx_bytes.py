@@ -149,3 +149,58 @@ def leaky_graph(
             sparse,
         )
     )
+
+
+BOOL = 9  # TensorProto.DataType
+
+
+def typed_value_info(name: str, elem: int, dims: Sequence[int | str]) -> bytes:
+    """value_info for any element type (``dims`` empty: a scalar)."""
+    shape = message(*((1, message((2 if isinstance(d, str) else 1, d))) for d in dims))
+    return message((1, name), (2, message((1, message((1, elem), (2, shape))))))
+
+
+def looping_sampler(trips: str, noise_dim: int, latent: int, where: str = "initializer") -> bytes:
+    """A learned prior (noise [N, noise_dim] -> z [N, latent]) that passes its noise through a
+    Loop of Identity nodes ``trips`` times before a MatMul by zeros: a graph onnxruntime runs
+    for as long as the trip count says. ``where`` gives the count as an int64 initializer, as
+    a Constant node's output (computed, not an initializer), leaves it out (a Loop that only
+    its condition could stop), or puts the Loop inside a local function."""
+    body = graph(
+        [node("Identity", ["cond"], ["cond_out"]), node("Identity", ["x"], ["x_out"])],
+        [typed_value_info("i", INT64, []), typed_value_info("cond", BOOL, []),
+         value_info("x", ["N", noise_dim])],
+        [typed_value_info("cond_out", BOOL, []), value_info("x_out", ["N", noise_dim])],
+    )  # fmt: skip
+    count = tensor("trips", [], struct.pack("<q", int(trips)), dtype=INT64)
+    initializers = [tensor("zeros", [noise_dim, latent], bytes(4 * noise_dim * latent))]
+    nodes = [node("MatMul", ["looped", "zeros"], ["z"])]
+    loop_inputs = ["trips", "", "noise"]
+    extra: list[tuple[int, bytes]] = []
+    if where == "initializer":
+        initializers.append(count)
+    elif where == "constant":
+        constant = attribute("value", count, ATTRIBUTE_TENSOR)
+        nodes.insert(0, node("Constant", [], ["trips"], constant))
+    elif where == "condition":
+        initializers.append(tensor("go", [], b"\x01", dtype=BOOL))
+        loop_inputs = ["", "go", "noise"]
+    elif where == "function":
+        function = message(
+            (1, "spin"), (4, "x"), (5, "y"),
+            (7, node("Constant", [], ["t"], attribute("value", count, ATTRIBUTE_TENSOR))),
+            (7, node("Loop", ["t", "", "x"], ["y"], attribute("body", body, ATTRIBUTE_GRAPH))),
+            (9, message((1, ""), (2, 17))), (10, "local"),
+        )  # fmt: skip
+        nodes.insert(0, message((1, "noise"), (2, "looped"), (4, "spin"), (7, "local")))
+        extra.append((25, function))
+        main = graph(nodes, [value_info("noise", ["N", noise_dim])],
+                     [value_info("z", ["N", latent])], initializers)  # fmt: skip
+        return message((1, 8), (8, message((1, ""), (2, 17))), (8, message((1, "local"), (2, 1))),
+                       (7, main), *extra)  # fmt: skip
+    else:
+        raise ValueError(where)
+    loop = node("Loop", loop_inputs, ["looped"], attribute("body", body, ATTRIBUTE_GRAPH))
+    nodes.insert(len(nodes) - 1, loop)
+    signature = [value_info("noise", ["N", noise_dim])], [value_info("z", ["N", latent])]
+    return model(graph(nodes, *signature, initializers))

@@ -31,6 +31,7 @@ from birdvae.runtime.format import (
     ModelFormatError,
     PriorInfo,
 )
+from birdvae.runtime.onnxfile import check_bounded_loops
 
 from . import onnx_bytes
 from .conftest import TINY_MODEL, one_error
@@ -96,6 +97,47 @@ def test_external_data_is_refused_wherever_the_tensor_is(where, model_copy, refr
     _replace_graph(model_copy, DECODER_FILE, leaky, refresh_manifest)
     with pytest.raises(ModelFormatError, match=r"keeps the values of tensor '\w+' in another file"):
         BirdVAE(model_copy).decode(np.zeros((1, LATENT), np.float32))
+
+
+# --- graphs that would run without end (a Loop's trip count) ---------------------------------
+
+
+def _looping_prior(model: Path, refresh, trips: int, where: str = "initializer") -> None:
+    data = onnx_bytes.looping_sampler(str(trips), 4, LATENT, where)
+    _replace_graph(model, SAMPLER_FILE, data, refresh)
+
+
+def test_a_loop_of_a_few_constant_trips_runs(model_copy, refresh_manifest):
+    """The graphs below are loadable as written: only their trip counts get them refused."""
+    _looping_prior(model_copy, refresh_manifest, 3)
+    birds = BirdVAE(model_copy).sample(2, seed=0, prior="learned")
+    assert birds.shape == (2, 3, SIZE, SIZE)
+
+
+@pytest.mark.parametrize(
+    "where, trips, message",
+    [("initializer", 10**12, "whose trip count 'trips' is 1000000000000"),
+     ("initializer", -1, "whose trip count 'trips' is -1"),
+     ("constant", 3, "whose trip count 'trips' is not an int64 initializer"),
+     ("condition", 3, "without a trip count"),
+     ("function", 3, "whose trip count 't' is not an int64 initializer")],
+)  # fmt: skip
+def test_a_loop_that_could_run_without_end_is_refused(where, trips, message):
+    # Checked without running: were the check to let one through, onnxruntime would spin.
+    data = onnx_bytes.looping_sampler(str(trips), 4, LATENT, where)
+    with pytest.raises(ModelFormatError, match=f"prior.onnx holds a Loop {message}"):
+        check_bounded_loops(data, "prior.onnx")
+
+
+def test_bird_gen_refuses_a_prior_that_loops_too_long_in_one_line(
+    cli, model_copy, refresh_manifest, tmp_path
+):
+    # 2,000 trips take onnxruntime moments: without the bound this would write birds.
+    _looping_prior(model_copy, refresh_manifest, 2000)
+    out = tmp_path / "birds.png"
+    result = cli("--model", model_copy, "--prior", "learned", "--n", 2, "-o", out)
+    one_error(result, SAMPLER_FILE, "Loop", "at most 1000")
+    assert not out.exists()
 
 
 # --- manifests --------------------------------------------------------------------------------
