@@ -35,8 +35,9 @@ TENSOR_NAME, TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION = 8, 13, 14
 TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_INT64_DATA, TENSOR_RAW_DATA = 1, 2, 7, 9
 INT64 = 7  # TensorProto.DataType
 MODEL_GRAPH, MODEL_FUNCTION, FUNCTION_NODE = 7, 25, 7
-GRAPH_NODE, GRAPH_INITIALIZER = 1, 5
-NODE_INPUT, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 4, 5, 7
+GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_SPARSE_INITIALIZER = 1, 5, 11, 15
+VALUE_NAME, SPARSE_VALUES = 1, 1
+NODE_INPUT, NODE_OUTPUT, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 4, 5, 7
 ATTRIBUTE_GRAPHS = (6, 11)  # g, graphs
 MAX_LOOP_TRIPS = 1000  # the learned prior's solver runs 10 steps; a few hundred would be slow
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
@@ -69,8 +70,9 @@ def check_bounded_loops(model: bytes, name: str) -> None:
     of a few bytes could keep ``bird-gen`` busy forever before it draws anything. The format's
     loops (the learned prior's solver steps) run a fixed number of times: every Loop's trip
     count must be an int64 initializer of its graph or an enclosing one, at most
-    MAX_LOOP_TRIPS (so a Loop inside a local function, which has no initializers, is
-    refused)."""
+    MAX_LOOP_TRIPS, and so must the product of the counts of loops inside loops (so a Loop
+    inside a local function, which has no initializers, is refused). Call it after
+    ``check_self_contained``, whose walk bounds the fields read."""
     try:
         problem = _first_unbounded_loop(memoryview(model))
     except _Malformed as exc:
@@ -83,52 +85,74 @@ def check_bounded_loops(model: bytes, name: str) -> None:
 
 
 def _first_unbounded_loop(model: memoryview) -> str | None:
-    """What is wrong with the first Loop whose trip count is not a bounded constant, or None."""
+    """What is wrong with the first Loop whose trip count is not a bounded constant, or None.
+
+    Nested loops multiply: a Loop's body runs as many times as every Loop around it allows, so
+    the bound is on the product of the trip counts on the way down."""
     # (a graph or a local function's body, the field its nodes are in, the constants in scope,
-    # depth); a function has no initializers, so no Loop in one has a constant trip count.
-    graphs: list[tuple[memoryview, int, dict[str, int | None], int]] = []
+    # how many times the graph runs, depth); a function has no initializers, so no Loop in one
+    # has a constant trip count.
+    graphs: list[tuple[memoryview, int, dict[str, int | None], int, int]] = []
     for number, value in _fields(model):
         if number == MODEL_GRAPH and isinstance(value, memoryview):
-            graphs.append((value, GRAPH_NODE, {}, 1))
+            graphs.append((value, GRAPH_NODE, {}, 1, 1))
         elif number == MODEL_FUNCTION and isinstance(value, memoryview):
-            graphs.append((value, FUNCTION_NODE, {}, 1))
+            graphs.append((value, FUNCTION_NODE, {}, 1, 1))
     while graphs:
-        data, node_field, outer, depth = graphs.pop()
+        data, node_field, outer, runs, depth = graphs.pop()
         if depth > MAX_DEPTH:
             raise _Malformed(f"graphs nest deeper than {MAX_DEPTH}")
         constants = dict(outer)
-        loops: list[list[str]] = []
-        subgraphs: list[memoryview] = []
+        computed: set[str] = set()  # names this graph's inputs and nodes define: not constants
+        nodes: list[tuple[str, list[str], list[memoryview]]] = []
+        in_function = node_field != GRAPH_NODE  # its other fields are no graph's
         for number, value in _fields(data):
-            if not isinstance(value, memoryview):
+            if not isinstance(value, memoryview) or (in_function and number != node_field):
                 continue
-            if number == GRAPH_INITIALIZER and node_field == GRAPH_NODE:
+            if number == GRAPH_INITIALIZER:
                 tensor_name, count = _int64_scalar(value)
                 constants[tensor_name] = count
+            elif number == GRAPH_SPARSE_INITIALIZER:
+                computed.update(_sparse_names(value))  # onnxruntime densifies them, last wins
+            elif number == GRAPH_INPUT:
+                computed.add(_value_name(value))
             elif number == node_field:
-                op, inputs, inner = _node(value)
-                subgraphs += inner
-                if op == "Loop":
-                    loops.append(inputs)
-        for inputs in loops:
-            trips = inputs[0] if inputs else ""
-            if not trips:
-                return "without a trip count"
-            count = constants.get(trips)
-            if count is None or not 0 <= count <= MAX_LOOP_TRIPS:
-                shown = "not an int64 initializer" if count is None else f"{count}"
-                return f"whose trip count {trips!r} is {shown}"
-        graphs += [(graph, GRAPH_NODE, constants, depth + 1) for graph in subgraphs]
+                op, inputs, outputs, inner = _node(value)
+                computed.update(outputs)
+                nodes.append((op, inputs, inner))
+        # A subgraph's input or a node's output of an outer initializer's name hides it, and
+        # a graph input of an initializer's name could be fed another value.
+        constants.update(dict.fromkeys(computed))
+        for op, inputs, inner in nodes:
+            inner_runs = runs
+            if op == "Loop":
+                trips = inputs[0] if inputs else ""
+                if not trips:
+                    return "without a trip count"
+                count = constants.get(trips)
+                if count is None or not 0 <= count <= MAX_LOOP_TRIPS:
+                    shown = "not an int64 initializer" if count is None else f"{count}"
+                    return f"whose trip count {trips!r} is {shown}"
+                inner_runs = runs * max(count, 1)
+                if inner_runs > MAX_LOOP_TRIPS:
+                    return f"nested in loops that run its body {inner_runs} times in all"
+            graphs += [(graph, GRAPH_NODE, constants, inner_runs, depth + 1) for graph in inner]
     return None
 
 
-def _node(data: memoryview) -> tuple[str, list[str], list[memoryview]]:
-    """A NodeProto's op type (an empty one outside the default domain), inputs and subgraphs."""
-    op, domain, inputs, subgraphs = "", "", [], []
+def _node(data: memoryview) -> tuple[str, list[str], list[str], list[memoryview]]:
+    """A NodeProto's op type (an empty one outside the default domain), inputs, outputs and
+    subgraphs."""
+    op, domain = "", ""
+    inputs: list[str] = []
+    outputs: list[str] = []
+    subgraphs: list[memoryview] = []
     for number, value in _fields(data):
         if not isinstance(value, memoryview):
             continue
-        if number == NODE_OP_TYPE:
+        if number == NODE_OUTPUT:
+            outputs.append(bytes(value).decode("utf-8", "replace"))
+        elif number == NODE_OP_TYPE:
             op = bytes(value).decode("utf-8", "replace")
         elif number == NODE_DOMAIN:
             domain = bytes(value).decode("utf-8", "replace")
@@ -138,7 +162,24 @@ def _node(data: memoryview) -> tuple[str, list[str], list[memoryview]]:
             for field_number, inner in _fields(value):
                 if field_number in ATTRIBUTE_GRAPHS and isinstance(inner, memoryview):
                     subgraphs.append(inner)
-    return (op if domain in ("", "ai.onnx") else ""), inputs, subgraphs
+    return (op if domain in ("", "ai.onnx") else ""), inputs, outputs, subgraphs
+
+
+def _sparse_names(data: memoryview) -> list[str]:
+    """The name of a SparseTensorProto's values tensor (the name it is known by)."""
+    return [
+        _int64_scalar(value)[0]
+        for number, value in _fields(data)
+        if number == SPARSE_VALUES and isinstance(value, memoryview)
+    ]
+
+
+def _value_name(data: memoryview) -> str:
+    """A ValueInfoProto's name."""
+    for number, value in _fields(data):
+        if number == VALUE_NAME and isinstance(value, memoryview):
+            return bytes(value).decode("utf-8", "replace")
+    return ""
 
 
 def _int64_scalar(data: memoryview) -> tuple[str, int | None]:

@@ -165,7 +165,9 @@ def looping_sampler(trips: str, noise_dim: int, latent: int, where: str = "initi
     Loop of Identity nodes ``trips`` times before a MatMul by zeros: a graph onnxruntime runs
     for as long as the trip count says. ``where`` gives the count as an int64 initializer, as
     a Constant node's output (computed, not an initializer), leaves it out (a Loop that only
-    its condition could stop), or puts the Loop inside a local function."""
+    its condition could stop), puts the Loop inside a local function, nests it in another
+    Loop (below), or hides it behind an initializer of 3 of the same name ("sparse",
+    "constant-too")."""
     body = graph(
         [node("Identity", ["cond"], ["cond_out"]), node("Identity", ["x"], ["x_out"])],
         [typed_value_info("i", INT64, []), typed_value_info("cond", BOOL, []),
@@ -177,11 +179,42 @@ def looping_sampler(trips: str, noise_dim: int, latent: int, where: str = "initi
     nodes = [node("MatMul", ["looped", "zeros"], ["z"])]
     loop_inputs = ["trips", "", "noise"]
     extra: list[tuple[int, bytes]] = []
+    sparse: list[bytes] = []
     if where == "initializer":
         initializers.append(count)
     elif where == "constant":
         constant = attribute("value", count, ATTRIBUTE_TENSOR)
         nodes.insert(0, node("Constant", [], ["trips"], constant))
+    elif where in ("shadowed", "input", "nested"):
+        # An outer Loop around the counted one. "shadowed": the outer count is an initializer
+        # 'trips' of 3, and the outer body redefines 'trips' by a Constant node; "input": the
+        # same, by a loop-carried input of the outer body (fed the count); "nested": both
+        # loops run 'trips' times, an initializer.
+        small = tensor("trips", [], struct.pack("<q", 3), dtype=INT64)
+        initializers.append(count if where == "nested" else small)
+        counted = attribute("body", body, ATTRIBUTE_GRAPH)
+        inner = node("Loop", ["trips", "", "y"], ["y_out"], counted)
+        nodes_in = [node("Identity", ["c"], ["c_out"]), inner]  # names unused inside: SSA
+        inputs_in = [typed_value_info("j", INT64, []), typed_value_info("c", BOOL, []),
+                     value_info("y", ["N", noise_dim])]  # fmt: skip
+        outputs_in = [typed_value_info("c_out", BOOL, []), value_info("y_out", ["N", noise_dim])]
+        if where == "shadowed":
+            nodes_in.insert(1, node("Constant", [], ["trips"], attribute("value", count, 4)))
+        elif where == "input":
+            initializers.append(tensor("big", [], struct.pack("<q", int(trips)), dtype=INT64))
+            inputs_in.append(typed_value_info("trips", INT64, []))
+            outputs_in.append(typed_value_info("trips_out", INT64, []))
+            nodes_in.append(node("Identity", ["trips"], ["trips_out"]))
+            loop_inputs = ["trips", "", "noise", "big"]
+        body = graph(nodes_in, inputs_in, outputs_in)
+    elif where == "sparse":  # an initializer of 3 and a sparse one of the same name
+        initializers.append(tensor("trips", [], struct.pack("<q", 3), dtype=INT64))
+        values = tensor("trips", [1], struct.pack("<q", int(trips)), dtype=INT64)
+        indices = tensor("at", [1], struct.pack("<q", 0), dtype=INT64)
+        sparse = [message((1, values), (2, indices), (3, 1))]
+    elif where == "constant-too":  # an initializer of 3 and a Constant of the same name
+        initializers.append(tensor("trips", [], struct.pack("<q", 3), dtype=INT64))
+        nodes.insert(0, node("Constant", [], ["trips"], attribute("value", count, 4)))
     elif where == "condition":
         initializers.append(tensor("go", [], b"\x01", dtype=BOOL))
         loop_inputs = ["", "go", "noise"]
@@ -200,7 +233,8 @@ def looping_sampler(trips: str, noise_dim: int, latent: int, where: str = "initi
                        (7, main), *extra)  # fmt: skip
     else:
         raise ValueError(where)
-    loop = node("Loop", loop_inputs, ["looped"], attribute("body", body, ATTRIBUTE_GRAPH))
+    outputs = ["looped", "big_out"] if where == "input" else ["looped"]
+    loop = node("Loop", loop_inputs, outputs, attribute("body", body, ATTRIBUTE_GRAPH))
     nodes.insert(len(nodes) - 1, loop)
     signature = [value_info("noise", ["N", noise_dim])], [value_info("z", ["N", latent])]
-    return model(graph(nodes, *signature, initializers))
+    return model(graph(nodes, *signature, initializers, sparse))

@@ -107,9 +107,15 @@ def _looping_prior(model: Path, refresh, trips: int, where: str = "initializer")
     _replace_graph(model, SAMPLER_FILE, data, refresh)
 
 
-def test_a_loop_of_a_few_constant_trips_runs(model_copy, refresh_manifest):
-    """The graphs below are loadable as written: only their trip counts get them refused."""
-    _looping_prior(model_copy, refresh_manifest, 3)
+@pytest.mark.parametrize("where", ["initializer", "nested", "input"])
+def test_a_loop_of_a_few_constant_trips_runs(where, model_copy, refresh_manifest):
+    """The graphs below are loadable as written: only their trip counts get them refused
+    (nested: 3 x 3 trips; input: the outer count of 3 alone is a constant)."""
+    _looping_prior(model_copy, refresh_manifest, 3, where)
+    if where == "input":  # the inner count is the outer body's input, whatever its value
+        with pytest.raises(ModelFormatError, match="'trips' is not an int64 initializer"):
+            BirdVAE(model_copy).sample(2, seed=0, prior="learned")
+        return
     birds = BirdVAE(model_copy).sample(2, seed=0, prior="learned")
     assert birds.shape == (2, 3, SIZE, SIZE)
 
@@ -120,7 +126,12 @@ def test_a_loop_of_a_few_constant_trips_runs(model_copy, refresh_manifest):
      ("initializer", -1, "whose trip count 'trips' is -1"),
      ("constant", 3, "whose trip count 'trips' is not an int64 initializer"),
      ("condition", 3, "without a trip count"),
-     ("function", 3, "whose trip count 't' is not an int64 initializer")],
+     ("function", 3, "whose trip count 't' is not an int64 initializer"),
+     ("shadowed", 10**12, "whose trip count 'trips' is not an int64 initializer"),
+     ("input", 10**12, "whose trip count 'trips' is not an int64 initializer"),
+     ("sparse", 10**12, "whose trip count 'trips' is not an int64 initializer"),
+     ("constant-too", 10**12, "whose trip count 'trips' is not an int64 initializer"),
+     ("nested", 1000, "nested in loops that run its body 1000000 times in all")],
 )  # fmt: skip
 def test_a_loop_that_could_run_without_end_is_refused(where, trips, message):
     # Checked without running: were the check to let one through, onnxruntime would spin.
