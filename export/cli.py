@@ -262,14 +262,23 @@ def _export(options: ExportOptions) -> None:
         )
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
+    used_ema = bool(ema and state.get("ema"))
+    sampler_temperature = options.temperature if default == "learned" else 1.0
     carried = None
     if learned is not None and options.selector_from is not None:
         from .selector import carried_selection
 
-        carried = carried_selection(options.selector_from, options.best_of, learned.latent_dim)
+        this_sampler = {
+            "checkpoint_sha256": sha256_of(checkpoint),
+            "weights": "ema" if used_ema else "model",
+            "autoguidance": {"weight": guide.guidance, "guide": guide.facts} if guide else None,
+            "temperature": sampler_temperature,
+        }
+        carried = carried_selection(
+            options.selector_from, options.best_of, learned.latent_dim, this_sampler
+        )
     teaches = learned is not None and options.best_of > 1 and carried is None
     judge = _judging_decoder(state, model) if teaches else None
-    used_ema = bool(ema and state.get("ema"))
     if ema and not used_ema:
         click.echo("note: the checkpoint has no weight average; exporting its raw weights",
                    err=True)  # fmt: skip
@@ -292,8 +301,9 @@ def _export(options: ExportOptions) -> None:
         source["parity"] = _parity(model, folder, splits)
         priors: dict[str, PriorInfo] = {}
         if learned is not None:
-            temperature = options.temperature if default == "learned" else 1.0
-            selection = carried or _selection(options.best_of, learned, guide, judge, temperature)
+            selection = carried or _selection(
+                options.best_of, learned, guide, judge, sampler_temperature
+            )
             priors["learned"] = _export_learned(learned, folder, opset, guide, selection)
         if options.prior_data:
             priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)

@@ -287,7 +287,8 @@ def check_graph(
         raise ExportError(f"the {graph} graph imports opsets {imports}, expected ai.onnx {opset}")
     if proto.ir_version != ir_version_for(opset):
         raise ExportError(f"the {graph} graph has IR version {proto.ir_version}")
-    banned = sorted({node.op_type for node in all_nodes(proto.graph)} & FORBIDDEN_OPS)
+    nodes = [*all_nodes(proto.graph), *(n for f in proto.functions for n in all_nodes(f))]
+    banned = sorted({node.op_type for node in nodes} & FORBIDDEN_OPS)
     if banned:
         raise ExportError(f"the {graph} graph holds forbidden op(s): {', '.join(banned)}")
     values = list(proto.graph.input) + list(proto.graph.output)
@@ -314,8 +315,9 @@ def io_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
     }
 
 
-def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph`` and of the subgraphs (a Loop's body) inside it."""
+def all_nodes(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` (or a local function) and of the subgraphs (a Loop's body)
+    inside it."""
     for node in graph.node:
         yield node
         for attribute in node.attribute:

@@ -2,9 +2,10 @@
 
 Every solver step computes the same thing over its own row of constants (training/prior.py's
 ``Sampler.step``), so the graph holds that step once, as the body of a ``Loop`` that runs it
-once per noise level. Unrolled, ten steps of the prior and its guide were 1,143 nodes, and
-onnxruntime spent about 50 ms optimising them every time ``bird-gen`` opened the file: longer
-than drawing 64 birds through them. The loop's body is a tenth of that, optimised once.
+once per noise level. onnxruntime optimises every node of a graph each time ``bird-gen`` opens
+it, so a graph with the step written out once per noise level would take that many times
+longer to open (docs/BENCHMARKS.md: 49 ms against 10 for ten steps), more than drawing 64 birds
+through it takes.
 
 The graph is three traced pieces joined by hand, each name prefixed by its piece:
 
@@ -131,17 +132,21 @@ def sampler_graph(module: nn.Module, noise_dim: int, opset: int) -> onnx.ModelPr
     sampler = module.sampler if isinstance(module, BestOf) else module
     dim = sampler.prior.latent_dim
     noise = torch.randn(EXAMPLE_BATCH, noise_dim, generator=torch.Generator().manual_seed(0))
-    x, previous = torch.randn(2, EXAMPLE_BATCH, dim, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    # Two distinct example tensors: the dynamo exporter gives one input to an aliased pair.
+    x = torch.randn(EXAMPLE_BATCH, dim, generator=generator)
+    previous = torch.randn(EXAMPLE_BATCH, dim, generator=generator)
     # The second step where there is one: both of its solver weights are in use.
     index = torch.tensor(min(1, sampler.steps - 1), dtype=torch.int64)
 
-    start = _piece(_Start(module), (noise,), [SAMPLER_INPUT], ["x", "zeros"], opset, "start/")
-    # Two distinct example tensors: the dynamo exporter gives one input to an aliased pair.
+    start = _piece(_Start(module), (noise,), [SAMPLER_INPUT], ["x", "zeros"], opset, "start",
+                   keep=SAMPLER_INPUT)  # fmt: skip
     step = _piece(
         _Step(sampler), (index, x, previous), ["i", "x", "previous"], ["next", "denoised"], opset,
-        "step/",
+        "step",
     )  # fmt: skip
-    finish = _piece(_Finish(sampler), (x,), ["x"], [SAMPLER_OUTPUT], opset, "finish/")
+    finish = _piece(_Finish(sampler), (x,), ["x"], [SAMPLER_OUTPUT], opset, "finish",
+                    keep=SAMPLER_OUTPUT)  # fmt: skip
 
     body = step.graph
     body.name = "solver_step"
@@ -173,17 +178,25 @@ def _piece(
     outputs: list[str],
     opset: int,
     prefix: str,
+    keep: str = "",
 ) -> onnx.ModelProto:
-    """One traced, optimised piece, every name prefixed but the format's own input and output
-    (which the joined graph keeps)."""
+    """One traced, optimised piece with every name put under ``prefix/`` but ``keep`` (the
+    format's input or output, which the joined graph keeps). A piece is a flat graph: one with
+    a subgraph or a sparse initializer would need more renaming than this does, so it is
+    refused."""
     proto = onnxscript.optimizer.optimize(trace(module.eval(), examples, inputs, outputs, opset))
     graph = proto.graph
+    nested = any(a.HasField("g") or a.graphs for node in graph.node for a in node.attribute)
+    if nested or graph.sparse_initializer:
+        raise ExportError(f"the sampler's {prefix} piece traced to more than a flat graph")
 
     def renamed(name: str) -> str:
-        return name if not name or name in (SAMPLER_INPUT, SAMPLER_OUTPUT) else prefix + name
+        if not name or name == keep:
+            return name
+        return f"{prefix}{name}" if name.startswith("/") else f"{prefix}/{name}"
 
-    for node in graph.node:
-        node.name = prefix + node.name
+    for number, node in enumerate(graph.node):
+        node.name = renamed(node.name or f"{node.op_type}_{number}")
         node.input[:] = [renamed(name) for name in node.input]
         node.output[:] = [renamed(name) for name in node.output]
     for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:

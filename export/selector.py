@@ -152,33 +152,57 @@ def selector_nodes(graph: onnx.GraphProto) -> list[str]:
         found[node.name] = node
         stack.extend(node.input)
     if any(not name for name in found):
-        raise ExportError("the sampler's selector has unnamed nodes; int8 could not spare them")
+        raise ExportError("the sampler's selector has unnamed nodes, so they cannot be told apart")
     return sorted(found)
 
 
-def carried_selection(folder: Path, k: int, dim: int) -> Selection:
+def carried_selection(folder: Path, k: int, dim: int, sampler: dict[str, Any]) -> Selection:
     """The selector another model folder's ``prior.onnx`` chooses with (``vae-export
     --selector-from``), so that exporting a checkpoint again keeps the birds its model chose
     instead of teaching a new selector (minutes of work, and the installed rater may have
-    changed since). The folder is verified against its manifest first; its selector must be the
-    MLP this module trains, choosing among ``k`` candidates of ``dim`` numbers. A folder that
-    cannot give one is the user's mistake: UserError, one line."""
+    changed since).
+
+    A selector predicts the birds of the sampler it was taught on, so the folder must have been
+    exported from the same sampler: ``sampler`` holds this export's checkpoint sha256, weights
+    (ema or model), autoguidance (as the manifest records it, or None) and temperature, and
+    each must match the folder's manifest. The folder is verified against its manifest first,
+    and its selector must be the MLP this module trains, choosing among ``k`` candidates of
+    ``dim`` numbers. A folder that cannot give one is the user's mistake: UserError, one line.
+    """
     try:
         manifest = verify_model_dir(folder)
     except ModelFormatError as exc:
         raise UserError(f"--selector-from: {exc}") from None
     learned = manifest.priors.get("learned")
-    facts = (learned.source or {}).get("best_of") if learned is not None else None
-    if not facts:
+    source = (learned.source or {}) if learned is not None else {}
+    facts = source.get("best_of")
+    if learned is None or not facts:
         raise UserError(f"--selector-from: {folder}'s sampler has no best-of selector")
     if facts.get("k") != k or manifest.latent_dim != dim:
         raise UserError(
             f"--selector-from: {folder}'s selector chooses among {facts.get('k')} candidates "
             f"of {manifest.latent_dim} numbers; this export asks for {k} of {dim}"
         )
-    layers = _dense_layers(onnx.load_model(folder / learned.file).graph)
+    theirs = {
+        "checkpoint_sha256": manifest.source.get("checkpoint_sha256"),
+        "weights": manifest.source.get("weights"),
+        "autoguidance": source.get("autoguidance"),
+        "temperature": facts.get("temperature"),
+    }
+    for key, ours in sampler.items():
+        if theirs.get(key) != ours:
+            raise UserError(
+                f"--selector-from: {folder} was exported from another sampler ({key} "
+                f"{theirs.get(key)!r}, here {ours!r}); a selector predicts the birds of the "
+                "sampler it was taught on"
+            )
+    try:
+        layers = _dense_layers(onnx.load_model(folder / learned.file).graph)
+    except Exception as exc:  # onnx raises assorted types for a damaged file
+        raise UserError(f"--selector-from: {folder / learned.file} cannot be read: {exc}") from None
     widths = [dim, SELECTOR_WIDTH, SELECTOR_WIDTH, 1]
-    if [tuple(weight.shape) for weight, _ in layers] != list(zip(widths[1:], widths[:-1])):
+    shapes = [(tuple(weight.shape), tuple(bias.shape)) for weight, bias in layers]
+    if shapes != [((out, into), (out,)) for into, out in zip(widths, widths[1:])]:
         raise UserError(f"--selector-from: {folder}'s selector is not the MLP vae-export writes")
     selector = nn.Sequential(
         nn.Linear(dim, SELECTOR_WIDTH), nn.SiLU(),

@@ -225,11 +225,12 @@ class Sampler(nn.Module):
             c_skip, c_out, c_in, c_noise = preconditioning(levels)
             solver = torch.tensor(solver_weights(self.sigmas), device=device)
             self.register_buffer("weights", torch.cat([c_skip, c_out, c_in, solver], dim=1))
-            self.register_buffer("gains", _stacked(prior.net.films(c_noise), 0))
-            self.register_buffer("shifts", _stacked(prior.net.films(c_noise), 1))
+            films = prior.net.films(c_noise)
+            self.register_buffer("gains", _stacked(films, 0, device))
+            self.register_buffer("shifts", _stacked(films, 1, device))
             guide_films = self.guide.net.films(c_noise) if self.guide else []
-            self.register_buffer("guide_gains", _stacked(guide_films, 0))
-            self.register_buffer("guide_shifts", _stacked(guide_films, 1))
+            self.register_buffer("guide_gains", _stacked(guide_films, 0, device))
+            self.register_buffer("guide_shifts", _stacked(guide_films, 1, device))
 
     def start(self, noise: torch.Tensor) -> torch.Tensor:
         """The solver's starting point: noise [N, D] scaled to the highest noise level."""
@@ -294,9 +295,11 @@ def solver_weights(sigmas: list[float]) -> list[list[float]]:
     return rows
 
 
-def _stacked(films: list[tuple[torch.Tensor, torch.Tensor]], part: int) -> torch.Tensor:
+def _stacked(
+    films: list[tuple[torch.Tensor, torch.Tensor]], part: int, device: torch.device
+) -> torch.Tensor:
     """FiLM gains (part 0) or shifts (1) of every block at every step: [steps, blocks, width]
     (an empty placeholder without a guide, so every sampler has the same buffers)."""
     if not films:
-        return torch.zeros(0, 0, 0)
+        return torch.zeros(0, 0, 0, device=device)
     return torch.stack([pair[part] for pair in films], dim=1).contiguous()

@@ -325,11 +325,25 @@ def test_selector_from_keeps_a_models_choice_without_teaching_one(
     """Exporting a checkpoint again with --selector-from its model keeps that model's selector
     weight for weight, and so the birds it chose, and records where the selector came from."""
     from birdvae.export import selector as selector_module
-    from birdvae.export.selector import _dense_layers
+    from birdvae.export.selector import _dense_layers, selector_nodes
+    from birdvae.runtime.format import FileEntry, Manifest
 
     checkpoint, _ = prior_checkpoint
     first, again = tmp_path / "first", tmp_path / "again"
     assert export_cli(checkpoint, "-o", first, "--best-of", 3).exit_code == 0
+    # Turn the first model's selector upside down (scores negated), so that only a carried
+    # selector, not one taught again from the same seeds, can match it.
+    proto = onnx.load_model(first / SAMPLER_FILE)
+    values = {tensor.name: tensor for tensor in proto.graph.initializer}
+    chosen = set(selector_nodes(proto.graph))
+    dense = [n for n in proto.graph.node if n.name in chosen and n.op_type in ("MatMul", "Add")]
+    for name in (name for node in dense[-2:] for name in node.input if name in values):
+        flipped = -onnx.numpy_helper.to_array(values[name])
+        values[name].CopyFrom(onnx.numpy_helper.from_array(flipped, name))
+    onnx.save_model(proto, first / SAMPLER_FILE)
+    manifest = Manifest.load(first)
+    manifest.files[SAMPLER_FILE] = FileEntry.of(first / SAMPLER_FILE)
+    manifest.save(first)
 
     def no_teaching(*args, **kwargs):
         raise AssertionError("a carried selector must not be taught again")
@@ -367,6 +381,8 @@ def test_selector_from_a_folder_that_cannot_give_one_is_one_line(
         (("--best-of", 3), chosen, "chooses among 2 candidates"),
         (("--best-of", 2), tampered, "sha256"),
         (("--best-of", 2), tmp_path / "none", "--selector-from"),
+        (("--best-of", 2, "--temperature", 0.8), chosen, "another sampler (temperature"),
+        (("--best-of", 2, "--no-ema"), chosen, "another sampler (weights"),
     ]
     for flags, source, message in cases:
         out = tmp_path / "out"

@@ -3,6 +3,7 @@ sharpened against a discriminator, each resumable, each leaving the encoder as i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,37 @@ def test_the_sampler_is_the_solver_and_ignores_nothing_but_its_noise():
     sigmas = prior.sigmas()
     assert sigmas[0] == pytest.approx(80.0) and sigmas[-1] == 0 and len(sigmas) == 6
     assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 10])
+def test_the_sampler_is_dpm_solver_2m_as_written_out(steps):
+    """The table-driven Sampler against DPM-Solver++(2M) written out step by step (Lu et al.
+    2022, the multistep update in data prediction): the tables must not change a step."""
+    torch.manual_seed(steps)
+    prior = CodePrior(6, PriorConfig(width=16, blocks=2, steps=steps)).eval()
+    with torch.no_grad():
+        for parameter in prior.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    noise = torch.randn(5, 6)
+    sigmas = prior.sigmas()
+    with torch.no_grad():
+        x, previous = noise * sigmas[0], None
+        for i in range(len(sigmas) - 1):
+            denoised = prior.denoise(x, torch.full((5,), sigmas[i]))
+            if sigmas[i + 1] == 0:
+                x = denoised
+                break
+            h = math.log(sigmas[i] / sigmas[i + 1])
+            if previous is None:
+                estimate = denoised
+            else:
+                r = math.log(sigmas[i - 1] / sigmas[i]) / h
+                estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
+            x = (sigmas[i + 1] / sigmas[i]) * x - math.expm1(-h) * estimate
+            previous = denoised
+        expected = prior.mean + prior.std * x
+        got = Sampler(prior)(noise)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_perfect_denoiser_makes_the_sampler_return_the_data():
