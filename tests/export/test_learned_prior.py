@@ -125,6 +125,28 @@ def test_a_forbidden_op_inside_a_loop_body_is_refused():
         check_graph(proto, 17, {"noise": [4], "z": [4]}, "prior")
 
 
+def test_a_forbidden_op_inside_a_local_function_is_refused():
+    from onnx import TensorProto, helper
+
+    from birdvae.export.onnx import ExportError, check_graph
+
+    spin = helper.make_function(
+        "local", "noisy", ["x"], ["y"], [helper.make_node("RandomNormalLike", ["x"], ["y"])],
+        [helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("noisy", ["noise"], ["z"], domain="local")],
+        "prior",
+        [helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])],
+    )
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8, functions=[spin]
+    )
+    with pytest.raises(ExportError, match="RandomNormalLike"):
+        check_graph(proto, 17, {"noise": [4], "z": [4]}, "prior")
+
+
 def test_asking_for_a_learned_prior_the_checkpoint_lacks_is_one_line(
     resnet_checkpoint, export_cli, tmp_path
 ):
