@@ -263,13 +263,14 @@ def _export(options: ExportOptions) -> None:
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
+    checkpoint_sha256 = sha256_of(checkpoint)
     sampler_temperature = options.temperature if default == "learned" else 1.0
     carried = None
     if learned is not None and options.selector_from is not None:
         from .selector import carried_selection
 
         this_sampler = {
-            "checkpoint_sha256": sha256_of(checkpoint),
+            "checkpoint_sha256": checkpoint_sha256,
             "weights": "ema" if used_ema else "model",
             "autoguidance": {"weight": guide.guidance, "guide": guide.facts} if guide else None,
             "temperature": sampler_temperature,
@@ -290,7 +291,7 @@ def _export(options: ExportOptions) -> None:
         "epochs": int(state["epoch"]),
         "val_bpd": _float_or_none((state.get("metrics") or {}).get("val_bpd")),
         "weights": "ema" if used_ema else "model",
-        "checkpoint_sha256": sha256_of(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
         "package_version": package_version(),
         "exporter": exporter_for(opset),
         "data": data,

@@ -1,4 +1,5 @@
-"""An ONNX file checked, before onnxruntime sees it, for values it would read from other files.
+"""An ONNX file checked, before onnxruntime sees it, for values it would read from other files
+and for loops it could run without end.
 
 An ONNX tensor may keep its values outside the file (``external_data``: a ``location``, an
 offset, a length). onnxruntime resolves that location against the model's folder or, for a model
@@ -49,11 +50,21 @@ class _Malformed(Exception):
     """The bytes are not a protobuf message as ONNX writes them; the message says where."""
 
 
-def check_self_contained(model: bytes, name: str) -> None:
+def check_graph_bytes(model: bytes, name: str) -> None:
     """Refuse (ModelFormatError) a graph ``name`` whose bytes ``model`` are not a well-formed
-    ONNX message or hold a tensor whose values are stored in another file."""
+    ONNX message, hold a tensor whose values are stored in another file, or hold a ``Loop``
+    that could run without end.
+
+    onnxruntime runs a Loop until its trip count or its condition says stop, so a hostile graph
+    of a few bytes could keep ``bird-gen`` busy forever before it draws anything. The format's
+    loops (the learned prior's solver steps) run a fixed number of times: every Loop's trip
+    count must be an int64 initializer of its graph or an enclosing one, at most
+    MAX_LOOP_TRIPS, and so must the product of the counts of loops inside loops (so a Loop
+    inside a local function, which has no initializers, is refused)."""
+    view = memoryview(model)
     try:
-        external = _first_external_tensor(memoryview(model))
+        external = _first_external_tensor(view)  # walks every field first, within bounds
+        endless = _first_unbounded_loop(view) if external is None else None
     except _Malformed as exc:
         raise ModelFormatError(f"{name} is not a well-formed ONNX file: {exc}") from None
     if external is not None:
@@ -61,25 +72,9 @@ def check_self_contained(model: bytes, name: str) -> None:
             f"{name} keeps the values of tensor {external!r} in another file (ONNX external "
             "data); the format keeps every value inside the .onnx, so it is not loaded"
         )
-
-
-def check_bounded_loops(model: bytes, name: str) -> None:
-    """Refuse (ModelFormatError) a graph ``name`` with a ``Loop`` that could run without end.
-
-    onnxruntime runs a Loop until its trip count or its condition says stop, so a hostile graph
-    of a few bytes could keep ``bird-gen`` busy forever before it draws anything. The format's
-    loops (the learned prior's solver steps) run a fixed number of times: every Loop's trip
-    count must be an int64 initializer of its graph or an enclosing one, at most
-    MAX_LOOP_TRIPS, and so must the product of the counts of loops inside loops (so a Loop
-    inside a local function, which has no initializers, is refused). Call it after
-    ``check_self_contained``, whose walk bounds the fields read."""
-    try:
-        problem = _first_unbounded_loop(memoryview(model))
-    except _Malformed as exc:
-        raise ModelFormatError(f"{name} is not a well-formed ONNX file: {exc}") from None
-    if problem is not None:
+    if endless is not None:
         raise ModelFormatError(
-            f"{name} holds a Loop {problem}; the format's loops run a fixed number of times, "
+            f"{name} holds a Loop {endless}; the format's loops run a fixed number of times, "
             f"at most {MAX_LOOP_TRIPS}, so it is not loaded"
         )
 

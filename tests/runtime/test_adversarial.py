@@ -31,7 +31,7 @@ from birdvae.runtime.format import (
     ModelFormatError,
     PriorInfo,
 )
-from birdvae.runtime.onnxfile import check_bounded_loops
+from birdvae.runtime.onnxfile import check_graph_bytes
 
 from . import onnx_bytes
 from .conftest import TINY_MODEL, one_error
@@ -137,7 +137,7 @@ def test_a_loop_that_could_run_without_end_is_refused(where, trips, message):
     # Checked without running: were the check to let one through, onnxruntime would spin.
     data = onnx_bytes.looping_sampler(str(trips), 4, LATENT, where)
     with pytest.raises(ModelFormatError, match=f"prior.onnx holds a Loop {message}"):
-        check_bounded_loops(data, "prior.onnx")
+        check_graph_bytes(data, "prior.onnx")
 
 
 def test_bird_gen_refuses_a_prior_that_loops_too_long_in_one_line(
