@@ -68,7 +68,7 @@ def export_sampler(
     [N, K * D] of which the sampler takes the selector's choice (export/selector.py)."""
     dim = prior.latent_dim
     module = sampler_module(prior, guide, guidance, selection)
-    sampler = module.sampler if isinstance(module, BestOf) else module
+    sampler = _solver(module)
     metadata = {
         "birdvae.format_version": str(FORMAT_VERSION),
         "birdvae.package_version": package_version(),
@@ -92,6 +92,11 @@ def export_sampler(
     return path
 
 
+def _solver(module: nn.Module) -> Sampler:
+    """The Sampler inside ``module`` (itself, or the one a BestOf chooses for)."""
+    return module.sampler if isinstance(module, BestOf) else module
+
+
 class _Start(nn.Module):
     """noise -> the solver's first x and the zeros that stand for the previous step's D."""
 
@@ -100,10 +105,8 @@ class _Start(nn.Module):
         self.module = module
 
     def forward(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.module, BestOf):
-            x = self.module.sampler.start(self.module.choose(noise))
-        else:
-            x = self.module.start(noise)
+        chosen = self.module.choose(noise) if isinstance(self.module, BestOf) else noise
+        x = _solver(self.module).start(chosen)
         return x, torch.zeros_like(x)
 
 
@@ -129,7 +132,7 @@ class _Finish(nn.Module):
 
 def sampler_graph(module: nn.Module, noise_dim: int, opset: int) -> onnx.ModelProto:
     """The sampler ``module`` (a Sampler, or a BestOf over one) as start, Loop and finish."""
-    sampler = module.sampler if isinstance(module, BestOf) else module
+    sampler = _solver(module)
     dim = sampler.prior.latent_dim
     noise = torch.randn(EXAMPLE_BATCH, noise_dim, generator=torch.Generator().manual_seed(0))
     generator = torch.Generator().manual_seed(1)

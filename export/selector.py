@@ -94,6 +94,16 @@ def scored_draws(
     return noise, np.concatenate(scores).astype(np.float32)
 
 
+def selector_mlp(dim: int) -> nn.Sequential:
+    """The selector's network: a noise vector of ``dim`` numbers -> its bird's predicted score
+    (Linear, SiLU, Linear, SiLU, Linear)."""
+    return nn.Sequential(
+        nn.Linear(dim, SELECTOR_WIDTH), nn.SiLU(),
+        nn.Linear(SELECTOR_WIDTH, SELECTOR_WIDTH), nn.SiLU(),
+        nn.Linear(SELECTOR_WIDTH, 1),
+    )  # fmt: skip
+
+
 def train_selector(
     noise: torch.Tensor, scores: np.ndarray, k: int, seed: int = 0
 ) -> Selection:
@@ -105,11 +115,7 @@ def train_selector(
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        selector = nn.Sequential(
-            nn.Linear(noise.shape[1], SELECTOR_WIDTH), nn.SiLU(),
-            nn.Linear(SELECTOR_WIDTH, SELECTOR_WIDTH), nn.SiLU(),
-            nn.Linear(SELECTOR_WIDTH, 1),
-        )  # fmt: skip
+        selector = selector_mlp(noise.shape[1])
     optimizer = torch.optim.AdamW(selector.parameters(), lr=2e-3, weight_decay=1e-4)
     for _ in range(SELECTOR_EPOCHS):
         order = torch.randperm(split, generator=generator)
@@ -204,11 +210,7 @@ def carried_selection(folder: Path, k: int, dim: int, sampler: dict[str, Any]) -
     shapes = [(tuple(weight.shape), tuple(bias.shape)) for weight, bias in layers]
     if shapes != [((out, into), (out,)) for into, out in zip(widths, widths[1:])]:
         raise UserError(f"--selector-from: {folder}'s selector is not the MLP vae-export writes")
-    selector = nn.Sequential(
-        nn.Linear(dim, SELECTOR_WIDTH), nn.SiLU(),
-        nn.Linear(SELECTOR_WIDTH, SELECTOR_WIDTH), nn.SiLU(),
-        nn.Linear(SELECTOR_WIDTH, 1),
-    )  # fmt: skip
+    selector = selector_mlp(dim)
     with torch.no_grad():
         for linear, (weight, bias) in zip(selector[::2], layers):
             linear.weight.copy_(torch.from_numpy(weight))
