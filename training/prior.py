@@ -192,7 +192,7 @@ def check_guide(prior: CodePrior, guide: CodePrior, guidance: float) -> None:
     if not same_scale:
         raise GuideError(
             "the guide was standardised on other codes than the prior: train it with --stage "
-            "prior from the same --init checkpoint, data and --prior-views"
+            "prior from the same --init checkpoint, --data, --seed and --prior-keep"
         )
 
 
