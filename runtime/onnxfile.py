@@ -41,6 +41,9 @@ VALUE_NAME, SPARSE_VALUES = 1, 1
 NODE_INPUT, NODE_OUTPUT, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 2, 4, 5, 7
 ATTRIBUTE_GRAPHS = (6, 11)  # g, graphs
 MAX_LOOP_TRIPS = 1000  # the learned prior's solver runs 10 steps; a few hundred would be slow
+# Ops that run their body once per element of a tensor known only at run time: an empty tensor
+# of 1e18 rows costs no memory, so nothing short of running the graph bounds them.
+UNCOUNTED_LOOPS = frozenset({"Scan", "SequenceMap"})
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 MAX_DEPTH = 64  # messages inside messages; an exported graph nests 5 deep, protobuf allows 100
 MAX_FIELDS = 1 << 22  # fields visited in all; the shipped graphs have a few thousand
@@ -52,15 +55,17 @@ class _Malformed(Exception):
 
 def check_graph_bytes(model: bytes, name: str) -> None:
     """Refuse (ModelFormatError) a graph ``name`` whose bytes ``model`` are not a well-formed
-    ONNX message, hold a tensor whose values are stored in another file, or hold a ``Loop``
-    that could run without end.
+    ONNX message, hold a tensor whose values are stored in another file, or hold a loop that
+    could run without end.
 
     onnxruntime runs a Loop until its trip count or its condition says stop, so a hostile graph
     of a few bytes could keep ``bird-gen`` busy forever before it draws anything. The format's
     loops (the learned prior's solver steps) run a fixed number of times: every Loop's trip
     count must be an int64 initializer of its graph or an enclosing one, at most
     MAX_LOOP_TRIPS, and so must the product of the counts of loops inside loops (so a Loop
-    inside a local function, which has no initializers, is refused)."""
+    inside a local function, which has no initializers, is refused). A Scan or SequenceMap runs
+    once per row of a tensor made at run time, which no constant bounds: the format has none.
+    A hung onnxruntime call ignores Ctrl-C, so this is the only place to stop such a graph."""
     view = memoryview(model)
     try:
         external = _first_external_tensor(view)  # walks every field first, within bounds
@@ -74,13 +79,13 @@ def check_graph_bytes(model: bytes, name: str) -> None:
         )
     if endless is not None:
         raise ModelFormatError(
-            f"{name} holds a Loop {endless}; the format's loops run a fixed number of times, "
+            f"{name} holds {endless}; the format's loops run a fixed number of times, "
             f"at most {MAX_LOOP_TRIPS}, so it is not loaded"
         )
 
 
 def _first_unbounded_loop(model: memoryview) -> str | None:
-    """What is wrong with the first Loop whose trip count is not a bounded constant, or None.
+    """The first loop whose count is not a bounded constant, described, or None.
 
     Nested loops multiply: a Loop's body runs as many times as every Loop around it allows, so
     the bound is on the product of the trip counts on the way down."""
@@ -120,17 +125,19 @@ def _first_unbounded_loop(model: memoryview) -> str | None:
         constants.update(dict.fromkeys(computed))
         for op, inputs, inner in nodes:
             inner_runs = runs
+            if op in UNCOUNTED_LOOPS:
+                return f"a {op}, which runs once per row of a tensor made at run time"
             if op == "Loop":
                 trips = inputs[0] if inputs else ""
                 if not trips:
-                    return "without a trip count"
+                    return "a Loop without a trip count"
                 count = constants.get(trips)
                 if count is None or not 0 <= count <= MAX_LOOP_TRIPS:
                     shown = "not an int64 initializer" if count is None else f"{count}"
-                    return f"whose trip count {trips!r} is {shown}"
+                    return f"a Loop whose trip count {trips!r} is {shown}"
                 inner_runs = runs * max(count, 1)
                 if inner_runs > MAX_LOOP_TRIPS:
-                    return f"nested in loops that run its body {inner_runs} times in all"
+                    return f"a Loop nested in loops that run its body {inner_runs} times in all"
             graphs += [(graph, GRAPH_NODE, constants, inner_runs, depth + 1) for graph in inner]
     return None
 

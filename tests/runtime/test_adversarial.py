@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from birdvae.runtime import BirdVAE
@@ -295,6 +296,15 @@ def _bomb(components: int) -> bytes:
     arrays = _valid_arrays(components)
     arrays["cholesky"] = np.zeros_like(arrays["cholesky"])
     return _npz({name: _npy(array) for name, array in arrays.items()})
+
+
+def _hidden_members(extra: int) -> bytes:
+    """The three arrays and ``extra`` more members, behind an end record that counts three:
+    zipfile reads every entry in the directory's bytes, whatever the count says."""
+    payload = {f"p{i}": _npy(np.ones(1, np.float32)) for i in range(extra)}
+    data = bytearray(_npz({**{n: _npy(a) for n, a in _valid_arrays().items()}, **payload}))
+    data[-14:-10] = struct.pack("<2H", 3, 3)  # entries on this disk, entries
+    return bytes(data)
 
 
 HOSTILE_PRIORS = {
