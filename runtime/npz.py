@@ -28,6 +28,9 @@ READ_PIECE = 1 << 18
 # on this disk, entries, directory size, directory offset, comment length.
 _END = struct.Struct("<4s4H2LH")
 _END_SIGNATURE = b"PK\x05\x06"
+# A directory entry is 46 bytes, its name (numpy's: the array's name and ".npy") and its extra
+# fields (a zip64 record at most); the shipped archives spend 57 a member.
+MAX_ENTRY_BYTES = 512
 
 
 class ArchiveError(ValueError):
@@ -59,11 +62,13 @@ def read_npz(
     _check_directory(data, len(names))
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = {_array_name(info): info for info in archive.infolist()}
+            listed = archive.infolist()
+            infos = {_array_name(info): info for info in listed}
             missing = [name for name in names if name not in infos]
             if missing:
                 raise ArchiveError(f"it lacks the arrays {missing}")
-            # At most len(names) entries, all of them present: nothing else is in the archive.
+            if len(listed) != len(names):
+                raise ArchiveError(f"it holds {len(listed)} members, not its {len(names)} arrays")
             headers = {name: _read_header(archive, infos[name]) for name in names}
             check(headers)
             return {name: _read_array(archive, infos[name], headers[name]) for name in names}
@@ -72,14 +77,21 @@ def read_npz(
 
 
 def _check_directory(data: bytes, members: int) -> None:
-    """The archive ends with its directory record, listing at most ``members`` entries, so that
-    reading the directory costs nothing whatever the file claims."""
+    """The archive ends with its directory record, listing at most ``members`` entries in a
+    directory of at most ``members`` entries' bytes just before it, so that reading the
+    directory costs nothing whatever the file claims. zipfile parses every entry the directory's
+    bytes hold, whatever count the record gives, so both are bounded."""
     if len(data) < _END.size or data[-_END.size : -_END.size + 4] != _END_SIGNATURE:
         raise ArchiveError("it is not a zip archive written by numpy (no directory at its end)")
     fields = _END.unpack(data[-_END.size :])
-    on_disk, total, comment = fields[3], fields[4], fields[7]
+    on_disk, total, size, offset, comment = fields[3], fields[4], fields[5], fields[6], fields[7]
     if comment or on_disk != total or total > members:
         raise ArchiveError(f"its directory lists {total} entries, more than its {members} arrays")
+    if size > members * MAX_ENTRY_BYTES or offset + size != len(data) - _END.size:
+        raise ArchiveError(
+            f"its directory takes {size} bytes at {offset}, not at most "
+            f"{members * MAX_ENTRY_BYTES} just before its end record"
+        )
 
 
 def _array_name(info: zipfile.ZipInfo) -> str:

@@ -141,6 +141,19 @@ def test_a_loop_that_could_run_without_end_is_refused(where, trips, message):
         check_graph_bytes(data, "prior.onnx")
 
 
+def test_a_scan_is_refused_however_few_its_rows():
+    """A Scan runs once per row of a tensor made at run time: rows of no columns cost no memory,
+    so a few bytes of graph could keep onnxruntime busy for ever (3 million rows: 14 s here),
+    and a hung run ignores Ctrl-C. onnxruntime runs the same graph at 3 rows, so only its op
+    gets it refused."""
+    data = onnx_bytes.looping_sampler("3", 4, LATENT, "scan")
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (codes,) = session.run(None, {"noise": np.ones((2, 4), np.float32)})
+    assert codes.shape == (2, LATENT)
+    with pytest.raises(ModelFormatError, match=r"prior\.onnx holds a Scan, which runs"):
+        check_graph_bytes(data, "prior.onnx")
+
+
 def test_bird_gen_refuses_a_prior_that_loops_too_long_in_one_line(
     cli, model_copy, refresh_manifest, tmp_path
 ):
@@ -328,6 +341,7 @@ HOSTILE_PRIORS = {
         _npz({**{n: _npy(a) for n, a in _valid_arrays().items()}, "payload": _npy(np.ones(3))}),
         "more than its 3 arrays",
     ),
+    "directory-hides-members": (_hidden_members(50), "its directory takes"),
     "header-lies-about-its-data": (
         _npz({"weights": _npy(shape=(2,), data=b"\0" * 4), "means": _npy(np.zeros((2, 8), "f4")),
               "cholesky": _npy(_valid_arrays()["cholesky"])}),
