@@ -94,9 +94,16 @@ def outputs_pixel_noise(session: InferenceSession) -> bool:
 def run_graph(
     session: InferenceSession, file: str, outputs: list[str], input_name: str, chunk: np.ndarray
 ) -> list[np.ndarray]:
+    """The graph's ``outputs`` for ``chunk``, each a float32 array: a graph may declare outputs
+    of any type (strings, sequences), and every caller computes with them as numbers."""
     try:
-        return session.run(outputs, {input_name: chunk})
+        values = session.run(outputs, {input_name: chunk})
     except Exception as exc:  # the input was checked, so a failure here is the graph's fault
         raise ModelFormatError(
             f"{file} failed on a batch of {len(chunk)}: {first_line(exc)}"
         ) from exc
+    for name, value in zip(outputs, values):
+        if not isinstance(value, np.ndarray) or value.dtype != np.float32:
+            kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+            raise ModelFormatError(f"{file} output {name!r} is {kind}, the format needs float32")
+    return values

@@ -250,3 +250,32 @@ def looping_sampler(trips: str, noise_dim: int, latent: int, where: str = "initi
     nodes.insert(len(nodes) - 1, loop)
     signature = [value_info("noise", ["N", noise_dim])], [value_info("z", ["N", latent])]
     return model(graph(nodes, *signature, initializers, sparse))
+
+
+def typed_graph(
+    input_name: str,
+    input_dims: Sequence[int],
+    outputs: Sequence[tuple[str, Sequence[int]]],
+    elem: int,
+) -> bytes:
+    """A graph of the format's signature whose outputs, of the right names and shapes, hold
+    values of TensorProto type ``elem`` (STRING, DOUBLE) where the format needs float32."""
+    size = math.prod(input_dims)
+    nodes = [node("Flatten", [input_name], ["flat"])]
+    initializers = []
+    for name, dims in outputs:
+        count = math.prod(dims)
+        initializers += [
+            tensor(f"{name}_zeros", [size, count], bytes(4 * size * count)),
+            tensor(f"{name}_shape", [len(dims) + 1], struct.pack(f"<{len(dims) + 1}q", -1, *dims),
+                   dtype=INT64),
+        ]  # fmt: skip
+        nodes += [
+            node("MatMul", ["flat", f"{name}_zeros"], [f"{name}_flat"]),
+            node("Reshape", [f"{name}_flat", f"{name}_shape"], [f"{name}_float"]),
+            node("Cast", [f"{name}_float"], [name], attribute("to", elem, ATTRIBUTE_INT)),
+        ]
+    signature = [value_info(input_name, ["N", *input_dims])], [
+        typed_value_info(name, elem, ["N", *dims]) for name, dims in outputs
+    ]
+    return model(graph(nodes, *signature, initializers))

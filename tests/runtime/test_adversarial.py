@@ -90,6 +90,21 @@ def test_no_graph_reads_a_file_from_the_working_directory(
     assert sorted(p.name for p in work.iterdir()) == ["secret.bin"]
 
 
+@pytest.mark.parametrize("graph", GRAPHS, ids=GRAPHS)
+@pytest.mark.parametrize(("elem", "shown"), [(8, "object"), (11, "float64")], ids=["str", "f64"])
+def test_a_graph_whose_outputs_are_not_float32_is_one_error_line(
+    cli, graph, elem, shown, model_copy, refresh_manifest, birds, out
+):
+    """Right names and shapes, wrong type: strings once ended in numpy's ValueError."""
+    file, input_name, input_dims, outputs, args = GRAPHS[graph]
+    typed = onnx_bytes.typed_graph(input_name, input_dims, outputs, elem)
+    _replace_graph(model_copy, file, typed, refresh_manifest)
+    args = [arg.format(bird=birds[0]) for arg in args]
+    result = cli(*args, "--model", model_copy, "-o", out / "b.png", "--scale", 1)
+    one_error(result, file, f"is {shown}, the format needs float32")
+    assert list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("where", ["subgraph", "initializer", "constant", "sparse"])
 def test_external_data_is_refused_wherever_the_tensor_is(where, model_copy, refresh_manifest):
     leaky = onnx_bytes.leaky_graph(
