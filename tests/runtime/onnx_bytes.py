@@ -275,7 +275,8 @@ def typed_graph(
             node("Reshape", [f"{name}_flat", f"{name}_shape"], [f"{name}_float"]),
             node("Cast", [f"{name}_float"], [name], attribute("to", elem, ATTRIBUTE_INT)),
         ]
-    signature = [value_info(input_name, ["N", *input_dims])], [
-        typed_value_info(name, elem, ["N", *dims]) for name, dims in outputs
-    ]
+    signature = (
+        [value_info(input_name, ["N", *input_dims])],
+        [typed_value_info(name, elem, ["N", *dims]) for name, dims in outputs],
+    )
     return model(graph(nodes, *signature, initializers))
