@@ -94,8 +94,9 @@ def row(tiles: np.ndarray, scale: int = 1) -> np.ndarray:
 
 
 def pairs_shape(n: int) -> tuple[int, int]:
-    """(rows, cols) of the pairs figure for n originals: a near-square block of pairs."""
-    cols = math.ceil(math.sqrt(2 * n))
+    """(rows, cols) of the pairs figure for n originals: a near-square block of pairs, never
+    wider than the photos (one photo is one column, not two with one blank)."""
+    cols = min(n, math.ceil(math.sqrt(2 * n)))
     return 2 * math.ceil(n / cols), cols
 
 

@@ -67,6 +67,7 @@ def test_row_and_pairs_layouts() -> None:
         assert (figure[GUTTER, left] == originals[i, 0, 0]).all()
         assert (figure[2 * GUTTER + 4, left] == reconstructions[i, 0, 0]).all()
     assert images.pairs_shape(50) == (2 * 5, 10)  # many photos wrap into row pairs
+    assert images.pairs_shape(1) == (2, 1)  # one photo above its reconstruction, nothing blank
 
 
 def test_uint8_round_trip_and_clipping() -> None:
