@@ -25,7 +25,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import durable, images
-from .command import Group, printable
+from .command import Group, echo
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
@@ -109,7 +109,7 @@ def _open_model(model: str, threads: int | None = None) -> BirdVAE:
     """The model ``--model`` names; a note on stderr when the name hides a folder here."""
     hidden = shadowed_folder(model)
     if hidden is not None:
-        click.echo(f"note: {model} is the shipped model; for the folder here give ./{model}",
+        echo(f"note: {model} is the shipped model; for the folder here give ./{model}",
                    err=True)  # fmt: skip
     return BirdVAE.load(model, threads)
 
@@ -258,7 +258,7 @@ def _sample_grid(vae: BirdVAE, settings: Sampling, n: int, output: Path, scale: 
     _check_pixels(height, width)
     durable.sweep_temporaries(output.parent, {output.name})
     images.save_png(images.grid(_collect_uint8(vae.draw(n, settings)), scale), output)
-    click.echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
+    echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
 
 
 def _sample_separate(
@@ -271,10 +271,10 @@ def _sample_separate(
     batches = vae.draw(n, settings)
     first = next(batches)  # a model that cannot run fails here, before the folder is made
     names = _write_separate(itertools.chain([first], batches), n, folder, scale)
-    click.echo(f"wrote {n} birds to {folder}/ ({settings})")
+    echo(f"wrote {n} birds to {folder}/ ({settings})")
     kept = len(older - names)
     if kept:
-        click.echo(f"note: {folder}/ still holds {kept} older birds besides these")
+        echo(f"note: {folder}/ still holds {kept} older birds besides these")
 
 
 def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
@@ -295,13 +295,19 @@ def _older_birds(folder: Path, force: bool) -> set[str]:
     if not folder.is_dir():
         return set()
     durable.sweep_temporaries(folder, _BirdFiles())
-    older = {entry.name for entry in folder.iterdir() if entry.name in _BirdFiles()}
-    if older and not force:
+    entries = [entry for entry in folder.iterdir() if entry.name in _BirdFiles()]
+    if entries and not force:
         raise UserError(
-            f"{folder} already holds {len(older)} birds of an earlier run; give --force to write "
+            f"{folder} already holds {len(entries)} birds of an earlier run; give --force to write "
             "over them, or another folder"
         )
-    return older
+    # --force writes over birds, never through a link to another file or over a folder.
+    odd = next((e for e in entries if e.is_symlink() or not e.is_file()), None)
+    if odd is not None:
+        kind = "a link" if odd.is_symlink() else "not a file"
+        raise UserError(f"{odd} is {kind}, not a bird of an earlier run; move it or choose "
+                        "another folder")  # fmt: skip
+    return {entry.name for entry in entries}
 
 
 def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: int) -> set[str]:
@@ -369,9 +375,9 @@ def recon(
     images.save_png(pixels, output)
     width = max(len(str(path)) for path in photos)
     for path, score in zip(photos, scores):
-        click.echo(f"{path!s:<{width}}  {score:6.2f} dB")
-    click.echo(f"{'mean':<{width}}  {sum(scores) / len(scores):6.2f} dB")
-    click.echo(
+        echo(f"{path!s:<{width}}  {score:6.2f} dB")
+    echo(f"{'mean':<{width}}  {sum(scores) / len(scores):6.2f} dB")
+    echo(
         f"wrote {output}: {len(photos)} originals and reconstructions, "
         f"{pixels.shape[1]}x{pixels.shape[0]} px"
     )
@@ -405,7 +411,7 @@ def interp(
     path = images.to_uint8_hwc(vae.interpolate(start, end, steps))
     pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), scale)
     images.save_png(pixels, output)
-    click.echo(
+    echo(
         f"wrote {output}: {steps} steps between {first} and {last}, "
         f"{pixels.shape[1]}x{pixels.shape[0]} px"
     )
@@ -454,7 +460,7 @@ def info(model: str) -> None:
         facts.append(("files" if i == 0 else "", f"{name:<16}{_human_size(size):>10}"))
     facts.append(("total", f"{_human_size(sum(sizes.values()))}"))
     for label, text in facts:
-        click.echo(printable(f"{label:<13}{text}"))
+        echo(f"{label:<13}{text}")
 
 
 def _show(value: Any) -> str:

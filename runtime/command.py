@@ -31,6 +31,12 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def echo(text: str, err: bool = False) -> None:
+    """Print a line that may hold paths: a file name can hold escape sequences, and bytes that
+    are not UTF-8 (Python's surrogates), which a strict stdout could not even encode."""
+    click.echo(printable(text), err=err)
+
+
 def one_line(text: str) -> str:
     """``text`` with its whitespace runs, newlines included, made single spaces, and printable."""
     return printable(" ".join(text.split()))

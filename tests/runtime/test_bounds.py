@@ -85,3 +85,20 @@ def test_separate_refuses_a_folder_of_older_birds_unless_forced(cli, tiny_model,
     assert forced.exit_code == 0, forced.stderr
     assert "9 older birds" in forced.stdout
     assert len(list(folder.iterdir())) == 12
+
+
+@pytest.mark.parametrize("kind", ["link", "folder"])
+def test_force_never_writes_through_a_link_or_over_a_folder(cli, tiny_model, out, kind):
+    """--force writes over an earlier run's birds; a bird's name that is a link to another file
+    (in a shared folder, the classic trap) or a folder is refused before anything is written."""
+    folder, victim = out / "birds", out / "victim.txt"
+    folder.mkdir()
+    victim.write_text("not a bird")
+    if kind == "link":
+        (folder / "bird_00000.png").symlink_to(victim)
+    else:
+        (folder / "bird_00001.png").mkdir()
+    args = ("--n", 2, "--separate", folder, "--force", "--model", tiny_model, "--threads", 1)
+    one_error(cli(*args), "bird_0000", "not a bird of an earlier run")
+    assert victim.read_text() == "not a bird"
+    assert sorted(p.name for p in folder.iterdir()) == [f"bird_0000{int(kind == 'folder')}.png"]

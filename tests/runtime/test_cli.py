@@ -129,6 +129,26 @@ def test_recon_writes_pairs_and_prints_psnr(cli, tiny_model: Path, birds: list[P
     assert not np.array_equal(figure[2:130], figure[132:260])
 
 
+def test_paths_are_printed_escaped(cli, tiny_model: Path, birds: list[Path], out: Path) -> None:
+    """A file name may hold escape sequences, or bytes that are not UTF-8 (surrogates in
+    Python), which a strict stdout cannot encode: every line that shows a path escapes them."""
+    odd = "b\x1b]0;owned\x07\udcff"
+    photo = out / f"{odd}.jpg"
+    photo.write_bytes(birds[0].read_bytes())
+    runs = [
+        ("--n", 1, "-o", out / f"{odd}.png"),
+        ("--n", 1, "--separate", out / odd),
+        ("recon", photo, "-o", out / f"r{odd}.png"),
+        ("interp", photo, birds[1], "--steps", 2, "-o", out / f"i{odd}.png"),
+    ]
+    for args in runs:
+        result = cli(*args, "--model", tiny_model, "--threads", 1)
+        _ok(result)
+        assert "\x1b" not in result.stdout and "\udcff" not in result.stdout, result.stdout
+        assert "\\x1b]0;owned\\x07\\udcff" in result.stdout, result.stdout
+    assert len(list(out.iterdir())) == 5
+
+
 def test_interp_writes_one_row(cli, tiny_model: Path, birds: list[Path], out: Path) -> None:
     args = ("interp", birds[0], birds[1], "--steps", 5, "-o", out / "i.png", "--scale", 2)
     result = cli(*args, "--model", tiny_model, "--threads", 1)
