@@ -27,6 +27,10 @@ from .errors import UserError, first_line
 # Pixels decoded at most (a JPEG counts at the reduced scale it is decoded at): 32 megapixels,
 # a large camera's photo, take at most 0.6 GB on the way to RGB. PIL's own limit is 179.
 MAX_PHOTO_PIXELS = 1 << 25
+# The raster formats a photo may be in (a camera's MPO opens as JPEG). PIL would otherwise also
+# open EPS files by handing them to Ghostscript where it is installed, a program run on a file
+# that may be hostile, and some forty formats no photo comes in, each a parser to trust.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA")
 # A square crop (left, top, right, bottom) chosen from a photo's (width, height).
 Region = Callable[[tuple[int, int]], tuple[int, int, int, int]]
 
@@ -46,7 +50,7 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
     with _decoding(path):
         with warnings.catch_warnings():  # MAX_PHOTO_PIXELS is checked below, and lower
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(path, formats=PHOTO_FORMATS)
         with image:
             if region is None and image.format == "JPEG":
                 image.draft("RGB", (size * 2, size * 2))
@@ -128,10 +132,13 @@ def _deep_gray_to_8bit(image: Image.Image) -> Image.Image:
     16-bit files span 0..65535; 32-bit integer and float images carry no range, so values up to
     255 (floats: up to 1) are read as 8-bit (unit) scaled, larger ones as 16-bit.
     """
-    values = np.asarray(image, dtype=np.float64)
+    values = np.array(image, dtype=np.float32)  # one float32 copy, scaled in place
     top = float(values.max(initial=0.0))
     if image.mode.startswith("I;16") or top > 255.0:
         peak = 65535.0
     else:
         peak = 1.0 if image.mode == "F" and top <= 1.0 else 255.0
-    return Image.fromarray(np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8))
+    values *= 255.0 / peak
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return Image.fromarray(values.astype(np.uint8))

@@ -86,7 +86,7 @@ LOADERS = {
 @pytest.mark.parametrize("loader", LOADERS, ids=LOADERS)
 def test_damaged_photos_load_or_raise_image_error(tmp_path: Path, loader: str) -> None:
     load = LOADERS[loader]
-    escaped, written = [], 0
+    escaped, written, read = [], 0, 0
     for fmt, mode, options in FORMATS:
         original = _original(fmt, mode, options)
         if original is None:
@@ -94,7 +94,12 @@ def test_damaged_photos_load_or_raise_image_error(tmp_path: Path, loader: str) -
         written += 1
         path = tmp_path / f"photo.{fmt.lower()}"
         path.write_bytes(original)
+        if fmt not in photos.PHOTO_FORMATS:  # refused whole, before its parser runs
+            with pytest.raises(ImageError, match="cannot identify"):
+                load(path)
+            continue
         assert load(path).dtype == np.uint8, fmt  # the undamaged file loads
+        read += 1
         for seed in range(MUTATIONS):
             path.write_bytes(_damaged(original, seed))
             try:
@@ -107,4 +112,14 @@ def test_damaged_photos_load_or_raise_image_error(tmp_path: Path, loader: str) -
                 continue
             assert image.dtype == np.uint8 and sorted(image.shape) == [3, SIZE, SIZE], seed
     assert written >= len(FORMATS) // 2, "this PIL writes too few formats to fuzz"
+    assert read >= len(photos.PHOTO_FORMATS) - 1, "this PIL reads too few photo formats"
     assert escaped == [], "\n".join(escaped)
+
+
+def test_a_postscript_photo_is_never_handed_to_ghostscript(tmp_path: Path) -> None:
+    """PIL opens EPS by running Ghostscript where it is installed; a photo is refused at
+    identification instead, whichever programs the machine has."""
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
+    with pytest.raises(ImageError, match="cannot identify"):
+        photos.load_image(path, SIZE)
