@@ -124,7 +124,12 @@ def create_locked(make: Callable[[], Path], opener: Callable[[Path], int]) -> tu
             os.close(fd)
             raise
         os.close(fd)
-    raise OSError(errno.EAGAIN, "another process keeps removing new temporaries", str(path))
+    raise OSError(
+        errno.EAGAIN,
+        "no new file there lasted to be opened: the folder does not take new files (as /proc), "
+        "or another process keeps removing them",
+        str(path.parent),
+    )
 
 
 def _remove(path: Path) -> None:
@@ -173,7 +178,10 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
             handle.flush()
             if sync:
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)  # still locked: a sweep never takes a file being renamed
+            try:  # still locked: a sweep never takes a file being renamed
+                os.replace(tmp, path)
+            except OSError as exc:  # name the user's file, not the temporary about to go
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
         if sync:
             fsync_dir(path.parent)
     except BaseException:

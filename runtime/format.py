@@ -353,7 +353,8 @@ def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelFormatError(f"model folder {folder} does not exist")
+        missing = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ModelFormatError(f"model folder {folder} {missing}")
     manifest = Manifest.load(folder)
     for name, entry in manifest.files.items():
         path = folder / name

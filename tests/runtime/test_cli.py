@@ -12,6 +12,8 @@ from PIL import Image
 
 from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, PRIOR_FILE
 
+from .conftest import one_error
+
 
 def _png(path: Path) -> np.ndarray:
     with Image.open(path) as image:
@@ -301,6 +303,15 @@ def test_user_mistakes_end_in_one_error_line(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert list(out.iterdir()) == [], "a failed command left files behind"
+
+
+def test_errors_say_what_is_wrong_not_only_that_it_is(cli, tiny_model: Path, birds, out):
+    """A model "folder" that is a photo, and a folder that takes no new files (/proc)."""
+    one_error(cli("--model", birds[0], "-o", out / "b.png"), "is a file, not a folder")
+    if Path("/proc/self").is_dir():
+        result = cli("--n", 1, "--model", tiny_model, "-o", "/proc/birds.png")
+        one_error(result, "/proc/birds.png", "does not take new files")
+    assert list(out.iterdir()) == []
 
 
 def test_a_named_pipe_is_refused_as_a_photo_not_waited_on(cli, tiny_model: Path, out: Path,
