@@ -133,6 +133,7 @@ class Trainer:
         self.best_val_bpd = math.inf  # the best validation score (score_key) so far
         self.best_epoch: int | None = None
         self.partial: dict[str, float] = {}
+        self.bad_in_a_row = 0  # non-finite steps in a row, whatever epochs they fall in
         if resume_state is not None:
             self._restore(resume_state)
         self.trainable = self._wrap(self._trained_module())
@@ -450,7 +451,6 @@ class Trainer:
         batch = self.config.batch_size
         # "n", "seconds", "items" and "skipped", then the sum of each figure train_step returns
         sums = self.partial or {"n": 0.0, "seconds": 0.0, "items": 0.0, "skipped": 0.0}
-        bad_in_a_row = 0
         bar = tqdm(
             total=self.steps_per_epoch, initial=self.batch_in_epoch, leave=False, unit="batch",
             desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
@@ -466,15 +466,15 @@ class Trainer:
             bar.update(1)
             if stats is None:
                 sums["skipped"] += 1
-                bad_in_a_row += 1
-                if bad_in_a_row >= self.config.max_bad_steps:
+                self.bad_in_a_row += 1  # across epochs: a small set has few steps in each
+                if self.bad_in_a_row >= self.config.max_bad_steps:
                     bar.close()
                     raise TrainingError(
-                        f"{bad_in_a_row} non-finite steps in a row at step {self.step}: "
+                        f"{self.bad_in_a_row} non-finite steps in a row at step {self.step}: "
                         "the run diverged; lower --lr or resume from best.pt"
                     )
                 continue
-            bad_in_a_row = 0
+            self.bad_in_a_row = 0
             for key, value in stats.items():
                 sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + value
             sums["n"] += 1
@@ -493,6 +493,11 @@ class Trainer:
 
     def _end_epoch(self) -> dict[str, Any]:
         sums, self.partial = self.partial, {}
+        if not sums["n"]:  # no figures to log or score: the run has nothing to go on from
+            raise TrainingError(
+                f"every step of epoch {self.epoch + 1} was non-finite: the run diverged; lower "
+                "--lr or resume from best.pt"
+            )
         self.epoch += 1
         self.batch_in_epoch = 0
         n = max(sums["n"], 1.0)

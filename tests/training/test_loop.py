@@ -175,6 +175,30 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
     assert "Traceback" not in grid.output and not (tmp_path / "run" / LAST).exists()
 
 
+@pytest.mark.parametrize(("good_steps", "max_bad", "message", "steps_taken"), [
+    (0, 20, "every step of epoch 1 was non-finite", 5),
+    (3, 3, "3 non-finite steps in a row", 6),  # 2 at the end of epoch 1, the 3rd opens epoch 2
+])  # fmt: skip
+def test_a_diverged_run_on_few_photos_stops_with_one_line(
+    image_folder, tmp_path, monkeypatch, good_steps, max_bad, message, steps_taken
+):
+    """An epoch of 5 steps cannot hold max_bad_steps in a row, so the count runs across
+    epochs, and an epoch whose every step was skipped (nothing to log) ends the run."""
+    real, calls = Trainer.train_step, []
+
+    def diverging(self, batch):
+        calls.append(1)
+        return real(self, batch) if len(calls) <= good_steps else None
+
+    monkeypatch.setattr(Trainer, "train_step", diverging)
+    config = tiny_config(image_folder, epochs=4, max_bad_steps=max_bad)
+    trainer = Trainer(config, tmp_path / "run", log=_quiet)
+    assert trainer.steps_per_epoch == 5
+    with pytest.raises(loop.TrainingError, match=message):
+        trainer.fit()
+    assert len(calls) == steps_taken
+
+
 def test_a_bug_in_training_keeps_its_traceback(image_folder, tmp_path, monkeypatch):
     """A ValueError from inside training is a bug: it keeps its traceback."""
 
