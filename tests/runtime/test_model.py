@@ -17,6 +17,7 @@ from birdvae.runtime.format import (
     ENCODER_FILE,
     MANIFEST_FILE,
     PRIOR_FILE,
+    SAMPLER_FILE,
     Manifest,
     ModelFormatError,
 )
@@ -416,3 +417,18 @@ def test_a_shipped_manifest_names_its_data_without_paths(name: str) -> None:
     data = Manifest.load(shipped_model_dir(name)).source["data"]
     assert data["names"] and all("/" not in n and "\\" not in n for n in data["names"])
     assert "shared" not in json.dumps(data)
+
+
+def test_a_version_1_folder_draws_what_its_version_2_form_draws(model_copy: Path) -> None:
+    """Version 1 (one mixture under ``prior``, no learned prior) is still read, as the mixture
+    it was: the same birds for a seed as the same folder written as version 2."""
+    want = BirdVAE(model_copy).sample(3, seed=5, prior="fitted")
+    data = json.loads((model_copy / MANIFEST_FILE).read_text())
+    fitted = data.pop("priors")["fitted"]
+    del fitted["kind"], data["files"][SAMPLER_FILE]
+    (model_copy / SAMPLER_FILE).unlink()
+    data.update(format_version=1, prior=fitted, default_prior="fitted")
+    (model_copy / MANIFEST_FILE).write_text(json.dumps(data))
+    old = BirdVAE(model_copy)
+    assert tuple(old.prior_names) == ("fitted", "standard")
+    np.testing.assert_array_equal(old.sample(3, seed=5), want)
