@@ -324,9 +324,9 @@ def _new_run(options: dict) -> Path:
 def _check_outside_data(run_dir: Path, data: Sequence[str]) -> None:
     """Refuse a run folder inside a data folder: its sample grids are PNGs, and the next load of
     that folder (a resume, a later stage) would take them for photos."""
-    run = Path(os.path.abspath(run_dir))
+    run = Path(run_dir).resolve()  # through links, as the data folders are compared
     for source in data:
-        root = Path(os.path.abspath(Path(source).expanduser()))
+        root = Path(source).expanduser().resolve()
         if run == root or root in run.parents:
             raise UserError(
                 f"-o/--output {run_dir} is inside the data folder {source}: the run's grids "

@@ -189,7 +189,12 @@ def read_cub_layout(cub_root: Path) -> list[_Item]:
 
     def table(name: str) -> dict[str, list[str]]:
         rows: dict[str, list[str]] = {}
-        for number, line in enumerate((cub_root / name).read_text().splitlines(), 1):
+        try:
+            text = (cub_root / name).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{cub_root / name} is not UTF-8 text ({exc.reason} at byte "
+                            f"{exc.start})") from None  # fmt: skip
+        for number, line in enumerate(text.splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
@@ -227,8 +232,8 @@ def split_folder(root: Path, val_fraction: float) -> list[_Item]:
             groups[path.parent].append(path)
     items = []
     for files in groups.values():
-        ranked = sorted(
-            files, key=lambda p: hashlib.sha1(str(p.relative_to(root)).encode()).digest()
+        ranked = sorted(  # the name's bytes: a name need not be UTF-8
+            files, key=lambda p: hashlib.sha1(os.fsencode(p.relative_to(root))).digest()
         )
         n_val = round(len(ranked) * val_fraction)
         if val_fraction > 0 and n_val == 0 and len(ranked) >= 2:

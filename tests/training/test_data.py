@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -91,6 +92,22 @@ def test_cub_layout_uses_its_split_and_crops_to_the_box(tmp_path: Path):
     assert len(splits.train) == 3 and len(splits.val) == 1
     centre = splits.train[:, :, 8, 8].astype(int)  # [N, 3]
     assert (centre[:, 0] > 200).all() and (centre[:, 2] < 60).all()  # the bird, not the sky
+
+
+def test_names_that_are_not_utf8_are_data_not_tracebacks(tmp_path: Path):
+    """A photo's or species folder's name in another encoding (an old archive, unpacked) is
+    split like any other; an index of CUB's that is not UTF-8 is one DataError naming it."""
+    root = tmp_path / "data"
+    odd = os.fsdecode(b"sp\xe9cies")  # Latin-1, not UTF-8
+    write_images(root / odd, 10, seed=3)
+    write_images(root / "plain", 10, seed=4)
+    splits = load_splits(root, 16, val_fraction=0.2, cache_dir=tmp_path / "cache")
+    assert len(splits.train) == 16 and len(splits.val) == 4
+    assert odd in splits.classes
+    cub = _fake_cub(tmp_path / "cub") / "CUB_200_2011"
+    (cub / "images.txt").write_bytes(b"1 001.Tiny_Bird/bird_\xe9.jpg\n")
+    with pytest.raises(DataError, match=r"images\.txt is not UTF-8"):
+        load_splits(cub.parent, 16)
 
 
 def test_a_photo_cub_lists_but_the_folder_lacks_is_skipped_with_a_warning(tmp_path: Path):

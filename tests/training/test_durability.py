@@ -179,15 +179,20 @@ def test_a_data_error_leaves_no_run_folder(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "case", ["same folder twice", "one inside another", "run inside data", "all in validation"]
-)
+    "case",
+    ["same folder twice", "one inside another", "run inside data",
+     "run inside data, through a link", "all in validation"],
+)  # fmt: skip
 def test_data_that_would_train_on_the_wrong_photos_is_refused(image_folder, tmp_path, case):
     species = sorted(p for p in image_folder.iterdir() if p.is_dir())[0]
     run = tmp_path / "run"
+    link = tmp_path / "birds-link"
+    link.symlink_to(image_folder)
     args = {
         "same folder twice": ["--data", image_folder, "--data", f"{image_folder}/", "-o", run],
         "one inside another": ["--data", image_folder, "--data", species, "-o", run],
         "run inside data": ["--data", image_folder, "-o", image_folder / "run"],
+        "run inside data, through a link": ["--data", link, "-o", image_folder / "run"],
         "all in validation": ["--data", image_folder, "--val-fraction", 0.99, "-o", run],
     }[case]
     result = CliRunner().invoke(train_command, [str(arg) for arg in args])
@@ -196,6 +201,7 @@ def test_data_that_would_train_on_the_wrong_photos_is_refused(image_folder, tmp_
     assert len(line.splitlines()) == 1 and line.startswith("error: ")
     assert {"same folder twice": "overlap", "one inside another": "overlap",
             "run inside data": "inside the data folder",
+            "run inside data, through a link": "inside the data folder",
             "all in validation": "all 48 images in validation"}[case] in line  # fmt: skip
     assert not run.exists() and not (image_folder / "run").exists()
 
