@@ -1,8 +1,10 @@
 """Export: a trained checkpoint becomes a model folder the torch-free runtime loads.
 
-``onnx`` writes and checks the two graphs, ``parity`` proves onnxruntime computes what PyTorch
-computes, ``prior`` fits the latent density the runtime samples from, ``quantize`` makes the
-optional int8 graphs, and ``cli`` (``vae-export``) runs them in order into a staging folder that
+``onnx`` writes and checks the encoder and decoder graphs, ``sampler`` the learned prior's
+graph (one ONNX Loop over a solver step) and ``selector`` its best-of-K choice, ``parity``
+proves onnxruntime computes what PyTorch computes, ``prior`` fits the Gaussian mixture,
+``quantize`` makes the optional int8 graphs, ``destination`` replaces a model folder only with
+what export wrote, and ``cli`` (``vae-export``) runs them in order into a staging folder that
 replaces the destination only once every check has passed. Needs the ``train`` extra.
 """
 

@@ -484,7 +484,7 @@ def _export_learned(
     prior: Any, folder: Path, opset: int, guide: Guide | None, selection: Any = None
 ) -> Any:
     """Write ``prior.onnx`` from the checkpoint's learned prior and prove its parity."""
-    from birdvae.runtime.format import SAMPLER_FILE, PriorInfo
+    from birdvae.runtime.format import PRIOR_KINDS, PriorInfo
 
     from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
     from .sampler import export_sampler
@@ -507,12 +507,13 @@ def _export_learned(
     if selection is not None:
         source["best_of"] = selection.facts
         noise_dim *= selection.k
-    return PriorInfo(kind="sampler", file=SAMPLER_FILE, noise_dim=noise_dim, source=source)
+    kind, file = PRIOR_KINDS["learned"]
+    return PriorInfo(kind=kind, file=file, noise_dim=noise_dim, source=source)
 
 
 def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
     """Fit the mixture to the training split's posterior means and write ``prior.npz``."""
-    from birdvae.runtime.format import ENCODER_FILE, PRIOR_FILE, PriorInfo
+    from birdvae.runtime.format import ENCODER_FILE, PRIOR_FILE, PRIOR_KINDS, PriorInfo
 
     from .onnx import ExportError
     from .parity import encode_means
@@ -532,9 +533,8 @@ def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
         "converged": mixture.converged,
         **held_out_fit(mixture, encode_means(folder / ENCODER_FILE, splits.val)),
     }
-    return PriorInfo(
-        kind="gaussian-mixture", file=PRIOR_FILE, components=components, source=figures
-    )
+    kind, file = PRIOR_KINDS["fitted"]
+    return PriorInfo(kind=kind, file=file, components=components, source=figures)
 
 
 def _real_images(

@@ -23,10 +23,9 @@ from pathlib import Path
 
 from birdvae.runtime import durable
 from birdvae.runtime.errors import UserError
-from birdvae.runtime.format import MANIFEST_FILE, Manifest, ModelFormatError
-from birdvae.runtime.format import MODEL_FILES as LISTED_FILES
+from birdvae.runtime.format import MANIFEST_FILE, MODEL_FILES, Manifest, ModelFormatError
 
-MODEL_FILES = frozenset({MANIFEST_FILE, *LISTED_FILES})
+FOLDER_FILES = frozenset({MANIFEST_FILE, *MODEL_FILES})  # what a model folder may hold
 
 
 def int8_candidate(graph: Path) -> Path:
@@ -36,8 +35,8 @@ def int8_candidate(graph: Path) -> Path:
 
 
 # What a staging folder may also hold while it is being built: the int8 candidates.
-STAGING_FILES = MODEL_FILES | {
-    int8_candidate(Path(name)).name for name in LISTED_FILES if name.endswith(".onnx")
+STAGING_FILES = FOLDER_FILES | {
+    int8_candidate(Path(name)).name for name in MODEL_FILES if name.endswith(".onnx")
 }
 
 
@@ -57,7 +56,7 @@ def check_replaceable(destination: Path) -> None:
     entries = sorted(destination.iterdir())
     if not entries:
         return
-    foreign = [e.name for e in entries if not _is_our_file(e, MODEL_FILES)]
+    foreign = [e.name for e in entries if not _is_our_file(e, FOLDER_FILES)]
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         shown = ", ".join(foreign[:3]) + more

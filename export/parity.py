@@ -33,7 +33,7 @@ from .onnx import DecoderGraph, ExportError, decoder_outputs
 from .sampler import sampler_module
 from .selector import Selection
 
-# max |difference| of decoded images in [0, 1]; the format allows 1e-4. The pixel locations,
+# max |difference| of decoded images in [0, 1]. The pixel locations,
 # scales and couplings that may follow them are held to it per unit of max(1, largest |value|):
 # a scale is exp(log-scale), and a code far from the data (a random z) can ask for scales of 20
 # or more, where float32 rounding alone exceeds 1e-5.

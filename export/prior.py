@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from birdvae.runtime.format import PRIOR_ARRAYS
+
 REG_COVAR = 1e-6  # added to every covariance's diagonal: keeps collapsed latent dims invertible
 MAX_ITER = 300
 TOL = 1e-5  # stop when the mean log-likelihood changes less than this, in nats per dimension
@@ -53,11 +55,9 @@ class GaussianMixture:
         mixture over 256 dimensions is 10.5 MB stored plain, 4.7 MB compressed.
         """
         with open(path, "wb") as handle:
+            arrays = (self.weights, self.means, self.cholesky)
             np.savez_compressed(
-                handle,
-                weights=self.weights.astype(np.float32),
-                means=self.means.astype(np.float32),
-                cholesky=self.cholesky.astype(np.float32),
+                handle, **{name: a.astype(np.float32) for name, a in zip(PRIOR_ARRAYS, arrays)}
             )
 
 

@@ -70,15 +70,6 @@ def hold(path: Path) -> int | None:
     return None
 
 
-def is_abandoned(path: Path) -> bool:
-    """Whether no live process holds ``path``'s lock (so its writer died); False when unsure."""
-    fd = claim(path)
-    if fd is None:
-        return False
-    os.close(fd)
-    return True
-
-
 def claim(path: Path) -> int | None:
     """Lock ``path`` (a file or folder) if its writer is dead, for the caller to remove it while
     it holds the descriptor (then close it); None when a live process holds it, it is gone, or
@@ -229,7 +220,7 @@ def copy_atomic(source: Path, target: Path) -> None:
 
 
 def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
-    """Remove ``.NAME.XXXXXXXX.tmp`` files in ``folder`` whose NAME is in ``names`` and whose
+    """Remove ``.NAME.bvae-XXXXXXXX.tmp`` files in ``folder`` whose NAME is in ``names`` and whose
     writer is dead; returns what was removed. Nothing else is touched, and one that cannot be
     removed (another user's, in a shared folder) is left as it is."""
     removed: list[Path] = []

@@ -71,7 +71,7 @@ PRIOR_NAMES = (*PRIOR_KINDS, "standard")
 
 # Bounds on what a manifest may state, so that the work and memory a model asks for are known
 # before any of it is done. Each is far above a real model's: the shipped ones are 32 and 64 px,
-# 256 latent numbers, 40 x 256 x 256 mixture values and files of a few MB.
+# 128 latent numbers, 10 x 128 x 128 mixture values and files of a few MB.
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILE_BYTES = 256 << 20  # any listed file; protobuf itself stops at 2 GiB
 MAX_IMAGE_SIZE = 256

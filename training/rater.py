@@ -30,8 +30,8 @@ from .sharpen import diff_augment
 
 SHEET_TILE = 112  # rating_sheet.py shows each picture at this size, nearest neighbour
 WIDTH = 16
-# Scores above this are not pushed further: the goal for the mean rating. The photos
-# themselves average 1.5 to 1.7 at 32x32.
+# Scores above this are not pushed further: the mean rating of a bird people recognise (the
+# photos themselves average 1.3 to 1.7 at 32x32), past which a picture is not worth pulling.
 RATER_TARGET = 1.3
 RATER_VIEWS = 2  # random colour-and-translation views a picture is rated under
 RATER_AUGMENT = "color,translation"

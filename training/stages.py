@@ -8,8 +8,9 @@
 Freezing the encoder keeps every code valid across stages: the prior learned on its codes
 stays the prior of the sharpened decoder. Each stage starts from an earlier stage's
 checkpoint (``config.init``) and writes checkpoints that hold everything export needs: the VAE
-under ``model``/``ema`` as the VAE stage writes them, and the prior, when one was trained,
-under ``prior``.
+under ``model``/``ema`` as the VAE stage writes them, and the learned prior, when one was
+trained, under ``prior_ema`` (its averaged weights, which export ships; a prior stage's own
+checkpoints keep the raw ``prior`` too, to resume from).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """benchmarks/quality.py end to end on the test model and a folder of the shipped fixture birds:
-every row it documents is printed, ``--sweep`` included (it once read a manifest field that
-no longer exists)."""
+every row it documents is printed, ``--sweep`` included, so a manifest field it reads cannot
+go away unnoticed."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -97,10 +96,6 @@ def test_console_script_end_to_end(tiny_model: Path, tmp_path: Path) -> None:
     assert len(done.stderr.splitlines()) == 1 and "bird-gen --help" in done.stderr
 
 
-@pytest.mark.skipif(
-    not files("birdvae.models").joinpath("birds32", "manifest.json").is_file(),
-    reason="the shipped model models/birds32 is not trained and exported yet (no manifest.json)",
-)
 def test_default_model_from_the_command_line(tmp_path: Path) -> None:
     status, modules = _imported("--n", 4, "--threads", 1, cwd=tmp_path)
     assert status == 0 and (tmp_path / "birds.png").is_file()
