@@ -337,13 +337,25 @@ def _check_outside_data(run_dir: Path, data: Sequence[str]) -> None:
 def _new_config(options: dict, given: set[str]) -> TrainConfig:
     """A new run's config: its stage's defaults, then the command line; an impossible
     architecture is refused here, before any data is read."""
+    import torch
+
     from .model import VAE
 
     config = _vae_config(options, given) if options["stage"] == "vae" else _stage_config(
         options, given
     )
-    VAE(config.model)
+    config.model.check_sizes()
+    with torch.device("meta"):  # shapes only: an architecture too large is refused unbuilt
+        parameters = sum(p.numel() for p in VAE(config.model).parameters())
+    if parameters > MAX_PARAMETERS:
+        raise UserError(
+            f"that architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "
+            "a run may have (the shipped 32x32 model has 3 million); choose smaller sizes"
+        )
     return config
+
+
+MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
 
 
 ARCHITECTURE_FLAGS = {

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from birdvae.runtime.errors import UserError
+from birdvae.runtime.format import MAX_IMAGE_SIZE
+
+MAX_BLOCKS = 64  # residual blocks a level; the shipped models have 1
 
 CONFIG_VERSION = 2
 
@@ -66,6 +69,12 @@ class ModelConfig:
             if type(value) is not int or not 1 <= value <= 1 << 16:
                 raise ConfigError(f"model {name} must be a whole number from 1 to 65536, "
                                   f"not {value!r}")  # fmt: skip
+        if self.blocks_per_level > MAX_BLOCKS:  # each a module Python builds one by one
+            raise ConfigError(f"model blocks_per_level must be at most {MAX_BLOCKS}, not "
+                              f"{self.blocks_per_level}")  # fmt: skip
+        if self.image_size > MAX_IMAGE_SIZE:  # every photo is decoded at this size first
+            raise ConfigError(f"model image_size must be at most {MAX_IMAGE_SIZE} (what the "
+                              f"model format allows), not {self.image_size}")  # fmt: skip
 
 
 @dataclass

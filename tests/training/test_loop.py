@@ -175,6 +175,20 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
     assert "Traceback" not in grid.output and not (tmp_path / "run" / LAST).exists()
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--latent-dim", "1000000000"], "latent_dim must be a whole number from 1 to 65536"),
+    (["--blocks-per-level", "65536"], "blocks_per_level must be at most 64"),
+    (["--latent-dim", "65536", "--image-size", "64"], "parameters, more than the"),
+])  # fmt: skip
+def test_an_architecture_too_large_is_refused_before_it_is_built(tmp_path, flags, message):
+    """Checked on torch's meta device, which allocates nothing: built for real, the first
+    asked torch for 16 TB (a traceback) and the second filled memory for minutes."""
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(("good_steps", "max_bad", "message", "steps_taken"), [
     (0, 20, "every step of epoch 1 was non-finite", 5),
     (3, 3, "3 non-finite steps in a row", 6),  # 2 at the end of epoch 1, the 3rd opens epoch 2
