@@ -98,9 +98,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(f"{path} is not a readable checkpoint: {type(exc).__name__}") from exc
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a bird-vae checkpoint (missing keys)")
-    if state["format"] != CHECKPOINT_FORMAT:
+    if type(state["format"]) is not int or state["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} has checkpoint format {state['format']}, expected {CHECKPOINT_FORMAT}"
+            f"{path} has checkpoint format {state['format']!r}, expected {CHECKPOINT_FORMAT}"
         )
     for key in WEIGHT_KEYS:
         if _non_finite(state.get(key)):

@@ -8,7 +8,8 @@ started with.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,8 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         _reject_unknown(cls, data)
         config = cls(**data)
-        config.check_sizes()
-        return config
+        config.check_sizes()  # its messages say the sizes' range
+        return _checked(config)
 
     def check_sizes(self) -> None:
         """Refuse sizes no network can have (a hand-edited or damaged config) with a line
@@ -97,7 +98,7 @@ class PriorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PriorConfig:
         _reject_unknown(cls, data)
-        return cls(**data)
+        return _checked(cls(**data))
 
 
 @dataclass
@@ -143,7 +144,7 @@ class SharpenConfig:
         data = dict(data)
         if "adam_betas" in data:  # JSON has no tuples
             data["adam_betas"] = tuple(data["adam_betas"])
-        return cls(**data)
+        return _checked(cls(**data))
 
 
 @dataclass
@@ -199,7 +200,13 @@ class TrainConfig:
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
         values["prior"] = PriorConfig.from_dict(values.get("prior", {}))
         values["sharpen"] = SharpenConfig.from_dict(values.get("sharpen", {}))
-        return cls(**values)
+        config = _checked(cls(**values))
+        for name in ("epochs", "batch_size", "grid_size", "max_bad_steps"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(config, name)}")
+        if config.lr <= 0:
+            raise ConfigError(f"lr must be above 0, not {config.lr}")
+        return config
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -229,6 +236,37 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
         values["data"] = [data] if isinstance(data, str) and data else list(data or [])
     values["config_version"] = CONFIG_VERSION
     return values
+
+
+def _checked(config: Any) -> Any:
+    """``config`` once each plain field holds its default's type (a float may be given as a
+    whole number; every number finite, every count at least 0), so a hand-edited or hostile
+    config.json or checkpoint is one line naming the field, not a TypeError deep in training."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if is_dataclass(default):
+            continue
+        if isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, tuple) and len(value) == len(default)
+            ok = ok and all(_is_number(v, float) for v in value)
+        else:
+            ok = _is_number(value, type(default)) if type(default) in (int, float) else (
+                type(value) is type(default))  # fmt: skip
+        if not ok:
+            kind = {int: "a count", float: "a number", str: "text", bool: "true or false",
+                    list: "a list of text", tuple: "a pair of numbers"}[type(default)]  # fmt: skip
+            raise ConfigError(f"{type(config).__name__} {f.name} must be {kind}, not {value!r}")
+    return config
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    """A finite int (a count, at least 0) or float (an int is one too); never a bool."""
+    if type(value) is int:
+        return value >= 0 if kind is int else True
+    return kind is float and type(value) is float and math.isfinite(value)
 
 
 def _reject_unknown(cls: type, data: dict[str, Any]) -> None:

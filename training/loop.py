@@ -632,7 +632,12 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        if not 0 <= self.batch_in_epoch <= self.steps_per_epoch:
+            raise ValueError(f"it stopped at batch {self.batch_in_epoch} of an epoch of "
+                             f"{self.steps_per_epoch}")  # fmt: skip
         self.partial = dict(state.get("partial", {}))
+        if self.partial and not {"n", "seconds", "items", "skipped"} <= set(self.partial):
+            raise ValueError("its unfinished epoch's sums are incomplete")
         self.step = int(state["step"])
         self.best_val_bpd = float(state["best_val_bpd"])
         best_epoch = state.get("best_epoch")

@@ -123,6 +123,33 @@ def test_non_finite_weights_are_refused(straight, tmp_path):
         checkpoint.load(tmp_path / "nan.pt")
 
 
+HOSTILE_EDITS = {  # what a hand-edited or crafted last.pt holds -> what the one line says
+    "data not a list": (lambda s: s["config"].update(data=5), "data must be a list of text"),
+    "batch size 0": (lambda s: s["config"].update(batch_size=0), "batch_size must be at least 1"),
+    "lr as text": (lambda s: s["config"].update(lr="x"), "lr must be a number"),
+    "grid of 0": (lambda s: s["config"].update(grid_size=0), "grid_size must be at least 1"),
+    "huge images": (lambda s: s["config"]["model"].update(image_size=65536), "at most 256"),
+    "format a tensor": (lambda s: s.update(format=torch.tensor([1, 1])), "checkpoint format"),
+    "batch past the epoch": (lambda s: s.update(batch_in_epoch=10**9), "stopped at batch"),
+    "batch before it": (lambda s: s.update(batch_in_epoch=-3), "stopped at batch -3"),
+}
+
+
+@pytest.mark.parametrize("edit", HOSTILE_EDITS, ids=HOSTILE_EDITS)
+def test_a_crafted_checkpoint_is_one_line_on_resume(straight, tmp_path, edit):
+    """Each was a traceback (TypeError, ZeroDivisionError, an ambiguous tensor), or photos
+    decoded at 65536x65536 until memory ran out."""
+    change, message = HOSTILE_EDITS[edit]
+    state = checkpoint.load(straight[1] / LAST)
+    change(state)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(state, run / LAST)
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_resume_without_optimizer_state_is_one_line(straight, tmp_path):
     _, reference = straight
     state = checkpoint.load(reference / LAST)
