@@ -263,6 +263,7 @@ def _export(options: ExportOptions) -> None:
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
+    weights = "ema" if used_ema else "model"  # as the manifest records them, in two places
     checkpoint_sha256 = sha256_of(checkpoint)
     sampler_temperature = options.temperature if default == "learned" else 1.0
     carried = None
@@ -271,8 +272,8 @@ def _export(options: ExportOptions) -> None:
 
         this_sampler = {
             "checkpoint_sha256": checkpoint_sha256,
-            "weights": "ema" if used_ema else "model",
-            "autoguidance": {"weight": guide.guidance, "guide": guide.facts} if guide else None,
+            "weights": weights,
+            "autoguidance": _autoguidance_facts(guide),
             "temperature": sampler_temperature,
         }
         carried = carried_selection(
@@ -290,7 +291,7 @@ def _export(options: ExportOptions) -> None:
         "architecture": config.to_dict()["model"],
         "epochs": int(state["epoch"]),
         "val_bpd": _float_or_none((state.get("metrics") or {}).get("val_bpd")),
-        "weights": "ema" if used_ema else "model",
+        "weights": weights,
         "checkpoint_sha256": checkpoint_sha256,
         "package_version": package_version(),
         "exporter": exporter_for(opset),
@@ -480,6 +481,11 @@ def _selection(
     return selection
 
 
+def _autoguidance_facts(guide: Guide | None) -> dict[str, Any] | None:
+    """What the manifest says of a guide, which ``--selector-from`` compares too."""
+    return None if guide is None else {"weight": guide.guidance, "guide": guide.facts}
+
+
 def _export_learned(
     prior: Any, folder: Path, opset: int, guide: Guide | None, selection: Any = None
 ) -> Any:
@@ -502,7 +508,7 @@ def _export_learned(
         "parity_tolerance_relative": SAMPLER_TOL,
     }  # fmt: skip
     if guide is not None:
-        source["autoguidance"] = {"weight": guide.guidance, "guide": guide.facts}
+        source["autoguidance"] = _autoguidance_facts(guide)
     noise_dim = prior.latent_dim
     if selection is not None:
         source["best_of"] = selection.facts
