@@ -30,8 +30,16 @@ def check_between(value: float, name: str, high: float) -> float:
     return value
 
 
+MAX_REASON = 300  # characters of a library's message shown on an error line
+
+
 def first_line(exc: BaseException) -> str:
     """A library's exception as a short reason: its first line, or its type when it says
-    nothing (onnxruntime's and PIL's messages run to several lines)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    nothing (onnxruntime's and PIL's messages run to several lines). A first line that only
+    announces the next ("Error(s) in loading state_dict for VAE:") brings the next along, and
+    a reason is cut at MAX_REASON characters (torch lists every missing key on one line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."

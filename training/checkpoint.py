@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from birdvae.runtime import durable
-from birdvae.runtime.errors import UserError
+from birdvae.runtime.errors import UserError, first_line
 
 from .config import TrainConfig
 from .model import VAE
@@ -159,7 +159,7 @@ def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:
     try:
         model.load_state_dict(vae_weights(state, ema))
     except (RuntimeError, KeyError, TypeError) as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
-        raise CheckpointError(f"checkpoint weights do not fit its model: {detail}") from exc
+        raise CheckpointError(
+            f"checkpoint weights do not fit its model: {first_line(exc)}"
+        ) from exc
     return model.eval()

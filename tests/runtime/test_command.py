@@ -100,3 +100,14 @@ def test_an_os_error_without_a_file_name_still_says_what() -> None:
     result = invoke(_command(_raise(OSError(28, "No space left on device"))))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == ["error: [Errno 28] No space left on device"]
+
+
+def test_a_librarys_reason_is_its_first_line_bounded() -> None:
+    from birdvae.runtime.errors import MAX_REASON, first_line
+
+    assert first_line(ValueError("bad value\n  at line 3")) == "bad value"
+    assert first_line(KeyError()) == "KeyError"
+    announced = RuntimeError("Error(s) in loading state_dict for VAE:\n\tMissing key(s): a, b")
+    assert first_line(announced) == "Error(s) in loading state_dict for VAE: Missing key(s): a, b"
+    long = first_line(RuntimeError("Missing key(s): " + ", ".join(f"k{i}" for i in range(900))))
+    assert len(long) == MAX_REASON and long.endswith("...")

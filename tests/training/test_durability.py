@@ -132,6 +132,10 @@ HOSTILE_EDITS = {  # what a hand-edited or crafted last.pt holds -> what the one
     "format a tensor": (lambda s: s.update(format=torch.tensor([1, 1])), "checkpoint format"),
     "batch past the epoch": (lambda s: s.update(batch_in_epoch=10**9), "stopped at batch"),
     "batch before it": (lambda s: s.update(batch_in_epoch=-3), "stopped at batch -3"),
+    "weights of another model": (
+        lambda s: s["model"].pop(next(iter(s["model"]))),
+        "cannot be resumed: Error(s) in loading state_dict for VAE: Missing key(s)",
+    ),
 }
 
 
