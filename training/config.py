@@ -137,6 +137,12 @@ class SharpenConfig:
     # A term that raises the shipped rater's score of learned-prior draws' pictures
     # (training/rater.py), this many times its hinge; 0: off. It needs a learned prior.
     rater_weight: float = 0.0
+    # The hinge stops pushing a picture once it scores this: the mean rating of a bird people
+    # recognise (photos themselves average 1.3 to 1.7 at 32x32), past which pulling a picture
+    # further only finds the rater's blind spots.
+    rater_target: float = 1.3
+    rater_views: int = 2  # random views each picture is rated under, averaged
+    rater_augment: str = "color,translation"  # what those views change (DiffAugment's names)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SharpenConfig:
@@ -144,7 +150,10 @@ class SharpenConfig:
         data = dict(data)
         if "adam_betas" in data:  # JSON has no tuples
             data["adam_betas"] = tuple(data["adam_betas"])
-        return _checked(cls(**data))
+        config = _checked(cls(**data))
+        if config.rater_views < 1:
+            raise ConfigError(f"rater_views must be at least 1, not {config.rater_views}")
+        return config
 
 
 @dataclass

@@ -8,8 +8,8 @@ can also learn from it: ``--rater-weight`` adds a term that raises the rater's s
 decoder's pictures of learned-prior draws. The rater is a small regression and easy to fool
 (followed without a bound, its score passed 7 on a scale of 0 to 2 within an epoch while the
 pictures turned to noise), so the term is a hinge that stops pushing a picture once it scores
-``RATER_TARGET``, and it sees each picture under random colour and translation, so what it
-rewards has to survive small changes.
+the config's ``rater_target``, and it sees each picture under random colour and translation,
+so what it rewards has to survive small changes.
 
 The weights come from the shipped graph itself (checked against its pinned sha256), so the
 gradient the decoder follows is that of the rater the runtime chooses with.
@@ -25,16 +25,12 @@ from torch import nn
 from birdvae.runtime.format import ModelFormatError
 from birdvae.runtime.selection import RATER_SIZE, area_matrix, rater_bytes
 
+from .config import SharpenConfig
 from .loop import private_seed
 from .sharpen import diff_augment
 
 SHEET_TILE = 112  # rating_sheet.py shows each picture at this size, nearest neighbour
 WIDTH = 16
-# Scores above this are not pushed further: the mean rating of a bird people recognise (the
-# photos themselves average 1.3 to 1.7 at 32x32), past which a picture is not worth pulling.
-RATER_TARGET = 1.3
-RATER_VIEWS = 2  # random colour-and-translation views a picture is rated under
-RATER_AUGMENT = "color,translation"
 
 
 def sheet_view() -> torch.Tensor:
@@ -114,9 +110,12 @@ def to_rater_size(images: torch.Tensor) -> torch.Tensor:
     return area @ images @ area.T
 
 
-def rater_loss(rater: Rater, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """How far below ``RATER_TARGET`` the rater scores ``images`` ([0, 1], any square size),
-    averaged over pictures and random views: 0 once every view scores the target."""
+def rater_loss(
+    rater: Rater, images: torch.Tensor, generator: torch.Generator, cfg: SharpenConfig
+) -> torch.Tensor:
+    """How far below ``cfg.rater_target`` the rater scores ``images`` ([0, 1], any square
+    size), averaged over pictures and ``cfg.rater_views`` random views: 0 once every view
+    scores the target."""
     small = to_rater_size(images.float())
-    views = torch.cat([diff_augment(small, RATER_AUGMENT, generator) for _ in range(RATER_VIEWS)])
-    return torch.relu(RATER_TARGET - rater(views)).mean()
+    views = [diff_augment(small, cfg.rater_augment, generator) for _ in range(cfg.rater_views)]
+    return torch.relu(cfg.rater_target - rater(torch.cat(views))).mean()

@@ -445,7 +445,7 @@ class DecoderTrainer(Trainer):
             loss = loss + cfg.anchor_weight * anchor
             stats["anchor"] = anchor
         if self.rater is not None and len(drawn):
-            hinge = rater.rater_loss(self.rater, drawn, self._rater_generator)
+            hinge = rater.rater_loss(self.rater, drawn, self._rater_generator, cfg)
             loss = loss + cfg.rater_weight * hinge
             stats["rater_hinge"] = hinge
         return loss, stats

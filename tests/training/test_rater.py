@@ -10,6 +10,7 @@ import torch
 from birdvae.runtime.format import ModelFormatError
 from birdvae.runtime.selection import load_rater
 from birdvae.training import rater
+from birdvae.training.config import SharpenConfig
 
 
 def test_the_twin_rates_as_the_shipped_graph_at_any_size(bird_photos):
@@ -52,10 +53,13 @@ class _Fixed(torch.nn.Module):
         return images.mean(dim=(1, 2, 3)) * 0 + self.score
 
 
-@pytest.mark.parametrize(("score", "loss"), [(2.0, 0.0), (rater.RATER_TARGET, 0.0), (0.3, 1.0)])
+TARGET = SharpenConfig().rater_target
+
+
+@pytest.mark.parametrize(("score", "loss"), [(2.0, 0.0), (TARGET, 0.0), (0.3, 1.0)])
 def test_the_hinge_stops_pushing_at_the_target(score, loss):
     images = torch.rand(5, 3, 16, 16)
-    got = rater.rater_loss(_Fixed(score), images, torch.Generator().manual_seed(0))
+    got = rater.rater_loss(_Fixed(score), images, torch.Generator().manual_seed(0), SharpenConfig())
     assert got.item() == pytest.approx(loss, abs=1e-6)
 
 
@@ -65,9 +69,9 @@ def test_following_the_term_raises_the_rating_of_pictures_below_the_target():
     images = (0.5 + 0.1 * torch.randn(8, 3, 32, 32, generator=generator)).clamp(0, 1)
     with torch.no_grad():
         before = twin(images)
-    assert (before < rater.RATER_TARGET).all()
+    assert (before < TARGET).all()
     images.requires_grad_(True)
-    rater.rater_loss(twin, images, generator).backward()
+    rater.rater_loss(twin, images, generator, SharpenConfig()).backward()
     with torch.no_grad():
         after = twin((images - 0.05 * images.grad.sign()).clamp(0, 1))
     assert after.mean() > before.mean() + 0.05, (before, after)
