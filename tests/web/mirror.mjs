@@ -13,6 +13,7 @@ import {
   priorNames,
 } from "../../web/src/manifest.js";
 import { readNpz } from "../../web/src/npz.js";
+import { checkGraph } from "../../web/src/onnxfile.js";
 import { drawPixels, toTiles } from "../../web/src/pixels.js";
 import {
   GaussianMixture,
@@ -179,6 +180,19 @@ const cases = {
               ),
             },
           ];
+        } catch (error) {
+          return [name, failure(error)];
+        }
+      }),
+    );
+  },
+
+  graphs(files) {
+    return Object.fromEntries(
+      Object.entries(files).map(([name, hex]) => {
+        try {
+          checkGraph(new Uint8Array(Buffer.from(hex, "hex")), "prior.onnx");
+          return [name, "loads"];
         } catch (error) {
           return [name, failure(error)];
         }

@@ -262,6 +262,7 @@ def _manifest_variants() -> dict[str, dict]:
         },
         "no likelihood": {"likelihood": None},
         "an unknown key in a prior": {"priors": {"fitted": {**fitted, "url": "http://x"}}},
+        "a mixture past the bound": {"latent_dim": 4096, "priors": {"fitted": fitted}},
     }
     variants = {}
     for name, change in changes.items():
@@ -307,6 +308,35 @@ def test_manifests_are_accepted_and_refused_as_the_runtime_does(mirror):
             for p in names
         ]
         assert out[name] == {"names": names, "temperatures": temperatures}, name
+
+
+def test_graphs_that_could_loop_without_end_are_refused_as_the_runtime_does(mirror):
+    """The page opens graphs on its own thread: a Loop without a bounded constant count, or a
+    Scan, would freeze the tab. Each hostile form of the runtime's tests, the shipped graphs
+    and a damaged file get the runtime's verdict, word for word."""
+    from birdvae.runtime.onnxfile import check_graph_bytes
+
+    from ..runtime import onnx_bytes
+
+    forms = [("initializer", 3), ("initializer", 10**12), ("initializer", -1), ("constant", 3),
+             ("condition", 3), ("function", 3), ("shadowed", 10**12), ("input", 10**12),
+             ("sparse", 10**12), ("constant-too", 10**12), ("nested", 3), ("nested", 1000),
+             ("scan", 3)]  # fmt: skip
+    files = {f"{where} {trips}": onnx_bytes.looping_sampler(str(trips), 4, 8, where)
+             for where, trips in forms}  # fmt: skip
+    for model in ("birds32", "birds64"):
+        for graph in ("prior.onnx", "decoder.onnx"):
+            files[f"{model} {graph}"] = (shipped_model_dir(model) / graph).read_bytes()
+    files["cut short"] = files["birds32 prior.onnx"][:1000]
+    out = mirror("graphs", {name: data.hex() for name, data in files.items()})
+    for name, data in files.items():
+        try:
+            check_graph_bytes(data, "prior.onnx")
+            want = "loads"
+        except ModelFormatError as exc:
+            want = f"ModelError: {exc}"
+        assert out[name] == want, name
+    assert out["birds32 prior.onnx"] == "loads" and out["scan 3"].startswith("ModelError")
 
 
 def _npz(arrays: dict[str, np.ndarray], compressed: bool) -> bytes:

@@ -31,6 +31,9 @@ const MAX_FILE_BYTES = 64 << 20;
 const MAX_IMAGE_SIZE = 256;
 const MAX_LATENT_DIM = 4096;
 const MAX_COMPONENTS = 1024;
+// components x latent_dim x latent_dim of a mixture's factors (runtime/format.py's
+// MAX_PRIOR_VALUES): the arrays prior.npz may then hold are bounded before one is inflated.
+const MAX_PRIOR_VALUES = 1 << 24;
 
 // A prior's temperature and the pixel noise, at most (runtime/format.py's MAX_TEMPERATURE and
 // MAX_NOISE): at 10 a draw sits ten standard deviations out, and more overflows float32.
@@ -148,6 +151,12 @@ export function parseManifest(text) {
     defaultTemperature: temperature(data.default_temperature ?? 1.0, 'default_temperature'),
     defaultNoise: temperature(data.default_noise ?? 0.0, 'default_noise', MAX_NOISE),
   };
+  const fitted = manifest.priors.fitted;
+  if (fitted && fitted.components * manifest.latentDim * manifest.latentDim > MAX_PRIOR_VALUES) {
+    throw new ModelError(
+      `manifest prior 'fitted' has ${fitted.components} components of ${manifest.latentDim}x${manifest.latentDim} factors, more than the ${MAX_PRIOR_VALUES} values a mixture may have`,
+    );
+  }
   if (manifest.defaultPrior !== 'standard' && !Object.hasOwn(manifest.priors, manifest.defaultPrior)) {
     throw new ModelError(
       `manifest defaults to the ${JSON.stringify(manifest.defaultPrior)} prior, which it does not have`,

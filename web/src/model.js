@@ -7,6 +7,7 @@
 // `Model.load` fetches what a first grid needs, so a model that cannot draw fails there.
 
 import { Tensor, createSession } from './engine.js';
+import { checkGraph } from './onnxfile.js';
 import {
   DECODER_FILE,
   DECODER_IMAGE,
@@ -32,6 +33,7 @@ import { draws } from './random.js';
 import * as selection from './selection.js';
 
 const BATCH = 64; // rows per graph run, as bird-gen's default batch: bounds the page's memory
+const MAX_BATCH_VALUES = 1 << 24; // numbers in one array of a batch (runtime/model.py's)
 
 // A file's bytes, refused past `limit` whether or not the server sends a Content-Length.
 async function fetchBytes(url, limit, what) {
@@ -84,12 +86,23 @@ const firstLine = (error) =>
 // `outputs`, each float32 [N, ...outRow] when run.
 class Graph {
   static async open(bytes, file, input, inRow, outRow, outputs) {
+    checkGraph(bytes, file); // a loop without end would freeze the page's thread
     let session;
     try {
       session = await createSession(bytes);
     } catch (error) {
       throw new ModelError(`${file} cannot be loaded by onnxruntime-web: ${firstLine(error)}`);
     }
+    try {
+      Graph.checkSignature(session, file, input, inRow, outputs);
+    } catch (error) {
+      await session.release(); // onnxruntime-web frees a session's WASM memory only on release
+      throw error;
+    }
+    return new Graph(session, file, input, inRow, outRow);
+  }
+
+  static checkSignature(session, file, input, inRow, outputs) {
     if (session.inputNames.join() !== input) {
       throw new ModelError(`${file} takes inputs [${session.inputNames}], the format needs [${input}]`);
     }
@@ -107,7 +120,6 @@ class Graph {
         `${file} has outputs [${session.outputNames}], the format needs [${outputs}] first`,
       );
     }
-    return new Graph(session, file, input, inRow, outRow);
   }
 
   constructor(session, file, input, inRow, outRow) {
@@ -174,13 +186,18 @@ export class Model {
       throw error;
     }
     const model = new Model(url, name, manifest);
-    // Both at once: the decoder's session starts onnxruntime's WASM while the prior downloads.
-    const [decoder] = await Promise.all([model.decoder(), model.prior(manifest.defaultPrior)]);
-    model.hasPixelNoise = decoder.hasPixelNoise;
-    if (manifest.defaultNoise > 0 && !model.hasPixelNoise) {
-      throw new ModelError(
-        `${name}/${MANIFEST_FILE} defaults to pixel noise, but ${DECODER_FILE} does not output ${DECODER_NOISE_OUTPUTS.join(', ')}`,
-      );
+    try {
+      // Both at once: the decoder's session starts onnxruntime's WASM while the prior downloads.
+      const [decoder] = await Promise.all([model.decoder(), model.prior(manifest.defaultPrior)]);
+      model.hasPixelNoise = decoder.hasPixelNoise;
+      if (manifest.defaultNoise > 0 && !model.hasPixelNoise) {
+        throw new ModelError(
+          `${name}/${MANIFEST_FILE} defaults to pixel noise, but ${DECODER_FILE} does not output ${DECODER_NOISE_OUTPUTS.join(', ')}`,
+        );
+      }
+    } catch (error) {
+      await model.release();
+      throw error;
     }
     return model;
   }
@@ -194,6 +211,20 @@ export class Model {
     this.imageShape = [3, this.size, this.size];
     this.hasPixelNoise = false; // known once the decoder is loaded, in Model.load
     this.loads = new Map(); // what -> promise, so two requests share one fetch
+    this.graphs = []; // every session opened, released together when the page is done with it
+  }
+
+  async openGraph(...args) {
+    const graph = await Graph.open(...args);
+    this.graphs.push(graph);
+    return graph;
+  }
+
+  // Frees every onnxruntime session this model opened: WebAssembly memory never shrinks, and
+  // without this each model switch kept its sessions (about 7 MB a model) for good.
+  async release() {
+    const graphs = this.graphs.splice(0);
+    await Promise.allSettled(graphs.map((graph) => graph.session.release()));
   }
 
   get priorNames() {
@@ -243,9 +274,14 @@ export class Model {
   decoder() {
     return this.once(DECODER_FILE, async () => {
       const bytes = await this.file(DECODER_FILE);
-      const graph = await Graph.open(bytes, DECODER_FILE, DECODER_INPUT, [this.latentDim], this.imageShape, [
-        DECODER_IMAGE,
-      ]);
+      const graph = await this.openGraph(
+        bytes,
+        DECODER_FILE,
+        DECODER_INPUT,
+        [this.latentDim],
+        this.imageShape,
+        [DECODER_IMAGE],
+      );
       const noise = graph.outputNames.slice(1, 1 + DECODER_NOISE_OUTPUTS.length);
       return { graph, hasPixelNoise: noise.join() === DECODER_NOISE_OUTPUTS.join() };
     });
@@ -254,7 +290,7 @@ export class Model {
   encoder() {
     return this.once(ENCODER_FILE, async () => {
       const bytes = await this.file(ENCODER_FILE);
-      return Graph.open(
+      return this.openGraph(
         bytes,
         ENCODER_FILE,
         ENCODER_INPUT,
@@ -271,7 +307,7 @@ export class Model {
       const info = this.manifest.priors[name];
       const bytes = await this.file(info.file);
       if (name === 'fitted') return GaussianMixture.fromNpz(bytes, info.components, this.latentDim);
-      const graph = await Graph.open(
+      const graph = await this.openGraph(
         bytes,
         SAMPLER_FILE,
         SAMPLER_INPUT,
@@ -316,7 +352,7 @@ export class Model {
       if ((await sha256(bytes)) !== selection.RATER_SHA256)
         throw new ModelError(`${RATER_FILE} is damaged: its sha256 is not the shipped rater's`);
       const row = [3, RATER_SIZE, RATER_SIZE];
-      return Graph.open(bytes, RATER_FILE, RATER_INPUT, row, [], [RATER_OUTPUT]);
+      return this.openGraph(bytes, RATER_FILE, RATER_INPUT, row, [], [RATER_OUTPUT]);
     });
   }
 
@@ -341,7 +377,14 @@ export class Model {
       );
     }
     // BATCH birds' candidates at a time, as BirdVAE.draw: memory stays that of BATCH x bestOf
-    // birds, and the streams are read in the same order as in one go.
+    // birds, and the streams are read in the same order as in one go. As BirdVAE's
+    // _check_batch, no array of a batch may hold more than MAX_BATCH_VALUES numbers.
+    const row = Math.max(3 * this.size * this.size, this.latentDim) * bestOf;
+    if (BATCH * row > MAX_BATCH_VALUES) {
+      throw new RangeError(
+        `best of ${bestOf} decodes ${BATCH * bestOf} birds at once, too many for this model's ${this.size}x${this.size} images: choose at most ${Math.max(1, Math.floor(MAX_BATCH_VALUES / ((BATCH * row) / bestOf)))}`,
+      );
+    }
     const streams = draws(seed);
     const source = await this.prior(prior);
     const length = 3 * this.size * this.size;
