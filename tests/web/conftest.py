@@ -146,21 +146,24 @@ def learned_model(tmp_path_factory: pytest.TempPathFactory) -> LearnedModel:
 def site(node: str, learned_model: LearnedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built site: birds32, birds64, ``learned`` (birds32 with the test's learned prior),
     the runtime tests' ``tiny`` model (coupled colours) and ``meanonly`` (a decoder without
-    pixel scales), and ``damaged`` (birds32 whose decoder a host corrupted after the build)."""
+    pixel scales), ``damaged`` (birds32 whose decoder a host corrupted after the build) and
+    ``noencoder`` (likewise its encoder, which only a reconstruction reads)."""
     need(ORT_MODULE.is_file(), f"onnxruntime-web is not installed: run npm ci in {WEB}")
     out = tmp_path_factory.mktemp("site") / "dist"
     models = {"birds32": shipped_model_dir("birds32"), "birds64": shipped_model_dir("birds64"),
               "learned": learned_model.folder, "tiny": FIXTURES / "tiny_model",
               "meanonly": FIXTURES / "mean_only_model",
-              "damaged": shipped_model_dir("birds32")}  # fmt: skip
+              "damaged": shipped_model_dir("birds32"),
+              "noencoder": shipped_model_dir("birds32")}  # fmt: skip
     command = [node, str(WEB / "build.mjs"), "--out", str(out)]
     for name, folder in models.items():
         command += ["--model", f"{name}={folder}"]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
-    decoder = out / "models" / "damaged" / "decoder.onnx"
-    data = bytearray(decoder.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    decoder.write_bytes(bytes(data))
+    for damaged in (out / "models" / "damaged" / "decoder.onnx",
+                    out / "models" / "noencoder" / "encoder.onnx"):  # fmt: skip
+        data = bytearray(damaged.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        damaged.write_bytes(bytes(data))
     return out
 
 

@@ -378,6 +378,24 @@ def test_a_damaged_model_is_refused_and_the_page_keeps_its_birds(browser, server
     assert error(browser) is None
 
 
+def test_a_model_that_cannot_reconstruct_the_photo_shown_leaves_the_page_as_it_was(browser, server):
+    """Switching models redraws the grid and the photo's reconstruction: both are computed
+    before either is shown, so a new model whose encoder is damaged changes nothing."""
+
+    def page() -> tuple:
+        caption = text(browser, "photo-caption")
+        return digest(canvas(browser)), digest(canvas(browser, "recon")), caption
+
+    open_page(browser, server)
+    choose_photo(browser, BIRD_PHOTO)
+    before = page()
+    set_field(browser, "model", "noencoder")
+    assert (error(browser) or "").startswith("This model cannot be used: noencoder/encoder.onnx")
+    assert browser.evaluate("document.getElementById('model').value") == "birds32"
+    assert browser.evaluate("window.birdvae.settings().model") == "birds32"
+    assert page() == before
+
+
 def test_screenshot(browser, server, tmp_path):
     """The page as a visitor first sees it, with a photo reconstructed. With
     BIRDVAE_WEB_SCREENSHOT=1 it replaces docs/web.png, the README's picture."""

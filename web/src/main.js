@@ -139,10 +139,14 @@ function showBirds(model, images, n) {
   timings.firstGrid ??= performance.now();
 }
 
-async function drawBirds(model, settings) {
+// `before` runs after the birds are drawn and before the page changes: what else the action
+// computes (a photo's reconstruction by a new model), so its failure changes nothing either.
+async function drawBirds(model, settings, before = async () => {}) {
   const start = performance.now();
   const images = await model.sample(settings);
+  await before();
   showBirds(model, images, settings.n);
+  if (current && current !== model) await current.release(); // the model the page drew with
   current = model;
   shown = settings;
   fillForm(model, settings);
@@ -155,30 +159,45 @@ async function drawBirds(model, settings) {
 
 // Another model: loaded, and its first grid drawn with its own defaults, before anything shows.
 async function switchModel(name) {
+  // No grid yet (the first model failed to load): the fields, checked as Draw checks them.
+  const { n, seed, bestOf } = shown ?? {
+    n: number(ui.count, 'the number of birds', { whole: true, min: 1, max: MAX_BIRDS }),
+    seed: number(ui.seed, 'the seed', { whole: true, max: MAX_SEED }),
+    bestOf: 1,
+  };
   const model = await inProgress(`Loading ${name}…`, () =>
     Model.load(new URL(`models/${name}/`, document.baseURI), name),
   );
   const prior = model.priorNames[0];
-  const { n, seed, bestOf } = shown ?? {
-    n: Number(ui.count.value) || 64,
-    seed: Number(ui.seed.value) || 0,
-    bestOf: 1,
-  };
   const noise = model.hasPixelNoise ? model.defaultNoise : 0;
-  await drawBirds(model, { n, seed, prior, temperature: model.defaultTemperature(prior), noise, bestOf });
-  if (photo) await reconstruct(photo);
+  const settings = { n, seed, prior, temperature: model.defaultTemperature(prior), noise, bestOf };
+  let shownPhoto = null; // the new model's reconstruction of the photo on the page, if any
+  const file = photo;
+  try {
+    await drawBirds(model, settings, async () => {
+      if (file) shownPhoto = await reconstructed(model, file);
+    });
+  } catch (error) {
+    await model.release(); // the page keeps the model it had
+    throw error;
+  }
+  if (shownPhoto) showReconstruction(model, file, ...shownPhoto);
+}
+
+async function reconstructed(model, file) {
+  return inProgress(`Reconstructing ${file.name} with ${model.name}…`, async () => {
+    const prepared = await loadPhoto(file, model.size);
+    const decoded = await model.decode(await model.encode(toModelInput(prepared, model.size)));
+    return [prepared, toTiles(decoded, 1, model.size)[0]];
+  });
 }
 
 async function reconstruct(file) {
   const model = requireModel();
-  const [original, reconstruction] = await inProgress(
-    `Reconstructing ${file.name} with ${model.name}…`,
-    async () => {
-      const prepared = await loadPhoto(file, model.size);
-      const decoded = await model.decode(await model.encode(toModelInput(prepared, model.size)));
-      return [prepared, toTiles(decoded, 1, model.size)[0]];
-    },
-  );
+  showReconstruction(model, file, ...(await reconstructed(model, file)));
+}
+
+function showReconstruction(model, file, original, reconstruction) {
   show(ui.recon, row([original, reconstruction], model.size, defaultScale(model.size)));
   photo = file;
   const score = psnr(original, reconstruction).toFixed(2);
