@@ -109,8 +109,7 @@ def _open_model(model: str, threads: int | None = None) -> BirdVAE:
     """The model ``--model`` names; a note on stderr when the name hides a folder here."""
     hidden = shadowed_folder(model)
     if hidden is not None:
-        echo(f"note: {model} is the shipped model; for the folder here give ./{model}",
-                   err=True)  # fmt: skip
+        echo(f"note: {model} is the shipped model; for the folder here give ./{model}", err=True)
     return BirdVAE.load(model, threads)
 
 

@@ -350,7 +350,7 @@ def _new_config(options: dict, given: set[str]) -> TrainConfig:
     if parameters > MAX_PARAMETERS:
         raise UserError(
             f"that architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "
-            "a run may have (the shipped 32x32 model has 3 million); choose smaller sizes"
+            "a run may have (the shipped 32x32 model has 2.5 million); choose smaller sizes"
         )
     return config
 
