@@ -573,6 +573,7 @@ def _real_images(
     splits = load_splits(
         sources, config.model.image_size, crop=config.crop, val_fraction=config.val_fraction,
         cache_dir=cache if cache.is_dir() else None, update_cache=False,
+        box_margin=config.box_margin,
     )  # fmt: skip
     names = ", ".join(str(p) for p in sources)
     click.echo(f"images: {names} ({len(splits.train)} train, {len(splits.val)} val)")

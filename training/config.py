@@ -16,6 +16,8 @@ from typing import Any
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import MAX_IMAGE_SIZE
 
+from .data import BOX_MARGIN
+
 MAX_BLOCKS = 64  # residual blocks a level; the shipped models have 1
 
 CONFIG_VERSION = 2
@@ -172,6 +174,7 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)  # data sets trained on together
     val_fraction: float = 0.1
     crop: str = "center"  # "center" (square centre crop) or "squash" (whole photo resized)
+    box_margin: float = BOX_MARGIN  # context around a CUB photo's bounding box (training/data.py)
     epochs: int = 100
     batch_size: int = 64
     lr: float = 2e-3
@@ -215,6 +218,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(config, name)}")
         if config.lr <= 0:
             raise ConfigError(f"lr must be above 0, not {config.lr}")
+        if config.box_margin > 1:
+            raise ConfigError(f"box_margin must be at most 1, not {config.box_margin}")
         return config
 
     def save(self, path: Path) -> None:

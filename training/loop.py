@@ -287,6 +287,7 @@ class Trainer:
             return load_splits(
                 self.config.data, self.config.model.image_size, self.config.crop,
                 self.config.val_fraction, self.run_dir / "cache",
+                box_margin=self.config.box_margin,
             )  # fmt: skip
 
         # Rank 0 decodes and caches; the others then read the cache.

@@ -132,6 +132,21 @@ def test_a_damaged_cache_is_ignored_with_a_warning_and_rewritten(image_folder, t
             assert np.array_equal(first.val, load_splits(image_folder, 16, cache_dir=cache).val)
 
 
+def test_the_box_margin_sets_the_crop_and_its_own_cache(tmp_path: Path):
+    """Margin 0 crops a CUB photo to its box (the red bird fills the picture); the default
+    keeps blue sky around it. Each margin is cached apart, so one never reads the other's."""
+    root, cache = _fake_cub(tmp_path), tmp_path / "cache"
+    tight = load_splits(root, 16, cache_dir=cache, box_margin=0.0)
+    loose = load_splits(root, 16, cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 2
+    red = lambda images: float((images[:, 0].astype(int) > 200).mean())  # noqa: E731
+    assert red(tight.train) > 0.8 and red(loose.train) < 0.65, (red(tight.train), red(loose.train))
+    assert np.array_equal(load_splits(root, 16, cache_dir=cache, box_margin=0.0).train, tight.train)
+    assert square_box((10, 10, 20, 10), (100, 100), margin=0.0) == (10, 5, 30, 25)
+    with pytest.raises(DataError, match="box-margin"):
+        load_splits(root, 16, box_margin=1.5)
+
+
 def test_square_box_keeps_a_margin_and_stays_inside():
     left, top, right, bottom = square_box((80, 5, 20, 10), (100, 50))
     assert right - left == bottom - top

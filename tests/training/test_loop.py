@@ -96,11 +96,17 @@ def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, 
     run = tmp_path / "run"
     args = ["--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "8",
             "--latent-dim", "16", "--seed", "3", "--decoder-width", "8",
-            "--decoder-max-width", "24"]  # fmt: skip
+            "--decoder-max-width", "24", "--box-margin", "0"]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
-    model = json.loads((run / "config.json").read_text())["model"]
+    written = json.loads((run / "config.json").read_text())
+    model = written["model"]
     assert (model["decoder_width"], model["decoder_max_width"]) == (8, 24)
+    assert written["box_margin"] == 0.0  # and a later stage keeps it: it is the data's framing
+    stage = ["--data", str(image_folder), "--out", str(tmp_path / "p"), "--stage", "prior",
+             "--init", str(run / "best.pt"), "--box-margin", "0.3"]  # fmt: skip
+    refused = CliRunner().invoke(train_command, stage)
+    assert refused.exit_code == 2 and "--box-margin: --stage prior keeps" in refused.output
     for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json"):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "grids").iterdir()) == [
