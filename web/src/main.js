@@ -178,7 +178,7 @@ async function switchModel(name) {
       if (file) shownPhoto = await reconstructed(model, file);
     });
   } catch (error) {
-    await model.release(); // the page keeps the model it had
+    if (current !== model) await model.release(); // the page keeps the model it had
     throw error;
   }
   if (shownPhoto) showReconstruction(model, file, ...shownPhoto);
