@@ -223,6 +223,7 @@ export class Model {
   // Frees every onnxruntime session this model opened: WebAssembly memory never shrinks, and
   // without this each model switch kept its sessions (about 7 MB a model) for good.
   async release() {
+    await Promise.allSettled(this.loads.values()); // a load still opening would add its session
     const graphs = this.graphs.splice(0);
     await Promise.allSettled(graphs.map((graph) => graph.session.release()));
   }
@@ -379,10 +380,10 @@ export class Model {
     // BATCH birds' candidates at a time, as BirdVAE.draw: memory stays that of BATCH x bestOf
     // birds, and the streams are read in the same order as in one go. As BirdVAE's
     // _check_batch, no array of a batch may hold more than MAX_BATCH_VALUES numbers.
-    const row = Math.max(3 * this.size * this.size, this.latentDim) * bestOf;
-    if (BATCH * row > MAX_BATCH_VALUES) {
+    const perBird = BATCH * Math.max(3 * this.size * this.size, this.latentDim);
+    if (perBird * bestOf > MAX_BATCH_VALUES) {
       throw new RangeError(
-        `best of ${bestOf} decodes ${BATCH * bestOf} birds at once, too many for this model's ${this.size}x${this.size} images: choose at most ${Math.max(1, Math.floor(MAX_BATCH_VALUES / ((BATCH * row) / bestOf)))}`,
+        `best of ${bestOf} decodes ${BATCH * bestOf} birds at once, too many for this model's ${this.size}x${this.size} images: choose at most ${Math.max(1, Math.floor(MAX_BATCH_VALUES / perBird))}`,
       );
     }
     const streams = draws(seed);
