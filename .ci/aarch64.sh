@@ -76,7 +76,7 @@ cp -r tests/fixtures "$ROOT/work/tests/"
 cp benchmarks/edge_check.py "$ROOT/work/benchmarks/"
 CHROOT=$(command -v chroot)
 arm() {  # run an arm64 program in the root; its outputs go to /tmp/out
-  (PYTHONPATH=/opt/site QEMU_CPU=cortex-a72 PATH=/usr/bin:/bin HOME=/tmp \
+  (PYTHONPATH=/opt/site QEMU_CPU=${QEMU_CPU:-cortex-a72} PATH=/usr/bin:/bin HOME=/tmp \
     "$CHROOT" "$ROOT" /qemu-aarch64-static "$@")
 }
 bird_gen() { arm "/usr/bin/python$PYVER" -c \
@@ -103,4 +103,8 @@ echo "aarch64: parity with x86 for fixed codes"
 "$X86_PYTHON" benchmarks/edge_check.py --no-timing --save "$out/x86.npz"
 arm "/usr/bin/python$PYVER" /work/benchmarks/edge_check.py --no-timing --save /tmp/out/aarch64.npz
 "$X86_PYTHON" benchmarks/edge_check.py --compare "$out/x86.npz" "$out/aarch64.npz"
+# The emulator's newest CPU has the features a Pi lacks (SVE2, SME, i8mm, bf16), which send
+# onnxruntime down other kernels: the int8 sampler's codes went wrong on one of them.
+echo "aarch64: the same check on qemu's newest CPU (max)"
+QEMU_CPU=max arm "/usr/bin/python$PYVER" /work/benchmarks/edge_check.py --no-timing
 echo "aarch64: passed"

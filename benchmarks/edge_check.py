@@ -16,6 +16,12 @@ what an x86_64 machine computed for the same codes:
   requantized to 8 bits between layers, and another CPU's integer kernels may round a value to
   the next step, which the following layers carry on. A difference beyond 4/255 fails: that
   is no rounding, the board computes something else.
+- the shipped samplers (``prior.onnx``, int8 too) draw 64 codes for a fixed seed through the
+  runtime's own ``latent_batches``, as ``bird-gen`` does. Rounding moves a code a little, and
+  it may tip a choice among the sampler's candidates, which gives another bird altogether
+  (independent draws differ by 2.5 or more in some number). So the check counts the birds
+  that moved by more than 0.5 as other birds, allows one in eight, and bounds the drift of
+  the rest by 0.5.
 
 Exit status 0 when every check passes, 1 when one fails. Then it times decoding 16 birds of each
 shipped model, one thread and all threads, so a board owner sees what their CPU does.
@@ -39,6 +45,10 @@ INT8_LIMIT = 4 / 255
 # Few codes keep the reference file small (about 350 kB) and the check quick under emulation.
 CODES = {"tiny_model": 16, "birds32": 8, "birds64": 4}
 CODE_SEED = 20261202
+SAMPLED = ("birds32", "birds64")  # one block of the sampler each (LearnedPrior.BLOCK_ROWS)
+SAMPLED_BIRDS = 64
+CODE_DRIFT = 0.5
+OTHER_BIRDS_SHARE = 1 / 8
 
 
 def _load(name: str):
@@ -61,11 +71,21 @@ def fixed_codes() -> dict[str, np.ndarray]:
     }
 
 
+def sample_all() -> dict[str, np.ndarray]:
+    """Each shipped model's first codes for CODE_SEED from its default prior, as bird-gen
+    draws them (the seed's noise comes from numpy's generator, the same on every CPU)."""
+    return {
+        f"{name}.sampled": next(_load(name).latent_batches(SAMPLED_BIRDS, seed=CODE_SEED))
+        for name in SAMPLED
+    }
+
+
 def write_reference() -> None:
     codes = fixed_codes()
     images = decode_all(codes)
     arrays = {f"{name}.z": z for name, z in codes.items()}
     arrays |= {f"{name}.image": image for name, image in images.items()}
+    arrays |= sample_all()
     np.savez_compressed(REFERENCE, **arrays)
     print(f"wrote {REFERENCE.relative_to(ROOT)} on {platform.machine()}")
 
@@ -90,6 +110,26 @@ def compare(reference: dict[str, np.ndarray], images: dict[str, np.ndarray]) -> 
         print(
             f"{name:<12}{'fp32' if fp32 else 'int8':<11}{diff:>12.3g}{diff * 255:>10.3f}  "
             f"{verdict} (bound {bound:.3g})"
+        )
+    return ok
+
+
+def compare_sampled(reference: dict[str, np.ndarray], sampled: dict[str, np.ndarray]) -> bool:
+    """Print how far each sampler's codes moved; True when few birds changed and the rest
+    stayed near."""
+    ok = True
+    print(f"\n{'sampler':<12}{'birds':>6}{'other birds':>13}{'drift of the rest':>19}  verdict")
+    for name in SAMPLED:
+        expected, got = reference[f"{name}.sampled"], sampled[f"{name}.sampled"]
+        moved = np.abs(expected.astype(np.float64) - got).max(axis=1)
+        other = int((moved > CODE_DRIFT).sum())
+        drift = float(moved[moved <= CODE_DRIFT].max(initial=0.0))
+        passed = other <= OTHER_BIRDS_SHARE * len(moved)
+        ok &= passed
+        print(
+            f"{name:<12}{len(moved):>6}{other:>13}{drift:>19.3g}  "
+            f"{'ok' if passed else 'FAIL'} (at most {OTHER_BIRDS_SHARE * len(moved):.0f} "
+            f"other birds, drift within {CODE_DRIFT})"
         )
     return ok
 
@@ -129,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         first, second = (read_npz(path) for path in args.compare)
         print(f"{args.compare[1]} against {args.compare[0]}:")
-        return 0 if compare(first, second) else 1
+        return 0 if compare(first, second) & compare_sampled(first, second) else 1
 
     import onnxruntime
 
@@ -138,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     reference = read_npz(REFERENCE)
     codes = {name: reference[f"{name}.z"] for name in CODES}
     images = {f"{name}.image": image for name, image in decode_all(codes).items()}
+    sampled = sample_all()
     if args.save:
-        np.savez_compressed(args.save, **images)
+        np.savez_compressed(args.save, **images, **sampled)
     print(f"against {REFERENCE.relative_to(ROOT)} (computed on x86_64):")
-    ok = compare(reference, images)
+    ok = compare(reference, images) & compare_sampled(reference, sampled)
     if not args.no_timing:
         time_decoding()
     print("\nedge check passed" if ok else "\nedge check FAILED")

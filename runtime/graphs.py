@@ -21,13 +21,17 @@ if TYPE_CHECKING:
     from onnxruntime import InferenceSession
 
 LOG_FATAL_ONLY = 4  # onnxruntime's own error lines would repeat, in colour, what we report
+# The fusion of an int8 sampler's quantize-and-multiply pairs into DynamicQuantizeMatMul: on an
+# arm64 CPU with SME (qemu's "max" CPU, onnxruntime 1.32) that op takes another kernel whose
+# codes were wrong (every one of 64 birds another bird), while the unfused pair is exact
+# integer arithmetic on every CPU tried. On x86 both give the same bytes at the same speed.
+UNSAFE_FUSIONS = ["DynamicQuantizeMatMulFusion"]
 
 
 def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession:
-    """A CPU session for the graph ``model`` (the bytes read from ``path``), with all of
-    onnxruntime's graph optimisations (the convolutions run 3x faster with them, and an int8
-    sampler's matrix products fuse with their quantization); ``threads`` 0 lets onnxruntime
-    use one per physical core."""
+    """A CPU session for the graph ``model`` (the bytes read from ``path``), with onnxruntime's
+    graph optimisations but UNSAFE_FUSIONS (the convolutions run 3x faster with them);
+    ``threads`` 0 lets onnxruntime use one per physical core."""
     check_graph_bytes(model, str(path))
     import onnxruntime
 
@@ -42,7 +46,10 @@ def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return onnxruntime.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
+            model,
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=UNSAFE_FUSIONS,
         )
     except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) subclass Exception
         raise ModelFormatError(

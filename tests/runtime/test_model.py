@@ -432,3 +432,32 @@ def test_a_version_1_folder_draws_what_its_version_2_form_draws(model_copy: Path
     old = BirdVAE(model_copy)
     assert tuple(old.prior_names) == ("fitted", "standard")
     np.testing.assert_array_equal(old.sample(3, seed=5), want)
+
+
+def test_the_int8_sampler_runs_unfused_where_arm_cpus_with_sme_got_it_wrong(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The graph onnxruntime runs (its optimized copy, written out) holds no
+    DynamicQuantizeMatMul; the same options without UNSAFE_FUSIONS give one, so the check sees
+    the fusion when it is there. CI's aarch64 stage compares the codes themselves."""
+    import onnxruntime
+
+    from birdvae.runtime import graphs
+
+    written = iter(tmp_path / f"optimized-{i}.onnx" for i in range(2))
+
+    class WritingOptions(onnxruntime.SessionOptions):
+        def __init__(self) -> None:
+            super().__init__()
+            self.optimized_model_filepath = str(next(written))
+
+    monkeypatch.setattr(onnxruntime, "SessionOptions", WritingOptions)
+    sampler = shipped_model_dir() / SAMPLER_FILE
+    graphs.open_session(sampler.read_bytes(), sampler, threads=1)
+    unfused = (tmp_path / "optimized-0.onnx").read_bytes()
+    onnxruntime.InferenceSession(
+        sampler.read_bytes(), WritingOptions(), providers=["CPUExecutionProvider"]
+    )
+    fused = (tmp_path / "optimized-1.onnx").read_bytes()
+    assert b"DynamicQuantizeMatMul" in fused
+    assert b"DynamicQuantizeMatMul" not in unfused
