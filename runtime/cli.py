@@ -105,6 +105,21 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
     return path
 
 
+def _check_output_folder(folder: Path) -> None:
+    """Refuse a --separate folder the birds could not be written to, before the model runs:
+    a link to nothing, or a folder (or the nearest one above it, where it is still to be
+    made) that is not a writable folder."""
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"{folder} is a link to nothing; give a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"{folder}: the folder {existing} is not writable")
+
+
 def _open_model(model: str, threads: int | None = None) -> BirdVAE:
     """The model ``--model`` names; a note on stderr when the name hides a folder here."""
     hidden = shadowed_folder(model)
@@ -232,6 +247,7 @@ def main(
     if separate is not None:
         if ctx.get_parameter_source("output") is ParameterSource.COMMANDLINE:
             raise click.UsageError("give either -o/--output or --separate, not both")
+        _check_output_folder(separate)
     else:
         if force:
             raise click.UsageError("--force goes with --separate")
@@ -266,10 +282,13 @@ def _sample_separate(
     """n birds as folder/bird_NNNNN.png, one batch in memory at a time."""
     side = vae.image_size * scale
     _check_pixels(side, side)
-    older = _older_birds(folder, force)
+    _older_birds(folder, force)  # refused before any work
     batches = vae.draw(n, settings)
     first = next(batches)  # a model that cannot run fails here, before the folder is made
-    names = _write_separate(itertools.chain([first], batches), n, folder, scale)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _writing_into(folder):
+        older = _older_birds(folder, force)  # again: another run may have written meanwhile
+        names = _write_separate(itertools.chain([first], batches), n, folder, scale)
     echo(f"wrote {n} birds to {folder}/ ({settings})")
     kept = len(older - names)
     if kept:
@@ -309,10 +328,25 @@ def _older_birds(folder: Path, force: bool) -> set[str]:
     return {entry.name for entry in entries}
 
 
+@contextlib.contextmanager
+def _writing_into(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` while this run writes its birds: two runs at once would each find it
+    empty of older birds and write over each other's."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if not durable.lock(fd):
+            raise UserError(
+                f"another bird-gen is writing birds into {folder}; wait for it, or give "
+                "another folder"
+            )
+        yield
+    finally:
+        os.close(fd)
+
+
 def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: int) -> set[str]:
     """Write each bird as ``folder/bird_NNNNN.png``; returns the names written."""
     digits = max(5, len(str(n - 1)))
-    folder.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
     with click.progressbar(length=n, label="writing birds", file=sys.stderr) as bar:
         for batch in batches:

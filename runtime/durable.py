@@ -146,13 +146,14 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     The file is whole or absent after a kill whatever ``sync`` says; ``sync`` (fsync of the file
     and the folder) makes it so after a power cut too, at several milliseconds a file. As a plain
     ``open(path, "w")`` would: a new file gets the umask's permissions, a file that is replaced
-    keeps its own, and one this process may not write is refused (PermissionError), not renamed
-    over.
+    keeps its own and its owner and group (as far as this process may give them), and one this
+    process may not write is refused (PermissionError), not renamed over. A failed write names
+    ``path`` and leaves what was there.
     """
     path = Path(path)
     if path.is_symlink():  # written through, as open() would, not replaced by a plain file
         path = Path(os.path.realpath(path))
-    mode = _mode_to_keep(path)
+    kept = _stat_to_keep(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
         tmp, fd = create_locked(
@@ -163,18 +164,21 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            if mode is not None:
-                os.chmod(tmp, mode)
+            if kept is not None:
+                _keep_owner_and_mode(tmp, kept)
             write(handle)
             handle.flush()
             if sync:
                 os.fsync(handle.fileno())
-            try:  # still locked: a sweep never takes a file being renamed
-                os.replace(tmp, path)
-            except OSError as exc:  # name the user's file, not the temporary about to go
-                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            os.replace(tmp, path)  # still locked: a sweep never takes a file being renamed
         if sync:
             fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename not in (None, str(tmp)):
+            raise
+        # A full disk or a failed rename names the user's file, not the temporary now gone.
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -195,9 +199,10 @@ def longest_name(folder: Path) -> int:
     return limit - len(temporary_name(""))
 
 
-def _mode_to_keep(path: Path) -> int | None:
-    """The permission bits of the regular file at ``path`` (None when there is none), after
-    checking this process may write it."""
+def _stat_to_keep(path: Path) -> os.stat_result | None:
+    """The regular file at ``path`` (None when there is none), after checking this process may
+    write it: a plain write would keep its owner, group and permission bits, so the file that
+    replaces it takes them."""
     try:
         info = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
@@ -206,7 +211,20 @@ def _mode_to_keep(path: Path) -> int | None:
         return None
     if not os.access(path, os.W_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-    return stat.S_IMODE(info.st_mode)
+    return info
+
+
+def _keep_owner_and_mode(tmp: Path, kept: os.stat_result) -> None:
+    """Give ``tmp`` the owner, group and permission bits of the file it replaces, as far as this
+    process may: only root gives a file away, and a group is kept where the user is in it."""
+    if hasattr(os, "chown"):  # not on Windows
+        for owner in (kept.st_uid, -1):
+            try:
+                os.chown(tmp, owner, kept.st_gid)
+                break
+            except OSError:
+                continue
+    os.chmod(tmp, stat.S_IMODE(kept.st_mode))
 
 
 def write_bytes_atomic(path: Path, data: bytes, sync: bool = True) -> None:

@@ -4,12 +4,14 @@ mistake ends: exit status 2, one ``error:`` line on stderr, no traceback, no fil
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from birdvae.runtime import durable
 from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, PRIOR_FILE
 
 from .conftest import one_error
@@ -105,6 +107,49 @@ def test_separate_writes_n_files(cli, tiny_model: Path, out: Path) -> None:
     assert "11 birds" in result.stdout
     _ok(cli("--n", 11, "--separate", out / "big", "--scale", 3, "--model", tiny_model))
     assert _png(out / "big" / "bird_00010.png").shape == (48, 48, 3)
+
+
+def test_a_separate_folder_that_cannot_take_birds_is_refused_before_the_model_runs(
+    cli, out: Path, monkeypatch
+) -> None:
+    """Found only after the first batch was drawn (24 s for birds64 --best-of 16)."""
+    import birdvae.runtime.cli as bird_gen
+
+    opened = []
+    monkeypatch.setattr(bird_gen, "_open_model", lambda *args: opened.append(args))
+    (out / "nowhere").symlink_to(out / "missing")
+    one_error(cli("--separate", out / "nowhere"), "a link to nothing")
+    (out / "file").write_bytes(b"")
+    one_error(cli("--separate", out / "file" / "birds"), "is not a folder")
+    real_access = os.access
+    locked = out / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(  # root may write anywhere: play a user who may not write here
+        bird_gen.os, "access", lambda p, m: m != os.W_OK and real_access(p, m)
+        if Path(p) == locked else real_access(p, m)
+    )  # fmt: skip
+    one_error(cli("--separate", locked), "is not writable")
+    one_error(cli("--separate", locked / "new" / "birds"), f"the folder {locked} is not")
+    assert opened == []
+
+
+def test_two_runs_never_write_birds_into_one_folder_at_once(
+    cli, tiny_model: Path, out: Path
+) -> None:
+    """Each saw the folder empty of older birds, and one's birds were written over the other's
+    with no --force, both reporting success."""
+    folder = out / "birds"
+    folder.mkdir()
+    other_run = durable.hold(folder)
+    assert other_run is not None
+    try:
+        result = cli("--n", 3, "--separate", folder, "--model", tiny_model)
+    finally:
+        os.close(other_run)
+    one_error(result, "another bird-gen is writing birds into")
+    assert list(folder.iterdir()) == []
+    _ok(cli("--n", 3, "--separate", folder, "--model", tiny_model))
+    assert len(list(folder.iterdir())) == 3
 
 
 def test_separate_files_are_the_grid_birds(cli, tiny_model: Path, out: Path) -> None:

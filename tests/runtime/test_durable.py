@@ -107,3 +107,28 @@ def test_a_file_that_cannot_be_created_is_named_as_the_user_gave_it(tmp_path):
     with pytest.raises(FileNotFoundError) as raised:
         durable.write_bytes_atomic(out, b"birds")
     assert raised.value.filename == str(out)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="only root gives away")
+def test_a_replaced_file_keeps_its_owner_and_group(tmp_path):
+    shared = tmp_path / "shared.png"
+    shared.write_bytes(b"old")
+    os.chown(shared, 65534, 65534)
+    durable.write_bytes_atomic(shared, b"new")
+    info = os.stat(shared)
+    assert shared.read_bytes() == b"new" and (info.st_uid, info.st_gid) == (65534, 65534)
+
+
+def test_a_write_that_fails_names_the_users_file_and_keeps_the_old_one(tmp_path):
+    birds = tmp_path / "birds.png"
+    birds.write_bytes(b"the user's")
+
+    def full_disk(handle):
+        handle.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as raised:
+        durable.write_atomic(birds, full_disk)
+    assert raised.value.filename == str(birds) and raised.value.errno == 28
+    assert birds.read_bytes() == b"the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["birds.png"]
