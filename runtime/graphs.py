@@ -101,8 +101,9 @@ def outputs_pixel_noise(session: InferenceSession) -> bool:
 def run_graph(
     session: InferenceSession, file: str, outputs: list[str], input_name: str, chunk: np.ndarray
 ) -> list[np.ndarray]:
-    """The graph's ``outputs`` for ``chunk``, each a float32 array: a graph may declare outputs
-    of any type (strings, sequences), and every caller computes with them as numbers."""
+    """The graph's ``outputs`` for ``chunk``, each a finite float32 array: a graph may declare
+    outputs of any type (strings, sequences), and every caller computes with them as numbers
+    (a NaN would become a black pixel or a bird the rater cannot rank, blamed on the wrong file)."""
     try:
         values = session.run(outputs, {input_name: chunk})
     except Exception as exc:  # the input was checked, so a failure here is the graph's fault
@@ -113,4 +114,8 @@ def run_graph(
         if not isinstance(value, np.ndarray) or value.dtype != np.float32:
             kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
             raise ModelFormatError(f"{file} output {name!r} is {kind}, the format needs float32")
+        if not np.isfinite(value).all():
+            raise ModelFormatError(
+                f"{file} output {name!r} holds NaN or infinity for a batch of {len(chunk)}"
+            )
     return values

@@ -64,8 +64,10 @@ def load_rater(threads: int = 0) -> Rate:
             for batch in np.split(small, range(RATER_BATCH, len(small), RATER_BATCH))
         ]
         ratings = np.concatenate(out)
-        if ratings.shape != (len(images),) or not np.isfinite(ratings).all():
-            raise ModelFormatError(f"{path} gave ratings of shape {ratings.shape}, not [N] finite")
+        if ratings.shape != (len(images),):
+            raise ModelFormatError(
+                f"{path} gave ratings of shape {ratings.shape} for {len(images)} pictures"
+            )
         return ratings
 
     return rate

@@ -257,16 +257,18 @@ def typed_graph(
     input_dims: Sequence[int],
     outputs: Sequence[tuple[str, Sequence[int]]],
     elem: int,
+    fill: float = 0.0,
 ) -> bytes:
     """A graph of the format's signature whose outputs, of the right names and shapes, hold
-    values of TensorProto type ``elem`` (STRING, DOUBLE) where the format needs float32."""
+    values of TensorProto type ``elem`` (STRING, DOUBLE) where the format needs float32, or
+    float32 values made from ``fill`` (NaN: every output NaN)."""
     size = math.prod(input_dims)
     nodes = [node("Flatten", [input_name], ["flat"])]
     initializers = []
     for name, dims in outputs:
         count = math.prod(dims)
         initializers += [
-            tensor(f"{name}_zeros", [size, count], bytes(4 * size * count)),
+            tensor(f"{name}_zeros", [size, count], struct.pack("<f", fill) * (size * count)),
             tensor(f"{name}_shape", [len(dims) + 1], struct.pack(f"<{len(dims) + 1}q", -1, *dims),
                    dtype=INT64),
         ]  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import struct
@@ -102,6 +103,21 @@ def test_a_graph_whose_outputs_are_not_float32_is_one_error_line(
     args = [arg.format(bird=birds[0]) for arg in args]
     result = cli(*args, "--model", model_copy, "-o", out / "b.png", "--scale", 1)
     one_error(result, file, f"is {shown}, the format needs float32")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=GRAPHS)
+def test_a_graph_whose_outputs_are_nan_is_named_in_one_error_line(
+    cli, graph, model_copy, refresh_manifest, birds, out
+):
+    """A NaN decoder wrote a garbage PNG and exited 0 (with --best-of, the shipped rater was
+    blamed)."""
+    file, input_name, input_dims, outputs, args = GRAPHS[graph]
+    nan = onnx_bytes.typed_graph(input_name, input_dims, outputs, onnx_bytes.FLOAT, fill=math.nan)
+    _replace_graph(model_copy, file, nan, refresh_manifest)
+    args = [arg.format(bird=birds[0]) for arg in args]
+    result = cli(*args, "--model", model_copy, "-o", out / "b.png", "--scale", 1)
+    one_error(result, file, "holds NaN or infinity")
     assert list(out.iterdir()) == []
 
 
