@@ -1,9 +1,12 @@
 """bird-vae's torch-free runtime: sample and reconstruct birds with onnxruntime and numpy.
 
-Importing it costs numpy and nothing more; onnxruntime loads when a graph is first run.
+Importing it costs nothing: ``BirdVAE`` (and numpy) loads on first use, so that ``bird-gen``'s
+first step (``entry.py``) and the other commands start at once; onnxruntime loads when a graph
+is first run.
 """
 
 import os
+from typing import TYPE_CHECKING
 
 # onnxruntime's official builds (1.25 on) collect usage telemetry on Linux and macOS too: a
 # device id under ~/.cache and events sent to Microsoft. A package that runs on people's own
@@ -11,6 +14,15 @@ import os
 # wants onnxruntime's telemetry sets ORT_DISABLE_TELEMETRY=0.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .model import BirdVAE
+if TYPE_CHECKING:
+    from .model import BirdVAE
 
 __all__ = ["BirdVAE"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "BirdVAE":
+        from .model import BirdVAE
+
+        return BirdVAE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

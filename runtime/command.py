@@ -10,6 +10,7 @@ is a bug and keeps its traceback. Python warnings print as one ``warning:`` line
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from typing import Any, NoReturn
@@ -17,10 +18,9 @@ from typing import Any, NoReturn
 import click
 
 from . import durable
-from .errors import UserError
+from .errors import EXIT_INTERRUPTED, UserError
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def printable(text: str) -> str:
@@ -64,6 +64,9 @@ class OneLineErrors:
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> NoReturn:
         extra["standalone_mode"] = False
+        for stream in (sys.stdout, sys.stderr):  # a name a cp1252 pipe cannot encode, escaped
+            with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper
+                stream.reconfigure(errors="backslashreplace")
         with warnings.catch_warnings(), durable.exit_on_sigterm():
             warnings.showwarning = _warn_in_one_line
             try:

@@ -8,6 +8,8 @@ and must cost nothing to import.
 
 from __future__ import annotations
 
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process SIGINT ended
+
 
 class UserError(Exception):
     """A mistake in what the user gave (arguments, a model folder, a photo, a checkpoint, a data

@@ -119,3 +119,38 @@ def test_bird_gen_leaves_nothing_in_the_users_home(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert [p.relative_to(home) for p in home.rglob("*")] == []
     assert [p.name for p in out.iterdir()] == ["b.png"]
+
+
+def test_a_name_the_output_stream_cannot_encode_is_escaped(tiny_model: Path, tmp_path) -> None:
+    """A cp1252 pipe (Windows) or a Latin-1 locale: the PNG was written, then the line saying so
+    was a UnicodeEncodeError traceback."""
+    env = {**ENV, "PYTHONIOENCODING": "cp1252"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from birdvae.runtime.cli import main; main()", "--n", "2",
+         "--model", str(tiny_model), "--threads", "1", "-o", "\u9ce5.png"],
+        cwd=tmp_path, env=env, capture_output=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode("cp1252")
+    assert b"wrote \\u9ce5.png" in done.stdout and (tmp_path / "\u9ce5.png").is_file()
+
+
+def test_ctrl_c_while_the_command_is_imported_is_one_line(tiny_model: Path, tmp_path) -> None:
+    """The first half second of every run is Python importing numpy and the command; a Ctrl-C
+    there printed a traceback (or numpy's "initialization failed")."""
+    interrupt_while_numpy_loads = """
+import builtins, os, signal, sys
+real_import = builtins.__import__
+def importing(name, *args, **kwargs):
+    if name == "numpy" and "numpy" not in sys.modules:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = importing
+from birdvae.runtime.entry import main
+main()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", interrupt_while_numpy_loads, "--n", "2", "--model", str(tiny_model)],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (130, "error: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
