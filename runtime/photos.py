@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from .errors import UserError, first_line
 
 # Pixels decoded at most (a JPEG counts at the reduced scale it is decoded at): 32 megapixels,
-# a large camera's photo, take at most 0.6 GB on the way to RGB. PIL's own limit is 179.
+# a large camera's photo, take at most 0.6 GB on the way to RGB (PIL's own limit is 179).
 MAX_PHOTO_PIXELS = 1 << 25
 # The raster formats a photo may be in (a camera's MPO opens as JPEG). PIL would otherwise also
 # open EPS files by handing them to Ghostscript where it is installed, a program run on a file
@@ -50,7 +50,7 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
     with _decoding(path):
         with warnings.catch_warnings():  # MAX_PHOTO_PIXELS is checked below, and lower
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path, formats=PHOTO_FORMATS)
+            image = _open(path)
         with image:
             if region is None and image.format == "JPEG":
                 image.draft("RGB", (size * 2, size * 2))
@@ -72,6 +72,23 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
 # A descriptor this process already holds (standard input, a shell's process substitution):
 # reading it cannot wait for a writer that never comes, as a named pipe's opening can.
 _OPEN_DESCRIPTOR = re.compile(r"/dev/(stdin|fd/\d+)|/proc/self/fd/\d+")
+
+
+def _open(path: Path) -> Image.Image:
+    """The photo opened, nothing decoded yet. PIL's own limit (179 megapixels) would refuse a
+    200-megapixel phone JPEG that ``draft`` decodes at an eighth of its size; MAX_PHOTO_PIXELS,
+    checked after ``draft``, is the limit here, and PIL's size check is the only one skipped."""
+    try:
+        return Image.open(path, formats=PHOTO_FORMATS)
+    except Image.DecompressionBombError:
+        with open(path, "rb") as handle:
+            is_jpeg = handle.read(3) == b"\xff\xd8\xff"
+        if not is_jpeg:
+            raise ImageError(
+                f"{path}: more than the {MAX_PHOTO_PIXELS >> 20} megapixels a photo may have; "
+                "make it smaller first"
+            ) from None
+        return JpegImagePlugin.JpegImageFile(str(path))
 
 
 def _check_kind(path: Path) -> None:

@@ -77,3 +77,20 @@ def test_load_image_refuses_unreadable_files(tmp_path: Path, content: bytes) -> 
 def test_load_image_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="no such file"):
         photos.load_image(tmp_path / "missing.jpg", 16)
+
+
+def test_a_jpeg_beyond_pils_own_limit_decodes_at_a_reduced_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 200-megapixel phone JPEG met PIL's limit (179 megapixels) before draft could shrink
+    it; other formats that large get this project's message, not PIL's. Both limits are scaled
+    down here (PIL's to 1,000 pixels, ours to 5,000) so that small files stand for large ones."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 5000)
+    colour = (200, 40, 10)
+    jpeg = _save(Image.new("RGB", (160, 120), colour), tmp_path / "phone.jpg", quality=95)
+    pixels = photos.load_image(jpeg, 8)
+    assert pixels.shape == (8, 8, 3) and np.abs(pixels.astype(int) - colour).max() <= 4
+    png = _save(Image.new("RGB", (160, 120), colour), tmp_path / "scan.png")
+    with pytest.raises(ImageError, match=r"scan\.png: more than .* make it smaller first"):
+        photos.load_image(png, 8)
