@@ -200,6 +200,16 @@ const cases = {
     );
   },
 
+  async fitted({ hex, components, latentDim }) {
+    const bytes = new Uint8Array(Buffer.from(hex, "hex"));
+    try {
+      await GaussianMixture.fromNpz(bytes, components, latentDim);
+      return "loads";
+    } catch (error) {
+      return failure(error);
+    }
+  },
+
   async npz({ files, limits }) {
     const result = {};
     for (const [name, hex] of Object.entries(files)) {

@@ -371,6 +371,16 @@ def test_npz_reader_gives_numpys_arrays(mirror):
                 assert got["sum"] == pytest.approx(float(want.astype(np.float64).sum()), rel=1e-9)
 
 
+def test_a_damaged_prior_npz_is_the_models_fault_named_as_in_python(mirror, tmp_path):
+    """The page showed "Something went wrong: it lacks the array weights"."""
+    data = _npz({"other": np.ones(3, np.float32)}, compressed=False)
+    out = mirror("fitted", {"hex": data.hex(), "components": 3, "latentDim": 2})
+    with pytest.raises(ModelFormatError) as python:
+        GaussianMixture.load(data, 2, tmp_path / "prior.npz", 3)
+    assert out.startswith("ModelError: prior.npz is not a valid prior: it lacks the array")
+    assert "is not a valid prior: it lacks the array" in str(python.value)
+
+
 def test_npz_reader_refuses_hostile_files(mirror):
     good = _npz({"weights": np.ones(3, np.float32)}, compressed=True)
     bomb = io.BytesIO()

@@ -81,8 +81,8 @@ const firstLine = (error) =>
     .trim()
     .split('\n')[0];
 
-// One graph of the model, opened only if its signature is the format's (runtime/model.py's
-// _open_session): input `input` float32 [N, ...inRow] with a dynamic N, outputs that begin with
+// One graph of the model, opened only if its signature is the format's (runtime/graphs.py's
+// check_signature): input `input` float32 [N, ...inRow] with a dynamic N, outputs that begin with
 // `outputs`, each float32 [N, ...outRow] when run.
 class Graph {
   static async open(bytes, file, input, inRow, outRow, outputs) {

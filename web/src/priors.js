@@ -5,7 +5,7 @@
 // from `picks`, then every prior fills its Gaussian noise row by row from `noise`. Codes are
 // Float32Array [n * D], row-major, as the decoder takes them.
 
-import { readNpz } from './npz.js';
+import { NpzError, readNpz } from './npz.js';
 import { MAX_TEMPERATURE, ModelError } from './manifest.js';
 
 export function checkTemperature(value, what = 'temperature', max = MAX_TEMPERATURE) {
@@ -65,11 +65,18 @@ export class GaussianMixture {
     const [k, d] = [components, latentDim];
     // float64 is the most an array may need; anything larger is refused before inflating.
     const header = 4096;
-    const arrays = await readNpz(bytes, {
-      weights: header + 8 * k,
-      means: header + 8 * k * d,
-      cholesky: header + 8 * k * d * d,
-    });
+    let arrays;
+    try {
+      arrays = await readNpz(bytes, {
+        weights: header + 8 * k,
+        means: header + 8 * k * d,
+        cholesky: header + 8 * k * d * d,
+      });
+    } catch (error) {
+      // as runtime/prior.py: the model's fault, named, not "something went wrong"
+      if (error instanceof NpzError) throw new ModelError(`prior.npz is not a valid prior: ${error.message}`);
+      throw error;
+    }
     const expected = { weights: [k], means: [k, d], cholesky: [k, d, d] };
     for (const [name, shape] of Object.entries(expected)) {
       if (arrays[name].shape.join() !== shape.join()) {
