@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from birdvae.runtime.command import Command
+from birdvae.runtime.command import Command, FiniteRange
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     DEFAULT_OPSET,
@@ -106,14 +106,14 @@ class ExportOptions:
 )
 @click.option(
     "--temperature",
-    type=click.FloatRange(0, MAX_TEMPERATURE, min_open=True),
+    type=FiniteRange(0, MAX_TEMPERATURE, min_open=True),
     default=1.0,
     show_default=True,
     help="The default prior's sampling temperature, written to the manifest.",
 )
 @click.option(
     "--noise",
-    type=click.FloatRange(0, MAX_NOISE),
+    type=FiniteRange(0, MAX_NOISE),
     default=0.0,
     show_default=True,
     help="Default pixel noise written to the manifest: bird-gen draws pixels from the "
@@ -129,7 +129,7 @@ class ExportOptions:
 )
 @click.option(
     "--guidance",
-    type=click.FloatRange(min=1),
+    type=FiniteRange(min=1),
     help="Autoguidance weight (1: none). [default: 2 with --prior-guide]",
 )
 @click.option(

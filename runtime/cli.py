@@ -25,7 +25,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import durable, images
-from .command import Group, echo
+from .command import FiniteRange, Group, echo
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
@@ -174,12 +174,12 @@ def _check_pixels(height: int, width: int) -> None:
 @click.option(
     "--temperature",
     "-t",
-    type=click.FloatRange(0, MAX_TEMPERATURE),
+    type=FiniteRange(0, MAX_TEMPERATURE),
     help="Spread of the prior (1: as fitted; lower: safer, blander). Default: the model's.",
 )
 @click.option(
     "--noise",
-    type=click.FloatRange(0, MAX_NOISE),
+    type=FiniteRange(0, MAX_NOISE),
     help="Pixel grain drawn from the decoder's own distribution (0: its smooth mean; 1: a full "
     "sample). Default: the model's.",
 )

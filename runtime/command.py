@@ -11,6 +11,7 @@ is a bug and keeps its traceback. Python warnings print as one ``warning:`` line
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import warnings
 from typing import Any, NoReturn
@@ -83,6 +84,17 @@ class OneLineErrors:
             except OSError as exc:
                 fail(describe_os_error(exc))
         sys.exit(status if isinstance(status, int) else 0)
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange that also refuses NaN (which passes every comparison click makes) and
+    infinity, naming the flag as every other bad value does."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 class Command(OneLineErrors, click.Command):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from birdvae.runtime.command import Command
+from birdvae.runtime.command import Command, FiniteRange
 from birdvae.runtime.errors import UserError
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 )
 @click.option(
     "--prior-keep",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=FiniteRange(0, 1, min_open=True),
     help="Learned prior: the share of photos whose codes it learns, those the shipped rater "
     "rates highest. [default: 1]",
 )
@@ -99,18 +99,18 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 )
 @click.option(
     "--gan-weight",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Decoder stage: the adversarial term's weight, times the adaptive balance. [default: 0.8]",
 )
 @click.option(
     "--prior-share",
-    type=click.FloatRange(0, 4),
+    type=FiniteRange(0, 4),
     help="Decoder stage: learned-prior codes decoded as fakes, per photo in a batch. "
     "[default: 0.5]",
 )
 @click.option(
     "--anchor-weight",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Decoder stage: holds learned-prior codes' pictures, at half resolution, to what the "
     "init decoder draws for them (0: off), against the discriminator's confetti. [default: 1]",
 )
@@ -122,20 +122,20 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 )
 @click.option(
     "--perceptual-weight",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Decoder stage: a perceptual distance between reconstructions and their photos, in "
     "the features of a species classifier the stage trains first (0: off; needs two or more "
     "species folders). [default: 0]",
 )
 @click.option(
     "--rater-weight",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Decoder stage: a term that raises the shipped rater's score of learned-prior draws "
     "(0: off; needs an --init with a learned prior). [default: 0]",
 )
 @click.option(
     "--projected-weight",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     help="Decoder stage: a second discriminator over that species classifier's features (a "
     "projected GAN), its term this many times the pixel discriminator's (0: off). [default: 0]",
 )
@@ -160,7 +160,7 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     help="Peak learning rate. "
     "[default: 2e-3; baseline: 1e-3; --stage prior: 1e-3; --stage decoder: 2e-4]",
 )
@@ -198,13 +198,13 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 )
 @click.option(
     "--box-margin",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     help="Context kept around a CUB photo's bounding box, a share of its longer side on each "
     "side (0: the box itself, which raters call a bird more often at 32x32). [default: 0.15]",
 )
 @click.option(
     "--val-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     help="Held-out share of a plain folder (CUB uses its own split). [default: 0.1]",
 )
 @click.option(
@@ -212,12 +212,12 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 )
 @click.option(
     "--kl-weight",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     help="Final weight of the KL term (beta); validation bits/dim always use 1. "
     "[default: 1]",
 )
 @click.option(
-    "--free-bits", type=click.FloatRange(min=0), help="Nats per latent dim kept free. [default: 0]"
+    "--free-bits", type=FiniteRange(min=0), help="Nats per latent dim kept free. [default: 0]"
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
 @click.option(

@@ -28,6 +28,8 @@ BOUNDLESS = {
     "temperature-huge": ("--temperature 1e30 -o {out}/b.png", "1e+30"),
     "noise-huge": ("--noise 1e30 -o {out}/b.png", "1e+30"),
     "batch-a-million": ("--batch 1000000 -o {out}/b.png", "batch 1000000 is too large"),
+    "temperature-nan": ("-t nan -o {out}/b.png", "'--temperature' / '-t': 'nan' is not a finite"),
+    "noise-nan": ("--noise nan -o {out}/b.png", "'--noise': 'nan' is not a finite"),
 }  # fmt: skip
 
 

@@ -49,3 +49,17 @@ def test_stated_stage_defaults_match_the_stage_configs():
             match = re.search(rf"--stage {stage}: ([-+0-9.e]+)[;\]]", param.help)
             assert match, f"--{param.name} states no --stage {stage} default"
             assert float(match.group(1)) == float(getattr(config, param.name)), param.name
+
+
+def test_no_number_flag_takes_nan_or_infinity():
+    """NaN passes every range comparison click makes: --lr nan reached the optimiser."""
+    from click.testing import CliRunner
+
+    from birdvae.runtime.command import FiniteRange
+
+    ranged = [p for p in train_command.params if isinstance(p.type, FiniteRange)]
+    assert len(ranged) >= 10
+    for flag in ("--lr", "--kl-weight", "--free-bits"):
+        for value in ("nan", "inf"):
+            result = CliRunner().invoke(train_command, [flag, value, "--data", ".", "-o", "x"])
+            assert result.exit_code == 2 and f"'{flag}'" in result.output, result.output
