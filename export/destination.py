@@ -49,6 +49,11 @@ def check_replaceable(destination: Path) -> None:
     a valid manifest and nothing but the files an export writes."""
     if destination.is_symlink():
         raise DestinationError(f"{destination} is a symbolic link; give the folder itself")
+    longest = durable.longest_name(destination.parent) - len(".partial") + len(".tmp")
+    if len(os.fsencode(destination.name)) > longest:  # its staging folder's name adds to it
+        raise DestinationError(
+            f"{destination}: the folder name is too long (at most {longest} bytes here)"
+        )
     if not destination.exists():
         return
     if not destination.is_dir():

@@ -7,7 +7,7 @@ catching any real mismatch (a wrong layer, a badly folded BatchNorm, a frozen ba
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +117,9 @@ def check_parity(
                 source: [t.numpy() for t in _as_tuple(graph(torch.from_numpy(latents)))]
                 for source, latents in (("random z", z[:n]), ("encoded z", mean))
             }
+        _check_finite("encoder", (mean, logvar))
+        for source, refs in torch_outputs.items():
+            _check_finite(f"decoder, for {source}", refs)
         onnx_latents = encoder.run(list(ENCODER_OUTPUTS), {ENCODER_INPUT: x[:n]})
         for name, ref, got in zip(ENCODER_OUTPUTS, (mean, logvar), onnx_latents):
             tolerance = scaled_tolerance(LATENT_TOL, ref)
@@ -151,11 +154,22 @@ def check_sampler_parity(
     for n in BATCH_SIZES:
         with torch.no_grad():
             ref = sampler(torch.from_numpy(noise[:n])).numpy()
+        _check_finite("prior", (ref,))
         (got,) = session.run([SAMPLER_OUTPUT], {SAMPLER_INPUT: noise[:n]})
         tolerance = scaled_tolerance(SAMPLER_TOL, ref)
         rows.append(ParityRow("prior", SAMPLER_OUTPUT, "normal noise", n, _max_diff(ref, got),
                               tolerance))  # fmt: skip
     return rows
+
+
+def _check_finite(graph: str, outputs: Sequence[np.ndarray]) -> None:
+    """Refuse a model whose own (PyTorch) outputs hold NaN or infinity: no graph could match
+    it, and the parity check would blame onnxruntime for the difference."""
+    if not all(np.isfinite(output).all() for output in outputs):
+        raise ExportError(
+            f"the checkpoint's {graph} gives NaN or infinity in PyTorch: the run that wrote it "
+            "diverged; export an earlier checkpoint (its best.pt, or a run with a lower --lr)"
+        )
 
 
 def _as_tuple(value: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

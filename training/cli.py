@@ -3,11 +3,12 @@ runtime-only install answers with an install hint instead of an ImportError."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -272,16 +273,47 @@ def train_command(ctx: click.Context, **options) -> None:
             "the decoder stage is not compiled: its adaptive weight differentiates the decoder "
             "twice in a step, which torch.compile's backward does not allow; drop --compile"
         )
-    trainer = trainer_class(config.stage)(config, run_dir, resume_state)
+    with _nothing_left_on_refusal(run_dir):
+        trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
+        if trainer.recovered:  # the kill came as the last epoch ended: the run is done now
+            return
         raise UserError(
             f"{run_dir} has already trained {trainer.epoch} epochs; "
             f"pass --epochs N with N > {trainer.epoch} to carry it on"
         )
     trainer.fit()
     trainer.close()
-    if trainer.stop_signal is not None:
+    if trainer.stop_signal is not None and trainer.epoch < config.epochs:
         sys.exit(128 + trainer.stop_signal)  # 130 for Ctrl-C, 143 for SIGTERM, as documented
+
+
+@contextlib.contextmanager
+def _nothing_left_on_refusal(run_dir: Path) -> Iterator[None]:
+    """A run refused while it is set up, after its photos were decoded (a flag its --init cannot
+    serve, a batch larger than the data, a resume whose data changed), leaves none of the image
+    caches and folders this command made; what was there before stays."""
+    from .runfolder import CACHE
+
+    run_dir = Path(run_dir).absolute()
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    cache = run_dir / CACHE
+    if cache.is_dir():
+        before = set(cache.iterdir())
+    else:
+        before = set()
+        made.insert(0, cache)
+    try:
+        yield
+    except UserError:
+        if cache.is_dir():
+            for entry in set(cache.iterdir()) - before:
+                if entry.is_file() and not entry.is_symlink():
+                    entry.unlink()
+        for folder in made:  # deepest first; a folder that holds anything stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], TrainConfig]:

@@ -325,7 +325,9 @@ STAGES = ("vae", "prior", "decoder")
 
 def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
     """The config a later stage starts from: the init run's model and data, the stage's own
-    optimisation defaults."""
+    optimisation defaults, and this machine's device and precision (a VAE trained on a GPU box
+    would otherwise ask this CPU box for CUDA); a stage's own settings (prior width, loss
+    weights) are kept from an init run of the same stage, so that it carries that run on."""
     if stage not in STAGES[1:]:
         raise ValueError(f"unknown stage {stage!r} (choose {', '.join(STAGES)})")
     defaults: dict[str, Any] = {
@@ -336,7 +338,8 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
         "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
                         ema_decay=0.999, grad_clip=0.0, schedule="cosine", compile=False),
     }[stage]  # fmt: skip
-    return replace(init, stage=stage, init=init_path, **defaults)
+    machine = dict(device=TrainConfig.device, precision=TrainConfig.precision)  # the defaults
+    return replace(init, stage=stage, init=init_path, **defaults, **machine)
 
 
 def override(config: TrainConfig, **changes: Any) -> TrainConfig:

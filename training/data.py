@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -120,6 +121,11 @@ def load_splits(
             train_labels=splits.train_labels, val_labels=splits.val_labels,
             classes=np.array(splits.classes),
         )  # fmt: skip
+        # A run's photos have one cache: one keyed by their earlier times (touched, copied
+        # back) would only take room, a full copy of the decoded photos each.
+        for stale in cache_path.parent.glob(f"{kinds[0]}-{image_size}px-*.npz"):
+            if stale != cache_path and stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
     return splits
 
 
@@ -220,6 +226,9 @@ def read_cub_layout(cub_root: Path) -> list[_Item]:
         try:
             is_train = splits[image_id][0] == "1"
             box = tuple(float(v) for v in boxes[image_id][:4])
+            x, y, width, height = box  # a place in the photo and a size, every one finite
+            if not all(map(math.isfinite, box)) or min(x, y) < 0 or min(width, height) <= 0:
+                raise ValueError(f"box {box}")
         except (KeyError, IndexError, ValueError) as exc:
             raise DataError(f"CUB image {image_id} has no valid split or box entry") from exc
         label = Path(relative).parts[0] if len(Path(relative).parts) > 1 else ""

@@ -134,6 +134,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.partial: dict[str, float] = {}
         self.bad_in_a_row = 0  # non-finite steps in a row, whatever epochs they fall in
+        self.recovered = False  # whether a resume wrote what a kill at an epoch's end cut off
         if resume_state is not None:
             self._restore(resume_state)
         self.trainable = self._wrap(self._trained_module())
@@ -286,7 +287,7 @@ class Trainer:
         def load() -> Splits:
             return load_splits(
                 self.config.data, self.config.model.image_size, self.config.crop,
-                self.config.val_fraction, self.run_dir / "cache",
+                self.config.val_fraction, self.run_dir / runfolder.CACHE,
                 box_margin=self.config.box_margin,
             )  # fmt: skip
 
@@ -413,7 +414,8 @@ class Trainer:
                 if not finished:
                     break
                 last_metrics = self._end_epoch()
-            if self._stop_requested and self.ddp.main:
+            # A stop that came as the last epoch ended found nothing left to stop: the run is done.
+            if self._stop_requested and self.epoch < config.epochs and self.ddp.main:
                 self.save(LAST)
                 self.log(
                     f"stopped: saved {self.run_dir / LAST} at epoch {self.epoch}, "
@@ -470,9 +472,8 @@ class Trainer:
                 self.bad_in_a_row += 1  # across epochs: a small set has few steps in each
                 if self.bad_in_a_row >= self.config.max_bad_steps:
                     bar.close()
-                    raise TrainingError(
-                        f"{self.bad_in_a_row} non-finite steps in a row at step {self.step}: "
-                        "the run diverged; lower --lr or resume from best.pt"
+                    raise self._diverged(
+                        f"{self.bad_in_a_row} non-finite steps in a row at step {self.step}"
                     )
                 continue
             self.bad_in_a_row = 0
@@ -495,10 +496,7 @@ class Trainer:
     def _end_epoch(self) -> dict[str, Any]:
         sums, self.partial = self.partial, {}
         if not sums["n"]:  # no figures to log or score: the run has nothing to go on from
-            raise TrainingError(
-                f"every step of epoch {self.epoch + 1} was non-finite: the run diverged; lower "
-                "--lr or resume from best.pt"
-            )
+            raise self._diverged(f"every step of epoch {self.epoch + 1} was non-finite")
         self.epoch += 1
         self.batch_in_epoch = 0
         n = max(sums["n"], 1.0)
@@ -515,6 +513,8 @@ class Trainer:
         if self.ddp.main:
             metrics.update(self._validate())
             score = metrics[self.score_key] if self.score_key else -float(self.epoch)
+            if not math.isfinite(score):  # nothing of this epoch is saved: last.pt stays before it
+                raise self._diverged(f"epoch {self.epoch}'s validation {self.score_key} is {score}")
             improved = score < self.best_val_bpd
             if improved:
                 self.best_val_bpd = score
@@ -530,6 +530,18 @@ class Trainer:
             )
         self.ddp.barrier()
         return metrics
+
+    def _diverged(self, what: str) -> TrainingError:
+        """The error that ends a diverged run, with what the run folder still holds."""
+        kept = (
+            f"; {self.run_dir / BEST} holds epoch {self.best_epoch}, the best before"
+            if self.best_epoch is not None
+            else ""
+        )
+        return TrainingError(
+            f"{what}: the run diverged; start again with a lower --lr (or lower loss weights)"
+            + kept
+        )
 
     def _validate(self) -> dict[str, float]:
         model = self.eval_model
@@ -578,6 +590,7 @@ class Trainer:
             written.append(f"grids of epoch {self.epoch}")
         if written:
             self.log(f"recovered from an interrupted epoch end: wrote {', '.join(written)}")
+        self.recovered = bool(written)
 
     # --- checkpoints --------------------------------------------------------------------
 

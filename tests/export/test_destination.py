@@ -71,6 +71,15 @@ def test_a_model_folder_with_the_users_notes_is_not_replaced(export_cli, resnet_
     assert hidden(tmp_path) == []
 
 
+def test_a_name_its_staging_folder_cannot_take_is_refused_first(
+    export_cli, resnet_checkpoint, tmp_path
+):
+    """A legal 240-byte name failed after the whole export, naming the hidden staging folder."""
+    out = tmp_path / ("m" * 240)
+    one_error(export_cli(resnet_checkpoint, "-o", out), "the folder name is too long")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_our_model_folder_and_an_empty_folder_are_replaced(export_cli, resnet_checkpoint,
                                                            old_model, tmp_path):  # fmt: skip
     out = tmp_path / "model"

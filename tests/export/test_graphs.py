@@ -138,6 +138,16 @@ def test_parity_holds_and_catches_a_changed_model(exported):
         verdict(check_parity(model, folder, None))
 
 
+def test_a_model_that_gives_nan_is_called_diverged_not_a_parity_failure(exported):
+    """'onnxruntime and PyTorch differ by nan' blamed the engines for a diverged run's model."""
+    checkpoint, folder, _ = exported["baseline"]
+    model = load_model(checkpoint)[0]
+    with torch.no_grad():
+        model.decoder.body[0].bias.fill_(float("inf"))
+    with pytest.raises(ExportError, match=r"checkpoint's decoder, for random z gives NaN or inf"):
+        check_parity(model, folder, None)
+
+
 def test_parity_tolerance_scales_with_the_values_compared():
     """Pixel scales far from the data reach 20 or more, where float32 rounding alone passes
     1e-5; values within [-1, 1] keep the absolute bound."""

@@ -60,6 +60,20 @@ def test_no_number_flag_takes_nan_or_infinity():
     ranged = [p for p in train_command.params if isinstance(p.type, FiniteRange)]
     assert len(ranged) >= 10
     for flag in ("--lr", "--kl-weight", "--free-bits"):
-        for value in ("nan", "inf"):
+        for value in ("nan", "inf", "1e300"):  # 1e300: torch's overflow traceback
             result = CliRunner().invoke(train_command, [flag, value, "--data", ".", "-o", "x"])
             assert result.exit_code == 2 and f"'{flag}'" in result.output, result.output
+
+
+def test_a_later_stage_runs_on_this_machine_not_the_init_runs():
+    """A VAE trained with --device cuda made '--stage prior' on a CPU box fail with "--device
+    cuda was asked for", and one trained with --device cpu kept later stages off a GPU."""
+    from dataclasses import replace
+
+    from birdvae.training.config import stage_config
+
+    trained = replace(TrainConfig(), device="cuda", precision="bf16", lr=0.5)
+    for stage in ("prior", "decoder"):
+        later = stage_config(trained, stage, "init.pt")
+        assert (later.device, later.precision) == ("auto", "auto")
+        assert later.model == trained.model and later.lr != 0.5

@@ -110,12 +110,34 @@ def test_names_that_are_not_utf8_are_data_not_tracebacks(tmp_path: Path):
         load_splits(cub.parent, 16)
 
 
+@pytest.mark.parametrize("box", ["nan 2 30 30", "2 2 inf 30", "-5 2 30 30", "2 2 0 30"])
+def test_a_box_that_is_no_place_in_the_photo_is_one_data_error(tmp_path: Path, box: str):
+    """A NaN box was numpy's "cannot convert float NaN to integer"; the others were cropped."""
+    cub = _fake_cub(tmp_path) / "CUB_200_2011"
+    lines = (cub / "bounding_boxes.txt").read_text().splitlines()
+    lines[0] = f"{lines[0].split()[0]} {box}"
+    (cub / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="has no valid split or box entry"):
+        load_splits(cub.parent, 16)
+
+
 def test_a_photo_cub_lists_but_the_folder_lacks_is_skipped_with_a_warning(tmp_path: Path):
     root = _fake_cub(tmp_path)
     (root / "CUB_200_2011" / "images" / "001.Tiny_Bird" / "bird_2.jpg").unlink()
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         splits = load_splits(root, 16, cache_dir=tmp_path / "cache")
     assert (len(splits.train), len(splits.val), splits.skipped) == (2, 1, 1)
+
+
+def test_photos_touched_since_they_were_cached_leave_one_cache(image_folder, tmp_path):
+    """Each resume after a touch (a copy, a sync) added a full copy of the decoded photos."""
+    cache = tmp_path / "cache"
+    first = load_splits(image_folder, 16, cache_dir=cache)
+    for photo in (p for p in image_folder.rglob("*") if p.is_file()):
+        os.utime(photo, (1e9, 1e9))
+    again = load_splits(image_folder, 16, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 1
+    assert (first.train == again.train).all()
 
 
 def test_a_damaged_cache_is_ignored_with_a_warning_and_rewritten(image_folder, tmp_path):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -335,3 +336,71 @@ def test_grids_are_drawn_without_autograd(image_folder, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "grids").iterdir()) == [
         "recon_0000.png", "samples_0000.png"
     ]  # fmt: skip
+
+
+TINY_RUN = ["--batch-size", "8", "--latent-dim", "16", "--decoder-width", "8",
+            "--decoder-max-width", "16", "--threads", "1"]  # fmt: skip
+
+
+def test_a_stop_as_the_last_epoch_ends_is_a_finished_run(image_folder, tmp_path, monkeypatch):
+    """Ctrl-C during the last epoch's validation and writes: every epoch done, best.pt written,
+    yet it said "stopped ... continue with --resume" and exited 130, and --resume refused."""
+    end_epoch = Trainer._end_epoch
+
+    def stopped_meanwhile(self):
+        self.request_stop(signal.SIGINT)
+        return end_epoch(self)
+
+    monkeypatch.setattr(Trainer, "_end_epoch", stopped_meanwhile)
+    run = tmp_path / "run"
+    args = ["--data", str(image_folder), "-o", str(run), "--epochs", "1", *TINY_RUN]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 0, result.output
+    assert "stopped" not in result.output and (run / "best.pt").is_file()
+
+
+def test_a_resume_that_completes_the_last_epochs_records_is_a_finished_run(
+    image_folder, tmp_path
+):
+    """A kill while the last epoch's best.pt and metrics were written: --resume wrote them, then
+    said the run "has already trained 1 epochs" and exited 2."""
+    run = tmp_path / "run"
+    args = ["--data", str(image_folder), "-o", str(run), "--epochs", "1", *TINY_RUN]
+    assert CliRunner().invoke(train_command, args).exit_code == 0
+    (run / "best.pt").unlink()
+    (run / "metrics.jsonl").unlink()
+    result = CliRunner().invoke(train_command, ["--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "recovered" in result.output and (run / "best.pt").is_file()
+    again = CliRunner().invoke(train_command, ["--resume", str(run)])
+    assert again.exit_code == 2 and "already trained 1 epochs" in again.output
+
+
+def test_a_run_refused_after_its_photos_were_decoded_leaves_nothing(image_folder, tmp_path):
+    """A batch larger than the data is known only once the photos are read: the refusal left
+    nest/deep/run/cache/ with the decoded images, and the folders above it."""
+    run = tmp_path / "nest" / "deep" / "run"
+    args = ["--data", str(image_folder), "-o", str(run), "--epochs", "1", *TINY_RUN,
+            "--batch-size", "1000"]  # fmt: skip
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]
+
+
+def test_a_validation_score_that_is_not_finite_ends_the_run_and_saves_nothing_of_it(
+    image_folder, tmp_path, monkeypatch
+):
+    """The last epoch diverged: 'val nan bits/dim', exit 0, no best.pt, metrics.jsonl holding
+    bare NaN (no JSON), and the hint named a best.pt that did not exist."""
+    validate = Trainer._validate
+    monkeypatch.setattr(
+        Trainer, "_validate",
+        lambda self: {**validate(self), "val_bpd": math.nan} if self.epoch == 2 else validate(self),
+    )  # fmt: skip
+    trainer = Trainer(tiny_config(image_folder, epochs=2), tmp_path / "run", log=_quiet)
+    with pytest.raises(loop.TrainingError, match=r"epoch 2's validation val_bpd is nan.*best\.pt "
+                                                 r"holds epoch 1"):  # fmt: skip
+        trainer.fit()
+    assert checkpoint.load(tmp_path / "run" / LAST)["epoch"] == 1
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]
