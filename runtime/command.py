@@ -86,14 +86,20 @@ class OneLineErrors:
         sys.exit(status if isinstance(status, int) else 0)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 class FiniteRange(click.FloatRange):
-    """click's FloatRange that also refuses NaN (which passes every comparison click makes) and
-    infinity, naming the flag as every other bad value does."""
+    """click's FloatRange that also refuses NaN (which passes every comparison click makes),
+    infinity, and numbers beyond float32 (torch's optimisers and clamps overflow on them),
+    naming the flag as every other bad value does."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
+        if abs(number) > FLOAT32_MAX:
+            self.fail(f"{value!r} is beyond what a 32-bit float holds.", param, ctx)
         return number
 
 
