@@ -320,8 +320,7 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
     """The run folder, its last checkpoint and its config with what --resume may change."""
     from . import checkpoint
     from .config import override
-    from .loop import LAST
-    from .runfolder import CONFIG
+    from .runfolder import BEST, CONFIG, LAST, check_not_a_link
 
     extra = given - RESUMABLE_FLAGS
     if extra:
@@ -331,6 +330,13 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
             "--threads may change)"
         )
     run_dir = options["resume"]
+    check_not_a_link(run_dir)
+    if (run_dir / BEST).is_file() and not (run_dir / LAST).exists():
+        raise UserError(
+            f"{run_dir} has {BEST} but no {LAST}, which a resume starts from (it carries the "
+            f"optimiser's state and the place in the epoch); start a later stage from {BEST}, or "
+            "a new run with another -o"
+        )
     if (run_dir / CONFIG).is_file() and not (run_dir / LAST).exists():
         raise UserError(
             f"{run_dir} has no {LAST}: the run stopped before its first epoch ended, so there is "

@@ -33,9 +33,13 @@ def check_new_run_folder(run_dir: Path) -> None:
     ours left when it was stopped before its first ``last.pt`` (``config.json``, ``cache/``,
     ``grids/``): a run rewrites ``config.json``, ``best.pt`` and ``metrics.jsonl`` whole, so a
     user's files of those names would be lost."""
-    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+    check_not_a_link(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"-o/--output {run_dir} exists and is not a folder")
     if not run_dir.exists():
+        above = next(folder for folder in run_dir.absolute().parents if folder.exists())
+        if not above.is_dir():  # found before the photos are decoded, not when the cache is
+            raise UserError(f"-o/--output {run_dir}: {above} is not a folder")
         return
     if (run_dir / LAST).exists():
         raise UserError(
@@ -50,6 +54,13 @@ def check_new_run_folder(run_dir: Path) -> None:
             f"refusing to train into {run_dir}: it holds {shown}{more}, which vae-train did not "
             "write; choose another -o/--output"
         )
+
+
+def check_not_a_link(run_dir: Path) -> None:
+    """Refuse a run folder given as a symbolic link: a run holds an flock on the folder itself,
+    taken without following links, so that the lock and the files are in one place."""
+    if run_dir.is_symlink():
+        raise UserError(f"{run_dir} is a symbolic link; give the run folder itself")
 
 
 def _left_by_a_run(entry: Path) -> bool:

@@ -404,3 +404,27 @@ def test_a_validation_score_that_is_not_finite_ends_the_run_and_saves_nothing_of
     assert checkpoint.load(tmp_path / "run" / LAST)["epoch"] == 1
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1]
+
+
+def test_run_folders_that_cannot_serve_are_refused_before_any_photo_is_read(
+    image_folder, tmp_path, monkeypatch
+):
+    """A link to a run folder failed after all the photos were decoded ("Too many levels of
+    symbolic links", from the lock); -o under a file failed when the cache was written; a run
+    with best.pt but no last.pt was told to start again into the folder it then refused."""
+    monkeypatch.setattr(loop, "load_splits", None)  # a photo read is a TypeError, not a line
+    real = tmp_path / "run"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    (tmp_path / "file").write_text("")
+    (real / "best.pt").write_bytes(b"")
+    (real / "config.json").write_text("{}")
+    cases = {
+        ("--resume", str(tmp_path / "link")): "is a symbolic link; give the run folder itself",
+        ("--data", str(image_folder), "-o", str(tmp_path / "link")): "is a symbolic link",
+        ("--data", str(image_folder), "-o", str(tmp_path / "file" / "run")): "file is not a folder",
+        ("--resume", str(real)): "has best.pt but no last.pt",
+    }
+    for args, message in cases.items():
+        result = CliRunner().invoke(train_command, list(args))
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
