@@ -210,7 +210,7 @@ class Manifest:
     @classmethod
     def load(cls, folder: Path) -> Manifest:
         path = Path(folder) / MANIFEST_FILE
-        if not path.is_file() and not path.is_symlink():
+        if not path.exists() and not path.is_symlink():  # a folder or pipe of that name: below
             raise ModelFormatError(f"{folder} is not a model folder: it has no {MANIFEST_FILE}")
         text = read_file(path, MAX_MANIFEST_BYTES)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -461,3 +462,17 @@ def test_the_int8_sampler_runs_unfused_where_arm_cpus_with_sme_got_it_wrong(
     fused = (tmp_path / "optimized-1.onnx").read_bytes()
     assert b"DynamicQuantizeMatMul" in fused
     assert b"DynamicQuantizeMatMul" not in unfused
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "pipe"])
+def test_a_manifest_that_is_no_file_is_named_for_what_it_is(model_copy: Path, kind: str) -> None:
+    """A folder or a pipe called manifest.json was reported as no manifest at all."""
+    manifest = model_copy / MANIFEST_FILE
+    manifest.unlink()
+    if kind == "folder":
+        manifest.mkdir()
+    elif kind == "pipe":
+        os.mkfifo(manifest)
+    expected = "it has no manifest.json" if kind == "missing" else "manifest.json is not a regular"
+    with pytest.raises(ModelFormatError, match=expected):
+        BirdVAE(model_copy)
