@@ -57,11 +57,21 @@ _threads_option = click.option(
 )
 
 
+class NamedPath(click.Path):
+    """click's Path refusing an empty name, which it reads as the current folder: an unset
+    shell variable in ``--separate "$OUT"`` would write the birds among the user's files."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            self.fail("an empty name; give a path.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _output_option(default: str, what: str) -> Callable[..., Any]:
     return click.option(
         "-o",
         "--output",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=NamedPath(dir_okay=False, path_type=Path),
         default=default,
         show_default=True,
         help=f"The PNG to write: {what}.",
@@ -154,7 +164,7 @@ def _check_pixels(height: int, width: int) -> None:
 @_output_option("birds.png", "a near-square grid of the birds")
 @click.option(
     "--separate",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NamedPath(file_okay=False, path_type=Path),
     metavar="DIR",
     help="Write each bird as its own PNG, DIR/bird_00000.png and on, instead of one grid.",
 )
@@ -381,7 +391,7 @@ def _photo_figure(
 
 @main.command()
 @click.argument(
-    "photos", metavar="IMAGES...", nargs=-1, required=True, type=click.Path(path_type=Path)
+    "photos", metavar="IMAGES...", nargs=-1, required=True, type=NamedPath(path_type=Path)
 )
 @_output_option("recon.png", "originals on top, each reconstruction below it")
 @_scale_option()
@@ -417,8 +427,8 @@ def recon(
 
 
 @main.command()
-@click.argument("first", metavar="A", type=click.Path(path_type=Path))
-@click.argument("last", metavar="B", type=click.Path(path_type=Path))
+@click.argument("first", metavar="A", type=NamedPath(path_type=Path))
+@click.argument("last", metavar="B", type=NamedPath(path_type=Path))
 @click.option(
     "--steps",
     type=click.IntRange(2, MAX_STEPS),

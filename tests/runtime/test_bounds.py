@@ -5,6 +5,7 @@ a photo's header); and ``--separate`` never mixes two runs' birds unnoticed."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import struct
 import subprocess
@@ -30,6 +31,8 @@ BOUNDLESS = {
     "batch-a-million": ("--batch 1000000 -o {out}/b.png", "batch 1000000 is too large"),
     "temperature-nan": ("-t nan -o {out}/b.png", "'--temperature' / '-t': 'nan' is not a finite"),
     "noise-nan": ("--noise nan -o {out}/b.png", "'--noise': 'nan' is not a finite"),
+    "separate-into-an-empty-name": ("--separate ''", "'--separate': an empty name"),
+    "output-of-an-empty-name": ("-o ''", "'-o' / '--output': an empty name"),
 }  # fmt: skip
 
 
@@ -41,7 +44,7 @@ def test_unbounded_work_is_refused_before_it_starts(
     manifest = json.loads((big / MANIFEST_FILE).read_text())
     manifest["image_size"] = 256  # only the size is read before the refusal
     (big / MANIFEST_FILE).write_text(json.dumps(manifest))
-    args = template.format(out=out, bird=birds[0], big=big).split()
+    args = shlex.split(template.format(out=out, bird=birds[0], big=big))
     if "--model" not in args:
         args += ["--model", str(model_copy)]
     one_error(cli(*args), fragment)
