@@ -345,26 +345,37 @@ class Trainer:
         kl_term = kl_dims.mean(0).clamp(min=self.config.free_bits).sum()
         dims = x[0].numel()
         loss = (recon.mean() + self.kl_weight() * kl_term) / dims  # nats per sub-pixel
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = self.optimizer_step(loss, self.model, self.ema)
+        if grad_norm is None:
             return None
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        self.step += 1
         size = self.config.model.image_size
         recon_mean, kl_mean = recon.detach().mean().item(), kl.detach().mean().item()
         return {
             "bpd": bits_per_dim(recon_mean + kl_mean, size),
             "recon_bpd": bits_per_dim(recon_mean, size),
             "kl_bpd": bits_per_dim(kl_mean, size),
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
         }
+
+    def optimizer_step(
+        self, loss: torch.Tensor, module: torch.nn.Module, average: AveragedModel | None
+    ) -> float | None:
+        """Backpropagate ``loss`` into ``module``, clip, step, and update its ``average``; the
+        gradient norm, or None for a step skipped because the loss or a gradient is not finite
+        (the run counts those, and too many in a row end it)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.scheduler.step()
+        if average is not None:
+            average.update_parameters(module)
+        self.step += 1
+        return float(grad_norm)
 
     # --- epochs -------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ checkpoints keep the raw ``prior`` too, to resume from).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -169,17 +168,8 @@ class PriorTrainer(Trainer):
     def train_step(self, rows: torch.Tensor) -> dict[str, float] | None:
         with self.autocast:
             loss = self.trainable(codes.draw(rows)).float()  # CodePrior.forward: the loss
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.prior.parameters(), clip)
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            self.optimizer.zero_grad(set_to_none=True)
+        if self.optimizer_step(loss, self.prior, self.prior_ema) is None:
             return None
-        self.optimizer.step()
-        self.scheduler.step()
-        self.prior_ema.update_parameters(self.prior)
-        self.step += 1
         return {"prior_loss": float(loss.detach())}
 
     @torch.no_grad()
