@@ -147,14 +147,16 @@ def site(node: str, learned_model: LearnedModel, tmp_path_factory: pytest.TempPa
     """The built site: birds32, birds64, ``learned`` (birds32 with the test's learned prior),
     the runtime tests' ``tiny`` model (coupled colours) and ``meanonly`` (a decoder without
     pixel scales), ``damaged`` (birds32 whose decoder a host corrupted after the build) and
-    ``noencoder`` (likewise its encoder, which only a reconstruction reads)."""
+    ``noencoder`` (likewise its encoder, which only a reconstruction reads) and ``nandecoder``
+    (a decoder whose images are NaN)."""
     need(ORT_MODULE.is_file(), f"onnxruntime-web is not installed: run npm ci in {WEB}")
     out = tmp_path_factory.mktemp("site") / "dist"
     models = {"birds32": shipped_model_dir("birds32"), "birds64": shipped_model_dir("birds64"),
               "learned": learned_model.folder, "tiny": FIXTURES / "tiny_model",
               "meanonly": FIXTURES / "mean_only_model",
               "damaged": shipped_model_dir("birds32"),
-              "noencoder": shipped_model_dir("birds32")}  # fmt: skip
+              "noencoder": shipped_model_dir("birds32"),
+              "nandecoder": _nan_decoder_model(tmp_path_factory.mktemp("nan"))}  # fmt: skip
     command = [node, str(WEB / "build.mjs"), "--out", str(out)]
     for name, folder in models.items():
         command += ["--model", f"{name}={folder}"]
@@ -165,6 +167,25 @@ def site(node: str, learned_model: LearnedModel, tmp_path_factory: pytest.TempPa
         data[len(data) // 2] ^= 0xFF
         damaged.write_bytes(bytes(data))
     return out
+
+
+def _nan_decoder_model(root: Path) -> Path:
+    """The mean-only test model with a decoder, hashed into its manifest, whose images are all
+    NaN: a graph the format's checks pass and whose numbers are no picture."""
+    from birdvae.runtime.format import DECODER_FILE
+
+    from ..runtime import onnx_bytes
+
+    folder = Path(shutil.copytree(FIXTURES / "mean_only_model", root / "nandecoder"))
+    manifest = Manifest.load(folder)
+    size, latent = manifest.image_size, manifest.latent_dim
+    graph = onnx_bytes.typed_graph(
+        "z", [latent], [("image", [3, size, size])], onnx_bytes.FLOAT, fill=float("nan")
+    )
+    (folder / DECODER_FILE).write_bytes(graph)
+    manifest.files[DECODER_FILE] = FileEntry.of(folder / DECODER_FILE)
+    manifest.save(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -396,6 +396,17 @@ def test_a_model_that_cannot_reconstruct_the_photo_shown_leaves_the_page_as_it_w
     assert page() == before
 
 
+def test_a_decoder_that_draws_nan_is_named_and_the_page_keeps_its_birds(browser, server):
+    """As bird-gen: a NaN image would be drawn as black pixels with no word of why."""
+    open_page(browser, server)
+    before = digest(canvas(browser))
+    set_field(browser, "model", "nandecoder")
+    assert (error(browser) or "").startswith(
+        "This model cannot be used: decoder.onnx output 'image' holds NaN or infinity"
+    ), error(browser)
+    assert digest(canvas(browser)) == before
+
+
 def test_screenshot(browser, server, tmp_path):
     """The page as a visitor first sees it, with a photo reconstructed. With
     BIRDVAE_WEB_SCREENSHOT=1 it replaces docs/web.png, the README's picture."""

@@ -167,6 +167,10 @@ class Graph {
       if (type !== 'float32' || dims.join() !== want.join()) {
         throw new ModelError(`${this.file} ${name} is ${type} [${dims}], expected float32 [${want}]`);
       }
+      // as runtime/graphs.py's run_graph: a NaN would be drawn black, or rank no bird
+      if (!data.every(Number.isFinite)) {
+        throw new ModelError(`${this.file} output '${name}' holds NaN or infinity for a batch of ${n}`);
+      }
       return data;
     });
   }
@@ -361,8 +365,6 @@ export class Model {
   async rate(images, n) {
     const graph = await this.rater();
     const [ratings] = await graph.run(selection.toRaterSize(images, n, this.size), [selection.RATER_OUTPUT]);
-    if (!ratings.every(Number.isFinite))
-      throw new ModelError(`${selection.RATER_FILE} gave ratings that are not finite`);
     return ratings;
   }
 
