@@ -72,10 +72,22 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 class _Distributed:
     """Who we are under torchrun (or a plain single process)."""
 
+    # What torchrun sets for each process; WORLD_SIZE alone (left in a shell) is no launch.
+    LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
     def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        try:
+            self.world = int(os.environ.get("WORLD_SIZE", "1"))
+            self.rank = int(os.environ.get("RANK", "0"))
+            self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        except ValueError as exc:
+            raise TrainingError(f"a torchrun variable is not a whole number: {exc}") from None
+        missing = [name for name in self.LAUNCH_VARIABLES if name not in os.environ]
+        if self.world > 1 and missing:
+            raise TrainingError(
+                f"WORLD_SIZE is {self.world} but {', '.join(missing)} not set: start vae-train "
+                "under torchrun for several processes, or unset WORLD_SIZE for one"
+            )
 
     @property
     def enabled(self) -> bool:

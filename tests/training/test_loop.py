@@ -428,3 +428,13 @@ def test_run_folders_that_cannot_serve_are_refused_before_any_photo_is_read(
     for args, message in cases.items():
         result = CliRunner().invoke(train_command, list(args))
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def test_a_world_size_left_in_the_shell_is_one_line(image_folder, tmp_path, monkeypatch):
+    """WORLD_SIZE=2 without torchrun's other variables was torch.distributed's ValueError."""
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(loop.TrainingError, match="WORLD_SIZE is 2 but RANK, LOCAL_RANK"):
+        Trainer(tiny_config(image_folder), tmp_path / "run", log=_quiet)
+    assert not (tmp_path / "run").exists()
