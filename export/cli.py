@@ -281,7 +281,9 @@ def _export(options: ExportOptions) -> None:
         )
     teaches = learned is not None and options.best_of > 1 and carried is None
     judge = _judging_decoder(state, model) if teaches else None
-    if ema and not used_ema:
+    # A prior-stage checkpoint holds its init's VAE as it froze it (that run's weight average,
+    # if it had one) and no average of its own: nothing to note.
+    if ema and not used_ema and config.stage != "prior":
         click.echo("note: the checkpoint has no weight average; exporting its raw weights",
                    err=True)  # fmt: skip
     splits, data = _real_images(checkpoint, config, options.prior_data)

@@ -514,3 +514,17 @@ def test_a_judge_that_does_not_fit_is_one_line_before_any_work(
     assert result.exit_code == 2 and "do not fit" in result.stderr, result.stderr
     assert "encoder" not in result.stdout  # refused before the parity table
     assert not (tmp_path / "m").exists()
+
+
+def test_a_prior_stage_checkpoint_is_not_said_to_lack_a_weight_average(
+    make_checkpoint, export_cli, tmp_path
+):
+    """The prior stage saves its init's VAE as it froze it (that run's average) as "model",
+    and no average of its own: the export's note called those raw weights."""
+    prior = CodePrior(TINY["latent_dim"], SMALL)
+    config = TrainConfig(model=ModelConfig(**TINY), prior=SMALL, stage="prior")
+    path = make_checkpoint(tmp_path / "best.pt", TINY, config=config.to_dict(),
+                           prior_ema=prior.state_dict(), ema=None)  # fmt: skip
+    result = export_cli(path, "-o", tmp_path / "model")
+    assert result.exit_code == 0, result.stderr
+    assert "no weight average" not in result.stderr
