@@ -341,7 +341,11 @@ def _older_birds(folder: Path, force: bool) -> set[str]:
 @contextlib.contextmanager
 def _writing_into(folder: Path) -> Iterator[None]:
     """Hold ``folder`` while this run writes its birds: two runs at once would each find it
-    empty of older birds and write over each other's."""
+    empty of older birds and write over each other's. Where flock does not exist (Windows,
+    which cannot open a folder either) nothing is held."""
+    if durable.fcntl is None:
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         if not durable.lock(fd):

@@ -175,7 +175,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
             fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.filename not in (None, str(tmp)):
+        if exc.errno is None or exc.filename not in (None, str(tmp)):  # not about this file
             raise
         # A full disk or a failed rename names the user's file, not the temporary now gone.
         raise OSError(exc.errno, exc.strerror, str(path)) from None

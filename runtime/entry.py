@@ -15,12 +15,12 @@ def main() -> None:
     held = hasattr(signal, "pthread_sigmask")  # not on Windows: there Ctrl-C is caught alone
     try:
         if held:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             from .cli import main as command
         finally:
-            if held:  # a Ctrl-C that came meanwhile is raised here
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            if held:  # the mask as it was: a Ctrl-C that came meanwhile is raised here
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)

@@ -132,3 +132,14 @@ def test_a_write_that_fails_names_the_users_file_and_keeps_the_old_one(tmp_path)
     assert raised.value.filename == str(birds) and raised.value.errno == 28
     assert birds.read_bytes() == b"the user's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["birds.png"]
+
+
+def test_an_error_that_is_no_file_errors_keeps_its_words(tmp_path):
+    """PIL's OSError("encoder error -2 ...") became "[Errno None] None: 'birds.png'"."""
+
+    def encoder_fails(handle):
+        raise OSError("encoder error -2 when writing image file")
+
+    with pytest.raises(OSError, match="encoder error -2"):
+        durable.write_atomic(tmp_path / "birds.png", encoder_fails)
+    assert list(tmp_path.iterdir()) == []

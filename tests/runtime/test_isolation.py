@@ -142,7 +142,11 @@ import builtins, os, signal, sys
 real_import = builtins.__import__
 def importing(name, *args, **kwargs):
     if name == "numpy" and "numpy" not in sys.modules:
-        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            return real_import(name, *args, **kwargs)
+        except KeyboardInterrupt:  # as numpy's C code reports a Ctrl-C in its initialisation
+            raise ImportError("initialization failed") from None
     return real_import(name, *args, **kwargs)
 builtins.__import__ = importing
 from birdvae.runtime.entry import main
