@@ -273,10 +273,11 @@ def train_command(ctx: click.Context, **options) -> None:
             "the decoder stage is not compiled: its adaptive weight differentiates the decoder "
             "twice in a step, which torch.compile's backward does not allow; drop --compile"
         )
-    with _nothing_left_on_refusal(run_dir):
+    with _one_cache_for_this_run(run_dir):
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
         if trainer.recovered:  # the kill came as the last epoch ended: the run is done now
+            trainer.close()
             return
         raise UserError(
             f"{run_dir} has already trained {trainer.epoch} epochs; "
@@ -289,31 +290,44 @@ def train_command(ctx: click.Context, **options) -> None:
 
 
 @contextlib.contextmanager
-def _nothing_left_on_refusal(run_dir: Path) -> Iterator[None]:
-    """A run refused while it is set up, after its photos were decoded (a flag its --init cannot
-    serve, a batch larger than the data, a resume whose data changed), leaves none of the image
-    caches and folders this command made; what was there before stays."""
-    from .runfolder import CACHE
+def _one_cache_for_this_run(run_dir: Path) -> Iterator[None]:
+    """The run folder's image cache as the run is set up: a run refused once its photos are
+    decoded (a flag its --init cannot serve, a batch larger than the data, a resume whose photos
+    changed) removes the cache and folders it made, and what was there before stays; a run that
+    goes on with a cache it wrote anew (its photos touched since) removes the ones it replaces,
+    each a full copy of the decoded photos. Only the process that writes the cache (rank 0
+    under torchrun) touches it."""
+    from .runfolder import CACHE, is_cache_file
 
     run_dir = Path(run_dir).absolute()
     made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
     cache = run_dir / CACHE
-    if cache.is_dir():
-        before = set(cache.iterdir())
-    else:
-        before = set()
+    if not cache.is_dir():
         made.insert(0, cache)
+    writer = os.environ.get("RANK", "0") == "0"
+
+    def caches() -> set[Path]:
+        if not cache.is_dir():
+            return set()
+        return {entry for entry in cache.iterdir() if is_cache_file(entry)}
+
+    def remove(entries: set[Path]) -> None:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+    before = caches()
     try:
         yield
     except UserError:
-        if cache.is_dir():
-            for entry in set(cache.iterdir()) - before:
-                if entry.is_file() and not entry.is_symlink():
-                    entry.unlink()
-        for folder in made:  # deepest first; a folder that holds anything stays
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        if writer:
+            remove(caches() - before)
+            for folder in made:  # deepest first; a folder that holds anything stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         raise
+    if writer and caches() - before:
+        remove(before)
 
 
 def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], TrainConfig]:

@@ -121,11 +121,6 @@ def load_splits(
             train_labels=splits.train_labels, val_labels=splits.val_labels,
             classes=np.array(splits.classes),
         )  # fmt: skip
-        # A run's photos have one cache: one keyed by their earlier times (touched, copied
-        # back) would only take room, a full copy of the decoded photos each.
-        for stale in cache_path.parent.glob(f"{kinds[0]}-{image_size}px-*.npz"):
-            if stale != cache_path and stale.is_file() and not stale.is_symlink():
-                stale.unlink(missing_ok=True)
     return splits
 
 

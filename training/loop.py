@@ -107,6 +107,15 @@ class _Distributed:
         if self.enabled:
             dist.barrier()
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is true on any process (on every process alike); ``device`` is the
+        process's own (NCCL reduces CUDA tensors only)."""
+        if not self.enabled:
+            return flag
+        total = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(total, op=dist.ReduceOp.MAX)
+        return bool(total.item())
+
     def stop(self) -> None:
         """Leave the process group together: every process finishes its last collective before
         any of them tears its connections down."""
@@ -156,6 +165,8 @@ class Trainer:
         if resume_state is not None and self.ddp.main:
             with self._run_folder_held():
                 self._replay(resume_state)
+        if resume_state is not None:  # every process ends a recovered run as rank 0 does
+            self.recovered = self.ddp.any(self.recovered, self.device)
 
     def _start_process(
         self, resume_state: dict[str, Any] | None, log: Callable[[str], None] | None
@@ -465,10 +476,7 @@ class Trainer:
     def _should_stop(self) -> bool:
         """Whether any process was asked to stop: all ranks leave at the same step, or one
         would wait forever in the next gradient all-reduce."""
-        if self.ddp.enabled:
-            flag = torch.tensor([float(self._stop_requested)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self._stop_requested = bool(flag.item())
+        self._stop_requested = self.ddp.any(self._stop_requested, self.device)
         return self._stop_requested
 
     def _run_epoch(self, on_step: Callable[[Trainer], None] | None) -> bool:

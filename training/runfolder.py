@@ -56,6 +56,11 @@ def check_new_run_folder(run_dir: Path) -> None:
         )
 
 
+def is_cache_file(entry: Path) -> bool:
+    """Whether ``entry`` is an image cache a run wrote (not a temporary, a link or a folder)."""
+    return bool(_CACHE_NAME.fullmatch(entry.name)) and entry.is_file() and not entry.is_symlink()
+
+
 def check_not_a_link(run_dir: Path) -> None:
     """Refuse a run folder given as a symbolic link: a run holds an flock on the folder itself,
     taken without following links, so that the lock and the files are in one place."""

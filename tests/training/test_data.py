@@ -129,17 +129,6 @@ def test_a_photo_cub_lists_but_the_folder_lacks_is_skipped_with_a_warning(tmp_pa
     assert (len(splits.train), len(splits.val), splits.skipped) == (2, 1, 1)
 
 
-def test_photos_touched_since_they_were_cached_leave_one_cache(image_folder, tmp_path):
-    """Each resume after a touch (a copy, a sync) added a full copy of the decoded photos."""
-    cache = tmp_path / "cache"
-    first = load_splits(image_folder, 16, cache_dir=cache)
-    for photo in (p for p in image_folder.rglob("*") if p.is_file()):
-        os.utime(photo, (1e9, 1e9))
-    again = load_splits(image_folder, 16, cache_dir=cache)
-    assert len(list(cache.iterdir())) == 1
-    assert (first.train == again.train).all()
-
-
 def test_a_damaged_cache_is_ignored_with_a_warning_and_rewritten(image_folder, tmp_path):
     cache = tmp_path / "cache"
     first = load_splits(image_folder, 16, cache_dir=cache)
