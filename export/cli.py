@@ -496,6 +496,7 @@ def _export_learned(
 
     from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
     from .sampler import export_sampler
+    from .selector import sampler_noise_dim
 
     guide_prior, guidance = _guide_args(guide)
     export_sampler(prior, folder, opset, guide_prior, guidance, selection)
@@ -511,11 +512,10 @@ def _export_learned(
     }  # fmt: skip
     if guide is not None:
         source["autoguidance"] = _autoguidance_facts(guide)
-    noise_dim = prior.latent_dim
     if selection is not None:
         source["best_of"] = selection.facts
-        noise_dim *= selection.k
     kind, file = PRIOR_KINDS["learned"]
+    noise_dim = sampler_noise_dim(prior.latent_dim, selection)
     return PriorInfo(kind=kind, file=file, noise_dim=noise_dim, source=source)
 
 

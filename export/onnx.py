@@ -111,6 +111,13 @@ def package_version() -> str:
         return "unknown"
 
 
+def graph_metadata(**facts: str) -> dict[str, str]:
+    """The metadata every graph of ours carries (the format's and the package's versions), then
+    ``facts``, each key under ``birdvae.``."""
+    base = {"format_version": str(FORMAT_VERSION), "package_version": package_version()}
+    return {f"birdvae.{key}": value for key, value in {**base, **facts}.items()}
+
+
 def ir_version_for(opset: int) -> int:
     """The format's IR version, or the first one that allows ``opset`` if that is newer."""
     needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
@@ -150,14 +157,12 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
     """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` into ``folder``; check both."""
     cfg = model.cfg
     folded = fold_batchnorm(model)
-    metadata = {
-        "birdvae.format_version": str(FORMAT_VERSION),
-        "birdvae.package_version": package_version(),
-        "birdvae.arch": cfg.arch,
-        "birdvae.image_size": str(cfg.image_size),
-        "birdvae.latent_dim": str(cfg.latent_dim),
-        "birdvae.likelihood": model.likelihood.name,
-    }
+    metadata = graph_metadata(
+        arch=cfg.arch,
+        image_size=str(cfg.image_size),
+        latent_dim=str(cfg.latent_dim),
+        likelihood=model.likelihood.name,
+    )
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(EXAMPLE_BATCH, 3, cfg.image_size, cfg.image_size, generator=generator)
     z = torch.randn(EXAMPLE_BATCH, cfg.latent_dim, generator=generator)

@@ -31,7 +31,7 @@ from birdvae.training.prior import CodePrior
 
 from .onnx import DecoderGraph, ExportError, decoder_outputs
 from .sampler import sampler_module
-from .selector import Selection
+from .selector import Selection, sampler_noise_dim
 
 # max |difference| of decoded images in [0, 1]. The pixel locations,
 # scales and couplings that may follow them are held to it per unit of max(1, largest |value|):
@@ -146,7 +146,7 @@ def check_sampler_parity(
     (SAMPLER_TOL of max(1, largest |z|)), as LATENT_TOL is for the encoder's outputs.
     """
     rng = np.random.default_rng(seed)
-    noise_dim = prior.latent_dim * (selection.k if selection else 1)
+    noise_dim = sampler_noise_dim(prior.latent_dim, selection)
     noise = rng.standard_normal((max(BATCH_SIZES), noise_dim), dtype=np.float32)
     sampler = sampler_module(prior, guide, guidance, selection)
     session = ort_session(folder / SAMPLER_FILE)

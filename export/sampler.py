@@ -28,7 +28,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from birdvae.runtime.errors import first_line
-from birdvae.runtime.format import FORMAT_VERSION, SAMPLER_FILE, SAMPLER_INPUT, SAMPLER_OUTPUT
+from birdvae.runtime.format import SAMPLER_FILE, SAMPLER_INPUT, SAMPLER_OUTPUT
 from birdvae.training.prior import CodePrior, Sampler
 
 from .onnx import (
@@ -36,11 +36,11 @@ from .onnx import (
     ExportError,
     check_graph,
     finalize,
+    graph_metadata,
     name_batch_dims,
-    package_version,
     trace,
 )
-from .selector import BestOf, Selection
+from .selector import BestOf, Selection, sampler_noise_dim
 
 
 def sampler_module(
@@ -69,16 +69,12 @@ def export_sampler(
     dim = prior.latent_dim
     module = sampler_module(prior, guide, guidance, selection)
     sampler = _solver(module)
-    metadata = {
-        "birdvae.format_version": str(FORMAT_VERSION),
-        "birdvae.package_version": package_version(),
-        "birdvae.latent_dim": str(dim),
-        "birdvae.graph": "prior",
-        "birdvae.sampler": f"DPM-Solver++(2M), {sampler.steps} steps",
-    }
+    metadata = graph_metadata(
+        latent_dim=str(dim), graph="prior", sampler=f"DPM-Solver++(2M), {sampler.steps} steps"
+    )
     if sampler.guide is not None:
         metadata["birdvae.autoguidance"] = str(guidance)
-    noise_dim = dim * (selection.k if selection else 1)
+    noise_dim = sampler_noise_dim(dim, selection)
     if selection is not None:
         metadata["birdvae.best_of"] = str(selection.k)
     try:

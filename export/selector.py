@@ -49,6 +49,12 @@ class Selection:
     facts: dict[str, Any]
 
 
+def sampler_noise_dim(latent_dim: int, selection: Selection | None) -> int:
+    """The sampler's noise width: a code's worth for each of the K candidates it chooses
+    among, or for the one bird it draws."""
+    return latent_dim * (selection.k if selection is not None else 1)
+
+
 class BestOf(nn.Module):
     """noise [N, K * D] -> z [N, D]: of each bird's K candidate noises, the one the selector
     scores highest goes through the sampler."""
