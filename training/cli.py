@@ -27,6 +27,17 @@ SHOWN_FLAGS = {
     "out": "-o/--output",
     "out_alias": "--out",
 }
+MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
+# Fixed by a run's model and data: a later stage keeps its --init's.
+ARCHITECTURE_FLAGS = {
+    "image_size", "latent_dim", "decoder_width", "decoder_max_width", "blocks_per_level",
+    "spatial_latent",
+    "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
+    "box_margin",
+}  # fmt: skip
+PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
+DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "anchor_scale",
+                 "perceptual_weight", "projected_weight", "rater_weight"}
 
 
 def _flag_names(options: set[str]) -> str:
@@ -413,18 +424,11 @@ def _new_config(options: dict, given: set[str]) -> TrainConfig:
     return config
 
 
-MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
-
-
-ARCHITECTURE_FLAGS = {
-    "image_size", "latent_dim", "decoder_width", "decoder_max_width", "blocks_per_level",
-    "spatial_latent",
-    "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
-    "box_margin",
-}  # fmt: skip
-PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
-DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "anchor_scale",
-                 "perceptual_weight", "projected_weight", "rater_weight"}
+def _refuse_other_stages_flags(stage: str, given: set[str]) -> None:
+    """Refuse the flags of a stage other than ``stage``: they would change nothing."""
+    for other, flags in (("prior", PRIOR_FLAGS), ("decoder", DECODER_FLAGS)):
+        if stage != other and given & flags:
+            raise UserError(f"{_flag_names(given & flags)}: only for --stage {other}")
 
 
 def _vae_config(options: dict, given: set[str]):
@@ -433,10 +437,7 @@ def _vae_config(options: dict, given: set[str]):
 
     if options["init"] is not None:
         raise UserError("--init starts a later stage: give --stage prior or --stage decoder")
-    if given & PRIOR_FLAGS:
-        raise UserError(f"{_flag_names(given & PRIOR_FLAGS)}: only for --stage prior")
-    if given & DECODER_FLAGS:
-        raise UserError(f"{_flag_names(given & DECODER_FLAGS)}: only for --stage decoder")
+    _refuse_other_stages_flags("vae", given)
     resnet_only = {"decoder_width", "decoder_max_width", "blocks_per_level", "spatial_latent"}
     resnet_only &= given
     if options["preset"] == "baseline" and resnet_only:
@@ -483,10 +484,7 @@ def _stage_config(options: dict, given: set[str]):
         raise UserError(
             f"{_flag_names(fixed)}: --stage {stage} keeps the model of its --init checkpoint"
         )
-    if stage != "prior" and given & PRIOR_FLAGS:
-        raise UserError(f"{_flag_names(given & PRIOR_FLAGS)}: only for --stage prior")
-    if stage != "decoder" and given & DECODER_FLAGS:
-        raise UserError(f"{_flag_names(given & DECODER_FLAGS)}: only for --stage decoder")
+    _refuse_other_stages_flags(stage, given)
     init_config = checkpoint.config_of(checkpoint.load(init))
     if init_config.model.arch != "resnet":
         raise UserError(f"--stage {stage} needs a model of the default architecture")
