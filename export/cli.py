@@ -524,10 +524,11 @@ def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
     from birdvae.runtime.format import ENCODER_FILE, PRIOR_FILE, PRIOR_KINDS, PriorInfo
 
     from .onnx import ExportError
-    from .parity import encode_means
+    from .parity import encode_means, ort_session
     from .prior import fit_gaussian_mixture, held_out_fit
 
-    latents = encode_means(folder / ENCODER_FILE, splits.train)
+    encoder = ort_session(folder / ENCODER_FILE)  # opened once, for both splits
+    latents = encode_means(encoder, splits.train)
     try:
         mixture = fit_gaussian_mixture(latents, components, seed=seed)
     except ValueError as exc:
@@ -539,7 +540,7 @@ def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
         "train_images": len(latents),
         "iterations": mixture.iterations,
         "converged": mixture.converged,
-        **held_out_fit(mixture, encode_means(folder / ENCODER_FILE, splits.val)),
+        **held_out_fit(mixture, encode_means(encoder, splits.val)),
     }
     kind, file = PRIOR_KINDS["fitted"]
     return PriorInfo(kind=kind, file=file, components=components, source=figures)

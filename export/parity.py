@@ -76,9 +76,8 @@ def to_unit(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
-def encode_means(encoder: Path | ort.InferenceSession, images: np.ndarray) -> np.ndarray:
-    """Posterior means [N, D] of uint8 images, by the exported encoder."""
-    session = encoder if isinstance(encoder, ort.InferenceSession) else ort_session(encoder)
+def encode_means(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
+    """Posterior means [N, D] of uint8 images, by an exported encoder's session."""
     latent_dim = session.get_outputs()[0].shape[1]
     means = [np.zeros((0, latent_dim), np.float32)]
     for chunk in _chunks(images):

@@ -146,7 +146,7 @@ def _quantize_graphs(
     on the codes the float encoder gives the calibration photos, the inputs it will see."""
     int8 = {graph: int8_candidate(path) for graph, path in paths.items()}
     quantize_graph(paths["encoder"], int8["encoder"], ENCODER_INPUT, to_unit(calibration), opset)
-    z_calibration = encode_means(paths["encoder"], calibration)
+    z_calibration = encode_means(ort_session(paths["encoder"]), calibration)
     quantize_graph(paths["decoder"], int8["decoder"], DECODER_INPUT, z_calibration, opset)
     return int8
 
