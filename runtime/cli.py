@@ -93,8 +93,7 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
     photo drawn over by its own figure), before any work is done. Returns the file to write:
     a symlink's target, which the PNG is written through to, so that its folder and name are
     the ones checked and swept."""
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
+    path = durable.link_target(path)
     for photo in inputs:
         with contextlib.suppress(OSError):  # a missing photo is load_image's to report
             if path.exists() and os.path.samefile(path, photo):

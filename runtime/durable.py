@@ -150,9 +150,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     process may not write is refused (PermissionError), not renamed over. A failed write names
     ``path`` and leaves what was there.
     """
-    path = Path(path)
-    if path.is_symlink():  # written through, as open() would, not replaced by a plain file
-        path = Path(os.path.realpath(path))
+    path = link_target(Path(path))  # written through, as open() would, not replaced by a file
     kept = _stat_to_keep(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
@@ -182,6 +180,17 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def link_target(path: Path) -> Path:
+    """The file a write to ``path`` reaches: ``path``, or the end of the symbolic links from
+    it; a loop of links is an OSError (ELOOP) naming ``path``, as open() would raise."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops where the links go round
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    return target
 
 
 def temporary_name(name: str) -> str:

@@ -133,6 +133,17 @@ def test_a_separate_folder_that_cannot_take_birds_is_refused_before_the_model_ru
     assert opened == []
 
 
+def test_an_output_that_is_a_loop_of_links_is_refused_before_the_model_runs(
+    cli, out: Path, monkeypatch
+) -> None:
+    import birdvae.runtime.cli as bird_gen
+
+    monkeypatch.setattr(bird_gen, "_open_model", None)  # opening a model is a TypeError
+    (out / "loop.png").symlink_to("loop.png")
+    one_error(cli("-o", out / "loop.png"), "loop.png: Too many levels of symbolic links")
+    assert (out / "loop.png").is_symlink()
+
+
 def test_two_runs_never_write_birds_into_one_folder_at_once(
     cli, tiny_model: Path, out: Path
 ) -> None:

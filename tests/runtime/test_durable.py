@@ -3,6 +3,7 @@ write would be refused; and a sweep that leaves alone what it cannot remove."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -143,3 +144,13 @@ def test_an_error_that_is_no_file_errors_keeps_its_words(tmp_path):
     with pytest.raises(OSError, match="encoder error -2"):
         durable.write_atomic(tmp_path / "birds.png", encoder_fails)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loop_of_links_is_refused_as_a_plain_write_would_refuse_it(tmp_path):
+    """The loop was replaced by a plain file, where open() fails with ELOOP."""
+    loop = tmp_path / "loop.png"
+    loop.symlink_to("loop.png")
+    with pytest.raises(OSError) as raised:
+        durable.write_bytes_atomic(loop, b"birds")
+    assert raised.value.errno == errno.ELOOP and raised.value.filename == str(loop)
+    assert loop.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["loop.png"]
