@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import warnings
 from typing import Any, NoReturn
@@ -68,6 +69,7 @@ class OneLineErrors:
         for stream in (sys.stdout, sys.stderr):  # a name a cp1252 pipe cannot encode, escaped
             with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper
                 stream.reconfigure(errors="backslashreplace")
+        _check_working_folder()
         with warnings.catch_warnings(), durable.exit_on_sigterm():
             warnings.showwarning = _warn_in_one_line
             try:
@@ -84,6 +86,19 @@ class OneLineErrors:
             except OSError as exc:
                 fail(describe_os_error(exc))
         sys.exit(status if isinstance(status, int) else 0)
+
+
+def _check_working_folder() -> None:
+    """Refuse to start in a folder that was removed under the shell: every relative path would
+    fail later with a message about something else (bird-gen's "the folder does not take new
+    files", a bare "No such file or directory"), and torch's MKL aborts on import there."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        fail(
+            "the current folder no longer exists (it was removed or renamed); "
+            "cd to a folder that exists and run the command again"
+        )
 
 
 FLOAT32_MAX = 3.4028234663852886e38

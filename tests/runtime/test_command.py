@@ -3,6 +3,8 @@ a bug keeps its traceback, a warning is one ``warning:`` line."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import click
@@ -111,3 +113,32 @@ def test_a_librarys_reason_is_its_first_line_bounded() -> None:
     assert first_line(announced) == "Error(s) in loading state_dict for VAE: Missing key(s): a, b"
     long = first_line(RuntimeError("Missing key(s): " + ", ".join(f"k{i}" for i in range(900))))
     assert len(long) == MAX_REASON and long.endswith("...")
+
+
+def test_a_removed_working_folder_is_one_line_before_anything_runs(monkeypatch) -> None:
+    ran = []
+
+    def removed() -> str:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr("os.getcwd", removed)
+    result = invoke(_command(lambda: ran.append(True)))
+    assert result.exit_code == 2 and ran == []
+    (line,) = result.stderr.splitlines()
+    assert "current folder no longer exists" in line
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows cannot remove a folder in use")
+def test_bird_gen_in_a_removed_folder_says_so(tmp_path) -> None:
+    """Run from a folder the shell's cwd no longer names: the default ``birds.png`` is relative."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    start = "from birdvae.runtime.entry import main; main()"
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -c "{start}" --n 1'
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: the current folder no longer exists (it was removed or renamed); "
+        "cd to a folder that exists and run the command again"
+    ]
+    assert not gone.exists()
