@@ -44,6 +44,7 @@ from typing import Any, Callable, Optional, TypeVar
 import numpy as np
 import onnx
 
+from birdvae.export.quantize import cpu_name
 from birdvae.runtime import BirdVAE
 from birdvae.runtime.format import DECODER_FILE, ModelFormatError, sha256_of
 from birdvae.runtime.model import shipped_model_dir
@@ -114,16 +115,6 @@ def physical_cores() -> int:
         if "core id" in fields:
             cores.add((fields.get("physical id", "0"), fields["core id"]))
     return len(cores) or os.cpu_count() or 1
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def package_versions(names: Sequence[str]) -> str:

@@ -159,7 +159,7 @@ def _settings(calibration_images: int, evaluation_images: int) -> dict[str, Any]
         "evaluation_images": evaluation_images,
         "latency_batch": LATENCY_BATCH,
         "latency_threads": LATENCY_THREADS,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "onnxruntime": ort.__version__,
     }
 
@@ -328,7 +328,7 @@ def _sampler_noise(session: ort.InferenceSession, n: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((n, width)).astype(np.float32)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     """The CPU the latencies were taken on: its model name where Linux tells it."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
