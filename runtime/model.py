@@ -239,7 +239,7 @@ class BirdVAE:
     def _load_mixture(self, info: PriorInfo) -> GaussianMixture:
         data = read_verified(self._path, self._manifest, info.file)
         path = self._path / info.file
-        return GaussianMixture.load(data, self.latent_dim, path, info.components)
+        return GaussianMixture.load(data, self.latent_dim, info.components, path)
 
     def _load_sampler(self, info: PriorInfo) -> LearnedPrior:
         assert info.noise_dim is not None  # Manifest.check made sure

@@ -17,13 +17,11 @@ import numpy as np
 
 from .errors import check_between
 from .format import (
-    MAX_FILE_BYTES,
     MAX_PRIOR_VALUES,
     MAX_TEMPERATURE,
     PRIOR_ARRAYS,
     PRIOR_FILE,
     ModelFormatError,
-    read_file,
 )
 from .npz import ArchiveError, ArrayHeader, read_npz
 
@@ -97,26 +95,18 @@ class GaussianMixture:
 
     @classmethod
     def load(
-        cls,
-        source: str | Path | bytes,
-        latent_dim: int,
-        path: str | Path | None = None,
-        components: int | None = None,
+        cls, data: bytes, latent_dim: int, components: int, path: str | Path = PRIOR_FILE
     ) -> GaussianMixture:
-        """Read ``prior.npz`` from a path or from its bytes (``path`` names it in messages).
+        """Read ``prior.npz`` from its bytes, already verified against the manifest's hash
+        (``path`` names it in messages).
 
-        Each array's shape is checked against ``latent_dim`` and ``components`` (None: as many
-        as the weights say, within MAX_PRIOR_VALUES) before any array is read or inflated; any
-        problem with the file is the model's, so ModelFormatError.
+        Each array's shape is checked against ``latent_dim`` and the manifest's ``components``
+        before any array is read or inflated; any problem with the file is the model's, so
+        ModelFormatError.
         """
-        if isinstance(source, bytes):
-            data, path = source, path or PRIOR_FILE
-        else:
-            data, path = read_file(Path(source), MAX_FILE_BYTES), path or source
 
         def check(headers: dict[str, ArrayHeader]) -> None:
-            weights = headers["weights"].shape
-            k = components if components is not None else weights[0] if len(weights) == 1 else 0
+            k = components
             if k * latent_dim * latent_dim > MAX_PRIOR_VALUES:
                 raise ModelFormatError(
                     f"{path} has {k} components of {latent_dim}x{latent_dim} factors, more than "

@@ -70,7 +70,7 @@ def test_saved_prior_is_what_the_runtime_loads(tmp_path: Path):
         assert all(data[name].dtype == np.float32 for name in PRIOR_ARRAYS)
         assert data["cholesky"].shape == (3, 4, 4)
         assert not np.triu(data["cholesky"], 1).any()
-    loaded = RuntimeMixture.load(path, latent_dim=4)
+    loaded = RuntimeMixture.load(path.read_bytes(), latent_dim=4, components=3)
     np.testing.assert_allclose(loaded.means, fit.means, rtol=1e-6)
 
 

@@ -78,7 +78,7 @@ def _save(path: Path, **arrays: np.ndarray) -> Path:
 def test_load_reads_a_valid_file(tmp_path: Path) -> None:
     m = _mixture(3)
     path = _save(tmp_path / "p.npz", weights=m.weights, means=m.means, cholesky=m.cholesky)
-    loaded = GaussianMixture.load(path, latent_dim=3)
+    loaded = GaussianMixture.load(path.read_bytes(), latent_dim=3, components=2)
     assert loaded.components == 2
     np.testing.assert_array_equal(loaded.cholesky, m.cholesky)
 
@@ -110,14 +110,14 @@ BAD_FILES = {
 def test_load_refuses_bad_files(tmp_path: Path, arrays: dict, message: str) -> None:
     path = _save(tmp_path / "p.npz", **arrays)
     with pytest.raises(ModelFormatError, match=message):
-        GaussianMixture.load(path, latent_dim=3)
+        GaussianMixture.load(path.read_bytes(), latent_dim=3, components=2)
 
 
 def test_load_refuses_a_file_that_is_not_npz(tmp_path: Path) -> None:
     path = tmp_path / "p.npz"
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ModelFormatError, match="not a valid prior"):
-        GaussianMixture.load(path, latent_dim=3)
+        GaussianMixture.load(path.read_bytes(), latent_dim=3, components=2)
 
 
 def test_the_learned_prior_draws_its_noise_from_the_seed_and_scales_it_by_temperature():

@@ -376,7 +376,7 @@ def test_a_damaged_prior_npz_is_the_models_fault_named_as_in_python(mirror, tmp_
     data = _npz({"other": np.ones(3, np.float32)}, compressed=False)
     out = mirror("fitted", {"hex": data.hex(), "components": 3, "latentDim": 2})
     with pytest.raises(ModelFormatError) as python:
-        GaussianMixture.load(data, 2, tmp_path / "prior.npz", 3)
+        GaussianMixture.load(data, 2, 3, tmp_path / "prior.npz")
     assert out.startswith("ModelError: prior.npz is not a valid prior: it lacks the array")
     assert "is not a valid prior: it lacks the array" in str(python.value)
 
