@@ -266,7 +266,7 @@ def bench_sample(model: Path, repeats: int) -> dict[tuple[str, str], float]:
     calls: dict[tuple[str, str], Call] = {}
     n = DECODE_BIRDS
     for prior in vae.prior_names:
-        calls[(prior, "prior")] = lambda p=prior: list(vae.latent_batches(n, SEED, prior=p))
+        calls[(prior, "prior")] = lambda p=prior: list(vae.latent_batches(n, seed=SEED, prior=p))
         calls[(prior, "prior + decoder")] = lambda p=prior: vae.sample(n, SEED, prior=p)
     for call in calls.values():  # sessions open and warm up outside the timing
         call()

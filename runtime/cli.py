@@ -268,7 +268,9 @@ def main(
         output = _check_output_file(output)
 
     vae = _open_model(model, threads)
-    settings = vae.sampling(seed, temperature, prior, noise, batch, best_of)
+    settings = vae.sampling(
+        seed=seed, temperature=temperature, prior=prior, noise=noise, batch=batch, best_of=best_of
+    )
     if separate is not None:
         _sample_separate(vae, settings, n, separate, scale or 1, force)
     else:

@@ -264,6 +264,7 @@ class BirdVAE:
 
     def sampling(
         self,
+        *,
         seed: int | None = None,
         temperature: float | None = None,
         prior: str | None = None,
@@ -317,6 +318,7 @@ class BirdVAE:
     def latent_batches(
         self,
         n: int,
+        *,
         seed: int | None = None,
         temperature: float | None = None,
         prior: str | None = None,
@@ -324,7 +326,9 @@ class BirdVAE:
     ) -> Iterator[np.ndarray]:
         """n codes from the prior, ``batch`` at a time; the same seed gives the same codes
         whatever ``batch`` is."""
-        settings = self.sampling(seed, temperature, prior, noise=0.0, batch=batch)
+        settings = self.sampling(
+            seed=seed, temperature=temperature, prior=prior, noise=0.0, batch=batch
+        )
         return self._latents(n, settings, Draws(seed))
 
     def default_noise(self) -> float:
@@ -334,6 +338,7 @@ class BirdVAE:
     def sample_batches(
         self,
         n: int,
+        *,
         seed: int | None = None,
         temperature: float | None = None,
         prior: str | None = None,
@@ -342,11 +347,20 @@ class BirdVAE:
         best_of: int = 1,
     ) -> Iterator[np.ndarray]:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time."""
-        return self.draw(n, self.sampling(seed, temperature, prior, noise, batch, best_of))
+        settings = self.sampling(
+            seed=seed,
+            temperature=temperature,
+            prior=prior,
+            noise=noise,
+            batch=batch,
+            best_of=best_of,
+        )
+        return self.draw(n, settings)
 
     def sample(
         self,
         n: int,
+        *,
         seed: int | None = None,
         temperature: float | None = None,
         prior: str | None = None,
@@ -357,7 +371,15 @@ class BirdVAE:
         """n new birds, float32 [n, 3, S, S]. prior, temperature and noise None take the model's
         defaults; seed None draws fresh randomness. ``best_of`` k draws k birds for each one
         returned and keeps the most recognisable (runtime/selection.py), at k times the work."""
-        batches = self.sample_batches(n, seed, temperature, prior, batch, noise, best_of)
+        batches = self.sample_batches(
+            n,
+            seed=seed,
+            temperature=temperature,
+            prior=prior,
+            batch=batch,
+            noise=noise,
+            best_of=best_of,
+        )
         return np.concatenate(list(batches))
 
     # The two graphs ----------------------------------------------------------------------------

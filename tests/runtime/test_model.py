@@ -202,6 +202,14 @@ def test_sampling_settings_are_resolved_once_and_draw_the_same_birds(
         vae.sampling(batch=100_000)
 
 
+def test_sampling_settings_are_named_not_placed(vae: BirdVAE) -> None:
+    """The settings come in different orders in different methods; by position, a batch size
+    would have been taken for a pixel noise."""
+    for call in (vae.sampling, lambda *a: vae.sample(1, *a), lambda *a: vae.sample_batches(1, *a)):
+        with pytest.raises(TypeError):
+            call(3, 0.8)
+
+
 def test_sessions_are_made_once_and_reused(vae: BirdVAE) -> None:
     vae.sample(1, seed=0)
     session = vae._session(DECODER_FILE)
