@@ -220,26 +220,15 @@ def _checked_destination(destination: Path) -> Path:
 
 
 def _export(options: ExportOptions) -> None:
-    from birdvae.runtime.format import (
-        DECODER_FILE,
-        ENCODER_FILE,
-        FileEntry,
-        Manifest,
-        PriorInfo,
-        sha256_of,
-        verify_model_dir,
-    )
+    """Everything that can be refused is refused, and every input loaded, before the staging
+    folder is made; inside it the graphs, priors and manifest are written and checked, and only
+    a folder that passed becomes the destination (export/destination.py)."""
+    from birdvae.runtime.format import PriorInfo, sha256_of
     from birdvae.training.checkpoint import load_model
     from birdvae.training.stages import learned_prior
 
     from .destination import check_replaceable, staging, sweep
-    from .onnx import (
-        export_model,
-        exporter_for,
-        has_pixel_noise,
-        ir_version_for,
-        package_version,
-    )
+    from .onnx import export_model
     from .quantize import format_figures, quantize_model
 
     checkpoint, destination = options.checkpoint, options.destination
@@ -248,18 +237,8 @@ def _export(options: ExportOptions) -> None:
         click.echo(f"note: {line}", err=True)
     check_replaceable(destination)
     model, config, state = load_model(checkpoint, ema=ema)
-    if options.noise > 0 and not has_pixel_noise(model):
-        raise UserError(
-            f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
-        )
     learned = learned_prior(state)
-    if options.best_of > 1 and learned is None:
-        raise UserError("--best-of chooses among a learned prior's draws: the checkpoint has none")
-    if options.best_of * config.model.latent_dim > MAX_LATENT_DIM:
-        raise UserError(
-            f"--best-of {options.best_of} needs {options.best_of} x {config.model.latent_dim} "
-            f"noise numbers a bird, more than the format's {MAX_LATENT_DIM}; lower it"
-        )
+    _check_flags_fit(options, model, learned is not None)
     default = _default_prior(options, learned is not None, config.model.latent_dim)
     guide = _load_guide(options, state, learned)
     used_ema = bool(ema and state.get("ema"))
@@ -268,17 +247,13 @@ def _export(options: ExportOptions) -> None:
     sampler_temperature = options.temperature if default == "learned" else 1.0
     carried = None
     if learned is not None and options.selector_from is not None:
-        from .selector import carried_selection
-
         this_sampler = {
             "checkpoint_sha256": checkpoint_sha256,
             "weights": weights,
             "autoguidance": _autoguidance_facts(guide),
             "temperature": sampler_temperature,
         }
-        carried = carried_selection(
-            options.selector_from, options.best_of, learned.latent_dim, this_sampler
-        )
+        carried = _carried_selection(options, learned.latent_dim, this_sampler)
     teaches = learned is not None and options.best_of > 1 and carried is None
     judge = _judging_decoder(state, model) if teaches else None
     # A prior-stage checkpoint holds its init's VAE as it froze it (that run's weight average,
@@ -289,17 +264,7 @@ def _export(options: ExportOptions) -> None:
     splits, data = _real_images(checkpoint, config, options.prior_data)
     if options.int8 and splits is None:
         raise UserError("--int8 calibrates on real images: pass --prior-data DIR")
-    source: dict[str, Any] = {
-        "architecture": config.to_dict()["model"],
-        "epochs": int(state["epoch"]),
-        "val_bpd": _float_or_none((state.get("metrics") or {}).get("val_bpd")),
-        "weights": weights,
-        "checkpoint_sha256": checkpoint_sha256,
-        "package_version": package_version(),
-        "exporter": exporter_for(opset),
-        "data": data,
-    }
-    cfg = model.cfg
+    source = _source_facts(config, state, weights, checkpoint_sha256, opset, data)
     with staging(destination) as folder:
         export_model(model, folder, opset)
         source["parity"] = _parity(model, folder, splits)
@@ -316,21 +281,89 @@ def _export(options: ExportOptions) -> None:
         if options.int8:
             source["int8"] = quantize_model(folder, splits.train, splits.val, opset)
             click.echo(format_figures(source["int8"]))
-        names = [ENCODER_FILE, DECODER_FILE] + [info.file for info in priors.values()]
-        Manifest(
-            image_size=cfg.image_size,
-            latent_dim=cfg.latent_dim,
-            likelihood=model.likelihood.name,
-            opset=opset,
-            ir_version=ir_version_for(opset),
-            files={name: FileEntry.of(folder / name) for name in names},
-            priors=priors,
-            default_prior=default,
-            default_temperature=options.temperature if default == "standard" else 1.0,
-            default_noise=options.noise,
-            source=source,
-        ).save(folder)
-        verify_model_dir(folder)
+        _write_manifest(folder, model, options, priors, default, source)
+
+
+def _check_flags_fit(options: ExportOptions, model: Any, has_learned: bool) -> None:
+    """Refuse (UserError) flags that ask the checkpoint for what it does not hold."""
+    from .onnx import has_pixel_noise
+
+    if options.noise > 0 and not has_pixel_noise(model):
+        raise UserError(
+            f"--noise needs a logistic likelihood; this model's is {model.likelihood.name}"
+        )
+    if options.best_of > 1 and not has_learned:
+        raise UserError("--best-of chooses among a learned prior's draws: the checkpoint has none")
+    latent_dim = model.cfg.latent_dim
+    if options.best_of * latent_dim > MAX_LATENT_DIM:
+        raise UserError(
+            f"--best-of {options.best_of} needs {options.best_of} x {latent_dim} "
+            f"noise numbers a bird, more than the format's {MAX_LATENT_DIM}; lower it"
+        )
+
+
+def _source_facts(
+    config: Any, state: dict[str, Any], weights: str, sha256: str, opset: int, data: Any
+) -> dict[str, Any]:
+    """What the manifest's ``source`` says of the checkpoint the graphs came from; export adds
+    the parity and int8 figures as it measures them."""
+    from .onnx import exporter_for, package_version
+
+    return {
+        "architecture": config.to_dict()["model"],
+        "epochs": int(state["epoch"]),
+        "val_bpd": _float_or_none((state.get("metrics") or {}).get("val_bpd")),
+        "weights": weights,
+        "checkpoint_sha256": sha256,
+        "package_version": package_version(),
+        "exporter": exporter_for(opset),
+        "data": data,
+    }
+
+
+def _carried_selection(options: ExportOptions, latent_dim: int, this_sampler: dict) -> Any:
+    """The selector of ``--selector-from``'s model, refused unless it was taught for this very
+    sampler (export/selector.py)."""
+    from .selector import carried_selection
+
+    return carried_selection(options.selector_from, options.best_of, latent_dim, this_sampler)
+
+
+def _write_manifest(
+    folder: Path,
+    model: Any,
+    options: ExportOptions,
+    priors: dict[str, Any],
+    default: str,
+    source: dict[str, Any],
+) -> None:
+    """The manifest over the graphs and priors already in ``folder``, then the whole folder
+    verified as bird-gen will read it, before the staging folder becomes the model."""
+    from birdvae.runtime.format import (
+        DECODER_FILE,
+        ENCODER_FILE,
+        FileEntry,
+        Manifest,
+        verify_model_dir,
+    )
+
+    from .onnx import ir_version_for
+
+    names = [ENCODER_FILE, DECODER_FILE] + [info.file for info in priors.values()]
+    Manifest(
+        image_size=model.cfg.image_size,
+        latent_dim=model.cfg.latent_dim,
+        likelihood=model.likelihood.name,
+        opset=options.opset,
+        ir_version=ir_version_for(options.opset),
+        files={name: FileEntry.of(folder / name) for name in names},
+        priors=priors,
+        default_prior=default,
+        default_temperature=options.temperature if default == "standard" else 1.0,
+        default_noise=options.noise,
+        source=source,
+    ).save(folder)
+    verify_model_dir(folder)
 
 
 def _default_prior(options: ExportOptions, has_learned: bool, latent_dim: int) -> str:
