@@ -582,7 +582,7 @@ class Trainer:
             # 128 photos (400k sub-pixels) pin one scale down; the final figures use 512.
             sigma = fit_gaussian_sigma(model, self.train_images, self.device, limit=128)
         scores = evaluate(model, images, self.device, sigma=sigma, seed=self.config.seed)
-        self.model.train()
+        self._trained_module().train()
         return scores.as_dict("val_")
 
     def _grid_kinds(self) -> tuple[str, ...]:

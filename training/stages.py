@@ -23,7 +23,7 @@ import torch
 from birdvae.runtime import selection
 
 from . import checkpoint, codes, perceptual, rater, sharpen
-from .evaluate import evaluate, reconstruction_grid
+from .evaluate import reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError, exponential_average
 from .prior import P_MEAN, P_STD, CodePrior, Sampler
@@ -454,13 +454,6 @@ class DecoderTrainer(Trainer):
             if self.projected is not None:
                 projected = self.projected(self.species_net.feature_maps(augmented)).float()
         return logits.float(), [f.float() for f in features], projected
-
-    def _validate(self) -> dict[str, float]:
-        model = self.eval_model
-        images = self.held_out
-        scores = evaluate(model, images, self.device, seed=self.config.seed)
-        self.model.decoder.train()
-        return scores.as_dict("val_")
 
     def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
         shown = {"l1": f"{stats['l1']:.4f}", "d": f"{stats['d_loss']:.3f}"}

@@ -193,6 +193,20 @@ def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(vae_chec
     assert metrics["train_anchor"] > 0  # on by default
 
 
+def test_the_decoder_stage_validates_a_vae_of_a_continuous_likelihood(vae_checkpoint, tmp_path):
+    """Bits/dim of a Bernoulli or Gaussian decoder need a fitted scale; the stage's validation
+    crashed for want of one after a whole epoch of training."""
+    from .conftest import write_images
+
+    write_images(tmp_path / "birds" / "a", 16, seed=3)
+    config = tiny_config(tmp_path / "birds", epochs=1)
+    config.model.likelihood = "bernoulli"
+    Trainer(config, tmp_path / "vae", log=_quiet).fit()
+    stage = _stage(tmp_path / "vae" / "best.pt", "decoder", epochs=1)
+    metrics = DecoderTrainer(stage, tmp_path / "d", log=_quiet).fit()
+    assert math.isfinite(metrics["val_bpd"]) and math.isfinite(metrics["val_psnr"])
+
+
 def test_the_anchor_holds_prior_codes_to_the_init_decoder(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
