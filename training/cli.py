@@ -415,7 +415,12 @@ def _new_config(options: dict, given: set[str]) -> TrainConfig:
     )
     config.model.check_sizes()
     with torch.device("meta"):  # shapes only: an architecture too large is refused unbuilt
-        parameters = sum(p.numel() for p in VAE(config.model).parameters())
+        modules = [VAE(config.model)]
+        if config.stage == "prior":  # the one stage that builds a network of the flags' size
+            from .prior import CodePrior
+
+            modules.append(CodePrior(config.model.latent_dim, config.prior))
+        parameters = sum(p.numel() for module in modules for p in module.parameters())
     if parameters > MAX_PARAMETERS:
         raise UserError(
             f"that architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "

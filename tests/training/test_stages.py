@@ -338,6 +338,7 @@ def test_the_focal_frequency_loss_is_zero_only_for_the_same_image():
         (["--stage", "decoder", "--init", "{ckpt}", "--anchor-scale", "3"], "'3' is not one of"),
         (["--stage", "decoder", "--init", "{ckpt}", "--compile"], "drop --compile"),
         (["--stage", "prior", "--init", "{missing}"], "does not exist"),
+        (["--stage", "prior", "--init", "{ckpt}", "--prior-width", "2000000"], "parameters"),
     ],
 )
 def test_stage_mistakes_are_one_line(vae_checkpoint, tmp_path, args, message):
