@@ -24,7 +24,10 @@ TOL = 1e-5  # stop when the mean log-likelihood changes less than this, in nats 
 
 
 @dataclass(frozen=True)
-class GaussianMixture:
+class FittedMixture:
+    """A mixture as the EM fit holds it (float64, with its convergence), which ``save`` writes
+    as the runtime's ``prior.npz``; the runtime's own GaussianMixture reads and samples it."""
+
     weights: np.ndarray  # [K], sums to 1
     means: np.ndarray  # [K, D]
     cholesky: np.ndarray  # [K, D, D], lower triangular: covariance[k] = L[k] @ L[k].T
@@ -68,7 +71,7 @@ def fit_gaussian_mixture(
     reg: float = REG_COVAR,
     max_iter: int = MAX_ITER,
     tol: float = TOL,
-) -> GaussianMixture:
+) -> FittedMixture:
     """Maximum-likelihood mixture of ``components`` full-covariance Gaussians for ``x`` [N, D].
 
     EM from k-means++ centres (hard assignments to the nearest centre start the first M-step).
@@ -100,7 +103,7 @@ def fit_gaussian_mixture(
     return replace(mixture, iterations=iteration, converged=converged)
 
 
-def held_out_fit(mixture: GaussianMixture, latents: np.ndarray) -> dict[str, float]:
+def held_out_fit(mixture: FittedMixture, latents: np.ndarray) -> dict[str, float]:
     """Mean log-likelihood of held-out codes, in nats per latent dimension, under the fitted
     prior and under N(0, I): how much better than the standard prior the fit describes them."""
     if len(latents) == 0:
@@ -114,7 +117,7 @@ def held_out_fit(mixture: GaussianMixture, latents: np.ndarray) -> dict[str, flo
     }
 
 
-def _m_step(x: np.ndarray, resp: np.ndarray, reg: float) -> GaussianMixture:
+def _m_step(x: np.ndarray, resp: np.ndarray, reg: float) -> FittedMixture:
     """Weights, means and regularised covariances from responsibilities [N, K]."""
     counts = resp.sum(0) + 10 * np.finfo(np.float64).eps  # an empty component stays finite
     means = resp.T @ x / counts[:, None]
@@ -124,7 +127,7 @@ def _m_step(x: np.ndarray, resp: np.ndarray, reg: float) -> GaussianMixture:
         centred = x - means[k]
         cov = (resp[:, k, None] * centred).T @ centred / counts[k] + reg * eye
         cholesky[k] = np.linalg.cholesky(cov)
-    return GaussianMixture(counts / counts.sum(), means, cholesky)
+    return FittedMixture(counts / counts.sum(), means, cholesky)
 
 
 def _kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
