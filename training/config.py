@@ -222,8 +222,9 @@ class TrainConfig:
             raise ConfigError(f"box_margin must be at most 1, not {config.box_margin}")
         return config
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def to_json(self) -> str:
+        """``config.json`` as a run folder keeps it (the loop writes it atomically)."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:

@@ -9,7 +9,6 @@ exactly: same data order, same random numbers, same weights as a run that never 
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import signal
@@ -431,8 +430,7 @@ class Trainer:
     def _fit(self, on_step: Callable[[Trainer], None] | None) -> dict[str, Any]:
         config = self.config
         if self.ddp.main:
-            text = json.dumps(config.to_dict(), indent=2) + "\n"
-            durable.write_bytes_atomic(self.run_dir / CONFIG, text.encode())
+            durable.write_bytes_atomic(self.run_dir / CONFIG, config.to_json().encode())
             self.log(
                 f"{len(self.train_images)} train / {len(self.val_images)} val images, "
                 f"{count_parameters(self._trained_module()) / 1e6:.2f}M parameters trained, "
@@ -530,7 +528,7 @@ class Trainer:
             raise self._diverged(f"every step of epoch {self.epoch + 1} was non-finite")
         self.epoch += 1
         self.batch_in_epoch = 0
-        n = max(sums["n"], 1.0)
+        n = sums["n"]
         metrics: dict[str, Any] = {
             "epoch": self.epoch,
             "step": self.step,

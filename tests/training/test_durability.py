@@ -254,7 +254,7 @@ def test_a_new_run_may_restart_in_the_folder_of_one_stopped_before_its_first_epo
     run = tmp_path / "run"
     (run / "cache").mkdir(parents=True)
     (run / "grids").mkdir()
-    TrainConfig().save(run / "config.json")
+    (run / "config.json").write_text(TrainConfig().to_json())
     (run / "cache" / "folder-16px-0123456789abcdef.npz").write_bytes(b"decoded images")
     (run / ".config.json.bvae-0a1b2c3d.tmp").write_bytes(b"a killed write")
     runfolder.check_new_run_folder(run)  # no error
@@ -305,7 +305,7 @@ KILL_SCRIPT = textwrap.dedent(
 def test_sigkill_at_a_write_point_then_resume(straight, tmp_path, kill_at, when):
     data, reference = straight
     config = tmp_path / "config.json"
-    tiny_config(data).save(config)
+    config.write_text(tiny_config(data).to_json())
     run = tmp_path / "run"
     killed = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, str(config), str(run), str(kill_at), when],
@@ -412,7 +412,7 @@ def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):
 def test_resuming_a_run_stopped_before_its_first_epoch_says_to_start_it_again(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    TrainConfig().save(run / "config.json")  # what such a run leaves
+    (run / "config.json").write_text(TrainConfig().to_json())  # what such a run leaves
     result = CliRunner().invoke(train_command, ["--resume", str(run)])
     assert result.exit_code == 2, result.output
     assert "before its first epoch ended" in result.output and "-o" in result.output

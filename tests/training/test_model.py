@@ -140,7 +140,7 @@ def test_bits_per_dim_converts_nats():
 def test_config_round_trips_through_json(tmp_path):
     config = preset("baseline")
     config.model.latent_dim = 99
-    config.save(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text(config.to_json())
     assert TrainConfig.load(tmp_path / "config.json") == config
 
 
