@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 from torch.optim.swa_utils import AveragedModel
 
+from birdvae.training.averaging import exponential_average
 from birdvae.training.config import TrainConfig
-from birdvae.training.loop import Trainer, exponential_average
+from birdvae.training.loop import Trainer
 
 
 def per_tensor_rule(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:

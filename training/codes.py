@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
+from .augment import private_seed, random_shift
 from .likelihood import to_unit
 from .model import VAE
 
@@ -30,8 +31,6 @@ def views(images: torch.Tensor, count: int, shift: int, seed: int) -> torch.Tens
 def each_view(images: torch.Tensor, count: int, shift: int, seed: int) -> Iterator[torch.Tensor]:
     """The views of ``views``, one [N, 3, S, S] at a time, so a caller that encodes each as it
     comes holds one view in memory instead of ``count``."""
-    from .loop import private_seed, random_shift  # the VAE's own augmentation
-
     generator = torch.Generator().manual_seed(seed)
     yield from [images, images.flip(3)][:count]
     # Flips and shifts are drawn on the CPU, so a seed makes the same views on any device. Each

@@ -32,6 +32,8 @@ from birdvae.runtime import durable
 from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
+from .augment import random_shift
+from .averaging import exponential_average
 from .config import TrainConfig
 from .data import Splits, images_digest, load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
@@ -690,53 +692,6 @@ class Trainer:
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-
-
-@contextmanager
-def private_seed(seed: int) -> Iterator[None]:
-    """torch's global random streams seeded for a block, then put back as they were: the CPU's
-    and the current GPU's (``torch.manual_seed`` reseeds both, and DDP ranks seed theirs apart)."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def random_shift(x: torch.Tensor, limit: int) -> torch.Tensor:
-    """Shift each image [N, C, H, W] by its own random (dy, dx) in [-limit, limit], repeating
-    the edge pixels into the space it leaves."""
-    n, _, height, width = x.shape
-    offsets = torch.randint(-limit, limit + 1, (2, n), device="cpu").to(x.device)
-    rows = (torch.arange(height, device=x.device) + offsets[0, :, None]).clamp(0, height - 1)
-    cols = (torch.arange(width, device=x.device) + offsets[1, :, None]).clamp(0, width - 1)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return x[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def exponential_average(module: torch.nn.Module, decay: float) -> AveragedModel:
-    """An EMA of ``module``'s weights and buffers whose decay ramps up as (1 + n) / (10 + n), so
-    early averages are not stuck at the initial weights."""
-    return AveragedModel(module, multi_avg_fn=_ema_update(decay), use_buffers=True)
-
-
-def _ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
-    """average + (current - average) * (1 - rate) over a device's tensors at once: the step
-    count is read once per step, not once per tensor (on a GPU each read is a blocking copy),
-    and the arithmetic is a few multi-tensor kernels instead of three per tensor."""
-
-    def update(averages: list[torch.Tensor], currents: list[torch.Tensor], n: Any) -> None:
-        count = float(n)
-        weight = 1.0 - min(decay, (1.0 + count) / (10.0 + count))
-        if averages[0].is_floating_point():
-            step = torch._foreach_sub(currents, averages)
-            torch._foreach_mul_(step, weight)
-            torch._foreach_add_(averages, step)
-        else:  # integer buffers (a BatchNorm's count): the same rule, truncated back
-            for average, current in zip(averages, currents):
-                average.copy_(average + (current - average) * weight)
-
-    return update
 
 
 def _quiet(_: str) -> None:

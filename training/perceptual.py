@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loop import private_seed, random_shift
+from .augment import private_seed, random_shift
 
 BATCH = 64
 

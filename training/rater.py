@@ -25,8 +25,8 @@ from torch import nn
 from birdvae.runtime.format import ModelFormatError
 from birdvae.runtime.selection import RATER_SIZE, area_matrix, rater_bytes
 
+from .augment import private_seed
 from .config import SharpenConfig
-from .loop import private_seed
 from .sharpen import diff_augment
 
 SHEET_TILE = 112  # rating_sheet.py shows each picture at this size, nearest neighbour

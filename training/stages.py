@@ -23,9 +23,10 @@ import torch
 from birdvae.runtime import selection
 
 from . import checkpoint, codes, perceptual, rater, sharpen
+from .averaging import exponential_average
 from .evaluate import reconstruction_grid
 from .likelihood import to_unit
-from .loop import Trainer, TrainingError, exponential_average
+from .loop import Trainer, TrainingError
 from .prior import P_MEAN, P_STD, CodePrior, Sampler
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)

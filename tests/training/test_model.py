@@ -179,7 +179,7 @@ def test_a_config_from_a_newer_version_is_refused():
 
 
 def test_random_shift_moves_each_image_and_repeats_its_edges():
-    from birdvae.training.loop import random_shift
+    from birdvae.training.augment import random_shift
 
     torch.manual_seed(0)
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6).to(torch.uint8)
