@@ -7,7 +7,9 @@ import contextlib
 import importlib.util
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ SHOWN_FLAGS = {
     "out_alias": "--out",
 }
 MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Fixed by a run's model and data: a later stage keeps its --init's.
 ARCHITECTURE_FLAGS = {
     "image_size", "latent_dim", "decoder_width", "decoder_max_width", "blocks_per_level",
@@ -288,16 +291,41 @@ def train_command(ctx: click.Context, **options) -> None:
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
         if trainer.recovered:  # the kill came as the last epoch ended: the run is done now
-            trainer.close()
+            with _stops_ignored():
+                trainer.close()
             return
         raise UserError(
             f"{run_dir} has already trained {trainer.epoch} epochs; "
             f"pass --epochs N with N > {trainer.epoch} to carry it on"
         )
     trainer.fit()
-    trainer.close()
-    if trainer.stop_signal is not None and trainer.epoch < config.epochs:
-        sys.exit(128 + trainer.stop_signal)  # 130 for Ctrl-C, 143 for SIGTERM, as documented
+    if trainer.epoch < config.epochs:
+        trainer.close()
+        if trainer.stop_signal is not None:
+            sys.exit(128 + trainer.stop_signal)  # 130 for Ctrl-C, 143 for SIGTERM, as documented
+        return
+    with _stops_ignored():
+        trainer.close()
+
+
+def _ignore_stops() -> dict[int, Any]:
+    """Ctrl-C and SIGTERM ignored; the handlers they replace. A finished run is on disk whole,
+    so a stop can only turn its exit 0 into 130 or 143, and ``vae-train ... && vae-export``
+    would then not export it; the process's own end (torch's teardown) takes a second or more."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+
+
+@contextlib.contextmanager
+def _stops_ignored() -> Iterator[None]:
+    """Stops ignored for a block (tests run the command in their own process)."""
+    previous = _ignore_stops()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -569,7 +597,12 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
 
 
 def train_main() -> None:
-    train_command(prog_name="vae-train")
+    try:
+        train_command(prog_name="vae-train")
+    except SystemExit as done:
+        if not done.code:  # finished: what is left is the interpreter's teardown
+            _ignore_stops()
+        raise
 
 
 def eval_main() -> None:

@@ -319,6 +319,30 @@ def test_a_stopped_run_exits_128_plus_the_signal_with_last_pt_saved(image_folder
     assert 1 <= state["epoch"] < 1000
 
 
+def test_a_stop_after_the_last_epoch_is_a_finished_run(image_folder, tmp_path):
+    """SIGTERM once every epoch is on disk, while torch tears the process down (a second or
+    more): it exited 143, so ``vae-train ... && vae-export ...`` stopped on a finished run whose
+    --resume was then refused."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "birdvae.training", "--data", str(image_folder),
+               "--out", str(run), "--epochs", "1", "--batch-size", "8", "--latent-dim", "16",
+               "--decoder-width", "8", "--decoder-max-width", "16", "--threads", "1"]  # fmt: skip
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in worker.stdout:  # the epoch's line comes after its checkpoints and grids
+            lines.append(line)
+            if line.lstrip().startswith("epoch"):
+                break
+        time.sleep(0.3)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, (lines, out, err)
+    assert "error" not in err and (run / "best.pt").is_file()
+
+
 def test_grids_are_drawn_without_autograd(image_folder, tmp_path):
     """Drawing the epoch's grids builds no autograd graph (memory and time a step never uses)."""
     trainer = Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=_quiet)
