@@ -27,9 +27,8 @@ from birdvae.runtime.format import (
     PRIOR_NAMES,
 )
 from birdvae.runtime.selection import MAX_BEST_OF, RATER_SHA256, load_rater
-from birdvae.training.cli import TRAIN_MODULES, needs_train_extra, require_train_extra
+from birdvae.training.cli import TRAIN_MODULES, require_train_extra
 
-NEEDS_TRAIN_EXTRA = needs_train_extra("vae-export")
 EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
 DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 

@@ -53,14 +53,19 @@ TRAIN_MODULES = ("torch", "torchvision", "tqdm")
 
 
 def needs_train_extra(command: str) -> str:
-    return f"{command} needs the training extra: pip install 'bird-vae[train]'"
+    """The package is installed from its source folder (README), so that is where the extra
+    comes from too."""
+    return (
+        f"{command} needs the training extra: in the bird-vae folder, pip install '.[train]' "
+        "(torch, torchvision, onnx, onnxscript, tqdm)"
+    )
 
 
 def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) -> None:
-    """Exit 2 with the install line, not an ImportError's traceback, on a partial install."""
+    """One ``error:`` line with the install line (exit 2), not an ImportError's traceback, on
+    a partial install."""
     if any(importlib.util.find_spec(name) is None for name in modules):
-        click.echo(needs_train_extra(command), err=True)
-        sys.exit(2)
+        raise UserError(needs_train_extra(command))
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
