@@ -228,7 +228,9 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
     help="Held-out share of a plain folder (CUB uses its own split). [default: 0.1]",
 )
 @click.option(
-    "--kl-warmup-epochs", type=click.IntRange(min=0), help="Epochs to ramp the KL in. [default: 10]"
+    "--kl-warmup-epochs",
+    type=click.IntRange(min=0),
+    help="Epochs to ramp the KL in. [default: 10; baseline: 0]",
 )
 @click.option(
     "--kl-weight",
