@@ -23,6 +23,8 @@ from .config import TrainConfig
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 GRIDS, CACHE = "grids", "cache"
+# Fields every version of config.json a run writes has (version 1 had no config_version).
+RUN_CONFIG_KEYS = frozenset({"model", "data", "epochs", "batch_size", "lr", "seed"})
 # What a run writes before its first epoch ends, inside grids/ and cache/.
 _GRID_NAME = re.compile(r"[a-z]+_\d{4,}\.png")
 _CACHE_NAME = re.compile(r"[a-z+]+-\d+px-[0-9a-f]{16}\.npz")
@@ -73,10 +75,14 @@ def _left_by_a_run(entry: Path) -> bool:
         return False
     if entry.name == CONFIG and entry.is_file():
         try:
-            TrainConfig.load(entry)
+            values = json.loads(entry.read_text())
+            if not isinstance(values, dict):
+                return False
+            TrainConfig.from_dict(values)
         except (OSError, ValueError, TypeError):
             return False
-        return True
+        # A run writes every field; ``{}`` or a few known keys would load as the defaults.
+        return values.keys() >= RUN_CONFIG_KEYS
     names = {GRIDS: _GRID_NAME, CACHE: _CACHE_NAME}.get(entry.name)
     if names is not None and entry.is_dir():
         return all(

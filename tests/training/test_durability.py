@@ -250,6 +250,19 @@ def test_a_new_run_refuses_a_folder_of_files_it_did_not_write(image_folder, tmp_
     assert {p.name: p.read_text() for p in mine.iterdir()} == files
 
 
+@pytest.mark.parametrize("text", ["{}\n", '{"epochs": 5, "seed": 1}\n', "[]\n"])
+def test_a_config_json_of_a_few_known_keys_is_the_users_not_a_runs(image_folder, tmp_path, text):
+    """``{}`` loads as the default config, yet no run wrote it: it was trained over."""
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "config.json").write_text(text)
+    result = CliRunner().invoke(train_command, ["--data", str(image_folder), "-o", str(mine)])
+    assert result.exit_code == 2, result.output
+    assert "config.json, which vae-train did not write" in result.output
+    assert [p.name for p in mine.iterdir()] == ["config.json"]
+    assert (mine / "config.json").read_text() == text
+
+
 def test_a_new_run_may_restart_in_the_folder_of_one_stopped_before_its_first_epoch(tmp_path):
     run = tmp_path / "run"
     (run / "cache").mkdir(parents=True)
