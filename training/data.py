@@ -32,7 +32,12 @@ from birdvae.runtime import durable, photos
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.photos import Region
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# The file names of the runtime's photo formats (photos.PHOTO_FORMATS), so a photo bird-gen
+# reads is one a data folder is scanned for.
+IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
+}  # fmt: skip
 # Context kept around a CUB bounding box, as a fraction of its longer side on each side (the
 # default of TrainConfig.box_margin). Rated blind at 32x32, photos cropped to the box itself read
 # as birds more often than at this margin (1.57 against 1.32 of 2; docs/experiments).

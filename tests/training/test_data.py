@@ -228,3 +228,19 @@ def test_describe_records_names_and_a_hash_of_the_images_not_paths(tmp_path):
     assert record["names"] == ["birds"] and str(tmp_path) not in str(record)
     other = load_splits(tmp_path / "birds", 8)
     assert describe([tmp_path / "birds"], other)["images_sha256"] != record["images_sha256"]
+
+
+def test_a_data_folder_is_scanned_for_every_format_bird_gen_reads(tmp_path: Path) -> None:
+    """A .ppm or .tga photo that bird-gen reconstructs was silently not trained on."""
+    from birdvae.runtime.photos import PHOTO_FORMATS
+    from birdvae.training.data import IMAGE_SUFFIXES
+
+    registered = Image.registered_extensions()
+    assert {registered[suffix] for suffix in IMAGE_SUFFIXES} == set(PHOTO_FORMATS)
+    write_images(tmp_path / "a", 8, seed=1)
+    for index, suffix in enumerate([".ppm", ".tga", ".jpe"]):
+        Image.new("RGB", (20, 20), (index * 80, 40, 200)).save(
+            tmp_path / "a" / f"extra{suffix}", format=registered[suffix]
+        )
+    splits = load_splits(tmp_path, 16, val_fraction=0.25)
+    assert len(splits.train) + len(splits.val) == 11
