@@ -382,11 +382,17 @@ class Trainer:
         }
 
     def optimizer_step(
-        self, loss: torch.Tensor, module: torch.nn.Module, average: AveragedModel | None
+        self,
+        loss: torch.Tensor,
+        module: torch.nn.Module,
+        average: AveragedModel | None,
+        before_step: Callable[[], None] | None = None,
     ) -> float | None:
         """Backpropagate ``loss`` into ``module``, clip, step, and update its ``average``; the
         gradient norm, or None for a step skipped because the loss or a gradient is not finite
-        (the run counts those, and too many in a row end it)."""
+        (the run counts those, and too many in a row end it). ``before_step`` runs once the
+        gradients are known to be finite, before the optimiser's step: another network's
+        update that must be skipped with this one (the decoder stage's discriminator)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
@@ -394,6 +400,8 @@ class Trainer:
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
+        if before_step is not None:
+            before_step()
         self.optimizer.step()
         self.scheduler.step()
         if average is not None:

@@ -387,17 +387,16 @@ class DecoderTrainer(Trainer):
             weight = cfg.gan_weight * sharpen.adaptive_weight(reconstruction, adversarial, last)
             loss = reconstruction + weight * adversarial
             stats |= {"g_loss": adversarial, "gan_weight": weight}
-        if not (torch.isfinite(loss) and torch.isfinite(d_loss)):
+        if not torch.isfinite(d_loss):
             return None
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for parameter, grad in zip(self.judges, d_grads):
-            parameter.grad = grad  # its own loss's gradient, not the decoder's
-        self.d_optimizer.step()
-        self.optimizer.step()
-        self.scheduler.step()
-        self.ema.update_parameters(self.model)
-        self.step += 1
+
+        def step_the_discriminator() -> None:
+            for parameter, grad in zip(self.judges, d_grads):
+                parameter.grad = grad  # its own loss's gradient, not the decoder's
+            self.d_optimizer.step()
+
+        if self.optimizer_step(loss, self.model, self.ema, step_the_discriminator) is None:
+            return None  # the encoder is frozen: the step and its clip see the decoder alone
         return {name: float(value.detach()) for name, value in stats.items()}
 
     def _reconstruction_loss(
