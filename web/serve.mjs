@@ -72,11 +72,25 @@ const server = createServer((request, response) => {
     response.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`not found: ${pathname}\n`);
     return;
   }
-  response.writeHead(200, {
-    'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream',
-    'Content-Length': statSync(file).size,
-    'Cache-Control': 'no-cache', // a rebuilt site is seen at once; unchanged files revalidate
+  const { size, mtime, mtimeMs } = statSync(file);
+  // A rebuilt site is seen at once (no-cache), and an unchanged file is not sent again: the
+  // browser asks with the tag it has and gets 304 (the onnxruntime WASM alone is 15 MB).
+  const tag = `W/"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
+  const headers = {
+    'Cache-Control': 'no-cache',
+    ETag: tag,
+    'Last-Modified': mtime.toUTCString(),
     'X-Content-Type-Options': 'nosniff',
+  };
+  const known = request.headers['if-none-match'];
+  if (known !== undefined && known.split(',').some((each) => each.trim() === tag)) {
+    response.writeHead(304, headers).end();
+    return;
+  }
+  response.writeHead(200, {
+    ...headers,
+    'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream',
+    'Content-Length': size,
   });
   if (request.method === 'HEAD') response.end();
   else
@@ -90,6 +104,10 @@ server.on('error', (error) => {
 });
 server.listen(port, values.host, () => {
   const { address, port: bound } = server.address();
-  const host = address.includes(':') ? `[${address}]` : address;
-  console.log(`serving ${root} at http://${host}:${bound}/`);
+  // Every address of this machine: the one a browser here may use is localhost, as the page
+  // checks models with SubtleCrypto, which browsers give only to https and localhost pages.
+  const wildcard = address === '0.0.0.0' || address === '::';
+  const host = wildcard ? 'localhost' : address.includes(':') ? `[${address}]` : address;
+  const others = wildcard ? ' (other machines need https in front of it: docs/WEB.md)' : '';
+  console.log(`serving ${root} at http://${host}:${bound}/${others}`);
 });

@@ -348,17 +348,105 @@ def test_hostile_photos_are_refused_and_leave_the_page_as_it_was(browser, server
     truncated = BIRD_PHOTO.read_bytes()
     (tmp_path / "cut.jpg").write_bytes(truncated[:200])
     (tmp_path / "empty.png").write_bytes(b"")
+    # Cut to a third: the browser drew the missing rows white and reconstructed that.
+    (tmp_path / "third.jpg").write_bytes(truncated[: len(truncated) // 3])
+    whole_png = io.BytesIO()
+    Image.open(BIRD_PHOTO).save(whole_png, format="PNG")
+    (tmp_path / "half.png").write_bytes(whole_png.getvalue()[: len(whole_png.getvalue()) // 2])
+    # A drawing, not a photo (bird-gen refuses it); with a foreignObject it tainted the canvas.
+    (tmp_path / "drawing.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40">'
+        '<foreignObject width="40" height="40"><div xmlns="http://www.w3.org/1999/xhtml">'
+        "bird</div></foreignObject></svg>"
+    )
     cases = {
         "huge.jpg": "huge.jpg is 51.0 MB; the page reads photos of up to 50 MB",
         "notes.jpg": "notes.jpg: cannot read it as an image",
         "wide.png": "wide.png is 10000 x 6000 pixels; the page reads photos of up to 50 megapixels",
-        "cut.jpg": "cut.jpg: ",
+        "cut.jpg": "cut.jpg: the JPEG file is cut short",
+        "third.jpg": "third.jpg: the JPEG file is cut short",
+        "half.png": "half.png: the PNG file is cut short",
+        "drawing.svg": "drawing.svg: cannot read it as an image",
         "empty.png": "empty.png is empty",
     }
     for name, message in cases.items():
         choose_photo(browser, tmp_path / name)
         assert (error(browser) or "").startswith(message), (name, error(browser))
         assert (digest(canvas(browser, "recon")), text(browser, "photo-caption")) == before
+
+
+def test_a_photo_shown_is_redone_by_another_model_after_its_file_is_gone(
+    browser, server, tmp_path
+):
+    """The page kept the file's handle: once the file was moved, no model could be chosen."""
+    photo = tmp_path / "moved.jpg"
+    photo.write_bytes(BIRD_PHOTO.read_bytes())
+    open_page(browser, server)
+    choose_photo(browser, photo)
+    photo.unlink()
+    set_field(browser, "model", "birds64")
+    assert error(browser) is None
+    assert browser.evaluate("window.birdvae.settings().model") == "birds64"
+    assert "moved.jpg" in text(browser, "photo-caption") and "birds64" in text(
+        browser, "photo-caption"
+    )
+
+
+def test_enter_in_a_field_draws_once_and_keeps_the_keyboards_place(browser, server):
+    """Enter both changes a field and submits the form: the same grid was drawn twice. And the
+    form, disabled while it drew, dropped the focus to the page's body."""
+    open_page(browser, server)
+    before = browser.evaluate("window.birdvae.timings.grids")
+    act(
+        browser,
+        "const seed = document.getElementById('seed'); seed.focus(); seed.value = '7';"
+        "seed.dispatchEvent(new Event('change', { bubbles: true }));"
+        "document.getElementById('controls').requestSubmit();",
+    )
+    assert browser.evaluate("window.birdvae.timings.grids") == before + 1
+    assert browser.evaluate("window.birdvae.settings().seed") == 7
+    assert browser.evaluate("document.activeElement.id") == "seed"
+
+
+def test_a_click_made_while_the_page_was_busy_starts_nothing(browser, server):
+    """Clicks on a page busy drawing reach it once it is free: ten clicks drew ten grids."""
+    open_page(browser, server)
+    seed = browser.evaluate("window.birdvae.settings().seed")
+    act(
+        browser,
+        "const click = new MouseEvent('click', { bubbles: true });"
+        "Object.defineProperty(click, 'timeStamp', { value: 0 });"  # made before the first grid
+        "document.getElementById('new-birds').dispatchEvent(click);",
+    )
+    assert browser.evaluate("window.birdvae.settings().seed") == seed
+    act(browser, "document.getElementById('new-birds').click()")
+    assert browser.evaluate("window.birdvae.settings().seed") == seed + 1
+
+
+def test_a_page_browsers_would_not_let_check_its_models_says_how_to_open_it(browser, server):
+    """http://0.0.0.0:PORT/, as serve.mjs --host 0.0.0.0 printed it, is no secure context: the
+    page fetched every model file, then blamed the model."""
+    browser.clear_events()
+    browser.navigate(server.replace("127.0.0.1", "0.0.0.0"))
+    outcome = browser.evaluate("window.birdvae.ready.then(() => 'drawn', () => 'refused')")
+    assert outcome == "refused"
+    assert (error(browser) or "").startswith("This page must be opened over https or from")
+    assert not [url for url in requested(browser) if "/models/" in url]
+
+
+def test_serve_lets_the_browser_keep_what_has_not_changed(server):
+    """Every reload fetched the 15 MB onnxruntime WASM again."""
+    import urllib.error
+    import urllib.request
+
+    url = server + "index.html"
+    with urllib.request.urlopen(url) as first:
+        tag = first.headers["ETag"]
+        assert tag and first.headers["Last-Modified"]
+    again = urllib.request.Request(url, headers={"If-None-Match": tag})
+    with pytest.raises(urllib.error.HTTPError) as answer:  # urllib treats 304 as an error
+        urllib.request.urlopen(again)
+    assert answer.value.code == 304
 
 
 def test_a_damaged_model_is_refused_and_the_page_keeps_its_birds(browser, server):

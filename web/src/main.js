@@ -48,18 +48,28 @@ const timings = {};
 // Actions, one at a time -------------------------------------------------------------------
 
 let queue = Promise.resolve();
+let busyUntil = 0; // when the last action ended, on the clock of events' timeStamp
 
 function serial(task) {
   const result = queue.then(async () => {
+    const focused = document.activeElement; // disabling the form drops the keyboard's focus
     ui.settings.disabled = true;
     try {
       return await task();
     } finally {
       ui.settings.disabled = false;
+      busyUntil = performance.now();
+      if (focused instanceof HTMLElement && document.activeElement === document.body) focused.focus();
     }
   });
   queue = result.catch(() => {});
   return result;
+}
+
+// An input event made while an action ran (a click the busy page could not answer yet, handed
+// over once it could): the user clicked at a page that was not ready, so it starts nothing.
+function stale(event) {
+  return event.timeStamp < busyUntil;
 }
 
 // A user's action: its failure is shown, and the selects go back to what the canvas shows.
@@ -70,6 +80,8 @@ function act(task) {
       if (current) {
         ui.model.value = current.name;
         ui.prior.value = shown.prior;
+      } else {
+        ui.model.selectedIndex = -1; // no model loaded: choosing any, the same one too, retries
       }
       showError(error);
     },
@@ -80,14 +92,21 @@ function showError(error) {
   ui.error.hidden = error === null;
   if (error === null) return;
   if (error instanceof ModelError) ui.error.textContent = `This model cannot be used: ${error.message}`;
-  else if (error instanceof PhotoError || error instanceof RangeError) ui.error.textContent = error.message;
+  else if (error instanceof PhotoError || error instanceof RangeError || error instanceof PageError)
+    ui.error.textContent = error.message;
   else ui.error.textContent = `Something went wrong: ${error.message ?? error}`;
   console.error(error);
 }
 
 // `message` in the status line while `task` runs; then the line describes the canvas again.
+// The page gets a frame to show the message first (the models run on its thread), or a tenth
+// of a second where no frames come (a hidden tab).
 async function inProgress(message, task) {
   ui.status.textContent = message;
+  await Promise.race([
+    new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0))),
+    new Promise((resolve) => setTimeout(resolve, 100)),
+  ]);
   try {
     return await task();
   } finally {
@@ -143,16 +162,17 @@ function showBirds(model, images, n) {
 // computes (a photo's reconstruction by a new model), so its failure changes nothing either.
 async function drawBirds(model, settings, before = async () => {}) {
   const start = performance.now();
-  const images = await model.sample(settings);
+  const best = settings.bestOf > 1 ? `, best of ${settings.bestOf}` : '';
+  const images = await inProgress(`Drawing ${settings.n} birds${best}…`, () => model.sample(settings));
   await before();
   showBirds(model, images, settings.n);
+  timings.grids = (timings.grids ?? 0) + 1;
   if (current && current !== model) await current.release(); // the model the page drew with
   current = model;
   shown = settings;
   fillForm(model, settings);
-  const { n, seed, prior, temperature, noise, bestOf } = settings;
+  const { n, seed, prior, temperature, noise } = settings;
   const ms = Math.round(performance.now() - start);
-  const best = bestOf > 1 ? `, best of ${bestOf}` : '';
   described = `${n} birds from ${model.name}: seed ${seed}, ${prior} prior, temperature ${temperature}, pixel noise ${noise}${best} (${ms} ms)`;
   ui.status.textContent = described;
 }
@@ -194,7 +214,10 @@ async function reconstructed(model, file) {
 
 async function reconstruct(file) {
   const model = requireModel();
-  showReconstruction(model, file, ...(await reconstructed(model, file)));
+  const shownPhoto = await reconstructed(model, file);
+  // The bytes, not the file: another model redoes this photo, and the file may be gone by then.
+  const kept = new File([await file.arrayBuffer()], file.name, { type: file.type });
+  showReconstruction(model, kept, ...shownPhoto);
 }
 
 function showReconstruction(model, file, original, reconstruction) {
@@ -236,25 +259,48 @@ async function readIndex() {
   return names;
 }
 
+// The page is served where a browser will not let it check its models: a hosting problem.
+class PageError extends Error {
+  name = 'PageError';
+}
+
 async function start() {
+  if (!window.isSecureContext) {
+    throw new PageError(
+      'This page must be opened over https or from localhost: only there do browsers give it ' +
+        'SubtleCrypto, which it checks the model files with.',
+    );
+  }
   const names = await readIndex();
   ui.model.replaceChildren(...names.map((name) => new Option(name, name)));
   await switchModel(names[0]);
 }
 
 function choosePhoto(files) {
-  if (files.length !== 1)
+  if (files.length !== 1) {
+    const why = files.length ? 'drop one photo at a time' : 'what was dropped is no photo file';
     return act(async () => {
-      throw new PhotoError('drop one photo at a time');
+      throw new PhotoError(why);
     });
+  }
   return act(() => reconstruct(files[0]));
+}
+
+// The form's settings drawn, unless the canvas shows them already: Enter in a field both
+// changes it and submits the form, which would draw the same grid twice.
+function drawSettings() {
+  const model = requireModel();
+  const settings = readSettings();
+  const same = current === model && shown && Object.keys(settings).every((k) => settings[k] === shown[k]);
+  return same ? undefined : drawBirds(model, settings);
 }
 
 ui.form.addEventListener('submit', (event) => {
   event.preventDefault();
-  act(() => drawBirds(requireModel(), readSettings()));
+  if (!stale(event)) act(drawSettings);
 });
-ui.newBirds.addEventListener('click', () => {
+ui.newBirds.addEventListener('click', (event) => {
+  if (stale(event)) return;
   act(() =>
     drawBirds(requireModel(), { ...readSettings(), seed: shown ? (shown.seed + 1) % (MAX_SEED + 1) : 0 }),
   );
@@ -267,7 +313,7 @@ ui.prior.addEventListener('change', () => {
   });
 });
 for (const input of [ui.temperature, ui.noise, ui.count, ui.seed, ui.bestOf]) {
-  input.addEventListener('change', () => act(() => drawBirds(requireModel(), readSettings())));
+  input.addEventListener('change', () => act(drawSettings));
 }
 ui.photoFile.addEventListener('change', () => {
   if (ui.photoFile.files.length) choosePhoto(ui.photoFile.files).finally(() => (ui.photoFile.value = ''));
@@ -285,12 +331,15 @@ document.addEventListener('drop', (event) => {
 });
 
 const ready = serial(start);
-ready.catch(showError);
+ready.catch((error) => {
+  ui.model.selectedIndex = -1; // choosing the model again retries it
+  showError(error);
+});
 
 window.birdvae = {
   ready, // resolves when the first grid is drawn; rejects with the reason it cannot be
   idle: () => queue, // resolves when no action is left to run
-  timings, // firstGrid: ms from the start of navigation to the first grid on the canvas
+  timings, // firstGrid: ms from navigation to the first grid on the canvas; grids: grids drawn
   decodeCodes: (codes) => serial(() => decodeCodes(codes)),
   settings: () => (shown ? { model: current.name, ...shown } : null),
 };

@@ -138,6 +138,9 @@ class Graph {
     for (let start = 0; start < n; start += BATCH) {
       const rows = data.subarray(start * this.inLength, Math.min(n, start + BATCH) * this.inLength);
       batches.push(await this.runBatch(rows, outputs));
+      // onnxruntime's WASM runs on the page's thread: between batches the page paints and
+      // answers input, so a draw of many birds does not freeze the tab for its whole length.
+      await new Promise((resolve) => setTimeout(resolve, 0));
     }
     return outputs.map((_, i) => {
       const whole = new Float32Array(batches.reduce((sum, batch) => sum + batch[i].length, 0));
