@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from birdvae.runtime.command import Command, FiniteRange
+from birdvae.runtime.command import Command, FiniteRange, one_output
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     DEFAULT_OPSET,
@@ -172,8 +172,7 @@ def main(
         raise click.UsageError("--guidance needs --prior-guide")
     if selector_from is not None and best_of == 1:
         raise click.UsageError("--selector-from needs --best-of K, the K of that model's selector")
-    if output is not None and out_alias is not None:
-        raise click.UsageError("give -o/--output once (--out is the same option)")
+    output = one_output(output, out_alias)
 
     import onnx
 
@@ -182,7 +181,7 @@ def main(
             f"{opset} is newer than the {onnx.defs.onnx_opset_version()} this onnx knows",
             param_hint="'--opset'",
         )
-    destination = _checked_destination(output or out_alias or checkpoint.parent / "model")
+    destination = _checked_destination(output or checkpoint.parent / "model")
     options = ExportOptions(
         checkpoint=checkpoint,
         destination=destination,

@@ -101,6 +101,14 @@ def _check_working_folder() -> None:
         )
 
 
+def one_output(output: Any, alias: Any) -> Any:
+    """``-o/--output`` or its hidden old name ``--out`` (vae-train, vae-export), refused when
+    both are given: which one was meant cannot be told."""
+    if output is not None and alias is not None:
+        raise click.UsageError("give -o/--output once (--out is the same option)")
+    return output if output is not None else alias
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from birdvae.runtime.command import Command, FiniteRange
+from birdvae.runtime.command import Command, FiniteRange, one_output
 from birdvae.runtime.errors import UserError
 
 if TYPE_CHECKING:
@@ -413,9 +413,7 @@ def _new_run(options: dict) -> Path:
     """The folder a new run will write, refused unless it is new or empty."""
     from . import runfolder
 
-    if options["out"] is not None and options["out_alias"] is not None:
-        raise UserError("give -o/--output once (--out is the same option)")
-    run_dir = options["out"] or options["out_alias"]
+    run_dir = one_output(options["out"], options["out_alias"])
     if run_dir is None or not (options["data"] or options["init"]):
         raise UserError(
             "-o/--output and --data (or --init for a later stage) are required "

@@ -105,6 +105,13 @@ def test_options_that_need_data(export_cli, resnet_checkpoint, tmp_path):
     assert not out.exists()
 
 
+def test_output_is_given_once(export_cli, resnet_checkpoint, tmp_path):
+    """--out is -o/--output's hidden old name: both at once cannot say which was meant."""
+    result = export_cli(resnet_checkpoint, "-o", tmp_path / "a", "--out", tmp_path / "b")
+    assert_one_error_line(result, 2, "give -o/--output once")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_defaults_bird_gen_would_refuse_are_refused_before_any_work(
     export_cli, resnet_checkpoint, bird_folder, tmp_path
 ):
