@@ -267,7 +267,7 @@ def bench_sample(model: Path, repeats: int) -> dict[tuple[str, str], float]:
     n = DECODE_BIRDS
     for prior in vae.prior_names:
         calls[(prior, "prior")] = lambda p=prior: list(vae.latent_batches(n, seed=SEED, prior=p))
-        calls[(prior, "prior + decoder")] = lambda p=prior: vae.sample(n, SEED, prior=p)
+        calls[(prior, "prior + decoder")] = lambda p=prior: vae.sample(n, seed=SEED, prior=p)
     for call in calls.values():  # sessions open and warm up outside the timing
         call()
     seconds = time_in_turns(calls, repeats)
