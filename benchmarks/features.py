@@ -7,6 +7,10 @@ once per data set and image size and cached; its penultimate layer (256 numbers 
 pooling) is the feature vector.
 
     python benchmarks/features.py --data path/to/CUB_200_2011 --data path/to/more-birds
+
+Run alone it trains (and caches) one on the whole training split and prints its accuracy.
+``benchmarks/birds.py`` trains its own, on all but the ``--count`` training photos that make its
+floor, and prints that one's accuracy: running this first does not prepare that one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Quality of exported models on held-out photos: samples (SWD), reconstructions (PSNR), bits/dim.
 
-    python benchmarks/quality.py --data ../shared/data/cub-birds \\
+    python benchmarks/quality.py --data DATA/cub-birds --data DATA/CUB_200_2011 \\
         --model models/birds32 --checkpoint runs/birds32/best.pt \\
         --baseline runs/baseline32/model --baseline-checkpoint runs/baseline32/best.pt [--sweep]
 
@@ -103,7 +103,9 @@ def checkpoint_bits(path: Path, val: np.ndarray, train: np.ndarray, iw: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
+    parser.add_argument(
+        "--data", action="append", required=True, help="a data set; give it again for several"
+    )
     parser.add_argument("--model", default="birds32", help="model folder or shipped name")
     parser.add_argument("--checkpoint", type=Path, help="the default model's checkpoint")
     parser.add_argument("--baseline", help="the baseline preset's exported model folder")

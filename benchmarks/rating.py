@@ -17,6 +17,10 @@ of two sources' means with its interval: a bootstrap that resamples whole sheets
 cells of each source within a sheet, so both kinds of noise are in it. Two sources rated on
 the same sheets share the rater, which the paired difference cancels. An interval that holds
 0 says the sheets cannot tell the two apart.
+
+The sheets are made and scored by the team's rating tool, ``rating_sheet.py``, with the prompt
+raters are shown, ``rater_prompt.md``; both are kept outside this repository, in ``shared/tools/``
+beside the clone (``--tool`` names another place).
 """
 
 from __future__ import annotations
@@ -141,6 +145,11 @@ def main() -> None:
     parser.add_argument("--versus", nargs=2, action="append", default=[], metavar=("A", "B"),
                         help="(score) the difference of two sources' means, with its interval")
     args = parser.parse_intermixed_args()
+    if not args.tool.is_file():
+        parser.error(
+            f"no rating tool at {args.tool}: give --tool PATH, the team's rating_sheet.py (its "
+            "rater_prompt.md beside it), kept outside this repository in shared/tools/"
+        )
     if args.action == "make":
         make(args.out, args.images, args.sources, args.sheets, args.n, args.tool)
     else:
