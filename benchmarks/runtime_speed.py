@@ -569,6 +569,8 @@ def report_bird_gen(runtime_env: Path | None, model_dir: Path, baseline: BirdVAE
             f"bird-gen takes {seconds / bare:.2f}x the time of the bare script (decode 64 birds "
             "with the baseline's decoder, save a PNG with PIL), timed in turns with it"
         )
+    else:
+        print("the bare-script yardstick needs --baseline (the blog baseline's model folder)")
 
 
 # 5. Installed size -----------------------------------------------------------------------------
