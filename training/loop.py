@@ -152,7 +152,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # batches of the current epoch already taken
         self.step = 0
-        self.best_val_bpd = math.inf  # the best validation score (score_key) so far
+        self.best_score = math.inf  # the best validation score (score_key) so far; lower wins
         self.best_epoch: int | None = None
         self.partial: dict[str, float] = {}
         self.bad_in_a_row = 0  # non-finite steps in a row, whatever epochs they fall in
@@ -554,12 +554,12 @@ class Trainer:
             score = metrics[self.score_key] if self.score_key else -float(self.epoch)
             if not math.isfinite(score):  # nothing of this epoch is saved: last.pt stays before it
                 raise self._diverged(f"epoch {self.epoch}'s validation {self.score_key} is {score}")
-            improved = score < self.best_val_bpd
+            improved = score < self.best_score
             if improved:
-                self.best_val_bpd = score
+                self.best_score = score
                 self.best_epoch = self.epoch
             if self.score_key:
-                metrics[f"best_{self.score_key}"] = self.best_val_bpd
+                metrics[f"best_{self.score_key}"] = self.best_score
             self.metrics = metrics
             runfolder.commit_epoch(self.run_dir, self.state())
             self._write_grids()
@@ -649,7 +649,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "partial": dict(self.partial),
             "step": self.step,
-            "best_val_bpd": self.best_val_bpd,
+            "best_val_bpd": self.best_score,
             "best_epoch": self.best_epoch,
             "metrics": getattr(self, "metrics", {}),
             "rng": rng,
@@ -692,7 +692,7 @@ class Trainer:
         if self.partial and not {"n", "seconds", "items", "skipped"} <= set(self.partial):
             raise ValueError("its unfinished epoch's sums are incomplete")
         self.step = int(state["step"])
-        self.best_val_bpd = float(state["best_val_bpd"])
+        self.best_score = float(state["best_val_bpd"])
         best_epoch = state.get("best_epoch")
         self.best_epoch = None if best_epoch is None else int(best_epoch)
         self.metrics = dict(state.get("metrics", {}))
