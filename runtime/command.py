@@ -69,7 +69,9 @@ class OneLineErrors:
         for stream in (sys.stdout, sys.stderr):  # a name a cp1252 pipe cannot encode, escaped
             with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper
                 stream.reconfigure(errors="backslashreplace")
-        _check_working_folder()
+        given = sys.argv[1:] if args is None else list(args)
+        if not {"-h", "--help"} & set(given):  # help reads no path
+            _check_working_folder()
         with warnings.catch_warnings(), durable.exit_on_sigterm():
             warnings.showwarning = _warn_in_one_line
             try:
@@ -96,7 +98,7 @@ def _check_working_folder() -> None:
         os.getcwd()
     except FileNotFoundError:
         fail(
-            "the current folder no longer exists (it was removed or renamed); "
+            "the current folder no longer exists (it was removed); "
             "cd to a folder that exists and run the command again"
         )
 

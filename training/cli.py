@@ -298,7 +298,7 @@ def train_command(ctx: click.Context, **options) -> None:
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
         if trainer.recovered:  # the kill came as the last epoch ended: the run is done now
-            with _stops_ignored():
+            with _stops_mean_done():
                 trainer.close()
             return
         raise UserError(
@@ -311,23 +311,32 @@ def train_command(ctx: click.Context, **options) -> None:
         if trainer.stop_signal is not None:
             sys.exit(128 + trainer.stop_signal)  # 130 for Ctrl-C, 143 for SIGTERM, as documented
         return
-    with _stops_ignored():
+    with _stops_mean_done():
         trainer.close()
 
 
-def _ignore_stops() -> dict[int, Any]:
-    """Ctrl-C and SIGTERM ignored; the handlers they replace. A finished run is on disk whole,
-    so a stop can only turn its exit 0 into 130 or 143, and ``vae-train ... && vae-export``
-    would then not export it; the process's own end (torch's teardown) takes a second or more."""
+def _stop_means_done() -> dict[int, Any]:
+    """Make Ctrl-C and SIGTERM end the process at once with status 0; the handlers they
+    replace. A finished run is on disk whole, so a stop in what is left (closing the process
+    group, torch's teardown: a second or more) must not turn its 0 into 130 or 143, which would
+    stop ``vae-train ... && vae-export``; nor may that teardown, hung on a dead torchrun peer,
+    become impossible to stop."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+
+    def done(*_: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
+
+    return {signum: signal.signal(signum, done) for signum in STOP_SIGNALS}
 
 
 @contextlib.contextmanager
-def _stops_ignored() -> Iterator[None]:
-    """Stops ignored for a block (tests run the command in their own process)."""
-    previous = _ignore_stops()
+def _stops_mean_done() -> Iterator[None]:
+    """``_stop_means_done`` for a block: tests run the command in their own process."""
+    previous = _stop_means_done()
     try:
         yield
     finally:
@@ -605,8 +614,11 @@ def train_main() -> None:
     try:
         train_command(prog_name="vae-train")
     except SystemExit as done:
-        if not done.code:  # finished: what is left is the interpreter's teardown
-            _ignore_stops()
+        if not done.code and threading.current_thread() is threading.main_thread():
+            # Finished, and the process group closed: what is left is the interpreter's own
+            # teardown, during which Python's handlers no longer run, so stops are ignored.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
         raise
 
 

@@ -79,8 +79,8 @@ def _left_by_a_run(entry: Path) -> bool:
             if not isinstance(values, dict):
                 return False
             TrainConfig.from_dict(values)
-        except (OSError, ValueError, TypeError):
-            return False
+        except (OSError, ValueError, TypeError, OverflowError, RecursionError):
+            return False  # a hostile file (1e400 where an int goes, nesting 10,000 deep) too
         # A run writes every field; ``{}`` or a few known keys would load as the defaults.
         return values.keys() >= RUN_CONFIG_KEYS
     names = {GRIDS: _GRID_NAME, CACHE: _CACHE_NAME}.get(entry.name)

@@ -126,6 +126,7 @@ def test_a_removed_working_folder_is_one_line_before_anything_runs(monkeypatch) 
     assert result.exit_code == 2 and ran == []
     (line,) = result.stderr.splitlines()
     assert "current folder no longer exists" in line
+    assert invoke(_command(lambda: ran.append(True)), "--help").exit_code == 0  # help reads no path
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Windows cannot remove a folder in use")
@@ -138,7 +139,7 @@ def test_bird_gen_in_a_removed_folder_says_so(tmp_path) -> None:
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "error: the current folder no longer exists (it was removed or renamed); "
+        "error: the current folder no longer exists (it was removed); "
         "cd to a folder that exists and run the command again"
     ]
     assert not gone.exists()

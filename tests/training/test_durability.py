@@ -250,7 +250,10 @@ def test_a_new_run_refuses_a_folder_of_files_it_did_not_write(image_folder, tmp_
     assert {p.name: p.read_text() for p in mine.iterdir()} == files
 
 
-@pytest.mark.parametrize("text", ["{}\n", '{"epochs": 5, "seed": 1}\n', "[]\n"])
+@pytest.mark.parametrize(
+    "text",
+    ["{}\n", '{"epochs": 5, "seed": 1}\n', "[]\n", '{"config_version": 1e400}', "[" * 100_000],
+)
 def test_a_config_json_of_a_few_known_keys_is_the_users_not_a_runs(image_folder, tmp_path, text):
     """``{}`` loads as the default config, yet no run wrote it: it was trained over."""
     mine = tmp_path / "project"

@@ -343,6 +343,39 @@ def test_a_stop_after_the_last_epoch_is_a_finished_run(image_folder, tmp_path):
     assert "error" not in err and (run / "best.pt").is_file()
 
 
+HUNG_CLOSE = """
+import sys, time
+from birdvae.training import cli, loop
+def hung_close(self):
+    print("closing", flush=True)
+    time.sleep(60)  # a process group waiting on a torchrun peer that died
+loop.Trainer.close = hung_close
+sys.argv = ["vae-train", *sys.argv[1:]]
+cli.train_main()
+"""
+
+
+def test_a_stop_while_a_finished_run_closes_ends_it_at_once_with_status_0(image_folder, tmp_path):
+    """Closing the process group can hang on a dead peer: a stop then must still end the
+    process, and as the finished run it is."""
+    command = [sys.executable, "-c", HUNG_CLOSE, "--data", str(image_folder),
+               "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8",
+               "--latent-dim", "16", "--decoder-width", "8", "--decoder-max-width", "16",
+               "--threads", "1"]  # fmt: skip
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in worker.stdout:
+            if line.startswith("closing"):
+                break
+        worker.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert time.monotonic() - started < 20 and (tmp_path / "run" / "best.pt").is_file()
+
+
 def test_grids_are_drawn_without_autograd(image_folder, tmp_path):
     """Drawing the epoch's grids builds no autograd graph (memory and time a step never uses)."""
     trainer = Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=_quiet)
