@@ -13,6 +13,7 @@ import {
   priorNames,
 } from "../../web/src/manifest.js";
 import { readNpz } from "../../web/src/npz.js";
+import { checkFormat } from "../../web/src/photo.js";
 import { checkGraph } from "../../web/src/onnxfile.js";
 import { drawPixels, toTiles } from "../../web/src/pixels.js";
 import {
@@ -235,6 +236,19 @@ const cases = {
     }
     return result;
   },
+};
+
+cases.photoFiles = async (files) => {
+  const result = {};
+  for (const [name, hex] of Object.entries(files)) {
+    try {
+      await checkFormat(new Blob([Buffer.from(hex, "hex")]), name);
+      result[name] = null;
+    } catch (error) {
+      result[name] = failure(error);
+    }
+  }
+  return result;
 };
 
 const [name] = process.argv.slice(2);

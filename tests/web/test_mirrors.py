@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from birdvae.runtime import images
 from birdvae.runtime.format import Manifest, ModelFormatError
@@ -26,6 +27,7 @@ from birdvae.runtime.pixels import draw_pixels
 from birdvae.runtime.prior import GaussianMixture, LearnedPrior, StandardNormal
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BIRDS = sorted((FIXTURES / "birds").glob("*.jpg"))
 
 
 class _Stub:
@@ -451,3 +453,57 @@ def test_best_of_resamples_for_the_rater_and_keeps_as_python_does(mirror, size):
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     np.testing.assert_array_equal(np.reshape(out["best"], (n // k, 3, size, size)),
                                   best_of(images, k, lambda _: scores))  # fmt: skip
+
+
+def _jpeg_with_thumbnail(jpeg: bytes) -> bytes:
+    """``jpeg`` with a small JPEG inside an APP1 segment, as a camera's EXIF thumbnail: its end
+    marker is no end of the photo."""
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(thumbnail, format="JPEG")
+    payload = b"Exif\0\0" + thumbnail.getvalue()
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_a_photo_cut_short_is_refused_as_bird_gen_refuses_it(mirror, tmp_path):
+    """The browser draws a cut JPEG or PNG with its missing rows white; bird-gen refuses it.
+    Whole files with data after their end (a motion photo's video) are read by both."""
+    from birdvae.runtime.errors import UserError
+    from birdvae.runtime.photos import load_image
+
+    photo = Image.open(BIRDS[0]).convert("RGB")
+
+    def saved(**options) -> bytes:
+        out = io.BytesIO()
+        photo.save(out, **options)
+        return out.getvalue()
+
+    jpeg, png, webp = saved(format="JPEG"), saved(format="PNG"), saved(format="WEBP")
+    thumbnailed = _jpeg_with_thumbnail(jpeg)
+    files = {
+        "whole.jpg": jpeg,
+        "progressive.jpg": saved(format="JPEG", progressive=True),
+        "restarts.jpg": saved(format="JPEG", restart_marker_blocks=1),
+        "motion.jpg": jpeg + bytes(range(256)) * 800,
+        "thumbnailed.jpg": thumbnailed,
+        "thumbnailed-cut.jpg": thumbnailed[: len(thumbnailed) * 2 // 3],
+        "third.jpg": jpeg[: len(jpeg) // 3],
+        "progressive-cut.jpg": saved(format="JPEG", progressive=True)[:-300],
+        "whole.png": png,
+        "trailing.png": png + b"\0" * 70_000,
+        "half.png": png[: len(png) // 2],
+        "whole.webp": webp,
+        "cut.webp": webp[: len(webp) // 2],
+        "whole.gif": saved(format="GIF"),
+        "whole.bmp": saved(format="BMP"),
+    }
+    out = mirror("photoFiles", {name: data.hex() for name, data in files.items()})
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        try:
+            load_image(tmp_path / name, 32)
+            python = None
+        except UserError as exc:
+            python = str(exc)
+        assert (out[name] is None) == (python is None), (name, out[name], python)
+        if out[name] is not None:
+            assert "cut short" in out[name], (name, out[name])

@@ -421,6 +421,20 @@ def test_a_click_made_while_the_page_was_busy_starts_nothing(browser, server):
     assert browser.evaluate("window.birdvae.settings().seed") == seed
     act(browser, "document.getElementById('new-birds').click()")
     assert browser.evaluate("window.birdvae.settings().seed") == seed + 1
+    # Draw's click: the submit it makes is stamped when dispatched, so the click is filtered.
+    # Given codes drawn meanwhile, Draw with the form as it was draws the form's birds again.
+    grids = browser.evaluate("window.birdvae.timings.grids")
+    latent_dim = BirdVAE.load("birds32").latent_dim
+    act(browser, f"window.birdvae.decodeCodes([Array({latent_dim}).fill(0)])")
+    act(
+        browser,
+        "const click = new MouseEvent('click', { bubbles: true, cancelable: true });"
+        "Object.defineProperty(click, 'timeStamp', { value: 0 });"
+        "document.getElementById('draw').dispatchEvent(click);",
+    )
+    assert browser.evaluate("window.birdvae.timings.grids") == grids
+    act(browser, "document.getElementById('draw').click()")
+    assert browser.evaluate("window.birdvae.timings.grids") == grids + 1
 
 
 def test_a_page_browsers_would_not_let_check_its_models_says_how_to_open_it(browser, server):

@@ -9,7 +9,7 @@
 import { defaultScale, grid, psnr, row, show } from './figure.js';
 import { MAX_NOISE, MAX_TEMPERATURE, ModelError } from './manifest.js';
 import { Model } from './model.js';
-import { PhotoError, loadPhoto, toModelInput } from './photo.js';
+import { MAX_PHOTO_BYTES, PhotoError, loadPhoto, readBytes, toModelInput } from './photo.js';
 import { toTiles } from './pixels.js';
 import { MAX_SEED } from './random.js';
 import { MAX_BEST_OF } from './selection.js';
@@ -29,6 +29,7 @@ const ui = {
   temperature: $('temperature'),
   noise: $('noise'),
   bestOf: $('best-of'),
+  draw: $('draw'),
   newBirds: $('new-birds'),
   status: $('status'),
   error: $('error'),
@@ -40,7 +41,8 @@ const ui = {
 };
 
 let current = null; // the model whose birds the canvas shows
-let shown = null; // the settings the canvas shows
+let shown = null; // the settings the canvas shows, or showed before given codes were decoded
+let decoded = false; // the canvas shows given codes decoded, not `shown`'s birds
 let described = ''; // the status line's words for what the canvas shows
 let photo = null; // the last photo reconstructed, redone when the model changes
 const timings = {};
@@ -170,6 +172,7 @@ async function drawBirds(model, settings, before = async () => {}) {
   if (current && current !== model) await current.release(); // the model the page drew with
   current = model;
   shown = settings;
+  decoded = false;
   fillForm(model, settings);
   const { n, seed, prior, temperature, noise } = settings;
   const ms = Math.round(performance.now() - start);
@@ -214,10 +217,13 @@ async function reconstructed(model, file) {
 
 async function reconstruct(file) {
   const model = requireModel();
-  const shownPhoto = await reconstructed(model, file);
-  // The bytes, not the file: another model redoes this photo, and the file may be gone by then.
-  const kept = new File([await file.arrayBuffer()], file.name, { type: file.type });
-  showReconstruction(model, kept, ...shownPhoto);
+  // The bytes, not the file: another model redoes this photo, and the file may be gone or
+  // changed by then. A file too large to read is left to loadPhoto to refuse by its size.
+  const kept =
+    file.size <= MAX_PHOTO_BYTES
+      ? new File([await readBytes(file, file.name)], file.name, { type: file.type })
+      : file;
+  showReconstruction(model, kept, ...(await reconstructed(model, kept)));
 }
 
 function showReconstruction(model, file, original, reconstruction) {
@@ -242,6 +248,7 @@ async function decodeCodes(codes) {
     throw new RangeError(`each code must be ${d} finite numbers for ${model.name}`);
   }
   showBirds(model, await model.decode(Float32Array.from(codes.flat())), codes.length);
+  decoded = true;
   described = `${codes.length} birds decoded from given codes by ${model.name}`;
   ui.status.textContent = described;
 }
@@ -291,13 +298,18 @@ function choosePhoto(files) {
 function drawSettings() {
   const model = requireModel();
   const settings = readSettings();
-  const same = current === model && shown && Object.keys(settings).every((k) => settings[k] === shown[k]);
+  const same =
+    current === model && shown && !decoded && Object.keys(settings).every((k) => settings[k] === shown[k]);
   return same ? undefined : drawBirds(model, settings);
 }
 
 ui.form.addEventListener('submit', (event) => {
   event.preventDefault();
-  if (!stale(event)) act(drawSettings);
+  act(drawSettings);
+});
+// The submit a click makes is stamped when it is dispatched: the click is what says when.
+ui.draw.addEventListener('click', (event) => {
+  if (stale(event)) event.preventDefault();
 });
 ui.newBirds.addEventListener('click', (event) => {
   if (stale(event)) return;

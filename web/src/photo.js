@@ -9,7 +9,7 @@
 
 import { resizeSquare } from './resize.js';
 
-const MAX_PHOTO_BYTES = 50 * 1000 * 1000;
+export const MAX_PHOTO_BYTES = 50 * 1000 * 1000;
 const MAX_PHOTO_PIXELS = 50 * 1000 * 1000; // about 8000 x 6000; 200 MB once decoded
 const LANCZOS_FROM = 8; // the Lanczos pass reads at most 8 S x 8 S pixels
 
@@ -17,47 +17,100 @@ export class PhotoError extends Error {
   name = 'PhotoError';
 }
 
-const TAIL_BYTES = 64 * 1024; // where a whole file's end marker is looked for
+// The bytes of `blob` (a file, or a part of one); a file that moved or changed since it was
+// chosen is the photo's problem, said as such.
+export async function readBytes(blob, name) {
+  try {
+    return new Uint8Array(await blob.arrayBuffer());
+  } catch (error) {
+    throw new PhotoError(`${name}: cannot read the file (${error.message})`);
+  }
+}
+
+const HEAD_BYTES = 64; // enough for every format's signature and an AVIF's list of brands
 
 // The raster formats the page reads, by their first bytes: what a browser would also render (an
 // SVG, whose foreignObject even taints the canvas) is no photo, as bird-gen does not read it.
 const FORMATS = [
   { name: 'JPEG', test: (b) => b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff },
-  { name: 'PNG', test: (b) => ascii(b, 1, 4) === 'PNG' && b[0] === 0x89 },
+  { name: 'PNG', test: (b) => b[0] === 0x89 && ascii(b, 1, 4) === 'PNG' },
   { name: 'GIF', test: (b) => ascii(b, 0, 4) === 'GIF8' },
   { name: 'WebP', test: (b) => ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 12) === 'WEBP' },
   { name: 'BMP', test: (b) => ascii(b, 0, 2) === 'BM' },
-  { name: 'AVIF', test: (b) => ascii(b, 4, 8) === 'ftyp' && /^avi[fs]$/.test(ascii(b, 8, 12)) },
+  { name: 'AVIF', test: isAvif },
 ];
 
 function ascii(bytes, start, end) {
   return String.fromCharCode(...bytes.subarray(start, end));
 }
 
-function contains(bytes, marker) {
-  for (let i = bytes.length - marker.length; i >= 0; i--) {
-    if (marker.every((value, j) => bytes[i + j] === value)) return true;
+// An ISO file whose ftyp box names AVIF as its brand or among its compatible ones.
+function isAvif(b) {
+  if (ascii(b, 4, 8) !== 'ftyp') return false;
+  const end = Math.min(b.length, new DataView(b.buffer, b.byteOffset).getUint32(0));
+  const brands = [ascii(b, 8, 12)];
+  for (let at = 16; at + 4 <= end; at += 4) brands.push(ascii(b, at, at + 4));
+  return brands.includes('avif') || brands.includes('avis');
+}
+
+const isRestart = (marker) => marker >= 0xd0 && marker <= 0xd7;
+
+// Whether a JPEG reaches its end-of-image marker: its segments walked by their lengths, each
+// scan's coded data to the marker after it, as a decoder reads it. Data after the end (a motion
+// photo's video) is the camera's business; a file that stops before it is cut short.
+function jpegIsWhole(bytes) {
+  let at = 2;
+  while (at + 1 < bytes.length) {
+    if (bytes[at] !== 0xff) {
+      at += 1; // stray bytes before a marker, which decoders skip
+      continue;
+    }
+    const marker = bytes[at + 1];
+    at += 2;
+    if (marker === 0xd9) return true;
+    if (marker === 0xff) at -= 1; // a fill byte: the marker is after it
+    if (marker === 0xff || marker === 0x01 || isRestart(marker)) continue; // no length
+    if (at + 2 > bytes.length) return false;
+    at += (bytes[at] << 8) | bytes[at + 1];
+    if (marker !== 0xda) continue;
+    // After a scan's header its coded data: FF 00 is a stuffed FF and FF D0-D7 a restart,
+    // anything else after FF the next marker.
+    while (at + 1 < bytes.length) {
+      if (bytes[at] === 0xff && bytes[at + 1] !== 0x00 && !isRestart(bytes[at + 1])) break;
+      at += 1;
+    }
+  }
+  return false;
+}
+
+// Whether a PNG reaches its IEND chunk, its chunks walked by their lengths.
+function pngIsWhole(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let at = 8; at + 8 <= bytes.length;) {
+    const type = ascii(bytes, at + 4, at + 8);
+    at += 12 + view.getUint32(at);
+    if (at > bytes.length) return false;
+    if (type === 'IEND') return true;
   }
   return false;
 }
 
 // The photo's format, checked to be whole: a browser draws a JPEG or PNG cut short with its
 // missing rows white, where bird-gen refuses it ("image file is truncated").
-async function checkFormat(file, name) {
-  const head = new Uint8Array(await file.slice(0, 16).arrayBuffer());
+export async function checkFormat(file, name) {
+  const head = await readBytes(file.slice(0, HEAD_BYTES), name);
   const format = FORMATS.find(({ test }) => test(head));
   if (!format) {
     throw new PhotoError(
       `${name}: cannot read it as an image (the page reads JPEG, PNG, WebP, GIF, BMP and AVIF photos)`,
     );
   }
-  const tail = new Uint8Array(await file.slice(-TAIL_BYTES).arrayBuffer());
   const whole = {
-    JPEG: () => contains(tail, [0xff, 0xd9]), // end of image: no coded data holds FF D9
-    PNG: () => contains(tail, [0x49, 0x45, 0x4e, 0x44]), // the IEND chunk
-    WebP: () => new DataView(head.buffer).getUint32(4, true) + 8 <= file.size,
+    JPEG: async () => jpegIsWhole(await readBytes(file, name)),
+    PNG: async () => pngIsWhole(await readBytes(file, name)),
+    WebP: async () => new DataView(head.buffer).getUint32(4, true) + 8 <= file.size,
   }[format.name];
-  if (whole && !whole()) throw new PhotoError(`${name}: the ${format.name} file is cut short`);
+  if (whole && !(await whole())) throw new PhotoError(`${name}: the ${format.name} file is cut short`);
 }
 
 function loadImage(url, name) {
