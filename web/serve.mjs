@@ -68,11 +68,15 @@ const server = createServer((request, response) => {
     return;
   }
   const file = fileFor(pathname);
-  if (file === null) {
+  let stat = null;
+  try {
+    stat = file === null ? null : statSync(file); // a file removed since fileFor found it: 404
+  } catch {}
+  if (stat === null) {
     response.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`not found: ${pathname}\n`);
     return;
   }
-  const { size, mtime, mtimeMs } = statSync(file);
+  const { size, mtime, mtimeMs } = stat;
   // A rebuilt site is seen at once (no-cache), and an unchanged file is not sent again: the
   // browser asks with the tag it has and gets 304 (the onnxruntime WASM alone is 15 MB).
   const tag = `W/"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
