@@ -296,14 +296,20 @@ def test_the_weight_average_follows_its_ramped_rule_for_weights_and_integer_buff
     assert counts.dtype == torch.int64 and 0 < int(counts) < 40
 
 
+def _train_process(start: list[str], data: Path, run: Path, epochs: int) -> subprocess.Popen:
+    """``vae-train`` of a tiny model in a process of its own (``start``: how Python runs it),
+    its output piped."""
+    command = [sys.executable, *start, "--data", str(data), "--out", str(run),
+               "--epochs", str(epochs), "--batch-size", "8", "--latent-dim", "16",
+               "--decoder-width", "8", "--decoder-max-width", "16", "--threads", "1"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_a_stopped_run_exits_128_plus_the_signal_with_last_pt_saved(image_folder, tmp_path):
     """SIGTERM mid-run: the step finishes, last.pt is saved, and the exit status says the run
     did not finish, so ``vae-train ... && vae-export ...`` never exports half a run."""
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "birdvae.training", "--data", str(image_folder),
-               "--out", str(run), "--epochs", "1000", "--batch-size", "8", "--latent-dim", "16",
-               "--decoder-width", "8", "--decoder-max-width", "16", "--threads", "1"]  # fmt: skip
-    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = _train_process(["-m", "birdvae.training"], image_folder, run, epochs=1000)
     try:
         deadline = time.monotonic() + 120
         while not (run / "metrics.jsonl").exists():  # an epoch has ended: the loop is running
@@ -324,10 +330,7 @@ def test_a_stop_after_the_last_epoch_is_a_finished_run(image_folder, tmp_path):
     more): it exited 143, so ``vae-train ... && vae-export ...`` stopped on a finished run whose
     --resume was then refused."""
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "birdvae.training", "--data", str(image_folder),
-               "--out", str(run), "--epochs", "1", "--batch-size", "8", "--latent-dim", "16",
-               "--decoder-width", "8", "--decoder-max-width", "16", "--threads", "1"]  # fmt: skip
-    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = _train_process(["-m", "birdvae.training"], image_folder, run, epochs=1)
     try:
         lines = []
         for line in worker.stdout:  # the epoch's line comes after its checkpoints and grids
@@ -358,11 +361,7 @@ cli.train_main()
 def test_a_stop_while_a_finished_run_closes_ends_it_at_once_with_status_0(image_folder, tmp_path):
     """Closing the process group can hang on a dead peer: a stop then must still end the
     process, and as the finished run it is."""
-    command = [sys.executable, "-c", HUNG_CLOSE, "--data", str(image_folder),
-               "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8",
-               "--latent-dim", "16", "--decoder-width", "8", "--decoder-max-width", "16",
-               "--threads", "1"]  # fmt: skip
-    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = _train_process(["-c", HUNG_CLOSE], image_folder, tmp_path / "run", epochs=1)
     try:
         for line in worker.stdout:
             if line.startswith("closing"):
