@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from birdvae.runtime.command import Command, FiniteRange, one_output
+from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     DEFAULT_OPSET,
@@ -85,7 +85,7 @@ class ExportOptions:
 )
 @click.option(
     "--prior-data",
-    type=click.Path(path_type=Path),
+    type=NamedPath(path_type=Path),
     multiple=True,
     help="Fit a Gaussian mixture prior ('fitted') to this data set's training split; may be "
     "given again. Its images also feed the parity check and int8 calibration, which otherwise "

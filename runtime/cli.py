@@ -25,7 +25,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import durable, images
-from .command import FiniteRange, Group, echo
+from .command import FiniteRange, Group, NamedPath, echo
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
@@ -45,6 +45,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _model_option = click.option(
     "--model",
     "-m",
+    type=NamedPath(),
+    metavar="NAME|FOLDER",
     default=DEFAULT_MODEL,
     show_default=True,
     help="A shipped model's name (birds32, birds64) or a model folder.",
@@ -55,16 +57,6 @@ _threads_option = click.option(
     default=0,
     help="onnxruntime threads, at most one per CPU; 0 lets it use one per physical core.",
 )
-
-
-class NamedPath(click.Path):
-    """click's Path refusing an empty name, which it reads as the current folder: an unset
-    shell variable in ``--separate "$OUT"`` would write the birds among the user's files."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value:
-            self.fail("an empty name; give a path.", param, ctx)
-        return super().convert(value, param, ctx)
 
 
 def _output_option(default: str, what: str) -> Callable[..., Any]:

@@ -111,6 +111,17 @@ def one_output(output: Any, alias: Any) -> Any:
     return output if output is not None else alias
 
 
+class NamedPath(click.Path):
+    """click's Path refusing an empty name, which it reads as the current folder: an unset
+    shell variable in ``--separate "$OUT"`` would write the birds among the user's files, and
+    ``--data "$DATA"`` would read every photo under the current folder."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            self.fail("an empty name; give a path.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 FLOAT32_MAX = 3.4028234663852886e38
 
 

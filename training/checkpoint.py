@@ -83,7 +83,8 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     """Read and sanity-check a checkpoint; raise CheckpointError with a clear reason."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        what = "does not exist" if not path.exists() else "is not a file (a folder, pipe or device)"
+        raise CheckpointError(f"checkpoint {path} {what}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
         raise CheckpointError(
             f"{path} is not a readable checkpoint: corrupt, truncated or another format"

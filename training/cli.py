@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from birdvae.runtime.command import Command, FiniteRange, one_output
+from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output
 from birdvae.runtime.errors import UserError
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ SHOWN_FLAGS = {
 }
 MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The IW bound's K: 5,000 is the usual research figure (Burda et al.); each photo costs K passes.
+MAX_IW_SAMPLES = 5000
 # Fixed by a run's model and data: a later stage keeps its --init's.
 ARCHITECTURE_FLAGS = {
     "image_size", "latent_dim", "decoder_width", "decoder_max_width", "blocks_per_level",
@@ -71,6 +74,7 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
+    type=NamedPath(),
     multiple=True,
     help="CUB_200_2011 folder (official layout) or any folder of images; give it again to "
     "train on several together.",
@@ -556,13 +560,14 @@ def _stage_config(options: dict, given: set[str]):
 @click.argument("ckpt", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--data",
+    type=NamedPath(),
     multiple=True,
     help="Data set to score; may be given again [default: the ones the run trained on].",
 )
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
 @click.option(
     "--iw-samples",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_IW_SAMPLES),
     default=0,
     show_default=True,
     help="Also report the importance-weighted bound with K samples.",
@@ -592,6 +597,13 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
     if not model.likelihood.is_discrete:
         sigma = fit_gaussian_sigma(model, splits.train, target)
     scores = evaluate(model, images, target, iw_samples=iw_samples, sigma=sigma)
+    figures = {k: v for k, v in scores.as_dict().items() if isinstance(v, float)}
+    broken = sorted(name for name, value in figures.items() if not math.isfinite(value))
+    if broken:
+        raise UserError(
+            f"{ckpt} scores {', '.join(broken)} as NaN or infinite on these photos: its weights "
+            "overflow (a diverged run); score an earlier checkpoint"
+        )
     if as_json:
         click.echo(json.dumps({"checkpoint": str(ckpt), "split": split, "images": len(images),
                                **scores.as_dict()}))  # fmt: skip

@@ -33,6 +33,7 @@ BOUNDLESS = {
     "noise-nan": ("--noise nan -o {out}/b.png", "'--noise': 'nan' is not a finite"),
     "separate-into-an-empty-name": ("--separate ''", "'--separate': an empty name"),
     "output-of-an-empty-name": ("-o ''", "'-o' / '--output': an empty name"),
+    "model-of-an-empty-name": ("--model '' -o {out}/b.png", "'--model' / '-m': an empty name"),
 }  # fmt: skip
 
 

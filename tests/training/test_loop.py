@@ -160,10 +160,39 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, content):
     assert result.exit_code == 2 and "Traceback" not in result.output
 
 
+def test_eval_mistakes_and_overflowing_scores_are_one_line(image_folder, tmp_path):
+    """vae-eval scored a checkpoint whose weights overflow as NaN and printed it as JSON no
+    strict parser reads, with exit 0; an empty --data scored the current folder; a pipe was
+    "does not exist"; --iw-samples took any K."""
+    Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=_quiet).fit()
+    best = tmp_path / "run" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    for weights in (state["model"], state["ema"]):
+        for tensor in weights.values():
+            if tensor.is_floating_point():
+                tensor.mul_(1e30).clamp_(-3e38, 3e38)
+    torch.save(state, tmp_path / "huge.pt")
+    for args, words in [
+        ([str(tmp_path / "huge.pt"), "--json"], "NaN or infinite"),
+        ([str(best), "--data", ""], "an empty name"),
+        ([str(best), "--iw-samples", "5001"], "--iw-samples"),
+    ]:
+        result = CliRunner().invoke(eval_command, args)
+        assert result.exit_code == 2, result.output
+        assert words in result.output and "Traceback" not in result.output
+        assert not result.output.lstrip().startswith("{")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.pt")
+        result = CliRunner().invoke(eval_command, [str(tmp_path / "pipe.pt")])
+        assert result.exit_code == 2 and "is not a file" in result.output
+
+
 def test_user_mistakes_exit_2_with_one_line(tmp_path):
     missing = CliRunner().invoke(train_command, ["--data", str(tmp_path / "nope"), "--out",
                                                  str(tmp_path / "run")])  # fmt: skip
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    empty = CliRunner().invoke(train_command, ["--data", "", "--out", str(tmp_path / "run")])
+    assert empty.exit_code == 2 and "an empty name" in empty.output
     assert not (tmp_path / "run" / LAST).exists()
     fixed = CliRunner().invoke(train_command, ["--data", str(tmp_path), "--out",
                                                str(tmp_path / "run"), "--preset", "baseline",
