@@ -319,14 +319,16 @@ def train_command(ctx: click.Context, **options) -> None:
         trainer.close()
 
 
-def _stop_means_done() -> dict[int, Any]:
-    """Make Ctrl-C and SIGTERM end the process at once with status 0; the handlers they
-    replace. A finished run is on disk whole, so a stop in what is left (closing the process
-    group, torch's teardown: a second or more) must not turn its 0 into 130 or 143, which would
-    stop ``vae-train ... && vae-export``; nor may that teardown, hung on a dead torchrun peer,
-    become impossible to stop."""
+@contextlib.contextmanager
+def _stops_mean_done() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM end the process at once with status 0. A finished
+    run is on disk whole, so a stop in what is left (closing the process group) must not turn
+    its 0 into 130 or 143, which would stop ``vae-train ... && vae-export``; nor may that close,
+    hung on a dead torchrun peer, become impossible to stop. The handlers are put back after
+    the block: tests run the command in their own process."""
     if threading.current_thread() is not threading.main_thread():
-        return {}
+        yield
+        return
 
     def done(*_: object) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -334,13 +336,7 @@ def _stop_means_done() -> dict[int, Any]:
                 stream.flush()
         os._exit(0)
 
-    return {signum: signal.signal(signum, done) for signum in STOP_SIGNALS}
-
-
-@contextlib.contextmanager
-def _stops_mean_done() -> Iterator[None]:
-    """``_stop_means_done`` for a block: tests run the command in their own process."""
-    previous = _stop_means_done()
+    previous = {signum: signal.signal(signum, done) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
