@@ -171,8 +171,8 @@ class Manifest:
                 )
             if not 0 <= entry.bytes <= MAX_FILE_BYTES:
                 raise ModelFormatError(
-                    f"manifest says {name} has {entry.bytes} bytes; a model file has at most "
-                    f"{MAX_FILE_BYTES}"
+                    f"manifest says {name} has {_shown(entry.bytes)} bytes; "
+                    f"a model file has at most {MAX_FILE_BYTES}"
                 )
         for name, info in self.priors.items():
             _check_prior(name, info, self.latent_dim)
@@ -214,7 +214,9 @@ class Manifest:
             raise ModelFormatError(f"{folder} is not a model folder: it has no {MANIFEST_FILE}")
         text = read_file(path, MAX_MANIFEST_BYTES)
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_object_of_unique_keys)
+        except _DuplicateKey as exc:
+            raise ModelFormatError(f"{path} gives {exc.key!r} twice in one object") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long
             raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
         except RecursionError:
@@ -222,6 +224,24 @@ class Manifest:
         if not isinstance(data, dict):
             raise ModelFormatError(f"{path} does not hold a JSON object")
         return cls.from_dict(data)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it names a key twice: JSON parsers keep the last one, so a
+    reader (or a checker) that took the first would be shown another manifest than the
+    runtime runs."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key if len(key) <= 40 else key[:40] + "...")
+        seen.add(key)
+    return dict(pairs)
 
 
 def _check_prior(name: str, info: PriorInfo, latent_dim: int) -> None:
@@ -241,7 +261,7 @@ def _check_prior(name: str, info: PriorInfo, latent_dim: int) -> None:
         raise ModelFormatError(f"manifest prior {name!r} needs a positive {field_name}")
     if name == "fitted" and size * latent_dim * latent_dim > MAX_PRIOR_VALUES:
         raise ModelFormatError(
-            f"manifest prior 'fitted' has {size} components of {latent_dim}x{latent_dim} "
+            f"manifest prior 'fitted' has {_shown(size)} components of {latent_dim}x{latent_dim} "
             f"factors, more than the {MAX_PRIOR_VALUES} values a mixture may have"
         )
     if name == "learned" and size > MAX_LATENT_DIM:
@@ -274,12 +294,22 @@ def _get(
 def _integer(data: dict[str, Any], key: str, largest: int) -> int:
     value = _get(data, key, int)
     if not 1 <= value <= largest:
-        raise ModelFormatError(f"manifest {key} must be 1 to {largest}, not {value}")
+        raise ModelFormatError(f"manifest {key} must be 1 to {largest}, not {_shown(value)}")
     return value
 
 
 def _number(data: dict[str, Any], key: str, default: float, where: str = "manifest") -> float:
-    return float(_get(data, key, (int, float), default, where))
+    value = _get(data, key, (int, float), default, where)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ModelFormatError(f"{where} {key} is too large: {_shown(value)}") from None
+
+
+def _shown(number: int | float, digits: int = 20) -> str:
+    """A number as an error line shows it: one of thousands of digits cut to its first few."""
+    text = str(number)
+    return text if len(text) <= digits else f"{text[:digits]}... ({len(text)} digits)"
 
 
 def _json_type(value: Any) -> str:

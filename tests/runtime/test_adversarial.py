@@ -250,6 +250,18 @@ HOSTILE_MANIFESTS = {
         "more than the",
     ),
     "priors-a-list": (_edit(priors=["fitted"]), "priors must be an object"),
+    "a-key-twice": (
+        json.dumps(_manifest_data()).replace('"latent_dim"', '"latent_dim": 8, "latent_dim"', 1),
+        "gives 'latent_dim' twice in one object",
+    ),
+    "temperature-of-401-digits": (
+        json.dumps(_edit(default_temperature=10**400)),
+        "default_temperature is too large: 10000000000000000000... (401 digits)",
+    ),
+    "image-size-of-4000-digits": (
+        json.dumps(_edit(image_size=int("9" * 4000))),
+        "image_size must be 1 to 256, not 99999999999999999999... (4000 digits)",
+    ),
     "no-format-version": ({k: v for k, v in _manifest_data().items() if k != "format_version"},
                           "format_version None"),
 }  # fmt: skip

@@ -188,6 +188,18 @@ const cases = {
     );
   },
 
+  manifestTexts(texts) {
+    return Object.fromEntries(
+      Object.entries(texts).map(([name, text]) => {
+        try {
+          return [name, priorNames(parseManifest(text))];
+        } catch (error) {
+          return [name, failure(error)];
+        }
+      }),
+    );
+  },
+
   graphs(files) {
     return Object.fromEntries(
       Object.entries(files).map(([name, hex]) => {

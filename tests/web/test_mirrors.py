@@ -312,6 +312,38 @@ def test_manifests_are_accepted_and_refused_as_the_runtime_does(mirror):
         assert out[name] == {"names": names, "temperatures": temperatures}, name
 
 
+def _manifest_texts() -> dict[str, str]:
+    text = (shipped_model_dir("birds32") / "manifest.json").read_text()
+    first = '"image_size"'
+    return {
+        "as shipped": text,
+        "a key twice": text.replace(first, f"{first}: 64, {first}", 1),
+        "a key twice, once escaped": text.replace(first, '"image_siz\\u0065": 64, ' + first, 1),
+        "a key twice in a prior": text.replace('"kind"', '"kind": "sampler", "kind"', 1),
+        "a key twice in free text": text.replace('"source": {', '"source": {"a": 1, "a": 2, ', 1),
+        "a key in two objects": text.replace(
+            '"source": {', '"source": {"x": [{"a": "}\\""}, {"a": 1}], ', 1
+        ),
+    }
+
+
+def test_manifests_that_name_a_key_twice_are_refused_as_the_runtime_does(mirror, tmp_path):
+    """JSON parsers keep a repeated key's last value; a manifest that names one twice shows a
+    reader one thing and runs another, so the page and the runtime both refuse it."""
+    texts = _manifest_texts()
+    out = mirror("manifestTexts", texts)
+    for name, text in texts.items():
+        (tmp_path / "manifest.json").write_text(text)
+        try:
+            names = list(Manifest.load(tmp_path).prior_names)
+        except ModelFormatError as exc:
+            assert "twice in one object" in str(exc), name
+            assert out[name].startswith("ModelError: manifest.json gives") and "twice" in out[name]
+        else:
+            assert out[name] == names, name
+    assert sum(isinstance(v, list) for v in out.values()) == 2, out
+
+
 def test_graphs_that_could_loop_without_end_are_refused_as_the_runtime_does(mirror):
     """The page opens graphs on its own thread: a Loop without a bounded constant count, or a
     Scan, would freeze the tab. Each hostile form of the runtime's tests, the shipped graphs

@@ -130,6 +130,37 @@ function parsePriors(priors) {
   return parsed;
 }
 
+// The first key that an object of `text` (valid JSON) names twice, or null. JSON.parse keeps
+// the last, so a reader who took the first would be shown another manifest than the page runs;
+// the runtime refuses such a manifest too (format.py's _object_of_unique_keys).
+function duplicateKey(text) {
+  const objects = []; // per open object or array: its keys so far (null for an array)
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      const keys = objects.at(-1);
+      if (expectKey && keys) {
+        const key = JSON.parse(text.slice(i, end + 1));
+        if (keys.has(key)) return key;
+        keys.add(key);
+      }
+      expectKey = false;
+      i = end;
+    } else if (c === '{' || c === '[') {
+      objects.push(c === '{' ? new Set() : null);
+      expectKey = c === '{';
+    } else if (c === '}' || c === ']') {
+      objects.pop();
+    } else if (c === ',') {
+      expectKey = objects.at(-1) !== null;
+    }
+  }
+  return null;
+}
+
 // The manifest's JSON text as { imageSize, latentDim, files, priors, defaultPrior,
 // defaultTemperature, defaultNoise }: what the page uses; ModelError says what is wrong.
 export function parseManifest(text) {
@@ -140,6 +171,11 @@ export function parseManifest(text) {
     throw new ModelError(`manifest.json is not valid JSON (${error.message})`);
   }
   if (!isObject(data)) throw new ModelError('manifest.json does not hold a JSON object');
+  const twice = duplicateKey(text);
+  if (twice !== null) {
+    const shown = twice.length <= 40 ? twice : `${twice.slice(0, 40)}...`;
+    throw new ModelError(`manifest.json gives ${JSON.stringify(shown)} twice in one object`);
+  }
   data = upgrade(data);
   if (typeof data.likelihood !== 'string') throw new ModelError('manifest lacks its likelihood');
   const manifest = {
