@@ -310,7 +310,7 @@ def _source_facts(
     return {
         "architecture": config.to_dict()["model"],
         "epochs": int(state["epoch"]),
-        "val_bpd": _float_or_none((state.get("metrics") or {}).get("val_bpd")),
+        "val_bpd": _float_or_none(state["metrics"].get("val_bpd")),
         "weights": weights,
         "checkpoint_sha256": sha256,
         "package_version": package_version(),

@@ -14,6 +14,7 @@ holds; with ``metrics`` it lets a resume replay what a crash cut off (``runfolde
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import pickle
@@ -34,6 +35,18 @@ CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
 WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator")
+# Keys that checkpoints gained within format 1, each with what its absence meant: ``upgrade``
+# fills them in, so every reader takes ``state[key]`` and older checkpoints resume as they ran.
+ADDED_KEYS: dict[str, Any] = {
+    "ema": None,  # no weight average kept
+    "ema_n": 0,
+    "prior_ema_n": 0,
+    "batch_in_epoch": 0,  # saved at an epoch's end
+    "partial": {},  # no unfinished epoch's sums
+    "best_epoch": None,  # which epoch best.pt holds is not known
+    "metrics": {},
+    "data_sha256": None,  # the photos were not fingerprinted, so a resume cannot check them
+}
 
 
 class CheckpointError(UserError, ValueError):
@@ -116,6 +129,15 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         or not all(v is None or isinstance(v, (int, float)) for v in metrics.values())
     ):
         raise CheckpointError(f"{path} holds metrics that are not numbers")
+    return upgrade(state)
+
+
+def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with every key in ADDED_KEYS, those it lacks (or holds as None) at the value
+    their absence meant."""
+    for key, default in ADDED_KEYS.items():
+        if state.get(key) is None:
+            state[key] = copy.copy(default)
     return state
 
 

@@ -671,31 +671,31 @@ class Trainer:
             ) from exc
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        saved = state.get("data_sha256")  # absent in checkpoints of older versions
+        saved = state["data_sha256"]
         if saved is not None and saved != self.data_sha256:
             raise TrainingError(
                 "the photos in its data folders have changed since it was saved (added, removed "
                 "or edited), so its split and steps would not be the run's; start a new run"
             )
         self.model.load_state_dict(state["model"])
-        if self.ema is not None and state.get("ema") is not None:
+        if self.ema is not None and state["ema"] is not None:
             self.ema.module.load_state_dict(state["ema"])
-            self.ema.n_averaged.fill_(int(state.get("ema_n", 0)))
+            self.ema.n_averaged.fill_(int(state["ema_n"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.batch_in_epoch = int(state["batch_in_epoch"])
         if not 0 <= self.batch_in_epoch <= self.steps_per_epoch:
             raise ValueError(f"it stopped at batch {self.batch_in_epoch} of an epoch of "
                              f"{self.steps_per_epoch}")  # fmt: skip
-        self.partial = dict(state.get("partial", {}))
+        self.partial = dict(state["partial"])
         if self.partial and not {"n", "seconds", "items", "skipped"} <= set(self.partial):
             raise ValueError("its unfinished epoch's sums are incomplete")
         self.step = int(state["step"])
         self.best_score = float(state["best_val_bpd"])
-        best_epoch = state.get("best_epoch")
+        best_epoch = state["best_epoch"]
         self.best_epoch = None if best_epoch is None else int(best_epoch)
-        self.metrics = dict(state.get("metrics", {}))
+        self.metrics = dict(state["metrics"])
         self._load_extra_state(state)
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:

@@ -121,11 +121,11 @@ def bring_up_to_date(run_dir: Path, state: dict[str, Any]) -> list[str]:
     """Make ``best.pt`` and ``metrics.jsonl`` agree with ``state`` (the one in ``last.pt``);
     returns the names of the files it had to write."""
     written = []
-    at_boundary = int(state.get("batch_in_epoch", 0)) == 0
-    if at_boundary and state.get("best_epoch") == state["epoch"] and not _holds(run_dir, state):
+    at_boundary = int(state["batch_in_epoch"]) == 0
+    if at_boundary and state["best_epoch"] == state["epoch"] and not _holds(run_dir, state):
         durable.copy_atomic(run_dir / LAST, run_dir / BEST)
         written.append(BEST)
-    if _add_metrics_line(run_dir / METRICS, state.get("metrics") or {}, int(state["epoch"])):
+    if _add_metrics_line(run_dir / METRICS, state["metrics"], int(state["epoch"])):
         written.append(METRICS)
     return written
 

@@ -226,7 +226,7 @@ class PriorTrainer(Trainer):
             check_same_rater(state)
         self.prior.load_state_dict(state["prior"])
         self.prior_ema.module.load_state_dict(state["prior_ema"])
-        self.prior_ema.n_averaged.fill_(int(state.get("prior_ema_n", 0)))
+        self.prior_ema.n_averaged.fill_(int(state["prior_ema_n"]))
 
 
 class DecoderTrainer(Trainer):

@@ -93,6 +93,33 @@ def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
         assert torch.equal(tensor, resumed.ema.module.state_dict()[name]), name
 
 
+def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
+    image_folder: Path, tmp_path: Path
+):
+    """checkpoint.upgrade gives each key checkpoints gained within their format the value its
+    absence meant: a run carried on from such a checkpoint trains the same weights. (Without
+    ``ema_n`` the weight average's ramp starts again, as it did for those checkpoints.)"""
+    runs = {}
+    for name in ("with", "without"):
+        first = Trainer(tiny_config(image_folder, epochs=1), tmp_path / name, log=_quiet)
+        first.fit()
+        if name == "without":
+            state = torch.load(tmp_path / name / LAST, weights_only=True)
+            for key in set(checkpoint.ADDED_KEYS) - {"ema", "ema_n"}:
+                state.pop(key, None)
+            checkpoint.save_atomic(state, tmp_path / name / LAST)
+        state = checkpoint.load(tmp_path / name / LAST)
+        assert set(checkpoint.ADDED_KEYS) <= set(state)
+        runs[name] = Trainer(tiny_config(image_folder), tmp_path / name, state, log=_quiet)
+        runs[name].fit()
+    assert runs["with"].step == runs["without"].step
+    for key, tensor in runs["with"].model.state_dict().items():
+        assert torch.equal(tensor, runs["without"].model.state_dict()[key]), key
+    timings = {"items_per_s", "epoch_seconds"}
+    scores = {k: v for k, v in runs["with"].metrics.items() if k not in timings}
+    assert {k: runs["without"].metrics[k] for k in scores} == scores
+
+
 def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, tmp_path):
     run = tmp_path / "run"
     args = ["--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "8",
