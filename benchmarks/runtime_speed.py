@@ -39,10 +39,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import onnx
+from flops import PEAK_SIZE, PEAK_TRIES, graph_flops, peak_gflops  # beside this script
 
 from birdvae.export.quantize import cpu_name
 from birdvae.runtime import BirdVAE
@@ -58,8 +59,6 @@ SAMPLE_TARGET_MS = 25.0
 CLI_SECONDS_TARGET = 0.3
 CLI_MIB_TARGET = 150.0
 CLI_RUNS = 11
-PEAK_SIZE = 4096
-PEAK_TRIES = 3
 SEED = 0
 MIB = 1024 * 1024
 BUSY_SHARE = 0.2  # share of the CPU other processes use above which the header warns
@@ -360,85 +359,6 @@ def report_throughput(rates: dict[tuple[str, int], float], names: Sequence[str])
 
 # 3. FLOPs and peak rate ------------------------------------------------------------------------
 
-# Input indices (data, weight) of the ops whose arithmetic is counted; int8 ops count as FLOPs.
-CONV_OPS = {"Conv": (0, 1), "ConvInteger": (0, 1), "QLinearConv": (0, 3)}
-TRANSPOSED_CONV_OPS = {"ConvTranspose": (0, 1)}
-MATMUL_OPS = {"Gemm": (0, 1), "MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3)}
-INT8_OPS = {"DequantizeLinear", "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
-
-Shapes = dict[str, tuple[Optional[int], ...]]
-
-
-def inferred_shapes(proto: onnx.ModelProto, batch: int = 1) -> Shapes:
-    """Every tensor's shape with the batch axis of the graph's inputs and outputs set to
-    ``batch``; dimensions shape inference cannot fix are None."""
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    graph = proto.graph
-    weights = {init.name for init in graph.initializer}
-    del graph.value_info[:]
-    for value in [*graph.input, *graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if value.name not in weights and dims:
-            dims[0].dim_value = batch
-    graph = onnx.shape_inference.infer_shapes(proto, data_prop=True).graph
-    shapes: Shapes = {
-        value.name: tuple(
-            dim.dim_value if dim.HasField("dim_value") else None
-            for dim in value.type.tensor_type.shape.dim
-        )
-        for value in [*graph.input, *graph.value_info, *graph.output]
-    }
-    shapes.update({init.name: tuple(init.dims) for init in graph.initializer})
-    return shapes
-
-
-def known_shape(shapes: Shapes, name: str) -> tuple[int, ...]:
-    shape = shapes.get(name)
-    if shape is None or any(dim is None for dim in shape):
-        raise ValueError(f"shape inference left the shape of {name!r} unknown ({shape})")
-    return tuple(int(dim) for dim in shape if dim is not None)
-
-
-def node_flops(node: onnx.NodeProto, shapes: Shapes) -> int:
-    """2 x multiply-adds of one Conv, ConvTranspose, Gemm or MatMul node; 0 for other ops."""
-    op = node.op_type
-    if op in CONV_OPS:  # 2 x output elements x Cin/groups x kh x kw
-        weight = known_shape(shapes, node.input[CONV_OPS[op][1]])
-        return 2 * int(np.prod(known_shape(shapes, node.output[0]))) * int(np.prod(weight[1:]))
-    if op in TRANSPOSED_CONV_OPS:  # 2 x input elements x Cout/groups x kh x kw
-        data, weight = (known_shape(shapes, node.input[i]) for i in TRANSPOSED_CONV_OPS[op])
-        return 2 * int(np.prod(data)) * int(np.prod(weight[1:]))
-    if op in MATMUL_OPS:  # 2 x M x N x K
-        data = known_shape(shapes, node.input[MATMUL_OPS[op][0]])
-        transposed = any(a.name == "transA" and a.i for a in node.attribute)
-        inner = data[0] if op == "Gemm" and transposed else data[-1]
-        return 2 * int(np.prod(known_shape(shapes, node.output[0]))) * inner
-    return 0
-
-
-def decoder_flops(path: Path) -> tuple[int, str]:
-    """FLOPs to decode one bird, counted over ``path``'s graph, and its precision."""
-    proto = onnx.load(str(path))
-    shapes = inferred_shapes(proto, batch=1)
-    flops = sum(node_flops(node, shapes) for node in proto.graph.node)
-    precision = "int8" if any(node.op_type in INT8_OPS for node in proto.graph.node) else "fp32"
-    return flops, precision
-
-
-def peak_gflops(size: int = PEAK_SIZE, tries: int = PEAK_TRIES) -> float:
-    """The best fp32 rate of numpy's BLAS on a size x size matrix product, GFLOP/s."""
-    rng = np.random.default_rng(SEED)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    out = np.empty_like(a)
-    np.matmul(a, b, out=out)  # warm-up: threads started, pages touched
-    best = float("inf")
-    for _ in range(tries):
-        start = time.perf_counter()
-        np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
-
 
 def report_flops(
     vaes: dict[str, BirdVAE], rates: dict[tuple[str, int], float], peak: float
@@ -450,7 +370,7 @@ def report_flops(
     rows = []
     for name, vae in vaes.items():
         try:
-            flops, precision = decoder_flops(vae.path / DECODER_FILE)
+            flops, precision = graph_flops(vae.path / DECODER_FILE)
         except (ValueError, onnx.shape_inference.InferenceError) as exc:
             print(f"{name}: FLOPs not counted: {exc}")
             continue
