@@ -78,6 +78,12 @@ class Browser:
         self._session = attached["sessionId"]
         for domain in ("Page", "Runtime", "Network", "Log"):
             self.call(f"{domain}.enable")
+        # The page's workers (onnxruntime's) are held at their start until their network and
+        # console are watched too, so what they fetch and log is among the events.
+        self.call(
+            "Target.setAutoAttach",
+            {"autoAttach": True, "waitForDebuggerOnStart": True, "flatten": True},
+        )
 
     def _read(self) -> None:
         buffer = b""
@@ -97,9 +103,19 @@ class Browser:
             if waiting is not None:
                 waiting.put(message)
             return
+        if message.get("method") == "Target.attachedToTarget":
+            # Answered on a thread of its own: this one reads the replies it waits for.
+            session = message["params"]["sessionId"]
+            threading.Thread(target=self._watch_worker, args=(session,), daemon=True).start()
         with self._event_arrived:
             self._events.append(message)
             self._event_arrived.notify_all()
+
+    def _watch_worker(self, session: str) -> None:
+        with contextlib.suppress(BrowserError, OSError):  # a worker may end at once
+            for domain in ("Runtime", "Network"):
+                self._send(f"{domain}.enable", session=session)
+            self._send("Runtime.runIfWaitingForDebugger", session=session)
 
     def _send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None):
         with self._lock:

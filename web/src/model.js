@@ -136,11 +136,10 @@ class Graph {
     const n = data.length / this.inLength;
     const batches = [];
     for (let start = 0; start < n; start += BATCH) {
-      const rows = data.subarray(start * this.inLength, Math.min(n, start + BATCH) * this.inLength);
+      // A copy of the rows: onnxruntime's worker (engine.js) takes the buffer it is given, which
+      // would detach the rest of `data` with it.
+      const rows = data.slice(start * this.inLength, Math.min(n, start + BATCH) * this.inLength);
       batches.push(await this.runBatch(rows, outputs));
-      // onnxruntime's WASM runs on the page's thread: between batches the page paints and
-      // answers input, so a draw of many birds does not freeze the tab for its whole length.
-      await new Promise((resolve) => setTimeout(resolve, 0));
     }
     return outputs.map((_, i) => {
       const whole = new Float32Array(batches.reduce((sum, batch) => sum + batch[i].length, 0));
