@@ -15,14 +15,27 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 if TYPE_CHECKING:
+    from .errors import ArgumentError, UserError
+    from .format import ModelFormatError
     from .model import BirdVAE
+    from .photos import ImageError
 
-__all__ = ["BirdVAE"]
+__all__ = ["ArgumentError", "BirdVAE", "ImageError", "ModelFormatError", "UserError"]
+
+# Where each public name lives, imported on first use: the errors cost nothing, BirdVAE loads
+# numpy and ImageError Pillow.
+_HOMES = {
+    "ArgumentError": "errors",
+    "UserError": "errors",
+    "ModelFormatError": "format",
+    "BirdVAE": "model",
+    "ImageError": "photos",
+}
 
 
 def __getattr__(name: str) -> object:
-    if name == "BirdVAE":
-        from .model import BirdVAE
+    if name in _HOMES:
+        import importlib
 
-        return BirdVAE
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -126,7 +126,7 @@ def _open_model(model: str, threads: int | None = None) -> BirdVAE:
     hidden = shadowed_folder(model)
     if hidden is not None:
         echo(f"note: {model} is the shipped model; for the folder here give ./{model}", err=True)
-    return BirdVAE.load(model, threads)
+    return BirdVAE.load(model, threads=threads)
 
 
 def _default_scale(scale: int | None, vae: BirdVAE) -> int:
@@ -448,7 +448,7 @@ def interp(
     """
     vae, scale, ends = _photo_figure((first, last), output, model, threads, scale, (1, steps + 2))
     start, end = images.from_uint8_hwc(ends)
-    path = images.to_uint8_hwc(vae.interpolate(start, end, steps))
+    path = images.to_uint8_hwc(vae.interpolate(start, end, steps=steps))
     pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), scale)
     images.save_png(pixels, output)
     echo(

@@ -8,6 +8,8 @@ and must cost nothing to import.
 
 from __future__ import annotations
 
+import numbers
+
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process SIGINT ended
 
 
@@ -24,12 +26,26 @@ class ArgumentError(UserError, ValueError):
 
 
 def check_between(value: float, name: str, high: float) -> float:
-    """``value`` as a float, refused (ArgumentError) unless 0 <= value <= high; NaN is refused
-    too, so every later comparison of it means what it says."""
+    """``value`` as a float, refused (ArgumentError) unless it is a number (not a bool or a
+    string of one) with 0 <= value <= high; NaN is refused too, so every later comparison of
+    it means what it says."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentError(f"{name} must be a number from 0 to {high:g}, got {value!r}")
     value = float(value)
     if not 0 <= value <= high:
         raise ArgumentError(f"{name} must be 0 to {high:g}, got {value}")
     return value
+
+
+def check_whole(value: int, name: str, low: int, high: int | None = None) -> int:
+    """``value`` as an int, refused (ArgumentError) unless it is a whole number (a numpy one
+    too, never a bool or a float) from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentError(f"{name} must be a whole number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ArgumentError(f"{name} must be a whole number {bound}, got {int(value)}")
+    return int(value)
 
 
 MAX_REASON = 300  # characters of a library's message shown on an error line

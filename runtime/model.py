@@ -11,8 +11,9 @@ error deep inside a run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import selection
-from .errors import ArgumentError
+from .errors import ArgumentError, check_whole
 from .format import (
     DECODER_FILE,
     DECODER_INPUT,
@@ -64,6 +65,12 @@ DEFAULT_BATCH = 64
 # Numbers in one array a graph run takes or makes (64 MB of float32): a batch may be as large
 # as fits, 5461 birds at 32x32, so memory is bounded before any is allocated.
 MAX_BATCH_VALUES = 1 << 24
+# Numbers in one array ``sample`` or ``interpolate`` returns (1 GiB of float32: 87,381 birds at
+# 32x32): a request for more is refused before any work; ``sample_batches`` has no bound.
+MAX_RESULT_VALUES = 1 << 28
+# The largest code value the decoder is given: codes are standard-normal draws, at most ten
+# standard deviations out (MAX_TEMPERATURE); far beyond, a graph's arithmetic overflows.
+MAX_CODE = 1e4
 
 
 @dataclass(frozen=True)
@@ -159,26 +166,36 @@ class BirdVAE:
     shipped model's name too.
     """
 
-    def __init__(self, model_dir: PathLike | None = None, threads: int | None = None) -> None:
-        if threads is not None and (not isinstance(threads, int) or threads < 0):
-            raise ArgumentError(f"threads must be an integer >= 0 or None, got {threads!r}")
-        if threads is not None and threads > usable_cpus():
+    def __init__(self, model_dir: PathLike | None = None, *, threads: int | None = None) -> None:
+        threads = 0 if threads is None else check_whole(threads, "threads", 0)
+        if threads > usable_cpus():
             raise ArgumentError(
                 f"threads {threads} is more than the {usable_cpus()} CPUs this process may use; "
                 "more would only wait on each other (0: one per physical core)"
             )
-        self._path = Path(model_dir) if model_dir is not None else shipped_model_dir()
+        if model_dir is not None and not os.fspath(model_dir):
+            raise ArgumentError("the model folder's path is empty (None: the default model)")
+        # Absolute now: graphs are opened on first use, after the caller may have changed the
+        # working directory.
+        self._path = Path(model_dir).absolute() if model_dir is not None else shipped_model_dir()
+        if not self._path.exists() and isinstance(model_dir, str) and model_dir in SHIPPED_MODELS:
+            raise ModelFormatError(
+                f"model folder {model_dir} does not exist; for the shipped model of that name "
+                f"use BirdVAE.load({model_dir!r})"
+            )
         # Sizes now, each file's sha256 when it is first read (see read_verified).
         self._manifest = verify_model_dir(self._path, check_hashes=False)
-        self._threads = threads or 0
+        self._threads = threads
         self._sessions: dict[str, InferenceSession] = {}
         self._priors: dict[str, Prior] = {}
         self._rate: selection.Rate | None = None
+        # One BirdVAE may serve several threads: each graph is opened once, by the first.
+        self._opening = threading.RLock()
 
     @classmethod
-    def load(cls, name_or_path: PathLike = DEFAULT_MODEL, threads: int | None = None) -> BirdVAE:
+    def load(cls, name_or_path: PathLike = DEFAULT_MODEL, *, threads: int | None = None) -> BirdVAE:
         """Open a shipped model by name (``birds32``, ``birds64``) or any model folder by path."""
-        return cls(resolve_model(name_or_path), threads)
+        return cls(resolve_model(name_or_path), threads=threads)
 
     def __repr__(self) -> str:
         size, dim = self.image_size, self.latent_dim
@@ -216,17 +233,18 @@ class BirdVAE:
         """The prior called ``name`` ("learned", "fitted" or "standard"); None means the
         manifest's default."""
         name = self._prior_name(name)
-        if name not in self._priors:
-            if name == "standard":
-                self._priors[name] = StandardNormal(self.latent_dim)
-            elif name == "fitted":
-                self._priors[name] = self._load_mixture(self._manifest.priors[name])
-            else:
-                self._priors[name] = self._load_sampler(self._manifest.priors[name])
-        return self._priors[name]
+        with self._opening:
+            if name not in self._priors:
+                if name == "standard":
+                    self._priors[name] = StandardNormal(self.latent_dim)
+                elif name == "fitted":
+                    self._priors[name] = self._load_mixture(self._manifest.priors[name])
+                else:
+                    self._priors[name] = self._load_sampler(self._manifest.priors[name])
+            return self._priors[name]
 
     def _prior_name(self, name: str | None) -> str:
-        name = name or self._manifest.default_prior
+        name = self._manifest.default_prior if name is None else name
         if name not in PRIOR_NAMES:
             raise ArgumentError(f"unknown prior {name!r} (choose {', '.join(PRIOR_NAMES)})")
         if name not in self.prior_names:
@@ -275,21 +293,21 @@ class BirdVAE:
         """The settings birds are drawn with, each None taken from the manifest and every value
         checked (ArgumentError), so a request that cannot be served fails before any work."""
         name = self._prior_name(prior)
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ArgumentError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        seed = None if seed is None else check_whole(seed, "seed", 0)
         temperature = self.default_temperature(name) if temperature is None else temperature
         noise = check_noise(self.default_noise() if noise is None else noise)
         if noise > 0:
             self._check_pixel_noise()
-        if type(best_of) is not int or not 1 <= best_of <= selection.MAX_BEST_OF:
-            raise ArgumentError(f"best_of must be a whole number from 1 to {selection.MAX_BEST_OF}")
-        self._check_batch(batch, best_of)
+        best_of = check_whole(best_of, "best_of", 1, selection.MAX_BEST_OF)
+        batch = self._check_batch(batch, best_of)
         return Sampling(name, check_temperature(temperature), noise, seed, batch, best_of)
 
     def draw(self, n: int, settings: Sampling) -> Iterator[np.ndarray]:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time. The prior is
         read now, so a damaged one fails before the first batch is asked for. With ``best_of``
         k, bird i is the best of the seed's codes i*k to i*k+k-1, whatever the batch."""
+        n = check_whole(n, "n", 1)
+        settings = self.sampling(**{f.name: getattr(settings, f.name) for f in fields(Sampling)})
         draws = Draws(settings.seed)
         k = settings.best_of
         latents = self._latents(n * k, replace(settings, batch=settings.batch * k), draws)
@@ -298,17 +316,18 @@ class BirdVAE:
 
     def _rater(self) -> selection.Rate:
         """The shipped rater that ``best_of`` chooses with, opened on first use."""
-        if self._rate is None:
-            self._rate = selection.load_rater(self._threads)
-        return self._rate
+        with self._opening:
+            if self._rate is None:
+                self._rate = selection.load_rater(self._threads)
+            return self._rate
 
     def _draw_images(self, z: np.ndarray, settings: Sampling, draws: Draws) -> np.ndarray:
         if settings.noise == 0:
-            return self.decode(z, settings.batch * settings.best_of)
+            return self._decode(z, settings.batch * settings.best_of)
         return self._decode_drawn(z, settings.noise, draws.pixels)
 
     def _latents(self, n: int, settings: Sampling, draws: Draws) -> Iterator[np.ndarray]:
-        _check_count(n, "n")
+        n = check_whole(n, "n", 1)
         chosen, batch = self.prior(settings.prior), settings.batch
         return (
             chosen.sample(min(batch, n - start), draws, settings.temperature)
@@ -370,7 +389,11 @@ class BirdVAE:
     ) -> np.ndarray:
         """n new birds, float32 [n, 3, S, S]. prior, temperature and noise None take the model's
         defaults; seed None draws fresh randomness. ``best_of`` k draws k birds for each one
-        returned and keeps the most recognisable (runtime/selection.py), at k times the work."""
+        returned and keeps the most recognisable (runtime/selection.py), at k times the work.
+        At most MAX_RESULT_VALUES numbers are returned at once; ``sample_batches`` gives any n."""
+        n = check_whole(n, "n", 1)
+        shape = (n, 3, self.image_size, self.image_size)
+        _check_result(shape, "n", "sample_batches")
         batches = self.sample_batches(
             n,
             seed=seed,
@@ -380,16 +403,21 @@ class BirdVAE:
             noise=noise,
             best_of=best_of,
         )
-        return np.concatenate(list(batches))
+        birds = np.empty(shape, np.float32)  # filled batch by batch: no second copy at the end
+        start = 0
+        for images in batches:
+            birds[start : start + len(images)] = images
+            start += len(images)
+        return birds
 
     # The two graphs ----------------------------------------------------------------------------
 
     def encode(
-        self, images: np.ndarray, batch: int = DEFAULT_BATCH
+        self, images: np.ndarray, *, batch: int = DEFAULT_BATCH
     ) -> tuple[np.ndarray, np.ndarray]:
         """The posterior q(z|x) of each image: its mean and log-variance, float32 [N, D] each."""
-        images = _as_float_batch(images, (3, self.image_size, self.image_size), "images")
-        self._check_batch(batch)
+        images = _as_images(images, self.image_size)
+        batch = self._check_batch(batch)
         session = self._session(ENCODER_FILE)
         means, logvars = [], []
         for start in range(0, len(images), batch):
@@ -403,10 +431,15 @@ class BirdVAE:
             logvars.append(logvar)
         return np.concatenate(means), np.concatenate(logvars)
 
-    def decode(self, z: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
+    def decode(self, z: np.ndarray, *, batch: int = DEFAULT_BATCH) -> np.ndarray:
         """The image for each code, float32 [N, 3, S, S] in [0, 1]."""
         z = _as_float_batch(z, (self.latent_dim,), "z")
-        self._check_batch(batch)
+        if np.abs(z).max() > MAX_CODE:
+            raise ArgumentError(f"z holds values beyond +-{MAX_CODE:g}; codes are N(0, I) draws")
+        return self._decode(z, self._check_batch(batch))
+
+    def _decode(self, z: np.ndarray, batch: int) -> np.ndarray:
+        """``decode`` of codes already checked (the caller's) or drawn (the model's prior)."""
         session = self._session(DECODER_FILE)
         shape = (3, self.image_size, self.image_size)
         images = []
@@ -434,7 +467,7 @@ class BirdVAE:
     def has_pixel_noise(self) -> bool:
         """Whether the decoder outputs its pixel distribution (the format's optional
         DECODER_NOISE_OUTPUTS), so ``noise`` above 0 can work; only logistic likelihoods have
-        one."""
+        one. The decoder is opened (read and checked) to tell, if it was not yet."""
         return outputs_pixel_noise(self._session(DECODER_FILE))
 
     def _check_pixel_noise(self) -> None:
@@ -444,10 +477,10 @@ class BirdVAE:
                 "likelihood, or exported without them), so it can only show the mean: use noise 0"
             )
 
-    def _check_batch(self, batch: int, best_of: int = 1) -> None:
-        """Refuse a batch whose arrays would hold more than MAX_BATCH_VALUES numbers each; with
-        ``best_of`` k, each batch decodes k candidates a bird."""
-        _check_count(batch, "batch")
+    def _check_batch(self, batch: int, best_of: int = 1) -> int:
+        """``batch``, refused unless a whole number whose arrays hold at most MAX_BATCH_VALUES
+        numbers each; with ``best_of`` k, each batch decodes k candidates a bird."""
+        batch = check_whole(batch, "batch", 1)
         row = max(3 * self.image_size * self.image_size, self.latent_dim) * best_of
         if best_of > 1 and batch * row > MAX_BATCH_VALUES:
             raise ArgumentError(
@@ -460,39 +493,63 @@ class BirdVAE:
                 f"batch {batch} is too large for this model's {self.image_size}x"
                 f"{self.image_size} images: at most {MAX_BATCH_VALUES // row}"
             )
+        return batch
 
-    def reconstruct(self, images: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
+    def load_photos(self, paths: PathLike | Iterable[PathLike]) -> np.ndarray:
+        """Photo files as this model sees them, float32 [N, 3, S, S] in [0, 1], ready for
+        ``encode``, ``reconstruct`` and ``interpolate``: turned upright by their EXIF, the
+        centre square kept and resized, as in training. ImageError names a file that cannot be
+        read (missing, damaged, not a photo, too many megapixels)."""
+        from .images import from_uint8_hwc
+        from .photos import load_image
+
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if not paths:
+            raise ArgumentError("paths is empty: give one photo file or more")
+        _check_result((len(paths), 3, self.image_size, self.image_size), "photos", "batches")
+        pixels = np.empty((len(paths), self.image_size, self.image_size, 3), np.uint8)
+        for i, path in enumerate(paths):
+            pixels[i] = load_image(path, self.image_size)
+        return from_uint8_hwc(pixels)
+
+    def reconstruct(self, images: np.ndarray, *, batch: int = DEFAULT_BATCH) -> np.ndarray:
         """Each image decoded from its posterior mean: what the model keeps of a photo."""
-        mean, _ = self.encode(images, batch)
-        return self.decode(mean, batch)
+        mean, _ = self.encode(images, batch=batch)
+        return self.decode(mean, batch=batch)
 
-    def interpolate(self, first: np.ndarray, last: np.ndarray, steps: int = 8) -> np.ndarray:
-        """``steps`` images on the slerp path between two images' posterior means, ends included."""
-        if not isinstance(steps, int) or steps < 2:
-            raise ArgumentError(f"steps must be an integer >= 2, got {steps!r}")
-        mean, _ = self.encode(np.stack([first, last]))
+    def interpolate(self, first: np.ndarray, last: np.ndarray, *, steps: int = 8) -> np.ndarray:
+        """``steps`` images on the slerp path between two images' posterior means, ends
+        included: ``first`` and ``last`` are single images, float32 [3, S, S] in [0, 1]."""
+        steps = check_whole(steps, "steps", 2)
+        _check_result((steps, 3, self.image_size, self.image_size), "steps", "decode")
+        ends = [_as_images(end, self.image_size, name, one=True)
+                for end, name in ((first, "first"), (last, "last"))]  # fmt: skip
+        mean, _ = self.encode(np.concatenate(ends))
         return self.decode(slerp(mean[0], mean[1], np.linspace(0.0, 1.0, steps)))
 
     def _session(self, file: str) -> InferenceSession:
-        session = self._sessions.get(file)
-        if session is None:
-            if file == ENCODER_FILE:
-                signature = (ENCODER_INPUT, (3, self.image_size, self.image_size), ENCODER_OUTPUTS)
-            elif file == SAMPLER_FILE:
-                noise_dim = self._manifest.priors["learned"].noise_dim
-                signature = (SAMPLER_INPUT, (noise_dim,), (SAMPLER_OUTPUT,))
-            else:
-                signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
-            model = read_verified(self._path, self._manifest, file)
-            session = open_session(model, self._path / file, self._threads)
-            check_signature(session, self._path / file, *signature)
-            needs_noise = file == DECODER_FILE and self._manifest.default_noise > 0
-            if needs_noise and not outputs_pixel_noise(session):
-                raise ModelFormatError(
-                    f"manifest in {self._path} defaults to pixel noise, but {file} does not "
-                    f"output {', '.join(DECODER_NOISE_OUTPUTS)}"
-                )
-            self._sessions[file] = session
+        with self._opening:
+            return self._sessions.get(file) or self._open(file)
+
+    def _open(self, file: str) -> InferenceSession:
+        """Read, check and open one graph (under ``_opening``)."""
+        if file == ENCODER_FILE:
+            signature = (ENCODER_INPUT, (3, self.image_size, self.image_size), ENCODER_OUTPUTS)
+        elif file == SAMPLER_FILE:
+            noise_dim = self._manifest.priors["learned"].noise_dim
+            signature = (SAMPLER_INPUT, (noise_dim,), (SAMPLER_OUTPUT,))
+        else:
+            signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
+        model = read_verified(self._path, self._manifest, file)
+        session = open_session(model, self._path / file, self._threads)
+        check_signature(session, self._path / file, *signature)
+        needs_noise = file == DECODER_FILE and self._manifest.default_noise > 0
+        if needs_noise and not outputs_pixel_noise(session):
+            raise ModelFormatError(
+                f"manifest in {self._path} defaults to pixel noise, but {file} does not "
+                f"output {', '.join(DECODER_NOISE_OUTPUTS)}"
+            )
+        self._sessions[file] = session
         return session
 
 
@@ -514,23 +571,55 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return (weights_a * a + weights_b * b).astype(np.float32)
 
 
-def _check_count(value: int, name: str) -> None:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _as_float_batch(array: Any, row_shape: tuple[int, ...], name: str) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype == np.uint8:
+def _check_result(shape: tuple[int, ...], name: str, instead: str) -> None:
+    values = int(np.prod(shape, dtype=np.float64))
+    if values > MAX_RESULT_VALUES:
         raise ArgumentError(
-            f"{name} must be floats in [0, 1], not uint8 (see images.from_uint8_hwc)"
+            f"{name} {shape[0]} would return {values * 4 / 2**30:.1f} GiB at once, more than "
+            f"{MAX_RESULT_VALUES * 4 // 2**30} GiB: use {instead} for that many"
         )
+
+
+def _as_float_batch(
+    array: Any, row_shape: tuple[int, ...], name: str, one: bool = False
+) -> np.ndarray:
+    """``array`` as C-ordered float32 [N, *row_shape], refused (ArgumentError, naming it) unless
+    it is N >= 1 rows of finite floating-point numbers: a graph is only ever given input it
+    was made for, so what goes wrong in one is the graph's fault. ``one``: a single row, given
+    as [*row_shape] or [1, *row_shape]."""
+    expected = ", ".join(["1" if one else "N", *map(str, row_shape)])
+    try:
+        array = np.asarray(array)
+    except (ValueError, TypeError):  # rows of different lengths
+        raise ArgumentError(f"{name} must be an array [{expected}]; its rows differ") from None
+    if array.dtype.kind != "f":
+        pixels = len(row_shape) == 3 and array.dtype.kind in "ui"
+        hint = " (pixels 0-255: divide by 255; BirdVAE.load_photos reads files)" if pixels else ""
+        raise ArgumentError(f"{name} must hold floating-point numbers, not {array.dtype}{hint}")
+    if one and array.shape == row_shape:
+        array = array[None]
     if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape or len(array) == 0:
-        expected = ", ".join(["N", *map(str, row_shape)])
         raise ArgumentError(
             f"{name} must have shape [{expected}] with N >= 1, got {list(array.shape)}"
         )
-    return np.ascontiguousarray(array, dtype=np.float32)
+    if one and len(array) != 1:
+        raise ArgumentError(f"{name} must be one image, [{expected[3:]}], got {len(array)}")
+    with np.errstate(over="ignore"):  # float64 beyond float32: infinite, refused below
+        array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ArgumentError(f"{name} holds NaN or infinity")
+    return array
+
+
+def _as_images(images: Any, size: int, name: str = "images", one: bool = False) -> np.ndarray:
+    """``images`` as float32 [N, 3, S, S], refused unless its values lie in [0, 1]: pixels
+    0-255 or normalised to mean 0 would reconstruct as something else, without a word."""
+    images = _as_float_batch(images, (3, size, size), name, one)
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 1:
+        hint = " (pixels 0-255: divide by 255)" if high > 1.5 else ""
+        raise ArgumentError(f"{name} must be in [0, 1], got values from {low:g} to {high:g}{hint}")
+    return images
 
 
 def _check_output(value: np.ndarray, shape: tuple[int, ...], what: str) -> None:

@@ -68,7 +68,7 @@ def test_a_bug_inside_bird_gen_is_not_reported_as_a_user_mistake(monkeypatch, ti
     def broken(*_args: object, **_kwargs: object):
         raise ValueError("operands could not be broadcast together")
 
-    monkeypatch.setattr(bird_gen.BirdVAE, "decode", broken)
+    monkeypatch.setattr(bird_gen.BirdVAE, "_decode", broken)
     result = invoke(bird_gen.main, "--model", str(tiny_model), "-o", str(out / "b.png"))
     assert isinstance(result.exception, ValueError)
     assert list(out.iterdir()) == []
