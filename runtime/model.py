@@ -10,6 +10,7 @@ error deep inside a run.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -207,7 +208,8 @@ class BirdVAE:
 
     @property
     def manifest(self) -> Manifest:
-        return self._manifest
+        """A copy of the model's manifest: changing it changes nothing this BirdVAE does."""
+        return copy.deepcopy(self._manifest)
 
     @property
     def image_size(self) -> int:

@@ -182,3 +182,9 @@ def test_threads_that_start_at_once_open_each_graph_once(tiny_model, monkeypatch
         worker.join()
     assert sorted(opened) == ["decoder.onnx", "prior.onnx"]
     assert len(results) == 8 and all(np.array_equal(r, results[0]) for r in results)
+
+
+def test_the_manifest_handed_out_cannot_change_the_model(vae):
+    vae.manifest.default_noise = 5.0
+    vae.manifest.priors.clear()
+    assert vae.default_noise() == 0.0 and "fitted" in vae.prior_names
