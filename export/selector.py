@@ -25,7 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from birdvae.runtime.errors import UserError
-from birdvae.runtime.format import ModelFormatError, verify_model_dir
+from birdvae.runtime.format import ModelFormatError, read_verified, verify_model_dir
+from birdvae.runtime.onnxfile import check_graph_bytes
 from birdvae.runtime.selection import Rate
 
 from .onnx import ExportError
@@ -178,8 +179,9 @@ def carried_selection(folder: Path, k: int, dim: int, sampler: dict[str, Any]) -
     exported from the same sampler: ``sampler`` holds this export's checkpoint sha256, weights
     (ema or model), autoguidance (as the manifest records it, or None) and temperature, and
     each must match the folder's manifest. The folder is verified against its manifest first,
-    and its selector must be the MLP this module trains, choosing among ``k`` candidates of
-    ``dim`` numbers. A folder that cannot give one is the user's mistake: UserError, one line.
+    its sampler read once and checked as the runtime checks graphs, and its selector must be
+    the MLP this module trains, choosing among ``k`` candidates of ``dim`` numbers. A folder
+    that cannot give one is the user's mistake: UserError, one line.
     """
     try:
         manifest = verify_model_dir(folder)
@@ -209,7 +211,14 @@ def carried_selection(folder: Path, k: int, dim: int, sampler: dict[str, Any]) -
                 "sampler it was taught on"
             )
     try:
-        layers = _dense_layers(onnx.load_model(folder / learned.file).graph)
+        # The checked bytes, refused as bird-gen refuses them: onnx.load_model would read the
+        # file again, and every file its tensors name as external data, past the hash.
+        data = read_verified(folder, manifest, learned.file)
+        check_graph_bytes(data, learned.file)
+    except ModelFormatError as exc:
+        raise UserError(f"--selector-from: {exc}") from None
+    try:
+        layers = _dense_layers(onnx.load_model_from_string(data).graph)
     except Exception as exc:  # onnx raises assorted types for a damaged file
         raise UserError(f"--selector-from: {folder / learned.file} cannot be read: {exc}") from None
     widths = [dim, SELECTOR_WIDTH, SELECTOR_WIDTH, 1]

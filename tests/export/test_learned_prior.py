@@ -388,6 +388,8 @@ def test_selector_from_keeps_a_models_choice_without_teaching_one(
 def test_selector_from_a_folder_that_cannot_give_one_is_one_line(
     prior_checkpoint, export_cli, tmp_path
 ):
+    from birdvae.runtime.format import FileEntry, Manifest
+
     checkpoint, _ = prior_checkpoint
     plain, chosen = tmp_path / "plain", tmp_path / "chosen"
     assert export_cli(checkpoint, "-o", plain).exit_code == 0
@@ -397,8 +399,18 @@ def test_selector_from_a_folder_that_cannot_give_one_is_one_line(
     with open(tampered / SAMPLER_FILE, "r+b") as handle:
         handle.seek(-8, 2)
         handle.write(b"\0" * 8)
+    # A selector weight kept in another file of the folder (ONNX external data): onnx would
+    # read that file past the manifest's hash and carry its bytes into the new model.
+    external = tmp_path / "external"
+    shutil.copytree(chosen, external)
+    onnx.save_model(onnx.load_model(external / SAMPLER_FILE), external / SAMPLER_FILE,
+                    save_as_external_data=True, location="NOTES.bin", size_threshold=0)  # fmt: skip
+    manifest = Manifest.load(external)
+    manifest.files[SAMPLER_FILE] = FileEntry.of(external / SAMPLER_FILE)
+    manifest.save(external)
     cases = [
         ((), plain, "needs --best-of"),
+        (("--best-of", 2), external, "in another file"),
         (("--best-of", 2), plain, "has no best-of selector"),
         (("--best-of", 3), chosen, "chooses among 2 candidates"),
         (("--best-of", 2), tampered, "sha256"),
