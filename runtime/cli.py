@@ -94,6 +94,7 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
         raise UserError(f"{path}: the output must be a .png file")
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a .png file name")
+    durable.check_not_special(path)
     folder = path.parent
     if not folder.is_dir():
         problem = "is not a folder" if folder.exists() else "does not exist"

@@ -25,6 +25,8 @@ from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import UserError
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so no proof that a writer is dead
@@ -216,11 +218,37 @@ def _stat_to_keep(path: Path) -> os.stat_result | None:
         info = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    check_not_special(path, info)
     if not stat.S_ISREG(info.st_mode):
         return None
     if not os.access(path, os.W_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
     return info
+
+
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_not_special(path: Path, info: os.stat_result | None = None) -> None:
+    """Refuse (UserError) to write ``path`` when it is a pipe, socket or device: a file is
+    written whole by renaming a finished temporary over it, which would delete the pipe (and
+    leave its reader waiting) rather than write into it."""
+    if info is None:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+    kind = _SPECIAL_KINDS.get(stat.S_IFMT(info.st_mode))
+    if kind is not None:
+        raise UserError(
+            f"{path} is {kind}, not a file: outputs are written whole, by renaming a finished "
+            "file into place; give a file's name"
+        )
 
 
 def _keep_owner_and_mode(tmp: Path, kept: os.stat_result) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from birdvae.runtime import durable
+from birdvae.runtime.errors import UserError
 
 
 def _mode(path: Path) -> int:
@@ -154,3 +155,30 @@ def test_a_loop_of_links_is_refused_as_a_plain_write_would_refuse_it(tmp_path):
         durable.write_bytes_atomic(loop, b"birds")
     assert raised.value.errno == errno.ELOOP and raised.value.filename == str(loop)
     assert loop.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["loop.png"]
+
+
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_pipe_is_refused_not_replaced_by_a_file(tmp_path, through_a_link):
+    """Renaming a finished file over a named pipe would delete it and leave its reader waiting."""
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    target = pipe
+    if through_a_link:
+        target = tmp_path / "link.png"
+        target.symlink_to(pipe)
+    with pytest.raises(UserError, match="is a named pipe, not a file"):
+        durable.write_bytes_atomic(target, b"new")
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({pipe.name, target.name})
+
+
+def test_bird_gen_refuses_a_pipe_as_its_output_before_any_work(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from birdvae.runtime.cli import main
+
+    pipe = tmp_path / "birds.png"
+    os.mkfifo(pipe)
+    result = CliRunner().invoke(main, ["-m", str(tiny_model), "--n", "2", "-o", str(pipe)])
+    assert result.exit_code == 2 and "is a named pipe, not a file" in result.output
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and len(list(tmp_path.iterdir())) == 1
