@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from birdvae.runtime import durable
 from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
@@ -174,7 +175,9 @@ def main(
         raise click.UsageError("--selector-from needs --best-of K, the K of that model's selector")
     output = one_output(output, out_alias)
 
-    import onnx
+    with durable.signals_deferred():  # a stop inside torch's C start-up would be swallowed
+        import onnx
+        import torch  # noqa: F401  (loaded here, where a stop waits for it)
 
     if opset > onnx.defs.onnx_opset_version():
         raise click.BadParameter(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import durable
 from .errors import first_line
 from .format import DECODER_NOISE_OUTPUTS, ModelFormatError
 from .onnxfile import check_graph_bytes
@@ -33,7 +34,8 @@ def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession
     graph optimisations but UNSAFE_FUSIONS (the convolutions run 3x faster with them);
     ``threads`` 0 lets onnxruntime use one per physical core."""
     check_graph_bytes(model, str(path))
-    import onnxruntime
+    with durable.signals_deferred():  # a stop inside onnxruntime's C start-up is a traceback
+        import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL

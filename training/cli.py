@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from birdvae.runtime import durable
 from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output
 from birdvae.runtime.errors import UserError
 
@@ -270,10 +271,11 @@ def train_command(ctx: click.Context, **options) -> None:
     torchrun --nproc-per-node N --no-python vae-train --data ... -o ...
     """
     require_train_extra("vae-train")
-    import torch
+    with durable.signals_deferred():  # a stop inside torch's C start-up would be swallowed
+        import torch
 
-    from .config import TrainConfig
-    from .stages import trainer_class
+        from .config import TrainConfig
+        from .stages import trainer_class
 
     if options["threads"]:
         torch.set_num_threads(options["threads"])
@@ -575,10 +577,11 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
                  device: str, as_json: bool) -> None:  # fmt: skip
     """Score a checkpoint: negative ELBO in bits/dim, IW bound, reconstruction PSNR."""
     require_train_extra("vae-eval")
-    from . import checkpoint
-    from .data import load_splits
-    from .evaluate import evaluate, fit_gaussian_sigma
-    from .loop import resolve_device
+    with durable.signals_deferred():  # a stop inside torch's C start-up would be swallowed
+        from . import checkpoint
+        from .data import load_splits
+        from .evaluate import evaluate, fit_gaussian_sigma
+        from .loop import resolve_device
 
     model, config, _ = checkpoint.load_model(ckpt, ema=ema)
     target = resolve_device(device)

@@ -139,3 +139,18 @@ def test_a_run_sweeps_dead_writers_temporaries_and_keeps_live_ones(cli, tiny_mod
     assert result.exit_code == 0, result.stderr
     kept = [live.name, foreign.name, "birds.png", *(p.name for p in users)]
     assert sorted(p.name for p in out.iterdir()) == sorted(kept)
+
+
+SWALLOWING_IMPORT = Path(__file__).parent.parent / "fixtures" / "swallowing_import.py"
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stop_inside_onnxruntimes_import_still_stops_bird_gen(tiny_model, tmp_path, signame):
+    out = tmp_path / "birds.png"
+    args = ["onnxruntime", signame, "birdvae.runtime.entry:main", "-m", str(tiny_model),
+            "--n", "2", "-o", str(out)]  # fmt: skip
+    done = subprocess.run([sys.executable, SWALLOWING_IMPORT, *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == (143 if signame == "SIGTERM" else 130), done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
