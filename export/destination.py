@@ -162,7 +162,7 @@ def staging(destination: Path) -> Iterator[Path]:
 
 
 def _made(folder: Path) -> Path:
-    folder.mkdir()
+    folder.mkdir(mode=0o700)  # private while written; the destination's mode is set at the swap
     return folder
 
 
@@ -175,11 +175,30 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _keep_modes(folder: Path, destination: Path) -> None:
+    """Give the new model folder, and each file that replaces one of the old model's, the old
+    one's permissions and group (owner too, for root), as any replaced file keeps them: a
+    private model stays private."""
+    for entry in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            old = os.stat(destination / entry.name, follow_symlinks=False)
+            if stat.S_ISREG(old.st_mode):
+                durable.keep_owner_and_mode(entry, old)
+    durable.keep_owner_and_mode(folder, os.stat(destination))
+
+
 def _swap(folder: Path, destination: Path) -> None:
     """Rename ``folder`` onto ``destination``, moving an old model aside only for the swap."""
     parent = destination.parent
     with durable.signals_deferred():
         if not destination.exists():
+            os.chmod(folder, 0o777 & ~_umask())  # as mkdir would have made it
             os.replace(folder, destination)
             durable.fsync_dir(parent)
             return
@@ -188,7 +207,7 @@ def _swap(folder: Path, destination: Path) -> None:
             raise DestinationError(f"another vae-export is replacing {destination} right now")
         try:
             check_replaceable(destination)  # again: a user may have put a file there meanwhile
-            os.chmod(folder, stat.S_IMODE(os.stat(destination).st_mode))
+            _keep_modes(folder, destination)
             old = parent / _hidden_name(destination, "old")
             os.replace(destination, old)
             try:

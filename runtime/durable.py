@@ -165,7 +165,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
     try:
         with os.fdopen(fd, "wb") as handle:
             if kept is not None:
-                _keep_owner_and_mode(tmp, kept)
+                keep_owner_and_mode(tmp, kept)
             write(handle)
             handle.flush()
             if sync:
@@ -251,9 +251,10 @@ def check_not_special(path: Path, info: os.stat_result | None = None) -> None:
         )
 
 
-def _keep_owner_and_mode(tmp: Path, kept: os.stat_result) -> None:
-    """Give ``tmp`` the owner, group and permission bits of the file it replaces, as far as this
-    process may: only root gives a file away, and a group is kept where the user is in it."""
+def keep_owner_and_mode(tmp: Path, kept: os.stat_result) -> None:
+    """Give ``tmp`` the owner, group and permission bits of the file it replaces (``kept``), as
+    far as this process may: only root gives a file away, and a group is kept where the user is
+    in it."""
     if hasattr(os, "chown"):  # not on Windows
         for owner in (kept.st_uid, -1):
             try:

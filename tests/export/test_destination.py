@@ -5,6 +5,7 @@ and the next export clears (or restores from) what a kill left."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import stat
@@ -231,15 +232,37 @@ def test_a_kill_at_each_write_point_of_an_export(
 
 
 def test_the_new_model_folder_keeps_the_old_ones_permissions(
-    export_cli, resnet_checkpoint, tmp_path
+    export_cli, resnet_checkpoint, tmp_path, monkeypatch
 ):
+    """A private model stays private: the folder being written is the user's alone, and the
+    new folder and each file that replaces one take the old one's permissions."""
+    from birdvae.export import destination
+
+    while_written = []
+    swap = destination._swap
+
+    def watched(folder: Path, target: Path) -> None:
+        while_written.append(stat.S_IMODE(folder.stat().st_mode))
+        swap(folder, target)
+
+    monkeypatch.setattr(destination, "_swap", watched)
     out = tmp_path / "private"
     out.mkdir(mode=0o700)
     out.chmod(0o700)
     assert export_cli(resnet_checkpoint, "-o", out).exit_code == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    for entry in out.iterdir():
+        entry.chmod(0o600)
     assert export_cli(resnet_checkpoint, "-o", out).exit_code == 0  # and replacing a model
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(entry.stat().st_mode) for entry in out.iterdir()} == {0o600}
+    mask = os.umask(0o027)
+    try:
+        assert export_cli(resnet_checkpoint, "-o", tmp_path / "new").exit_code == 0
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o750  # as mkdir makes it
+    assert while_written == [0o700, 0o700, 0o700]
 
 
 def test_export_writes_nothing_outside_its_folder(export_cli, resnet_checkpoint, bird_folder,
