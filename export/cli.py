@@ -201,7 +201,13 @@ def main(
         best_of=best_of,
         selector_from=selector_from,
     )
-    _export(options)  # a file it cannot read or write: one error line naming it, exit 2
+    try:
+        _export(options)  # a file it cannot read or write: one error line naming it, exit 2
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # onnx's and numpy's writers name no file: a full disk is named by the model's folder.
+        raise OSError(exc.errno, f"writing the model: {exc.strerror}", str(destination)) from None
     click.echo(f"wrote {destination}")
 
 

@@ -135,6 +135,23 @@ def test_a_failed_swap_puts_the_old_model_back(export_cli, resnet_checkpoint, ol
     assert hidden(tmp_path) == []
 
 
+def test_a_full_disk_in_a_writer_that_names_no_file_names_the_model(
+    export_cli, resnet_checkpoint, tmp_path, monkeypatch
+):
+    """onnx's writer raises ENOSPC with no file name: the line names the model's folder."""
+    from birdvae.export import onnx as export_onnx
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_onnx.onnx, "save_model", full)
+    out = tmp_path / "model"
+    result = export_cli(resnet_checkpoint, "-o", out)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip() == f"error: {out}: writing the model: No space left on device"
+    assert not out.exists() and hidden(tmp_path) == []
+
+
 def test_debris_of_killed_exports_is_swept_and_a_lost_model_restored(old_model, tmp_path):
     out = tmp_path / "model"
     shutil.copytree(old_model, tmp_path / ".model.bvae-0a1b2c3d.old")  # killed in the swap window
