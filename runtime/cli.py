@@ -289,10 +289,17 @@ def _sample_separate(
     _older_birds(folder, force)  # refused before any work
     batches = vae.draw(n, settings)
     first = next(batches)  # a model that cannot run fails here, before the folder is made
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
-    with _writing_into(folder):
-        older = _older_birds(folder, force)  # again: another run may have written meanwhile
-        names = _write_separate(itertools.chain([first], batches), n, folder, scale)
+    try:
+        with _writing_into(folder):
+            older = _older_birds(folder, force)  # again: another run may have written meanwhile
+            names = _write_separate(itertools.chain([first], batches), n, folder, scale)
+    except BaseException:
+        for parent in made:  # only the ones this run made, and only while they hold nothing
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
     echo(f"wrote {n} birds to {folder}/ ({settings})")
     kept = len(older - names)
     if kept:

@@ -350,10 +350,10 @@ def _stops_mean_done() -> Iterator[None]:
 def _one_cache_for_this_run(run_dir: Path) -> Iterator[None]:
     """The run folder's image cache as the run is set up: a run refused once its photos are
     decoded (a flag its --init cannot serve, a batch larger than the data, a resume whose photos
-    changed) removes the cache and folders it made, and what was there before stays; a run that
-    goes on with a cache it wrote anew (its photos touched since) removes the ones it replaces,
-    each a full copy of the decoded photos. Only the process that writes the cache (rank 0
-    under torchrun) touches it."""
+    changed), or whose cache cannot be written, removes the cache and folders it made, and
+    what was there before stays; a run that goes on with a cache it wrote anew (its photos
+    touched since) removes the ones it replaces, each a full copy of the decoded photos. Only
+    the process that writes the cache (rank 0 under torchrun) touches it."""
     from .runfolder import CACHE, is_cache_file
 
     run_dir = Path(run_dir).absolute()
@@ -376,7 +376,7 @@ def _one_cache_for_this_run(run_dir: Path) -> Iterator[None]:
     before = caches()
     try:
         yield
-    except UserError:
+    except (UserError, OSError):  # OSError: a full disk or a folder that cannot be written
         if writer:
             remove(caches() - before)
             for folder in made:  # deepest first; a folder that holds anything stays

@@ -182,3 +182,21 @@ def test_bird_gen_refuses_a_pipe_as_its_output_before_any_work(tmp_path, tiny_mo
     result = CliRunner().invoke(main, ["-m", str(tiny_model), "--n", "2", "-o", str(pipe)])
     assert result.exit_code == 2 and "is a named pipe, not a file" in result.output
     assert stat.S_ISFIFO(os.stat(pipe).st_mode) and len(list(tmp_path.iterdir())) == 1
+
+
+def test_separate_birds_that_cannot_be_written_leave_no_folder_made_for_them(
+    tmp_path, tiny_model, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from birdvae.runtime import images
+    from birdvae.runtime.cli import main
+
+    def full(_image: object, path: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(images, "save_png", full)
+    out = tmp_path / "x" / "y" / "z"
+    result = CliRunner().invoke(main, ["-m", str(tiny_model), "--n", "3", "--separate", str(out)])
+    assert result.exit_code == 2 and "No space left on device" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []

@@ -501,6 +501,22 @@ def test_a_run_refused_after_its_photos_were_decoded_leaves_nothing(image_folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]
 
 
+def test_a_cache_that_cannot_be_written_leaves_nothing(image_folder, tmp_path, monkeypatch):
+    """A full disk at the run's first write (the decoded photos' cache) left nest/deep/run/cache/
+    empty, and the folders above it."""
+    from birdvae.training import data
+
+    def full(handle: object, **_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data.np, "savez", full)  # the cache's writer, inside its folder
+    run = tmp_path / "nest" / "deep" / "run"
+    args = ["--data", str(image_folder), "-o", str(run), "--epochs", "1", *TINY_RUN]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2 and "No space left on device" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]
+
+
 def test_a_validation_score_that_is_not_finite_ends_the_run_and_saves_nothing_of_it(
     image_folder, tmp_path, monkeypatch
 ):
