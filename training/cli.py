@@ -303,14 +303,21 @@ def train_command(ctx: click.Context, **options) -> None:
     with _one_cache_for_this_run(run_dir):
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
-        if trainer.recovered:  # the kill came as the last epoch ended: the run is done now
-            with _stops_mean_done():
-                trainer.close()
-            return
-        raise UserError(
-            f"{run_dir} has already trained {trainer.epoch} epochs; "
-            f"pass --epochs N with N > {trainer.epoch} to carry it on"
-        )
+        if trainer.epoch > config.epochs:
+            raise UserError(
+                f"{run_dir} has already trained {trainer.epoch} epochs, more than --epochs "
+                f"{config.epochs}; pass --epochs N with N > {trainer.epoch} to carry it on"
+            )
+        # A finished run (its records completed just now, if a kill cut them off): the same
+        # answer however often it is resumed, so a script that retries until done stops.
+        if not trainer.recovered:
+            click.echo(
+                f"{run_dir} is finished: it has trained its {trainer.epoch} epochs; "
+                f"pass --epochs N with N > {trainer.epoch} to carry it on"
+            )
+        with _stops_mean_done():
+            trainer.close()
+        return
     trainer.fit()
     if trainer.epoch < config.epochs:
         trainer.close()

@@ -151,6 +151,8 @@ def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, 
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert checkpoint.load(run / LAST)["epoch"] == 2
     assert json.loads((run / "config.json").read_text())["seed"] == 3
+    fewer = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "1"])
+    assert fewer.exit_code == 2 and "2 epochs, more than --epochs 1" in fewer.output
 
     changed = CliRunner().invoke(train_command, ["--resume", str(run), "--lr", "0.1"])
     assert changed.exit_code == 2 and "--lr" in changed.output
@@ -476,8 +478,9 @@ def test_a_stop_as_the_last_epoch_ends_is_a_finished_run(image_folder, tmp_path,
 def test_a_resume_that_completes_the_last_epochs_records_is_a_finished_run(
     image_folder, tmp_path
 ):
-    """A kill while the last epoch's best.pt and metrics were written: --resume wrote them, then
-    said the run "has already trained 1 epochs" and exited 2."""
+    """A kill while the last epoch's best.pt and metrics were written: --resume writes them and
+    exits 0, and so does every later --resume of the finished run (it exited 2, so a script
+    that retries until the run is done never stopped); fewer epochs than trained are refused."""
     run = tmp_path / "run"
     args = ["--data", str(image_folder), "-o", str(run), "--epochs", "1", *TINY_RUN]
     assert CliRunner().invoke(train_command, args).exit_code == 0
@@ -487,7 +490,8 @@ def test_a_resume_that_completes_the_last_epochs_records_is_a_finished_run(
     assert result.exit_code == 0, result.output
     assert "recovered" in result.output and (run / "best.pt").is_file()
     again = CliRunner().invoke(train_command, ["--resume", str(run)])
-    assert again.exit_code == 2 and "already trained 1 epochs" in again.output
+    assert again.exit_code == 0 and "is finished: it has trained its 1 epochs" in again.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_a_run_refused_after_its_photos_were_decoded_leaves_nothing(image_folder, tmp_path):
