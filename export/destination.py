@@ -49,6 +49,9 @@ def check_replaceable(destination: Path) -> None:
     a valid manifest and nothing but the files an export writes."""
     if destination.is_symlink():
         raise DestinationError(f"{destination} is a symbolic link; give the folder itself")
+    above = next(p for p in destination.parents if p.exists() or p == p.parent)
+    if not above.is_dir():  # mkdir would fail after the whole export, naming no reason
+        raise DestinationError(f"{destination}: {above} is a file, not a folder")
     longest = durable.longest_name(destination.parent) - len(".partial") + len(".tmp")
     if len(os.fsencode(destination.name)) > longest:  # its staging folder's name adds to it
         raise DestinationError(

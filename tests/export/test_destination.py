@@ -81,6 +81,14 @@ def test_a_name_its_staging_folder_cannot_take_is_refused_first(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_destination_under_a_file_is_refused_first(export_cli, resnet_checkpoint, tmp_path):
+    """-o notes.txt/model failed after the whole export with "File exists"."""
+    (tmp_path / "notes.txt").write_text("mine")
+    one_error(export_cli(resnet_checkpoint, "-o", tmp_path / "notes.txt" / "model"),
+              "notes.txt is a file, not a folder")  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_our_model_folder_and_an_empty_folder_are_replaced(export_cli, resnet_checkpoint,
                                                            old_model, tmp_path):  # fmt: skip
     out = tmp_path / "model"
