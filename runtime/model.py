@@ -179,11 +179,12 @@ class BirdVAE:
         # Absolute now: graphs are opened on first use, after the caller may have changed the
         # working directory.
         self._path = Path(model_dir).absolute() if model_dir is not None else shipped_model_dir()
-        if not self._path.exists() and isinstance(model_dir, str) and model_dir in SHIPPED_MODELS:
-            raise ModelFormatError(
-                f"model folder {model_dir} does not exist; for the shipped model of that name "
-                f"use BirdVAE.load({model_dir!r})"
-            )
+        name = os.fspath(model_dir) if model_dir is not None else ""
+        if not self._path.exists() and isinstance(name, str) and os.sep not in name:
+            hint = (f"for the shipped model of that name use BirdVAE.load({name!r})"
+                    if name in SHIPPED_MODELS else
+                    f"the shipped models are {', '.join(SHIPPED_MODELS)}")  # fmt: skip
+            raise ModelFormatError(f"model folder {name} does not exist; {hint}")
         # Sizes now, each file's sha256 when it is first read (see read_verified).
         self._manifest = verify_model_dir(self._path, check_hashes=False)
         self._threads = threads

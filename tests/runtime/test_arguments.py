@@ -84,6 +84,8 @@ def test_an_empty_or_shipped_name_given_as_a_folder_is_explained(tmp_path, monke
         BirdVAE("")
     with pytest.raises(ModelFormatError, match=r"use BirdVAE\.load\('birds64'\)"):
         BirdVAE("birds64")
+    with pytest.raises(ModelFormatError, match="the shipped models are birds32, birds64"):
+        BirdVAE.load("birds128")
 
 
 def test_results_too_large_to_return_at_once_are_refused_before_any_work(vae, monkeypatch):
