@@ -171,7 +171,7 @@ class Manifest:
                 )
             if not 0 <= entry.bytes <= MAX_FILE_BYTES:
                 raise ModelFormatError(
-                    f"manifest says {name} has {_shown(entry.bytes)} bytes; "
+                    f"manifest says {name} has {short_number(entry.bytes)} bytes; "
                     f"a model file has at most {MAX_FILE_BYTES}"
                 )
         for name, info in self.priors.items():
@@ -261,8 +261,9 @@ def _check_prior(name: str, info: PriorInfo, latent_dim: int) -> None:
         raise ModelFormatError(f"manifest prior {name!r} needs a positive {field_name}")
     if name == "fitted" and size * latent_dim * latent_dim > MAX_PRIOR_VALUES:
         raise ModelFormatError(
-            f"manifest prior 'fitted' has {_shown(size)} components of {latent_dim}x{latent_dim} "
-            f"factors, more than the {MAX_PRIOR_VALUES} values a mixture may have"
+            f"manifest prior 'fitted' has {short_number(size)} components of "
+            f"{latent_dim}x{latent_dim} factors, more than the {MAX_PRIOR_VALUES} values a "
+            "mixture may have"
         )
     if name == "learned" and size > MAX_LATENT_DIM:
         raise ModelFormatError(f"manifest prior 'learned' noise_dim must be 1 to {MAX_LATENT_DIM}")
@@ -294,7 +295,7 @@ def _get(
 def _integer(data: dict[str, Any], key: str, largest: int) -> int:
     value = _get(data, key, int)
     if not 1 <= value <= largest:
-        raise ModelFormatError(f"manifest {key} must be 1 to {largest}, not {_shown(value)}")
+        raise ModelFormatError(f"manifest {key} must be 1 to {largest}, not {short_number(value)}")
     return value
 
 
@@ -303,10 +304,10 @@ def _number(data: dict[str, Any], key: str, default: float, where: str = "manife
     try:
         return float(value)
     except OverflowError:  # an integer of hundreds of digits
-        raise ModelFormatError(f"{where} {key} is too large: {_shown(value)}") from None
+        raise ModelFormatError(f"{where} {key} is too large: {short_number(value)}") from None
 
 
-def _shown(number: int | float, digits: int = 20) -> str:
+def short_number(number: int | float, digits: int = 20) -> str:
     """A number as an error line shows it: one of thousands of digits cut to its first few."""
     text = str(number)
     return text if len(text) <= digits else f"{text[:digits]}... ({len(text)} digits)"

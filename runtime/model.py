@@ -11,6 +11,7 @@ error deep inside a run.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -40,6 +41,7 @@ from .format import (
     ModelFormatError,
     PriorInfo,
     read_verified,
+    short_number,
     verify_model_dir,
 )
 from .graphs import check_signature, open_session, outputs_pixel_noise, run_graph
@@ -69,9 +71,13 @@ MAX_BATCH_VALUES = 1 << 24
 # Numbers in one array ``sample`` or ``interpolate`` returns (1 GiB of float32: 87,381 birds at
 # 32x32): a request for more is refused before any work; ``sample_batches`` has no bound.
 MAX_RESULT_VALUES = 1 << 28
-# The largest code value the decoder is given: codes are standard-normal draws, at most ten
-# standard deviations out (MAX_TEMPERATURE); far beyond, a graph's arithmetic overflows.
+# The largest code value the decoder is given: the priors' draws at the highest temperature
+# (MAX_TEMPERATURE) stay within 100, and far beyond a graph's arithmetic overflows.
 MAX_CODE = 1e4
+# How far an image may stray outside [0, 1]: a bicubic or Lanczos resize overshoots by a few
+# hundredths at sharp edges, which the encoder takes in its stride; 0-255 pixels and images
+# normalised to mean 0 are far outside.
+IMAGE_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,20 @@ class BirdVAE:
     @classmethod
     def load(cls, name_or_path: PathLike = DEFAULT_MODEL, *, threads: int | None = None) -> BirdVAE:
         """Open a shipped model by name (``birds32``, ``birds64``) or any model folder by path."""
+        if not os.fspath(name_or_path):
+            raise ArgumentError("the model's name or path is empty")
         return cls(resolve_model(name_or_path), threads=threads)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy or another process needs: the folder, its manifest and the threads; the
+        graphs are opened again there, on first use."""
+        return {"path": self._path, "manifest": self._manifest, "threads": self._threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._path, self._manifest, self._threads = (
+            state["path"], state["manifest"], state["threads"])  # fmt: skip
+        self._sessions, self._priors, self._rate = {}, {}, None
+        self._opening = threading.RLock()
 
     def __repr__(self) -> str:
         size, dim = self.image_size, self.latent_dim
@@ -236,6 +255,9 @@ class BirdVAE:
         """The prior called ``name`` ("learned", "fitted" or "standard"); None means the
         manifest's default."""
         name = self._prior_name(name)
+        prior = self._priors.get(name)  # opened already: no waiting on a graph being opened
+        if prior is not None:
+            return prior
         with self._opening:
             if name not in self._priors:
                 if name == "standard":
@@ -319,6 +341,8 @@ class BirdVAE:
 
     def _rater(self) -> selection.Rate:
         """The shipped rater that ``best_of`` chooses with, opened on first use."""
+        if self._rate is not None:
+            return self._rate
         with self._opening:
             if self._rate is None:
                 self._rate = selection.load_rater(self._threads)
@@ -438,7 +462,7 @@ class BirdVAE:
         """The image for each code, float32 [N, 3, S, S] in [0, 1]."""
         z = _as_float_batch(z, (self.latent_dim,), "z")
         if np.abs(z).max() > MAX_CODE:
-            raise ArgumentError(f"z holds values beyond +-{MAX_CODE:g}; codes are N(0, I) draws")
+            raise ArgumentError(f"z holds values beyond +-{MAX_CODE:g}, far outside any prior's")
         return self._decode(z, self._check_batch(batch))
 
     def _decode(self, z: np.ndarray, batch: int) -> np.ndarray:
@@ -506,10 +530,12 @@ class BirdVAE:
         from .images import from_uint8_hwc
         from .photos import load_image
 
-        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        one = isinstance(paths, (str, bytes, os.PathLike))
+        paths = [os.fsdecode(paths)] if one else list(paths)  # type: ignore[arg-type]
         if not paths:
             raise ArgumentError("paths is empty: give one photo file or more")
-        _check_result((len(paths), 3, self.image_size, self.image_size), "photos", "batches")
+        shape = (len(paths), 3, self.image_size, self.image_size)
+        _check_result(shape, "photos", "fewer paths at a time")
         pixels = np.empty((len(paths), self.image_size, self.image_size, 3), np.uint8)
         for i, path in enumerate(paths):
             pixels[i] = load_image(path, self.image_size)
@@ -524,15 +550,19 @@ class BirdVAE:
         """``steps`` images on the slerp path between two images' posterior means, ends
         included: ``first`` and ``last`` are single images, float32 [3, S, S] in [0, 1]."""
         steps = check_whole(steps, "steps", 2)
-        _check_result((steps, 3, self.image_size, self.image_size), "steps", "decode")
+        _check_result((steps, 3, self.image_size, self.image_size), "steps", "fewer steps")
         ends = [_as_images(end, self.image_size, name, one=True)
                 for end, name in ((first, "first"), (last, "last"))]  # fmt: skip
         mean, _ = self.encode(np.concatenate(ends))
         return self.decode(slerp(mean[0], mean[1], np.linspace(0.0, 1.0, steps)))
 
     def _session(self, file: str) -> InferenceSession:
+        session = self._sessions.get(file)  # opened already: no waiting on another's opening
+        if session is not None:
+            return session
         with self._opening:
-            return self._sessions.get(file) or self._open(file)
+            session = self._sessions.get(file)
+            return self._open(file) if session is None else session
 
     def _open(self, file: str) -> InferenceSession:
         """Read, check and open one graph (under ``_opening``)."""
@@ -575,11 +605,12 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _check_result(shape: tuple[int, ...], name: str, instead: str) -> None:
-    values = int(np.prod(shape, dtype=np.float64))
+    values = math.prod(shape)  # exact: a count of hundreds of digits overflows a float
     if values > MAX_RESULT_VALUES:
+        size = f"{values * 4 / 2**30:.1f} GiB" if values < 2**80 else "more than memory holds"
         raise ArgumentError(
-            f"{name} {shape[0]} would return {values * 4 / 2**30:.1f} GiB at once, more than "
-            f"{MAX_RESULT_VALUES * 4 // 2**30} GiB: use {instead} for that many"
+            f"{name} {short_number(shape[0])} asks for {size} at once (at most "
+            f"{MAX_RESULT_VALUES * 4 // 2**30} GiB is returned at once): use {instead}"
         )
 
 
@@ -606,20 +637,22 @@ def _as_float_batch(
             f"{name} must have shape [{expected}] with N >= 1, got {list(array.shape)}"
         )
     if one and len(array) != 1:
-        raise ArgumentError(f"{name} must be one image, [{expected[3:]}], got {len(array)}")
-    with np.errstate(over="ignore"):  # float64 beyond float32: infinite, refused below
+        row = ", ".join(map(str, row_shape))
+        raise ArgumentError(f"{name} must be one image, [{row}], not {len(array)}")
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes infinite: refused below
         array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(array).all():
-        raise ArgumentError(f"{name} holds NaN or infinity")
+        raise ArgumentError(f"{name} holds NaN, infinity or values beyond float32")
     return array
 
 
 def _as_images(images: Any, size: int, name: str = "images", one: bool = False) -> np.ndarray:
-    """``images`` as float32 [N, 3, S, S], refused unless its values lie in [0, 1]: pixels
-    0-255 or normalised to mean 0 would reconstruct as something else, without a word."""
+    """``images`` as float32 [N, 3, S, S], refused unless its values lie in [0, 1] (within
+    IMAGE_SLACK): pixels 0-255 or normalised to mean 0 would reconstruct as something else,
+    without a word."""
     images = _as_float_batch(images, (3, size, size), name, one)
     low, high = float(images.min()), float(images.max())
-    if low < 0 or high > 1:
+    if low < -IMAGE_SLACK or high > 1 + IMAGE_SLACK:
         hint = " (pixels 0-255: divide by 255)" if high > 1.5 else ""
         raise ArgumentError(f"{name} must be in [0, 1], got values from {low:g} to {high:g}{hint}")
     return images

@@ -92,6 +92,8 @@ class GaussianMixture:
         self.means = means
         self.cholesky = cholesky
         self._cdf = np.cumsum(self.weights)
+        for array in (self.weights, self.means, self.cholesky, self._cdf):
+            array.setflags(write=False)  # what BirdVAE.prior hands out cannot change its birds
 
     @classmethod
     def load(

@@ -35,8 +35,10 @@ CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
 WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator")
-# Keys that checkpoints gained within format 1, each with what its absence meant: ``upgrade``
-# fills them in, so every reader takes ``state[key]`` and older checkpoints resume as they ran.
+# Keys that checkpoints of every stage gained within format 1, each with what its absence meant:
+# ``upgrade`` fills them in, so the loop, the run folder and export read ``state[key]`` and older
+# checkpoints resume as they ran. A stage's own keys keep their defaults beside the code that
+# reads them (stages.py: the rater a stage followed, its augmentation's random state).
 ADDED_KEYS: dict[str, Any] = {
     "ema": None,  # no weight average kept
     "ema_n": 0,

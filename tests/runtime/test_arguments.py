@@ -30,10 +30,11 @@ def _photos(n: int = 2) -> np.ndarray:
 
 
 BAD_IMAGES = {
-    "NaN": (np.full((1, 3, SIZE, SIZE), np.nan, np.float32), "images holds NaN or infinity"),
-    "infinity": (np.full((1, 3, SIZE, SIZE), np.inf), "images holds NaN or infinity"),
-    "beyond float32": (np.full((1, 3, SIZE, SIZE), 1e300), "images holds NaN or infinity"),
+    "NaN": (np.full((1, 3, SIZE, SIZE), np.nan, np.float32), "images holds NaN, infinity"),
+    "infinity": (np.full((1, 3, SIZE, SIZE), np.inf), "images holds NaN, infinity"),
+    "beyond float32": (np.full((1, 3, SIZE, SIZE), 1e300), "or values beyond float32"),
     "pixels 0-255": (_photos() * 255, "must be in [0, 1], got values from"),
+    "well past 1": (np.full((1, 3, SIZE, SIZE), 1.06), "must be in [0, 1], got values from 1.06"),
     "normalised": (_photos() - 0.5, "must be in [0, 1], got values from -"),
     "uint16": ((_photos() * 65535).astype(np.uint16), "floating-point numbers, not uint16"),
     "uint8": ((_photos() * 255).astype(np.uint8), "divide by 255"),
@@ -60,7 +61,7 @@ def test_images_a_graph_was_not_made_for_are_refused_by_name(vae, images, messag
 @pytest.mark.parametrize(
     ("z", "message"),
     [
-        (np.full((1, LATENT), np.nan, np.float32), "z holds NaN or infinity"),
+        (np.full((1, LATENT), np.nan, np.float32), "z holds NaN, infinity"),
         (np.full((1, LATENT), 1e5, np.float32), "z holds values beyond"),
         (np.zeros((1, LATENT), np.int32), "z must hold floating-point numbers"),
     ],
@@ -94,9 +95,10 @@ def test_results_too_large_to_return_at_once_are_refused_before_any_work(vae, mo
 
     monkeypatch.setattr(BirdVAE, "sample_batches", no_work)
     monkeypatch.setattr(BirdVAE, "encode", no_work)
-    with pytest.raises(ArgumentError, match=r"GiB at once.*use sample_batches"):
+    huge = r"n 1000000000000 asks for 2861022.9 GiB at once \(at most 1 GiB.*use sample_batches"
+    with pytest.raises(ArgumentError, match=huge):
         vae.sample(10**12, seed=0)
-    with pytest.raises(ArgumentError, match=r"steps 10000000 would return .* use decode"):
+    with pytest.raises(ArgumentError, match=r"steps 10000000 asks for .* use fewer steps"):
         vae.interpolate(_photos(1)[0], _photos(1)[0], steps=10**7)
 
 
@@ -186,7 +188,55 @@ def test_threads_that_start_at_once_open_each_graph_once(tiny_model, monkeypatch
     assert len(results) == 8 and all(np.array_equal(r, results[0]) for r in results)
 
 
-def test_the_manifest_handed_out_cannot_change_the_model(vae):
+def test_the_manifest_and_prior_handed_out_cannot_change_the_model(vae):
     vae.manifest.default_noise = 5.0
     vae.manifest.priors.clear()
     assert vae.default_noise() == 0.0 and "fitted" in vae.prior_names
+    with pytest.raises(ValueError, match="read-only"):
+        vae.prior("fitted").means[:] += 3
+
+
+def test_a_resize_that_overshoots_0_and_1_a_little_is_taken(vae):
+    """A bicubic or Lanczos resize overshoots sharp edges by a few hundredths."""
+    edges = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    edges[..., ::2] = 1
+    overshot = edges * 1.046 - 0.023
+    assert vae.encode(overshot)[0].shape == (1, LATENT)
+
+
+def test_a_model_pickles_and_copies_before_and_after_first_use(vae):
+    import copy
+    import pickle
+
+    birds = vae.sample(2, seed=3)  # its graphs are open now
+    for twin in (pickle.loads(pickle.dumps(vae)), copy.deepcopy(vae)):
+        assert np.array_equal(twin.sample(2, seed=3), birds)
+    with pytest.raises(ArgumentError, match="name or path is empty"):
+        BirdVAE.load("")
+
+
+def test_an_open_graph_runs_while_another_is_being_opened(tiny_model, monkeypatch):
+    """Opening a graph (reading, hashing, building its session) takes the lock; a graph that
+    is open already runs without waiting for it."""
+    vae = BirdVAE(tiny_model, threads=1)
+    vae.decode(np.zeros((1, LATENT), np.float32))  # the decoder is open
+    opening, release = threading.Event(), threading.Event()
+    real_read = model_module.read_verified
+
+    def slow_read(*args: object):
+        opening.set()
+        release.wait(30)
+        return real_read(*args)
+
+    monkeypatch.setattr(model_module, "read_verified", slow_read)
+    encoder = threading.Thread(target=vae.encode, args=(_photos(1),))
+    encoder.start()
+    assert opening.wait(30)
+    try:
+        done = threading.Event()
+        threading.Thread(target=lambda: (vae.decode(np.zeros((1, LATENT), np.float32)),
+                                          done.set())).start()  # fmt: skip
+        assert done.wait(10), "decode waited for the encoder's opening"
+    finally:
+        release.set()
+        encoder.join()

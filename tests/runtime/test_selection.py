@@ -75,9 +75,17 @@ def test_a_seeds_best_birds_are_its_candidates_best_whatever_the_batch(tiny_mode
     assert not np.array_equal(expected, candidates[::k])
 
 
-@pytest.mark.parametrize("k", [0, 17, 2.5, True])
-def test_best_of_out_of_range_is_refused(tiny_model, k):
-    with pytest.raises(ArgumentError, match="best_of must be a whole number"):
+@pytest.mark.parametrize(
+    ("k", "message"),
+    [
+        (0, " from 1 to 16, got 0"),
+        (17, " from 1 to 16, got 17"),
+        (2.5, ", got 2.5"),
+        (True, ", got True"),
+    ],
+)
+def test_best_of_out_of_range_is_refused(tiny_model, k, message):
+    with pytest.raises(ArgumentError, match=f"best_of must be a whole number{message}"):
         BirdVAE(tiny_model, threads=1).sampling(best_of=k)
 
 

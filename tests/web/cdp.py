@@ -112,10 +112,13 @@ class Browser:
             self._event_arrived.notify_all()
 
     def _watch_worker(self, session: str) -> None:
-        with contextlib.suppress(BrowserError, OSError):  # a worker may end at once
-            for domain in ("Runtime", "Network"):
-                self._send(f"{domain}.enable", session=session)
-            self._send("Runtime.runIfWaitingForDebugger", session=session)
+        try:
+            with contextlib.suppress(BrowserError, OSError):  # a worker may end at once
+                for domain in ("Runtime", "Network"):
+                    self._send(f"{domain}.enable", session=session)
+        finally:  # whatever happened, the worker must not stay held at its start
+            with contextlib.suppress(BrowserError, OSError):
+                self._send("Runtime.runIfWaitingForDebugger", session=session)
 
     def _send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None):
         with self._lock:

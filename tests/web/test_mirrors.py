@@ -321,6 +321,9 @@ def _manifest_texts() -> dict[str, str]:
         "a key twice, once escaped": text.replace(first, '"image_siz\\u0065": 64, ' + first, 1),
         "a key twice in a prior": text.replace('"kind"', '"kind": "sampler", "kind"', 1),
         "a key twice in free text": text.replace('"source": {', '"source": {"a": 1, "a": 2, ', 1),
+        "a key ending in a backslash": text.replace(
+            '"source": {', '"source": {"a\\\\": 1, "a\\\\\\\\": 2, "a\\\\": 3, ', 1
+        ),
         "a key in two objects": text.replace(
             '"source": {', '"source": {"x": [{"a": "}\\""}, {"a": 1}], ', 1
         ),
@@ -345,9 +348,9 @@ def test_manifests_that_name_a_key_twice_are_refused_as_the_runtime_does(mirror,
 
 
 def test_graphs_that_could_loop_without_end_are_refused_as_the_runtime_does(mirror):
-    """The page opens graphs on its own thread: a Loop without a bounded constant count, or a
-    Scan, would freeze the tab. Each hostile form of the runtime's tests, the shipped graphs
-    and a damaged file get the runtime's verdict, word for word."""
+    """A Loop without a bounded constant count, or a Scan, would hold the page's onnxruntime
+    worker, and every later draw, for good. Each hostile form of the runtime's tests, the
+    shipped graphs and a damaged file get the runtime's verdict, word for word."""
     from birdvae.runtime.onnxfile import check_graph_bytes
 
     from ..runtime import onnx_bytes

@@ -468,6 +468,8 @@ def test_onnxruntime_runs_in_a_worker_so_the_page_answers_while_it_draws(browser
     MEASURED["256 birds, best of 4: the page's thread held at most"] = (
         f"{timed['longest']:.0f} ms at a time in a draw of {timed['total'] / 1000:.1f} s"
     )
+    # Measured: 36-54 ms in a worker; 2.3 s when onnxruntime ran on the page's thread.
+    assert timed["longest"] < 1000, timed
 
 
 def test_a_page_browsers_would_not_let_check_its_models_says_how_to_open_it(browser, server):

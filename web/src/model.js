@@ -86,7 +86,7 @@ const firstLine = (error) =>
 // `outputs`, each float32 [N, ...outRow] when run.
 class Graph {
   static async open(bytes, file, input, inRow, outRow, outputs) {
-    checkGraph(bytes, file); // a loop without end would freeze the page's thread
+    checkGraph(bytes, file); // a loop without end would hold onnxruntime's worker for good
     let session;
     try {
       session = await createSession(bytes);

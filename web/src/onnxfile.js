@@ -2,8 +2,8 @@
 // _first_unbounded_loop, rule for rule).
 //
 // onnxruntime runs a Loop until its trip count or its condition says stop, and a Scan or
-// SequenceMap once per row of a tensor made at run time, on the page's own thread: a hostile
-// graph of a few bytes would freeze the tab before it drew anything. The format's loops (the
+// SequenceMap once per row of a tensor made at run time: a hostile graph of a few bytes would
+// hold onnxruntime's worker, and so every later draw, for good. The format's loops (the
 // learned prior's solver steps) run a fixed number of times, so every Loop's trip count must be
 // an int64 initializer of its graph or an enclosing one, at most MAX_LOOP_TRIPS, and so must the
 // product of the counts of loops inside loops; Scan and SequenceMap are refused. Only the
