@@ -62,7 +62,7 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
                 )
             image.load()
             image = ImageOps.exif_transpose(image)
-    image = _to_rgb(image)
+        image = _to_rgb(image)  # a mode PIL cannot convert is this file's failing too
     left, top, right, bottom = (region or centre_square)(image.size)
     image = image.crop((left, top, right, bottom))
     image = image.resize((size, size), Image.Resampling.LANCZOS)
@@ -136,6 +136,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = _deep_gray_to_8bit(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha (TIFF's associated alpha)
+        image = image.convert(image.mode.upper())
     if image.mode in ("RGBA", "LA", "PA"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -150,6 +152,7 @@ def _deep_gray_to_8bit(image: Image.Image) -> Image.Image:
     255 (floats: up to 1) are read as 8-bit (unit) scaled, larger ones as 16-bit.
     """
     values = np.array(image, dtype=np.float32)  # one float32 copy, scaled in place
+    np.nan_to_num(values, copy=False, nan=0.0)  # NaN pixels (float TIFFs) as black, not a warning
     top = float(values.max(initial=0.0))
     if image.mode.startswith("I;16") or top > 255.0:
         peak = 65535.0

@@ -20,7 +20,7 @@ import os
 import warnings
 import zipfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -195,6 +195,8 @@ def find_cub_root(root: Path) -> Path | None:
 
 
 _CUB_FILES = ("images.txt", "train_test_split.txt", "bounding_boxes.txt")
+# An index file's size, at most: CUB's own images.txt is 0.5 MB for 11,788 photos.
+MAX_INDEX_BYTES = 64 << 20
 
 
 def read_cub_layout(cub_root: Path) -> list[_Item]:
@@ -202,17 +204,22 @@ def read_cub_layout(cub_root: Path) -> list[_Item]:
 
     def table(name: str) -> dict[str, list[str]]:
         rows: dict[str, list[str]] = {}
+        path = cub_root / name
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            raise DataError(f"{path} is larger than the {MAX_INDEX_BYTES >> 20} MB an index may be")
         try:
-            text = (cub_root / name).read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no id
         except UnicodeDecodeError as exc:
-            raise DataError(f"{cub_root / name} is not UTF-8 text ({exc.reason} at byte "
+            raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte "
                             f"{exc.start})") from None  # fmt: skip
         for number, line in enumerate(text.splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) < 2:
-                raise DataError(f"{cub_root / name} line {number} is malformed: {line!r}")
+                raise DataError(f"{path} line {number} is malformed: {line[:80]!r}")
+            if parts[0] in rows:  # which line was meant cannot be told
+                raise DataError(f"{path} line {number} gives image id {parts[0][:20]!r} again")
             rows[parts[0]] = parts[1:]
         return rows
 
@@ -221,19 +228,40 @@ def read_cub_layout(cub_root: Path) -> list[_Item]:
         table("train_test_split.txt"),
         table("bounding_boxes.txt"),
     )
-    items = []
+    images = (cub_root / "images").resolve()
+    items, seen = [], set()
     for image_id, (relative, *_) in paths.items():
+        shown = f"CUB image {image_id[:20]!r}"
         try:
-            is_train = splits[image_id][0] == "1"
+            split = splits[image_id][0]
             box = tuple(float(v) for v in boxes[image_id][:4])
             x, y, width, height = box  # a place in the photo and a size, every one finite
-            if not all(map(math.isfinite, box)) or min(x, y) < 0 or min(width, height) <= 0:
-                raise ValueError(f"box {box}")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise DataError(f"CUB image {image_id} has no valid split or box entry") from exc
+        except (KeyError, IndexError, ValueError):
+            raise DataError(f"{shown} has no split or box entry, or one that is not numbers "
+                            f"({cub_root})") from None  # fmt: skip
+        if split not in ("0", "1"):
+            raise DataError(f"{shown}: train_test_split.txt gives {split[:20]!r}, not 1 or 0")
+        if not all(map(math.isfinite, box)) or min(x, y) < 0 or min(width, height) <= 0:
+            raise DataError(f"{shown}: bounding_boxes.txt gives {box}, not a place and a size")
+        path = cub_root / "images" / relative
+        # Only a photo inside images/: a hostile index could name ~/private.jpg or /dev/stdin.
+        if not _inside(path, images):
+            raise DataError(f"{shown} names {relative[:80]!r}, which is not in {images}")
+        if path.resolve() in seen:  # the same photo under two ids: both sides of the split
+            raise DataError(f"{shown} names {relative[:80]!r}, which another id names too")
+        seen.add(path.resolve())
         label = Path(relative).parts[0] if len(Path(relative).parts) > 1 else ""
-        items.append(_Item(cub_root / "images" / relative, not is_train, box, label))  # type: ignore[arg-type]
+        items.append(_Item(path, split == "0", box, label))  # type: ignore[arg-type]
     return items
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, its links followed, is a file within ``folder`` (a missing one counts,
+    and is skipped later as unreadable); a pipe, device or folder is not a photo."""
+    resolved = path.resolve()
+    if folder not in resolved.parents:
+        return False
+    return not resolved.exists() or resolved.is_file()
 
 
 def split_folder(root: Path, val_fraction: float) -> list[_Item]:
@@ -243,8 +271,8 @@ def split_folder(root: Path, val_fraction: float) -> list[_Item]:
     other files come and go.
     """
     groups: dict[Path, list[Path]] = defaultdict(list)
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+    for path in sorted(_files_under(root)):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             groups[path.parent].append(path)
     items = []
     for files in groups.values():
@@ -258,6 +286,31 @@ def split_folder(root: Path, val_fraction: float) -> list[_Item]:
         label = str(files[0].parent.relative_to(root)).replace(os.sep, "/")
         items += [_Item(path, path in val, label=label) for path in files]
     return items
+
+
+def _files_under(root: Path) -> Iterator[Path]:
+    """The regular files under ``root``, walked with a list, not recursion (a folder a
+    thousand levels deep overflowed Python's stack); links to files are followed as before,
+    linked folders are not entered, and a folder that cannot be read is warned of."""
+    folders, unreadable = [root], []
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            unreadable.append(folder)
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif entry.is_file():
+                    yield Path(entry.path)
+            except OSError:
+                continue
+    if unreadable:
+        warnings.warn(f"skipped {len(unreadable)} folder(s) that cannot be read, e.g. "
+                      f"{unreadable[0]}", stacklevel=2)  # fmt: skip
 
 
 def load_image(

@@ -42,6 +42,45 @@ def test_load_image_puts_transparency_on_white(tmp_path: Path) -> None:
     assert (pixels == 255).all()
 
 
+def _tiff_with_associated_alpha(path: Path, gray: int, alpha: int, side: int = 8) -> None:
+    """A grayscale TIFF whose extra sample is premultiplied (associated) alpha, which Pillow
+    opens as mode "La" and cannot convert to RGB directly."""
+    import struct
+
+    pixels = bytes([gray, alpha]) * side * side
+    header = 8 + 2 + 12 * 10 + 4  # the directory's ten entries, then the pixels
+    short = [(256, side), (257, side), (259, 1), (262, 1), (277, 2), (278, side), (338, 1)]
+    entries = {tag: struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in short}
+    # bits per sample: two 8s, held in the entry itself; where the pixels are, and how many
+    entries[258] = struct.pack("<HHIHH", 258, 3, 2, 8, 8)
+    entries[273] = struct.pack("<HHII", 273, 4, 1, header)
+    entries[279] = struct.pack("<HHII", 279, 4, 1, len(pixels))
+    directory = b"".join(entries[tag] for tag in sorted(entries))
+    path.write_bytes(b"II*\x00" + struct.pack("<IH", 8, 10) + directory + bytes(4) + pixels)
+
+
+def test_premultiplied_alpha_is_put_on_white_like_any_alpha(tmp_path: Path) -> None:
+    """A TIFF with associated alpha (Pillow's mode "La") was a traceback in every command."""
+    path = tmp_path / "odd.tif"
+    _tiff_with_associated_alpha(path, gray=100, alpha=200)
+    assert Image.open(path).mode == "La"
+    pixels = photos.load_image(path, 8).astype(int)
+    # 100 premultiplied by 200/255 is gray 127.5 at 78% cover: 100 + 55 of white's 255
+    assert np.abs(pixels - 155).max() <= 2
+
+
+def test_a_mode_pil_cannot_make_rgb_is_this_photos_error(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "bird.png"
+    Image.new("RGB", (8, 8)).save(path)
+
+    def unconvertible(image: Image.Image) -> Image.Image:
+        raise ValueError("conversion from La to L not supported")
+
+    monkeypatch.setattr(photos, "_to_rgb", unconvertible)
+    with pytest.raises(ImageError, match=r"bird\.png: cannot read it as an image"):
+        photos.load_image(path, 8)
+
+
 def test_load_image_centre_crops_to_a_square(tmp_path: Path) -> None:
     image = Image.new("RGB", (60, 20), (0, 0, 255))
     image.paste((255, 0, 0), (20, 0, 40, 20))  # red middle third: the centre square

@@ -117,8 +117,74 @@ def test_a_box_that_is_no_place_in_the_photo_is_one_data_error(tmp_path: Path, b
     lines = (cub / "bounding_boxes.txt").read_text().splitlines()
     lines[0] = f"{lines[0].split()[0]} {box}"
     (cub / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="has no valid split or box entry"):
+    with pytest.raises(DataError, match=r"bounding_boxes\.txt gives .*, not a place and a size"):
         load_splits(cub.parent, 16)
+
+
+def _append_to_cub(cub: Path, image: str, split: str = "1", box: str = "1 1 10 10") -> None:
+    for name, value in (("images.txt", image), ("train_test_split.txt", split),
+                        ("bounding_boxes.txt", box)):  # fmt: skip
+        with open(cub / name, "a") as handle:
+            handle.write(f"9 {value}\n")
+
+
+@pytest.mark.parametrize(
+    ("image", "split", "message"),
+    [
+        ("../../../private.jpg", "1", "which is not in"),  # a photo outside the data set
+        ("/etc/hostname", "1", "which is not in"),
+        ("/dev/stdin", "1", "which is not in"),  # a read that waits for ever
+        ("001.Tiny_Bird/bird_1.jpg", "1", "which another id names too"),  # both sides of a split
+        ("001.Tiny_Bird/bird_9.jpg", "yes", "gives 'yes', not 1 or 0"),
+    ],
+)
+def test_a_cub_index_that_reaches_outside_or_repeats_is_one_data_error(
+    tmp_path: Path, image: str, split: str, message: str
+):
+    root = _fake_cub(tmp_path / "data")
+    (tmp_path / "private.jpg").write_bytes(
+        (root / "CUB_200_2011" / "images" / "001.Tiny_Bird" / "bird_1.jpg").read_bytes()
+    )
+    _append_to_cub(root / "CUB_200_2011", image, split)
+    with pytest.raises(DataError, match=message):
+        load_splits(root, 16)
+
+
+def test_a_cub_id_given_twice_or_a_byte_order_mark_are_read_as_meant(tmp_path: Path):
+    cub = _fake_cub(tmp_path) / "CUB_200_2011"
+    text = (cub / "images.txt").read_text()
+    (cub / "images.txt").write_text("\ufeff" + text)  # as Windows editors save UTF-8
+    assert len(load_splits(cub.parent, 16).train) == 3
+    (cub / "images.txt").write_text(text + text.splitlines()[0] + "\n")
+    with pytest.raises(DataError, match="line 5 gives image id '1' again"):
+        load_splits(cub.parent, 16)
+
+
+def test_a_folder_deeper_than_pythons_stack_and_one_that_cannot_be_read(
+    tmp_path: Path, monkeypatch
+):
+    """A folder 1,100 levels deep was a RecursionError; a folder that cannot be read was
+    dropped without a word."""
+    root = tmp_path / "birds"
+    write_images(root / "species_a", 6, seed=1)
+    deep = root
+    for _ in range(1100):  # one level at a time: mkdir(parents=True) recurses too
+        deep = deep / "d"
+        deep.mkdir()
+    write_images(deep, 2, seed=2)
+    locked = root / "species_b"
+    write_images(locked, 4, seed=3)
+    scandir = os.scandir
+
+    def denied(folder):  # as for a folder of mode 000, whoever runs the tests
+        if Path(folder) == locked:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return scandir(folder)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.warns(UserWarning, match="skipped 1 folder.*species_b"):
+        splits = load_splits(root, 16, val_fraction=0.0)
+    assert len(splits.train) == 8
 
 
 def test_a_photo_cub_lists_but_the_folder_lacks_is_skipped_with_a_warning(tmp_path: Path):

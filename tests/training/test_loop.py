@@ -593,10 +593,13 @@ def test_a_run_keeps_one_image_cache_and_a_refused_resume_the_one_it_had(image_f
     assert sorted((run / "cache").iterdir()) == kept
 
 
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("command", ["vae-train", "vae-eval", "vae-export"])
-def test_a_stop_inside_torchs_import_still_stops_the_command(image_folder, tmp_path, signame,
-                                                             command):  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "signame"),
+    [("vae-train", "SIGTERM"), ("vae-train", "SIGINT"), ("vae-eval", "SIGTERM"),
+     ("vae-export", "SIGINT")],
+)  # fmt: skip
+def test_a_stop_inside_torchs_import_still_stops_the_command(image_folder, tmp_path, command,
+                                                             signame):  # fmt: skip
     """torch's C start-up swallows an exception raised inside it: a stop that landed there was
     lost, and the command went on to train, score or export as if never stopped."""
     script = Path(__file__).parent.parent / "fixtures" / "swallowing_import.py"
