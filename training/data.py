@@ -244,21 +244,21 @@ def read_cub_layout(cub_root: Path) -> list[_Item]:
         if not all(map(math.isfinite, box)) or min(x, y) < 0 or min(width, height) <= 0:
             raise DataError(f"{shown}: bounding_boxes.txt gives {box}, not a place and a size")
         path = cub_root / "images" / relative
+        resolved = path.resolve()
         # Only a photo inside images/: a hostile index could name ~/private.jpg or /dev/stdin.
-        if not _inside(path, images):
+        if not _photo_inside(resolved, images):
             raise DataError(f"{shown} names {relative[:80]!r}, which is not in {images}")
-        if path.resolve() in seen:  # the same photo under two ids: both sides of the split
+        if resolved in seen:  # the same photo under two ids: both sides of the split
             raise DataError(f"{shown} names {relative[:80]!r}, which another id names too")
-        seen.add(path.resolve())
+        seen.add(resolved)
         label = Path(relative).parts[0] if len(Path(relative).parts) > 1 else ""
         items.append(_Item(path, split == "0", box, label))  # type: ignore[arg-type]
     return items
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path``, its links followed, is a file within ``folder`` (a missing one counts,
-    and is skipped later as unreadable); a pipe, device or folder is not a photo."""
-    resolved = path.resolve()
+def _photo_inside(resolved: Path, folder: Path) -> bool:
+    """Whether ``resolved`` (a path with its links followed) is a file within ``folder``; a
+    missing one counts, and is skipped later as unreadable; a pipe, device or folder does not."""
     if folder not in resolved.parents:
         return False
     return not resolved.exists() or resolved.is_file()
@@ -289,9 +289,10 @@ def split_folder(root: Path, val_fraction: float) -> list[_Item]:
 
 
 def _files_under(root: Path) -> Iterator[Path]:
-    """The regular files under ``root``, walked with a list, not recursion (a folder a
-    thousand levels deep overflowed Python's stack); links to files are followed as before,
-    linked folders are not entered, and a folder that cannot be read is warned of."""
+    """The regular files under ``root``, walked with a list rather than recursion, so that no
+    depth of folders overflows Python's stack. Links to files are followed (a folder of links
+    to photos is a data set), linked folders are not entered (a loop of them would not end),
+    and folders that cannot be read are counted in one warning."""
     folders, unreadable = [root], []
     while folders:
         folder = folders.pop()
