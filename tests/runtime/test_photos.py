@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from birdvae.runtime import photos
 from birdvae.runtime.photos import ImageError
@@ -63,7 +63,13 @@ def test_premultiplied_alpha_is_put_on_white_like_any_alpha(tmp_path: Path) -> N
     """A TIFF with associated alpha (Pillow's mode "La") was a traceback in every command."""
     path = tmp_path / "odd.tif"
     _tiff_with_associated_alpha(path, gray=100, alpha=200)
-    assert Image.open(path).mode == "La"
+    try:
+        mode = Image.open(path).mode
+    except UnidentifiedImageError:  # an older Pillow does not read associated alpha at all
+        with pytest.raises(ImageError, match=r"odd\.tif: cannot read it as an image"):
+            photos.load_image(path, 8)
+        return
+    assert mode == "La"
     pixels = photos.load_image(path, 8).astype(int)
     # 100 premultiplied by 200/255 is gray 127.5 at 78% cover: 100 + 55 of white's 255
     assert np.abs(pixels - 155).max() <= 2
