@@ -466,7 +466,8 @@ class BirdVAE:
         return self._decode(z, self._check_batch(batch))
 
     def _decode(self, z: np.ndarray, batch: int) -> np.ndarray:
-        """``decode`` of codes already checked (the caller's) or drawn (the model's prior)."""
+        """``decode`` of codes already checked (the caller's) or made by the model itself (its
+        prior's draws, its encoder's means), whose failings are the model's, not the caller's."""
         session = self._session(DECODER_FILE)
         shape = (3, self.image_size, self.image_size)
         images = []
@@ -543,8 +544,8 @@ class BirdVAE:
 
     def reconstruct(self, images: np.ndarray, *, batch: int = DEFAULT_BATCH) -> np.ndarray:
         """Each image decoded from its posterior mean: what the model keeps of a photo."""
-        mean, _ = self.encode(images, batch=batch)
-        return self.decode(mean, batch=batch)
+        mean, _ = self.encode(images, batch=batch)  # the encoder's codes: not checked as input
+        return self._decode(mean, self._check_batch(batch))
 
     def interpolate(self, first: np.ndarray, last: np.ndarray, *, steps: int = 8) -> np.ndarray:
         """``steps`` images on the slerp path between two images' posterior means, ends
@@ -554,7 +555,7 @@ class BirdVAE:
         ends = [_as_images(end, self.image_size, name, one=True)
                 for end, name in ((first, "first"), (last, "last"))]  # fmt: skip
         mean, _ = self.encode(np.concatenate(ends))
-        return self.decode(slerp(mean[0], mean[1], np.linspace(0.0, 1.0, steps)))
+        return self._decode(slerp(mean[0], mean[1], np.linspace(0.0, 1.0, steps)), DEFAULT_BATCH)
 
     def _session(self, file: str) -> InferenceSession:
         session = self._sessions.get(file)  # opened already: no waiting on another's opening
