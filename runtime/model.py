@@ -218,6 +218,19 @@ class BirdVAE:
         self._sessions, self._priors, self._rate = {}, {}, None
         self._opening = threading.RLock()
 
+    def close(self) -> None:
+        """Let go of the open graphs and priors, and the memory they hold. The model stays
+        usable: a later call opens what it needs again, so closing a model another thread still
+        uses costs that thread a reopening, never an error."""
+        with self._opening:
+            self._sessions, self._priors, self._rate = {}, {}, None
+
+    def __enter__(self) -> BirdVAE:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         size, dim = self.image_size, self.latent_dim
         return f"BirdVAE({str(self._path)!r}, image_size={size}, latent_dim={dim})"
@@ -331,7 +344,7 @@ class BirdVAE:
         """n new birds as [<=batch, 3, S, S] arrays, one batch in memory at a time. The prior is
         read now, so a damaged one fails before the first batch is asked for. With ``best_of``
         k, bird i is the best of the seed's codes i*k to i*k+k-1, whatever the batch."""
-        n = check_whole(n, "n", 1)
+        n = check_whole(n, "n", 0)
         settings = self.sampling(**{f.name: getattr(settings, f.name) for f in fields(Sampling)})
         draws = Draws(settings.seed)
         k = settings.best_of
@@ -354,7 +367,7 @@ class BirdVAE:
         return self._decode_drawn(z, settings.noise, draws.pixels)
 
     def _latents(self, n: int, settings: Sampling, draws: Draws) -> Iterator[np.ndarray]:
-        n = check_whole(n, "n", 1)
+        n = check_whole(n, "n", 0)
         chosen, batch = self.prior(settings.prior), settings.batch
         return (
             chosen.sample(min(batch, n - start), draws, settings.temperature)
@@ -418,7 +431,7 @@ class BirdVAE:
         defaults; seed None draws fresh randomness. ``best_of`` k draws k birds for each one
         returned and keeps the most recognisable (runtime/selection.py), at k times the work.
         At most MAX_RESULT_VALUES numbers are returned at once; ``sample_batches`` gives any n."""
-        n = check_whole(n, "n", 1)
+        n = check_whole(n, "n", 0)
         shape = (n, 3, self.image_size, self.image_size)
         _check_result(shape, "n", "sample_batches")
         batches = self.sample_batches(
@@ -446,7 +459,8 @@ class BirdVAE:
         images = _as_images(images, self.image_size)
         batch = self._check_batch(batch)
         session = self._session(ENCODER_FILE)
-        means, logvars = [], []
+        means = [np.empty((0, self.latent_dim), np.float32)]  # none asked for: none returned
+        logvars = means[:]
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
             mean, logvar = run_graph(
@@ -461,7 +475,7 @@ class BirdVAE:
     def decode(self, z: np.ndarray, *, batch: int = DEFAULT_BATCH) -> np.ndarray:
         """The image for each code, float32 [N, 3, S, S] in [0, 1]."""
         z = _as_float_batch(z, (self.latent_dim,), "z")
-        if np.abs(z).max() > MAX_CODE:
+        if z.size and np.abs(z).max() > MAX_CODE:
             raise ArgumentError(f"z holds values beyond +-{MAX_CODE:g}, far outside any prior's")
         return self._decode(z, self._check_batch(batch))
 
@@ -470,7 +484,7 @@ class BirdVAE:
         prior's draws, its encoder's means), whose failings are the model's, not the caller's."""
         session = self._session(DECODER_FILE)
         shape = (3, self.image_size, self.image_size)
-        images = []
+        images = [np.empty((0, *shape), np.float32)]  # none asked for: none returned
         for start in range(0, len(z), batch):
             chunk = z[start : start + batch]
             (image,) = run_graph(
@@ -533,8 +547,6 @@ class BirdVAE:
 
         one = isinstance(paths, (str, bytes, os.PathLike))
         paths = [os.fsdecode(paths)] if one else list(paths)  # type: ignore[arg-type]
-        if not paths:
-            raise ArgumentError("paths is empty: give one photo file or more")
         shape = (len(paths), 3, self.image_size, self.image_size)
         _check_result(shape, "photos", "fewer paths at a time")
         pixels = np.empty((len(paths), self.image_size, self.image_size, 3), np.uint8)
@@ -619,7 +631,7 @@ def _as_float_batch(
     array: Any, row_shape: tuple[int, ...], name: str, one: bool = False
 ) -> np.ndarray:
     """``array`` as C-ordered float32 [N, *row_shape], refused (ArgumentError, naming it) unless
-    it is N >= 1 rows of finite floating-point numbers: a graph is only ever given input it
+    it is N rows (none too) of finite floating-point numbers: a graph is only ever given input it
     was made for, so what goes wrong in one is the graph's fault. ``one``: a single row, given
     as [*row_shape] or [1, *row_shape]."""
     expected = ", ".join(["1" if one else "N", *map(str, row_shape)])
@@ -633,10 +645,8 @@ def _as_float_batch(
         raise ArgumentError(f"{name} must hold floating-point numbers, not {array.dtype}{hint}")
     if one and array.shape == row_shape:
         array = array[None]
-    if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape or len(array) == 0:
-        raise ArgumentError(
-            f"{name} must have shape [{expected}] with N >= 1, got {list(array.shape)}"
-        )
+    if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape:
+        raise ArgumentError(f"{name} must have shape [{expected}], got {list(array.shape)}")
     if one and len(array) != 1:
         row = ", ".join(map(str, row_shape))
         raise ArgumentError(f"{name} must be one image, [{row}], not {len(array)}")
@@ -652,6 +662,8 @@ def _as_images(images: Any, size: int, name: str = "images", one: bool = False) 
     IMAGE_SLACK): pixels 0-255 or normalised to mean 0 would reconstruct as something else,
     without a word."""
     images = _as_float_batch(images, (3, size, size), name, one)
+    if images.size == 0:
+        return images
     low, high = float(images.min()), float(images.max())
     if low < -IMAGE_SLACK or high > 1 + IMAGE_SLACK:
         hint = " (pixels 0-255: divide by 255)" if high > 1.5 else ""

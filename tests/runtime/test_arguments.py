@@ -43,7 +43,6 @@ BAD_IMAGES = {
     "complex": (np.zeros((1, 3, SIZE, SIZE), np.complex64), "not complex64"),
     "strings": (np.full((1, 3, SIZE, SIZE), "a"), "floating-point numbers, not <U1"),
     "ragged": ([_photos(1)[0], _photos(1)[0][:, :8]], "its rows differ"),
-    "empty": (np.zeros((0, 3, SIZE, SIZE), np.float32), "with N >= 1"),
     "wrong size": (np.zeros((1, 3, 8, 8), np.float32), "must have shape [N, 3, 16, 16]"),
 }
 
@@ -116,8 +115,6 @@ def test_photo_files_load_as_the_model_sees_them(tiny_model):
     assert vae.reconstruct(photos).shape == photos.shape
     with pytest.raises(ImageError, match=r"missing\.jpg"):
         vae.load_photos([birds[0], birds[0].parent / "missing.jpg"])
-    with pytest.raises(ArgumentError, match="paths is empty"):
-        vae.load_photos([])
 
 
 def test_sample_fills_one_array_with_what_sample_batches_gives(vae):
@@ -128,7 +125,7 @@ def test_sample_fills_one_array_with_what_sample_batches_gives(vae):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda v: v.sample(-1, seed=0, best_of=2), "n must be a whole number >= 1, got -1"),
+        (lambda v: v.sample(-1, seed=0, best_of=2), "n must be a whole number >= 0, got -1"),
         (lambda v: v.sample("3", seed=0, best_of=2), "n must be a whole number, got '3'"),
         (lambda v: v.sample(None, seed=0), "n must be a whole number, got None"),
         (lambda v: v.sample(True, seed=0), "n must be a whole number, got True"),
