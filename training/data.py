@@ -14,6 +14,7 @@ An epoch then costs no JPEG decoding: the whole set lives in memory as uint8 [N,
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -184,14 +185,41 @@ def _list_source(root: Path, val_fraction: float) -> tuple[list[_Item], str]:
 
 
 def find_cub_root(root: Path) -> Path | None:
-    """The folder holding CUB's index files: ``root`` itself or its ``CUB_200_2011/``."""
+    """The folder holding CUB's index files: ``root`` itself or its ``CUB_200_2011/``. A folder
+    with some of them but not all is a damaged copy, refused rather than read as a plain
+    folder (which would drop CUB's split and boxes without a word)."""
     for candidate in (root, root / "CUB_200_2011"):
-        if (
-            all((candidate / name).is_file() for name in _CUB_FILES)
-            and (candidate / "images").is_dir()
-        ):
-            return candidate
+        present = [name for name in _CUB_FILES if (candidate / name).is_file()]
+        if not present or not (candidate / "images").is_dir():
+            continue
+        missing = [name for name in _CUB_FILES if name not in present]
+        if missing:
+            raise DataError(
+                f"{candidate} looks like CUB-200-2011 but has no {' or '.join(missing)}; "
+                f"restore it from CUB's archive, or give {candidate / 'images'} to train on "
+                "its photos as a plain folder"
+            )
+        if candidate != root:
+            _warn_of_folders_beside(candidate)
+        return candidate
     return None
+
+
+def _warn_of_folders_beside(cub_root: Path) -> None:
+    """``--data`` naming the folder above CUB_200_2011/ reads CUB alone; other folders of
+    photos there would be left out without this word."""
+    try:
+        others = sorted(entry.name for entry in os.scandir(cub_root.parent)
+                        if entry.is_dir() and entry.name != cub_root.name
+                        and _holds_photos(Path(entry.path)))  # fmt: skip
+    except OSError:
+        return
+    if others:
+        warnings.warn(
+            f"read {cub_root.parent} as CUB-200-2011 alone; {len(others)} other folder(s) "
+            f"there, e.g. {others[0]}, are not read (give each with its own --data)",
+            stacklevel=4,
+        )
 
 
 _CUB_FILES = ("images.txt", "train_test_split.txt", "bounding_boxes.txt")
@@ -202,8 +230,10 @@ MAX_INDEX_BYTES = 64 << 20
 def read_cub_layout(cub_root: Path) -> list[_Item]:
     """CUB's official split (is_training_image == 0 becomes validation) and bounding boxes."""
 
-    def table(name: str) -> dict[str, list[str]]:
-        rows: dict[str, list[str]] = {}
+    def table(name: str, fields: int = -1) -> dict[str, tuple[int, list[str]]]:
+        """Each id's line number and its other fields (the line cut at most ``fields`` times,
+        so a path in images.txt may hold spaces)."""
+        rows: dict[str, tuple[int, list[str]]] = {}
         path = cub_root / name
         if path.stat().st_size > MAX_INDEX_BYTES:
             raise DataError(f"{path} is larger than the {MAX_INDEX_BYTES >> 20} MB an index may be")
@@ -213,36 +243,42 @@ def read_cub_layout(cub_root: Path) -> list[_Item]:
             raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte "
                             f"{exc.start})") from None  # fmt: skip
         for number, line in enumerate(text.splitlines(), 1):
-            parts = line.split()
+            parts = line.split(None, fields) if fields > 0 else line.split()
             if not parts:
                 continue
             if len(parts) < 2:
                 raise DataError(f"{path} line {number} is malformed: {line[:80]!r}")
             if parts[0] in rows:  # which line was meant cannot be told
                 raise DataError(f"{path} line {number} gives image id {parts[0][:20]!r} again")
-            rows[parts[0]] = parts[1:]
+            rows[parts[0]] = (number, [part.strip() for part in parts[1:]])
         return rows
 
     paths, splits, boxes = (
-        table("images.txt"),
+        table("images.txt", fields=1),
         table("train_test_split.txt"),
         table("bounding_boxes.txt"),
     )
     images = (cub_root / "images").resolve()
     items, seen = [], set()
-    for image_id, (relative, *_) in paths.items():
-        shown = f"CUB image {image_id[:20]!r}"
-        try:
-            split = splits[image_id][0]
-            box = tuple(float(v) for v in boxes[image_id][:4])
-            x, y, width, height = box  # a place in the photo and a size, every one finite
-        except (KeyError, IndexError, ValueError):
-            raise DataError(f"{shown} has no split or box entry, or one that is not numbers "
-                            f"({cub_root})") from None  # fmt: skip
+    for image_id, (number, (relative, *_)) in paths.items():
+        shown = f"CUB image {image_id[:20]!r} (images.txt line {number})"
+        for name, rows in (("train_test_split.txt", splits), ("bounding_boxes.txt", boxes)):
+            if image_id not in rows:
+                raise DataError(f"{shown} has no line in {name} ({cub_root})")
+        number, (split, *_) = splits[image_id]
         if split not in ("0", "1"):
-            raise DataError(f"{shown}: train_test_split.txt gives {split[:20]!r}, not 1 or 0")
-        if not all(map(math.isfinite, box)) or min(x, y) < 0 or min(width, height) <= 0:
-            raise DataError(f"{shown}: bounding_boxes.txt gives {box}, not a place and a size")
+            raise DataError(f"train_test_split.txt line {number} gives {split[:20]!r} for "
+                            f"{shown}, not 1 or 0")  # fmt: skip
+        number, numbers = boxes[image_id]
+        try:
+            box = tuple(float(v) for v in numbers[:4])
+            x, y, width, height = box  # a place in the photo and a size, every one finite
+            usable = all(map(math.isfinite, box)) and min(x, y) >= 0 and min(width, height) > 0
+        except ValueError:
+            usable = False
+        if not usable:
+            raise DataError(f"bounding_boxes.txt line {number} gives {' '.join(numbers)[:80]!r} "
+                            f"for {shown}, not a place and a size")  # fmt: skip
         path = cub_root / "images" / relative
         resolved = path.resolve()
         # Only a photo inside images/: a hostile index could name ~/private.jpg or /dev/stdin.
@@ -279,31 +315,52 @@ def split_folder(root: Path, val_fraction: float) -> list[_Item]:
         ranked = sorted(  # the name's bytes: a name need not be UTF-8
             files, key=lambda p: hashlib.sha1(os.fsencode(p.relative_to(root))).digest()
         )
-        n_val = round(len(ranked) * val_fraction)
-        if val_fraction > 0 and n_val == 0 and len(ranked) >= 2:
+        share = len(ranked) * val_fraction
+        n_val = round(share)
+        # A sub-folder too small for its share to round to one photo gives one with that
+        # share's chance (by its path's hash, so fixed): at --val-fraction 0.1, folders of two
+        # photos hold out a tenth of their photos in all, not half.
+        folder = files[0].parent.relative_to(root)
+        if n_val == 0 and len(ranked) >= 2 and _unit_hash(folder) < share:
             n_val = 1
         val = set(ranked[:n_val])
-        label = str(files[0].parent.relative_to(root)).replace(os.sep, "/")
+        label = str(folder).replace(os.sep, "/")
         items += [_Item(path, path in val, label=label) for path in files]
     return items
 
 
+def _holds_photos(folder: Path, look_at: int = 10_000) -> bool:
+    """Whether one of the first ``look_at`` files under ``folder`` is a photo."""
+    files = itertools.islice(_files_under(folder), look_at)
+    return any(path.suffix.lower() in IMAGE_SUFFIXES for path in files)
+
+
+def _unit_hash(relative: Path) -> float:
+    """A number in [0, 1) fixed by a path's bytes."""
+    digest = hashlib.sha1(os.fsencode(relative)).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
 def _files_under(root: Path) -> Iterator[Path]:
     """The regular files under ``root``, walked with a list rather than recursion, so that no
-    depth of folders overflows Python's stack. Links to files are followed (a folder of links
-    to photos is a data set), linked folders are not entered (a loop of them would not end),
-    and folders that cannot be read are counted in one warning."""
-    folders, unreadable = [root], []
+    depth of folders overflows Python's stack. Links are followed (a folder of links to species
+    folders or photos is a data set), each real folder entered once (a loop of links ends), and
+    folders that cannot be read are counted in one warning."""
+    folders, unreadable, entered = [root], [], set()
     while folders:
         folder = folders.pop()
         try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in entered:
+                continue
+            entered.add((info.st_dev, info.st_ino))
             entries = list(os.scandir(folder))
         except OSError:
             unreadable.append(folder)
             continue
         for entry in entries:
             try:
-                if entry.is_dir(follow_symlinks=False):
+                if entry.is_dir():
                     folders.append(Path(entry.path))
                 elif entry.is_file():
                     yield Path(entry.path)
@@ -326,7 +383,7 @@ def load_image(
     antialiased down to S. ImageError when it cannot be decoded."""
     region: Region | None = None  # the centre square, from a reduced JPEG decode
     if box is not None:
-        region = partial(square_box, box, margin=box_margin)
+        region = partial(_box_region, path, box, box_margin)
     elif crop == "squash":
         region = _whole
     return photos.load_image(path, image_size, region).transpose(2, 0, 1).copy()
@@ -334,6 +391,21 @@ def load_image(
 
 def _whole(size: tuple[int, int]) -> tuple[int, int, int, int]:
     return 0, 0, *size
+
+
+def _box_region(
+    path: Path, box: Box, margin: float, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """``square_box`` of a CUB photo, whose box must overlap it: a box beyond the photo's edge
+    belongs to another photo (an index out of step with its files), and cropping the nearest
+    corner would train on sky."""
+    x, y, _, _ = box
+    if x >= size[0] or y >= size[1]:
+        raise photos.ImageError(
+            f"{path}: its bounding box {tuple(round(v, 1) for v in box)} lies outside the "
+            f"{size[0]}x{size[1]} photo"
+        )
+    return square_box(box, size, margin)
 
 
 def square_box(
@@ -353,34 +425,68 @@ def square_box(
 def _decode_all(
     items: Sequence[_Item], image_size: int, crop: str, kind: str, box_margin: float
 ) -> Splits:
-    def decode(item: _Item) -> np.ndarray | None:
+    """Every photo decoded straight into the two arrays that hold the data set, after checking
+    that they fit in the memory available: a data set too large for the machine is refused
+    before the first photo is decoded, not after the machine starts swapping."""
+    _check_memory(len(items), image_size)
+    classes = sorted({item.label for item in items})
+    index = {name: i for i, name in enumerate(classes)}
+    sides = {is_val: [i for i, item in enumerate(items) if item.is_val == is_val]
+             for is_val in (False, True)}  # fmt: skip
+    arrays = {is_val: np.empty((len(chosen), 3, image_size, image_size), np.uint8)
+              for is_val, chosen in sides.items()}  # fmt: skip
+    place = {i: (is_val, row) for is_val, chosen in sides.items() for row, i in enumerate(chosen)}
+    failures: dict[int, str] = {}
+
+    def decode(i: int) -> None:
+        item = items[i]
         try:
-            return load_image(item.path, image_size, crop, item.box, box_margin)
-        except photos.ImageError:
-            return None
+            image = load_image(item.path, image_size, crop, item.box, box_margin)
+        except photos.ImageError as exc:
+            failures[i] = str(exc)
+            return
+        is_val, row = place[i]
+        arrays[is_val][row] = image
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
-        decoded = list(pool.map(decode, items))
-    bad = [item.path for item, image in zip(items, decoded) if image is None]
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image file(s), e.g. {bad[0]}", stacklevel=2)
-    empty = np.zeros((0, 3, image_size, image_size), np.uint8)
-    classes = sorted({item.label for item in items})
-    index = {name: i for i, name in enumerate(classes)}
+        list(pool.map(decode, range(len(items))))
+    if failures:
+        warnings.warn(f"skipped {len(failures)} image file(s) that cannot be used, e.g. "
+                      f"{failures[min(failures)]}", stacklevel=2)  # fmt: skip
 
-    def stack(is_val: bool) -> tuple[np.ndarray, np.ndarray]:
-        chosen = [
-            (im, index[item.label])
-            for item, im in zip(items, decoded)
-            if item.is_val == is_val and im is not None
-        ]
-        if not chosen:
-            return empty, np.zeros(0, np.int64)
-        return np.stack([im for im, _ in chosen]), np.array([c for _, c in chosen], np.int64)
+    def keep(is_val: bool) -> tuple[np.ndarray, np.ndarray]:
+        good = [row for row, i in enumerate(sides[is_val]) if i not in failures]
+        labels = np.array([index[items[sides[is_val][row]].label] for row in good], np.int64)
+        images = arrays[is_val]
+        return (images if len(good) == len(images) else images[good]), labels
 
-    (train, train_labels), (val, val_labels) = stack(False), stack(True)
-    return Splits(train, val, kind, len(bad), train_labels, val_labels, classes)
+    (train, train_labels), (val, val_labels) = keep(False), keep(True)
+    return Splits(train, val, kind, len(failures), train_labels, val_labels, classes)
+
+
+def _check_memory(count: int, image_size: int) -> None:
+    """Refuse a data set whose decoded images would not fit in the memory available now."""
+    needed = count * 3 * image_size * image_size
+    available = _available_memory()
+    if available is not None and needed > available * 0.8:
+        raise DataError(
+            f"{count:,} photos at {image_size}x{image_size} need {needed / 2**30:.1f} GiB in "
+            f"memory, more than the {available / 2**30:.1f} GiB available; train on fewer "
+            "photos (a folder of some of them) or on a machine with more memory"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux's MemAvailable), None elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _cache_key(

@@ -111,14 +111,17 @@ def test_names_that_are_not_utf8_are_data_not_tracebacks(tmp_path: Path):
         load_splits(cub.parent, 16)
 
 
-@pytest.mark.parametrize("box", ["nan 2 30 30", "2 2 inf 30", "-5 2 30 30", "2 2 0 30"])
+@pytest.mark.parametrize(
+    "box", ["nan 2 30 30", "2 2 inf 30", "-5 2 30 30", "2 2 0 30", "2 2 30", "2 2 x 30"]
+)
 def test_a_box_that_is_no_place_in_the_photo_is_one_data_error(tmp_path: Path, box: str):
     """A NaN box was numpy's "cannot convert float NaN to integer"; the others were cropped."""
     cub = _fake_cub(tmp_path) / "CUB_200_2011"
     lines = (cub / "bounding_boxes.txt").read_text().splitlines()
     lines[0] = f"{lines[0].split()[0]} {box}"
     (cub / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"bounding_boxes\.txt gives .*, not a place and a size"):
+    with pytest.raises(DataError, match=r"^bounding_boxes\.txt line 1 gives '.*' for CUB image "
+                       r"'1' \(images\.txt line 1\), not a place and a size"):  # fmt: skip
         load_splits(cub.parent, 16)
 
 
@@ -136,7 +139,7 @@ def _append_to_cub(cub: Path, image: str, split: str = "1", box: str = "1 1 10 1
         ("/etc/hostname", "1", "which is not in"),
         ("/dev/stdin", "1", "which is not in"),  # a read that waits for ever
         ("001.Tiny_Bird/bird_1.jpg", "1", "which another id names too"),  # both sides of a split
-        ("001.Tiny_Bird/bird_9.jpg", "yes", "gives 'yes', not 1 or 0"),
+        ("001.Tiny_Bird/bird_9.jpg", "yes", r"split\.txt line 5 gives 'yes' for .*, not 1 or 0"),
     ],
 )
 def test_a_cub_index_that_reaches_outside_or_repeats_is_one_data_error(
@@ -197,9 +200,94 @@ def test_a_folder_deeper_than_pythons_stack_and_one_that_cannot_be_read(
 def test_a_photo_cub_lists_but_the_folder_lacks_is_skipped_with_a_warning(tmp_path: Path):
     root = _fake_cub(tmp_path)
     (root / "CUB_200_2011" / "images" / "001.Tiny_Bird" / "bird_2.jpg").unlink()
-    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+    with pytest.warns(UserWarning, match=r"skipped 1 image file.*bird_2\.jpg"):
         splits = load_splits(root, 16, cache_dir=tmp_path / "cache")
     assert (len(splits.train), len(splits.val), splits.skipped) == (2, 1, 1)
+
+
+def test_a_cub_box_beyond_its_photo_skips_that_photo_instead_of_cropping_a_corner(tmp_path):
+    """The fake photos are 90x60: a box at x=95 belongs to some other photo."""
+    root = _fake_cub(tmp_path)
+    cub = root / "CUB_200_2011"
+    lines = (cub / "bounding_boxes.txt").read_text().splitlines()
+    lines[1] = "2 95.0 15.0 20.0 20.0"
+    (cub / "bounding_boxes.txt").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match=r"bird_2\.jpg: its bounding box .* outside the 90x60"):
+        splits = load_splits(root, 16)
+    assert (len(splits.train), len(splits.val), splits.skipped) == (2, 1, 1)
+    centre = splits.train[:, :, 8, 8].astype(int)
+    assert (centre[:, 0] > 200).all()  # the other two still cropped to their birds
+
+
+def test_a_path_with_spaces_in_images_txt_is_read_whole(tmp_path: Path):
+    root = _fake_cub(tmp_path)
+    cub = root / "CUB_200_2011"
+    old = cub / "images" / "001.Tiny_Bird" / "bird_1.jpg"
+    old.rename(old.with_name("bird 1 (copy).jpg"))
+    text = (cub / "images.txt").read_text().replace("bird_1.jpg", "bird 1 (copy).jpg")
+    (cub / "images.txt").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cut at the space, the photo was "missing"
+        splits = load_splits(root, 16)
+    assert len(splits.train) == 3
+
+
+@pytest.mark.parametrize("missing", ["bounding_boxes.txt", "train_test_split.txt"])
+def test_a_cub_folder_missing_an_index_is_refused_not_read_as_a_plain_folder(tmp_path, missing):
+    root = _fake_cub(tmp_path)
+    (root / "CUB_200_2011" / missing).unlink()
+    with pytest.raises(DataError, match=f"looks like CUB-200-2011 but has no {missing}; restore"):
+        load_splits(root, 16)
+
+
+def test_folders_beside_cub_are_named_in_a_warning(tmp_path: Path):
+    root = _fake_cub(tmp_path)
+    write_images(root / "my_garden_birds", 4, seed=1)
+    (root / "attributes.txt").write_text("CUB's archive puts this file beside the folder\n")
+    with pytest.warns(UserWarning, match=r"CUB-200-2011 alone; 1 other folder.*my_garden_birds"):
+        splits = load_splits(root, 16)
+    assert splits.kind == "cub" and len(splits.train) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # CUB_200_2011/ itself, or beside no other photos: no word
+        load_splits(root / "CUB_200_2011", 16)
+        for photo in (root / "my_garden_birds").iterdir():
+            photo.rename(photo.with_suffix(".txt"))
+        load_splits(root, 16)
+
+
+def test_linked_species_folders_are_read_and_a_loop_of_links_ends(tmp_path: Path):
+    store, data = tmp_path / "store", tmp_path / "data"
+    write_images(store / "wren", 6, seed=1)
+    write_images(store / "robin", 6, seed=2)
+    data.mkdir()
+    (data / "wren").symlink_to(store / "wren")
+    (data / "robin").symlink_to(store / "robin")
+    (data / "robin" / "back").symlink_to(data)  # a loop through the links
+    splits = load_splits(data, 16, val_fraction=0.0)
+    assert len(splits.train) == 12 and sorted(splits.classes) == ["robin", "wren"]
+
+
+def test_tiny_sub_folders_hold_out_about_the_fraction_asked_for(tmp_path: Path):
+    """Every two-photo folder held one out, half the data at --val-fraction 0.1; those that
+    round to a photo or more are split as before (the shipped models' data is)."""
+    root = tmp_path / "birds"
+    for i in range(60):
+        write_images(root / f"species_{i:02d}", 2, seed=i)
+    write_images(root / "big", 30, seed=99)
+    splits = load_splits(root, 16, val_fraction=0.1)
+    small = len(splits.val) - 3  # the 30-photo folder gives round(3.0)
+    assert 4 <= small <= 24, small  # 12 expected of 120; it was 60
+    assert np.isin(splits.classes.index("big"), splits.val_labels)
+
+
+def test_a_data_set_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    import birdvae.training.data as data
+
+    write_images(tmp_path / "birds" / "wren", 10, seed=1)
+    monkeypatch.setattr(data, "_available_memory", lambda: 10 * 3 * 16 * 16)  # all, no headroom
+    monkeypatch.setattr(data, "load_image", lambda *a: pytest.fail("decoded before the check"))
+    with pytest.raises(DataError, match=r"10 photos at 16x16 need 0\.0 GiB in memory, more than"):
+        load_splits(tmp_path / "birds", 16)
 
 
 def test_a_damaged_cache_is_ignored_with_a_warning_and_rewritten(image_folder, tmp_path):
