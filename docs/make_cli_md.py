@@ -22,6 +22,11 @@ HEADER = """\
 Generated from the commands by `python docs/make_cli_md.py`; a test fails when this file and the
 commands disagree. `bird-gen` comes with `pip install .`; `vae-train`, `vae-eval` and
 `vae-export` need the training extra (`pip install '.[train]'`). Every command takes `-h`/`--help`.
+
+A mistake in what a command is given (a path, a flag, a damaged file) ends it with one `error:`
+line and status 2 (1 for an export step that failed or running out of memory, 130 for Ctrl-C,
+143 for SIGTERM); `BIRDVAE_TRACEBACK=1` in the environment prints where it came from as well, for
+a bug report. Anything else is a bug in bird-vae and prints its traceback.
 """
 
 

@@ -201,7 +201,8 @@ def export_graph(
         proto = trace(module.eval(), example, list(input_names), list(output_names), opset)
         proto = onnxscript.optimizer.optimize(proto)
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
-        raise ExportError(f"torch.onnx.export failed for the {graph}: {first_line(exc)}") from exc
+        raise ExportError(f"torch.onnx.export failed for the {graph}: {first_line(exc)} "
+                          "(BIRDVAE_TRACEBACK=1 shows where)") from exc
     proto = finalize(proto, opset, metadata)
     name_batch_dims(proto)
     check_graph(proto, opset, shapes, graph)

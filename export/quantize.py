@@ -349,9 +349,19 @@ def _tile(x: np.ndarray, n: int) -> np.ndarray:
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """onnxruntime advises pre-processing on the root logger; export already optimised the graph
-    and inferred its shapes, which is what that pre-processing does."""
-    logging.disable(logging.WARNING)
+    and inferred its shapes, which is what that pre-processing does. Only that advice is held
+    back: a filter on the root logger for the block, whatever levels the caller has set."""
+    root = logging.getLogger()
+    advice = _AdviceFilter()
+    root.addFilter(advice)
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        root.removeFilter(advice)
+
+
+class _AdviceFilter(logging.Filter):
+    """Drops the root logger's warnings and below; errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING

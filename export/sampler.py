@@ -80,7 +80,8 @@ def export_sampler(
     try:
         proto = sampler_graph(module, noise_dim, opset)
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
-        raise ExportError(f"torch.onnx.export failed for the prior: {first_line(exc)}") from exc
+        raise ExportError(f"torch.onnx.export failed for the prior: {first_line(exc)} "
+                          "(BIRDVAE_TRACEBACK=1 shows where)") from exc
     proto = finalize(proto, opset, metadata)
     check_graph(proto, opset, {SAMPLER_INPUT: [noise_dim], SAMPLER_OUTPUT: [dim]}, "prior")
     path = Path(folder) / SAMPLER_FILE

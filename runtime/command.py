@@ -4,8 +4,10 @@
 below. A ``UserError`` (any of the runtime's, training's or export's), a click usage error or an
 OSError (a file that cannot be read or written; its message names the file) ends the command
 with one line on stderr and its exit status: 2 unless the error says otherwise, 130 for Ctrl-C,
-143 for SIGTERM, which unwinds like Ctrl-C so that temporaries are removed. Any other exception
-is a bug and keeps its traceback. Python warnings print as one ``warning:`` line each.
+143 for SIGTERM, which unwinds like Ctrl-C so that temporaries are removed; running out of memory
+is one line too (status 1). Any other exception is a bug and keeps its traceback. With
+``BIRDVAE_TRACEBACK=1`` in the environment the one-line errors print their traceback as well,
+for a report of what went wrong where. Python warnings print as one ``warning:`` line each.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import math
 import os
 import sys
+import traceback
 import warnings
 from typing import Any, NoReturn
 
@@ -23,6 +26,8 @@ from . import durable
 from .errors import EXIT_INTERRUPTED, UserError
 
 EXIT_USAGE = 2
+EXIT_OUT_OF_MEMORY = 1
+TRACEBACK_VARIABLE = "BIRDVAE_TRACEBACK"
 
 
 def printable(text: str) -> str:
@@ -84,10 +89,22 @@ class OneLineErrors:
                     message += f" (see '{exc.ctx.command_path} --help')"
                 fail(message)
             except UserError as exc:
+                _show_traceback()
                 fail(str(exc), exc.exit_code)
             except OSError as exc:
+                _show_traceback()
                 fail(describe_os_error(exc))
+            except MemoryError:
+                _show_traceback()
+                fail("ran out of memory; close other programs, or ask for less at once "
+                     "(a smaller --batch, fewer photos)", EXIT_OUT_OF_MEMORY)  # fmt: skip
         sys.exit(status if isinstance(status, int) else 0)
+
+
+def _show_traceback() -> None:
+    """The handled exception's traceback on stderr, when the user asked for it."""
+    if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+        traceback.print_exc()
 
 
 def _check_working_folder() -> None:

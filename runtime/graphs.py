@@ -108,6 +108,8 @@ def run_graph(
     (a NaN would become a black pixel or a bird the rater cannot rank, blamed on the wrong file)."""
     try:
         values = session.run(outputs, {input_name: chunk})
+    except MemoryError:  # the machine's, not the graph's
+        raise
     except Exception as exc:  # the input was checked, so a failure here is the graph's fault
         raise ModelFormatError(
             f"{file} failed on a batch of {len(chunk)}: {first_line(exc)}"

@@ -122,7 +122,7 @@ def _decoding(path: Path) -> Iterator[None]:
     """
     try:
         yield
-    except ImageError:
+    except (ImageError, MemoryError):  # a photo within MAX_PHOTO_PIXELS: memory is the machine's
         raise
     except FileNotFoundError as exc:
         raise ImageError(f"{path}: no such file") from exc

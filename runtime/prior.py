@@ -1,7 +1,8 @@
 """Latent priors: where the runtime draws z from before decoding.
 
-The VAE is trained against N(0, I), but its posteriors never fill that ball evenly, and the
-cells of its 4x4 code grid go together in ways N(0, I) knows nothing of. So a model may carry a
+The VAE is trained against N(0, I), but its posteriors never fill that ball evenly: the codes of
+real birds sit in a region of it, and their numbers go together in ways N(0, I) knows nothing
+of. Drawn from N(0, I), many codes decode to no bird. So a model may carry a
 learned prior (``prior.onnx``: a network trained on the training set's codes that turns
 standard-normal noise into a code) and a Gaussian mixture fitted to those codes
 (``prior.npz``). Every prior reads its random numbers from ``Draws``, which makes a seed mean the

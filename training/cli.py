@@ -275,6 +275,7 @@ def train_command(ctx: click.Context, **options) -> None:
         import torch
 
         from .config import TrainConfig
+        from .loop import processes
         from .stages import trainer_class
 
     if options["threads"]:
@@ -290,7 +291,7 @@ def train_command(ctx: click.Context, **options) -> None:
         config = _new_config(options, given)
         _check_outside_data(run_dir, config.data)
     config = TrainConfig.from_dict(config.to_dict())
-    if config.stage == "decoder" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if config.stage == "decoder" and processes() > 1:
         raise UserError(
             "the decoder stage runs in one process: under torchrun each process would train "
             "a discriminator of its own; run it without torchrun"

@@ -8,8 +8,10 @@ Design choices for the default (``resnet``) architecture:
   nothing has to be folded at export; residual branches start at zero, so training is stable;
 - upsampling by a 1x1 convolution and pixel shuffle, never ConvTranspose, whose onnxruntime CPU
   kernel is slow and fuses with nothing;
-- the code a 4x4 grid made and read by 3x3 convolutions (``spatial_latent``), not a vector from
-  linear layers: it learns faster and overfits less, and is flat [N, latent_dim] outside.
+- the code a vector from linear layers, the one kind a learned prior over whole codes can draw
+  birds from; ``spatial_latent`` makes it a 4x4 grid of cells made and read by 3x3 convolutions
+  instead (it reconstructs better and overfits less, but a grid's cells sampled as one vector
+  do not make a bird). Either is flat [N, latent_dim] outside.
 """
 
 from __future__ import annotations

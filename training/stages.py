@@ -258,7 +258,7 @@ class DecoderTrainer(Trainer):
 
     def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
         """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
-        takes it from last.pt, which saves it (checkpoints of older versions: from --init)."""
+        takes it from last.pt, which saves it; a last.pt without one takes it from --init."""
         if not self._resuming:
             return frozen_vae(init, self.device)
         if "anchor" in init:

@@ -264,3 +264,21 @@ def test_int8_encoder_and_decoder_ship_only_faster_and_close_to_fp32(
         assert figures[graph]["used"] is ships
         line = result.stdout.split(f"int8 {graph}:")[1].splitlines()[0]
         assert line.endswith("int8 shipped" if ships else "dB of fp32's pictures)"), line
+
+
+def test_quantizing_holds_back_onnxruntimes_advice_but_not_the_callers_logging(caplog):
+    import logging
+
+    from birdvae.export.quantize import _quiet_root_logger
+
+    logging.disable(logging.DEBUG)  # a caller's own setting, which the export must leave
+    try:
+        with caplog.at_level(logging.DEBUG), _quiet_root_logger():
+            logging.warning("Please consider to run pre-processing before quantization.")
+            logging.error("a real failure")
+            logging.getLogger("caller").critical("the caller's own message")
+        assert [r.getMessage() for r in caplog.records] == [
+            "a real failure", "the caller's own message"]  # fmt: skip
+        assert logging.root.manager.disable == logging.DEBUG
+    finally:
+        logging.disable(logging.NOTSET)

@@ -56,6 +56,29 @@ def test_user_errors_end_in_one_line_with_their_status(exc, status: int, line: s
     assert result.stderr.splitlines() == [line]
 
 
+def test_running_out_of_memory_is_one_line_that_says_what_to_do() -> None:
+    result = invoke(_command(_raise(MemoryError())))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: ran out of memory; close other programs, or ask for less at once (a smaller "
+        "--batch, fewer photos)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["1", "yes"])
+def test_birdvae_traceback_shows_where_a_one_line_error_came_from(monkeypatch, value) -> None:
+    def deep_inside() -> None:
+        raise UserError("no such data folder")
+
+    monkeypatch.setenv("BIRDVAE_TRACEBACK", value)
+    result = invoke(_command(deep_inside))
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.stderr and "deep_inside" in result.stderr
+    assert result.stderr.splitlines()[-1] == "error: no such data folder"
+    monkeypatch.setenv("BIRDVAE_TRACEBACK", "0")
+    assert invoke(_command(deep_inside)).stderr.splitlines() == ["error: no such data folder"]
+
+
 @pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("a bug"), AssertionError()])
 def test_anything_else_is_a_bug_and_keeps_its_traceback(exc: Exception) -> None:
     result = invoke(_command(_raise(exc)))

@@ -231,6 +231,17 @@ def test_none_asked_for_is_none_returned_in_the_shape_asked_for(vae: BirdVAE) ->
         vae.sample(0, temperature=-1.0)
 
 
+def test_a_graph_running_out_of_memory_is_not_blamed_on_the_model(vae: BirdVAE) -> None:
+    class Starved:
+        def run(self, *_args: object) -> None:
+            raise MemoryError
+
+    vae._sessions[DECODER_FILE] = Starved()
+    with pytest.raises(MemoryError):
+        vae.decode(np.zeros((1, vae.latent_dim), np.float32))
+    vae.close()
+
+
 def test_close_lets_go_of_the_graphs_and_a_later_call_opens_them_again(tiny_model: Path) -> None:
     with BirdVAE(tiny_model, threads=1) as vae:
         before = vae.sample(3, seed=2)

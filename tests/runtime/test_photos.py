@@ -87,6 +87,18 @@ def test_a_mode_pil_cannot_make_rgb_is_this_photos_error(tmp_path: Path, monkeyp
         photos.load_image(path, 8)
 
 
+def test_running_out_of_memory_while_decoding_is_not_blamed_on_the_photo(tmp_path, monkeypatch):
+    path = tmp_path / "bird.png"
+    Image.new("RGB", (8, 8)).save(path)
+
+    def no_memory(image: Image.Image) -> Image.Image:
+        raise MemoryError
+
+    monkeypatch.setattr(photos, "_to_rgb", no_memory)
+    with pytest.raises(MemoryError):
+        photos.load_image(path, 8)
+
+
 def test_load_image_centre_crops_to_a_square(tmp_path: Path) -> None:
     image = Image.new("RGB", (60, 20), (0, 0, 255))
     image.paste((255, 0, 0), (20, 0, 40, 20))  # red middle third: the centre square

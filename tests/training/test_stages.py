@@ -355,10 +355,15 @@ def test_the_decoder_stage_refuses_several_processes(vae_checkpoint, tmp_path):
     prior = tmp_path / "prior"
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), prior, log=_quiet).fit()
     args = ["--stage", "decoder", "--init", str(prior / "best.pt"), "-o", str(tmp_path / "d")]
-    result = CliRunner().invoke(train_command, args, env={"WORLD_SIZE": "2"})
+    launch = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost",
+              "MASTER_PORT": "29500"}  # fmt: skip
+    result = CliRunner().invoke(train_command, args, env=launch)
     assert result.exit_code == 2, result.output
     assert "run it without torchrun" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "d" / LAST).exists()
+    result = CliRunner().invoke(train_command, args, env={"WORLD_SIZE": "two"})
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "a torchrun variable is not a whole number" in result.output
 
 
 def test_a_decoder_stage_from_a_compiled_vae_is_not_compiled_and_a_prior_stage_is():
