@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from birdvae.runtime import durable
-from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output
+from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output, version_option
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     DEFAULT_OPSET,
@@ -148,6 +148,7 @@ class ExportOptions:
     "teaching a new one, e.g. to export a shipped model's checkpoint again and keep the birds "
     "it chose.",
 )
+@version_option()
 def main(
     checkpoint: Path,
     output: Path | None,

@@ -25,7 +25,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import durable, images
-from .command import FiniteRange, Group, NamedPath, echo
+from .command import FiniteRange, Group, NamedPath, echo, version_option
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
@@ -37,6 +37,9 @@ MAX_SCALE = 64
 # One PNG is encoded in memory, about 7 bytes a pixel: 100 megapixels take 700 MB, what a
 # Raspberry Pi can spare. The largest grid, 4096 birds of 128 px, is 69 megapixels.
 MAX_PNG_PIXELS = 100_000_000
+# Birds (times --best-of) from which a grid shows a progress bar: about two seconds' work on a
+# laptop; the default 64 birds print nothing but the line that says what was written.
+PROGRESS_FROM = 1024
 TILE_PIXELS = 128  # the default scale makes each bird about this wide
 BIRD_FILE = re.compile(r"bird_\d+\.png")  # what --separate writes
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -55,6 +58,7 @@ _threads_option = click.option(
     "--threads",
     type=click.IntRange(min=0),
     default=0,
+    show_default=True,
     help="onnxruntime threads, at most one per CPU; 0 lets it use one per physical core.",
 )
 
@@ -97,8 +101,10 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
     durable.check_not_special(path)
     folder = path.parent
     if not folder.is_dir():
-        problem = "is not a folder" if folder.exists() else "does not exist"
-        raise UserError(f"{path}: {folder} {problem}")
+        if folder.exists():
+            raise UserError(f"{path}: {folder} is not a folder")
+        raise UserError(f"{path}: the folder {folder} does not exist; make it first "
+                        f"(mkdir -p {folder})")  # fmt: skip
     if not os.access(folder, os.W_OK):
         raise UserError(f"{path}: the folder {folder} is not writable")
     longest = durable.longest_name(folder)
@@ -197,8 +203,8 @@ def _check_pixels(height: int, width: int) -> None:
     default=1,
     show_default=True,
     help="Draw K birds for each one shown and keep the one the shipped rater (a network that "
-    "predicts a blind rater's score) rates highest: birds people recognise more often, at K "
-    "times the work.",
+    "predicts a blind rater's score) rates highest, at K times the work. For models whose "
+    "sampler does not choose already: on top of birds32's own choice raters rated it lower.",
 )
 @_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(
@@ -211,6 +217,7 @@ def _check_pixels(height: int, width: int) -> None:
 )
 @_model_option
 @_threads_option
+@version_option()
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -276,7 +283,10 @@ def _sample_grid(vae: BirdVAE, settings: Sampling, n: int, output: Path, scale: 
     height, width = images.figure_size(rows, cols, vae.image_size, scale)
     _check_pixels(height, width)
     durable.sweep_temporaries(output.parent, {output.name})
-    images.save_png(images.grid(_collect_uint8(vae.draw(n, settings)), scale), output)
+    batches = vae.draw(n, settings)
+    if n * settings.best_of >= PROGRESS_FROM:
+        batches = _with_progress(batches, n, "drawing birds")
+    images.save_png(images.grid(_collect_uint8(batches), scale), output)
     echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
 
 
@@ -291,19 +301,31 @@ def _sample_separate(
     first = next(batches)  # a model that cannot run fails here, before the folder is made
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
+    names: set[str] = set()
     try:
         with _writing_into(folder):
             older = _older_birds(folder, force)  # again: another run may have written meanwhile
-            names = _write_separate(itertools.chain([first], batches), n, folder, scale)
+            _write_separate(itertools.chain([first], batches), n, folder, scale, names)
     except BaseException:
         for parent in made:  # only the ones this run made, and only while they hold nothing
             with contextlib.suppress(OSError):
                 parent.rmdir()
+        if names:  # stopped or failed part way: what is on disk, and how to finish
+            echo(f"note: {len(names)} of the {n} birds were written to {folder}/ (each whole); "
+                 "the same command with --force draws them all again", err=True)  # fmt: skip
         raise
     echo(f"wrote {n} birds to {folder}/ ({settings})")
     kept = len(older - names)
     if kept:
         echo(f"note: {folder}/ still holds {kept} older birds besides these")
+
+
+def _with_progress(batches: Iterator[np.ndarray], n: int, label: str) -> Iterator[np.ndarray]:
+    """``batches`` passed through, a progress bar on stderr counting their birds."""
+    with click.progressbar(length=n, label=label, file=sys.stderr) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
 
 
 def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
@@ -359,18 +381,34 @@ def _writing_into(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_separate(batches: Iterator[np.ndarray], n: int, folder: Path, scale: int) -> set[str]:
-    """Write each bird as ``folder/bird_NNNNN.png``; returns the names written."""
+def _write_separate(
+    batches: Iterator[np.ndarray], n: int, folder: Path, scale: int, names: set[str]
+) -> None:
+    """Write each bird as ``folder/bird_NNNNN.png``, adding each name to ``names`` once the
+    bird is on disk, so a run stopped part way can say what it left: a stop that lands after
+    a bird's rename but before its write returns counts that bird too (its file is new)."""
     digits = max(5, len(str(n - 1)))
-    names: set[str] = set()
     with click.progressbar(length=n, label="writing birds", file=sys.stderr) as bar:
         for batch in batches:
             for tile in images.to_uint8_hwc(batch):
-                name = f"bird_{len(names):0{digits}d}.png"
-                images.save_png(images.upscale(tile, scale), folder / name)
-                names.add(name)
+                target = folder / f"bird_{len(names):0{digits}d}.png"
+                before = _identity(target)  # an older bird's, with --force
+                try:
+                    images.save_png(images.upscale(tile, scale), target)
+                finally:
+                    if _identity(target) not in (None, before):
+                        names.add(target.name)
             bar.update(len(batch))
-    return names
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (device and inode), None where there is none: a rename puts a
+    new one there."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _photo_figure(
@@ -425,8 +463,10 @@ def recon(
     for path, score in zip(photos, scores):
         echo(f"{path!s:<{width}}  {score:6.2f} dB")
     echo(f"{'mean':<{width}}  {sum(scores) / len(scores):6.2f} dB")
+    one = len(photos) == 1
+    pairs = "original and its reconstruction" if one else "originals and reconstructions"
     echo(
-        f"wrote {output}: {len(photos)} originals and reconstructions, "
+        f"wrote {output}: {len(photos)} {pairs}, "
         f"{pixels.shape[1]}x{pixels.shape[0]} px"
     )
 

@@ -128,6 +128,14 @@ def one_output(output: Any, alias: Any) -> Any:
     return output if output is not None else alias
 
 
+DISTRIBUTION = "bird-vae"
+
+
+def version_option() -> Any:
+    """``--version``: the installed package's version, which a bug report needs."""
+    return click.version_option(package_name=DISTRIBUTION, message="%(prog)s %(version)s")
+
+
 class NamedPath(click.Path):
     """click's Path refusing an empty name, which it reads as the current folder: an unset
     shell variable in ``--separate "$OUT"`` would write the birds among the user's files, and

@@ -119,7 +119,7 @@ def create_locked(make: Callable[[], Path], opener: Callable[[Path], int]) -> tu
         os.close(fd)
     raise OSError(
         errno.EAGAIN,
-        "no new file there lasted to be opened: the folder does not take new files (as /proc), "
+        "cannot make a new file in this folder: it does not take new files (as /proc does), "
         "or another process keeps removing them",
         str(path.parent),
     )

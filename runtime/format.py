@@ -375,6 +375,13 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _export_hint(given: Path, checkpoint: Path) -> str:
+    """What to do with a vae-train checkpoint or run folder given where a model belongs."""
+    kind = "a vae-train checkpoint" if given == checkpoint else "a vae-train run folder"
+    return (f"; it looks like {kind}: make a model of it with "
+            f"'vae-export {checkpoint} -o my-model', then give my-model")  # fmt: skip
+
+
 def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
     """Load the manifest and check every listed file's size and hash; raise ModelFormatError.
 
@@ -385,7 +392,11 @@ def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
     folder = Path(folder)
     if not folder.is_dir():
         missing = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise ModelFormatError(f"model folder {folder} {missing}")
+        hint = _export_hint(folder, folder) if folder.suffix == ".pt" else ""
+        raise ModelFormatError(f"model folder {folder} {missing}{hint}")
+    if not (folder / MANIFEST_FILE).exists() and (folder / "best.pt").is_file():
+        raise ModelFormatError(f"{folder} is not a model folder: it has no {MANIFEST_FILE}"
+                               f"{_export_hint(folder, folder / 'best.pt')}")  # fmt: skip
     manifest = Manifest.load(folder)
     for name, entry in manifest.files.items():
         path = folder / name

@@ -666,7 +666,8 @@ def _as_images(images: Any, size: int, name: str = "images", one: bool = False) 
         return images
     low, high = float(images.min()), float(images.max())
     if low < -IMAGE_SLACK or high > 1 + IMAGE_SLACK:
-        hint = " (pixels 0-255: divide by 255)" if high > 1.5 else ""
+        hint = (" (normalised to mean 0: undo the normalisation)" if low < -0.5 else
+                " (pixels 0-255: divide by 255)" if high > 1.5 else "")  # fmt: skip
         raise ArgumentError(f"{name} must be in [0, 1], got values from {low:g} to {high:g}{hint}")
     return images
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import UserError, first_line
 
@@ -126,6 +126,13 @@ def _decoding(path: Path) -> Iterator[None]:
         raise
     except FileNotFoundError as exc:
         raise ImageError(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(f"{path} is a folder; give the photos in it ({path}/*.jpg, say)") from exc
+    except UnidentifiedImageError as exc:  # no reader took it: another format, or a damaged one
+        raise ImageError(
+            f"{path}: not a photo in a format bird-vae reads ({', '.join(PHOTO_FORMATS)}), or a "
+            "damaged one; convert it to PNG or JPEG (HEIC, AVIF, ICO, JPEG 2000 are not read)"
+        ) from exc
     except Exception as exc:
         raise ImageError(f"{path}: cannot read it as an image ({first_line(exc)})") from exc
 

@@ -70,3 +70,18 @@ def test_user_docs_name_no_machine_paths():
     """Commands in user documents use what a user has, not the training machine's folders."""
     for doc in DOCS:
         assert "shared/data" not in doc.read_text(encoding="utf-8"), doc
+
+
+def test_every_file_of_a_shipped_model_is_in_the_package_with_its_card():
+    """A pip install carries each model's graphs, manifest and prior, and its card: the card
+    holds the weights' terms of use, which must travel with them."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    line = re.search(r'^"birdvae\.models" = \[(.*)\]$', text, re.M)
+    assert line is not None, "pyproject.toml no longer lists the models' package data"
+    patterns = re.findall(r'"([^"]+)"', line.group(1))
+    shipped = [path for path in ROOT.glob("models/*/*") if path.is_file()]
+    assert {path.name for path in shipped} >= {"MODEL_CARD.md", "manifest.json"}
+    relative = [path.relative_to(ROOT / "models") for path in shipped]
+    missing = [str(path) for path in relative if not any(path.match(p) for p in patterns)]
+    assert missing == [], f"not in the package: {missing}"
+    assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from birdvae.runtime import durable
-from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output
+from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output, version_option
 from birdvae.runtime.errors import UserError
 
 if TYPE_CHECKING:
@@ -263,6 +263,7 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
     type=click.Path(file_okay=False, path_type=Path),
     help="Continue the run in this folder from its last.pt, with its own config.",
 )
+@version_option()
 @click.pass_context
 def train_command(ctx: click.Context, **options) -> None:
     """Train the bird VAE and write checkpoints (last.pt, best.pt) into the run folder.
@@ -581,6 +582,7 @@ def _stage_config(options: dict, given: set[str]):
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Score the EMA weights.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+@version_option()
 def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int, ema: bool,
                  device: str, as_json: bool) -> None:  # fmt: skip
     """Score a checkpoint: negative ELBO in bits/dim, IW bound, reconstruction PSNR."""

@@ -36,6 +36,7 @@ BAD_IMAGES = {
     "pixels 0-255": (_photos() * 255, "must be in [0, 1], got values from"),
     "well past 1": (np.full((1, 3, SIZE, SIZE), 1.06), "must be in [0, 1], got values from 1.06"),
     "normalised": (_photos() - 0.5, "must be in [0, 1], got values from -"),
+    "standardised": ((_photos() - 0.5) / 0.25, "(normalised to mean 0: undo the normalisation)"),
     "uint16": ((_photos() * 65535).astype(np.uint16), "floating-point numbers, not uint16"),
     "uint8": ((_photos() * 255).astype(np.uint8), "divide by 255"),
     "int64": (np.zeros((1, 3, SIZE, SIZE), np.int64), "floating-point numbers, not int64"),

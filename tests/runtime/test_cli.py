@@ -185,6 +185,9 @@ def test_recon_writes_pairs_and_prints_psnr(cli, tiny_model: Path, birds: list[P
     figure = _png(out / "recon.png")
     assert figure.shape == (2 * 128 + 3 * 2, 3 * 128 + 4 * 2, 3)
     assert not np.array_equal(figure[2:130], figure[132:260])
+    assert "3 originals and reconstructions" in lines[-1]
+    one = cli("recon", birds[0], "-o", out / "one.png", "--model", tiny_model, "--threads", 1)
+    assert "1 original and its reconstruction," in one.stdout
 
 
 def test_paths_are_printed_escaped(cli, tiny_model: Path, birds: list[Path], out: Path) -> None:
@@ -368,6 +371,45 @@ def test_errors_say_what_is_wrong_not_only_that_it_is(cli, tiny_model: Path, bir
         result = cli("--n", 1, "--model", tiny_model, "-o", "/proc/birds.png")
         one_error(result, "/proc/birds.png", "does not take new files")
     assert list(out.iterdir()) == []
+
+
+def test_common_mistakes_say_how_to_put_them_right(cli, tiny_model, birds, out, tmp_path):
+    """A checkpoint or run folder of vae-train given as the model, a missing output folder, a
+    folder or a HEIC photo given as a photo: each line says what to do."""
+    run = tmp_path / "runs" / "vae32"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"a checkpoint")
+    one_error(cli("--model", run / "best.pt", "-o", out / "b.png"),
+              f"vae-export {run / 'best.pt'} -o my-model")  # fmt: skip
+    one_error(cli("--model", run, "-o", out / "b.png"), "a vae-train run folder",
+              f"vae-export {run / 'best.pt'} -o my-model")  # fmt: skip
+    one_error(cli("--model", tiny_model, "-o", out / "new" / "b.png"),
+              f"make it first (mkdir -p {out / 'new'})")  # fmt: skip
+    one_error(cli("recon", birds[0].parent, "--model", tiny_model, "-o", out / "r.png"),
+              "is a folder; give the photos in it")  # fmt: skip
+    heic = tmp_path / "phone.heic"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    one_error(cli("recon", heic, "--model", tiny_model, "-o", out / "r.png"),
+              "not a photo in a format bird-vae reads (JPEG, PNG", "convert it to PNG")  # fmt: skip
+    assert list(out.iterdir()) == []
+
+
+def test_version(cli) -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+    _ok(result)
+    assert result.stdout.strip() == f"bird-gen {version('bird-vae')}"
+
+
+def test_a_long_grid_shows_its_progress_and_the_default_one_does_not(cli, tiny_model, out):
+    common = ("--model", tiny_model, "--threads", 1, "--scale", 1)
+    quiet = cli("--n", 64, *common, "-o", out / "small.png")
+    _ok(quiet)
+    assert quiet.stderr == ""
+    long = cli("--n", 512, "--best-of", 2, *common, "-o", out / "long.png")
+    _ok(long)
+    assert "drawing birds" in long.stderr
 
 
 def test_a_named_pipe_is_refused_as_a_photo_not_waited_on(cli, tiny_model: Path, out: Path,
