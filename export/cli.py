@@ -28,7 +28,7 @@ from birdvae.runtime.format import (
     PRIOR_NAMES,
 )
 from birdvae.runtime.selection import MAX_BEST_OF, RATER_SHA256, load_rater
-from birdvae.training.cli import TRAIN_MODULES, require_train_extra
+from birdvae.training.extra import TRAIN_MODULES, require_train_extra
 
 EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
 DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
@@ -232,8 +232,7 @@ def _export(options: ExportOptions) -> None:
     folder is made; inside it the graphs, priors and manifest are written and checked, and only
     a folder that passed becomes the destination (export/destination.py)."""
     from birdvae.runtime.format import PriorInfo, sha256_of
-    from birdvae.training.checkpoint import load_model
-    from birdvae.training.stages import learned_prior
+    from birdvae.training.checkpoint import learned_prior, load_model
 
     from .destination import check_replaceable, staging, sweep
     from .onnx import export_model
@@ -435,9 +434,8 @@ def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> 
     import torch
 
     from birdvae.runtime.format import sha256_of
-    from birdvae.training.checkpoint import load, vae_weights
+    from birdvae.training.checkpoint import learned_prior, load, vae_weights
     from birdvae.training.prior import GuideError, check_guide
-    from birdvae.training.stages import learned_prior
 
     if learned is None:
         raise UserError("--prior-guide: the checkpoint has no learned prior to guide")
@@ -486,8 +484,7 @@ def _judging_decoder(state: dict[str, Any], model: Any) -> Judge:
     (docs/BENCHMARKS.md). Those checkpoints carry the VAE as it was before that stage
     (training/stages.py ``judge_weights``); its pictures choose the codes, and the exported
     decoder draws them."""
-    from birdvae.training.checkpoint import build_vae
-    from birdvae.training.stages import JUDGE
+    from birdvae.training.checkpoint import JUDGE, build_vae
 
     if JUDGE not in state:
         return Judge(model.eval().decode_image, "decoder")

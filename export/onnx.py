@@ -34,6 +34,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from birdvae.runtime.errors import UserError, first_line
 from birdvae.runtime.format import (
+    BATCH_DIM,
     DECODER_FILE,
     DECODER_INPUT,
     DECODER_NOISE_OUTPUTS,
@@ -43,17 +44,13 @@ from birdvae.runtime.format import (
     ENCODER_INPUT,
     ENCODER_OUTPUTS,
     FORMAT_VERSION,
+    RANDOM_OPS,
 )
 from birdvae.training.model import VAE
 
 EXAMPLE_BATCH = 2  # with a batch of 1 an exporter may specialise N to 1
-BATCH_DIM = "N"
-# Ops a deterministic inference graph must not hold: randomness belongs to the runtime, and a
+# Ops export refuses to write: randomness belongs to the runtime (format.RANDOM_OPS), and a
 # BatchNormalization node means a normalisation was not folded into its convolution.
-RANDOM_OPS = frozenset(
-    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
-     "Bernoulli", "Dropout"}
-)  # fmt: skip
 FORBIDDEN_OPS = RANDOM_OPS | {"BatchNormalization"}
 # Element types 17 and up (float8, 4-bit) came with IR 9 and 10; lower IRs end at bfloat16.
 LAST_IR8_ELEM_TYPE = TensorProto.BFLOAT16

@@ -41,7 +41,13 @@ PRIOR_FILE = "prior.npz"  # the fitted Gaussian mixture
 SAMPLER_FILE = "prior.onnx"  # the learned prior
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, PRIOR_FILE)  # all a manifest may list
 
-# Graph signatures. Both graphs are deterministic: the runtime draws z itself.
+# Graph signatures. Every graph is deterministic: the runtime draws z itself, so a seed means
+# the same birds. Graphs hold none of these ops, and their batch axis is named BATCH_DIM.
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+     "Bernoulli", "Dropout"}
+)  # fmt: skip
+BATCH_DIM = "N"
 ENCODER_INPUT = "image"  # float32 [N, 3, S, S], RGB in [0, 1]
 ENCODER_OUTPUTS = ("mean", "logvar")  # float32 [N, D] each
 DECODER_INPUT = "z"  # float32 [N, D]
@@ -371,7 +377,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
         old = data.pop("prior", None)
         if old is not None and not isinstance(old, dict):
             raise ModelFormatError("manifest prior must be an object")
-        data["priors"] = {"fitted": {"kind": "gaussian-mixture", **old}} if old else {}
+        data["priors"] = {"fitted": {"kind": PRIOR_KINDS["fitted"][0], **old}} if old else {}
     return data
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import durable
 from .errors import first_line
-from .format import DECODER_NOISE_OUTPUTS, ModelFormatError
+from .format import BATCH_DIM, DECODER_NOISE_OUTPUTS, ModelFormatError
 from .onnxfile import check_graph_bytes
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def check_signature(
     (graph_input,) = inputs
     if graph_input.type != "tensor(float)":
         raise ModelFormatError(f"{path} input {input_name!r} is {graph_input.type}, not float32")
-    expected = ["N", *row_shape]
+    expected = [BATCH_DIM, *row_shape]
     shape = list(graph_input.shape)
     if (
         len(shape) != len(expected)

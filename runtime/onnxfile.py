@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .format import ModelFormatError
+from .format import RANDOM_OPS, ModelFormatError
 
 # Where tensors live, by message: field number -> the message type it holds (onnx.proto).
 _CHILDREN: dict[str, dict[int, str]] = {
@@ -65,11 +65,13 @@ def check_graph_bytes(model: bytes, name: str) -> None:
     MAX_LOOP_TRIPS, and so must the product of the counts of loops inside loops (so a Loop
     inside a local function, which has no initializers, is refused). A Scan or SequenceMap runs
     once per row of a tensor made at run time, which no constant bounds: the format has none.
-    A hung onnxruntime call ignores Ctrl-C, so this is the only place to stop such a graph."""
+    A hung onnxruntime call ignores Ctrl-C, so this is the only place to stop such a graph.
+    A graph that draws random numbers of its own (RANDOM_OPS) is refused too: a seed would no
+    longer mean the same birds."""
     view = memoryview(model)
     try:
         external = _first_external_tensor(view)  # walks every field first, within bounds
-        endless = _first_unbounded_loop(view) if external is None else None
+        refused = _first_refused_node(view) if external is None else None
     except _Malformed as exc:
         raise ModelFormatError(f"{name} is not a well-formed ONNX file: {exc}") from None
     if external is not None:
@@ -77,15 +79,22 @@ def check_graph_bytes(model: bytes, name: str) -> None:
             f"{name} keeps the values of tensor {external!r} in another file (ONNX external "
             "data); the format keeps every value inside the .onnx, so it is not loaded"
         )
-    if endless is not None:
+    if refused in RANDOM_OPS:
         raise ModelFormatError(
-            f"{name} holds {endless}; the format's loops run a fixed number of times, "
+            f"{name} holds a {refused} node, which draws random numbers of its own; the "
+            "format's graphs are deterministic (the runtime draws every random number, so a "
+            "seed means the same birds), so it is not loaded"
+        )
+    if refused is not None:
+        raise ModelFormatError(
+            f"{name} holds {refused}; the format's loops run a fixed number of times, "
             f"at most {MAX_LOOP_TRIPS}, so it is not loaded"
         )
 
 
-def _first_unbounded_loop(model: memoryview) -> str | None:
-    """The first loop whose count is not a bounded constant, described, or None.
+def _first_refused_node(model: memoryview) -> str | None:
+    """The first node the format refuses: a random op (RANDOM_OPS), by its name, or a loop
+    whose count is not a bounded constant, described; None when there is none.
 
     Nested loops multiply: a Loop's body runs as many times as every Loop around it allows, so
     the bound is on the product of the trip counts on the way down."""
@@ -125,6 +134,8 @@ def _first_unbounded_loop(model: memoryview) -> str | None:
         constants.update(dict.fromkeys(computed))
         for op, inputs, inner in nodes:
             inner_runs = runs
+            if op in RANDOM_OPS:
+                return op
             if op in UNCOUNTED_LOOPS:
                 return f"a {op}, which runs once per row of a tensor made at run time"
             if op == "Loop":

@@ -30,11 +30,15 @@ from birdvae.runtime.errors import UserError, first_line
 
 from .config import TrainConfig
 from .model import VAE
+from .prior import CodePrior
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
 WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator")
+# The VAE as it was before any stage learned the rater's term (stages.judge_weights), which a
+# ``vae-export --best-of`` selector judges draws by.
+JUDGE = "judge"
 # Keys that checkpoints of every stage gained within format 1, each with what its absence meant:
 # ``upgrade`` fills them in, so the loop, the run folder and export read ``state[key]`` and older
 # checkpoints resume as they ran. A stage's own keys keep their defaults beside the code that
@@ -190,3 +194,19 @@ def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:
             f"checkpoint weights do not fit its model: {first_line(exc)}"
         ) from exc
     return model.eval()
+
+
+def learned_prior(state: dict[str, Any]) -> CodePrior | None:
+    """The learned prior a checkpoint carries (its weight average), in eval mode, or None."""
+    weights = state.get("prior_ema") or state.get("prior")
+    if weights is None:
+        return None
+    config = config_of(state)
+    prior = CodePrior(config.model.latent_dim, config.prior)
+    try:
+        prior.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"the checkpoint's learned prior does not fit its config: {exc}"
+        ) from exc
+    return prior.eval()

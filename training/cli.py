@@ -4,7 +4,6 @@ runtime-only install answers with an install hint instead of an ImportError."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -20,6 +19,8 @@ import click
 from birdvae.runtime import durable
 from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output, version_option
 from birdvae.runtime.errors import UserError
+
+from .extra import require_train_extra
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -50,26 +51,6 @@ DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "anchor_scale",
 def _flag_names(options: set[str]) -> str:
     """Option names as a user types them, for messages: decoder_width -> --decoder-width."""
     return ", ".join(sorted(SHOWN_FLAGS.get(n, "--" + n.replace("_", "-")) for n in options))
-
-
-# What the train extra adds that training imports (pyproject.toml); export adds onnx's two.
-TRAIN_MODULES = ("torch", "torchvision", "tqdm")
-
-
-def needs_train_extra(command: str) -> str:
-    """The package is installed from its source folder (README), so that is where the extra
-    comes from too."""
-    return (
-        f"{command} needs the training extra: in the bird-vae folder, pip install '.[train]' "
-        "(torch, torchvision, onnx, onnxscript, tqdm)"
-    )
-
-
-def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) -> None:
-    """One ``error:`` line with the install line (exit 2), not an ImportError's traceback, on
-    a partial install."""
-    if any(importlib.util.find_spec(name) is None for name in modules):
-        raise UserError(needs_train_extra(command))
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})

@@ -24,6 +24,7 @@ from birdvae.runtime import selection
 
 from . import checkpoint, codes, perceptual, rater, sharpen
 from .averaging import exponential_average
+from .checkpoint import JUDGE, learned_prior
 from .evaluate import reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError
@@ -33,7 +34,6 @@ VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles o
 RATER_SHA = "rater_sha256"  # checkpoint key: the rater a stage's loss or data came from
 # The rater every checkpoint written before RATER_SHA existed followed (models/rater32's card).
 FIRST_RATER_SHA256 = "628a549dcbc869f617ee93e424f850b409ac4c5fa569ac744c81065d277c47f3"
-JUDGE = "judge"  # checkpoint key: the VAE before any stage with the rater's term (judge_weights)
 
 
 def load_init(path: str) -> dict[str, Any]:
@@ -59,22 +59,6 @@ def frozen_vae(state: dict[str, Any], device: torch.device) -> torch.nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
-
-
-def learned_prior(state: dict[str, Any]) -> CodePrior | None:
-    """The learned prior a checkpoint carries (its weight average), in eval mode, or None."""
-    weights = state.get("prior_ema") or state.get("prior")
-    if weights is None:
-        return None
-    config = checkpoint.config_of(state)
-    prior = CodePrior(config.model.latent_dim, config.prior)
-    try:
-        prior.load_state_dict(weights)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise checkpoint.CheckpointError(
-            f"the checkpoint's learned prior does not fit its config: {exc}"
-        ) from exc
-    return prior.eval()
 
 
 def judge_weights(init: dict[str, Any], rater_weight: float) -> dict[str, Any] | None:

@@ -457,8 +457,8 @@ def test_int8_leaves_the_selector_in_float(prior_checkpoint, export_cli, tmp_pat
 def _rater_stage_checkpoint(path: Path, make_checkpoint, prior, judge: object = True) -> Path:
     """A decoder-stage checkpoint after a stage with the rater's term: its exported weights are
     one perturbed VAE, the VAE before that stage (``judge``) another."""
+    from birdvae.training.checkpoint import JUDGE
     from birdvae.training.model import VAE
-    from birdvae.training.stages import JUDGE
 
     config = TrainConfig(model=ModelConfig(**TINY), prior=SMALL, stage="decoder")
     config.sharpen.rater_weight = 0.1
@@ -481,7 +481,7 @@ def test_after_the_rater_term_the_selector_judges_draws_by_the_vae_before_it(
     before that stage."""
     from birdvae.export import selector
     from birdvae.training import checkpoint as checkpoints
-    from birdvae.training.stages import JUDGE
+    from birdvae.training.checkpoint import JUDGE
 
     _, prior = prior_checkpoint
     path = _rater_stage_checkpoint(tmp_path / "run" / "best.pt", make_checkpoint, prior)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from birdvae.training.cli import needs_train_extra
+from birdvae.training.extra import needs_train_extra
 
 # MODULE = None in sys.modules: `import MODULE` fails and find_spec(MODULE) finds nothing, as on
 # an install without the train extra, or with only part of it.

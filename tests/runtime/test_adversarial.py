@@ -185,6 +185,25 @@ def test_a_scan_is_refused_however_few_its_rows():
         check_graph_bytes(data, "prior.onnx")
 
 
+@pytest.mark.parametrize("where", ["graph", "branch"])
+@pytest.mark.parametrize("op", ["RandomNormalLike", "Bernoulli", "Dropout"])
+def test_a_graph_that_draws_its_own_random_numbers_is_refused(op, where):
+    """The runtime draws every random number, so a seed means the same birds on every run; a
+    graph with a random op of its own (even in a branch) would break that without a word."""
+    noisy = onnx_bytes.node(op, ["z"], ["r"])
+    add = onnx_bytes.node("Add", ["z", "r"], ["image"])
+    if where == "branch":
+        branch = onnx_bytes.graph([noisy, add], [], [onnx_bytes.value_info("image", ["N", 4])])
+        nodes = [onnx_bytes.node("If", ["c"], ["image"], onnx_bytes.attribute(
+            "then_branch", branch, onnx_bytes.ATTRIBUTE_GRAPH))]  # fmt: skip
+    else:
+        nodes = [noisy, add]
+    main = onnx_bytes.graph(nodes, [onnx_bytes.value_info("z", ["N", 4])],
+                            [onnx_bytes.value_info("image", ["N", 4])])  # fmt: skip
+    with pytest.raises(ModelFormatError, match=f"decoder.onnx holds a {op} node, which draws"):
+        check_graph_bytes(onnx_bytes.model(main), "decoder.onnx")
+
+
 def test_bird_gen_refuses_a_prior_that_loops_too_long_in_one_line(
     cli, model_copy, refresh_manifest, tmp_path
 ):

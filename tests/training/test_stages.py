@@ -11,11 +11,12 @@ import torch
 from click.testing import CliRunner
 
 from birdvae.training import checkpoint, codes, runfolder, sharpen
+from birdvae.training.checkpoint import learned_prior
 from birdvae.training.cli import train_command
 from birdvae.training.config import PriorConfig, TrainConfig, stage_config
 from birdvae.training.loop import LAST, METRICS, Trainer, TrainingError
 from birdvae.training.prior import CodePrior, Sampler
-from birdvae.training.stages import DecoderTrainer, PriorTrainer, learned_prior
+from birdvae.training.stages import DecoderTrainer, PriorTrainer
 
 from .conftest import tiny_config
 
@@ -244,7 +245,7 @@ def test_the_rater_term_needs_a_learned_prior_and_reaches_the_loss(vae_checkpoin
 def test_the_vae_before_the_rater_term_is_carried_through_later_stages(vae_checkpoint, tmp_path):
     """vae-export's selector judges draws by the VAE as it was before any stage learned the
     rater's term: that stage stores its init's weights, and every later stage carries them."""
-    from birdvae.training.stages import JUDGE
+    from birdvae.training.checkpoint import JUDGE
 
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
     plain = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
