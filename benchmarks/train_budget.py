@@ -20,7 +20,8 @@ import torch
 
 from birdvae.training import checkpoint
 from birdvae.training.config import override, preset
-from birdvae.training.loop import BEST, METRICS, Trainer
+from birdvae.training.loop import Trainer
+from birdvae.training.runfolder import BEST, METRICS
 
 
 def train_for(name: str, data: str, minutes: float, folder: Path) -> Path:

@@ -502,6 +502,8 @@ def _selection(
     the judging decoder."""
     if k == 1:
         return None
+    if judge is None:
+        raise ValueError("a selector is judged by a decoder: pass one whenever k > 1")
     from .sampler import sampler_module
     from .selector import SELECTOR_DRAWS, scored_draws, train_selector
 
@@ -596,6 +598,7 @@ def _real_images(
     nothing outside its -o folder.
     """
     from birdvae.training.data import describe, load_splits
+    from birdvae.training.runfolder import CACHE
 
     sources = [Path(p) for p in prior_data]
     if not sources and config.data:
@@ -610,7 +613,7 @@ def _real_images(
             )
     if not sources:
         return None, None
-    cache = checkpoint.parent / "cache"
+    cache = checkpoint.parent / CACHE
     splits = load_splits(
         sources, config.model.image_size, crop=config.crop, val_fraction=config.val_fraction,
         cache_dir=cache if cache.is_dir() else None, update_cache=False,

@@ -299,23 +299,37 @@ def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
     return removed
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signal_handlers(handler: Callable[[int], None], *signums: int) -> Iterator[None]:
+    """Within the block, ``handler(signum)`` handles each of ``signums``; the handlers before
+    are put back after it. Python runs signal handlers in the main thread only, so elsewhere
+    (a thread of a test, a server) the block changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, lambda number, _frame: handler(number))
+                for signum in signums}  # fmt: skip
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 @contextlib.contextmanager
 def exit_on_sigterm() -> Iterator[None]:
     """SIGTERM raises SystemExit(143), so ``finally`` and ``except BaseException`` blocks clean
     up as they do for Ctrl-C, instead of the process vanishing mid-write."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def terminate(*_: object) -> None:
+    def terminate(_: int) -> None:
         print("error: terminated (SIGTERM)", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
+    with signal_handlers(terminate, signal.SIGTERM):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -326,16 +340,10 @@ def signals_deferred() -> Iterator[None]:
     Python-level handlers, not a signal mask: a mask covers one thread, and the kernel hands a
     signal to any thread (torch's and onnxruntime's included) that does not block it.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda n, _f: caught.append(n)) for signum in held}
     try:
-        yield
+        with signal_handlers(caught.append, *STOP_SIGNALS):
+            yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         if caught:
             signal.raise_signal(caught[0])

@@ -33,7 +33,6 @@ SHOWN_FLAGS = {
     "out_alias": "--out",
 }
 MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The IW bound's K: 5,000 is the usual research figure (Burda et al.); each photo costs K passes.
 MAX_IW_SAMPLES = 5000
 # Fixed by a run's model and data: a later stage keeps its --init's.
@@ -318,22 +317,15 @@ def _stops_mean_done() -> Iterator[None]:
     its 0 into 130 or 143, which would stop ``vae-train ... && vae-export``; nor may that close,
     hung on a dead torchrun peer, become impossible to stop. The handlers are put back after
     the block: tests run the command in their own process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def done(*_: object) -> None:
+    def done(_: int) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(0)
 
-    previous = {signum: signal.signal(signum, done) for signum in STOP_SIGNALS}
-    try:
+    with durable.signal_handlers(done, *durable.STOP_SIGNALS):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -619,7 +611,7 @@ def train_main() -> None:
         if not done.code and threading.current_thread() is threading.main_thread():
             # Finished, and the process group closed: what is left is the interpreter's own
             # teardown, during which Python's handlers no longer run, so stops are ignored.
-            for signum in STOP_SIGNALS:
+            for signum in durable.STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
         raise
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import gc
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -40,8 +38,7 @@ from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
 from .likelihood import CoupledLogistic, bits_per_dim, to_unit
 from .model import VAE, count_parameters, kl_per_dim
 from .precision import resolve_precision
-
-LAST, BEST, METRICS, CONFIG = runfolder.LAST, runfolder.BEST, runfolder.METRICS, runfolder.CONFIG
+from .runfolder import BEST, CONFIG, LAST
 
 
 class TrainingError(UserError, RuntimeError):
@@ -455,9 +452,9 @@ class Trainer:
                 + (f" x {self.ddp.world} processes" if self.ddp.enabled else "")
                 + (", bfloat16 autocast" if self.dtype == torch.bfloat16 else ", float32")
             )
-        previous = _install_stop_handlers(self.request_stop)
         last_metrics: dict[str, Any] = {}
-        try:
+        # Ctrl-C and SIGTERM finish the current step, save last.pt and return.
+        with durable.signal_handlers(self.request_stop, *durable.STOP_SIGNALS):
             while self.epoch < config.epochs and not self._stop_requested:
                 finished = self._run_epoch(on_step)
                 if not finished:
@@ -470,8 +467,6 @@ class Trainer:
                     f"stopped: saved {self.run_dir / LAST} at epoch {self.epoch}, "
                     f"batch {self.batch_in_epoch}; continue with --resume {self.run_dir}"
                 )
-        finally:
-            _restore_stop_handlers(previous)
         return last_metrics
 
     def close(self) -> None:
@@ -711,17 +706,3 @@ class Trainer:
 
 def _quiet(_: str) -> None:
     pass
-
-
-def _install_stop_handlers(stop: Callable[[int], None]) -> dict[int, Any]:
-    """Ctrl-C and SIGTERM finish the current step, save last.pt and return."""
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda number, _frame: stop(number))
-    return previous
-
-
-def _restore_stop_handlers(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)

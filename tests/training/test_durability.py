@@ -23,7 +23,8 @@ from birdvae.training import checkpoint, runfolder
 from birdvae.training.cli import train_command
 from birdvae.training.config import TrainConfig
 from birdvae.training.data import load_splits
-from birdvae.training.loop import BEST, LAST, METRICS, Trainer
+from birdvae.training.loop import Trainer
+from birdvae.training.runfolder import BEST, LAST, METRICS
 
 from .conftest import tiny_config, write_images
 

@@ -16,7 +16,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from birdvae.training import checkpoint, loop, precision
 from birdvae.training.cli import eval_command, train_command
-from birdvae.training.loop import LAST, Trainer
+from birdvae.training.loop import Trainer
+from birdvae.training.runfolder import LAST
 
 from .conftest import tiny_config
 

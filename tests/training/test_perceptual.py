@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from birdvae.training import checkpoint, perceptual
 from birdvae.training.cli import train_command
-from birdvae.training.loop import LAST, TrainingError
+from birdvae.training.loop import TrainingError
+from birdvae.training.runfolder import LAST
 from birdvae.training.stages import DecoderTrainer
 
 from .conftest import write_images

@@ -14,8 +14,9 @@ from birdvae.training import checkpoint, codes, runfolder, sharpen
 from birdvae.training.checkpoint import learned_prior
 from birdvae.training.cli import train_command
 from birdvae.training.config import PriorConfig, TrainConfig, stage_config
-from birdvae.training.loop import LAST, METRICS, Trainer, TrainingError
+from birdvae.training.loop import Trainer, TrainingError
 from birdvae.training.prior import CodePrior, Sampler
+from birdvae.training.runfolder import LAST, METRICS
 from birdvae.training.stages import DecoderTrainer, PriorTrainer
 
 from .conftest import tiny_config
