@@ -504,8 +504,9 @@ def _selection(
         return None
     if judge is None:
         raise ValueError("a selector is judged by a decoder: pass one whenever k > 1")
+    from birdvae.training.selector import SELECTOR_DRAWS, scored_draws, train_selector
+
     from .sampler import sampler_module
-    from .selector import SELECTOR_DRAWS, scored_draws, train_selector
 
     guide_prior, guidance = _guide_args(guide)
     sampler = sampler_module(prior, guide_prior, guidance)

@@ -28,10 +28,11 @@ from birdvae.runtime.format import (
 from birdvae.runtime.graphs import open_session
 from birdvae.training.model import VAE
 from birdvae.training.prior import CodePrior
+from birdvae.training.selector import Selection
 
 from .onnx import DecoderGraph, ExportError, decoder_outputs
 from .sampler import sampler_module
-from .selector import Selection, sampler_noise_dim
+from .selector import sampler_noise_dim
 
 # max |difference| of decoded images in [0, 1]. The pixel locations,
 # scales and couplings that may follow them are held to it per unit of max(1, largest |value|):

@@ -30,6 +30,7 @@ from torch import nn
 from birdvae.runtime.errors import first_line
 from birdvae.runtime.format import SAMPLER_FILE, SAMPLER_INPUT, SAMPLER_OUTPUT
 from birdvae.training.prior import CodePrior, Sampler
+from birdvae.training.selector import Selection
 
 from .onnx import (
     EXAMPLE_BATCH,
@@ -40,7 +41,7 @@ from .onnx import (
     name_batch_dims,
     trace,
 )
-from .selector import BestOf, Selection, sampler_noise_dim
+from .selector import BestOf, sampler_noise_dim
 
 
 def sampler_module(

@@ -12,8 +12,6 @@ the noise as for any learned prior.
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +20,13 @@ import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
-from tqdm import tqdm
 
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import ModelFormatError, read_verified, verify_model_dir
 from birdvae.runtime.onnxfile import check_graph_bytes
-from birdvae.runtime.selection import Rate
+from birdvae.training.selector import SELECTOR_WIDTH, Selection, selector_mlp
 
 from .onnx import ExportError
-
-SELECTOR_WIDTH = 128
-# Birds sampled, decoded and rated to teach the selector. The rater's score is a harder function
-# of the noise than a pixel rule: on birds32 the held-out correlation went 0.62, 0.71, 0.75,
-# 0.78 from 32k to 256k draws, and wider or deeper MLPs did not make up for fewer.
-SELECTOR_DRAWS = 262144
-SELECTOR_EPOCHS = 20
-HELD_OUT = 0.1
-CHUNK = 512
-
-
-@dataclass
-class Selection:
-    """A trained selector and how many candidates it chooses among."""
-
-    selector: nn.Module
-    k: int
-    facts: dict[str, Any]
 
 
 def sampler_noise_dim(latent_dim: int, selection: Selection | None) -> int:
@@ -75,80 +54,6 @@ class BestOf(nn.Module):
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         return self.sampler(self.choose(noise))
-
-
-@torch.no_grad()
-def scored_draws(
-    sampler: nn.Module,
-    decode: Any,
-    rate: Rate,
-    dim: int,
-    draws: int,
-    seed: int,
-    temperature: float = 1.0,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """``draws`` noises as the runtime feeds the graph at ``temperature`` (standard normal times
-    it), and the rater's score of the bird each becomes."""
-    noise = temperature * torch.randn(draws, dim, generator=torch.Generator().manual_seed(seed))
-    scores = []
-    # Minutes of work: a bar on a terminal (None: none when stderr is not one).
-    with tqdm(total=draws, unit="bird", desc="rating draws", leave=False, disable=None,
-              dynamic_ncols=True, file=sys.stderr) as bar:  # fmt: skip
-        for start in range(0, draws, CHUNK):
-            chunk = noise[start : start + CHUNK]
-            scores.append(rate(decode(sampler(chunk)).float().numpy()))
-            bar.update(len(chunk))
-    return noise, np.concatenate(scores).astype(np.float32)
-
-
-def selector_mlp(dim: int) -> nn.Sequential:
-    """The selector's network: a noise vector of ``dim`` numbers -> its bird's predicted score
-    (Linear, SiLU, Linear, SiLU, Linear)."""
-    return nn.Sequential(
-        nn.Linear(dim, SELECTOR_WIDTH), nn.SiLU(),
-        nn.Linear(SELECTOR_WIDTH, SELECTOR_WIDTH), nn.SiLU(),
-        nn.Linear(SELECTOR_WIDTH, 1),
-    )  # fmt: skip
-
-
-def train_selector(
-    noise: torch.Tensor, scores: np.ndarray, k: int, seed: int = 0
-) -> Selection:
-    """An MLP from a noise vector to its bird's standardised score, trained on all but the last
-    HELD_OUT of the draws; its facts hold the held-out correlation and how much of the true
-    best of K's score gain its choice keeps."""
-    target = torch.from_numpy((scores - scores.mean()) / scores.std())
-    split = int(len(noise) * (1 - HELD_OUT))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        selector = selector_mlp(noise.shape[1])
-    optimizer = torch.optim.AdamW(selector.parameters(), lr=2e-3, weight_decay=1e-4)
-    for _ in range(SELECTOR_EPOCHS):
-        order = torch.randperm(split, generator=generator)
-        for start in range(0, split, CHUNK):
-            rows = order[start : start + CHUNK]
-            loss = (selector(noise[rows]).squeeze(1) - target[rows]).square().mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    selector.eval().requires_grad_(False)
-    with torch.no_grad():
-        predicted = selector(noise[split:]).squeeze(1).numpy()
-    truth = target[split:].numpy()
-    groups = len(truth) // k
-    true_k = truth[: groups * k].reshape(groups, k)
-    chosen = true_k[np.arange(groups), predicted[: groups * k].reshape(groups, k).argmax(1)]
-    gain = true_k.max(1).mean() - true_k[:, 0].mean()
-    facts = {
-        "k": k,
-        "score": "rater (models/rater32/rater.onnx)",
-        "selector": f"MLP {noise.shape[1]}-{SELECTOR_WIDTH}-{SELECTOR_WIDTH}-1",
-        "draws": len(noise),
-        "held_out_correlation": round(float(np.corrcoef(predicted, truth)[0, 1]), 3),
-        "share_of_best_of_k_gain": round(float((chosen.mean() - true_k[:, 0].mean()) / gain), 3),
-    }
-    return Selection(selector, k, facts)
 
 
 def selector_nodes(graph: onnx.GraphProto) -> list[str]:

@@ -26,7 +26,7 @@ BASELINE = dict(arch="baseline", image_size=32, latent_dim=16, likelihood="berno
 def fewer_selector_draws(monkeypatch):
     """A --best-of selector learns from 8,192 of a tiny model's draws, not a real model's 262,144:
     enough to learn the tiny models' scores, in seconds."""
-    monkeypatch.setattr("birdvae.export.selector.SELECTOR_DRAWS", 8192)
+    monkeypatch.setattr("birdvae.training.selector.SELECTOR_DRAWS", 8192)
 
 
 @dataclass

@@ -303,7 +303,8 @@ def test_the_int8_sampler_is_judged_on_the_runtimes_blocks():
 
 
 def test_a_selector_learns_a_score_and_best_of_samples_its_choice():
-    from birdvae.export.selector import BestOf, train_selector
+    from birdvae.export.selector import BestOf
+    from birdvae.training.selector import train_selector
 
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(4096, 6, generator=generator)
@@ -346,9 +347,9 @@ def test_selector_from_keeps_a_models_choice_without_teaching_one(
 ):
     """Exporting a checkpoint again with --selector-from its model keeps that model's selector
     weight for weight, and so the birds it chose, and records where the selector came from."""
-    from birdvae.export import selector as selector_module
     from birdvae.export.selector import _dense_layers, selector_nodes
     from birdvae.runtime.format import FileEntry, Manifest
+    from birdvae.training import selector as selector_module
 
     checkpoint, _ = prior_checkpoint
     first, again = tmp_path / "first", tmp_path / "again"
@@ -479,8 +480,8 @@ def test_after_the_rater_term_the_selector_judges_draws_by_the_vae_before_it(
     """A decoder that learned to please the rater would teach the selector its own blind spots,
     so the draws the selector learns from are decoded by the VAE the checkpoint carries from
     before that stage."""
-    from birdvae.export import selector
     from birdvae.training import checkpoint as checkpoints
+    from birdvae.training import selector
     from birdvae.training.checkpoint import JUDGE
 
     _, prior = prior_checkpoint
