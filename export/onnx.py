@@ -32,7 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from birdvae.runtime.errors import UserError, first_line
+from birdvae.runtime.errors import EXIT_FAILED, UserError, first_line
 from birdvae.runtime.format import (
     BATCH_DIM,
     DECODER_FILE,
@@ -61,7 +61,7 @@ class ExportError(UserError, RuntimeError):
     """An export step that failed; the message says which step and why. Exit status 1: the
     inputs were usable, the model made from them was not."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class EncoderGraph(nn.Module):

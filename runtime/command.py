@@ -23,10 +23,8 @@ from typing import Any, NoReturn
 import click
 
 from . import durable
-from .errors import EXIT_INTERRUPTED, UserError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UserError
 
-EXIT_USAGE = 2
-EXIT_OUT_OF_MEMORY = 1
 TRACEBACK_VARIABLE = "BIRDVAE_TRACEBACK"
 
 
@@ -97,7 +95,7 @@ class OneLineErrors:
             except MemoryError:
                 _show_traceback()
                 fail("ran out of memory; close other programs, or ask for less at once "
-                     "(a smaller --batch, fewer photos)", EXIT_OUT_OF_MEMORY)  # fmt: skip
+                     "(a smaller --batch, fewer photos)", EXIT_FAILED)  # fmt: skip
         sys.exit(status if isinstance(status, int) else 0)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import UserError
+from .errors import EXIT_SIGTERM, UserError
 
 try:
     import fcntl
@@ -34,7 +34,6 @@ except ImportError:  # Windows: no flock, so no proof that a writer is dead
 
 TAG = "bvae-"  # in every temporary's and staging folder's name, before 8 random hex digits
 TMP_PATTERN = re.compile(r"\.(?P<name>.+)\." + TAG + r"[0-9a-f]{8}\.tmp")
-EXIT_SIGTERM = 128 + signal.SIGTERM
 
 
 def fsync_dir(folder: Path) -> None:

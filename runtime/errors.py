@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import numbers
 
+# Every command's exit statuses (runtime/command.py): 0 done, 2 a user's mistake, 1 a step that
+# failed on usable input (an export) or memory that ran out, 128 + the signal that stopped it.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process SIGINT ended
+EXIT_SIGTERM = 143
 
 
 class UserError(Exception):
     """A mistake in what the user gave (arguments, a model folder, a photo, a checkpoint, a data
     set) or a run that cannot go on; the message says what is wrong and how to fix it."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ArgumentError(UserError, ValueError):
