@@ -31,6 +31,7 @@ from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
 from .selection import MAX_BEST_OF
 
+CARD_FILE = "MODEL_CARD.md"  # beside a shipped model's files: its version, data, terms of use
 MAX_FIGURE = 4096  # birds in one grid PNG (and photos in one recon figure); more: --separate
 MAX_STEPS = 256
 MAX_SCALE = 64
@@ -547,6 +548,9 @@ def info(model: str) -> None:
     for i, (name, size) in enumerate(sizes.items()):
         facts.append(("files" if i == 0 else "", f"{name:<16}{_human_size(size):>10}"))
     facts.append(("total", f"{_human_size(sum(sizes.values()))}"))
+    card = vae.path / CARD_FILE
+    if card.is_file() and not card.is_symlink():  # its version, data and terms of use
+        facts.append(("card", str(card)))
     for label, text in facts:
         echo(f"{label:<13}{text}")
 

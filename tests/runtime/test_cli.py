@@ -243,6 +243,17 @@ def test_info(cli, tiny_model: Path) -> None:
     facts += [str(tiny_model)]
     for fact in facts:
         assert fact in text, fact
+    assert "card" not in text  # the test model has none
+
+
+def test_info_points_to_a_shipped_models_card(cli) -> None:
+    from birdvae.runtime.model import shipped_model_dir
+
+    result = cli("info", "--model", "birds64")
+    _ok(result)
+    card = shipped_model_dir("birds64") / "MODEL_CARD.md"
+    assert result.stdout.splitlines()[-1] == f"card         {card}"
+    assert card.read_text(encoding="utf-8").startswith("# birds64")
 
 
 @pytest.mark.parametrize("command", [[], ["recon"], ["interp"], ["info"]])
