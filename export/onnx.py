@@ -49,9 +49,11 @@ from birdvae.runtime.format import (
 from birdvae.training.model import VAE
 
 EXAMPLE_BATCH = 2  # with a batch of 1 an exporter may specialise N to 1
-# Ops export refuses to write: randomness belongs to the runtime (format.RANDOM_OPS), and a
-# BatchNormalization node means a normalisation was not folded into its convolution.
-FORBIDDEN_OPS = RANDOM_OPS | {"BatchNormalization"}
+# Ops export refuses to write: randomness belongs to the runtime (format.RANDOM_OPS), a Dropout
+# left in (the identity at inference, random in training mode) means the model was not put in
+# eval mode, and a BatchNormalization node that a normalisation was not folded into its
+# convolution.
+FORBIDDEN_OPS = RANDOM_OPS | {"Dropout", "BatchNormalization"}
 # Element types 17 and up (float8, 4-bit) came with IR 9 and 10; lower IRs end at bfloat16.
 LAST_IR8_ELEM_TYPE = TensorProto.BFLOAT16
 TORCHSCRIPT_MAX_OPSET = 17  # the legacy exporter's last opset; the dynamo exporter's first is 18

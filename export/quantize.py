@@ -361,7 +361,8 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 class _AdviceFilter(logging.Filter):
-    """Drops the root logger's warnings and below; errors still show."""
+    """Drops onnxruntime's advice to pre-process; every other record still shows."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.WARNING
+        message = record.getMessage()
+        return not (message.startswith("Please consider") and "pre-processing" in message)

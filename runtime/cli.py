@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +106,7 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
         if folder.exists():
             raise UserError(f"{path}: {folder} is not a folder")
         raise UserError(f"{path}: the folder {folder} does not exist; make it first "
-                        f"(mkdir -p {folder})")  # fmt: skip
+                        f"(mkdir -p {shlex.quote(str(folder))})")  # fmt: skip
     if not os.access(folder, os.W_OK):
         raise UserError(f"{path}: the folder {folder} is not writable")
     longest = durable.longest_name(folder)

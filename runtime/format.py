@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, PRIOR_FILE)  # all a ma
 # the same birds. Graphs hold none of these ops, and their batch axis is named BATCH_DIM.
 RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
-     "Bernoulli", "Dropout"}
+     "Bernoulli"}
 )  # fmt: skip
 BATCH_DIM = "N"
 ENCODER_INPUT = "image"  # float32 [N, 3, S, S], RGB in [0, 1]
@@ -384,8 +385,8 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
 def _export_hint(given: Path, checkpoint: Path) -> str:
     """What to do with a vae-train checkpoint or run folder given where a model belongs."""
     kind = "a vae-train checkpoint" if given == checkpoint else "a vae-train run folder"
-    return (f"; it looks like {kind}: make a model of it with "
-            f"'vae-export {checkpoint} -o my-model', then give my-model")  # fmt: skip
+    command = f"vae-export {shlex.quote(str(checkpoint))} -o my-model"
+    return f"; it looks like {kind}: make a model of it ({command}) and give my-model"
 
 
 def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
@@ -398,7 +399,7 @@ def verify_model_dir(folder: Path, check_hashes: bool = True) -> Manifest:
     folder = Path(folder)
     if not folder.is_dir():
         missing = "is a file, not a folder" if folder.exists() else "does not exist"
-        hint = _export_hint(folder, folder) if folder.suffix == ".pt" else ""
+        hint = _export_hint(folder, folder) if folder.suffix == ".pt" and folder.exists() else ""
         raise ModelFormatError(f"model folder {folder} {missing}{hint}")
     if not (folder / MANIFEST_FILE).exists() and (folder / "best.pt").is_file():
         raise ModelFormatError(f"{folder} is not a model folder: it has no {MANIFEST_FILE}"

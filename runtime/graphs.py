@@ -21,6 +21,7 @@ from .onnxfile import check_graph_bytes
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
 
+ORT_OUT_OF_MEMORY = "Failed to allocate memory"  # in onnxruntime's message when an arena fails
 LOG_FATAL_ONLY = 4  # onnxruntime's own error lines would repeat, in colour, what we report
 # The fusion of an int8 sampler's quantize-and-multiply pairs into DynamicQuantizeMatMul: on an
 # arm64 CPU with SME (qemu's "max" CPU, onnxruntime 1.32) that op takes another kernel whose
@@ -111,6 +112,8 @@ def run_graph(
     except MemoryError:  # the machine's, not the graph's
         raise
     except Exception as exc:  # the input was checked, so a failure here is the graph's fault
+        if ORT_OUT_OF_MEMORY in str(exc):  # onnxruntime's own word for it, not a MemoryError
+            raise MemoryError(f"{file}: {first_line(exc)}") from exc
         raise ModelFormatError(
             f"{file} failed on a batch of {len(chunk)}: {first_line(exc)}"
         ) from exc

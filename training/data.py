@@ -43,7 +43,7 @@ IMAGE_SUFFIXES = {
 # default of TrainConfig.box_margin). Rated blind at 32x32, photos cropped to the box itself read
 # as birds more often than at this margin (1.57 against 1.32 of 2; docs/experiments).
 BOX_MARGIN = 0.15
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: a CUB photo whose box lies beyond it is skipped, not cropped to a corner
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 
 
@@ -98,9 +98,11 @@ def load_splits(
     items: list[_Item] = []
     kinds: list[str] = []
     roots: list[Path] = []
+    every = [Path(source).expanduser().resolve() for source in sources]
     for source in sources:
         root = Path(source).expanduser()
-        found, kind = _list_source(root, val_fraction)
+        others = [other for other in every if other != root.resolve()]
+        found, kind = _list_source(root, val_fraction, others)
         items += found
         kinds.append(kind)
         roots.append(root)
@@ -166,8 +168,11 @@ def images_digest(splits: Splits) -> str:
     return digest.hexdigest()
 
 
-def _list_source(root: Path, val_fraction: float) -> tuple[list[_Item], str]:
-    """The images of one source, each with its side of the split, and the source's kind."""
+def _list_source(
+    root: Path, val_fraction: float, others: Sequence[Path] = ()
+) -> tuple[list[_Item], str]:
+    """The images of one source, each with its side of the split, and the source's kind;
+    ``others`` are the other sources, which a linked folder in this one must not reach."""
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
     if not root.is_dir():
@@ -176,7 +181,7 @@ def _list_source(root: Path, val_fraction: float) -> tuple[list[_Item], str]:
     if cub_root is not None:
         items, kind = read_cub_layout(cub_root), "cub"
     else:
-        items, kind = split_folder(root, val_fraction), "folder"
+        items, kind = split_folder(root, val_fraction, others), "folder"
     if not items:
         raise DataError(
             f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -210,7 +215,7 @@ def _warn_of_folders_beside(cub_root: Path) -> None:
     photos there would be left out without this word."""
     try:
         others = sorted(entry.name for entry in os.scandir(cub_root.parent)
-                        if entry.is_dir() and entry.name != cub_root.name
+                        if entry.is_dir() and entry.name not in (cub_root.name, *CUB_BESIDE)
                         and _holds_photos(Path(entry.path)))  # fmt: skip
     except OSError:
         return
@@ -223,6 +228,9 @@ def _warn_of_folders_beside(cub_root: Path) -> None:
 
 
 _CUB_FILES = ("images.txt", "train_test_split.txt", "bounding_boxes.txt")
+# Folders of CUB's own archives that unpack beside CUB_200_2011/: pictures, but not photos to
+# train on (the birds' segmentation masks).
+CUB_BESIDE = ("segmentations",)
 # An index file's size, at most: CUB's own images.txt is 0.5 MB for 11,788 photos.
 MAX_INDEX_BYTES = 64 << 20
 
@@ -300,33 +308,43 @@ def _photo_inside(resolved: Path, folder: Path) -> bool:
     return not resolved.exists() or resolved.is_file()
 
 
-def split_folder(root: Path, val_fraction: float) -> list[_Item]:
+def split_folder(root: Path, val_fraction: float, others: Sequence[Path] = ()) -> list[_Item]:
     """Every image under ``root``; per sub-folder, the files whose path hashes lowest are val.
 
     Hashing the relative path (not shuffling) keeps each file's side of the split fixed when
     other files come and go.
     """
     groups: dict[Path, list[Path]] = defaultdict(list)
-    for path in sorted(_files_under(root)):
+    for path in sorted(_files_under(root, others)):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             groups[path.parent].append(path)
-    items = []
-    for files in groups.values():
-        ranked = sorted(  # the name's bytes: a name need not be UTF-8
-            files, key=lambda p: hashlib.sha1(os.fsencode(p.relative_to(root))).digest()
-        )
-        share = len(ranked) * val_fraction
-        n_val = round(share)
+    held: dict[Path, int] = {}
+    for folder, files in groups.items():
+        share = len(files) * val_fraction
+        held[folder] = round(share)
         # A sub-folder too small for its share to round to one photo gives one with that
         # share's chance (by its path's hash, so fixed): at --val-fraction 0.1, folders of two
         # photos hold out a tenth of their photos in all, not half.
-        folder = files[0].parent.relative_to(root)
-        if n_val == 0 and len(ranked) >= 2 and _unit_hash(folder) < share:
-            n_val = 1
-        val = set(ranked[:n_val])
-        label = str(folder).replace(os.sep, "/")
+        if held[folder] == 0 and len(files) >= 2 and _unit_hash(folder.relative_to(root)) < share:
+            held[folder] = 1
+    if groups and val_fraction > 0 and not any(held.values()):  # a few photos: still one held out
+        largest = max(groups, key=lambda folder: (len(groups[folder]), folder))
+        held[largest] = int(len(groups[largest]) >= 2)
+    items = []
+    for folder, files in groups.items():
+        ranked = sorted(  # the name's bytes: a name need not be UTF-8
+            files, key=lambda p: hashlib.sha1(os.fsencode(p.relative_to(root))).digest()
+        )
+        val = set(ranked[: held[folder]])
+        label = str(folder.relative_to(root)).replace(os.sep, "/")
         items += [_Item(path, path in val, label=label) for path in files]
     return items
+
+
+def _reaches(target: Path, refused: Sequence[Path]) -> bool:
+    """Whether ``target`` is one of ``refused``, inside one, or holds the first (the root)."""
+    inside = any(target == folder or folder in target.parents for folder in refused)
+    return inside or target in refused[0].parents
 
 
 def _holds_photos(folder: Path, look_at: int = 10_000) -> bool:
@@ -341,11 +359,16 @@ def _unit_hash(relative: Path) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def _files_under(root: Path) -> Iterator[Path]:
+def _files_under(root: Path, others: Sequence[Path] = ()) -> Iterator[Path]:
     """The regular files under ``root``, walked with a list rather than recursion, so that no
     depth of folders overflows Python's stack. Links are followed (a folder of links to species
-    folders or photos is a data set), each real folder entered once (a loop of links ends), and
-    folders that cannot be read are counted in one warning."""
+    folders or photos is a data set), each real folder entered once (a loop of links ends),
+    except a linked folder inside ``root`` (its real path is walked, and names its species),
+    one holding ``root`` (the disk above the data set), and one inside ``others`` (another
+    source's photos, on both sides of two splits). Folders that cannot be read are counted in
+    one warning."""
+    real_root = root.resolve()
+    refused = [real_root, *(Path(other).resolve() for other in others)]
     folders, unreadable, entered = [root], [], set()
     while folders:
         folder = folders.pop()
@@ -361,6 +384,8 @@ def _files_under(root: Path) -> Iterator[Path]:
         for entry in entries:
             try:
                 if entry.is_dir():
+                    if entry.is_symlink() and _reaches(Path(entry.path).resolve(), refused):
+                        continue
                     folders.append(Path(entry.path))
                 elif entry.is_file():
                     yield Path(entry.path)
@@ -472,7 +497,8 @@ def _check_memory(count: int, image_size: int) -> None:
     if available is not None and needed > available * 0.8:
         raise DataError(
             f"{count:,} photos at {image_size}x{image_size} need {needed / 2**30:.1f} GiB in "
-            f"memory, more than the {available / 2**30:.1f} GiB available; train on fewer "
+            f"memory, more than 80% of the {available / 2**30:.1f} GiB available (training "
+            "needs the rest); train on fewer "
             "photos (a folder of some of them) or on a machine with more memory"
         )
 

@@ -91,7 +91,6 @@ class _Distributed:
     def enabled(self) -> bool:
         return self.world > 1
 
-
     @property
     def main(self) -> bool:
         return self.rank == 0
@@ -122,11 +121,11 @@ class _Distributed:
             dist.barrier()
             dist.destroy_process_group()
 
+
 def processes() -> int:
     """How many processes torchrun started for this run (1 without torchrun); TrainingError
     for variables it could not have set."""
     return _Distributed().world
-
 
 
 class Trainer:

@@ -396,6 +396,10 @@ def test_common_mistakes_say_how_to_put_them_right(cli, tiny_model, birds, out, 
               f"vae-export {run / 'best.pt'} -o my-model")  # fmt: skip
     one_error(cli("--model", tiny_model, "-o", out / "new" / "b.png"),
               f"make it first (mkdir -p {out / 'new'})")  # fmt: skip
+    one_error(cli("--model", tiny_model, "-o", out / "new dir" / "b.png"),
+              f"make it first (mkdir -p '{out / 'new dir'}')")  # fmt: skip
+    missing = cli("--model", tmp_path / "nowhere" / "best.pt", "-o", out / "b.png")
+    assert "vae-export" not in one_error(missing, "does not exist")  # nothing to export
     one_error(cli("recon", birds[0].parent, "--model", tiny_model, "-o", out / "r.png"),
               "is a folder; give the photos in it")  # fmt: skip
     heic = tmp_path / "phone.heic"

@@ -243,8 +243,10 @@ def test_a_cub_folder_missing_an_index_is_refused_not_read_as_a_plain_folder(tmp
 def test_folders_beside_cub_are_named_in_a_warning(tmp_path: Path):
     root = _fake_cub(tmp_path)
     write_images(root / "my_garden_birds", 4, seed=1)
+    write_images(root / "segmentations" / "001.Tiny_Bird", 4, seed=2)  # CUB's own masks
     (root / "attributes.txt").write_text("CUB's archive puts this file beside the folder\n")
-    with pytest.warns(UserWarning, match=r"CUB-200-2011 alone; 1 other folder.*my_garden_birds"):
+    alone = r"CUB-200-2011 alone; 1 other folder\(s\) there, e\.g\. my_garden_birds,"
+    with pytest.warns(UserWarning, match=alone):
         splits = load_splits(root, 16)
     assert splits.kind == "cub" and len(splits.train) == 3
     with warnings.catch_warnings():
@@ -263,8 +265,25 @@ def test_linked_species_folders_are_read_and_a_loop_of_links_ends(tmp_path: Path
     (data / "wren").symlink_to(store / "wren")
     (data / "robin").symlink_to(store / "robin")
     (data / "robin" / "back").symlink_to(data)  # a loop through the links
+    (data / "up").symlink_to(tmp_path)  # the disk above the data set
     splits = load_splits(data, 16, val_fraction=0.0)
     assert len(splits.train) == 12 and sorted(splits.classes) == ["robin", "wren"]
+
+
+def test_a_linked_folder_never_brings_a_photo_in_twice_or_under_another_name(tmp_path):
+    """A link to a folder of the same data set (walked first, it named the species after the
+    link and moved the split), or to another --data folder (its photos on both sides of two
+    splits), is not followed."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_images(first / "wren", 10, seed=1)
+    write_images(second / "robin", 10, seed=2)
+    plain = load_splits([first, second], 16, val_fraction=0.2)
+    (first / "all").symlink_to(first / "wren")
+    (first / "more").symlink_to(second)
+    linked = load_splits([first, second], 16, val_fraction=0.2)
+    assert linked.classes == plain.classes == ["robin", "wren"]
+    for side in ("train", "val"):
+        assert np.array_equal(getattr(linked, side), getattr(plain, side))
 
 
 def test_tiny_sub_folders_hold_out_about_the_fraction_asked_for(tmp_path: Path):
@@ -278,6 +297,10 @@ def test_tiny_sub_folders_hold_out_about_the_fraction_asked_for(tmp_path: Path):
     small = len(splits.val) - 3  # the 30-photo folder gives round(3.0)
     assert 4 <= small <= 24, small  # 12 expected of 120; it was 60
     assert np.isin(splits.classes.index("big"), splits.val_labels)
+    few = tmp_path / "few"
+    for species in ("a", "b"):  # shares of 0.3 each: one photo held out all the same
+        write_images(few / species, 3, seed=7)
+    assert len(load_splits(few, 16, val_fraction=0.1).val) == 1
 
 
 def test_a_data_set_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
