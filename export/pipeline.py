@@ -124,12 +124,19 @@ def _source_facts(
     config: Any, state: dict[str, Any], weights: str, sha256: str, opset: int, data: Any
 ) -> dict[str, Any]:
     """What the manifest's ``source`` says of the checkpoint the graphs came from; export adds
-    the parity and int8 figures as it measures them."""
+    the parity and int8 figures as it measures them. A checkpoint saved part way through an
+    epoch (a stopped run's last.pt) says so: its ``val_bpd`` is the last whole epoch's."""
     from .onnx import exporter_for, package_version
 
-    return {
-        "architecture": config.to_dict()["model"],
-        "epochs": int(state["epoch"]),
+    facts: dict[str, Any] = {"architecture": config.to_dict()["model"]}
+    facts["epochs"] = int(state["epoch"])
+    batches = int(state.get("batch_in_epoch") or 0)
+    if batches:
+        facts["batches_into_next_epoch"] = batches
+        epoch = facts["epochs"]
+        click.echo(f"note: the checkpoint was saved {batches} batches into epoch {epoch + 1}; "
+                   f"its figures are epoch {epoch}'s", err=True)  # fmt: skip
+    return facts | {
         "val_bpd": _float_or_none(state["metrics"].get("val_bpd")),
         "weights": weights,
         "checkpoint_sha256": sha256,

@@ -74,17 +74,17 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 
 def verify_crcs(path: Path) -> None:
     """Read every member of the zip archive and check its CRC; raise CheckpointError."""
+    other = "last.pt" if Path(path).name == "best.pt" else "best.pt"
+    advice = f"use the run's {other} or another copy"
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path} is damaged ({type(exc).__name__}); use best.pt or another copy"
-        ) from exc
+        raise CheckpointError(f"{path} is damaged ({type(exc).__name__}); {advice}") from exc
     if bad is not None:
         raise CheckpointError(
-            f"{path} is damaged: {bad.rsplit('/', 1)[-1]} fails its CRC check (bit rot or an "
-            "incomplete copy); use best.pt or another copy"
+            f"{path} is damaged: its stored {bad.rsplit('/', 1)[-1]!r} fails its CRC check "
+            f"(bit rot or an incomplete copy); {advice}"
         )
 
 

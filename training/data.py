@@ -365,8 +365,9 @@ def _files_under(root: Path, others: Sequence[Path] = ()) -> Iterator[Path]:
     folders or photos is a data set), each real folder entered once (a loop of links ends),
     except a linked folder inside ``root`` (its real path is walked, and names its species),
     one holding ``root`` (the disk above the data set), and one inside ``others`` (another
-    source's photos, on both sides of two splits). Folders that cannot be read are counted in
-    one warning."""
+    source's photos, on both sides of two splits). Hidden files and folders (a name starting
+    with a dot: thumbnails, copies a file manager keeps) are not photos of the data set.
+    Folders that cannot be read are counted in one warning."""
     real_root = root.resolve()
     refused = [real_root, *(Path(other).resolve() for other in others)]
     folders, unreadable, entered = [root], [], set()
@@ -382,6 +383,8 @@ def _files_under(root: Path, others: Sequence[Path] = ()) -> Iterator[Path]:
             unreadable.append(folder)
             continue
         for entry in entries:
+            if entry.name.startswith("."):  # a file manager's thumbnails, macOS's ._ twins
+                continue
             try:
                 if entry.is_dir():
                     if entry.is_symlink() and _reaches(Path(entry.path).resolve(), refused):

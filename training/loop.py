@@ -451,6 +451,8 @@ class Trainer:
                 + (f" x {self.ddp.world} processes" if self.ddp.enabled else "")
                 + (", bfloat16 autocast" if self.dtype == torch.bfloat16 else ", float32")
             )
+        if self._resuming and self.ddp.main:
+            self.log(f"resuming {self._place()}")
         last_metrics: dict[str, Any] = {}
         # Ctrl-C and SIGTERM finish the current step, save last.pt and return.
         with durable.signal_handlers(self.request_stop, *durable.STOP_SIGNALS):
@@ -463,10 +465,18 @@ class Trainer:
             if self._stop_requested and self.epoch < config.epochs and self.ddp.main:
                 self.save(LAST)
                 self.log(
-                    f"stopped: saved {self.run_dir / LAST} at epoch {self.epoch}, "
-                    f"batch {self.batch_in_epoch}; continue with --resume {self.run_dir}"
+                    f"stopped: saved {self.run_dir / LAST} {self._place()}; continue with "
+                    f"--resume {self.run_dir}"
                 )
         return last_metrics
+
+    def _place(self) -> str:
+        """Where the run stands, counted as the progress lines count: from epoch 1."""
+        epochs = self.config.epochs
+        if self.batch_in_epoch == 0:
+            return f"after epoch {self.epoch}/{epochs}"
+        return (f"in epoch {self.epoch + 1}/{epochs}, after batch {self.batch_in_epoch} of "
+                f"{self.steps_per_epoch}")  # fmt: skip
 
     def close(self) -> None:
         """After a run that ended well on every process: drop the DDP wrapper, which holds the

@@ -15,6 +15,7 @@ checkpoints keep the raw ``prior`` too, to resume from).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -240,6 +241,16 @@ class DecoderTrainer(Trainer):
         self.rater = self._build_rater()
         self.judging_vae = judge_weights(init, config.sharpen.rater_weight)
 
+    def _batching(self) -> None:
+        super()._batching()
+        start, total = self.config.sharpen.gan_start, self.total_steps
+        if total <= start and not self._resuming:
+            warnings.warn(
+                f"the adversarial term starts after {start} steps and this run has {total}, so "
+                "it trains without it; give more --epochs or a smaller --batch-size",
+                stacklevel=2,
+            )
+
     def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
         """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
         takes it from last.pt, which saves it; a last.pt without one takes it from --init."""
@@ -272,6 +283,13 @@ class DecoderTrainer(Trainer):
         self.carried_prior = learned_prior(init)
         self.fixed_prior_z, self.prior_sampler = None, None
         if self.carried_prior is None:
+            cfg = config.sharpen
+            if (cfg.prior_share > 0 or cfg.anchor_weight > 0) and not self._resuming:
+                warnings.warn(
+                    f"--init {config.init} holds no learned prior, so this decoder stage trains "
+                    "on photos alone, without prior draws (--prior-share) or the anchor "
+                    "(--anchor-weight); start it from a --stage prior run's best.pt, as the "
+                    "recipe does", stacklevel=2)  # fmt: skip
             return
         self.carried_prior.to(self.device).eval()
         # The prior is frozen here, so its sampler (the solver's constants) is built once,

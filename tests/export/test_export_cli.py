@@ -283,3 +283,19 @@ def test_quantizing_holds_back_onnxruntimes_advice_but_not_the_callers_logging(c
         assert logging.root.manager.disable == logging.DEBUG
     finally:
         logging.disable(logging.NOTSET)
+
+
+def test_a_checkpoint_saved_part_way_through_an_epoch_says_so(export_cli, make_checkpoint,
+                                                              tiny_kwargs, run_dir):  # fmt: skip
+    """A stopped run's last.pt holds weights from inside the next epoch, but the figures of
+    the last whole one: the manifest recorded them as the weights' own, without a word."""
+    path = make_checkpoint(run_dir / "last.pt", tiny_kwargs, epoch=1, batch_in_epoch=3)
+    result = export_cli(path, "-o", run_dir / "model")
+    assert result.exit_code == 0, result.stderr
+    assert "saved 3 batches into epoch 2; its figures are epoch 1's" in result.stderr
+    source = verify_model_dir(run_dir / "model").source
+    assert (source["epochs"], source["batches_into_next_epoch"]) == (1, 3)
+    whole = make_checkpoint(run_dir / "best.pt", tiny_kwargs, epoch=1)
+    result = export_cli(whole, "-o", run_dir / "whole")
+    assert result.exit_code == 0 and "batches into" not in result.stderr, result.stderr
+    assert "batches_into_next_epoch" not in verify_model_dir(run_dir / "whole").source

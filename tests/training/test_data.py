@@ -266,6 +266,8 @@ def test_linked_species_folders_are_read_and_a_loop_of_links_ends(tmp_path: Path
     (data / "robin").symlink_to(store / "robin")
     (data / "robin" / "back").symlink_to(data)  # a loop through the links
     (data / "up").symlink_to(tmp_path)  # the disk above the data set
+    write_images(data / "wren" / ".thumbnails", 3, seed=5)  # a file manager's copies
+    write_images(data / ".Trash-1000", 3, seed=6)
     splits = load_splits(data, 16, val_fraction=0.0)
     assert len(splits.train) == 12 and sorted(splits.classes) == ["robin", "wren"]
 

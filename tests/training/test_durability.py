@@ -107,8 +107,11 @@ def test_a_bit_rotted_checkpoint_is_refused_in_one_line(straight, tmp_path):
     middle = len(data) // 2
     data[middle : middle + 64] = bytes(64)
     (run / LAST).write_bytes(bytes(data))
-    with pytest.raises(checkpoint.CheckpointError, match="damaged"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"damaged.*use the run's best\.pt or"):
         checkpoint.load(run / LAST)
+    (run / "best.pt").write_bytes(bytes(data))  # never the damaged file itself as the way out
+    with pytest.raises(checkpoint.CheckpointError, match=r"damaged.*use the run's last\.pt or"):
+        checkpoint.load(run / "best.pt")
     result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
     assert result.exit_code == 2 and "damaged" in result.output
     assert len(result.output.strip().splitlines()) == 1

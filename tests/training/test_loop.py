@@ -382,6 +382,19 @@ def test_a_stopped_run_exits_128_plus_the_signal_with_last_pt_saved(image_folder
     assert "Traceback" not in err and "stopped: saved" in out
     state = checkpoint.load(run / LAST)
     assert 1 <= state["epoch"] < 1000
+    place = (f"after epoch {state['epoch']}/1000" if state["batch_in_epoch"] == 0 else
+             f"in epoch {state['epoch'] + 1}/1000, after batch {state['batch_in_epoch']} of ")
+    assert f"stopped: saved {run / LAST} {place}" in out, out  # counted as the progress lines
+
+
+def test_where_a_run_stands_is_counted_as_the_progress_lines_count():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(config=SimpleNamespace(epochs=2), epoch=0, batch_in_epoch=3,
+                          steps_per_epoch=4)  # fmt: skip
+    assert Trainer._place(run) == "in epoch 1/2, after batch 3 of 4"
+    run.epoch, run.batch_in_epoch = 1, 0
+    assert Trainer._place(run) == "after epoch 1/2"
 
 
 def test_a_stop_after_the_last_epoch_is_a_finished_run(image_folder, tmp_path):

@@ -209,6 +209,28 @@ def test_the_decoder_stage_validates_a_vae_of_a_continuous_likelihood(vae_checkp
     assert math.isfinite(metrics["val_bpd"]) and math.isfinite(metrics["val_psnr"])
 
 
+def test_a_decoder_stage_says_when_it_cannot_do_what_the_recipe_asks(vae_checkpoint, tmp_path):
+    """Started from a VAE checkpoint it has no prior draws and no anchor; run for fewer steps
+    than the adversarial term waits, it has no adversarial term: each said nothing."""
+    import warnings
+
+    config = _stage(vae_checkpoint, "decoder", epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    said = [str(w.message) for w in caught]
+    assert any("holds no learned prior, so this decoder stage trains on photos alone" in m
+               for m in said), said  # fmt: skip
+    assert any("the adversarial term starts after 200 steps and this run has" in m
+               for m in said), said  # fmt: skip
+    config.sharpen.prior_share, config.sharpen.anchor_weight = 0.0, 0.0
+    config.sharpen.gan_start = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DecoderTrainer(config, tmp_path / "asked", log=_quiet)
+    assert [str(w.message) for w in caught] == []  # asked for neither: nothing to say
+
+
 def test_the_anchor_holds_prior_codes_to_the_init_decoder(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
