@@ -521,6 +521,12 @@ def _stage_config(options: dict, given: set[str]):
         raise UserError(f"--stage {stage} needs a model of the default architecture")
     config = stage_config(init_config, stage, _absolute([init])[0])
     data = _absolute(options["data"]) or None
+    moved = [folder for folder in config.data if not Path(folder).is_dir()]
+    if data is None and moved:  # the error would name a folder the user never gave
+        raise UserError(
+            f"the data folder {moved[0]}, which --init {init}'s run trained on, is not here; "
+            "give the photos with --data"
+        )
     return override(
         config, data=data, epochs=options["epochs"], batch_size=options["batch_size"],
         lr=options["lr"], device=options["device"], seed=options["seed"],

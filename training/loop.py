@@ -444,8 +444,10 @@ class Trainer:
         config = self.config
         if self.ddp.main:
             durable.write_bytes_atomic(self.run_dir / CONFIG, config.to_json().encode())
+            none = " (none held out: validation scores training images)"
+            held_out = "" if len(self.val_images) else none
             self.log(
-                f"{len(self.train_images)} train / {len(self.val_images)} val images, "
+                f"{len(self.train_images)} train / {len(self.val_images)} val images{held_out}, "
                 f"{count_parameters(self._trained_module()) / 1e6:.2f}M parameters trained, "
                 f"device {self.device}"
                 + (f" x {self.ddp.world} processes" if self.ddp.enabled else "")

@@ -9,6 +9,7 @@ likelihood and validation stay float32 whatever is chosen.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,4 +40,10 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         native = gpu_has_native_bf16(device) if device.type == "cuda" else cpu_has_native_bf16()
         name = "bf16" if native else "fp32"
+    elif name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "--precision bf16 on a CPU without native bfloat16 (AVX512-BF16 or AMX) is "
+            "emulated, several times slower than fp32; --precision auto picks fp32 here",
+            stacklevel=2,
+        )
     return torch.bfloat16 if name == "bf16" else torch.float32

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def test_auto_precision_is_bf16_only_where_the_hardware_does_it(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert precision.resolve_precision("auto", cpu) == torch.bfloat16
     assert precision.resolve_precision("fp32", cpu) == torch.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # native bf16 asked for: nothing to say
+        assert precision.resolve_precision("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated, several times slower than fp32"):
+        assert precision.resolve_precision("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown precision"):
         precision.resolve_precision("fp16", cpu)
 
@@ -628,3 +635,13 @@ def test_a_stop_inside_torchs_import_still_stops_the_command(image_folder, tmp_p
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == (143 if signame == "SIGTERM" else 130), done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_run_with_no_photos_held_out_says_what_validation_scores(image_folder, tmp_path):
+    lines: list[str] = []
+    Trainer(tiny_config(image_folder, epochs=1, val_fraction=0.0), tmp_path / "run",
+            log=lines.append).fit()  # fmt: skip
+    assert "0 val images (none held out: validation scores training images)" in lines[0]
+    held: list[str] = []
+    Trainer(tiny_config(image_folder, epochs=1), tmp_path / "held", log=held.append).fit()
+    assert "none held out" not in held[0]

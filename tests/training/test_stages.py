@@ -349,6 +349,19 @@ def test_the_focal_frequency_loss_is_zero_only_for_the_same_image():
     assert float(sharpen.focal_frequency_loss(x.flip(3), x)) > 0.0
 
 
+def test_a_later_stage_whose_init_data_moved_says_so(vae_checkpoint, tmp_path):
+    state = checkpoint.load(vae_checkpoint)
+    state["config"]["data"] = [str(tmp_path / "photos-since-moved")]
+    moved = tmp_path / "moved.pt"
+    checkpoint.save_atomic(state, moved)
+    args = ["--stage", "prior", "--init", str(moved), "-o", str(tmp_path / "run")]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2, result.output
+    assert (f"the data folder {tmp_path / 'photos-since-moved'}, which --init {moved}'s run "
+            "trained on, is not here; give the photos with --data") in result.output
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
