@@ -390,17 +390,15 @@ def _write_separate(
     bird is on disk, so a run stopped part way can say what it left: a stop that lands after
     a bird's rename but before its write returns counts that bird too (its file is new)."""
     digits = max(5, len(str(n - 1)))
-    with click.progressbar(length=n, label="writing birds", file=sys.stderr) as bar:
-        for batch in batches:
-            for tile in images.to_uint8_hwc(batch):
-                target = folder / f"bird_{len(names):0{digits}d}.png"
-                before = _identity(target)  # an older bird's, with --force
-                try:
-                    images.save_png(images.upscale(tile, scale), target)
-                finally:
-                    if _identity(target) not in (None, before):
-                        names.add(target.name)
-            bar.update(len(batch))
+    for batch in _with_progress(batches, n, "writing birds"):
+        for tile in images.to_uint8_hwc(batch):
+            target = folder / f"bird_{len(names):0{digits}d}.png"
+            before = _identity(target)  # an older bird's, with --force
+            try:
+                images.save_png(images.upscale(tile, scale), target)
+            finally:
+                if _identity(target) not in (None, before):
+                    names.add(target.name)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

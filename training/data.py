@@ -484,9 +484,9 @@ def _decode_all(
                       f"{failures[min(failures)]}", stacklevel=2)  # fmt: skip
 
     def keep(is_val: bool) -> tuple[np.ndarray, np.ndarray]:
-        good = [row for row, i in enumerate(sides[is_val]) if i not in failures]
-        labels = np.array([index[items[sides[is_val][row]].label] for row in good], np.int64)
-        images = arrays[is_val]
+        chosen, images = sides[is_val], arrays[is_val]
+        good = [row for row, i in enumerate(chosen) if i not in failures]
+        labels = np.array([index[items[chosen[row]].label] for row in good], np.int64)
         return (images if len(good) == len(images) else images[good]), labels
 
     (train, train_labels), (val, val_labels) = keep(False), keep(True)
@@ -501,8 +501,8 @@ def _check_memory(count: int, image_size: int) -> None:
         raise DataError(
             f"{count:,} photos at {image_size}x{image_size} need {needed / 2**30:.1f} GiB in "
             f"memory, more than 80% of the {available / 2**30:.1f} GiB available (training "
-            "needs the rest); train on fewer "
-            "photos (a folder of some of them) or on a machine with more memory"
+            "needs the rest); train on fewer photos (a folder of some of them) or on a machine "
+            "with more memory"
         )
 
 
