@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -308,6 +309,30 @@ def train_command(ctx: click.Context, **options) -> None:
         return
     with _stops_mean_done():
         trainer.close()
+        if trainer.ddp.main:
+            click.echo("\n".join(next_steps(config.stage, run_dir)))
+
+
+def next_steps(stage: str, run_dir: Path) -> list[str]:
+    """What to run after a finished stage, as commands to paste: the recipe's next stage (a
+    later stage takes its --init run's data) and the export that makes a model bird-gen runs."""
+    best = shlex.quote(str(run_dir / "best.pt"))
+    model = shlex.quote(f"{run_dir}-model")
+    export = f"vae-export {best} -o {model} && bird-gen -m {model}"
+    following = {
+        "vae": ("a learned prior, for birds that look like birds",
+                f"vae-train --stage prior --init {best} -o {shlex.quote(f'{run_dir}-prior')}"),
+        "prior": ("a sharper decoder for the prior's birds",
+                  f"vae-train --stage decoder --init {best} -o "
+                  f"{shlex.quote(f'{run_dir}-decoder')}"),
+    }  # fmt: skip
+    lines = [f"done: {run_dir / 'best.pt'} holds the run's best weights"]
+    if stage in following:
+        why, command = following[stage]
+        lines += [f"next ({why}): {command}", f"  or export it as it is: {export}"]
+    else:
+        lines.append(f"next: {export}")
+    return lines
 
 
 @contextlib.contextmanager

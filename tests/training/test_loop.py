@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from torch.optim.swa_utils import AveragedModel
 
 from birdvae.training import checkpoint, loop, precision
-from birdvae.training.cli import eval_command, train_command
+from birdvae.training.cli import eval_command, next_steps, train_command
 from birdvae.training.loop import Trainer
 from birdvae.training.runfolder import LAST
 
@@ -139,6 +140,12 @@ def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, 
     model = written["model"]
     assert (model["decoder_width"], model["decoder_max_width"]) == (8, 24)
     assert written["box_margin"] == 0.0  # and a later stage keeps it: it is the data's framing
+    best = run / "best.pt"
+    assert (
+        f"next (a learned prior, for birds that look like birds): vae-train --stage prior "
+        f"--init {best} -o {run}-prior\n" in result.output
+    )
+    assert f"  or export it as it is: vae-export {best} -o {run}-model" in result.output
     stage = ["--data", str(image_folder), "--out", str(tmp_path / "p"), "--stage", "prior",
              "--init", str(run / "best.pt"), "--box-margin", "0.3"]  # fmt: skip
     refused = CliRunner().invoke(train_command, stage)
@@ -170,6 +177,18 @@ def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, 
     assert scored.exit_code == 0, scored.output
     figures = json.loads(scored.output.strip().splitlines()[-1])
     assert figures["iw_bpd"] <= figures["bpd"] + 0.05 and figures["psnr"] > 0
+
+
+def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
+    run = tmp_path / "my runs" / "it's"
+    for stage, words in (("vae", ["vae-train", "--stage", "prior", "--init", str(run / "best.pt"),
+                                  "-o", f"{run}-prior"]),
+                         ("prior", ["vae-train", "--stage", "decoder", "--init",
+                                    str(run / "best.pt"), "-o", f"{run}-decoder"]),
+                         ("decoder", ["vae-export", str(run / "best.pt"), "-o", f"{run}-model",
+                                      "&&", "bird-gen", "-m", f"{run}-model"])):  # fmt: skip
+        command = next_steps(stage, run)[1].split(": ", 1)[1]
+        assert shlex.split(command) == words, stage
 
 
 def test_baseline_eval_reports_fitted_gaussian_bits(image_folder, tmp_path):
