@@ -198,14 +198,30 @@ def max_diffs(rows: list[ParityRow]) -> dict[str, float]:
 
 
 def format_table(rows: list[ParityRow]) -> str:
-    header = f"{'graph':<8} {'output':<8} {'input':<14} {'N':>3} {'max|diff|':>10} {'tol':>8}  ok"
-    lines = [header]
+    """The proof as a table: on success one line per graph output, the worst of its checks
+    (each input at every N in BATCH_SIZES); when any check failed, every check, to show which."""
+    title = f"parity, onnxruntime against PyTorch ({len(rows)} checks"
+    columns = f"{'max|diff|':>10} {'tol':>8}  ok"
+    if not all(row.ok for row in rows):
+        header = f"{'graph':<8} {'output':<9} {'input':<14} {'N':>3}  {columns}"
+        return "\n".join([title + ", each one):", header,
+                          *(_line(row, f"{row.input:<14} {row.n:>3}  ") for row in rows)])
+    groups: dict[tuple[str, str], list[ParityRow]] = {}
     for row in rows:
-        lines.append(
-            f"{row.graph:<8} {row.output:<8} {row.input:<14} {row.n:>3} "
-            f"{row.max_abs_diff:>10.2e} {row.tolerance:>8.1e}  {'yes' if row.ok else 'NO'}"
-        )
+        groups.setdefault((row.graph, row.output), []).append(row)
+    sizes = ", ".join(str(n) for n in sorted({row.n for row in rows}))
+    header = f"{'graph':<8} {'output':<9} {'inputs':<20} {columns}"
+    lines = [f"{title}, N = {sizes}; the worst of each output):", header]
+    for group in groups.values():
+        worst = max(group, key=lambda row: row.max_abs_diff / row.tolerance)
+        inputs = ", ".join(dict.fromkeys(row.input for row in group))
+        lines.append(_line(worst, f"{inputs:<20} "))
     return "\n".join(lines)
+
+
+def _line(row: ParityRow, inputs: str) -> str:
+    return (f"{row.graph:<8} {row.output:<9} {inputs}{row.max_abs_diff:>10.2e} "
+            f"{row.tolerance:>8.1e}  {'yes' if row.ok else 'NO'}")  # fmt: skip
 
 
 def _max_diff(reference: np.ndarray, other: np.ndarray) -> float:

@@ -25,7 +25,9 @@ from birdvae.export.onnx import (  # noqa: E402
 from birdvae.export.parity import (  # noqa: E402
     BATCH_SIZES,
     IMAGE_TOL,
+    ParityRow,
     check_parity,
+    format_table,
     scaled_tolerance,
     verdict,
 )
@@ -53,8 +55,10 @@ def test_export_succeeds_and_prints_the_parity_table(exported, arch):
     assert f"wrote {folder}" in result.stdout
     table = [line for line in result.stdout.splitlines() if line.startswith(("encoder", "decoder"))]
     decoder_count = 4 if arch == "resnet" else 1  # image (+ pixel location, scale, coupling)
-    # each batch size: the encoder's 2 outputs, the decoder's for random and encoded z
-    assert len(table) == (2 + 2 * decoder_count) * len(BATCH_SIZES)
+    # a line for each output, the worst of its checks: each batch size, random and encoded z
+    assert len(table) == 2 + decoder_count
+    checks = (2 + 2 * decoder_count) * len(BATCH_SIZES)
+    assert f"({checks} checks, N = {', '.join(map(str, BATCH_SIZES))};" in result.stdout
     assert all(line.endswith("yes") for line in table)
     assert "real images" in result.stdout
 
@@ -136,6 +140,22 @@ def test_parity_holds_and_catches_a_changed_model(exported):
         model.decoder.body[0].bias.add_(0.01)  # the graph on disk no longer matches
     with pytest.raises(ExportError, match=r"parity check failed.*decoder"):
         verdict(check_parity(model, folder, None))
+
+
+def test_the_parity_table_shows_each_outputs_worst_check_and_every_check_on_a_failure():
+    checks = (("encoder", "mean", "real images", 1e-8), ("decoder", "image", "random z", 1e-8),
+              ("decoder", "image", "encoded z", 2e-8))  # fmt: skip
+    rows = [ParityRow(graph, output, source, n, diff * n, 1e-5)
+            for n in BATCH_SIZES for graph, output, source, diff in checks]  # fmt: skip
+    lines = format_table(rows).splitlines()
+    assert lines[0].startswith(f"parity, onnxruntime against PyTorch ({len(rows)} checks, N = 1,")
+    assert [line.split()[:2] for line in lines[2:]] == [["encoder", "mean"], ["decoder", "image"]]
+    worst = 2e-8 * max(BATCH_SIZES)
+    assert "random z, encoded z" in lines[3] and f"{worst:.2e}" in lines[3]
+    failing = [*rows, ParityRow("decoder", "image", "random z", 3, 0.5, 1e-5)]
+    lines = format_table(failing).splitlines()
+    assert len(lines) == 2 + len(failing)
+    assert lines[-1].split()[-3:] == ["5.00e-01", "1.0e-05", "NO"]
 
 
 def test_a_model_that_gives_nan_is_called_diverged_not_a_parity_failure(exported):
