@@ -53,7 +53,7 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
     type=click.IntRange(min=13),
     default=DEFAULT_OPSET,
     show_default=True,
-    help="ONNX opset of both graphs.",
+    help="ONNX opset of every graph written.",
 )
 @click.option(
     "--int8",
