@@ -179,8 +179,7 @@ def _check_pixels(height: int, width: int) -> None:
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Random seed: the same seed writes the same PNG bytes on one machine (int8 models "
-    "may draw a bird or two otherwise on another CPU).",
+    help="Random seed: on one machine, the same seed writes the same PNG bytes.",
 )
 @click.option(
     "--temperature",
