@@ -34,14 +34,14 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 @click.command(
     "vae-export", cls=Command, context_settings={"help_option_names": ["-h", "--help"]}
 )
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint", type=NamedPath(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NamedPath(file_okay=False, path_type=Path),
     help="Model folder to write. [default: 'model' beside the checkpoint]",
 )
-@click.option("--out", "out_alias", type=click.Path(file_okay=False, path_type=Path), hidden=True)
+@click.option("--out", "out_alias", type=NamedPath(file_okay=False, path_type=Path), hidden=True)
 @click.option(
     "--ema/--no-ema",
     default=True,
@@ -99,7 +99,7 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 @click.option(
     "--prior-guide",
     "guide",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NamedPath(dir_okay=False, path_type=Path),
     help="Autoguide the learned prior with this smaller prior's checkpoint (a short --stage "
     "prior run from the same --init, e.g. --prior-width 256 --prior-blocks 2 --epochs 15): "
     "firmer birds for about a quarter more sampling time.",
@@ -120,7 +120,7 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 )
 @click.option(
     "--selector-from",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NamedPath(file_okay=False, path_type=Path),
     help="With --best-of: keep the selector of this model folder's prior.onnx instead of "
     "teaching a new one, e.g. to export a shipped model's checkpoint again and keep the birds "
     "it chose.",

@@ -7,6 +7,7 @@ staging folder is made; inside it the graphs, priors and manifest are written an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,13 @@ def export(options: ExportOptions) -> None:
         click.echo(f"note: {line}", err=True)
     check_replaceable(destination)
     model, config, state = load_model(checkpoint, ema=ema)
+    checkpoint_sha256 = sha256_of(checkpoint)
     learned = learned_prior(state)
     _check_flags_fit(options, model, learned is not None)
     default = _default_prior(options, learned is not None, config.model.latent_dim)
-    guide = _load_guide(options, state, learned)
+    guide = _load_guide(options, state, learned, checkpoint_sha256)
     used_ema = bool(ema and state.get("ema"))
     weights = "ema" if used_ema else "model"  # as the manifest records them, in two places
-    checkpoint_sha256 = sha256_of(checkpoint)
     sampler_temperature = options.temperature if default == "learned" else 1.0
     carried = None
     if learned is not None and options.selector_from is not None:
@@ -82,6 +83,12 @@ def export(options: ExportOptions) -> None:
     splits, data = _real_images(checkpoint, config, options.prior_data)
     if options.int8 and splits is None:
         raise UserError("--int8 calibrates on real images: pass --prior-data DIR")
+    if options.prior_data and len(splits.train) < max(2, options.components):
+        raise UserError(
+            f"--prior-components {options.components}: the mixture is fitted to the training "
+            f"photos of --prior-data, and there are {len(splits.train)}; give more photos or "
+            "fewer components"
+        )
     source = _source_facts(config, state, weights, checkpoint_sha256, opset, data)
     with staging(destination) as folder:
         export_model(model, folder, opset)
@@ -244,20 +251,32 @@ def _guide_args(guide: Guide | None) -> tuple[Any, float]:
     return (guide.prior, guide.guidance) if guide else (None, 1.0)
 
 
-def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> Guide | None:
+def _load_guide(
+    options: ExportOptions, state: dict[str, Any], learned: Any, checkpoint_sha256: str
+) -> Guide | None:
     """The --prior-guide checkpoint's prior, checked against the checkpoint being exported:
-    a guide only means something over the same encoder's codes."""
+    a guide only means something over the same encoder's codes, and another prior than the
+    one it guides (a prior guiding itself is the prior alone, at more sampling time)."""
     if options.guide is None:
         return None
     import torch
 
     from birdvae.runtime.format import sha256_of
-    from birdvae.training.checkpoint import learned_prior, load, vae_weights
+    from birdvae.training.checkpoint import CheckpointError, learned_prior, load, vae_weights
     from birdvae.training.prior import GuideError, check_guide
 
     if learned is None:
         raise UserError("--prior-guide: the checkpoint has no learned prior to guide")
-    guide_state = load(options.guide)
+    try:
+        guide_state = load(options.guide)
+    except CheckpointError as exc:
+        raise UserError(f"--prior-guide: {exc}") from None
+    guide_sha256 = sha256_of(options.guide)
+    if guide_sha256 == checkpoint_sha256:
+        raise UserError(
+            f"--prior-guide {options.guide} is the checkpoint being exported, and a prior "
+            "guiding itself is the prior alone; give the short guide run's best.pt"
+        )
     guide = learned_prior(guide_state)
     if guide is None:
         raise UserError(f"--prior-guide {options.guide}: that checkpoint has no learned prior")
@@ -283,7 +302,7 @@ def _load_guide(options: ExportOptions, state: dict[str, Any], learned: Any) -> 
         raise UserError(f"--prior-guide {options.guide}: {exc}") from exc
     cfg = guide.cfg
     facts = {"width": cfg.width, "blocks": cfg.blocks, "epochs": int(guide_state["epoch"]),
-             "checkpoint_sha256": sha256_of(options.guide)}  # fmt: skip
+             "checkpoint_sha256": guide_sha256}  # fmt: skip
     return Guide(guide, options.guidance, facts)
 
 
@@ -444,4 +463,6 @@ def _real_images(
 
 
 def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
+    """A checkpoint's figure for the manifest: None when missing or not finite (a diverged
+    epoch's NaN), which JSON cannot hold."""
+    return None if value is None or not math.isfinite(value) else float(value)

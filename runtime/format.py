@@ -211,7 +211,9 @@ class Manifest:
         # A plain write: vae-export writes a manifest only into its staging folder, which is
         # renamed into place whole (export/destination.py), and sweeps that folder when it
         # holds nothing but a model's files.
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        # allow_nan=False: NaN and Infinity are not JSON, and the web page's parser refuses them.
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
+        path.write_text(text + "\n")
         return path
 
     @classmethod
@@ -221,7 +223,8 @@ class Manifest:
             raise ModelFormatError(f"{folder} is not a model folder: it has no {MANIFEST_FILE}")
         text = read_file(path, MAX_MANIFEST_BYTES)
         try:
-            data = json.loads(text, object_pairs_hook=_object_of_unique_keys)
+            data = json.loads(text, object_pairs_hook=_object_of_unique_keys,
+                              parse_constant=_not_json)  # fmt: skip
         except _DuplicateKey as exc:
             raise ModelFormatError(f"{path} gives {exc.key!r} twice in one object") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long
@@ -237,6 +240,12 @@ class _DuplicateKey(Exception):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity, which are not JSON: the web page's reader refuses
+    them, so a manifest holding one would load here and fail there."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -117,7 +117,10 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
             f"{path} holds objects other than tensors and plain values; it is not loaded"
         ) from exc
     except (zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint: {type(exc).__name__}") from exc
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: torch could not read it as one "
+            f"({type(exc).__name__}); is it a vae-train checkpoint?"
+        ) from exc
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a bird-vae checkpoint (missing keys)")
     if type(state["format"]) is not int or state["format"] != CHECKPOINT_FORMAT:

@@ -65,10 +65,10 @@ def _flag_names(options: set[str]) -> str:
     "-o",
     "--output",
     "out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NamedPath(file_okay=False, path_type=Path),
     help="Run folder: checkpoints, metrics.jsonl, config.json, grids/.",
 )
-@click.option("--out", "out_alias", type=click.Path(file_okay=False, path_type=Path), hidden=True)
+@click.option("--out", "out_alias", type=NamedPath(file_okay=False, path_type=Path), hidden=True)
 @click.option(
     "--stage",
     type=click.Choice(["vae", "prior", "decoder"]),
@@ -79,7 +79,7 @@ def _flag_names(options: set[str]) -> str:
 )
 @click.option(
     "--init",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NamedPath(dir_okay=False, path_type=Path),
     help="The checkpoint a prior or decoder stage starts from (an earlier stage's best.pt).",
 )
 @click.option(
@@ -241,7 +241,7 @@ def _flag_names(options: set[str]) -> str:
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
 @click.option(
     "--resume",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NamedPath(file_okay=False, path_type=Path),
     help="Continue the run in this folder from its last.pt, with its own config.",
 )
 @version_option()
@@ -568,7 +568,7 @@ def _stage_config(options: dict, given: set[str]):
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("ckpt", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ckpt", type=NamedPath(dir_okay=False, path_type=Path))
 @click.option(
     "--data",
     type=NamedPath(),

@@ -141,8 +141,8 @@ def _check_disjoint(roots: Sequence[Path]) -> None:
         for j, b in enumerate(resolved):
             if i != j and (a == b or b in a.parents):
                 raise DataError(
-                    f"--data {roots[i]} and --data {roots[j]} overlap (the same folder, or one "
-                    "inside the other); give each folder of photos once"
+                    f"the data folders {roots[i]} and {roots[j]} overlap (the same folder, or "
+                    "one inside the other); give each folder of photos once"
                 )
 
 
@@ -222,7 +222,7 @@ def _warn_of_folders_beside(cub_root: Path) -> None:
     if others:
         warnings.warn(
             f"read {cub_root.parent} as CUB-200-2011 alone; {len(others)} other folder(s) "
-            f"there, e.g. {others[0]}, are not read (give each with its own --data)",
+            f"there, e.g. {others[0]}, are not read (give each as a data folder of its own)",
             stacklevel=4,
         )
 

@@ -97,6 +97,37 @@ def test_missing_checkpoint_and_missing_data(export_cli, resnet_checkpoint, tmp_
     assert not out.exists()
 
 
+def test_an_empty_path_is_refused_not_read_as_the_working_folder(export_cli, resnet_checkpoint):
+    """An unset shell variable ("$CKPT", -o "$OUT") is an empty name, which click reads as '.':
+    --selector-from "" would keep the working folder's selector if it were a model."""
+    for args in ([""], [resnet_checkpoint, "-o", ""], [resnet_checkpoint, "--out", ""],
+                 [resnet_checkpoint, "--prior-guide", ""],
+                 [resnet_checkpoint, "--best-of", 2, "--selector-from", ""]):  # fmt: skip
+        assert_one_error_line(export_cli(*args), 2, "an empty name")
+
+
+def test_more_mixture_components_than_photos_are_refused_before_any_work(
+    export_cli, resnet_checkpoint, bird_folder, tmp_path
+):
+    """It was found out after the graphs, their parity (and a --best-of selector's minutes),
+    as an export failure with status 1."""
+    out = tmp_path / "model"
+    result = export_cli(resnet_checkpoint, "-o", out, "--prior-data", bird_folder,
+                        "--prior-components", 40)  # fmt: skip
+    assert_one_error_line(result, 2, "--prior-components 40", "give more photos or fewer")
+    assert "parity" not in result.stdout and not out.exists()
+
+
+def test_a_figure_that_is_not_finite_is_written_as_null(export_cli, make_checkpoint, tiny_kwargs,
+                                                        run_dir):  # fmt: skip
+    """A diverged epoch's NaN val_bpd went into manifest.json as NaN, which is not JSON."""
+    path = make_checkpoint(run_dir / "last.pt", tiny_kwargs, metrics={"val_bpd": float("nan")})
+    result = export_cli(path, "-o", run_dir / "model")
+    assert result.exit_code == 0, result.stderr
+    assert "NaN" not in (run_dir / "model" / "manifest.json").read_text()
+    assert verify_model_dir(run_dir / "model").source["val_bpd"] is None
+
+
 def test_options_that_need_data(export_cli, resnet_checkpoint, tmp_path):
     out = tmp_path / "model"
     assert_one_error_line(export_cli(resnet_checkpoint, "-o", out, "--int8"), 2, "--prior-data")

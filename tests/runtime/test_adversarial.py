@@ -290,6 +290,10 @@ HOSTILE_MANIFESTS = {
         json.dumps(_manifest_data()).replace('"latent_dim"', '"latent_dim": 8, "latent_dim"', 1),
         "gives 'latent_dim' twice in one object",
     ),
+    "a-nan-figure": (  # Python's json reads NaN; JSON and the web page's reader do not
+        json.dumps(_edit(source={"val_bpd": float("nan")})),
+        "NaN is not a JSON value",
+    ),
     "temperature-of-401-digits": (
         json.dumps(_edit(default_temperature=10**400)),
         "default_temperature is too large: 10000000000000000000... (401 digits)",
