@@ -34,7 +34,7 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 @click.command(
     "vae-export", cls=Command, context_settings={"help_option_names": ["-h", "--help"]}
 )
-@click.argument("checkpoint", type=NamedPath(dir_okay=False, path_type=Path))
+@click.argument("checkpoint", type=NamedPath(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "-o",
     "--output",
@@ -99,7 +99,7 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 @click.option(
     "--prior-guide",
     "guide",
-    type=NamedPath(dir_okay=False, path_type=Path),
+    type=NamedPath(exists=True, dir_okay=False, path_type=Path),
     help="Autoguide the learned prior with this smaller prior's checkpoint (a short --stage "
     "prior run from the same --init, e.g. --prior-width 256 --prior-blocks 2 --epochs 15): "
     "firmer birds for about a quarter more sampling time.",
@@ -120,7 +120,7 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 )
 @click.option(
     "--selector-from",
-    type=NamedPath(file_okay=False, path_type=Path),
+    type=NamedPath(exists=True, file_okay=False, path_type=Path),
     help="With --best-of: keep the selector of this model folder's prior.onnx instead of "
     "teaching a new one, e.g. to export a shipped model's checkpoint again and keep the birds "
     "it chose.",

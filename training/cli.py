@@ -79,7 +79,7 @@ def _flag_names(options: set[str]) -> str:
 )
 @click.option(
     "--init",
-    type=NamedPath(dir_okay=False, path_type=Path),
+    type=NamedPath(exists=True, dir_okay=False, path_type=Path),
     help="The checkpoint a prior or decoder stage starts from (an earlier stage's best.pt).",
 )
 @click.option(
@@ -568,7 +568,7 @@ def _stage_config(options: dict, given: set[str]):
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("ckpt", type=NamedPath(dir_okay=False, path_type=Path))
+@click.argument("ckpt", type=NamedPath(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--data",
     type=NamedPath(),

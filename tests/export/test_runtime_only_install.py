@@ -30,11 +30,13 @@ def run_without(module: str, package: str, command: str, *args: str):
 
 @pytest.mark.parametrize("module", ["torch", "torchvision", "tqdm", "onnx", "onnxscript"])
 def test_export_without_part_of_the_train_extra_one_line_and_exit_2(tmp_path, module):
-    result = run_without(module, "export", "main", str(tmp_path / "last.pt"))
+    checkpoint = tmp_path / "last.pt"  # there: a missing one is refused before any import
+    checkpoint.touch()
+    result = run_without(module, "export", "main", str(checkpoint))
     assert result.returncode == 2
     assert result.stderr.strip() == "error: " + needs_train_extra("vae-export")
     assert result.stdout == ""
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [checkpoint]
 
 
 @pytest.mark.parametrize("module", ["torch", "torchvision", "tqdm"])

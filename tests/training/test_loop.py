@@ -643,7 +643,8 @@ def test_a_stop_inside_torchs_import_still_stops_the_command(image_folder, tmp_p
     """torch's C start-up swallows an exception raised inside it: a stop that landed there was
     lost, and the command went on to train, score or export as if never stopped."""
     script = Path(__file__).parent.parent / "fixtures" / "swallowing_import.py"
-    checkpoint = tmp_path / "none.pt"
+    checkpoint = tmp_path / "empty.pt"  # a file, so the stop, not the path, ends the command
+    checkpoint.touch()
     args = {
         "vae-train": ["birdvae.training.cli:train_main", "--data", str(image_folder),
                       "-o", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8"],
