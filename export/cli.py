@@ -62,6 +62,13 @@ DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
     "runs faster; needs real images (--prior-data or the checkpoint's data).",
 )
 @click.option(
+    "--int8-even-if-slower",
+    is_flag=True,
+    help="With --int8: ship every int8 graph whose pictures are 30 dB PSNR or more from the "
+    "float graph's, even where this CPU runs it no faster (for a model built here to run on "
+    "another CPU, such as an ARM board, where int8 kernels win). The manifest records it.",
+)
+@click.option(
     "--prior-data",
     type=NamedPath(path_type=Path),
     multiple=True,
@@ -133,6 +140,7 @@ def main(
     ema: bool,
     opset: int,
     int8: bool,
+    int8_even_if_slower: bool,
     prior_data: tuple[Path, ...],
     prior_components: int | None,
     default_prior: str | None,
@@ -145,6 +153,8 @@ def main(
 ) -> None:
     """Export CHECKPOINT to an ONNX model folder the torch-free runtime (bird-gen) loads."""
     require_train_extra("vae-export", EXPORT_MODULES)
+    if int8_even_if_slower and not int8:
+        raise click.UsageError("--int8-even-if-slower needs --int8")
     if prior_components is not None and not prior_data:
         raise click.UsageError("--prior-components needs --prior-data")
     if guidance is not None and guide is None:
@@ -169,6 +179,7 @@ def main(
         ema=ema,
         opset=opset,
         int8=int8,
+        int8_even_if_slower=int8_even_if_slower,
         prior_data=prior_data,
         components=prior_components or 1,
         default_prior=default_prior,

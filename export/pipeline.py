@@ -28,6 +28,7 @@ class ExportOptions:
     ema: bool = True
     opset: int = DEFAULT_OPSET
     int8: bool = False
+    int8_even_if_slower: bool = False  # keep int8 graphs this CPU runs no faster (another target)
     prior_data: tuple[Path, ...] = ()
     components: int = 1
     default_prior: str | None = None  # None: learned, else fitted, else standard
@@ -104,7 +105,10 @@ def export(options: ExportOptions) -> None:
         if default in priors:
             priors[default].default_temperature = options.temperature
         if options.int8:
-            source["int8"] = quantize_model(folder, splits.train, splits.val, opset)
+            source["int8"] = quantize_model(
+                folder, splits.train, splits.val, opset,
+                require_speedup=not options.int8_even_if_slower,
+            )  # fmt: skip
             click.echo(format_figures(source["int8"]))
         _write_manifest(folder, model, options, priors, default, source)
 

@@ -297,6 +297,45 @@ def test_int8_encoder_and_decoder_ship_only_faster_and_close_to_fp32(
         assert line.endswith("int8 shipped" if ships else "dB of fp32's pictures)"), line
 
 
+@pytest.mark.parametrize("even_if_slower", [False, True])
+def test_int8_slower_on_this_cpu_ships_only_when_asked(
+    export_cli, resnet_checkpoint, bird_folder, tmp_path, monkeypatch, even_if_slower
+):
+    """The speed test is the exporting CPU's; a model exported for another CPU (an ARM
+    board) may keep int8 graphs that this one runs no faster, and the manifest says which."""
+    from birdvae.export import quantize
+
+    monkeypatch.setattr(quantize, "compare_latency", lambda *a, **k: (10.0, 10.5))
+    monkeypatch.setattr(quantize, "MIN_INT8_PSNR_DB", 0.0)
+    out = tmp_path / "int8"
+    flags = ["--int8-even-if-slower"] if even_if_slower else []
+    result = export_cli(resnet_checkpoint, "-o", out, "--int8", *flags, "--prior-data",
+                        bird_folder)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    figures = verify_model_dir(out).source["int8"]
+    assert ("whatever its speed" in figures["kept_when"]) is even_if_slower
+    for graph in ("encoder", "decoder"):
+        assert figures[graph]["used"] is even_if_slower
+        line = result.stdout.split(f"int8 {graph}:")[1].splitlines()[0]
+        assert line.endswith("as --int8-even-if-slower asks)" if even_if_slower
+                             else "fp32 kept (int8 not faster)"), line  # fmt: skip
+
+
+def test_int8_even_if_slower_needs_int8(export_cli, resnet_checkpoint, tmp_path):
+    result = export_cli(resnet_checkpoint, "-o", tmp_path / "m", "--int8-even-if-slower")
+    assert result.exit_code == 2
+    assert "--int8-even-if-slower needs --int8" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_int8_even_if_slower_help_gives_the_quality_bar():
+    from birdvae.export.cli import main
+    from birdvae.export.quantize import MIN_INT8_PSNR_DB
+
+    option = next(p for p in main.params if p.name == "int8_even_if_slower")
+    assert f"{MIN_INT8_PSNR_DB:g} dB PSNR or more" in option.help
+
+
 def test_quantizing_holds_back_onnxruntimes_advice_but_not_the_callers_logging(caplog):
     import logging
 

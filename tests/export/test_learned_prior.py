@@ -246,8 +246,8 @@ def test_guide_flags_that_cannot_work_are_refused(
     assert not (tmp_path / "m").exists()
 
 
-def _int8_sampler_export(export_cli, checkpoint, bird_folder, out):
-    result = export_cli(checkpoint, "-o", out, "--int8", "--prior-data", bird_folder)
+def _int8_sampler_export(export_cli, checkpoint, bird_folder, out, *flags):
+    result = export_cli(checkpoint, "-o", out, "--int8", *flags, "--prior-data", bird_folder)
     assert result.exit_code == 0, result.stderr
     manifest = verify_model_dir(out)
     ops = {node.op_type for node in all_nodes(onnx.load_model(out / SAMPLER_FILE).graph)}
@@ -284,6 +284,21 @@ def test_the_int8_sampler_ships_only_faster_and_close_to_fp32(
         assert 1e-5 < error < 0.1
     else:
         assert error < 1e-5
+
+
+def test_an_int8_sampler_no_faster_here_ships_when_asked(
+    prior_checkpoint, export_cli, bird_folder, monkeypatch, tmp_path
+):
+    from birdvae.export import quantize
+
+    monkeypatch.setattr(quantize, "compare_latency", lambda *a, **k: (10.0, 10.5))
+    monkeypatch.setattr(quantize, "MIN_INT8_PSNR_DB", 0.0)
+    checkpoint, _ = prior_checkpoint
+    for flags, ships in (((), False), (("--int8-even-if-slower",), True)):
+        manifest, _, is_int8 = _int8_sampler_export(
+            export_cli, checkpoint, bird_folder, tmp_path / str(ships), *flags
+        )
+        assert manifest.source["int8"]["prior"]["used"] is ships and is_int8 is ships
 
 
 def test_the_int8_sampler_is_judged_on_the_runtimes_blocks():
