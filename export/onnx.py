@@ -19,6 +19,7 @@ import contextlib
 import copy
 import importlib.metadata
 import io
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -337,10 +338,23 @@ def _all_values(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
     yield from graph.value_info
 
 
+# onnxscript says at WARNING level, through Python's last-resort handler onto stderr, that it
+# hands an opset it cannot convert to onnx's own converter: a note on how, not a fault (the
+# parity check proves the graph either way).
+_CONVERTER_LOGGER = "onnxscript.version_converter"
+
+
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the legacy exporter's deprecation notices: it is chosen on purpose."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+    """Silence the legacy exporter's deprecation notices (it is chosen on purpose) and the
+    dynamo exporter's note on which opset converter it used, leaving the caller's logging."""
+    converter = logging.getLogger(_CONVERTER_LOGGER)
+    level = converter.level
+    converter.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        converter.setLevel(level)
 
