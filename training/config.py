@@ -207,6 +207,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        _check_mapping(cls, data)
         values = upgrade(dict(data))
         _reject_unknown(cls, values)
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
@@ -284,8 +285,17 @@ def _is_number(value: Any, kind: type) -> bool:
     return kind is float and type(value) is float and math.isfinite(value)
 
 
+def _check_mapping(cls: type, data: Any) -> None:
+    """A damaged or hand-made file's settings that are not a mapping (a string, a list) are
+    named as such, not left to Python's words for a failed dict()."""
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{cls.__name__} must be a mapping of settings, not {kind}")
+
+
 def _reject_unknown(cls: type, data: dict[str, Any]) -> None:
     """A config from a newer or foreign file fails loudly instead of dropping settings."""
+    _check_mapping(cls, data)
     unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} keys: {sorted(unknown)}")

@@ -64,6 +64,7 @@ def test_dict_missing_keys_is_refused(export_cli, run_dir):
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("epoch", "x", "epoch of 'x'"), ("metrics", {"val_bpd": "low"}, "metrics that are not numbers"),
+    ("config", "resnet", "TrainConfig must be a mapping of settings, not str"),
 ])  # fmt: skip
 def test_damaged_checkpoint_fields_are_refused(export_cli, make_checkpoint, tiny_kwargs,
                                                run_dir, field, value, message):  # fmt: skip

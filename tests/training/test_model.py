@@ -197,6 +197,19 @@ def test_random_shift_moves_each_image_and_repeats_its_edges():
     assert torch.equal(random_shift(x, 0), x)
 
 
+@pytest.mark.parametrize("part", [None, "model", "prior", "sharpen"])
+def test_a_config_part_that_is_not_a_mapping_is_named(part):
+    from birdvae.training.checkpoint import CheckpointError, config_of
+
+    data = TrainConfig().to_dict()
+    if part is None:
+        data = [data]
+    else:
+        data[part] = "x"
+    with pytest.raises(CheckpointError, match="must be a mapping of settings, not"):
+        config_of({"config": data})
+
+
 @pytest.mark.parametrize("name, value", [("latent_dim", -5), ("decoder_width", 0),
                                          ("image_size", 2.5), ("blocks_per_level", True)])
 def test_a_checkpoint_config_with_impossible_sizes_is_refused_by_name(name, value):
