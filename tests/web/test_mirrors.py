@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -345,6 +346,24 @@ def test_manifests_that_name_a_key_twice_are_refused_as_the_runtime_does(mirror,
         else:
             assert out[name] == names, name
     assert sum(isinstance(v, list) for v in out.values()) == 2, out
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_manifests_holding_numbers_json_has_not_are_refused_by_both(mirror, tmp_path, value):
+    """Python's json reads NaN and Infinity where JSON has none; the page's parser refuses
+    them, so the runtime must too, in free text as in settings."""
+    text = (shipped_model_dir("birds32") / "manifest.json").read_text()
+    texts = {
+        "in free text": text.replace('"source": {', f'"source": {{"val_bpd": {value}, ', 1),
+        "in a setting": re.sub(r'"default_noise": [0-9.]+', f'"default_noise": {value}', text),
+    }
+    assert all(t != text for t in texts.values())
+    out = mirror("manifestTexts", texts)
+    for name, changed in texts.items():
+        (tmp_path / "manifest.json").write_text(changed)
+        with pytest.raises(ModelFormatError, match=value.lstrip("-")):
+            Manifest.load(tmp_path)
+        assert isinstance(out[name], str) and out[name].startswith("ModelError: manifest"), name
 
 
 def test_graphs_that_could_loop_without_end_are_refused_as_the_runtime_does(mirror):
