@@ -56,7 +56,6 @@ def test_identical_sets_score_zero():
     assert result.resolutions == [32, 16]
     assert len(result.per_level) == 2
     assert max(result.per_level) < 1e-6 and result.mean < 1e-6
-    assert set(result.as_dict()) == {"swd32", "swd16", "swd"}
 
 
 def test_flat_images_give_finite_distances():
@@ -125,7 +124,8 @@ def test_sets_of_different_sizes_use_the_exact_1d_distance():
     replicated = _sliced_w1(np.repeat(a, 2, axis=0), np.repeat(b, 3, axis=0), dirs)
     assert _sliced_w1(a, b, dirs) == pytest.approx(replicated, rel=1e-5)
     images = textured_blobs(40, seed=1)
-    assert sliced_wasserstein(images, images[:25], **FAST).mean < 60
+    subset = sliced_wasserstein(images, images[:25], **FAST).mean  # one distribution: near 0
+    assert subset < sliced_wasserstein(images, smooth_noise(25, seed=2), **FAST).mean / 3
 
 
 def test_laplacian_pyramid_is_band_pass_and_reconstructs():

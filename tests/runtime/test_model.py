@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -166,17 +167,17 @@ def test_encode_refuses_bad_arrays(vae: BirdVAE, images: np.ndarray, message: st
 
 
 BAD_SAMPLE_ARGUMENTS = [
-    {"n": -1},
-    {"n": 2, "batch": 0},
-    {"n": 2, "prior": "uniform"},
-    {"n": 2, "temperature": -1.0},
-    {"n": 2, "seed": -1},
+    ({"n": -1}, "n must be a whole number >= 0, got -1"),
+    ({"n": 2, "batch": 0}, "batch must be a whole number >= 1, got 0"),
+    ({"n": 2, "prior": "uniform"}, "unknown prior 'uniform'"),
+    ({"n": 2, "temperature": -1.0}, "temperature must be 0 to 10, got -1.0"),
+    ({"n": 2, "seed": -1}, "seed must be a whole number >= 0, got -1"),
 ]
 
 
-@pytest.mark.parametrize("kwargs", BAD_SAMPLE_ARGUMENTS)
-def test_sample_refuses_bad_arguments(vae: BirdVAE, kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("kwargs", "message"), BAD_SAMPLE_ARGUMENTS)
+def test_sample_refuses_bad_arguments(vae: BirdVAE, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
         vae.sample(**kwargs)
 
 
@@ -338,7 +339,7 @@ def _edit_manifest(folder: Path, **changes: object) -> None:
          "default temperature must be 0 to 10"),
         ({"default_noise": 10.5}, "default noise must be 0 to 10"),
         ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "prior.npz",
-                                "components": 3}}}, "3"),
+                                "components": 3}}}, "3 components"),
     ],
 )
 def test_inconsistent_prior_settings_are_refused(model_copy: Path, changes, message) -> None:

@@ -17,13 +17,42 @@ def _save(image: Image.Image, path: Path, **options: object) -> Path:
     return path
 
 
+ORANGE = (200, 100, 50)
+ORANGE_GRAY = 124  # ITU-R 601 luma of ORANGE, as PIL's "L" conversion gives it
+
+
+def _orange(mode: str) -> Image.Image:
+    image = Image.new("RGB", (40, 30), ORANGE)
+    if mode in ("P", "PA"):  # an adaptive palette holds the colour itself, undithered
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+    return image.convert(mode)
+
+
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "PA", "CMYK", "YCbCr", "RGBA", "1", "RGB"])
 def test_load_image_makes_any_mode_rgb(tmp_path: Path, mode: str) -> None:
     # LZW: Pillow 11 cannot read back its own uncompressed YCbCr TIFF (its subsampling tags).
-    image = Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode)
-    path = _save(image, tmp_path / "a.tiff", compression="tiff_lzw")
-    pixels = photos.load_image(path, 8)
-    assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
+    path = _save(_orange(mode), tmp_path / "a.tiff", compression="tiff_lzw")
+    pixels = photos.load_image(path, 8).astype(int)
+    assert pixels.shape == (8, 8, 3)
+    if mode in ("L", "LA"):
+        assert (pixels == ORANGE_GRAY).all()
+    elif mode == "1":  # dithered black and white: gray everywhere, the right gray on average
+        assert (pixels == pixels[..., :1]).all() and abs(pixels.mean() - ORANGE_GRAY) < 16
+    else:  # colour channels in the right order, whatever the file's mode
+        assert (np.abs(pixels - ORANGE) <= 2).all(), pixels[0, 0]
+
+
+@pytest.mark.parametrize("mode", ["LA", "PA", "P"])
+def test_load_image_puts_any_kind_of_transparency_on_white(tmp_path: Path, mode: str) -> None:
+    if mode == "P":  # a palette entry marked transparent, as GIFs and palette PNGs mark it
+        image = Image.new("P", (20, 20), 1)
+        image.putpalette([0, 0, 0, *ORANGE])
+        path = _save(image, tmp_path / "a.png", transparency=1)
+    else:
+        image = Image.new("RGBA", (20, 20), (*ORANGE, 0)).convert(mode)
+        path = _save(image, tmp_path / "a.tiff", compression="tiff_lzw")
+    assert Image.open(path).mode == mode
+    assert (photos.load_image(path, 4) == 255).all()
 
 
 @pytest.mark.parametrize(

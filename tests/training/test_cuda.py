@@ -118,10 +118,10 @@ def test_random_draws_do_not_depend_on_the_device():
     torch.manual_seed(123)
     before = torch.rand(4, device=gpu)
     torch.manual_seed(123)
-    views = codes.views(images.to(gpu), 4, 2, seed=7)
+    views = torch.cat(list(codes.each_view(images.to(gpu), 4, 2, seed=7)))
     after = torch.rand(4, device=gpu)
     assert torch.equal(before, after)
-    assert torch.equal(views.cpu(), codes.views(images, 4, 2, seed=7))
+    assert torch.equal(views.cpu(), torch.cat(list(codes.each_view(images, 4, 2, seed=7))))
     on_gpu = codes.draw(bank.to(gpu), torch.Generator().manual_seed(3))
     on_cpu = codes.draw(bank, torch.Generator().manual_seed(3))
     assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=1e-5, atol=1e-6)  # exp may differ by an ulp

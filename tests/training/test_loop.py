@@ -74,8 +74,13 @@ def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):
     assert seen[per_epoch - 1] == (pytest.approx(0.25), 0.0)
     assert seen[2 * per_epoch - 1] == (pytest.approx(0.5), pytest.approx(1.0))
     assert seen[3 * per_epoch] == (0.5, 1.0)
-    trainer.step = 0
-    assert trainer.train_step(trainer.train_images[:8]) is not None
+    trainer.step = 0  # a coupled run trains: finite figures, and the fit improves over steps
+    batch = trainer.train_images[:8]
+    first = trainer.train_step(batch)
+    assert first is not None and all(math.isfinite(v) for v in first.values()), first
+    for _ in range(15):
+        last = trainer.train_step(batch)
+    assert last is not None and last["bpd"] < first["bpd"], (first, last)
 
 
 def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
@@ -431,25 +436,26 @@ def test_a_stop_after_the_last_epoch_is_a_finished_run(image_folder, tmp_path):
     worker = _train_process(["-m", "birdvae.training"], image_folder, run, epochs=1)
     try:
         lines = []
-        for line in worker.stdout:  # the epoch's line comes after its checkpoints and grids
+        for line in worker.stdout:  # the last line a finished stage prints, before teardown
             lines.append(line)
-            if line.lstrip().startswith("epoch"):
+            if line.startswith("  or export it as it is:"):
                 break
-        time.sleep(0.3)
+        running = worker.poll() is None  # torch's teardown takes a second or more
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=120)
     finally:
         worker.kill()
+    assert running, "the process ended before the stop: the test did not exercise it"
     assert worker.returncode == 0, (lines, out, err)
     assert "error" not in err and (run / "best.pt").is_file()
 
 
 HUNG_CLOSE = """
-import sys, time
+import sys, threading
 from birdvae.training import cli, loop
 def hung_close(self):
     print("closing", flush=True)
-    time.sleep(60)  # a process group waiting on a torchrun peer that died
+    threading.Event().wait()  # a process group waiting for ever on a torchrun peer that died
 loop.Trainer.close = hung_close
 sys.argv = ["vae-train", *sys.argv[1:]]
 cli.train_main()
@@ -465,12 +471,11 @@ def test_a_stop_while_a_finished_run_closes_ends_it_at_once_with_status_0(image_
             if line.startswith("closing"):
                 break
         worker.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        _, err = worker.communicate(timeout=30)
+        _, err = worker.communicate(timeout=120)  # only the stop can end a close that never does
     finally:
         worker.kill()
     assert worker.returncode == 0, err
-    assert time.monotonic() - started < 20 and (tmp_path / "run" / "best.pt").is_file()
+    assert (tmp_path / "run" / "best.pt").is_file()
 
 
 def test_grids_are_drawn_without_autograd(image_folder, tmp_path):

@@ -219,7 +219,6 @@ def test_each_prior_is_the_manifests_and_draws_as_the_runtimes(browser, server, 
     assert settings["prior"] == "learned"
     assert settings["temperature"] == LEARNED_TEMPERATURE == vae.default_temperature()
     assert settings["noise"] == vae.default_noise()
-    assert digest(canvas(browser)) != ""
 
     def tiles(count: int = 70) -> np.ndarray:
         return tiles_of(canvas(browser), vae.image_size, count)
@@ -468,8 +467,9 @@ def test_onnxruntime_runs_in_a_worker_so_the_page_answers_while_it_draws(browser
     MEASURED["256 birds, best of 4: the page's thread held at most"] = (
         f"{timed['longest']:.0f} ms at a time in a draw of {timed['total'] / 1000:.1f} s"
     )
-    # Measured: 36-54 ms in a worker; 2.3 s when onnxruntime ran on the page's thread.
-    assert timed["longest"] < 1000, timed
+    # Measured: 36-54 ms of a 3 s draw in a worker; on the page's thread one batch held it for
+    # 2.3 s. A share of the draw, not a time, so a slow or busy machine does not change it.
+    assert timed["longest"] < timed["total"] / 4, timed
 
 
 def test_a_page_browsers_would_not_let_check_its_models_says_how_to_open_it(browser, server):
