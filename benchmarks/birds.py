@@ -75,11 +75,13 @@ def save_pngs(images: np.ndarray, folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--data", action="append", required=True,
+                        help="a data set; give it again for several")
     parser.add_argument("--model", action="append", required=True, help="folder or shipped name")
     parser.add_argument("--checkpoint", action="append", default=[], help="per --model, in order")
-    parser.add_argument("--count", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=1024,
+                        help="birds sampled and photos reconstructed per model")
+    parser.add_argument("--seed", type=int, default=0, help="of the birds and the photos drawn")
     parser.add_argument("--save", type=Path, help="write the images for rating sheets here")
     args = parser.parse_args()
 

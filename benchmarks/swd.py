@@ -53,12 +53,6 @@ class SWDResult:
     mean: float  # average of ``per_level``
     resolutions: list[int]  # pixel size of each level, e.g. [32, 16]
 
-    def as_dict(self, prefix: str = "swd") -> dict[str, float]:
-        """``{"swd32": .., "swd16": .., "swd": mean}``, ready for a metrics log."""
-        out = {f"{prefix}{res}": value for res, value in zip(self.resolutions, self.per_level)}
-        out[prefix] = self.mean
-        return out
-
 
 def sliced_wasserstein(
     real: np.ndarray,

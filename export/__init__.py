@@ -4,8 +4,9 @@
 graph (one ONNX Loop over a solver step) and ``selector`` its best-of-K choice, ``parity``
 proves onnxruntime computes what PyTorch computes, ``prior`` fits the Gaussian mixture,
 ``quantize`` makes the optional int8 graphs, ``destination`` replaces a model folder only with
-what export wrote, and ``cli`` (``vae-export``) runs them in order into a staging folder that
-replaces the destination only once every check has passed. Needs the ``train`` extra.
+what export wrote; ``pipeline`` runs them in order into a staging folder that replaces the
+destination only once every check has passed, and ``cli`` is ``vae-export``'s command line.
+Needs the ``train`` extra.
 """
 
 import birdvae.runtime  # noqa: F401  (before onnxruntime loads: see runtime/__init__.py)

@@ -53,8 +53,6 @@ def check_temperature(temperature: float) -> float:
 class StandardNormal:
     """N(0, I), the prior the VAE was trained against; temperature T draws z = T * eps."""
 
-    name = "standard"
-
     def __init__(self, latent_dim: int) -> None:
         self.latent_dim = latent_dim
 
@@ -65,8 +63,6 @@ class StandardNormal:
 
 class GaussianMixture:
     """sum_k w_k N(mean_k, L_k L_k^T); temperature T scales each draw's deviation from its mean."""
-
-    name = "fitted"
 
     def __init__(self, weights: np.ndarray, means: np.ndarray, cholesky: np.ndarray) -> None:
         weights = np.asarray(weights, dtype=np.float64)
@@ -166,7 +162,6 @@ class LearnedPrior:
     ``draws`` for the next call.
     """
 
-    name = "learned"
     BLOCK_ROWS = 64  # vae-export measures an int8 sampler's quality in these same blocks
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], noise_dim: int) -> None:

@@ -19,18 +19,13 @@ from .model import VAE
 ENCODE_BATCH = 256
 
 
-def views(images: torch.Tensor, count: int, shift: int, seed: int) -> torch.Tensor:
-    """``count`` views of each uint8 image [N, 3, S, S], view-major: [count * N, 3, S, S].
+def each_view(images: torch.Tensor, count: int, shift: int, seed: int) -> Iterator[torch.Tensor]:
+    """``count`` views of each uint8 image [N, 3, S, S], one [N, 3, S, S] view at a time, so a
+    caller that encodes each as it comes holds one view in memory instead of ``count``.
 
     View 0 is the photo, view 1 its mirror image, the rest random mirrorings and shifts of up to
     ``shift`` pixels (edges repeated), drawn from ``seed`` so a resumed run rebuilds the same.
     """
-    return torch.cat(list(each_view(images, count, shift, seed)))
-
-
-def each_view(images: torch.Tensor, count: int, shift: int, seed: int) -> Iterator[torch.Tensor]:
-    """The views of ``views``, one [N, 3, S, S] at a time, so a caller that encodes each as it
-    comes holds one view in memory instead of ``count``."""
     generator = torch.Generator().manual_seed(seed)
     yield from [images, images.flip(3)][:count]
     # Flips and shifts are drawn on the CPU, so a seed makes the same views on any device. Each
