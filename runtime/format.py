@@ -224,7 +224,7 @@ class Manifest:
         text = read_file(path, MAX_MANIFEST_BYTES)
         try:
             data = json.loads(text, object_pairs_hook=_object_of_unique_keys,
-                              parse_constant=_not_json)  # fmt: skip
+                              parse_constant=_not_json, parse_int=_json_integer)  # fmt: skip
         except _DuplicateKey as exc:
             raise ModelFormatError(f"{path} gives {exc.key!r} twice in one object") from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long
@@ -242,10 +242,21 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
+MAX_INT_DIGITS = 4300  # Python's default limit on int() of a string (3.11 and later)
+
+
 def _not_json(constant: str) -> Any:
     """Python's json reads NaN and Infinity, which are not JSON: the web page's reader refuses
     them, so a manifest holding one would load here and fail there."""
     raise ValueError(f"{constant} is not a JSON value")
+
+
+def _json_integer(digits: str) -> int:
+    """A JSON integer. Past MAX_INT_DIGITS Python refuses it in words for programmers (raise
+    an interpreter limit); the user is told what the file holds instead, on every Python."""
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"it holds a number of {len(digits.lstrip('-'))} digits")
+    return int(digits)
 
 
 def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
