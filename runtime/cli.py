@@ -43,6 +43,7 @@ MAX_PNG_PIXELS = 100_000_000
 # laptop; the default 64 birds print nothing but the line that says what was written.
 PROGRESS_FROM = 1024
 TILE_PIXELS = 128  # the default scale makes each bird about this wide
+MAX_OUTLINE_DEPTH = 3  # info indents groups this deep; deeper ones are shown as JSON
 BIRD_FILE = re.compile(r"bird_\d+\.png")  # what --separate writes
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -540,8 +541,8 @@ def info(model: str) -> None:
             f"pixel noise {vae.default_noise():g}",
         )
     )
-    for i, (key, value) in enumerate(manifest.source.items()):
-        facts.append(("source" if i == 0 else "", f"{key}: {_show(value)}"))
+    for i, line in enumerate(_outline(manifest.source)):
+        facts.append(("source" if i == 0 else "", line))
     sizes = {name: entry.bytes for name, entry in manifest.files.items()}  # verified above
     sizes[MANIFEST_FILE] = (vae.path / MANIFEST_FILE).lstat().st_size
     for i, (name, size) in enumerate(sizes.items()):
@@ -552,6 +553,22 @@ def info(model: str) -> None:
         facts.append(("card", str(card)))
     for label, text in facts:
         echo(f"{label:<13}{text}")
+
+
+def _outline(facts: dict[str, Any], depth: int = 0) -> list[str]:
+    """Free-form manifest facts as lines to read, not JSON: a group of groups under its name,
+    indented; a group of plain values on one line as key=value pairs."""
+    lines = []
+    for key, value in facts.items():
+        nested = isinstance(value, dict) and any(isinstance(v, dict) for v in value.values())
+        if nested and depth < MAX_OUTLINE_DEPTH:
+            lines += [f"{'  ' * depth}{key}:", *_outline(value, depth + 1)]
+        elif isinstance(value, dict) and value:
+            pairs = ", ".join(f"{k}={_show(v)}" for k, v in value.items())
+            lines.append(f"{'  ' * depth}{key}: {pairs}")
+        else:
+            lines.append(f"{'  ' * depth}{key}: {_show(value)}")
+    return lines
 
 
 def _show(value: Any) -> str:

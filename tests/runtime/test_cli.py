@@ -246,6 +246,32 @@ def test_info(cli, tiny_model: Path) -> None:
     assert "card" not in text  # the test model has none
 
 
+def test_info_lays_out_the_models_history_to_read_not_as_json(cli) -> None:
+    """A group of figures (the int8 measurements per graph) is indented under its name, a
+    group of plain values is one line of key=value pairs, and no line is a JSON object."""
+    result = cli("info", "--model", "birds32")
+    _ok(result)
+    lines = result.stdout.splitlines()
+    int8 = next(i for i, line in enumerate(lines) if line.endswith(" int8:"))
+    decoder = next(line for line in lines[int8:] if line.lstrip().startswith("decoder:"))
+    assert decoder.startswith(" " * 15 + "decoder: fp32_ms=") and "used=true" in decoder
+    assert not [line for line in lines if ": {" in line]
+
+
+def test_info_outline_shows_deep_groups_as_json_past_its_depth():
+    from birdvae.runtime.cli import MAX_OUTLINE_DEPTH, _outline
+
+    deep: dict = {"leaf": 1}
+    for level in range(MAX_OUTLINE_DEPTH + 2):
+        deep = {f"g{level}": deep, "n": level}
+    lines = _outline(deep)
+    assert lines[0] == f"g{MAX_OUTLINE_DEPTH + 1}:" and lines[1].startswith("  g")
+    assert lines[MAX_OUTLINE_DEPTH].startswith("  " * MAX_OUTLINE_DEPTH + "g")
+    assert '{"' in lines[MAX_OUTLINE_DEPTH]  # what is deeper stays on its line, as JSON
+    assert _outline({"empty": {}, "text": "a b", "none": None}) == [
+        "empty: {}", "text: a b", "none: null"]  # fmt: skip
+
+
 def test_info_points_to_a_shipped_models_card(cli) -> None:
     from birdvae.runtime.model import shipped_model_dir
 
