@@ -1,16 +1,17 @@
 """PyTorch -> ONNX: the encoder and decoder graphs of the model format, folded, checked, stamped.
 
-Exporter choice. Up to opset 17 (the format's default) the TorchScript exporter
-(``dynamo=False``) writes the graph: it emits opset 17 and IR 8 natively, and
-``onnxscript.optimizer`` then folds away its shape arithmetic (``chunk`` becomes Shape/Gather/Slice
-with dynamic N), leaving the same small graph, static in every dimension but N, that the dynamo
-exporter gives. The dynamo exporter (torch's default since 2.9) builds at opset 18 and cannot
-reach 17 cleanly: its down-conversion kept Split's opset-18 ``num_outputs`` attribute under an
-opset-17 import (the ONNX C converter has no Split 18->17 adapter), an invalid file that the full
-checker rejects. It is used for ``--opset 18`` and above, where it needs no conversion; its IR
-version 10 is lowered to the oldest one the opset allows once the graph is shown to use nothing
-newer. The TorchScript exporter is deprecated (its DeprecationWarnings are silenced here); when
-torch drops it, the format's default opset has to move to 18.
+Exporter choice. Up to opset 17 (the format's default) the TorchScript exporter (``dynamo=False``)
+writes the graph: it emits opset 17 and IR 8 natively, and ``onnxscript.optimizer`` then folds away
+its shape arithmetic (``chunk`` becomes Shape/Gather/Slice with dynamic N), leaving the same small
+graph, static in every dimension but N, that the dynamo exporter gives. The dynamo exporter
+(torch's default since 2.9) builds at opset 18 and cannot reach 17 cleanly: its down-conversion
+kept Split's opset-18 ``num_outputs`` attribute under an opset-17 import (the ONNX C converter has
+no Split 18->17 adapter), an invalid file that the full checker rejects. It is used for ``--opset
+18`` and above, where it converts only upwards (onnxscript's converter, or onnx's own past the
+opsets onnxscript knows); its IR version 10 is lowered to the oldest one the opset allows once the
+graph is shown to use nothing newer. The TorchScript exporter is deprecated (its
+DeprecationWarnings are silenced here); when torch drops it, the format's default opset has to move
+to 18.
 """
 
 from __future__ import annotations
@@ -340,8 +341,13 @@ def _all_values(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
 
 # onnxscript says at WARNING level, through Python's last-resort handler onto stderr, that it
 # hands an opset it cannot convert to onnx's own converter: a note on how, not a fault (the
-# parity check proves the graph either way).
+# parity check proves the graph either way). Its other warnings (a conversion that failed) stay.
 _CONVERTER_LOGGER = "onnxscript.version_converter"
+_CONVERTER_NOTE = "fallback is enabled"
+
+
+def _not_the_converters_note(record: logging.LogRecord) -> bool:
+    return _CONVERTER_NOTE not in record.getMessage()
 
 
 @contextlib.contextmanager
@@ -349,12 +355,11 @@ def _quiet_exporter() -> Iterator[None]:
     """Silence the legacy exporter's deprecation notices (it is chosen on purpose) and the
     dynamo exporter's note on which opset converter it used, leaving the caller's logging."""
     converter = logging.getLogger(_CONVERTER_LOGGER)
-    level = converter.level
-    converter.setLevel(logging.ERROR)
+    converter.addFilter(_not_the_converters_note)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             yield
     finally:
-        converter.setLevel(level)
+        converter.removeFilter(_not_the_converters_note)
 

@@ -165,6 +165,7 @@ def _settings(
     reproduced and its choices read."""
     return {
         **SETTINGS,
+        "require_speedup": require_speedup,
         "kept_when": _rule(require_speedup),
         "calibration_images": calibration_images,
         "evaluation_images": evaluation_images,

@@ -564,7 +564,7 @@ def _outline(facts: dict[str, Any], depth: int = 0) -> list[str]:
         if nested and depth < MAX_OUTLINE_DEPTH:
             lines += [f"{'  ' * depth}{key}:", *_outline(value, depth + 1)]
         elif isinstance(value, dict) and value:
-            pairs = ", ".join(f"{k}={_show(v)}" for k, v in value.items())
+            pairs = ", ".join(f"{k}={_show_in_pairs(v)}" for k, v in value.items())
             lines.append(f"{'  ' * depth}{key}: {pairs}")
         else:
             lines.append(f"{'  ' * depth}{key}: {_show(value)}")
@@ -573,6 +573,14 @@ def _outline(facts: dict[str, Any], depth: int = 0) -> list[str]:
 
 def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _show_in_pairs(value: Any) -> str:
+    """A value among key=value pairs, quoted where its own commas or equals signs would read
+    as more pairs."""
+    if isinstance(value, str) and ("," in value or "=" in value):
+        return json.dumps(value)
+    return _show(value)
 
 
 def _human_size(size: float) -> str:

@@ -227,12 +227,18 @@ class Manifest:
                               parse_constant=_not_json, parse_int=_json_integer)  # fmt: skip
         except _DuplicateKey as exc:
             raise ModelFormatError(f"{path} gives {exc.key!r} twice in one object") from None
+        except _TooLong as exc:
+            raise ModelFormatError(
+                f"{path} holds a number of {exc.digits} digits, longer than any a model has"
+            ) from None
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long
             raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
         except RecursionError:
-            raise ModelFormatError(f"{path} nests its JSON too deeply") from None
+            raise ModelFormatError(too_deep(path)) from None
         if not isinstance(data, dict):
             raise ModelFormatError(f"{path} does not hold a JSON object")
+        if nesting(data) > MAX_JSON_DEPTH:
+            raise ModelFormatError(too_deep(path))
         return cls.from_dict(data)
 
 
@@ -242,7 +248,28 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
-MAX_INT_DIGITS = 4300  # Python's default limit on int() of a string (3.11 and later)
+# No manifest needs more than a few levels; a deeper one (a hostile `source`) would make Python
+# code that walks it recursively (copies, printing) fail with RecursionError.
+MAX_JSON_DEPTH = 32
+
+
+def nesting(data: Any) -> int:
+    """How deep JSON objects and arrays nest in ``data`` (an object of plain values: 1)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            stack += [(child, depth + 1) for child in children]
+    return deepest
+
+
+def too_deep(path: Path) -> str:
+    return f"{path} nests its JSON more than {MAX_JSON_DEPTH} levels deep"
+
+
+MAX_INT_DIGITS = 4300  # Python's default limit on int() of a string (3.9.14, 3.10.7, 3.11 on)
 
 
 def _not_json(constant: str) -> Any:
@@ -255,8 +282,14 @@ def _json_integer(digits: str) -> int:
     """A JSON integer. Past MAX_INT_DIGITS Python refuses it in words for programmers (raise
     an interpreter limit); the user is told what the file holds instead, on every Python."""
     if len(digits.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"it holds a number of {len(digits.lstrip('-'))} digits")
+        raise _TooLong(len(digits.lstrip("-")))
     return int(digits)
+
+
+class _TooLong(ValueError):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
 
 
 def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -239,7 +239,9 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
     Version 1 (no ``config_version``) names one data folder as a string, and the fields it
     lacks mean beta 1, float32 and a global code.
     """
-    version = int(values.get("config_version", 1))
+    version = values.get("config_version", 1)
+    if type(version) is not int or version < 1:
+        raise ConfigError(f"config_version must be a whole number from 1, not {version!r}")
     if version > CONFIG_VERSION:
         raise ConfigError(
             f"config_version {version} is newer than this bird-vae reads ({CONFIG_VERSION})"
@@ -247,9 +249,12 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
     if version == 1:
         values.setdefault("kl_weight", 1.0)
         values.setdefault("precision", "fp32")
-        values["model"] = {"spatial_latent": False, **values.get("model", {})}
+        model = values.get("model", {})
+        _check_mapping(ModelConfig, model)
+        values["model"] = {"spatial_latent": False, **model}
         data = values.get("data", "")
-        values["data"] = [data] if isinstance(data, str) and data else list(data or [])
+        if data is None or isinstance(data, str):  # one folder, or none
+            values["data"] = [data] if data else []
     values["config_version"] = CONFIG_VERSION
     return values
 

@@ -314,6 +314,7 @@ def test_int8_slower_on_this_cpu_ships_only_when_asked(
                         bird_folder)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     figures = verify_model_dir(out).source["int8"]
+    assert figures["require_speedup"] is not even_if_slower
     assert ("whatever its speed" in figures["kept_when"]) is even_if_slower
     for graph in ("encoder", "decoder"):
         assert figures[graph]["used"] is even_if_slower

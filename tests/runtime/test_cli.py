@@ -270,6 +270,8 @@ def test_info_outline_shows_deep_groups_as_json_past_its_depth():
     assert '{"' in lines[MAX_OUTLINE_DEPTH]  # what is deeper stays on its line, as JSON
     assert _outline({"empty": {}, "text": "a b", "none": None}) == [
         "empty: {}", "text: a b", "none: null"]  # fmt: skip
+    tricky = _outline({"g": {"x": "1, used=true", "used": False}})  # a value that reads as pairs
+    assert tricky == ['g: x="1, used=true", used=false']
 
 
 def test_info_points_to_a_shipped_models_card(cli) -> None:
@@ -313,6 +315,14 @@ def _huge_integer(model: Path, refresh) -> None:
     """Valid JSON that Python's int() refuses (more than 4300 digits): a ValueError of its own."""
     text = (model / MANIFEST_FILE).read_text()
     (model / MANIFEST_FILE).write_text(text.replace('"opset": 17', '"opset": ' + "9" * 5000))
+
+
+def _deep_source(model: Path, refresh) -> None:
+    """A manifest whose free-text source nests 500 deep: it loaded, then info's copy of it
+    ran out of Python's recursion."""
+    text = (model / MANIFEST_FILE).read_text()
+    deep = "[" * 500 + "]" * 500
+    (model / MANIFEST_FILE).write_text(text.replace("{", f'{{"x": {deep}, ', 1))
 
 
 def _no_prior(model: Path, refresh) -> None:
@@ -376,9 +386,11 @@ BAD_INPUTS = {
     "manifest-not-json": ("-o {out}/b.png", _bad_json,
         "manifest.json is not valid JSON"),
     "manifest-huge-integer": ("-o {out}/b.png", _huge_integer,
-        "it holds a number of 5000 digits"),
+        "holds a number of 5000 digits, longer than any a model has"),
+    "info-manifest-nested-deep": ("info", _deep_source,
+        "nests its JSON more than 32 levels deep"),
     "info-manifest-huge-integer": ("info", _huge_integer,
-        "it holds a number of 5000 digits"),
+        "holds a number of 5000 digits, longer than any a model has"),
     "corrupt-onnx": ("-o {out}/b.png", _corrupt_onnx,
         "decoder.onnx is not a well-formed ONNX file"),
     "bad-prior-file": ("-o {out}/b.png", _bad_prior,

@@ -440,6 +440,7 @@ def test_a_stop_after_the_last_epoch_is_a_finished_run(image_folder, tmp_path):
             lines.append(line)
             if line.startswith("  or export it as it is:"):
                 break
+        time.sleep(0.2)  # into the teardown: the block that makes a stop mean done has ended
         running = worker.poll() is None  # torch's teardown takes a second or more
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=120)

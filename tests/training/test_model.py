@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -195,6 +197,23 @@ def test_random_shift_moves_each_image_and_repeats_its_edges():
                 matches.append(torch.equal(image[:, rows][:, :, cols], moved))
         assert any(matches)
     assert torch.equal(random_shift(x, 0), x)
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"model": "abc"}, "ModelConfig must be a mapping of settings, not str"),
+    ({"model": None}, "ModelConfig must be a mapping of settings, not NoneType"),
+    ({"config_version": "x"}, "config_version must be a whole number from 1, not 'x'"),
+    ({"config_version": 0}, "config_version must be a whole number from 1, not 0"),
+    ({"data": 5}, "data must be a list of text, not 5"),
+])  # fmt: skip
+def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
+    """Version 1 configs (no config_version) are upgraded before they are checked: their
+    damage was reported in Python's words."""
+    from birdvae.training.checkpoint import CheckpointError, config_of
+
+    for data in (_version_1_config(), TrainConfig().to_dict()):
+        with pytest.raises(CheckpointError, match=re.escape(says)):
+            config_of({"config": {**data, **changes}})
 
 
 @pytest.mark.parametrize("part", [None, "model", "prior", "sharpen"])

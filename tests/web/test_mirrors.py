@@ -354,7 +354,7 @@ def test_manifests_holding_numbers_json_has_not_are_refused_by_both(mirror, tmp_
     them, so the runtime must too, in free text as in settings."""
     text = (shipped_model_dir("birds32") / "manifest.json").read_text()
     texts = {
-        "in free text": text.replace('"source": {', f'"source": {{"val_bpd": {value}, ', 1),
+        "in free text": text.replace('"source": {', f'"source": {{"a_figure": {value}, ', 1),
         "in a setting": re.sub(r'"default_noise": [0-9.]+', f'"default_noise": {value}', text),
     }
     assert all(t != text for t in texts.values())
@@ -364,6 +364,32 @@ def test_manifests_holding_numbers_json_has_not_are_refused_by_both(mirror, tmp_
         with pytest.raises(ModelFormatError, match=value.lstrip("-")):
             Manifest.load(tmp_path)
         assert isinstance(out[name], str) and out[name].startswith("ModelError: manifest"), name
+
+
+def test_manifests_nested_too_deep_are_refused_by_both(mirror, tmp_path):
+    """A source nested hundreds deep loaded, then bird-gen info's copy of it hit Python's
+    recursion limit; both readers bound the nesting, at the same depth."""
+    from birdvae.runtime.format import MAX_JSON_DEPTH, nesting
+
+    text = (shipped_model_dir("birds32") / "manifest.json").read_text()
+
+    def nested(depth: int) -> str:  # the manifest is depth 1, its arrays 2 and deeper
+        inner = "[" * (depth - 1) + "1" + "]" * (depth - 1)
+        return text.replace("{", f'{{"deep": {inner}, ', 1)
+
+    assert nesting(json.loads(text)) < MAX_JSON_DEPTH  # the shipped manifest is well inside
+
+    texts = {"at the bound": nested(MAX_JSON_DEPTH), "past it": nested(MAX_JSON_DEPTH + 1),
+             "far past it": nested(600)}  # fmt: skip
+    out = mirror("manifestTexts", texts)
+    for name, changed in texts.items():
+        (tmp_path / "manifest.json").write_text(changed)
+        if name == "at the bound":
+            assert out[name] == list(Manifest.load(tmp_path).prior_names)
+            continue
+        with pytest.raises(ModelFormatError, match=f"more than {MAX_JSON_DEPTH} levels deep"):
+            Manifest.load(tmp_path)
+        assert out[name].startswith("ModelError: manifest.json nests its JSON more than"), name
 
 
 def test_graphs_that_could_loop_without_end_are_refused_as_the_runtime_does(mirror):

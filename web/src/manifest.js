@@ -29,6 +29,7 @@ const READABLE_VERSIONS = [1, 2];
 export const MAX_MANIFEST_BYTES = 1 << 20;
 const MAX_FILE_BYTES = 64 << 20;
 const MAX_IMAGE_SIZE = 256;
+const MAX_JSON_DEPTH = 32; // runtime/format.py's
 const MAX_LATENT_DIM = 4096;
 const MAX_COMPONENTS = 1024;
 // components x latent_dim x latent_dim of a mixture's factors (runtime/format.py's
@@ -161,6 +162,21 @@ function duplicateKey(text) {
   return null;
 }
 
+// How deep objects and arrays nest in parsed JSON (an object of plain values: 1), as
+// runtime/format.py's nesting: the runtime refuses a manifest past MAX_JSON_DEPTH, so the page does.
+function nesting(data) {
+  let deepest = 0;
+  const stack = [[data, 1]];
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop();
+    if (value !== null && typeof value === 'object') {
+      deepest = Math.max(deepest, depth);
+      for (const child of Object.values(value)) stack.push([child, depth + 1]);
+    }
+  }
+  return deepest;
+}
+
 // The manifest's JSON text as { imageSize, latentDim, files, priors, defaultPrior,
 // defaultTemperature, defaultNoise }: what the page uses; ModelError says what is wrong.
 export function parseManifest(text) {
@@ -175,6 +191,9 @@ export function parseManifest(text) {
   if (twice !== null) {
     const shown = twice.length <= 40 ? twice : `${twice.slice(0, 40)}...`;
     throw new ModelError(`manifest.json gives ${JSON.stringify(shown)} twice in one object`);
+  }
+  if (nesting(data) > MAX_JSON_DEPTH) {
+    throw new ModelError(`manifest.json nests its JSON more than ${MAX_JSON_DEPTH} levels deep`);
   }
   data = upgrade(data);
   if (typeof data.likelihood !== 'string') throw new ModelError('manifest lacks its likelihood');
