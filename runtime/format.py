@@ -80,6 +80,10 @@ PRIOR_NAMES = (*PRIOR_KINDS, "standard")
 # before any of it is done. Each is far above a real model's: the shipped ones are 32 and 64 px,
 # 128 latent numbers, 10 x 128 x 128 mixture values and files of a few MB.
 MAX_MANIFEST_BYTES = 1 << 20
+# No manifest needs more than a few levels; a deeper one (a hostile `source`) would make Python
+# code that walks it recursively (copies, printing) fail with RecursionError.
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 4300  # Python's default limit on int() of a string (3.9.14, 3.10.7, 3.11 on)
 MAX_FILE_BYTES = 256 << 20  # any listed file; protobuf itself stops at 2 GiB
 MAX_IMAGE_SIZE = 256
 MAX_LATENT_DIM = 16384  # also a sampler's noise_dim
@@ -231,14 +235,14 @@ class Manifest:
             raise ModelFormatError(
                 f"{path} holds a number of {exc.digits} digits, longer than any a model has"
             ) from None
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
         except RecursionError:
-            raise ModelFormatError(too_deep(path)) from None
+            raise ModelFormatError(_too_deep(path)) from None
         if not isinstance(data, dict):
             raise ModelFormatError(f"{path} does not hold a JSON object")
         if nesting(data) > MAX_JSON_DEPTH:
-            raise ModelFormatError(too_deep(path))
+            raise ModelFormatError(_too_deep(path))
         return cls.from_dict(data)
 
 
@@ -246,11 +250,6 @@ class _DuplicateKey(Exception):
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key = key
-
-
-# No manifest needs more than a few levels; a deeper one (a hostile `source`) would make Python
-# code that walks it recursively (copies, printing) fail with RecursionError.
-MAX_JSON_DEPTH = 32
 
 
 def nesting(data: Any) -> int:
@@ -265,11 +264,8 @@ def nesting(data: Any) -> int:
     return deepest
 
 
-def too_deep(path: Path) -> str:
+def _too_deep(path: Path) -> str:
     return f"{path} nests its JSON more than {MAX_JSON_DEPTH} levels deep"
-
-
-MAX_INT_DIGITS = 4300  # Python's default limit on int() of a string (3.9.14, 3.10.7, 3.11 on)
 
 
 def _not_json(constant: str) -> Any:
@@ -281,8 +277,9 @@ def _not_json(constant: str) -> Any:
 def _json_integer(digits: str) -> int:
     """A JSON integer. Past MAX_INT_DIGITS Python refuses it in words for programmers (raise
     an interpreter limit); the user is told what the file holds instead, on every Python."""
-    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
-        raise _TooLong(len(digits.lstrip("-")))
+    length = len(digits.lstrip("-"))
+    if length > MAX_INT_DIGITS:
+        raise _TooLong(length)
     return int(digits)
 
 
