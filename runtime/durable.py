@@ -304,8 +304,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @contextlib.contextmanager
 def signal_handlers(handler: Callable[[int], None], *signums: int) -> Iterator[None]:
     """Within the block, ``handler(signum)`` handles each of ``signums``; the handlers before
-    are put back after it. Python runs signal handlers in the main thread only, so elsewhere
-    (a thread of a test, a server) the block changes nothing."""
+    are put back after it, unless the block chose to ignore the signal from then on (SIG_IGN):
+    a finished ``vae-train`` ignores stops through its teardown, and the handlers around it
+    must not bring the default (a kill) back. Python runs signal handlers in the main thread
+    only, so elsewhere (a thread of a test, a server) the block changes nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -315,7 +317,8 @@ def signal_handlers(handler: Callable[[int], None], *signums: int) -> Iterator[N
         yield
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, old)
 
 
 @contextlib.contextmanager

@@ -340,8 +340,13 @@ def _stops_mean_done() -> Iterator[None]:
     """Within the block, Ctrl-C and SIGTERM end the process at once with status 0. A finished
     run is on disk whole, so a stop in what is left (closing the process group) must not turn
     its 0 into 130 or 143, which would stop ``vae-train ... && vae-export``; nor may that close,
-    hung on a dead torchrun peer, become impossible to stop. The handlers are put back after
-    the block: tests run the command in their own process."""
+    hung on a dead torchrun peer, become impossible to stop.
+
+    When the block ends, vae-train's own process (``train_main``) ignores stops from then on,
+    swapped in for ``done`` in one step: what is left is the interpreter's teardown (a second or
+    more with torch), in which Python's handlers no longer run, and the handlers around this
+    block leave an ignored signal ignored (``durable.signal_handlers``). In another program's
+    process (a test calling the command) the handlers before are put back."""
 
     def done(_: int) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -351,6 +356,12 @@ def _stops_mean_done() -> Iterator[None]:
 
     with durable.signal_handlers(done, *durable.STOP_SIGNALS):
         yield
+        if _COMMAND_PROCESS and threading.current_thread() is threading.main_thread():
+            for signum in durable.STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+
+
+_COMMAND_PROCESS = False  # set by train_main: this process is vae-train itself
 
 
 @contextlib.contextmanager
@@ -636,15 +647,9 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
 
 
 def train_main() -> None:
-    try:
-        train_command(prog_name="vae-train")
-    except SystemExit as done:
-        if not done.code and threading.current_thread() is threading.main_thread():
-            # Finished, and the process group closed: what is left is the interpreter's own
-            # teardown, during which Python's handlers no longer run, so stops are ignored.
-            for signum in durable.STOP_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN)
-        raise
+    global _COMMAND_PROCESS
+    _COMMAND_PROCESS = True  # a finished stage ignores stops through the teardown
+    train_command(prog_name="vae-train")
 
 
 def eval_main() -> None:

@@ -161,3 +161,23 @@ def test_a_stop_inside_onnxruntimes_import_still_stops_bird_gen(tiny_model, tmp_
     assert done.returncode == (143 if signame == "SIGTERM" else 130), done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_handlers_are_put_back_after_a_block_unless_it_chose_to_ignore_the_signal():
+    """Nested blocks put back what was there before; a block that ignores a stop from then
+    on (a finished vae-train in its teardown) is not overruled by the blocks around it, which
+    would bring back the default: a kill, and status 143 for a finished run."""
+    before = signal.getsignal(signal.SIGUSR1)
+    seen = []
+    try:
+        with durable.signal_handlers(seen.append, signal.SIGUSR1):
+            with durable.signal_handlers(seen.append, signal.SIGUSR1):
+                os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        assert seen == [signal.SIGUSR1] * 2 and signal.getsignal(signal.SIGUSR1) is before
+        with durable.signal_handlers(seen.append, signal.SIGUSR1):  # noqa: SIM117 (Python 3.9)
+            with durable.signal_handlers(seen.append, signal.SIGUSR1):
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, before)
