@@ -44,7 +44,7 @@ ARCHITECTURE_FLAGS = {
     "box_margin",
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
-DECODER_FLAGS = {"gan_weight", "prior_share", "anchor_weight", "anchor_scale",
+DECODER_FLAGS = {"gan_weight", "disc_width", "prior_share", "anchor_weight", "anchor_scale",
                  "perceptual_weight", "projected_weight", "rater_weight"}
 
 
@@ -107,6 +107,12 @@ def _flag_names(options: set[str]) -> str:
     "--gan-weight",
     type=FiniteRange(min=0),
     help="Decoder stage: the adversarial term's weight, times the adaptive balance. [default: 0.8]",
+)
+@click.option(
+    "--disc-width",
+    type=click.IntRange(min=8, max=256),
+    help="Decoder stage: the patch discriminator's first layer's channels (each level down "
+    "doubles them); a wider one keeps up with a stronger --gan-weight. [default: 24]",
 )
 @click.option(
     "--prior-share",
@@ -569,7 +575,7 @@ def _stage_config(options: dict, given: set[str]):
         precision=options["precision"], compile=options["compile_"],
         prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
         prior_steps=options["prior_steps"], prior_keep=options["prior_keep"],
-        sharpen_gan_weight=options["gan_weight"],
+        sharpen_gan_weight=options["gan_weight"], sharpen_disc_width=options["disc_width"],
         sharpen_prior_share=options["prior_share"], sharpen_anchor_weight=options["anchor_weight"],
         sharpen_anchor_scale=_int_or_none(options["anchor_scale"]),
         sharpen_perceptual_weight=options["perceptual_weight"],

@@ -308,11 +308,18 @@ def test_the_low_pass_l1_sees_layout_and_colour_not_detail():
     assert float(sharpen.low_pass_l1(outline, flat, 2)) > 0.1
 
 
-def test_the_anchor_scale_reaches_the_stage_and_its_saved_config(
+def test_the_anchor_scale_and_disc_width_reach_the_stage_and_its_saved_config(
     vae_checkpoint, tmp_path, monkeypatch
 ):
     torch.manual_seed(0)
     PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+    widths = []
+    real_discriminator = sharpen.Discriminator
+    monkeypatch.setattr(
+        sharpen,
+        "Discriminator",
+        lambda size, width: widths.append(width) or real_discriminator(size, width),
+    )
     factors = []
     real_low_pass = sharpen.low_pass_l1
     monkeypatch.setattr(
@@ -321,12 +328,13 @@ def test_the_anchor_scale_reaches_the_stage_and_its_saved_config(
         lambda a, b, factor=2: factors.append(factor) or real_low_pass(a, b, factor),
     )
     args = ["--stage", "decoder", "--init", str(tmp_path / "p" / "best.pt"), "--epochs", "1",
-            "--anchor-scale", "4", "-o", str(tmp_path / "d")]  # fmt: skip
+            "--anchor-scale", "4", "--disc-width", "16", "-o", str(tmp_path / "d")]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
     assert factors and set(factors) == {4}
+    assert widths == [16]
     saved = checkpoint.config_of(checkpoint.load(tmp_path / "d" / "last.pt"))
-    assert saved.sharpen.anchor_scale == 4
+    assert saved.sharpen.anchor_scale == 4 and saved.sharpen.disc_width == 16
 
 
 def test_diff_augment_is_the_same_transform_for_the_same_seed():
@@ -377,6 +385,8 @@ def test_a_later_stage_whose_init_data_moved_says_so(vae_checkpoint, tmp_path):
         (["--data", "{ckpt}", "--anchor-weight", "1"], "only for --stage decoder"),
         (["--stage", "prior", "--init", "{ckpt}", "--anchor-scale", "4"], "only for --stage"),
         (["--stage", "decoder", "--init", "{ckpt}", "--anchor-scale", "3"], "'3' is not one of"),
+        (["--stage", "prior", "--init", "{ckpt}", "--disc-width", "32"], "only for --stage"),
+        (["--stage", "decoder", "--init", "{ckpt}", "--disc-width", "4"], "not in the range"),
         (["--stage", "decoder", "--init", "{ckpt}", "--compile"], "drop --compile"),
         (["--stage", "prior", "--init", "{missing}"], "does not exist"),
         (["--stage", "prior", "--init", "{ckpt}", "--prior-width", "2000000"], "parameters"),
