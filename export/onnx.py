@@ -34,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from birdvae.runtime.errors import EXIT_FAILED, UserError, first_line
+from birdvae.runtime.errors import EXIT_FAILED, UserError, caused_by_bug, first_line
 from birdvae.runtime.format import (
     BATCH_DIM,
     DECODER_FILE,
@@ -202,6 +202,8 @@ def export_graph(
         proto = trace(module.eval(), example, list(input_names), list(output_names), opset)
         proto = onnxscript.optimizer.optimize(proto)
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
+        if caused_by_bug(exc):
+            raise
         raise ExportError(f"torch.onnx.export failed for the {graph}: {first_line(exc)} "
                           "(BIRDVAE_TRACEBACK=1 shows where)") from exc
     proto = finalize(proto, opset, metadata)

@@ -46,6 +46,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from birdvae.runtime.errors import caused_by_bug
 from birdvae.runtime.format import (
     DECODER_FILE,
     DECODER_INPUT,
@@ -280,6 +281,8 @@ def quantize_graph(
                 weight_type=QuantType.QInt8,
             )  # fmt: skip
     except Exception as exc:  # onnxruntime's quantizer raises assorted types
+        if caused_by_bug(exc):
+            raise
         raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
     reference = onnx.load_model(fp32)
     check_graph(onnx.load_model(out), opset, io_shapes(reference), f"int8 {fp32.stem}")
@@ -301,6 +304,8 @@ def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
                 extra_options={"EnableSubgraph": True},
             )  # fmt: skip
     except Exception as exc:  # onnxruntime's quantizer raises assorted types
+        if caused_by_bug(exc):
+            raise
         raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
     reference = onnx.load_model(fp32)
     check_graph(onnx.load_model(out), opset, io_shapes(reference), f"int8 {fp32.stem}")

@@ -27,7 +27,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from birdvae.runtime.errors import first_line
+from birdvae.runtime.errors import caused_by_bug, first_line
 from birdvae.runtime.format import SAMPLER_FILE, SAMPLER_INPUT, SAMPLER_OUTPUT
 from birdvae.training.prior import CodePrior, Sampler
 from birdvae.training.selector import Selection
@@ -81,6 +81,8 @@ def export_sampler(
     try:
         proto = sampler_graph(module, noise_dim, opset)
     except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
+        if caused_by_bug(exc):
+            raise
         raise ExportError(f"torch.onnx.export failed for the prior: {first_line(exc)} "
                           "(BIRDVAE_TRACEBACK=1 shows where)") from exc
     proto = finalize(proto, opset, metadata)

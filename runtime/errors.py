@@ -9,6 +9,7 @@ and must cost nothing to import.
 from __future__ import annotations
 
 import numbers
+import re
 
 # Every command's exit statuses (runtime/command.py): 0 done, 2 a user's mistake, 1 a step that
 # failed on usable input (an export) or memory that ran out, 128 + the signal that stopped it.
@@ -54,6 +55,25 @@ def check_whole(value: int, name: str, low: int, high: int | None = None) -> int
 
 
 MAX_REASON = 300  # characters of a library's message shown on an error line
+# Terminal colours a library writes into its messages (torch.onnx does), noise on an error line.
+_TERMINAL_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+# What code gets wrong, never what a user gave: where one stands anywhere in a library failure's
+# chain, the failure is a bug (ours, or the library's) and keeps its traceback.
+BUG_TYPES = (AttributeError, NameError, TypeError, AssertionError, IndexError, KeyError)
+
+
+def caused_by_bug(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it was raised from or during is one of BUG_TYPES: a
+    handler that turns a library's failures into one-line UserErrors re-raises these as they
+    are, since a user can do nothing about them but report the traceback."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, BUG_TYPES):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def first_line(exc: BaseException) -> str:
@@ -61,7 +81,8 @@ def first_line(exc: BaseException) -> str:
     nothing (onnxruntime's and PIL's messages run to several lines). A first line that only
     announces the next ("Error(s) in loading state_dict for VAE:") brings the next along, and
     a reason is cut at MAX_REASON characters (torch lists every missing key on one line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = _TERMINAL_STYLE.sub("", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import durable
-from .errors import first_line
+from .errors import caused_by_bug, first_line
 from .format import BATCH_DIM, DECODER_NOISE_OUTPUTS, ModelFormatError
 from .onnxfile import check_graph_bytes
 
@@ -112,6 +112,8 @@ def run_graph(
     except MemoryError:  # the machine's, not the graph's
         raise
     except Exception as exc:  # the input was checked, so a failure here is the graph's fault
+        if caused_by_bug(exc):  # ...unless the call itself was wrong: ours to fix
+            raise
         if ORT_OUT_OF_MEMORY in str(exc):  # onnxruntime's own word for it, not a MemoryError
             raise MemoryError(f"{file}: {first_line(exc)}") from exc
         raise ModelFormatError(

@@ -207,6 +207,36 @@ def test_batchnorm_that_cannot_fold_is_refused():
         fold_batchnorm(module)
 
 
+class _Branching(torch.nn.Module):
+    """A branch on a tensor's value: an exporter's limit, not a bug."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum() > 0 else x
+
+
+class _Broken(torch.nn.Module):
+    """A forward with a plain bug in it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.no_such_attribute
+
+
+def test_a_graph_the_exporter_cannot_write_is_one_line_and_a_bug_keeps_its_traceback(tmp_path):
+    args = (torch.ones(2, 3), ["x"], ["y"], {"x": [3], "y": [3]}, tmp_path / "g.onnx", 18,
+            {"birdvae.graph": "test graph"})  # fmt: skip
+    with pytest.raises(ExportError, match=r"torch\.onnx\.export failed for the test graph") as info:
+        export_graph(_Branching(), *args)
+    assert "\x1b" not in str(info.value)  # torch.onnx's terminal colours are dropped
+    with pytest.raises(Exception) as info:
+        export_graph(_Broken(), *args)
+    assert not isinstance(info.value, ExportError)
+    cause = info.value
+    while cause is not None and not isinstance(cause, AttributeError):
+        cause = cause.__cause__ or cause.__context__
+    assert isinstance(cause, AttributeError) and "no_such_attribute" in str(cause)
+    assert not (tmp_path / "g.onnx").exists()
+
+
 @pytest.mark.slow
 def test_opset_18_uses_the_dynamo_exporter(resnet_checkpoint, tmp_path: Path):
     model = load_model(resnet_checkpoint)[0]

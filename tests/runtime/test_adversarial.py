@@ -221,6 +221,23 @@ def test_onnxruntime_running_out_of_memory_is_not_blamed_on_the_graph():
         run_graph(session, "decoder.onnx", ["image"], "z", np.zeros((1, 4), np.float32))
 
 
+def test_a_wrong_call_to_a_graph_is_a_bug_not_the_graphs_fault():
+    """run_graph blames the model file for what onnxruntime raises, since its input was
+    checked; a call that is wrong in itself (the output names as one string, not a list) is
+    bird-vae's bug and keeps its type and traceback."""
+    from birdvae.runtime.graphs import run_graph
+
+    nodes = [onnx_bytes.node("Identity", ["z"], ["image"])]
+    main = onnx_bytes.graph(nodes, [onnx_bytes.value_info("z", ["N", 4])],
+                            [onnx_bytes.value_info("image", ["N", 4])], [])  # fmt: skip
+    session = ort.InferenceSession(onnx_bytes.model(main), providers=["CPUExecutionProvider"])
+    batch = np.zeros((1, 4), np.float32)
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        run_graph(session, "decoder.onnx", "image", "z", batch)  # type: ignore[arg-type]
+    with pytest.raises(ModelFormatError, match=r"decoder\.onnx failed on a batch of 1"):
+        run_graph(session, "decoder.onnx", ["image"], "z", np.zeros((1, 5), np.float32))
+
+
 def test_bird_gen_refuses_a_prior_that_loops_too_long_in_one_line(
     cli, model_copy, refresh_manifest, tmp_path
 ):

@@ -136,6 +136,34 @@ def test_a_librarys_reason_is_its_first_line_bounded() -> None:
     assert first_line(announced) == "Error(s) in loading state_dict for VAE: Missing key(s): a, b"
     long = first_line(RuntimeError("Missing key(s): " + ", ".join(f"k{i}" for i in range(900))))
     assert len(long) == MAX_REASON and long.endswith("...")
+    # torch.onnx colours its messages for a terminal; the reason keeps the words only.
+    coloured = RuntimeError("Failed to export. \x1b[96mThis is step 1/3\x1b[0m of exporting")
+    assert first_line(coloured) == "Failed to export. This is step 1/3 of exporting"
+
+
+def test_a_bug_anywhere_in_a_failures_chain_is_found() -> None:
+    from birdvae.runtime.errors import caused_by_bug
+
+    def chained(inner: BaseException, outer: BaseException, context: bool = False):
+        try:
+            try:
+                raise inner
+            except BaseException as exc:
+                if context:
+                    raise outer  # noqa: B904 (the chain through __context__ is the point)
+                raise outer from exc
+        except BaseException as caught:
+            return caught
+
+    assert caused_by_bug(chained(AttributeError("x"), RuntimeError("wrapped")))
+    assert caused_by_bug(chained(KeyError("k"), RuntimeError("during"), context=True))
+    assert caused_by_bug(TypeError("direct"))
+    assert not caused_by_bug(chained(OSError("disk"), RuntimeError("wrapped")))
+    assert not caused_by_bug(RuntimeError("an exporter's limit"))
+    looped = RuntimeError("a")
+    looped.__cause__ = RuntimeError("b")
+    looped.__cause__.__cause__ = looped  # a cycle ends the walk instead of hanging it
+    assert not caused_by_bug(looped)
 
 
 def test_a_removed_working_folder_is_one_line_before_anything_runs(monkeypatch) -> None:
