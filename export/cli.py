@@ -25,10 +25,9 @@ from birdvae.runtime.format import (
 from birdvae.runtime.selection import MAX_BEST_OF
 from birdvae.training.extra import TRAIN_MODULES, require_train_extra
 
-from .pipeline import ExportOptions, export
+from .pipeline import DEFAULT_GUIDANCE, ExportOptions, export
 
 EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
-DEFAULT_GUIDANCE = 2.0  # rated blind against 1 (docs/BENCHMARKS.md)
 
 
 @click.command(

@@ -18,6 +18,8 @@ from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import DEFAULT_OPSET, MAX_LATENT_DIM, MAX_PRIOR_VALUES
 from birdvae.runtime.selection import RATER_SHA256, load_rater
 
+DEFAULT_GUIDANCE = 2.0  # with a guide; rated blind against 1 (docs/BENCHMARKS.md)
+
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -35,7 +37,7 @@ class ExportOptions:
     temperature: float = 1.0  # the default prior's
     noise: float = 0.0
     guide: Path | None = None  # a smaller prior checkpoint that autoguides the learned one
-    guidance: float = 1.0
+    guidance: float = DEFAULT_GUIDANCE  # autoguidance weight, used only with a guide
     best_of: int = 1  # candidate noises per bird the sampler graph chooses among
     selector_from: Path | None = None  # a model folder whose best-of selector to keep
 

@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import re
 import warnings
 import zipfile
 from collections import defaultdict
@@ -33,17 +34,19 @@ from birdvae.runtime import durable, photos
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.photos import Region
 
+from .config import BOX_MARGIN
+
 # The file names of the runtime's photo formats (photos.PHOTO_FORMATS), so a photo bird-gen
 # reads is one a data folder is scanned for.
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
 }  # fmt: skip
-# Context kept around a CUB bounding box, as a fraction of its longer side on each side (the
-# default of TrainConfig.box_margin). Rated blind at 32x32, photos cropped to the box itself read
-# as birds more often than at this margin (1.57 against 1.32 of 2; docs/experiments).
-BOX_MARGIN = 0.15
-CACHE_VERSION = 3  # 3: a CUB photo whose box lies beyond it is skipped, not cropped to a corner
+# Part of every cache key: a cache written by code that decoded or cropped photos differently
+# is never read (CUB photos whose box lies beyond the picture are skipped, not cropped).
+CACHE_VERSION = 3
+# A cache file's name, and the pattern a run folder's check knows its caches by (runfolder.py).
+CACHE_FILE_PATTERN = re.compile(r"[a-z+]+-\d+px-[0-9a-f]{16}\.npz")
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 
 
@@ -109,7 +112,7 @@ def load_splits(
     kind = "+".join(kinds)
 
     key = _cache_key(roots, kind, items, image_size, crop, val_fraction, box_margin)
-    cache_path = Path(cache_dir) / f"{kinds[0]}-{image_size}px-{key}.npz" if cache_dir else None
+    cache_path = Path(cache_dir) / cache_file_name(kinds[0], image_size, key) if cache_dir else None
     if cache_path is not None and cache_path.is_file():
         cached = _read_cache(cache_path, kind)
         if cached is not None:
@@ -541,6 +544,11 @@ def _cache_key(
         [CACHE_VERSION, resolved, kind, image_size, crop, box_margin, val_fraction, listing]
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def cache_file_name(kind: str, image_size: int, key: str) -> str:
+    """The name a data set's decoded arrays are cached under (CACHE_FILE_PATTERN matches it)."""
+    return f"{kind}-{image_size}px-{key}.npz"
 
 
 def _read_cache(path: Path, kind: str) -> Splits | None:

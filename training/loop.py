@@ -625,7 +625,7 @@ class Trainer:
         for name, images in self._grid_images().items():
             pixels = images.float().cpu()
             durable.write_atomic(
-                self.run_dir / runfolder.GRIDS / f"{name}_{self.epoch:04d}.png",
+                runfolder.grid_file(self.run_dir, name, self.epoch),
                 lambda handle, pixels=pixels: save_image(
                     pixels, handle, format="png", nrow=8, padding=2
                 ),
@@ -635,8 +635,7 @@ class Trainer:
     def _replay(self, state: dict[str, Any]) -> None:
         """Redo what a kill after the last commit of ``last.pt`` cut off (runfolder.py)."""
         written = runfolder.bring_up_to_date(self.run_dir, state)
-        grids = [self.run_dir / runfolder.GRIDS / f"{kind}_{self.epoch:04d}.png"
-                 for kind in self._grid_kinds()]  # fmt: skip
+        grids = [runfolder.grid_file(self.run_dir, kind, self.epoch) for kind in self._grid_kinds()]
         if self.epoch > 0 and self.batch_in_epoch == 0 and not all(p.is_file() for p in grids):
             self._write_grids()
             written.append(f"grids of epoch {self.epoch}")

@@ -20,14 +20,20 @@ from birdvae.runtime.errors import UserError
 
 from . import checkpoint
 from .config import TrainConfig
+from .data import CACHE_FILE_PATTERN
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 GRIDS, CACHE = "grids", "cache"
 # Fields every version of config.json a run writes has (version 1 had no config_version).
 RUN_CONFIG_KEYS = frozenset({"model", "data", "epochs", "batch_size", "lr", "seed"})
-# What a run writes before its first epoch ends, inside grids/ and cache/.
+# What a run writes before its first epoch ends, inside grids/ (grid_file names them) and cache/
+# (training/data.py names those).
 _GRID_NAME = re.compile(r"[a-z]+_\d{4,}\.png")
-_CACHE_NAME = re.compile(r"[a-z+]+-\d+px-[0-9a-f]{16}\.npz")
+
+
+def grid_file(run_dir: Path, kind: str, epoch: int) -> Path:
+    """Where the training grid of ``kind`` (samples, recon) after ``epoch`` is written."""
+    return run_dir / GRIDS / f"{kind}_{epoch:04d}.png"
 
 
 def check_new_run_folder(run_dir: Path) -> None:
@@ -60,7 +66,8 @@ def check_new_run_folder(run_dir: Path) -> None:
 
 def is_cache_file(entry: Path) -> bool:
     """Whether ``entry`` is an image cache a run wrote (not a temporary, a link or a folder)."""
-    return bool(_CACHE_NAME.fullmatch(entry.name)) and entry.is_file() and not entry.is_symlink()
+    named = CACHE_FILE_PATTERN.fullmatch(entry.name)
+    return bool(named) and entry.is_file() and not entry.is_symlink()
 
 
 def check_not_a_link(run_dir: Path) -> None:
@@ -83,7 +90,7 @@ def _left_by_a_run(entry: Path) -> bool:
             return False  # a hostile file (1e400 where an int goes, nesting 10,000 deep) too
         # A run writes every field; ``{}`` or a few known keys would load as the defaults.
         return values.keys() >= RUN_CONFIG_KEYS
-    names = {GRIDS: _GRID_NAME, CACHE: _CACHE_NAME}.get(entry.name)
+    names = {GRIDS: _GRID_NAME, CACHE: CACHE_FILE_PATTERN}.get(entry.name)
     if names is not None and entry.is_dir():
         return all(
             not inner.is_symlink()

@@ -216,6 +216,20 @@ def test_an_autoguided_prior_is_exported_checked_and_recorded(
     assert np.abs(codes - plain).max() > 1e-3
 
 
+def test_a_guide_guides_at_the_same_weight_from_python_and_from_the_command(
+    prior_checkpoint, guide_checkpoint, export_cli, tmp_path
+):
+    from birdvae.export.pipeline import ExportOptions, export
+
+    (checkpoint, _), (guide_path, _) = prior_checkpoint, guide_checkpoint
+    export(ExportOptions(checkpoint, tmp_path / "python", guide=guide_path))
+    result = export_cli(checkpoint, "-o", tmp_path / "command", "--prior-guide", guide_path)
+    assert result.exit_code == 0, result.stderr
+    weights = [verify_model_dir(tmp_path / name).priors["learned"].source["autoguidance"]["weight"]
+               for name in ("python", "command")]  # fmt: skip
+    assert weights == [2.0, 2.0]
+
+
 def test_a_guide_over_another_encoder_is_one_line(
     prior_checkpoint, export_cli, make_checkpoint, tmp_path
 ):

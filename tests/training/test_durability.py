@@ -283,6 +283,21 @@ def test_a_new_run_may_restart_in_the_folder_of_one_stopped_before_its_first_epo
         runfolder.check_new_run_folder(run)
 
 
+def test_the_names_a_run_writes_are_the_names_its_folder_check_knows(tmp_path):
+    """The cache and grid names are made in one place and matched in another: a run stopped
+    before its first epoch must leave a folder a new run accepts."""
+    from birdvae.training.data import cache_file_name
+
+    run = tmp_path / "run"
+    cache = run / runfolder.CACHE / cache_file_name("cub+folder", 64, "0123456789abcdef")
+    grid = runfolder.grid_file(run, "samples", 12345)
+    for path in (cache, grid):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"written by a run")
+    assert runfolder.is_cache_file(cache)
+    runfolder.check_new_run_folder(run)  # no error
+
+
 def test_output_is_the_flag_and_out_its_hidden_old_name(tmp_path):
     shown = CliRunner().invoke(train_command, ["--help"]).output
     assert "-o, --output" in shown and not re.search(r"--out\b(?!put)", shown)
