@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,24 @@ CONFIG_VERSION = 2
 # as birds more often than at this margin (1.57 against 1.32 of 2), yet a whole recipe trained
 # on them drew birds raters could not tell from these (docs/experiments).
 BOX_MARGIN = 0.15
+
+
+class Stream(IntEnum):
+    """The random streams of a run, each seeded with ``TrainConfig.seed`` plus its value, so
+    that no two repeat one another; the values are part of what makes a run reproducible."""
+
+    MAIN = 0  # initial weights, batches, views; and draws fixed for a run's life (grid codes)
+    PRIOR_VAL = 1  # the prior stage's fixed validation inputs
+    PRIOR_TRAIN_PROBE = 2  # the same over training codes, to watch overfitting
+    PRIOR_GRID = 3  # the decoder stage's fixed learned-prior draws for its grids
+    AUGMENT = 4  # the decoder stage's DiffAugment transforms
+    SPECIES_NET = 5  # the perceptual distance's classifier
+    RATER_VIEWS = 6  # the rater term's augmentations
+
+
+# Process k of a distributed run seeds its global stream with seed + RANK_STRIDE * k, clear of
+# every Stream (seed + k would repeat the streams above on ranks 1 to 6).
+RANK_STRIDE = 1000
 
 
 class ConfigError(UserError, ValueError):

@@ -32,7 +32,7 @@ from birdvae.runtime.errors import UserError, first_line
 from . import checkpoint, runfolder
 from .augment import random_shift
 from .averaging import exponential_average
-from .config import TrainConfig
+from .config import RANK_STRIDE, TrainConfig
 from .data import Splits, images_digest, load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
 from .likelihood import CoupledLogistic, bits_per_dim, to_unit
@@ -186,7 +186,7 @@ class Trainer:
         # The signal that stopped the run, if one did: the command exits 128 + it, so a script
         # that goes on to export never mistakes a stopped run for a finished one.
         self.stop_signal: int | None = None
-        torch.manual_seed(config.seed + self.ddp.rank)
+        torch.manual_seed(config.seed + RANK_STRIDE * self.ddp.rank)
         if resume_state is not None:
             checkpoint.check_resumable(resume_state, self.run_dir / LAST)
         if self.ddp.main:

@@ -26,6 +26,7 @@ from birdvae.runtime import selection
 from . import checkpoint, codes, perceptual, rater, sharpen
 from .averaging import exponential_average
 from .checkpoint import JUDGE, learned_prior
+from .config import Stream
 from .evaluate import reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError
@@ -127,10 +128,10 @@ class PriorTrainer(Trainer):
         self.optimizer = torch.optim.AdamW(
             self.prior.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        self._val_inputs = self._fixed_inputs(self.val_bank, config.seed + 1)
+        self._val_inputs = self._fixed_inputs(self.val_bank, config.seed + Stream.PRIOR_VAL)
         order = torch.randperm(len(self.bank), generator=generator)
         train_rows = self.bank[order[:1024].to(self.bank.device)]
-        self._train_inputs = self._fixed_inputs(train_rows, config.seed + 2)
+        self._train_inputs = self._fixed_inputs(train_rows, config.seed + Stream.PRIOR_TRAIN_PROBE)
 
     def _fixed_inputs(self, bank: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
         """Codes, noise levels and noise for a validation loss that only the weights move."""
@@ -237,7 +238,7 @@ class DecoderTrainer(Trainer):
         self.d_optimizer = torch.optim.Adam(self.judges, lr=config.sharpen.disc_lr, betas=betas)
         self.anchor = self._anchor(init) if config.sharpen.anchor_weight > 0 else None
         self._build_prior(init)
-        self._augment_generator = torch.Generator().manual_seed(config.seed + 4)
+        self._augment_generator = torch.Generator().manual_seed(config.seed + Stream.AUGMENT)
         self.rater = self._build_rater()
         self.judging_vae = judge_weights(init, config.sharpen.rater_weight)
 
@@ -295,7 +296,7 @@ class DecoderTrainer(Trainer):
         # The prior is frozen here, so its sampler (the solver's constants) is built once,
         # not at every step.
         self.prior_sampler = Sampler(self.carried_prior)
-        generator = torch.Generator().manual_seed(config.seed + 3)
+        generator = torch.Generator().manual_seed(config.seed + Stream.PRIOR_GRID)
         noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
         with torch.no_grad():
             self.fixed_prior_z = self.prior_sampler(noise.to(self.device))
@@ -309,7 +310,7 @@ class DecoderTrainer(Trainer):
                 "--rater-weight raises the rater's score of learned-prior draws: --init needs "
                 "a checkpoint with a learned prior (from --stage prior or a decoder stage)"
             )
-        self._rater_generator = torch.Generator().manual_seed(self.config.seed + 6)
+        self._rater_generator = torch.Generator().manual_seed(self.config.seed + Stream.RATER_VIEWS)
         return rater.shipped_rater(self.device)
 
     def _species_net(self) -> perceptual.SpeciesNet:
@@ -328,7 +329,7 @@ class DecoderTrainer(Trainer):
         self.log(f"training the perceptual distance's species net ({epochs} epochs)")
         return perceptual.train_species_net(
             self.train_images, self.train_labels, len(self.classes), epochs,
-            self.config.seed + 5, self.log,
+            self.config.seed + Stream.SPECIES_NET, self.log,
         )  # fmt: skip
 
     def _trained_module(self) -> torch.nn.Module:

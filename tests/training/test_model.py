@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from birdvae.training.config import ModelConfig, TrainConfig, preset
+from birdvae.training.config import RANK_STRIDE, ModelConfig, Stream, TrainConfig, preset
 from birdvae.training.likelihood import (
     Bernoulli,
     CoupledLogistic,
@@ -155,6 +155,16 @@ def _version_1_config() -> dict:
     del old["model"]["spatial_latent"]
     old["data"] = "/data/CUB_200_2011"
     return old
+
+
+def test_no_two_random_streams_of_a_run_share_a_seed():
+    """Each stream is the run's seed plus its own offset (an alias would share one), and every
+    process of a distributed run seeds its global stream clear of them all."""
+    offsets = [member.value for member in Stream.__members__.values()]
+    assert len(set(offsets)) == len(offsets)
+    for rank in range(1, 64):
+        assert RANK_STRIDE * rank not in offsets
+        assert all(abs(RANK_STRIDE * rank - offset) >= RANK_STRIDE // 2 for offset in offsets)
 
 
 def test_a_version_1_config_upgrades_to_what_it_trained_with():
