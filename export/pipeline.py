@@ -405,7 +405,7 @@ def _export_learned(
 
 def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
     """Fit the mixture to the training split's posterior means and write ``prior.npz``."""
-    from birdvae.runtime.format import ENCODER_FILE, PRIOR_FILE, PRIOR_KINDS, PriorInfo
+    from birdvae.runtime.format import ENCODER_FILE, MIXTURE_FILE, PRIOR_KINDS, PriorInfo
 
     from .onnx import ExportError
     from .parity import encode_means, ort_session
@@ -417,7 +417,7 @@ def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
         mixture = fit_gaussian_mixture(latents, components, seed=seed)
     except ValueError as exc:
         raise ExportError(f"fitting the prior failed: {exc}") from exc
-    mixture.save(folder / PRIOR_FILE)
+    mixture.save(folder / MIXTURE_FILE)
     click.echo(f"prior: {components}-component Gaussian mixture fitted to the posterior means "
                f"of {len(latents)} training images")  # fmt: skip
     figures = {

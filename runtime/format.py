@@ -38,9 +38,9 @@ READABLE_VERSIONS = (1, 2)  # version 1 had one optional prior, the mixture (see
 MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
-PRIOR_FILE = "prior.npz"  # the fitted Gaussian mixture
+MIXTURE_FILE = "prior.npz"  # the fitted Gaussian mixture
 SAMPLER_FILE = "prior.onnx"  # the learned prior
-MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, PRIOR_FILE)  # all a manifest may list
+MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, MIXTURE_FILE)  # all a manifest may list
 
 # Graph signatures. Every graph is deterministic: the runtime draws z itself, so a seed means
 # the same birds. Graphs hold none of these ops, and their batch axis is named BATCH_DIM.
@@ -73,7 +73,7 @@ PRIOR_ARRAYS = ("weights", "means", "cholesky")  # [K], [K, D], [K, D, D]
 
 # Each prior a manifest may carry: its name (what --prior says), kind and file. "standard",
 # N(0, I), needs no file and is always there.
-PRIOR_KINDS = {"learned": ("sampler", SAMPLER_FILE), "fitted": ("gaussian-mixture", PRIOR_FILE)}
+PRIOR_KINDS = {"learned": ("sampler", SAMPLER_FILE), "fitted": ("gaussian-mixture", MIXTURE_FILE)}
 PRIOR_NAMES = (*PRIOR_KINDS, "standard")
 
 # Bounds on what a manifest may state, so that the work and memory a model asks for are known

@@ -20,8 +20,8 @@ from .errors import check_between
 from .format import (
     MAX_PRIOR_VALUES,
     MAX_TEMPERATURE,
+    MIXTURE_FILE,
     PRIOR_ARRAYS,
-    PRIOR_FILE,
     ModelFormatError,
 )
 from .npz import ArchiveError, ArrayHeader, read_npz
@@ -94,7 +94,7 @@ class GaussianMixture:
 
     @classmethod
     def load(
-        cls, data: bytes, latent_dim: int, components: int, path: str | Path = PRIOR_FILE
+        cls, data: bytes, latent_dim: int, components: int, path: str | Path = MIXTURE_FILE
     ) -> GaussianMixture:
         """Read ``prior.npz`` from its bytes, already verified against the manifest's hash
         (``path`` names it in messages).

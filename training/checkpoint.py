@@ -6,7 +6,8 @@ garbage or NaN weights) and every floating-point weight finite.
 A checkpoint holds ``config`` (TrainConfig as a dict), ``model`` and ``ema`` state dicts,
 ``optimizer``, ``scheduler``, ``epoch`` (epochs completed), ``step``, ``best_val_bpd`` (the
 best validation score so far, by the stage's measure: bits/dim for the VAE, the held-out loss
-for the prior; the name is the first stage's, kept so every checkpoint reads alike),
+for the prior, minus the epoch for the decoder stage, whose newest weights are its best; the
+name is the first stage's, kept so every checkpoint reads alike),
 ``rng`` (torch CPU and CUDA generator states), ``metrics`` (the last epoch's figures) and
 ``format`` (this module's version). ``best_epoch`` says which epoch's weights ``best.pt``
 holds; with ``metrics`` it lets a resume replay what a crash cut off (``runfolder.py``).

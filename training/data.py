@@ -42,8 +42,8 @@ IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".gif", ".bmp", ".tif", ".tiff",
     ".ppm", ".pgm", ".pbm", ".pnm", ".tga",
 }  # fmt: skip
-# Part of every cache key: a cache written by code that decoded or cropped photos differently
-# is never read (CUB photos whose box lies beyond the picture are skipped, not cropped).
+# Part of every cache key; raised whenever how photos are decoded or cropped changes, so that
+# a cache of other pixels is never read.
 CACHE_VERSION = 3
 # A cache file's name, and the pattern a run folder's check knows its caches by (runfolder.py).
 CACHE_FILE_PATTERN = re.compile(r"[a-z+]+-\d+px-[0-9a-f]{16}\.npz")

@@ -230,12 +230,14 @@ class DecoderTrainer(Trainer):
         for parameter in self.model.decoder.parameters():
             parameter.requires_grad_(True)
         self.ema = exponential_average(self.model, config.ema_decay)
-        self._build_judges()
+        self._build_discriminators()
         betas = config.sharpen.adam_betas
         self.optimizer = torch.optim.Adam(
             self.model.decoder.parameters(), lr=config.lr, betas=betas
         )
-        self.d_optimizer = torch.optim.Adam(self.judges, lr=config.sharpen.disc_lr, betas=betas)
+        self.d_optimizer = torch.optim.Adam(
+            self.discriminator_parameters, lr=config.sharpen.disc_lr, betas=betas
+        )
         self.anchor = self._anchor(init) if config.sharpen.anchor_weight > 0 else None
         self._build_prior(init)
         self._augment_generator = torch.Generator().manual_seed(config.seed + Stream.AUGMENT)
@@ -261,21 +263,21 @@ class DecoderTrainer(Trainer):
             return frozen_vae({"config": init["config"], "model": init["anchor"]}, self.device)
         return frozen_vae(load_init(self.config.init), self.device)
 
-    def _build_judges(self) -> None:
+    def _build_discriminators(self) -> None:
         """The discriminator, and the species net with its projected heads when a term uses
-        them; ``self.judges`` holds every parameter the discriminator's optimiser steps."""
+        them; ``self.discriminator_parameters`` holds every parameter its optimiser steps."""
         cfg = self.config.sharpen
         self.discriminator = sharpen.Discriminator(self.config.model.image_size, cfg.disc_width)
         self.discriminator.to(self.device, memory_format=torch.channels_last)
         uses_net = cfg.perceptual_weight > 0 or cfg.projected_weight > 0
         self.species_net = self._species_net() if uses_net else None
         self.projected = None
-        self.judges = list(self.discriminator.parameters())
+        self.discriminator_parameters = list(self.discriminator.parameters())
         if cfg.projected_weight > 0:
             self.projected = sharpen.ProjectedHeads(self.species_net.channels).to(
                 self.device, memory_format=torch.channels_last
             )
-            self.judges += list(self.projected.parameters())
+            self.discriminator_parameters += list(self.projected.parameters())
 
     def _build_prior(self, init: dict[str, Any]) -> None:
         """The learned prior the init checkpoint carries, if any, frozen, with its sampler and
@@ -364,18 +366,18 @@ class DecoderTrainer(Trainer):
 
         # Reconstructions are augmented as their photos are, so features pair up.
         seed = int(torch.randint(2**62, (1,), generator=self._augment_generator))
-        real_logits, real_features, real_projected = self._judge(real, seed)
-        recon_logits, recon_features, recon_projected = self._judge(recon, seed)
+        real_logits, real_features, real_projected = self._discriminate(real, seed)
+        recon_logits, recon_features, recon_projected = self._discriminate(recon, seed)
         fake_logits, fake_projected = recon_logits.flatten(), recon_projected
         if len(fakes) > len(x):
-            drawn_logits, _, drawn_projected = self._judge(fakes[len(x) :], seed + 1)
+            drawn_logits, _, drawn_projected = self._discriminate(fakes[len(x) :], seed + 1)
             fake_logits = torch.cat([fake_logits, drawn_logits.flatten()])
             if fake_projected is not None:
                 fake_projected = torch.cat([fake_projected, drawn_projected])
         d_loss = sharpen.hinge_d_loss(real_logits, fake_logits)
         if fake_projected is not None:
             d_loss = d_loss + sharpen.hinge_d_loss(real_projected, fake_projected)
-        d_grads = torch.autograd.grad(d_loss, self.judges, retain_graph=True)
+        d_grads = torch.autograd.grad(d_loss, self.discriminator_parameters, retain_graph=True)
 
         reconstruction, stats = self._reconstruction_loss(
             x, real, recon, params, real_features, recon_features, fakes[len(x) :], z[len(x) :]
@@ -394,7 +396,7 @@ class DecoderTrainer(Trainer):
             return None
 
         def step_the_discriminator() -> None:
-            for parameter, grad in zip(self.judges, d_grads):
+            for parameter, grad in zip(self.discriminator_parameters, d_grads):
                 parameter.grad = grad  # its own loss's gradient, not the decoder's
             self.d_optimizer.step()
 
@@ -443,7 +445,7 @@ class DecoderTrainer(Trainer):
             stats["rater_hinge"] = hinge
         return loss, stats
 
-    def _judge(
+    def _discriminate(
         self, images: torch.Tensor, seed: int
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """The discriminator's logits and features for ``images`` under the augmentation that

@@ -35,7 +35,7 @@ from birdvae.runtime.format import (  # noqa: E402
     DECODER_FILE,
     ENCODER_FILE,
     FORMAT_VERSION,
-    PRIOR_FILE,
+    MIXTURE_FILE,
     verify_model_dir,
 )
 from birdvae.training.checkpoint import load_model  # noqa: E402
@@ -69,14 +69,14 @@ def test_folder_satisfies_the_format(exported, arch):
     model, config, _ = load_model(checkpoint)
     manifest = verify_model_dir(folder)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [ENCODER_FILE, DECODER_FILE, PRIOR_FILE, "manifest.json"]
+        [ENCODER_FILE, DECODER_FILE, MIXTURE_FILE, "manifest.json"]
     )
     assert (manifest.image_size, manifest.latent_dim) == (config.model.image_size,
                                                           config.model.latent_dim)  # fmt: skip
     assert manifest.likelihood == model.likelihood.name
     assert (manifest.opset, manifest.ir_version) == (17, 8)
     assert manifest.default_prior == "fitted"
-    assert manifest.priors["fitted"].file == PRIOR_FILE
+    assert manifest.priors["fitted"].file == MIXTURE_FILE
     source = manifest.source
     assert source["architecture"] == config.to_dict()["model"]
     assert source["epochs"] == 3 and source["val_bpd"] == 5.25 and source["weights"] == "ema"

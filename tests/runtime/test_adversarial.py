@@ -26,7 +26,7 @@ from birdvae.runtime.format import (
     DECODER_FILE,
     ENCODER_FILE,
     MANIFEST_FILE,
-    PRIOR_FILE,
+    MIXTURE_FILE,
     SAMPLER_FILE,
     FileEntry,
     Manifest,
@@ -298,7 +298,7 @@ HOSTILE_MANIFESTS = {
         "at most",
     ),
     "components-a-billion": (
-        _edit(priors={"fitted": {"kind": "gaussian-mixture", "file": PRIOR_FILE,
+        _edit(priors={"fitted": {"kind": "gaussian-mixture", "file": MIXTURE_FILE,
                                  "components": 10**9}}),
         "more than the",
     ),
@@ -400,7 +400,7 @@ def _valid_arrays(k: int = 2, d: int = LATENT) -> dict[str, np.ndarray]:
 
 
 def _put_prior(model: Path, data: bytes, refresh) -> None:
-    (model / PRIOR_FILE).write_bytes(data)
+    (model / MIXTURE_FILE).write_bytes(data)
     refresh(model)
 
 
@@ -453,7 +453,7 @@ HOSTILE_PRIORS = {
 @pytest.mark.parametrize(("data", "fragment"), HOSTILE_PRIORS.values(), ids=HOSTILE_PRIORS)
 def test_hostile_priors_are_one_error_line(cli, model_copy, refresh_manifest, out, data, fragment):
     _put_prior(model_copy, data, refresh_manifest)
-    line = one_error(cli("--model", model_copy, "-o", out / "b.png"), PRIOR_FILE, fragment)
+    line = one_error(cli("--model", model_copy, "-o", out / "b.png"), MIXTURE_FILE, fragment)
     assert "pickle" not in line  # numpy's advice to load the file unsafely
     assert list(out.iterdir()) == []
 

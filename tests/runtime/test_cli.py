@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from birdvae.runtime import durable
-from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, PRIOR_FILE
+from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, MIXTURE_FILE
 
 from .conftest import one_error
 
@@ -303,7 +303,7 @@ def _corrupt_onnx(model: Path, refresh) -> None:
 
 
 def _bad_prior(model: Path, refresh) -> None:
-    np.savez(model / PRIOR_FILE, weights=np.ones(2), means=np.zeros((2, 5)), cholesky=np.ones(1))
+    np.savez(model / MIXTURE_FILE, weights=np.ones(2), means=np.zeros((2, 5)), cholesky=np.ones(1))
     refresh(model)
 
 

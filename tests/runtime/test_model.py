@@ -18,7 +18,7 @@ from birdvae.runtime.format import (
     DECODER_FILE,
     ENCODER_FILE,
     MANIFEST_FILE,
-    PRIOR_FILE,
+    MIXTURE_FILE,
     SAMPLER_FILE,
     Manifest,
     ModelFormatError,
@@ -281,7 +281,7 @@ def test_corrupt_onnx_is_refused(model_copy: Path, refresh_manifest, content, me
     [
         (DECODER_FILE, lambda vae: vae.decode(np.zeros((1, vae.latent_dim), np.float32))),
         (ENCODER_FILE, lambda vae: vae.encode(np.zeros((1, 3, 16, 16), np.float32))),
-        (PRIOR_FILE, lambda vae: vae.sample(1, prior="fitted")),
+        (MIXTURE_FILE, lambda vae: vae.sample(1, prior="fitted")),
         (DECODER_FILE, lambda vae: vae.verify()),
     ],
 )
