@@ -132,9 +132,9 @@ def quantize_model(
         fp32_ms, int8_ms = compare_latency(
             sessions[graph, "fp32"], sessions[graph, "int8"], feeds[graph], repeats
         )
-        used = _earns_its_place(fp32_ms, int8_ms, quality[graph], require_speedup)
-        shipped[graph] = sessions[graph, "int8" if used else "fp32"]
-        figures[graph] = _row(path, int8[graph], fp32_ms, int8_ms, quality[graph], used)
+        verdict = _verdict(fp32_ms, int8_ms, quality[graph], require_speedup)
+        figures[graph] = _row(path, int8[graph], fp32_ms, int8_ms, quality[graph], verdict)
+        shipped[graph] = sessions[graph, "int8" if figures[graph]["used"] else "fp32"]
     # What a person sees: reconstructions of held-out photos, by fp32 and by the shipped graphs.
     reconstruction = _decode(shipped["decoder"], _encode(shipped["encoder"], evaluation))
     figures["reconstruction_psnr_db"] = {
@@ -200,19 +200,30 @@ def quantize_prior(
     quality = psnr(birds["fp32"], birds["int8"], 1.0)
     feed = {SAMPLER_INPUT: noise[:LATENCY_BATCH]}
     fp32_ms, int8_ms = compare_latency(sessions["fp32"], sessions["int8"], feed, repeats)
-    used = _earns_its_place(fp32_ms, int8_ms, quality, require_speedup)
-    row = _row(fp32, int8, fp32_ms, int8_ms, quality, used)
-    _keep(fp32, int8, used)
+    verdict = _verdict(fp32_ms, int8_ms, quality, require_speedup)
+    row = _row(fp32, int8, fp32_ms, int8_ms, quality, verdict)
+    _keep(fp32, int8, row["used"])
     return row
 
 
-def _earns_its_place(
-    fp32_ms: float, int8_ms: float, quality: float, require_speedup: bool = True
-) -> bool:
-    """Clearly faster (when ``require_speedup``), and its pictures within MIN_INT8_PSNR_DB of
-    the float graph's (an identical output has infinite PSNR)."""
-    faster = int8_ms * MIN_SPEEDUP <= fp32_ms or not require_speedup
-    return faster and quality >= MIN_INT8_PSNR_DB
+# Why an int8 graph ships or not, as the export's lines say it (one decision, one wording).
+VERDICTS = {
+    "faster": "int8 shipped",
+    "even if slower": "int8 shipped (not faster on this CPU, as --int8-even-if-slower asks)",
+    "not faster": "fp32 kept (int8 not faster)",
+    "too far": f"fp32 kept (int8 under {MIN_INT8_PSNR_DB:g} dB of fp32's pictures)",
+}
+
+
+def _verdict(fp32_ms: float, int8_ms: float, quality: float, require_speedup: bool) -> str:
+    """A key of VERDICTS. An int8 graph ships when its pictures are within MIN_INT8_PSNR_DB of
+    the float graph's (an identical output has infinite PSNR) and it is clearly faster, or
+    speed is not asked for."""
+    if quality < MIN_INT8_PSNR_DB:
+        return "too far"
+    if int8_ms * MIN_SPEEDUP <= fp32_ms:
+        return "faster"
+    return "not faster" if require_speedup else "even if slower"
 
 
 def _rule(require_speedup: bool) -> str:
@@ -224,7 +235,7 @@ def _rule(require_speedup: bool) -> str:
 
 
 def _row(
-    fp32: Path, int8: Path, fp32_ms: float, int8_ms: float, quality: float, used: bool
+    fp32: Path, int8: Path, fp32_ms: float, int8_ms: float, quality: float, verdict: str
 ) -> dict[str, Any]:
     return {
         "fp32_ms": round(fp32_ms, 3),
@@ -233,7 +244,8 @@ def _row(
         "fp32_bytes": fp32.stat().st_size,
         "int8_bytes": int8.stat().st_size,
         "psnr_vs_fp32_db": _finite(quality),
-        "used": used,
+        "used": verdict in ("faster", "even if slower"),
+        "verdict": verdict,
     }
 
 
@@ -252,18 +264,12 @@ def format_figures(figures: dict[str, Any]) -> str:
         row = figures.get(graph)
         if row is None:
             continue
-        kept = "fp32 kept (int8 not faster)"
         quality = row["psnr_vs_fp32_db"]  # None: identical
-        if quality is not None and quality < MIN_INT8_PSNR_DB:
-            kept = f"fp32 kept (int8 under {MIN_INT8_PSNR_DB:g} dB of fp32's pictures)"
         shown = "identical to fp32" if quality is None else f"PSNR vs fp32 {quality} dB"
-        shipped = "int8 shipped"
-        if row["speedup"] < MIN_SPEEDUP:
-            shipped = "int8 shipped (not faster on this CPU, as --int8-even-if-slower asks)"
         lines.append(
             f"int8 {graph}: {row['fp32_ms']:.2f} -> {row['int8_ms']:.2f} ms for "
             f"{figures['latency_batch']} birds, {row['fp32_bytes']} -> {row['int8_bytes']} bytes, "
-            f"{shown}: {shipped if row['used'] else kept}"
+            f"{shown}: {VERDICTS[row['verdict']]}"
         )
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +322,31 @@ def test_int8_slower_on_this_cpu_ships_only_when_asked(
         line = result.stdout.split(f"int8 {graph}:")[1].splitlines()[0]
         assert line.endswith("as --int8-even-if-slower asks)" if even_if_slower
                              else "fp32 kept (int8 not faster)"), line  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fp32_ms", "int8_ms", "quality", "require_speedup", "verdict"),
+    [
+        (11.0, 10.0, 35.0, True, "faster"),  # exactly 1.1x: faster, whatever rounding says
+        (10.99, 10.0, 35.0, True, "not faster"),
+        (10.99, 10.0, 35.0, False, "even if slower"),
+        (50.0, 10.0, 29.9, True, "too far"),  # quality decides before speed
+        (5.0, 10.0, 29.9, False, "too far"),
+        (50.0, 10.0, math.inf, True, "faster"),  # identical pictures
+    ],
+)
+def test_one_verdict_decides_an_int8_graph_and_words_its_line(
+    fp32_ms, int8_ms, quality, require_speedup, verdict, tmp_path
+):
+    from birdvae.export.quantize import VERDICTS, _row, _verdict, format_figures
+
+    assert _verdict(fp32_ms, int8_ms, quality, require_speedup) == verdict
+    for name in ("f.onnx", "i.onnx"):
+        (tmp_path / name).write_bytes(b"graph")
+    row = _row(tmp_path / "f.onnx", tmp_path / "i.onnx", fp32_ms, int8_ms, quality, verdict)
+    assert row["used"] is (verdict in ("faster", "even if slower"))
+    line = format_figures({"latency_batch": 64, "decoder": row})
+    assert line.startswith("int8 decoder: ") and line.endswith(VERDICTS[verdict])
 
 
 def test_int8_even_if_slower_needs_int8(export_cli, resnet_checkpoint, tmp_path):
