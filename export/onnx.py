@@ -98,7 +98,7 @@ class DecoderGraph(nn.Module):
 
 def has_pixel_noise(model: VAE) -> bool:
     """Whether the decoder graph also outputs the pixel distribution (location, scale, coupling)."""
-    return hasattr(model.likelihood, "noise_params")
+    return model.likelihood.draws_pixels
 
 
 def decoder_outputs(model: VAE) -> list[str]:

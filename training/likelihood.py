@@ -2,6 +2,10 @@
 
 Each likelihood turns the decoder's raw output (``params``) into a per-image negative
 log-likelihood of the uint8 image and into the image a person sees (the distribution's mean).
+They share one interface, so callers never ask which one they hold: ``nll(params, x,
+coupling_weight)`` (the weight scales colour couplings where there are any), ``mean``, and the
+flags ``has_coupling`` and ``draws_pixels`` (whether ``noise_params`` gives the runtime a pixel
+distribution to draw from).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class DiscretizedLogistic:
     name = "discretized_logistic"
     params_per_channel = 2
     is_discrete = True
+    has_coupling = False
+    draws_pixels = True
     # Start at mid-grey with a scale of ~0.05: a scale of 1 (log-scale 0) makes the likelihood
     # so flat that the location gets almost no gradient and the latent code is ignored.
     initial_bias = (0.5, 0.5, 0.5, -3.0, -3.0, -3.0)
@@ -47,8 +53,10 @@ class DiscretizedLogistic:
         loc, log_scale = self.split(params)
         return logistic_bin_log_prob(loc, log_scale, x_uint8)
 
-    def nll(self, params: torch.Tensor, x_uint8: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood in nats, one value per image."""
+    def nll(
+        self, params: torch.Tensor, x_uint8: torch.Tensor, coupling_weight: float = 1.0
+    ) -> torch.Tensor:
+        """Negative log-likelihood in nats, one value per image (no couplings to weigh)."""
         return -self.log_prob(params, x_uint8).flatten(1).sum(1)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
@@ -77,6 +85,7 @@ class CoupledLogistic(DiscretizedLogistic):
 
     name = "coupled_logistic"
     params_per_channel = 3
+    has_coupling = True
     initial_bias = (0.5, 0.5, 0.5, -3.0, -3.0, -3.0, 0.0, 0.0, 0.0)
 
     def log_prob(
@@ -135,9 +144,13 @@ class Bernoulli:
     name = "bernoulli"
     params_per_channel = 1
     is_discrete = False
+    has_coupling = False
+    draws_pixels = False  # its "pixels" are probabilities, not a distribution over 8-bit values
     initial_bias = (0.0, 0.0, 0.0)
 
-    def nll(self, params: torch.Tensor, x_uint8: torch.Tensor) -> torch.Tensor:
+    def nll(
+        self, params: torch.Tensor, x_uint8: torch.Tensor, coupling_weight: float = 1.0
+    ) -> torch.Tensor:
         target = to_unit(x_uint8)
         bce = F.binary_cross_entropy_with_logits(params.float(), target, reduction="none")
         return bce.flatten(1).sum(1)

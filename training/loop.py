@@ -35,7 +35,7 @@ from .averaging import exponential_average
 from .config import RANK_STRIDE, TrainConfig
 from .data import Splits, images_digest, load_splits
 from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
-from .likelihood import CoupledLogistic, bits_per_dim, to_unit
+from .likelihood import bits_per_dim, to_unit
 from .model import VAE, count_parameters, kl_per_dim
 from .precision import resolve_precision
 from .runfolder import BEST, CONFIG, LAST
@@ -247,7 +247,7 @@ class Trainer:
     def _schedule_figures(self) -> dict[str, float]:
         """Loss weights that change over the run, for the metrics line."""
         figures = {"kl_weight": self.kl_weight()}
-        if isinstance(self.model.likelihood, CoupledLogistic):
+        if self.model.likelihood.has_coupling:
             figures["coupling_weight"] = self.coupling_weight()
         return figures
 
@@ -362,11 +362,7 @@ class Trainer:
         unit = to_unit(x).contiguous(memory_format=torch.channels_last)
         with self.autocast:
             params, mean, logvar = self.trainable(unit)
-        likelihood = self.model.likelihood
-        if isinstance(likelihood, CoupledLogistic):
-            recon = likelihood.nll(params, x, self.coupling_weight())  # nats per image, float32
-        else:
-            recon = likelihood.nll(params, x)
+        recon = self.model.likelihood.nll(params, x, self.coupling_weight())  # nats per image
         kl_dims = kl_per_dim(mean, logvar)
         kl = kl_dims.sum(1)
         kl_term = kl_dims.mean(0).clamp(min=self.config.free_bits).sum()

@@ -73,6 +73,22 @@ def test_coupled_logistic_moves_green_with_red_and_matches_plain_when_uncoupled(
     assert torch.allclose(scale[0].flatten(), torch.tensor([-3.0, -4.0, -3.5]).exp())
 
 
+@pytest.mark.parametrize("name", ["logistic", "coupled_logistic", "bernoulli"])
+def test_every_likelihood_serves_the_one_interface(name):
+    """Callers never ask which likelihood they hold: each takes a coupling weight (which moves
+    the loss only where there are couplings) and says whether the runtime can draw its pixels."""
+    from birdvae.training.likelihood import make_likelihood
+
+    likelihood = make_likelihood(name)
+    torch.manual_seed(0)
+    params = torch.randn(2, 3 * likelihood.params_per_channel, 4, 4)
+    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    weighted, full = likelihood.nll(params, x, 0.0), likelihood.nll(params, x)
+    assert weighted.shape == (2,) and torch.isfinite(weighted).all()
+    assert (not torch.equal(weighted, full)) is likelihood.has_coupling
+    assert likelihood.draws_pixels is hasattr(likelihood, "noise_params")
+
+
 def test_resnet_shapes_and_image_range():
     for size, spatial in ((16, True), (32, False), (64, True)):
         cfg = ModelConfig(image_size=size, latent_dim=32, encoder_width=8, decoder_width=8,
