@@ -350,15 +350,7 @@ class DecoderTrainer(Trainer):
         cfg = self.config.sharpen
         x = self._augment(x)
         real = to_unit(x).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            mean, logvar = self.model.encoder(real)
-            z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-            count = round(len(x) * cfg.prior_share) if self.prior_sampler is not None else 0
-            if count:
-                # Fresh draws every step: a fixed bank of draws, seen again and again, is what
-                # the decoder learns to render, and new draws then decode worse.
-                noise = torch.randn(count, mean.shape[1], device=self.device)
-                z = torch.cat([z, self.prior_sampler(noise)])
+        z = self._codes(real)
         with self.autocast:
             params = self.trainable(z)
         fakes = self.model.likelihood.mean(params).float()
@@ -385,11 +377,7 @@ class DecoderTrainer(Trainer):
         stats["d_loss"] = d_loss
         loss = reconstruction
         if self.step >= cfg.gan_start:
-            adversarial = -fake_logits.mean()
-            if fake_projected is not None:
-                adversarial = adversarial - cfg.projected_weight * fake_projected.mean()
-            last = self.model.decoder.head.weight
-            weight = cfg.gan_weight * sharpen.adaptive_weight(reconstruction, adversarial, last)
+            adversarial, weight = self._adversarial(reconstruction, fake_logits, fake_projected)
             loss = reconstruction + weight * adversarial
             stats |= {"g_loss": adversarial, "gan_weight": weight}
         if not torch.isfinite(d_loss):
@@ -403,6 +391,37 @@ class DecoderTrainer(Trainer):
         if self.optimizer_step(loss, self.model, self.ema, step_the_discriminator) is None:
             return None  # the encoder is frozen: the step and its clip see the decoder alone
         return {name: float(value.detach()) for name, value in stats.items()}
+
+    @torch.no_grad()
+    def _codes(self, real: torch.Tensor) -> torch.Tensor:
+        """The codes decoded this step: a posterior draw for each photo, then (with a learned
+        prior) ``prior_share`` prior draws per photo, whose pictures have no photo to match."""
+        mean, logvar = self.model.encoder(real)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+        share = self.config.sharpen.prior_share if self.prior_sampler is not None else 0.0
+        count = round(len(real) * share)
+        if count:
+            # Fresh draws every step: a fixed bank of draws, seen again and again, is what the
+            # decoder learns to render, and new draws then decode worse.
+            noise = torch.randn(count, mean.shape[1], device=self.device)
+            z = torch.cat([z, self.prior_sampler(noise)])
+        return z
+
+    def _adversarial(
+        self,
+        reconstruction: torch.Tensor,
+        fake_logits: torch.Tensor,
+        fake_projected: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's adversarial term and its weight: ``gan_weight`` times the ratio that
+        gives it the reconstruction term's gradient scale at the decoder's last layer."""
+        cfg = self.config.sharpen
+        adversarial = -fake_logits.mean()
+        if fake_projected is not None:
+            adversarial = adversarial - cfg.projected_weight * fake_projected.mean()
+        last = self.model.decoder.head.weight
+        weight = cfg.gan_weight * sharpen.adaptive_weight(reconstruction, adversarial, last)
+        return adversarial, weight
 
     def _reconstruction_loss(
         self,
