@@ -143,8 +143,10 @@ class Trainer:
         self._start_process(resume_state, log)
         # The run folder is made only once the data has loaded: a data error leaves nothing.
         self._load_tensors(self._load_data())
-        self._resuming = resume_state is not None
-        self._resume_state = resume_state
+        # Set before _build, which each stage overrides: a resumed stage builds its frozen
+        # networks from the run's own last.pt (resume_state), never from --init again.
+        self.resuming = resume_state is not None
+        self.resume_state = resume_state
         self._build()
         self._batching()
         self.scheduler = self._schedule(self.optimizer)
@@ -449,7 +451,7 @@ class Trainer:
                 + (f" x {self.ddp.world} processes" if self.ddp.enabled else "")
                 + (", bfloat16 autocast" if self.dtype == torch.bfloat16 else ", float32")
             )
-        if self._resuming and self.ddp.main:
+        if self.resuming and self.ddp.main:
             self.log(f"resuming {self._place()}")
         last_metrics: dict[str, Any] = {}
         # Ctrl-C and SIGTERM finish the current step, save last.pt and return.

@@ -50,7 +50,7 @@ def start_state(trainer: Trainer) -> dict[str, Any]:
     a resume the run's own ``last.pt``, which carries them. A resume never re-reads --init: it
     may have moved, or been trained on since, and its encoder would then no longer be the one
     the run's codes came from."""
-    state = trainer._resume_state
+    state = trainer.resume_state
     return state if state is not None else load_init(trainer.config.init)
 
 
@@ -247,7 +247,7 @@ class DecoderTrainer(Trainer):
     def _batching(self) -> None:
         super()._batching()
         start, total = self.config.sharpen.gan_start, self.total_steps
-        if total <= start and not self._resuming:
+        if total <= start and not self.resuming:
             warnings.warn(
                 f"the adversarial term starts after {start} steps and this run has {total}, so "
                 "it trains without it; give more --epochs or a smaller --batch-size",
@@ -257,7 +257,7 @@ class DecoderTrainer(Trainer):
     def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
         """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
         takes it from last.pt, which saves it; a last.pt without one takes it from --init."""
-        if not self._resuming:
+        if not self.resuming:
             return frozen_vae(init, self.device)
         if "anchor" in init:
             return frozen_vae({"config": init["config"], "model": init["anchor"]}, self.device)
@@ -287,7 +287,7 @@ class DecoderTrainer(Trainer):
         self.fixed_prior_z, self.prior_sampler = None, None
         if self.carried_prior is None:
             cfg = config.sharpen
-            if (cfg.prior_share > 0 or cfg.anchor_weight > 0) and not self._resuming:
+            if (cfg.prior_share > 0 or cfg.anchor_weight > 0) and not self.resuming:
                 warnings.warn(
                     f"--init {config.init} holds no learned prior, so this decoder stage trains "
                     "on photos alone, without prior draws (--prior-share) or the anchor "
@@ -324,7 +324,7 @@ class DecoderTrainer(Trainer):
                 "species apart: they need "
                 "photos of two or more species, one subfolder each (or CUB's layout)"
             )
-        if self._resuming:
+        if self.resuming:
             net = perceptual.SpeciesNet(len(self.classes)).to(self.device).eval()
             return net.requires_grad_(False)
         epochs = self.config.sharpen.perceptual_epochs
