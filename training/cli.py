@@ -278,16 +278,11 @@ def train_command(ctx: click.Context, **options) -> None:
         run_dir, resume_state = _new_run(options), None
         config = _new_config(options, given)
         _check_outside_data(run_dir, config.data)
-    config = TrainConfig.from_dict(config.to_dict())
+    config = TrainConfig.from_dict(config.to_dict())  # every setting checked, as a file's are
     if config.stage == "decoder" and processes() > 1:
         raise UserError(
             "the decoder stage runs in one process: under torchrun each process would train "
             "a discriminator of its own; run it without torchrun"
-        )
-    if config.stage == "decoder" and config.compile:
-        raise UserError(
-            "the decoder stage is not compiled: its adaptive weight differentiates the decoder "
-            "twice in a step, which torch.compile's backward does not allow; drop --compile"
         )
     with _one_cache_for_this_run(run_dir):
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
