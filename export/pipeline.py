@@ -10,13 +10,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from birdvae.runtime.errors import UserError
-from birdvae.runtime.format import DEFAULT_OPSET, MAX_LATENT_DIM, MAX_PRIOR_VALUES
+from birdvae.runtime.format import DEFAULT_OPSET, MAX_LATENT_DIM, MAX_PRIOR_VALUES, PriorInfo
 from birdvae.runtime.selection import RATER_SHA256, load_rater
+
+if TYPE_CHECKING:  # torch and the training code load only when an export runs (cli.py)
+    from birdvae.training.config import TrainConfig
+    from birdvae.training.data import Splits
+    from birdvae.training.model import VAE
+    from birdvae.training.prior import CodePrior
+    from birdvae.training.selector import Selection
 
 DEFAULT_GUIDANCE = 2.0  # with a guide; rated blind against 1 (docs/BENCHMARKS.md)
 
@@ -46,7 +53,7 @@ def export(options: ExportOptions) -> None:
     """Everything that can be refused is refused, and every input loaded, before the staging
     folder is made; inside it the graphs, priors and manifest are written and checked, and only
     a folder that passed becomes the destination (export/destination.py)."""
-    from birdvae.runtime.format import PriorInfo, sha256_of
+    from birdvae.runtime.format import sha256_of
     from birdvae.training.checkpoint import learned_prior, load_model
 
     from .destination import check_replaceable, staging, sweep
@@ -62,11 +69,11 @@ def export(options: ExportOptions) -> None:
     checkpoint_sha256 = sha256_of(checkpoint)
     learned = learned_prior(state)
     _check_flags_fit(options, model, learned is not None)
-    default = _default_prior(options, learned is not None, config.model.latent_dim)
+    default = _default_prior(options, learned is not None)
     guide = _load_guide(options, state, learned, checkpoint_sha256)
     used_ema = bool(ema and state.get("ema"))
     weights = "ema" if used_ema else "model"  # as the manifest records them, in two places
-    sampler_temperature = options.temperature if default == "learned" else 1.0
+    sampler_temperature = _temperature(options, default, "learned")
     carried = None
     if learned is not None and options.selector_from is not None:
         this_sampler = {
@@ -104,8 +111,8 @@ def export(options: ExportOptions) -> None:
             priors["learned"] = _export_learned(learned, folder, opset, guide, selection)
         if options.prior_data:
             priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)
-        if default in priors:
-            priors[default].default_temperature = options.temperature
+        for name, info in priors.items():
+            info.default_temperature = _temperature(options, default, name)
         if options.int8:
             source["int8"] = quantize_model(
                 folder, splits.train, splits.val, opset,
@@ -115,7 +122,7 @@ def export(options: ExportOptions) -> None:
         _write_manifest(folder, model, options, priors, default, source)
 
 
-def _check_flags_fit(options: ExportOptions, model: Any, has_learned: bool) -> None:
+def _check_flags_fit(options: ExportOptions, model: VAE, has_learned: bool) -> None:
     """Refuse (UserError) flags that ask the checkpoint for what it does not hold."""
     from .onnx import has_pixel_noise
 
@@ -126,6 +133,12 @@ def _check_flags_fit(options: ExportOptions, model: Any, has_learned: bool) -> N
     if options.best_of > 1 and not has_learned:
         raise UserError("--best-of chooses among a learned prior's draws: the checkpoint has none")
     latent_dim = model.cfg.latent_dim
+    if options.prior_data and options.components * latent_dim**2 > MAX_PRIOR_VALUES:
+        raise UserError(
+            f"--prior-components {options.components}: a mixture over {latent_dim} "
+            f"dimensions may have at most {MAX_PRIOR_VALUES // latent_dim**2} "
+            "components (bird-gen refuses larger ones)"
+        )
     if options.best_of * latent_dim > MAX_LATENT_DIM:
         raise UserError(
             f"--best-of {options.best_of} needs {options.best_of} x {latent_dim} "
@@ -134,7 +147,12 @@ def _check_flags_fit(options: ExportOptions, model: Any, has_learned: bool) -> N
 
 
 def _source_facts(
-    config: Any, state: dict[str, Any], weights: str, sha256: str, opset: int, data: Any
+    config: TrainConfig,
+    state: dict[str, Any],
+    weights: str,
+    sha256: str,
+    opset: int,
+    data: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What the manifest's ``source`` says of the checkpoint the graphs came from; export adds
     the parity and int8 figures as it measures them. A checkpoint saved part way through an
@@ -159,7 +177,9 @@ def _source_facts(
     }
 
 
-def _carried_selection(options: ExportOptions, latent_dim: int, this_sampler: dict) -> Any:
+def _carried_selection(
+    options: ExportOptions, latent_dim: int, this_sampler: dict[str, Any]
+) -> Selection:
     """The selector of ``--selector-from``'s model, refused unless it was taught for this very
     sampler (export/selector.py)."""
     from .selector import carried_selection
@@ -169,9 +189,9 @@ def _carried_selection(options: ExportOptions, latent_dim: int, this_sampler: di
 
 def _write_manifest(
     folder: Path,
-    model: Any,
+    model: VAE,
     options: ExportOptions,
-    priors: dict[str, Any],
+    priors: dict[str, PriorInfo],
     default: str,
     source: dict[str, Any],
 ) -> None:
@@ -197,14 +217,14 @@ def _write_manifest(
         files={name: FileEntry.of(folder / name) for name in names},
         priors=priors,
         default_prior=default,
-        default_temperature=options.temperature if default == "standard" else 1.0,
+        default_temperature=_temperature(options, default, "standard"),
         default_noise=options.noise,
         source=source,
     ).save(folder)
     verify_model_dir(folder)
 
 
-def _default_prior(options: ExportOptions, has_learned: bool, latent_dim: int) -> str:
+def _default_prior(options: ExportOptions, has_learned: bool) -> str:
     """The prior the manifest names as bird-gen's default, refused (UserError) before any
     work when the checkpoint or the flags cannot provide it."""
     default = options.default_prior or (
@@ -217,16 +237,16 @@ def _default_prior(options: ExportOptions, has_learned: bool, latent_dim: int) -
         )
     if default == "fitted" and not options.prior_data:
         raise UserError("--default-prior fitted: fitting the mixture needs --prior-data")
-    if options.prior_data and options.components * latent_dim**2 > MAX_PRIOR_VALUES:
-        raise UserError(
-            f"--prior-components {options.components}: a mixture over {latent_dim} "
-            f"dimensions may have at most {MAX_PRIOR_VALUES // latent_dim**2} "
-            "components (bird-gen refuses larger ones)"
-        )
     return default
 
 
-def _parity(model: Any, folder: Path, splits: Any) -> dict[str, Any]:
+def _temperature(options: ExportOptions, default: str, prior: str) -> float:
+    """The temperature ``prior`` draws at by default: --temperature for the default prior
+    (baked into a learned prior's best-of selector too), 1 for the others."""
+    return options.temperature if prior == default else 1.0
+
+
+def _parity(model: VAE, folder: Path, splits: Splits | None) -> dict[str, Any]:
     """Compare both engines on held-out images (training ones if there are none), print the
     table, raise ExportError on a mismatch; return the figures for the manifest."""
     from .parity import IMAGE_TOL, LATENT_TOL, check_parity, format_table, max_diffs, verdict
@@ -247,18 +267,21 @@ def _parity(model: Any, folder: Path, splits: Any) -> dict[str, Any]:
 class Guide:
     """The prior that autoguides the learned one, its weight, and what the manifest says of it."""
 
-    prior: Any  # training.prior.CodePrior
+    prior: CodePrior
     guidance: float
     facts: dict[str, Any]
 
 
-def _guide_args(guide: Guide | None) -> tuple[Any, float]:
+def _guide_args(guide: Guide | None) -> tuple[CodePrior | None, float]:
     """The guide prior and weight a sampler is built with; no guide: (None, 1)."""
     return (guide.prior, guide.guidance) if guide else (None, 1.0)
 
 
 def _load_guide(
-    options: ExportOptions, state: dict[str, Any], learned: Any, checkpoint_sha256: str
+    options: ExportOptions,
+    state: dict[str, Any],
+    learned: CodePrior | None,
+    checkpoint_sha256: str,
 ) -> Guide | None:
     """The --prior-guide checkpoint's prior, checked against the checkpoint being exported:
     a guide only means something over the same encoder's codes, and another prior than the
@@ -320,7 +343,7 @@ class Judge:
     name: str  # for the manifest: "decoder" or "decoder before the rater's term"
 
 
-def _judging_decoder(state: dict[str, Any], model: Any) -> Judge:
+def _judging_decoder(state: dict[str, Any], model: VAE) -> Judge:
     """The exported decoder, unless a decoder stage on the way to this checkpoint learned the
     rater's term (``--rater-weight``): such a decoder pleases the rater in ways raters do not
     see, and a selector taught by its pictures chose those draws, which raters rated lower
@@ -338,8 +361,8 @@ def _judging_decoder(state: dict[str, Any], model: Any) -> Judge:
 
 
 def _selection(
-    k: int, prior: Any, guide: Guide | None, judge: Judge | None, temperature: float = 1.0
-) -> Any:
+    k: int, prior: CodePrior, guide: Guide | None, judge: Judge | None, temperature: float = 1.0
+) -> Selection | None:
     """With --best-of K above 1, the selector the sampler graph will choose with: trained on
     the draws of this prior (and guide) at the learned prior's default temperature, decoded by
     the judging decoder."""
@@ -373,10 +396,14 @@ def _autoguidance_facts(guide: Guide | None) -> dict[str, Any] | None:
 
 
 def _export_learned(
-    prior: Any, folder: Path, opset: int, guide: Guide | None, selection: Any = None
-) -> Any:
+    prior: CodePrior,
+    folder: Path,
+    opset: int,
+    guide: Guide | None,
+    selection: Selection | None = None,
+) -> PriorInfo:
     """Write ``prior.onnx`` from the checkpoint's learned prior and prove its parity."""
-    from birdvae.runtime.format import PRIOR_KINDS, PriorInfo
+    from birdvae.runtime.format import PRIOR_KINDS
 
     from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
     from .sampler import export_sampler
@@ -403,9 +430,9 @@ def _export_learned(
     return PriorInfo(kind=kind, file=file, noise_dim=noise_dim, source=source)
 
 
-def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
+def _fit_prior(folder: Path, splits: Splits, components: int, seed: int) -> PriorInfo:
     """Fit the mixture to the training split's posterior means and write ``prior.npz``."""
-    from birdvae.runtime.format import ENCODER_FILE, MIXTURE_FILE, PRIOR_KINDS, PriorInfo
+    from birdvae.runtime.format import ENCODER_FILE, MIXTURE_FILE, PRIOR_KINDS
 
     from .onnx import ExportError
     from .parity import encode_means, ort_session
@@ -431,8 +458,8 @@ def _fit_prior(folder: Path, splits: Any, components: int, seed: int) -> Any:
 
 
 def _real_images(
-    checkpoint: Path, config: Any, prior_data: tuple[Path, ...]
-) -> tuple[Any, dict[str, Any] | None]:
+    checkpoint: Path, config: TrainConfig, prior_data: tuple[Path, ...]
+) -> tuple[Splits | None, dict[str, Any] | None]:
     """The data sets' splits (uint8 arrays) from --prior-data, else from the folders the
     checkpoint was trained on when they exist here; (None, None) when neither is available.
     Second, what the manifest records of the data: names and a hash, never a local path.
