@@ -77,3 +77,19 @@ def test_a_later_stage_runs_on_this_machine_not_the_init_runs():
         later = stage_config(trained, stage, "init.pt")
         assert (later.device, later.precision) == ("auto", "auto")
         assert later.model == trained.model and later.lr != 0.5
+
+
+def test_each_stage_flag_set_holds_exactly_the_options_of_its_config_part():
+    """The hand-kept sets that say which flags belong to the prior and decoder stages name
+    every option that sets a field of PriorConfig (as prior_<field>) or SharpenConfig, and
+    nothing else: a new flag missing from its set would be accepted by every stage."""
+    from dataclasses import fields
+
+    from birdvae.training.cli import DECODER_FLAGS, PRIOR_FLAGS
+    from birdvae.training.config import PriorConfig, SharpenConfig
+
+    options = {param.name for param in train_command.params}
+    prior = {f"prior_{f.name}" for f in fields(PriorConfig)} & options
+    sharpen = {f.name for f in fields(SharpenConfig)} & options
+    assert PRIOR_FLAGS == prior
+    assert DECODER_FLAGS == sharpen
