@@ -25,6 +25,7 @@ from .extra import require_train_extra
 
 if TYPE_CHECKING:
     from .config import TrainConfig
+    from .loop import Trainer
 
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile", "threads"}
 SHOWN_FLAGS = {
@@ -287,20 +288,7 @@ def train_command(ctx: click.Context, **options) -> None:
     with _one_cache_for_this_run(run_dir):
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
-        if trainer.epoch > config.epochs:
-            raise UserError(
-                f"{run_dir} has already trained {trainer.epoch} epochs, more than --epochs "
-                f"{config.epochs}; pass --epochs N with N > {trainer.epoch} to carry it on"
-            )
-        # A finished run (its records completed just now, if a kill cut them off): the same
-        # answer however often it is resumed, so a script that retries until done stops.
-        if not trainer.recovered:
-            click.echo(
-                f"{run_dir} is finished: it has trained its {trainer.epoch} epochs; "
-                f"pass --epochs N with N > {trainer.epoch} to carry it on"
-            )
-        with _stops_mean_done():
-            trainer.close()
+        _answer_a_finished_run(trainer, run_dir, config.epochs)
         return
     trainer.fit()
     if trainer.epoch < config.epochs:
@@ -312,6 +300,24 @@ def train_command(ctx: click.Context, **options) -> None:
         trainer.close()
         if trainer.ddp.main:
             click.echo("\n".join(next_steps(config.stage, run_dir)))
+
+
+def _answer_a_finished_run(trainer: Trainer, run_dir: Path, epochs: int) -> None:
+    """A resumed run with nothing left to train (its records completed just now, if a kill cut
+    them off): the same answer however often it is resumed, so a script that retries until
+    done stops; asked for fewer epochs than it has, refused."""
+    if trainer.epoch > epochs:
+        raise UserError(
+            f"{run_dir} has already trained {trainer.epoch} epochs, more than --epochs "
+            f"{epochs}; pass --epochs N with N > {trainer.epoch} to carry it on"
+        )
+    if not trainer.recovered:
+        click.echo(
+            f"{run_dir} is finished: it has trained its {trainer.epoch} epochs; "
+            f"pass --epochs N with N > {trainer.epoch} to carry it on"
+        )
+    with _stops_mean_done():
+        trainer.close()
 
 
 def next_steps(stage: str, run_dir: Path) -> list[str]:

@@ -91,5 +91,5 @@ def test_each_stage_flag_set_holds_exactly_the_options_of_its_config_part():
     options = {param.name for param in train_command.params}
     prior = {f"prior_{f.name}" for f in fields(PriorConfig)} & options
     sharpen = {f.name for f in fields(SharpenConfig)} & options
-    assert PRIOR_FLAGS == prior
-    assert DECODER_FLAGS == sharpen
+    assert prior == PRIOR_FLAGS
+    assert sharpen == DECODER_FLAGS
