@@ -219,7 +219,7 @@ def _verdict(fp32_ms: float, int8_ms: float, quality: float, require_speedup: bo
     """A key of VERDICTS. An int8 graph ships when its pictures are within MIN_INT8_PSNR_DB of
     the float graph's (an identical output has infinite PSNR) and it is clearly faster, or
     speed is not asked for."""
-    if quality < MIN_INT8_PSNR_DB:
+    if not quality >= MIN_INT8_PSNR_DB:  # NaN too: pictures that overflowed are not close
         return "too far"
     if int8_ms * MIN_SPEEDUP <= fp32_ms:
         return "faster"
@@ -264,8 +264,11 @@ def format_figures(figures: dict[str, Any]) -> str:
         row = figures.get(graph)
         if row is None:
             continue
-        quality = row["psnr_vs_fp32_db"]  # None: identical
-        shown = "identical to fp32" if quality is None else f"PSNR vs fp32 {quality} dB"
+        quality = row["psnr_vs_fp32_db"]  # None: identical, or (too far) not a number
+        shown = f"PSNR vs fp32 {quality} dB"
+        if quality is None:
+            too_far = row["verdict"] == "too far"
+            shown = "int8 pictures not a number" if too_far else "identical to fp32"
         lines.append(
             f"int8 {graph}: {row['fp32_ms']:.2f} -> {row['int8_ms']:.2f} ms for "
             f"{figures['latency_batch']} birds, {row['fp32_bytes']} -> {row['int8_bytes']} bytes, "

@@ -72,7 +72,8 @@ def caused_by_bug(exc: BaseException) -> bool:
         if isinstance(cause, BUG_TYPES):
             return True
         seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+        hidden = cause.__suppress_context__  # ``raise ... from None`` says the context is no part
+        cause = cause.__cause__ or (None if hidden else cause.__context__)
     return False
 
 

@@ -243,12 +243,6 @@ class TrainConfig:
             raise ConfigError(f"lr must be above 0, not {config.lr}")
         if config.box_margin > 1:
             raise ConfigError(f"box_margin must be at most 1, not {config.box_margin}")
-        if config.stage == "decoder" and config.compile:
-            raise ConfigError(
-                "the decoder stage is not compiled: its adaptive weight differentiates the "
-                "decoder twice in a step, which torch.compile's backward does not allow; drop "
-                "--compile"
-            )
         return config
 
     def to_json(self) -> str:
@@ -378,7 +372,7 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
         # An epoch is one pass over views x photos codes, batch 256 of them a step.
         "prior": dict(epochs=150, batch_size=256, lr=1e-3, warmup_steps=300, weight_decay=0.0,
                       ema_decay=0.999, grad_clip=1.0, schedule="cosine"),
-        # Never compiled (from_dict refuses it), whatever the VAE run was.
+        # Never compiled (DecoderTrainer refuses it), whatever the VAE run was.
         "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
                         ema_decay=0.999, grad_clip=0.0, schedule="cosine", compile=False),
     }[stage]  # fmt: skip

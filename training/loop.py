@@ -131,6 +131,9 @@ def processes() -> int:
 class Trainer:
     """Builds everything a run needs from a config and a run folder, then ``fit``s."""
 
+    # Why this stage's steps cannot be compiled; None: they can.
+    not_compiled_because: str | None = None
+
     def __init__(
         self,
         config: TrainConfig,
@@ -138,6 +141,11 @@ class Trainer:
         resume_state: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        if config.compile and self.not_compiled_because:
+            raise TrainingError(
+                f"the {config.stage} stage is not compiled: {self.not_compiled_because}; "
+                "drop --compile"
+            )
         self.config = config
         self.run_dir = Path(run_dir)
         self._start_process(resume_state, log)

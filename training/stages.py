@@ -222,6 +222,10 @@ class DecoderTrainer(Trainer):
     decoder learns to draw birds for the codes bird-gen will give it, not only for photos."""
 
     score_key = None  # sharpening is judged by eye and by benchmarks: the latest is the best
+    not_compiled_because = (
+        "its adaptive weight differentiates the decoder twice in a step, which "
+        "torch.compile's backward does not allow"
+    )
 
     def _build(self) -> None:
         config = self.config

@@ -325,28 +325,30 @@ def test_int8_slower_on_this_cpu_ships_only_when_asked(
 
 
 @pytest.mark.parametrize(
-    ("fp32_ms", "int8_ms", "quality", "require_speedup", "verdict"),
+    ("fp32_ms", "int8_ms", "quality", "require_speedup", "ships", "line_ends"),
     [
-        (11.0, 10.0, 35.0, True, "faster"),  # exactly 1.1x: faster, whatever rounding says
-        (10.99, 10.0, 35.0, True, "not faster"),
-        (10.99, 10.0, 35.0, False, "even if slower"),
-        (50.0, 10.0, 29.9, True, "too far"),  # quality decides before speed
-        (5.0, 10.0, 29.9, False, "too far"),
-        (50.0, 10.0, math.inf, True, "faster"),  # identical pictures
+        (11.0, 10.0, 35.0, True, True, "int8 shipped"),  # exactly 1.1x, whatever rounding says
+        (10.99, 10.0, 35.0, True, False, "fp32 kept (int8 not faster)"),
+        (10.99, 10.0, 35.0, False, True, "as --int8-even-if-slower asks)"),
+        (50.0, 10.0, 29.9, True, False, "dB of fp32's pictures)"),  # quality before speed
+        (5.0, 10.0, 29.9, False, False, "dB of fp32's pictures)"),
+        (50.0, 10.0, math.nan, True, False, "dB of fp32's pictures)"),  # overflowed pictures
+        (50.0, 10.0, math.inf, True, True, "int8 shipped"),  # identical pictures
     ],
 )
 def test_one_verdict_decides_an_int8_graph_and_words_its_line(
-    fp32_ms, int8_ms, quality, require_speedup, verdict, tmp_path
+    fp32_ms, int8_ms, quality, require_speedup, ships, line_ends, tmp_path
 ):
-    from birdvae.export.quantize import VERDICTS, _row, _verdict, format_figures
+    from birdvae.export.quantize import _row, _verdict, format_figures
 
-    assert _verdict(fp32_ms, int8_ms, quality, require_speedup) == verdict
+    verdict = _verdict(fp32_ms, int8_ms, quality, require_speedup)
     for name in ("f.onnx", "i.onnx"):
         (tmp_path / name).write_bytes(b"graph")
     row = _row(tmp_path / "f.onnx", tmp_path / "i.onnx", fp32_ms, int8_ms, quality, verdict)
-    assert row["used"] is (verdict in ("faster", "even if slower"))
+    assert row["used"] is ships
     line = format_figures({"latency_batch": 64, "decoder": row})
-    assert line.startswith("int8 decoder: ") and line.endswith(VERDICTS[verdict])
+    assert line.startswith("int8 decoder: ") and line.endswith(line_ends), line
+    assert ("identical to fp32" in line) is (quality == math.inf)
 
 
 def test_int8_even_if_slower_needs_int8(export_cli, resnet_checkpoint, tmp_path):

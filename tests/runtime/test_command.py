@@ -160,6 +160,13 @@ def test_a_bug_anywhere_in_a_failures_chain_is_found() -> None:
     assert caused_by_bug(TypeError("direct"))
     assert not caused_by_bug(chained(OSError("disk"), RuntimeError("wrapped")))
     assert not caused_by_bug(RuntimeError("an exporter's limit"))
+    try:
+        try:
+            raise KeyError("a library's own lookup")
+        except KeyError:
+            raise ValueError("bad input, said plainly") from None
+    except ValueError as hidden:
+        assert not caused_by_bug(hidden)  # the library chose to hide that context
     looped = RuntimeError("a")
     looped.__cause__ = RuntimeError("b")
     looped.__cause__.__cause__ = looped  # a cycle ends the walk instead of hanging it

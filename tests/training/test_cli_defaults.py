@@ -81,7 +81,7 @@ def test_a_later_stage_runs_on_this_machine_not_the_init_runs():
 
 def test_each_stage_flag_set_holds_exactly_the_options_of_its_config_part():
     """The hand-kept sets that say which flags belong to the prior and decoder stages name
-    every option that sets a field of PriorConfig (as prior_<field>) or SharpenConfig, and
+    every option named after a field of PriorConfig (as prior_<field>) or SharpenConfig, and
     nothing else: a new flag missing from its set would be accepted by every stage."""
     from dataclasses import fields
 

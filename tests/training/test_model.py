@@ -231,7 +231,6 @@ def test_random_shift_moves_each_image_and_repeats_its_edges():
     ({"config_version": "x"}, "config_version must be a whole number from 1, not 'x'"),
     ({"config_version": 0}, "config_version must be a whole number from 1, not 0"),
     ({"data": 5}, "data must be a list of text, not 5"),
-    ({"stage": "decoder", "compile": True}, "the decoder stage is not compiled"),
 ])  # fmt: skip
 def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
     """Version 1 configs (no config_version) are upgraded before they are checked: their

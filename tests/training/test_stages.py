@@ -400,6 +400,20 @@ def test_stage_mistakes_are_one_line(vae_checkpoint, tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_decoder_stage_refuses_compile_from_python_too_yet_a_saved_one_still_reads(
+    vae_checkpoint, tmp_path
+):
+    """The rule is the stage's, so a Trainer built in Python hears it before any work; a
+    checkpoint whose saved config asks to compile a decoder stage is still read (exported)."""
+    config = _stage(vae_checkpoint, "decoder", compile=True)
+    with pytest.raises(TrainingError, match=r"the decoder stage is not compiled.*drop --compile"):
+        DecoderTrainer(config, tmp_path / "run", log=_quiet)
+    assert not (tmp_path / "run").exists()
+    state = checkpoint.load(vae_checkpoint)
+    state["config"] = config.to_dict()
+    assert checkpoint.config_of(state).compile is True
+
+
 def test_the_decoder_stage_refuses_several_processes(vae_checkpoint, tmp_path):
     """Its discriminator is not shared between processes, so torchrun would train one per
     process against the decoder's averaged gradients: refused, in one line, before any work."""
