@@ -53,18 +53,40 @@ def export(options: ExportOptions) -> None:
     """Everything that can be refused is refused, and every input loaded, before the staging
     folder is made; inside it the graphs, priors and manifest are written and checked, and only
     a folder that passed becomes the destination (export/destination.py)."""
+    from .destination import check_replaceable, staging, sweep
+
+    for line in sweep(options.destination):
+        click.echo(f"note: {line}", err=True)
+    check_replaceable(options.destination)
+    plan = _prepare(options)
+    with staging(options.destination) as folder:
+        _write(plan, options, folder)
+
+
+@dataclass
+class _Plan:
+    """One export's inputs, each loaded and checked against the flags before anything is
+    written."""
+
+    model: VAE
+    config: TrainConfig
+    learned: CodePrior | None  # the checkpoint's learned prior
+    default: str  # the prior the manifest makes bird-gen's default
+    guide: Guide | None
+    selection: Selection | None  # carried from --selector-from, else taught in _write
+    judge: Judge | None  # the decoder a new selector is taught by, when one is taught
+    sampler_temperature: float
+    splits: Splits | None  # real photos, for parity, the mixture and int8 calibration
+    source: dict[str, Any]  # the manifest's facts of the checkpoint, completed in _write
+
+
+def _prepare(options: ExportOptions) -> _Plan:
+    """Load the checkpoint, its priors, the guide and the photos, and refuse every flag that
+    does not fit them, before the staging folder exists."""
     from birdvae.runtime.format import sha256_of
     from birdvae.training.checkpoint import learned_prior, load_model
 
-    from .destination import check_replaceable, staging, sweep
-    from .onnx import export_model
-    from .quantize import format_figures, quantize_model
-
-    checkpoint, destination = options.checkpoint, options.destination
-    ema, opset = options.ema, options.opset
-    for line in sweep(destination):
-        click.echo(f"note: {line}", err=True)
-    check_replaceable(destination)
+    checkpoint, ema = options.checkpoint, options.ema
     model, config, state = load_model(checkpoint, ema=ema)
     checkpoint_sha256 = sha256_of(checkpoint)
     learned = learned_prior(state)
@@ -99,27 +121,40 @@ def export(options: ExportOptions) -> None:
             f"photos of --prior-data, and there are {len(splits.train)}; give more photos or "
             "fewer components"
         )
-    source = _source_facts(config, state, weights, checkpoint_sha256, opset, data)
-    with staging(destination) as folder:
-        export_model(model, folder, opset)
-        source["parity"] = _parity(model, folder, splits)
-        priors: dict[str, PriorInfo] = {}
-        if learned is not None:
-            selection = carried or _selection(
-                options.best_of, learned, guide, judge, sampler_temperature
-            )
-            priors["learned"] = _export_learned(learned, folder, opset, guide, selection)
-        if options.prior_data:
-            priors["fitted"] = _fit_prior(folder, splits, options.components, config.seed)
-        for name, info in priors.items():
-            info.default_temperature = _temperature(options, default, name)
-        if options.int8:
-            source["int8"] = quantize_model(
-                folder, splits.train, splits.val, opset,
-                require_speedup=not options.int8_even_if_slower,
-            )  # fmt: skip
-            click.echo(format_figures(source["int8"]))
-        _write_manifest(folder, model, options, priors, default, source)
+    source = _source_facts(config, state, weights, checkpoint_sha256, options.opset, data)
+    return _Plan(
+        model=model, config=config, learned=learned, default=default,
+        guide=guide, selection=carried, judge=judge, sampler_temperature=sampler_temperature,
+        splits=splits, source=source,
+    )  # fmt: skip
+
+
+def _write(plan: _Plan, options: ExportOptions, folder: Path) -> None:
+    """The graphs (parity proven), the priors, the int8 versions where they earn their place
+    and the manifest, into the staging ``folder``."""
+    from .onnx import export_model
+    from .quantize import format_figures, quantize_model
+
+    opset, splits, source = options.opset, plan.splits, plan.source
+    export_model(plan.model, folder, opset)
+    source["parity"] = _parity(plan.model, folder, splits)
+    priors: dict[str, PriorInfo] = {}
+    if plan.learned is not None:
+        selection = plan.selection or _selection(
+            options.best_of, plan.learned, plan.guide, plan.judge, plan.sampler_temperature
+        )
+        priors["learned"] = _export_learned(plan.learned, folder, opset, plan.guide, selection)
+    if options.prior_data:
+        priors["fitted"] = _fit_prior(folder, splits, options.components, plan.config.seed)
+    for name, info in priors.items():
+        info.default_temperature = _temperature(options, plan.default, name)
+    if options.int8:
+        source["int8"] = quantize_model(
+            folder, splits.train, splits.val, opset,
+            require_speedup=not options.int8_even_if_slower,
+        )  # fmt: skip
+        click.echo(format_figures(source["int8"]))
+    _write_manifest(folder, plan.model, options, priors, plan.default, source)
 
 
 def _check_flags_fit(options: ExportOptions, model: VAE, has_learned: bool) -> None:
