@@ -31,7 +31,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -282,19 +282,10 @@ def quantize_graph(
 ) -> None:
     """Write the static-QDQ int8 version of ``fp32`` to ``out`` and check it keeps the format."""
     reader = _Batches(input_name, calibration.astype(np.float32))
-    try:
-        with _quiet_root_logger():
-            quantize_static(
-                fp32, out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                reduce_range=True, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-            )  # fmt: skip
-    except Exception as exc:  # onnxruntime's quantizer raises assorted types
-        if caused_by_bug(exc):
-            raise
-        raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
-    reference = onnx.load_model(fp32)
-    check_graph(onnx.load_model(out), opset, io_shapes(reference), f"int8 {fp32.stem}")
+    _quantized_and_checked(fp32, out, opset, lambda: quantize_static(
+        fp32, out, reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    ))  # fmt: skip
 
 
 def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
@@ -305,14 +296,23 @@ def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
     (export/selector.py): it is a few thousand weights, and int8 rounding of its scores would
     change which candidate some birds are drawn from."""
     selector = selector_nodes(onnx.load_model(fp32).graph)
+    _quantized_and_checked(fp32, out, opset, lambda: quantize_dynamic(
+        fp32, out, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
+        nodes_to_exclude=selector, op_types_to_quantize=["MatMul", "Gemm"],
+        extra_options={"EnableSubgraph": True},
+    ))  # fmt: skip
+
+
+def _quantized_and_checked(
+    fp32: Path, out: Path, opset: int, quantize: Callable[[], object]
+) -> None:
+    """Run ``quantize`` (which writes ``out`` from ``fp32``), then check ``out`` keeps the
+    format and ``fp32``'s inputs and outputs. The quantizer raises assorted types for a graph it
+    cannot handle: those are the export's errors; a programming error keeps its traceback."""
     try:
         with _quiet_root_logger():
-            quantize_dynamic(
-                fp32, out, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8,
-                nodes_to_exclude=selector, op_types_to_quantize=["MatMul", "Gemm"],
-                extra_options={"EnableSubgraph": True},
-            )  # fmt: skip
-    except Exception as exc:  # onnxruntime's quantizer raises assorted types
+            quantize()
+    except Exception as exc:
         if caused_by_bug(exc):
             raise
         raise ExportError(f"int8 quantization of {fp32.name} failed: {exc}") from exc
