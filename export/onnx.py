@@ -198,14 +198,9 @@ def export_graph(
     ``shapes`` gives each input's and output's dimensions after the batch dimension.
     """
     graph = metadata.get("birdvae.graph", path.stem)
-    try:
+    with exporter_failures(graph):
         proto = trace(module.eval(), example, list(input_names), list(output_names), opset)
         proto = onnxscript.optimizer.optimize(proto)
-    except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
-        if caused_by_bug(exc):
-            raise
-        raise ExportError(f"torch.onnx.export failed for the {graph}: {first_line(exc)} "
-                          "(BIRDVAE_TRACEBACK=1 shows where)") from exc
     proto = finalize(proto, opset, metadata)
     name_batch_dims(proto)
     check_graph(proto, opset, shapes, graph)
@@ -353,6 +348,22 @@ def _not_the_converters_note(record: logging.LogRecord) -> bool:
 
 
 @contextlib.contextmanager
+def exporter_failures(graph: str) -> Iterator[None]:
+    """Turn the exporter's failure to trace or optimise ``graph`` into an ExportError. It
+    raises many unrelated types, which all mean the same here; a programming error in our code
+    (caused_by_bug) keeps its traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if caused_by_bug(exc):
+            raise
+        raise ExportError(
+            f"torch.onnx.export failed for the {graph}: {first_line(exc)} "
+            "(BIRDVAE_TRACEBACK=1 shows where)"
+        ) from exc
+
+
+@contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Silence the legacy exporter's deprecation notices (it is chosen on purpose) and the
     dynamo exporter's note on which opset converter it used, leaving the caller's logging."""
@@ -364,4 +375,3 @@ def _quiet_exporter() -> Iterator[None]:
             yield
     finally:
         converter.removeFilter(_not_the_converters_note)
-

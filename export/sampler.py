@@ -27,7 +27,6 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from birdvae.runtime.errors import caused_by_bug, first_line
 from birdvae.runtime.format import SAMPLER_FILE, SAMPLER_INPUT, SAMPLER_OUTPUT
 from birdvae.training.prior import CodePrior, Sampler
 from birdvae.training.selector import Selection
@@ -36,6 +35,7 @@ from .onnx import (
     EXAMPLE_BATCH,
     ExportError,
     check_graph,
+    exporter_failures,
     finalize,
     graph_metadata,
     name_batch_dims,
@@ -78,13 +78,8 @@ def export_sampler(
     noise_dim = sampler_noise_dim(dim, selection)
     if selection is not None:
         metadata["birdvae.best_of"] = str(selection.k)
-    try:
+    with exporter_failures("prior"):
         proto = sampler_graph(module, noise_dim, opset)
-    except Exception as exc:  # the exporter raises many unrelated types; all mean the same here
-        if caused_by_bug(exc):
-            raise
-        raise ExportError(f"torch.onnx.export failed for the prior: {first_line(exc)} "
-                          "(BIRDVAE_TRACEBACK=1 shows where)") from exc
     proto = finalize(proto, opset, metadata)
     check_graph(proto, opset, {SAMPLER_INPUT: [noise_dim], SAMPLER_OUTPUT: [dim]}, "prior")
     path = Path(folder) / SAMPLER_FILE

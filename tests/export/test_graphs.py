@@ -20,6 +20,7 @@ from birdvae.export.onnx import (  # noqa: E402
     ExportError,
     decoder_outputs,
     export_graph,
+    exporter_failures,
     fold_batchnorm,
 )
 from birdvae.export.parity import (  # noqa: E402
@@ -235,6 +236,16 @@ def test_a_graph_the_exporter_cannot_write_is_one_line_and_a_bug_keeps_its_trace
         cause = cause.__cause__ or cause.__context__
     assert isinstance(cause, AttributeError) and "no_such_attribute" in str(cause)
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_exporter_failures_are_export_errors_naming_the_graph_and_bugs_pass_through():
+    limit = r"failed for the prior: no Loop here \(BIRDVAE_TRACEBACK=1 shows where\)$"
+    with pytest.raises(ExportError, match=limit), exporter_failures("prior"):
+        raise RuntimeError("no Loop here\nand a second line")
+    with pytest.raises(RuntimeError) as info, exporter_failures("prior"):
+        raise RuntimeError("wrapped") from KeyError("a bug of ours")
+    assert not isinstance(info.value, ExportError)
+    assert isinstance(info.value.__cause__, KeyError)
 
 
 @pytest.mark.slow
