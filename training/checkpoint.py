@@ -32,8 +32,10 @@ from birdvae.runtime.errors import UserError, first_line
 from .config import TrainConfig
 from .model import VAE
 from .prior import CodePrior
+from .sharpen import Discriminator
 
 CHECKPOINT_FORMAT = 1
+MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
 WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator")
@@ -162,10 +164,50 @@ def check_resumable(state: dict[str, Any], path: Path) -> None:
 
 
 def config_of(state: dict[str, Any]) -> TrainConfig:
+    """A checkpoint's config, refused (CheckpointError) when it is malformed or describes
+    networks larger than a run may build: a config is as hostile as the rest of the file."""
     try:
-        return TrainConfig.from_dict(state["config"])
+        config = TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+    parameters = parameter_count(config)
+    if parameters > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"checkpoint config describes networks of {parameters:,} parameters, more than "
+            f"the {MAX_PARAMETERS:,} a run may have; it is not built"
+        )
+    return config
+
+
+def parameter_count(config: TrainConfig) -> int:
+    """The weights of every network a run of ``config`` may build (the VAE, the learned prior,
+    the decoder stage's discriminator), counted on torch's meta device: shapes only, so an
+    architecture too large for memory is refused before anything is allocated."""
+    with torch.device("meta"):
+        modules = [
+            VAE(config.model),
+            CodePrior(config.model.latent_dim, config.prior),
+            Discriminator(config.model.image_size, config.sharpen.disc_width),
+        ]
+        return sum(p.numel() for module in modules for p in module.parameters())
+
+
+def _shapes_differ(build: Any, weights: Any) -> str | None:
+    """Why ``weights`` cannot load into the module ``build()`` makes, found on the meta device
+    before the module is built for real (a config that disagrees with its own weights would
+    otherwise allocate the config's sizes first), or None when every name and shape fits."""
+    if not isinstance(weights, dict):
+        return "they are not a state dict"
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in build().state_dict().items()}
+    for name, shape in expected.items():
+        given = weights.get(name)
+        if not isinstance(given, torch.Tensor):
+            return f"{name} is missing"
+        if tuple(given.shape) != shape:
+            return f"{name} is {tuple(given.shape)}, the config says {shape}"
+    extra = sorted(set(weights) - set(expected))
+    return f"{extra[0]} is not in the model" if extra else None
 
 
 def load_model(path: Path, ema: bool = True) -> tuple[VAE, TrainConfig, dict[str, Any]]:
@@ -187,12 +229,17 @@ def vae_weights(state: dict[str, Any], ema: bool = True) -> dict[str, Any]:
 def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:
     """The VAE a loaded checkpoint describes, in eval mode on the CPU; CheckpointError when its
     config or weights do not make one."""
+    config = config_of(state).model
+    weights = vae_weights(state, ema)
     try:
-        model = VAE(config_of(state).model)
+        differ = _shapes_differ(lambda: VAE(config), weights)
+        model = None if differ else VAE(config)
     except ValueError as exc:
         raise CheckpointError(f"checkpoint describes an invalid model: {exc}") from exc
+    if model is None:
+        raise CheckpointError(f"checkpoint weights do not fit its model: {differ}")
     try:
-        model.load_state_dict(vae_weights(state, ema))
+        model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"checkpoint weights do not fit its model: {first_line(exc)}"
@@ -206,6 +253,9 @@ def learned_prior(state: dict[str, Any]) -> CodePrior | None:
     if weights is None:
         return None
     config = config_of(state)
+    differ = _shapes_differ(lambda: CodePrior(config.model.latent_dim, config.prior), weights)
+    if differ:
+        raise CheckpointError(f"the checkpoint's learned prior does not fit its config: {differ}")
     prior = CodePrior(config.model.latent_dim, config.prior)
     try:
         prior.load_state_dict(weights)

@@ -34,7 +34,6 @@ SHOWN_FLAGS = {
     "out": "-o/--output",
     "out_alias": "--out",
 }
-MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
 # The IW bound's K: 5,000 is the usual research figure (Burda et al.); each photo costs K passes.
 MAX_IW_SAMPLES = 5000
 # Fixed by a run's model and data: a later stage keeps its --init's.
@@ -475,21 +474,13 @@ def _check_outside_data(run_dir: Path, data: Sequence[str]) -> None:
 def _new_config(options: dict, given: set[str]) -> TrainConfig:
     """A new run's config: its stage's defaults, then the command line; an impossible
     architecture is refused here, before any data is read."""
-    import torch
-
-    from .model import VAE
+    from .checkpoint import MAX_PARAMETERS, parameter_count
 
     config = _vae_config(options, given) if options["stage"] == "vae" else _stage_config(
         options, given
     )
     config.model.check_sizes()
-    with torch.device("meta"):  # shapes only: an architecture too large is refused unbuilt
-        modules = [VAE(config.model)]
-        if config.stage == "prior":  # the one stage that builds a network of the flags' size
-            from .prior import CodePrior
-
-            modules.append(CodePrior(config.model.latent_dim, config.prior))
-        parameters = sum(p.numel() for module in modules for p in module.parameters())
+    parameters = parameter_count(config)
     if parameters > MAX_PARAMETERS:
         raise UserError(
             f"that architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "

@@ -264,3 +264,41 @@ def test_a_checkpoint_config_with_impossible_sizes_is_refused_by_name(name, valu
     data["model"][name] = value
     with pytest.raises(CheckpointError, match=f"model {name} must be a whole number"):
         config_of({"config": data})
+
+
+@pytest.mark.parametrize("section, sizes", [
+    ("model", {"latent_dim": 65536, "decoder_width": 65536, "decoder_max_width": 65536}),
+    ("prior", {"width": 1 << 16}),
+    ("sharpen", {"disc_width": 1 << 16}),
+])  # fmt: skip
+def test_a_checkpoint_config_larger_than_a_run_may_build_is_refused_unbuilt(section, sizes):
+    """Every network a checkpoint's config may build is counted on the meta device before
+    anything is allocated: a config is as hostile as the rest of the file."""
+    from birdvae.training.checkpoint import MAX_PARAMETERS, CheckpointError, config_of
+
+    data = TrainConfig().to_dict()
+    data[section].update(sizes)
+    with pytest.raises(CheckpointError, match=f"more than the {MAX_PARAMETERS:,} a run may"):
+        config_of({"config": data})
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_before_the_model_is_built(monkeypatch):
+    """A config that disagrees with its own weights (a larger code than they hold) names the
+    first weight that differs, and the config's VAE is only ever built on the meta device."""
+    from birdvae.training import checkpoint
+
+    config = TrainConfig()
+    config.model.latent_dim = 64
+    weights = VAE(config.model).state_dict()
+    config.model.latent_dim = 4096
+    devices = []
+
+    def recording_vae(model_config: ModelConfig) -> VAE:
+        devices.append(torch.empty(0).device.type)  # the device a module would be built on
+        return VAE(model_config)
+
+    monkeypatch.setattr(checkpoint, "VAE", recording_vae)
+    state = {"config": config.to_dict(), "model": weights, "ema": None}
+    with pytest.raises(checkpoint.CheckpointError, match=r"do not fit its model: \S+ is \("):
+        checkpoint.build_vae(state)
+    assert devices and set(devices) == {"meta"}
