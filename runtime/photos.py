@@ -24,8 +24,11 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import UserError, first_line
 
-# Pixels decoded at most (a JPEG counts at the reduced scale it is decoded at): 32 megapixels,
-# a large camera's photo, take at most 0.6 GB on the way to RGB (PIL's own limit is 179).
+# Pixels decoded at most: 32 megapixels, a large camera's photo, take at most 0.6 GB on the way
+# to RGB (PIL's own limit is 179). A baseline JPEG counts at the reduced scale it is decoded at;
+# a progressive one at its full size, since libjpeg holds every DCT coefficient of the full
+# image (2 bytes a sample) whatever scale it outputs: a 6 MB progressive file of 40000x40000
+# gray would otherwise take 3 GB at an eighth of its size.
 MAX_PHOTO_PIXELS = 1 << 25
 # The raster formats a photo may be in (a camera's MPO opens as JPEG). PIL would otherwise also
 # open EPS files by handing them to Ghostscript where it is installed, a program run on a file
@@ -52,13 +55,16 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open(path)
         with image:
+            full_size = image.size
             if region is None and image.format == "JPEG":
                 image.draft("RGB", (size * 2, size * 2))
-            width, height = image.size
+            progressive = image.format == "JPEG" and bool(image.info.get("progressive"))
+            width, height = full_size if progressive else image.size
             if width * height > MAX_PHOTO_PIXELS:
+                whole = " (a progressive JPEG is decoded whole)" if progressive else ""
                 raise ImageError(
                     f"{path}: {width}x{height} px is more than the {MAX_PHOTO_PIXELS >> 20} "
-                    "megapixels a photo may have; make it smaller first"
+                    f"megapixels a photo may have{whole}; make it smaller first"
                 )
             image.load()
             image = ImageOps.exif_transpose(image)

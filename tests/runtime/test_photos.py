@@ -182,3 +182,18 @@ def test_a_jpeg_beyond_pils_own_limit_decodes_at_a_reduced_scale(
     png = _save(Image.new("RGB", (160, 120), colour), tmp_path / "scan.png")
     with pytest.raises(ImageError, match=r"scan\.png: more than .* make it smaller first"):
         photos.load_image(png, 8)
+
+
+def test_a_progressive_jpeg_counts_at_its_full_size(tmp_path: Path, monkeypatch) -> None:
+    """libjpeg holds every coefficient of a progressive JPEG's whole image whatever scale it
+    outputs, so the reduced-scale decode that lets a large baseline JPEG in does not bound its
+    memory: the same pixels saved progressive are refused by the same limit (scaled down)."""
+    monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 5000)
+    picture = Image.new("RGB", (160, 120), (200, 40, 10))
+    baseline = _save(picture, tmp_path / "baseline.jpg")
+    assert photos.load_image(baseline, 8).shape == (8, 8, 3)
+    progressive = _save(picture, tmp_path / "progressive.jpg", progressive=True)
+    with pytest.raises(ImageError, match=r"160x120 px .* \(a progressive JPEG is decoded whole\)"):
+        photos.load_image(progressive, 8)
+    monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 160 * 120)
+    assert photos.load_image(progressive, 8).shape == (8, 8, 3)
