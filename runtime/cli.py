@@ -77,6 +77,11 @@ def _output_option(default: str, what: str) -> Callable[..., Any]:
     )
 
 
+_force_option = click.option(
+    "--force", is_flag=True, help="Replace -o's file even if bird-gen did not write it."
+)
+
+
 def _scale_option(
     default: str = "about 128 px an image", what: str = "image"
 ) -> Callable[..., Any]:
@@ -87,11 +92,11 @@ def _scale_option(
     )
 
 
-def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
-    """Refuse an output the PNG cannot be written to, or that is one of the ``inputs`` (a
-    photo drawn over by its own figure), before any work is done. Returns the file to write:
-    a symlink's target, which the PNG is written through to, so that its folder and name are
-    the ones checked and swept."""
+def _check_output_file(path: Path, inputs: tuple[Path, ...] = (), force: bool = False) -> Path:
+    """Refuse an output the PNG cannot be written to, that is one of the ``inputs`` (a photo
+    drawn over by its own figure), or (unless ``force``) that is a file bird-gen did not write,
+    before any work is done. Returns the file to write: a symlink's target, which the PNG is
+    written through to, so that its folder and name are the ones checked and swept."""
     path = durable.link_target(path)
     for photo in inputs:
         with contextlib.suppress(OSError):  # a missing photo is load_image's to report
@@ -113,7 +118,25 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = ()) -> Path:
     longest = durable.longest_name(folder)
     if len(os.fsencode(path.name)) > longest:
         raise UserError(f"{path}: the file name is too long (at most {longest} bytes here)")
+    _check_replaceable(path, force)
     return path
+
+
+def _save_figure(pixels: np.ndarray, output: Path, force: bool) -> None:
+    """Write a figure's PNG, its output checked again first: the user may have put a file of
+    their own there while the figure was drawn."""
+    _check_replaceable(output, force)
+    images.save_png(pixels, output)
+
+
+def _check_replaceable(path: Path, force: bool) -> None:
+    """Refuse to replace a file bird-gen did not write (a photo, the user's notes) unless
+    ``force``: a PNG of ours, from an earlier run, is replaced without asking."""
+    if not force and path.exists() and not images.written_by_bird_gen(path):
+        raise UserError(
+            f"{path} exists and bird-gen did not write it; give another -o/--output, or "
+            "--force to replace it"
+        )
 
 
 def _check_output_folder(folder: Path) -> None:
@@ -172,8 +195,8 @@ def _check_pixels(height: int, width: int) -> None:
 @click.option(
     "--force",
     is_flag=True,
-    help="With --separate: write into a folder that already holds birds, over those of the "
-    "same names.",
+    help="Replace what is there: with -o, a file bird-gen did not write; with --separate, "
+    "birds of an earlier run in DIR, over those of the same names.",
 )
 @click.option(
     "--seed",
@@ -261,14 +284,12 @@ def main(
             raise click.UsageError("give either -o/--output or --separate, not both")
         _check_output_folder(separate)
     else:
-        if force:
-            raise click.UsageError("--force goes with --separate")
         if n > MAX_FIGURE:
             raise UserError(
                 f"--n {n} is too many birds for one grid (at most {MAX_FIGURE}); "
                 "use --separate DIR to write one PNG each"
             )
-        output = _check_output_file(output)
+        output = _check_output_file(output, force=force)
 
     vae = _open_model(model, threads)
     settings = vae.sampling(
@@ -277,10 +298,12 @@ def main(
     if separate is not None:
         _sample_separate(vae, settings, n, separate, scale or 1, force)
     else:
-        _sample_grid(vae, settings, n, output, _default_scale(scale, vae))
+        _sample_grid(vae, settings, n, output, _default_scale(scale, vae), force)
 
 
-def _sample_grid(vae: BirdVAE, settings: Sampling, n: int, output: Path, scale: int) -> None:
+def _sample_grid(
+    vae: BirdVAE, settings: Sampling, n: int, output: Path, scale: int, force: bool
+) -> None:
     """n birds as one grid PNG, its size checked before any bird is drawn."""
     rows, cols = images.grid_shape(n)
     height, width = images.figure_size(rows, cols, vae.image_size, scale)
@@ -289,7 +312,7 @@ def _sample_grid(vae: BirdVAE, settings: Sampling, n: int, output: Path, scale: 
     batches = vae.draw(n, settings)
     if n * settings.best_of >= PROGRESS_FROM:
         batches = _with_progress(batches, n, "drawing birds")
-    images.save_png(images.grid(_collect_uint8(batches), scale), output)
+    _save_figure(images.grid(_collect_uint8(batches), scale), output, force)
     echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
 
 
@@ -419,11 +442,12 @@ def _photo_figure(
     threads: int,
     scale: int | None,
     shape: tuple[int, int],
+    force: bool,
 ) -> tuple[BirdVAE, int, np.ndarray]:
     """What the photo commands share, cheapest check first: the output, the model, the
     figure's size (``shape`` rows x columns of tiles); then the photos, loaded as uint8
     [N, S, S, 3]. Returns the model, the scale to draw at and the photos."""
-    output = _check_output_file(output, photos)
+    output = _check_output_file(output, photos, force)
     from .photos import load_image
 
     vae = _open_model(model, threads)
@@ -438,11 +462,17 @@ def _photo_figure(
     "photos", metavar="IMAGES...", nargs=-1, required=True, type=NamedPath(path_type=Path)
 )
 @_output_option("recon.png", "originals on top, each reconstruction below it")
+@_force_option
 @_scale_option()
 @_model_option
 @_threads_option
 def recon(
-    photos: tuple[Path, ...], output: Path, scale: int | None, model: str, threads: int
+    photos: tuple[Path, ...],
+    output: Path,
+    force: bool,
+    scale: int | None,
+    model: str,
+    threads: int,
 ) -> None:
     """Reconstruct photos and print each one's PSNR and the mean.
 
@@ -454,12 +484,12 @@ def recon(
     if len(photos) > MAX_FIGURE:
         raise UserError(f"{len(photos)} photos are too many for one figure (at most {MAX_FIGURE})")
     vae, scale, originals = _photo_figure(
-        photos, output, model, threads, scale, images.pairs_shape(len(photos))
+        photos, output, model, threads, scale, images.pairs_shape(len(photos)), force
     )
     reconstructions = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(originals)))
     scores = [images.psnr(a, b) for a, b in zip(originals, reconstructions)]
     pixels = images.pairs(originals, reconstructions, scale)
-    images.save_png(pixels, output)
+    _save_figure(pixels, output, force)
     width = max(len(str(path)) for path in photos)
     for path, score in zip(photos, scores):
         echo(f"{path!s:<{width}}  {score:6.2f} dB")
@@ -483,11 +513,19 @@ def recon(
     help="Images decoded along the path, both ends included.",
 )
 @_output_option("interp.png", "one row, photo A, the path, photo B")
+@_force_option
 @_scale_option()
 @_model_option
 @_threads_option
 def interp(
-    first: Path, last: Path, steps: int, output: Path, scale: int | None, model: str, threads: int
+    first: Path,
+    last: Path,
+    steps: int,
+    output: Path,
+    force: bool,
+    scale: int | None,
+    model: str,
+    threads: int,
 ) -> None:
     """Morph photo A into photo B through the latent space.
 
@@ -495,11 +533,13 @@ def interp(
     (slerp), which keeps every code as typical as the ends. The row starts with the cropped
     photo A and ends with photo B.
     """
-    vae, scale, ends = _photo_figure((first, last), output, model, threads, scale, (1, steps + 2))
+    vae, scale, ends = _photo_figure(
+        (first, last), output, model, threads, scale, (1, steps + 2), force
+    )
     start, end = images.from_uint8_hwc(ends)
     path = images.to_uint8_hwc(vae.interpolate(start, end, steps=steps))
     pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), scale)
-    images.save_png(pixels, output)
+    _save_figure(pixels, output, force)
     echo(
         f"wrote {output}: {steps} steps between {first} and {last}, "
         f"{pixels.shape[1]}x{pixels.shape[0]} px"

@@ -150,11 +150,29 @@ def encode_png(pixels: np.ndarray) -> bytes:
     np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, no interlace
     compressed = zlib.compress(scanlines.tobytes(), PNG_COMPRESS_LEVEL)
-    return b"".join(
-        [PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", compressed), _chunk(b"IEND", b"")]
-    )
+    return b"".join([
+        PNG_SIGNATURE, _chunk(b"IHDR", header), SOFTWARE_CHUNK, _chunk(b"IDAT", compressed),
+        _chunk(b"IEND", b""),
+    ])  # fmt: skip
+
+
+def written_by_bird_gen(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG this package wrote (its Software chunk right after the
+    header), which a command may replace without being asked: never a file of the user's."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(PNG_SIGNATURE) + IHDR_CHUNK_BYTES + len(SOFTWARE_CHUNK))
+    except OSError:
+        return False
+    after_header = len(PNG_SIGNATURE) + IHDR_CHUNK_BYTES
+    return head.startswith(PNG_SIGNATURE) and head[after_header:] == SOFTWARE_CHUNK
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     crc = zlib.crc32(data, zlib.crc32(kind))
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+IHDR_CHUNK_BYTES = 25  # length, type, 13 bytes of header, CRC
+# PNG's registered keyword for the program that made the file: what marks a PNG as ours.
+SOFTWARE_CHUNK = _chunk(b"tEXt", b"Software\x00bird-gen")

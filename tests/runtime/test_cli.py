@@ -577,3 +577,57 @@ def test_best_of_keeps_one_bird_of_each_k_and_says_so(cli, tiny_model: Path, out
     assert "best of 4" in result.stdout
     plain, best = _png(out / "plain.png"), _png(out / "best.png")
     assert plain.shape == best.shape and not np.array_equal(plain, best)
+
+
+@pytest.mark.parametrize("command", ["sample", "recon", "interp"])
+def test_an_output_bird_gen_did_not_write_is_replaced_only_with_force(
+    cli, tiny_model: Path, birds: list[Path], out: Path, command: str
+) -> None:
+    """A user's file at -o (notes, a photo of their own saved as PNG) is never drawn over
+    unasked; a PNG bird-gen wrote, an earlier run's, is replaced without --force."""
+    args = {"sample": ("--n", 2), "recon": ("recon", *birds[:2]), "interp": ("interp", *birds[:2])}
+    common = (*args[command], "--model", tiny_model, "--threads", 1)
+    notes, photo = out / "notes.png", out / "photo.png"
+    notes.write_text("my notes")
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(photo)
+    kept = photo.read_bytes()
+    for target in (notes, photo):
+        one_error(cli(*common, "-o", target), str(target), "bird-gen did not write it", "--force")
+    assert notes.read_text() == "my notes" and photo.read_bytes() == kept
+    _ok(cli(*common, "-o", photo, "--force"))
+    drawn = _png(photo)
+    _ok(cli(*common, "-o", photo))  # now ours: a second run replaces it
+    assert np.array_equal(_png(photo), drawn)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.png", "photo.png"]
+
+
+def test_a_file_put_at_the_output_while_birds_are_drawn_is_kept(
+    cli, tiny_model: Path, out: Path, monkeypatch
+) -> None:
+    from birdvae.runtime import cli as command
+
+    target = out / "birds.png"
+    real_grid = command.images.grid
+
+    def grid_while_the_user_saves(*args, **kwargs):
+        target.write_text("saved meanwhile")
+        return real_grid(*args, **kwargs)
+
+    monkeypatch.setattr(command.images, "grid", grid_while_the_user_saves)
+    one_error(cli("--n", 2, "--model", tiny_model, "--threads", 1, "-o", target), "--force")
+    assert target.read_text() == "saved meanwhile"
+
+
+def test_only_pngs_bird_gen_wrote_read_as_its_own(tmp_path: Path) -> None:
+    from birdvae.runtime import images
+
+    ours = tmp_path / "ours.png"
+    ours.write_bytes(images.encode_png(np.zeros((3, 2, 3), np.uint8)))
+    with Image.open(ours) as image:
+        assert image.info["Software"] == "bird-gen"  # a standard PNG text chunk
+    pil = tmp_path / "pil.png"
+    Image.new("RGB", (2, 3)).save(pil, pnginfo=None)
+    short = tmp_path / "short.png"
+    short.write_bytes(ours.read_bytes()[:40])
+    assert images.written_by_bird_gen(ours)
+    assert not any(map(images.written_by_bird_gen, (pil, short, tmp_path / "missing.png")))

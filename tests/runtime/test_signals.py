@@ -12,9 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from birdvae.runtime import durable
+from birdvae.runtime import durable, images
 
 # bird-gen in a child process that signals itself at the Nth time it reaches one write step:
 # a temporary created and locked (still empty), the rename into place (before or after).
@@ -84,13 +85,14 @@ def test_a_grid_killed_at_each_write_point(cli, tiny_model, tmp_path, point, how
     out = tmp_path / "out"
     out.mkdir()
     target = out / "birds.png"
-    target.write_bytes(b"the previous figure")
+    previous = images.encode_png(np.full((4, 4, 3), 9, np.uint8))  # an earlier run's figure
+    target.write_bytes(previous)
     done = _run_killed(point, 1, how, *common, "-o", target)
     _check_ended(done, how)
     if point == "rename-after":
         assert target.read_bytes() == reference.read_bytes()
     else:  # the old file, untouched; never a half-written PNG
-        assert target.read_bytes() == b"the previous figure"
+        assert target.read_bytes() == previous
     if how == "SIGTERM" or point == "rename-after":
         assert _temporaries(out) == []
     else:
