@@ -15,7 +15,14 @@ from pathlib import Path
 import click
 
 from birdvae.runtime import durable
-from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output, version_option
+from birdvae.runtime.command import (
+    Command,
+    FiniteRange,
+    NamedPath,
+    one_output,
+    run_as_program,
+    version_option,
+)
 from birdvae.runtime.format import (
     DEFAULT_OPSET,
     MAX_NOISE,
@@ -212,3 +219,8 @@ def _checked_destination(destination: Path) -> Path:
             param_hint="'-o'",
         )
     return absolute
+
+
+def export_main() -> None:
+    """``vae-export``'s console script."""
+    run_as_program(main, "vae-export")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -97,6 +98,19 @@ class OneLineErrors:
                 fail("ran out of memory; close other programs, or ask for less at once "
                      "(a smaller --batch, fewer photos)", EXIT_FAILED)  # fmt: skip
         sys.exit(status if isinstance(status, int) else 0)
+
+
+def run_as_program(command: click.Command, prog_name: str) -> NoReturn:
+    """Run ``command`` as the process itself (a console script). Once it has ended, its work
+    done and its status set, a stop (Ctrl-C, SIGTERM) during the interpreter's teardown, which
+    takes a second after torch, has nothing left to stop: it is ignored, so the process ends
+    with the command's own status and line, not killed by the signal with neither."""
+    try:
+        command(prog_name=prog_name)
+    finally:
+        for signum in durable.STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+    raise AssertionError("a command's main ends the process")  # pragma: no cover
 
 
 def _show_traceback() -> None:

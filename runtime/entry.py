@@ -24,4 +24,6 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
-    command()
+    from .command import run_as_program
+
+    run_as_program(command, "bird-gen")

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from birdvae.runtime import durable
-from birdvae.runtime.command import Command, FiniteRange, NamedPath, one_output, version_option
+from birdvae.runtime.command import (
+    Command,
+    FiniteRange,
+    NamedPath,
+    one_output,
+    run_as_program,
+    version_option,
+)
 from birdvae.runtime.errors import UserError
 
 from .extra import require_train_extra
@@ -647,8 +654,8 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
 def train_main() -> None:
     global _COMMAND_PROCESS
     _COMMAND_PROCESS = True  # a finished stage ignores stops through the teardown
-    train_command(prog_name="vae-train")
+    run_as_program(train_command, "vae-train")
 
 
 def eval_main() -> None:
-    eval_command(prog_name="vae-eval")
+    run_as_program(eval_command, "vae-eval")

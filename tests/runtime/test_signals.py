@@ -183,3 +183,36 @@ def test_handlers_are_put_back_after_a_block_unless_it_chose_to_ignore_the_signa
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+TEARDOWN_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    import click
+    from birdvae.runtime.command import Command, run_as_program
+
+    @click.command(cls=Command)
+    def work():
+        click.echo("done")
+        # A stop that lands once the work is done, while the interpreter waits for a thread
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    if sys.argv.pop(1) == "as-program":
+        run_as_program(work, "work")
+    work(prog_name="work")
+    """
+)
+
+
+def test_a_stop_in_the_teardown_of_a_finished_command_is_ignored():
+    """A console command ends with its own status and output when a Ctrl-C lands after its
+    work (vae-export's teardown after torch takes a second); a command run without
+    run_as_program shows Python's KeyboardInterrupt traceback from that teardown instead."""
+    def run(mode: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-c", TEARDOWN_SCRIPT, mode]
+        return subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=60)
+
+    finished = run("as-program")
+    assert (finished.returncode, finished.stdout, finished.stderr) == (0, "done\n", "")
+    bare = run("bare")
+    assert "KeyboardInterrupt" in bare.stderr  # what the user saw before

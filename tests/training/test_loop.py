@@ -655,7 +655,8 @@ def test_a_stop_inside_torchs_import_still_stops_the_command(image_folder, tmp_p
         "vae-train": ["birdvae.training.cli:train_main", "--data", str(image_folder),
                       "-o", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8"],
         "vae-eval": ["birdvae.training.cli:eval_main", str(checkpoint)],
-        "vae-export": ["birdvae.export.cli:main", str(checkpoint), "-o", str(tmp_path / "m")],
+        "vae-export": ["birdvae.export.cli:export_main", str(checkpoint),
+                       "-o", str(tmp_path / "m")],
     }[command]  # fmt: skip
     done = subprocess.run([sys.executable, script, "torch", signame, *args],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
