@@ -170,7 +170,10 @@ def config_of(state: dict[str, Any]) -> TrainConfig:
         config = TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
-    parameters = parameter_count(config)
+    try:
+        parameters = parameter_count(config)
+    except (ValueError, RuntimeError) as exc:  # sizes no module accepts
+        raise CheckpointError(f"checkpoint describes an invalid model: {exc}") from exc
     if parameters > MAX_PARAMETERS:
         raise CheckpointError(
             f"checkpoint config describes networks of {parameters:,} parameters, more than "
@@ -229,15 +232,12 @@ def vae_weights(state: dict[str, Any], ema: bool = True) -> dict[str, Any]:
 def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:
     """The VAE a loaded checkpoint describes, in eval mode on the CPU; CheckpointError when its
     config or weights do not make one."""
-    config = config_of(state).model
+    config = config_of(state).model  # its networks built once already, on the meta device
     weights = vae_weights(state, ema)
-    try:
-        differ = _shapes_differ(lambda: VAE(config), weights)
-        model = None if differ else VAE(config)
-    except ValueError as exc:
-        raise CheckpointError(f"checkpoint describes an invalid model: {exc}") from exc
-    if model is None:
+    differ = _shapes_differ(lambda: VAE(config), weights)
+    if differ:
         raise CheckpointError(f"checkpoint weights do not fit its model: {differ}")
+    model = VAE(config)
     try:
         model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError) as exc:
