@@ -151,6 +151,11 @@ def main() -> None:
             "rater_prompt.md beside it), kept outside this repository in shared/tools/"
         )
     if args.action == "make":
+        for source in args.sources:
+            label, _, folder = source.partition("=")
+            if not label or not folder or not (args.images / folder).is_dir():
+                parser.error(f"{source!r} is not LABEL=FOLDER with FOLDER a folder under "
+                             f"--images {args.images}")  # fmt: skip
         make(args.out, args.images, args.sources, args.sheets, args.n, args.tool)
     else:
         score(args.out, args.tool, [tuple(pair) for pair in args.versus])

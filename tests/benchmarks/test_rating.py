@@ -71,3 +71,21 @@ def test_versus_an_unknown_source_is_refused_with_the_sources_named(tmp_path):
     write_sheet(tmp_path, 1, {"photos": [2, 2], "v8": [1, 0]})
     with pytest.raises(SystemExit, match=r"no source 'v9'.*photos, v8"):
         rating.report_intervals(sheets_in(tmp_path), [("v8", "v9")])
+
+
+@pytest.mark.parametrize("source", ["photos=missing", "photos", "=photos"])
+def test_make_refuses_a_source_that_is_not_a_folder_under_images(tmp_path, monkeypatch, capsys,
+                                                                  source):  # fmt: skip
+    """The sheets are not started (no traceback from the rating tool) when a source is no
+    LABEL=FOLDER with a folder under --images."""
+    (tmp_path / "images" / "photos").mkdir(parents=True)
+    tool = tmp_path / "rating_sheet.py"
+    tool.write_text("raise SystemExit('the tool must not run')")
+    argv = ["rating.py", "make", str(tmp_path / "sheets"), source,
+            "--images", str(tmp_path / "images"), "--tool", str(tool)]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as info:
+        rating.main()
+    assert info.value.code == 2
+    assert f"{source!r} is not LABEL=FOLDER" in capsys.readouterr().err
+    assert not (tmp_path / "sheets").exists()
