@@ -170,8 +170,9 @@ def config_of(state: dict[str, Any]) -> TrainConfig:
         config = TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+    has_prior = config.stage == "prior" or any(state.get(key) for key in ("prior", "prior_ema"))
     try:
-        parameters = parameter_count(config)
+        parameters = parameter_count(config, has_prior)
     except (ValueError, RuntimeError) as exc:  # sizes no module accepts
         raise CheckpointError(f"checkpoint describes an invalid model: {exc}") from exc
     if parameters > MAX_PARAMETERS:
@@ -182,16 +183,16 @@ def config_of(state: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def parameter_count(config: TrainConfig) -> int:
-    """The weights of every network a run of ``config`` may build (the VAE, the learned prior,
-    the decoder stage's discriminator), counted on torch's meta device: shapes only, so an
-    architecture too large for memory is refused before anything is allocated."""
+def parameter_count(config: TrainConfig, prior: bool) -> int:
+    """The weights of the networks a run of ``config`` builds (the VAE; the learned prior when
+    ``prior``; the decoder stage's discriminator), counted on torch's meta device: shapes only,
+    so an architecture too large for memory is refused before anything is allocated."""
     with torch.device("meta"):
-        modules = [
-            VAE(config.model),
-            CodePrior(config.model.latent_dim, config.prior),
-            Discriminator(config.model.image_size, config.sharpen.disc_width),
-        ]
+        modules: list[torch.nn.Module] = [VAE(config.model)]
+        if prior:
+            modules.append(CodePrior(config.model.latent_dim, config.prior))
+        if config.stage == "decoder":
+            modules.append(Discriminator(config.model.image_size, config.sharpen.disc_width))
         return sum(p.numel() for module in modules for p in module.parameters())
 
 
@@ -201,6 +202,8 @@ def _shapes_differ(build: Any, weights: Any) -> str | None:
     otherwise allocate the config's sizes first), or None when every name and shape fits."""
     if not isinstance(weights, dict):
         return "they are not a state dict"
+    if not all(isinstance(name, str) for name in weights):
+        return "some of their names are not text"
     with torch.device("meta"):
         expected = {name: tuple(t.shape) for name, t in build().state_dict().items()}
     for name, shape in expected.items():

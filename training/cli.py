@@ -28,6 +28,7 @@ from birdvae.runtime.command import (
 )
 from birdvae.runtime.errors import UserError
 
+from .config import MAX_BLOCKS, MAX_PRIOR_STEPS
 from .extra import require_train_extra
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _flag_names(options: set[str]) -> str:
 )
 @click.option(
     "--prior-blocks",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_BLOCKS),
     help="Learned prior: residual blocks. [default: 4]",
 )
 @click.option(
@@ -107,7 +108,7 @@ def _flag_names(options: set[str]) -> str:
 )
 @click.option(
     "--prior-steps",
-    type=click.IntRange(min=2, max=64),
+    type=click.IntRange(min=2, max=MAX_PRIOR_STEPS),
     help="Learned prior: solver steps of the exported sampler. [default: 10]",
 )
 @click.option(
@@ -487,7 +488,7 @@ def _new_config(options: dict, given: set[str]) -> TrainConfig:
         options, given
     )
     config.model.check_sizes()
-    parameters = parameter_count(config)
+    parameters = parameter_count(config, prior=config.stage == "prior")
     if parameters > MAX_PARAMETERS:
         raise UserError(
             f"that architecture has {parameters:,} parameters, more than the {MAX_PARAMETERS:,} "

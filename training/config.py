@@ -17,7 +17,9 @@ from typing import Any
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import MAX_IMAGE_SIZE
 
-MAX_BLOCKS = 64  # residual blocks a level; the shipped models have 1
+MAX_BLOCKS = 64  # residual blocks a level (and the learned prior's); the shipped models have 1
+MAX_PRIOR_STEPS = 64  # solver steps of the exported sampler, each a network call per bird
+MAX_VIEWS = 64  # augmented views of each photo in the prior's code bank, all held in memory
 
 CONFIG_VERSION = 2
 # Context kept around a CUB bounding box, as a fraction of its longer side on each side
@@ -122,7 +124,10 @@ class PriorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PriorConfig:
         _reject_unknown(cls, data)
-        return _checked(cls(**data))
+        config = cls(**data)
+        _check_counts(config, "prior", {"width": (1, 1 << 16), "blocks": (1, MAX_BLOCKS),
+                                        "steps": (2, MAX_PRIOR_STEPS), "views": (1, MAX_VIEWS)})
+        return _checked(config)
 
 
 @dataclass
@@ -174,7 +179,9 @@ class SharpenConfig:
         data = dict(data)
         if "adam_betas" in data:  # JSON has no tuples
             data["adam_betas"] = tuple(data["adam_betas"])
-        config = _checked(cls(**data))
+        config = cls(**data)
+        _check_counts(config, "sharpen", {"disc_width": (1, 1 << 16)})
+        config = _checked(config)
         if config.rater_views < 1:
             raise ConfigError(f"rater_views must be at least 1, not {config.rater_views}")
         return config
@@ -279,6 +286,17 @@ def upgrade(values: dict[str, Any]) -> dict[str, Any]:
             values["data"] = [data] if data else []
     values["config_version"] = CONFIG_VERSION
     return values
+
+
+def _check_counts(config: Any, section: str, bounds: dict[str, tuple[int, int]]) -> None:
+    """Refuse a size outside its bounds (a hand-edited or hostile config) by name, before any
+    module is built: each block or view is work Python does one by one, and a width of 0 makes
+    blocks that count no weights."""
+    for name, (low, high) in bounds.items():
+        value = getattr(config, name)
+        if type(value) is not int or not low <= value <= high:
+            raise ConfigError(f"{section} {name} must be a whole number from {low} to {high}, "
+                              f"not {value!r}")  # fmt: skip
 
 
 def _checked(config: Any) -> Any:

@@ -266,20 +266,62 @@ def test_a_checkpoint_config_with_impossible_sizes_is_refused_by_name(name, valu
         config_of({"config": data})
 
 
-@pytest.mark.parametrize("section, sizes", [
-    ("model", {"latent_dim": 65536, "decoder_width": 65536, "decoder_max_width": 65536}),
-    ("prior", {"width": 1 << 16}),
-    ("sharpen", {"disc_width": 1 << 16}),
+@pytest.mark.parametrize("stage, section, sizes", [
+    ("vae", "model", {"latent_dim": 65536, "decoder_width": 65536, "decoder_max_width": 65536}),
+    ("prior", "prior", {"width": 1 << 16}),
+    ("decoder", "sharpen", {"disc_width": 1 << 16}),
 ])  # fmt: skip
-def test_a_checkpoint_config_larger_than_a_run_may_build_is_refused_unbuilt(section, sizes):
-    """Every network a checkpoint's config may build is counted on the meta device before
-    anything is allocated: a config is as hostile as the rest of the file."""
+def test_a_checkpoint_config_larger_than_a_run_may_build_is_refused_unbuilt(stage, section,
+                                                                            sizes):  # fmt: skip
+    """Every network a checkpoint's stage builds is counted on the meta device before anything
+    is allocated: a config is as hostile as the rest of the file."""
     from birdvae.training.checkpoint import MAX_PARAMETERS, CheckpointError, config_of
 
     data = TrainConfig().to_dict()
+    data["stage"] = stage
     data[section].update(sizes)
     with pytest.raises(CheckpointError, match=f"more than the {MAX_PARAMETERS:,} a run may"):
         config_of({"config": data})
+
+
+def test_only_the_networks_a_checkpoint_builds_are_counted():
+    """A VAE checkpoint builds no prior, so its config's prior sizes do not count against it;
+    the same config with prior weights in the file does."""
+    from birdvae.training.checkpoint import CheckpointError, config_of
+
+    data = TrainConfig().to_dict()
+    data["prior"]["width"] = 1 << 16
+    assert config_of({"config": data}).prior.width == 1 << 16
+    with pytest.raises(CheckpointError, match="more than"):
+        config_of({"config": data, "prior_ema": {"w": torch.zeros(1)}})
+
+
+@pytest.mark.parametrize("section, name, value, says", [
+    ("prior", "blocks", 10**6, "prior blocks must be a whole number from 1 to 64"),
+    ("prior", "width", 0, "prior width must be a whole number from 1 to 65536"),
+    ("prior", "steps", 10**7, "prior steps must be a whole number from 2 to 64"),
+    ("prior", "views", 10**6, "prior views must be a whole number from 1 to 64"),
+    ("sharpen", "disc_width", 0, "sharpen disc_width must be a whole number from 1 to 65536"),
+])  # fmt: skip
+def test_counts_that_would_take_unbounded_work_are_refused_by_name(section, name, value, says):
+    """A million prior blocks of width 0 hold no weights, yet Python builds each one: such
+    counts are refused before any module is built."""
+    from birdvae.training.checkpoint import CheckpointError, config_of
+
+    data = TrainConfig().to_dict()
+    data[section][name] = value
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        config_of({"config": data})
+
+
+def test_weight_names_that_are_not_text_are_one_checkpoint_error():
+    from birdvae.training import checkpoint
+
+    config = TrainConfig()
+    weights = {**VAE(config.model).state_dict(), 1: torch.zeros(1), "zz": torch.zeros(1)}
+    state = {"config": config.to_dict(), "model": weights, "ema": None}
+    with pytest.raises(checkpoint.CheckpointError, match="names are not text"):
+        checkpoint.build_vae(state)
 
 
 def test_weights_that_do_not_fit_the_config_are_refused_before_the_model_is_built(monkeypatch):
