@@ -123,10 +123,9 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = (), force: bool = 
 
 
 def _save_figure(pixels: np.ndarray, output: Path, force: bool) -> None:
-    """Write a figure's PNG, its output checked again first: the user may have put a file of
-    their own there while the figure was drawn."""
-    _check_replaceable(output, force)
-    images.save_png(pixels, output)
+    """Write a figure's PNG, its output checked again just before the rename into place: the
+    user may have put a file of their own there while the figure was drawn and encoded."""
+    images.save_png(pixels, output, before_replace=lambda: _check_replaceable(output, force))
 
 
 def _check_replaceable(path: Path, force: bool) -> None:

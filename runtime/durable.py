@@ -141,8 +141,15 @@ def _names(path: Path, fd: int) -> bool:
     return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = True) -> None:
+def write_atomic(
+    path: Path,
+    write: Callable[[BinaryIO], object],
+    sync: bool = True,
+    before_replace: Callable[[], object] | None = None,
+) -> None:
     """Call ``write(handle)`` on a locked temporary beside ``path``, then rename it into place.
+    ``before_replace()``, called just before the rename, may refuse it by raising (the
+    temporary is removed and ``path`` left as it is).
 
     The file is whole or absent after a kill whatever ``sync`` says; ``sync`` (fsync of the file
     and the folder) makes it so after a power cut too, at several milliseconds a file. As a plain
@@ -169,6 +176,8 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], sync: bool = T
             handle.flush()
             if sync:
                 os.fsync(handle.fileno())
+            if before_replace is not None:
+                before_replace()
             os.replace(tmp, path)  # still locked: a sweep never takes a file being renamed
         if sync:
             fsync_dir(path.parent)
@@ -264,8 +273,10 @@ def keep_owner_and_mode(tmp: Path, kept: os.stat_result) -> None:
     os.chmod(tmp, stat.S_IMODE(kept.st_mode))
 
 
-def write_bytes_atomic(path: Path, data: bytes, sync: bool = True) -> None:
-    write_atomic(path, lambda handle: handle.write(data), sync)
+def write_bytes_atomic(
+    path: Path, data: bytes, sync: bool = True, before_replace: Callable[[], object] | None = None
+) -> None:
+    write_atomic(path, lambda handle: handle.write(data), sync, before_replace)
 
 
 def copy_atomic(source: Path, target: Path) -> None:

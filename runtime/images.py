@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +115,11 @@ def pairs(originals: np.ndarray, reconstructions: np.ndarray, scale: int = 1) ->
     return _compose(np.concatenate([originals, reconstructions]), cells, rows, cols, scale)
 
 
-def save_png(pixels: np.ndarray, path: str | Path) -> Path:
-    """Write uint8 [H, W, 3] pixels as a PNG atomically: the file is whole or absent.
+def save_png(
+    pixels: np.ndarray, path: str | Path, before_replace: Callable[[], object] | None = None
+) -> Path:
+    """Write uint8 [H, W, 3] pixels as a PNG atomically: the file is whole or absent;
+    ``before_replace`` may refuse the rename into place by raising (durable.write_atomic).
 
     Encoded in memory, then written through a locked temporary beside the target and renamed
     over it (``durable.write_atomic``), without fsync: a PNG can be drawn again from its seed,
@@ -124,7 +127,7 @@ def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     same bytes on every run.
     """
     path = Path(path)
-    durable.write_bytes_atomic(path, encode_png(pixels), sync=False)
+    durable.write_bytes_atomic(path, encode_png(pixels), sync=False, before_replace=before_replace)
     return path
 
 

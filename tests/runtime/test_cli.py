@@ -616,6 +616,18 @@ def test_a_file_put_at_the_output_while_birds_are_drawn_is_kept(
     monkeypatch.setattr(command.images, "grid", grid_while_the_user_saves)
     one_error(cli("--n", 2, "--model", tiny_model, "--threads", 1, "-o", target), "--force")
     assert target.read_text() == "saved meanwhile"
+    real_encode = command.images.encode_png
+
+    def encode_while_the_user_saves(pixels):  # the last moment before the rename
+        target.write_text("saved later still")
+        return real_encode(pixels)
+
+    monkeypatch.setattr(command.images, "grid", real_grid)
+    monkeypatch.setattr(command.images, "encode_png", encode_while_the_user_saves)
+    target.unlink()
+    one_error(cli("--n", 2, "--model", tiny_model, "--threads", 1, "-o", target), "--force")
+    assert target.read_text() == "saved later still"
+    assert sorted(p.name for p in out.iterdir()) == ["birds.png"]  # no temporary left
 
 
 def test_only_pngs_bird_gen_wrote_read_as_its_own(tmp_path: Path) -> None:
