@@ -24,12 +24,16 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import UserError, first_line
 
-# Pixels decoded at most: 32 megapixels, a large camera's photo, take at most 0.6 GB on the way
-# to RGB (PIL's own limit is 179). A baseline JPEG counts at the reduced scale it is decoded at;
-# a progressive one at its full size, since libjpeg holds every DCT coefficient of the full
-# image (2 bytes a sample) whatever scale it outputs: a 6 MB progressive file of 40000x40000
-# gray would otherwise take 3 GB at an eighth of its size.
+# Pixels decoded at most (a JPEG counts at the reduced scale it is decoded at): 32 megapixels,
+# a large camera's photo, take at most 0.6 GB on the way to RGB (PIL's own limit is 179).
 MAX_PHOTO_PIXELS = 1 << 25
+# A progressive JPEG, or a baseline one that sends its colour components in separate scans, is
+# decoded from a buffer of every DCT coefficient of the whole image (2 bytes a sample, at each
+# component's own resolution) whatever scale it is decoded at: a 6 MB file of 40000x40000 px
+# took 3 GB at an eighth of its size. Such a buffer may hold what a full-colour photo of
+# MAX_PHOTO_PIXELS would, 192 MiB (a 4:2:0 photo of 64 megapixels).
+MAX_COEFFICIENT_BYTES = MAX_PHOTO_PIXELS * 3 * 2
+HEADER_BYTES = 1 << 22  # read to find a JPEG's first scan; its metadata comes before it
 # The raster formats a photo may be in (a camera's MPO opens as JPEG). PIL would otherwise also
 # open EPS files by handing them to Ghostscript where it is installed, a program run on a file
 # that may be hostile, and some forty formats no photo comes in, each a parser to trust.
@@ -55,16 +59,19 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open(path)
         with image:
-            full_size = image.size
+            if image.format == "JPEG" and _whole_image_coefficients(image) > MAX_COEFFICIENT_BYTES:
+                width, height = image.size
+                raise ImageError(
+                    f"{path}: {width}x{height} px in a progressive or multi-scan JPEG, which is "
+                    "decoded whole, is more than a photo may take; make it smaller first"
+                )
             if region is None and image.format == "JPEG":
                 image.draft("RGB", (size * 2, size * 2))
-            progressive = image.format == "JPEG" and bool(image.info.get("progressive"))
-            width, height = full_size if progressive else image.size
+            width, height = image.size
             if width * height > MAX_PHOTO_PIXELS:
-                whole = " (a progressive JPEG is decoded whole)" if progressive else ""
                 raise ImageError(
                     f"{path}: {width}x{height} px is more than the {MAX_PHOTO_PIXELS >> 20} "
-                    f"megapixels a photo may have{whole}; make it smaller first"
+                    "megapixels a photo may have; make it smaller first"
                 )
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -95,6 +102,52 @@ def _open(path: Path) -> Image.Image:
                 "make it smaller first"
             ) from None
         return JpegImagePlugin.JpegImageFile(str(path))
+
+
+def _whole_image_coefficients(image: Image.Image) -> int:
+    """The bytes of DCT coefficients libjpeg holds at once to decode this JPEG: those of the
+    whole image for a progressive file or one whose first scan lacks some of the frame's
+    components (or whose first scan cannot be found), 0 for one decoded scan by scan."""
+    layers = getattr(image, "layer", None) or [(0, 1, 1, 0)] * len(image.getbands())
+    if not image.info.get("progressive") and _first_scan_components(image) == len(layers):
+        return 0
+    width, height = image.size
+    h_max = max(h for _, h, _, _ in layers)
+    v_max = max(v for _, _, v, _ in layers)
+    blocks = sum(
+        -(-width * h // (8 * h_max)) * -(-height * v // (8 * v_max)) for _, h, v, _ in layers
+    )
+    return blocks * 64 * 2
+
+
+def _first_scan_components(image: Image.Image) -> int | None:
+    """How many colour components the first scan of the open JPEG ``image`` holds (its SOS
+    segment), or None when the segments up to it are not where JPEG puts them."""
+    handle = image.fp
+    position = handle.tell()  # PIL has read the segments before the first scan
+    try:
+        handle.seek(0)
+        data = handle.read(min(position + 64, HEADER_BYTES))
+    finally:
+        handle.seek(position)
+    at = 2  # after the start-of-image marker
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            at += 1
+            continue
+        if marker in STANDALONE_MARKERS:
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == START_OF_SCAN:
+            return data[at + 4] if at + 4 < len(data) and length >= 3 else None
+        at += 2 + length
+    return None
+
+
+START_OF_SCAN = 0xDA
+STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length
 
 
 def _check_kind(path: Path) -> None:

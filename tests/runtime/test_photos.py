@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -184,16 +185,41 @@ def test_a_jpeg_beyond_pils_own_limit_decodes_at_a_reduced_scale(
         photos.load_image(png, 8)
 
 
-def test_a_progressive_jpeg_counts_at_its_full_size(tmp_path: Path, monkeypatch) -> None:
-    """libjpeg holds every coefficient of a progressive JPEG's whole image whatever scale it
-    outputs, so the reduced-scale decode that lets a large baseline JPEG in does not bound its
-    memory: the same pixels saved progressive are refused by the same limit (scaled down)."""
-    monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 5000)
+def _separate_scans_jpeg(path: Path, width: int, height: int) -> Path:
+    """A grey baseline (SOF0) JPEG of three components sent one scan each, which libjpeg
+    decodes from a buffer of the whole image's coefficients; every coefficient is 0."""
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+    one_code = bytes([1] + [0] * 15) + b"\x00"  # a Huffman table of one 1-bit code: 0
+    data = b"\xff\xd8" + segment(0xFFDB, b"\x00" + bytes([1] * 64))
+    data += segment(0xFFC0, struct.pack(">BHHB", 8, height, width, 3)
+                    + b"".join(bytes([c, 0x11, 0]) for c in (1, 2, 3)))  # fmt: skip
+    data += segment(0xFFC4, b"\x00" + one_code + b"\x10" + one_code)
+    blocks = -(-width // 8) * -(-height // 8)
+    for component in (1, 2, 3):
+        data += segment(0xFFDA, bytes([1, component, 0, 0, 63, 0]))
+        data += bytes(-(-blocks * 2 // 8))  # each block: DC 0, then end of block
+    path.write_bytes(data + b"\xff\xd9")
+    return path
+
+
+def test_a_jpeg_decoded_whole_is_bounded_by_its_coefficients(tmp_path: Path, monkeypatch) -> None:
+    """libjpeg holds every coefficient of the whole image for a progressive JPEG, or one whose
+    components come in separate scans, whatever scale it decodes at; the reduced-scale decode
+    that lets a large baseline JPEG in does not bound those. The limit is scaled down here."""
     picture = Image.new("RGB", (160, 120), (200, 40, 10))
-    baseline = _save(picture, tmp_path / "baseline.jpg")
+    baseline = _save(picture, tmp_path / "baseline.jpg", subsampling=0)
+    progressive = _save(picture, tmp_path / "progressive.jpg", progressive=True, subsampling=0)
+    separate = _separate_scans_jpeg(tmp_path / "separate.jpg", 160, 120)
+    whole = 160 * 120 * 3 * 2  # three full-resolution components, 2 bytes a coefficient
+    monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", whole - 1)
     assert photos.load_image(baseline, 8).shape == (8, 8, 3)
-    progressive = _save(picture, tmp_path / "progressive.jpg", progressive=True)
-    with pytest.raises(ImageError, match=r"160x120 px .* \(a progressive JPEG is decoded whole\)"):
-        photos.load_image(progressive, 8)
-    monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 160 * 120)
+    for path in (progressive, separate):
+        with pytest.raises(ImageError, match=r"160x120 px in a progressive or multi-scan JPEG"):
+            photos.load_image(path, 8)
+    monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", whole)
+    monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 5000)  # under the pixels, as decoded
     assert photos.load_image(progressive, 8).shape == (8, 8, 3)
+    assert np.abs(photos.load_image(separate, 8).astype(int) - 128).max() <= 1  # grey
