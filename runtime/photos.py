@@ -33,7 +33,6 @@ MAX_PHOTO_PIXELS = 1 << 25
 # took 3 GB at an eighth of its size. Such a buffer may hold what a full-colour photo of
 # MAX_PHOTO_PIXELS would, 192 MiB (a 4:2:0 photo of 64 megapixels).
 MAX_COEFFICIENT_BYTES = MAX_PHOTO_PIXELS * 3 * 2
-HEADER_BYTES = 1 << 22  # read to find a JPEG's first scan; its metadata comes before it
 # The raster formats a photo may be in (a camera's MPO opens as JPEG). PIL would otherwise also
 # open EPS files by handing them to Ghostscript where it is installed, a program run on a file
 # that may be hostile, and some forty formats no photo comes in, each a parser to trust.
@@ -121,33 +120,24 @@ def _whole_image_coefficients(image: Image.Image) -> int:
 
 
 def _first_scan_components(image: Image.Image) -> int | None:
-    """How many colour components the first scan of the open JPEG ``image`` holds (its SOS
-    segment), or None when the segments up to it are not where JPEG puts them."""
+    """How many colour components the first scan of the open JPEG ``image`` holds, or None
+    when that cannot be read. PIL's parser, which skips stray bytes between segments as
+    libjpeg does, stops right after the first start-of-scan segment: its header is the
+    ``6 + 2 Ns`` bytes before, marker and length included."""
     handle = image.fp
-    position = handle.tell()  # PIL has read the segments before the first scan
+    end = handle.tell()
     try:
-        handle.seek(0)
-        data = handle.read(min(position + 64, HEADER_BYTES))
+        for components in range(1, 5):  # a scan holds 1 to 4 components
+            length = 6 + 2 * components
+            if end - 2 - length < 0:
+                break
+            handle.seek(end - 2 - length)
+            head = handle.read(5)
+            if head == b"\xff\xda" + length.to_bytes(2, "big") + bytes([components]):
+                return components
     finally:
-        handle.seek(position)
-    at = 2  # after the start-of-image marker
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        if marker == 0xFF:  # a fill byte before a marker
-            at += 1
-            continue
-        if marker in STANDALONE_MARKERS:
-            at += 2
-            continue
-        length = int.from_bytes(data[at + 2 : at + 4], "big")
-        if marker == START_OF_SCAN:
-            return data[at + 4] if at + 4 < len(data) and length >= 3 else None
-        at += 2 + length
+        handle.seek(end)
     return None
-
-
-START_OF_SCAN = 0xDA
-STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length
 
 
 def _check_kind(path: Path) -> None:

@@ -223,3 +223,23 @@ def test_a_jpeg_decoded_whole_is_bounded_by_its_coefficients(tmp_path: Path, mon
     monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 5000)  # under the pixels, as decoded
     assert photos.load_image(progressive, 8).shape == (8, 8, 3)
     assert np.abs(photos.load_image(separate, 8).astype(int) - 128).max() <= 1  # grey
+
+
+def test_a_first_scan_behind_stray_bytes_is_the_one_counted(tmp_path: Path, monkeypatch) -> None:
+    """libjpeg skips the bytes FF 00 between segments: a one-component scan placed after them
+    is its first scan (so it decodes the whole image's coefficients), whatever a parser that
+    read FF 00 as a marker with a length would find after it."""
+    def segment(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+    first = segment(0xFFDA, bytes([1, 1, 0, 0, 63, 0]))
+    data = b"\xff\xd8" + segment(0xFFDB, b"\x00" + bytes([1] * 64))
+    data += segment(0xFFC0, struct.pack(">BHHB", 8, 120, 160, 3)
+                    + b"".join(bytes([c, 0x11, 0]) for c in (1, 2, 3)))  # fmt: skip
+    data += b"\xff\x00" + struct.pack(">H", len(first) + 2) + first
+    data += segment(0xFFDA, bytes([3, 1, 0, 2, 0, 3, 0, 0, 63, 0])) + bytes(64) + b"\xff\xd9"
+    disguised = tmp_path / "disguised.jpg"
+    disguised.write_bytes(data)
+    monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", 160 * 120 * 3 * 2 - 1)
+    with pytest.raises(ImageError, match=r"160x120 px in a progressive or multi-scan JPEG"):
+        photos.load_image(disguised, 8)
