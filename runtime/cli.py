@@ -11,6 +11,7 @@ commands that read photos, and ``info`` never loads onnxruntime.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -330,7 +331,7 @@ def _sample_separate(
     try:
         with _writing_into(folder):
             older = _older_birds(folder, force)  # again: another run may have written meanwhile
-            _write_separate(itertools.chain([first], batches), n, folder, scale, names)
+            _write_separate(itertools.chain([first], batches), n, folder, scale, names, force)
     except BaseException:
         for parent in made:  # only the ones this run made, and only while they hold nothing
             with contextlib.suppress(OSError):
@@ -407,7 +408,7 @@ def _writing_into(folder: Path) -> Iterator[None]:
 
 
 def _write_separate(
-    batches: Iterator[np.ndarray], n: int, folder: Path, scale: int, names: set[str]
+    batches: Iterator[np.ndarray], n: int, folder: Path, scale: int, names: set[str], force: bool
 ) -> None:
     """Write each bird as ``folder/bird_NNNNN.png``, adding each name to ``names`` once the
     bird is on disk, so a run stopped part way can say what it left: a stop that lands after
@@ -418,10 +419,24 @@ def _write_separate(
             target = folder / f"bird_{len(names):0{digits}d}.png"
             before = _identity(target)  # an older bird's, with --force
             try:
-                images.save_png(images.upscale(tile, scale), target)
+                check = functools.partial(_check_bird_target, target, force)
+                images.save_png(images.upscale(tile, scale), target, before_replace=check)
             finally:
                 if _identity(target) not in (None, before):
                     names.add(target.name)
+
+
+def _check_bird_target(target: Path, force: bool) -> None:
+    """Just before a bird is renamed into place, the checks the folder passed at the start,
+    again for its name: a file put there since is refused, and even with --force a link or
+    anything but a file (a bird is never written through a link, out of the folder)."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        kind = "a link" if target.is_symlink() else "not a file"
+        raise UserError(f"{target} is {kind}, not a bird of an earlier run; move it or choose "
+                        "another folder")  # fmt: skip
+    if target.exists() and not force:
+        raise UserError(f"{target} appeared while the birds were written; give --force to "
+                        "write over it, or another folder")  # fmt: skip
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -643,3 +643,33 @@ def test_only_pngs_bird_gen_wrote_read_as_its_own(tmp_path: Path) -> None:
     short.write_bytes(ours.read_bytes()[:40])
     assert images.written_by_bird_gen(ours)
     assert not any(map(images.written_by_bird_gen, (pil, short, tmp_path / "missing.png")))
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_bird_name_taken_while_separate_writes_is_not_written_over(
+    cli, tiny_model: Path, out: Path, monkeypatch, force: bool
+) -> None:
+    """A file put at a bird's name after the folder was checked is refused without --force,
+    and a link there is refused even with it: no bird is written through a link, out of the
+    folder."""
+    from birdvae.runtime import cli as command
+
+    folder, notes = out / "birds", out / "notes.txt"
+    notes.write_text("my notes")
+    taken = folder / "bird_00001.png"
+    real_upscale = command.images.upscale
+
+    def upscale_while_the_user_saves(tile, scale):
+        if not taken.exists() and not taken.is_symlink():
+            taken.symlink_to(notes) if force else taken.write_text("saved meanwhile")
+        return real_upscale(tile, scale)
+
+    monkeypatch.setattr(command.images, "upscale", upscale_while_the_user_saves)
+    args = ("--n", 3, "--separate", folder, "--model", tiny_model, "--threads", 1)
+    result = cli(*args, *(["--force"] if force else []))
+    assert result.exit_code == 2 and "bird_00001.png" in result.stderr, result.stderr
+    assert ("is a link" if force else "appeared while") in result.stderr
+    assert notes.read_text() == "my notes"
+    if not force:
+        assert taken.read_text() == "saved meanwhile"
+    assert (folder / "bird_00000.png").is_file()  # the bird before it, whole
