@@ -131,6 +131,8 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
             f"{path} has checkpoint format {state['format']!r}, expected {CHECKPOINT_FORMAT}"
         )
     for key in WEIGHT_KEYS:
+        if not isinstance(state.get(key), (dict, type(None))):
+            raise CheckpointError(f"{path} holds {key} that are not a network's weights")
         if _non_finite(state.get(key)):
             raise CheckpointError(f"{path} holds non-finite (NaN or infinite) {key} weights")
     if type(state["epoch"]) is not int or state["epoch"] < 0:
@@ -170,7 +172,9 @@ def config_of(state: dict[str, Any]) -> TrainConfig:
         config = TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
-    has_prior = config.stage == "prior" or any(state.get(key) for key in ("prior", "prior_ema"))
+    has_prior = config.stage == "prior" or any(
+        isinstance(state.get(key), dict) and state[key] for key in ("prior", "prior_ema")
+    )
     try:
         parameters = parameter_count(config, has_prior)
     except (ValueError, RuntimeError) as exc:  # sizes no module accepts

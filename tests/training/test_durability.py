@@ -127,6 +127,17 @@ def test_non_finite_weights_are_refused(straight, tmp_path):
         checkpoint.load(tmp_path / "nan.pt")
 
 
+@pytest.mark.parametrize("key", ["prior", "model", "ema"])
+def test_weights_that_are_not_a_state_dict_are_refused(straight, tmp_path, key):
+    """A tensor where a network's weights belong (bool() of it is ambiguous) is one error."""
+    _, reference = straight
+    state = checkpoint.load(reference / LAST)
+    state[key] = torch.zeros(3)
+    torch.save(state, tmp_path / "odd.pt")
+    with pytest.raises(checkpoint.CheckpointError, match=f"holds {key} that are not a network"):
+        checkpoint.load(tmp_path / "odd.pt")
+
+
 HOSTILE_EDITS = {  # what a hand-edited or crafted last.pt holds -> what the one line says
     "data not a list": (lambda s: s["config"].update(data=5), "data must be a list of text"),
     "batch size 0": (lambda s: s["config"].update(batch_size=0), "batch_size must be at least 1"),
