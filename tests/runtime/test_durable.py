@@ -192,7 +192,7 @@ def test_separate_birds_that_cannot_be_written_leave_no_folder_made_for_them(
     from birdvae.runtime import images
     from birdvae.runtime.cli import main
 
-    def full(_image: object, path: Path) -> None:
+    def full(_image: object, path: Path, **_: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(images, "save_png", full)
