@@ -90,12 +90,9 @@ class ModelConfig:
     def check_sizes(self) -> None:
         """Refuse sizes no network can have (a hand-edited or damaged config) with a line
         naming the setting, before torch fails on them somewhere inside the model."""
-        for name in ("image_size", "latent_dim", "encoder_width", "encoder_max_width",
-                     "decoder_width", "decoder_max_width", "blocks_per_level"):  # fmt: skip
-            value = getattr(self, name)
-            if type(value) is not int or not 1 <= value <= 1 << 16:
-                raise ConfigError(f"model {name} must be a whole number from 1 to 65536, "
-                                  f"not {value!r}")  # fmt: skip
+        sizes = ("image_size", "latent_dim", "encoder_width", "encoder_max_width",
+                 "decoder_width", "decoder_max_width", "blocks_per_level")  # fmt: skip
+        _check_counts(self, "model", dict.fromkeys(sizes, (1, 1 << 16)))
         if self.blocks_per_level > MAX_BLOCKS:  # each a module Python builds one by one
             raise ConfigError(f"model blocks_per_level must be at most {MAX_BLOCKS}, not "
                               f"{self.blocks_per_level}")  # fmt: skip
