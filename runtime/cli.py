@@ -378,12 +378,8 @@ def _older_birds(folder: Path, force: bool) -> set[str]:
             f"{folder} already holds {len(entries)} birds of an earlier run; give --force to write "
             "over them, or another folder"
         )
-    # --force writes over birds, never through a link to another file or over a folder.
-    odd = next((e for e in entries if e.is_symlink() or not e.is_file()), None)
-    if odd is not None:
-        kind = "a link" if odd.is_symlink() else "not a file"
-        raise UserError(f"{odd} is {kind}, not a bird of an earlier run; move it or choose "
-                        "another folder")  # fmt: skip
+    for entry in entries:  # --force writes over birds, never through a link or over a folder
+        _check_bird_target(entry, force=True)
     return {entry.name for entry in entries}
 
 
@@ -427,9 +423,10 @@ def _write_separate(
 
 
 def _check_bird_target(target: Path, force: bool) -> None:
-    """Just before a bird is renamed into place, the checks the folder passed at the start,
-    again for its name: a file put there since is refused, and even with --force a link or
-    anything but a file (a bird is never written through a link, out of the folder)."""
+    """Refuse to write a bird at ``target`` when a link or anything but a file is there, even
+    with --force (a bird is never written through a link, out of the folder), or, without
+    --force, any file. Made for the folder's birds before any work and for each bird's name
+    just before its rename, since a file may be put there meanwhile."""
     if target.is_symlink() or (target.exists() and not target.is_file()):
         kind = "a link" if target.is_symlink() else "not a file"
         raise UserError(f"{target} is {kind}, not a bird of an earlier run; move it or choose "
