@@ -11,7 +11,6 @@ commands that read photos, and ``info`` never loads onnxruntime.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import json
 import os
@@ -408,18 +407,31 @@ def _write_separate(
 ) -> None:
     """Write each bird as ``folder/bird_NNNNN.png``, adding each name to ``names`` once the
     bird is on disk, so a run stopped part way can say what it left: a stop that lands after
-    a bird's rename but before its write returns counts that bird too (its file is new)."""
+    a bird's rename but before its write returns counts that bird too (its file is new), and
+    a name refused just before its rename (a file put there meanwhile) does not."""
     digits = max(5, len(str(n - 1)))
     for batch in _with_progress(batches, n, "writing birds"):
         for tile in images.to_uint8_hwc(batch):
             target = folder / f"bird_{len(names):0{digits}d}.png"
-            before = _identity(target)  # an older bird's, with --force
-            try:
-                check = functools.partial(_check_bird_target, target, force)
-                images.save_png(images.upscale(tile, scale), target, before_replace=check)
-            finally:
-                if _identity(target) not in (None, before):
-                    names.add(target.name)
+            _write_bird(images.upscale(tile, scale), target, force, names)
+
+
+def _write_bird(pixels: np.ndarray, target: Path, force: bool, names: set[str]) -> None:
+    """One bird of ``_write_separate``, its name added to ``names`` once a new file is at
+    ``target`` after the name passed its last check."""
+    before = _identity(target)  # an older bird's, with --force
+    checked = False
+
+    def check() -> None:
+        nonlocal checked
+        _check_bird_target(target, force)
+        checked = True  # from here on a new file at the name is this bird
+
+    try:
+        images.save_png(pixels, target, before_replace=check)
+    finally:
+        if checked and _identity(target) not in (None, before):
+            names.add(target.name)
 
 
 def _check_bird_target(target: Path, force: bool) -> None:

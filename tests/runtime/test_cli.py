@@ -657,18 +657,21 @@ def test_a_bird_name_taken_while_separate_writes_is_not_written_over(
     folder, notes = out / "birds", out / "notes.txt"
     notes.write_text("my notes")
     taken = folder / "bird_00001.png"
-    real_upscale = command.images.upscale
+    real_encode = command.images.encode_png
+    encoded = []
 
-    def upscale_while_the_user_saves(tile, scale):
-        if not taken.exists() and not taken.is_symlink():
+    def encode_while_the_user_saves(pixels):  # bird 1's own encode, after its name was read
+        encoded.append(pixels)
+        if len(encoded) == 2:
             taken.symlink_to(notes) if force else taken.write_text("saved meanwhile")
-        return real_upscale(tile, scale)
+        return real_encode(pixels)
 
-    monkeypatch.setattr(command.images, "upscale", upscale_while_the_user_saves)
+    monkeypatch.setattr(command.images, "encode_png", encode_while_the_user_saves)
     args = ("--n", 3, "--separate", folder, "--model", tiny_model, "--threads", 1)
     result = cli(*args, *(["--force"] if force else []))
     assert result.exit_code == 2 and "bird_00001.png" in result.stderr, result.stderr
     assert ("is a link" if force else "appeared while") in result.stderr
+    assert "note: 1 of the 3 birds were written" in result.stderr  # not the user's file
     assert notes.read_text() == "my notes"
     if not force:
         assert taken.read_text() == "saved meanwhile"
