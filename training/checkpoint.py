@@ -38,7 +38,7 @@ CHECKPOINT_FORMAT = 1
 MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
-WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator")
+WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator", "d_optimizer")
 # The VAE as it was before any stage learned the rater's term (stages.judge_weights), which a
 # ``vae-export --best-of`` selector judges draws by.
 JUDGE = "judge"

@@ -127,7 +127,7 @@ def test_non_finite_weights_are_refused(straight, tmp_path):
         checkpoint.load(tmp_path / "nan.pt")
 
 
-@pytest.mark.parametrize("key", ["prior", "model", "ema"])
+@pytest.mark.parametrize("key", ["prior", "model", "ema", "d_optimizer"])
 def test_weights_that_are_not_a_state_dict_are_refused(straight, tmp_path, key):
     """A tensor where a network's weights belong (bool() of it is ambiguous) is one error."""
     _, reference = straight
