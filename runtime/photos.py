@@ -33,10 +33,12 @@ MAX_PHOTO_PIXELS = 1 << 25
 # took 3 GB at an eighth of its size. Such a buffer may hold what a full-colour photo of
 # MAX_PHOTO_PIXELS would, 192 MiB (a 4:2:0 photo of 64 megapixels).
 MAX_COEFFICIENT_BYTES = MAX_PHOTO_PIXELS * 3 * 2
-# The raster formats a photo may be in (a camera's MPO opens as JPEG). PIL would otherwise also
-# open EPS files by handing them to Ghostscript where it is installed, a program run on a file
-# that may be hostile, and some forty formats no photo comes in, each a parser to trust.
+# The raster formats a photo may be in (a camera's MPO opens as JPEG, as format "MPO", whose
+# first frame is a JPEG, bounded and decoded as one). PIL would otherwise also open EPS files
+# by handing them to Ghostscript where it is installed, a program run on a file that may be
+# hostile, and some forty formats no photo comes in, each a parser to trust.
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA")
+JPEG_FORMATS = ("JPEG", "MPO")
 # A square crop (left, top, right, bottom) chosen from a photo's (width, height).
 Region = Callable[[tuple[int, int]], tuple[int, int, int, int]]
 
@@ -58,13 +60,15 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = _open(path)
         with image:
-            if image.format == "JPEG" and _whole_image_coefficients(image) > MAX_COEFFICIENT_BYTES:
+            jpeg = image.format in JPEG_FORMATS
+            if jpeg and _whole_image_coefficients(image) > MAX_COEFFICIENT_BYTES:
                 width, height = image.size
                 raise ImageError(
-                    f"{path}: {width}x{height} px in a progressive or multi-scan JPEG, which is "
-                    "decoded whole, is more than a photo may take; make it smaller first"
+                    f"{path}: {width}x{height} px in a JPEG decoded whole (progressive, in "
+                    "several scans, or an MPO) is more than a photo may take; make it smaller "
+                    "first"
                 )
-            if region is None and image.format == "JPEG":
+            if region is None and jpeg:
                 image.draft("RGB", (size * 2, size * 2))
             width, height = image.size
             if width * height > MAX_PHOTO_PIXELS:

@@ -217,7 +217,7 @@ def test_a_jpeg_decoded_whole_is_bounded_by_its_coefficients(tmp_path: Path, mon
     monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", whole - 1)
     assert photos.load_image(baseline, 8).shape == (8, 8, 3)
     for path in (progressive, separate):
-        with pytest.raises(ImageError, match=r"160x120 px in a progressive or multi-scan JPEG"):
+        with pytest.raises(ImageError, match=r"160x120 px in a JPEG decoded whole"):
             photos.load_image(path, 8)
     monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", whole)
     monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 5000)  # under the pixels, as decoded
@@ -241,5 +241,19 @@ def test_a_first_scan_behind_stray_bytes_is_the_one_counted(tmp_path: Path, monk
     disguised = tmp_path / "disguised.jpg"
     disguised.write_bytes(data)
     monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", 160 * 120 * 3 * 2 - 1)
-    with pytest.raises(ImageError, match=r"160x120 px in a progressive or multi-scan JPEG"):
+    with pytest.raises(ImageError, match=r"160x120 px in a JPEG decoded whole"):
         photos.load_image(disguised, 8)
+
+
+def test_a_cameras_mpo_is_bounded_and_decoded_as_the_jpeg_it_starts_with(tmp_path, monkeypatch):
+    """An MPO (two JPEGs, as stereo and some phone cameras write) opens as format "MPO": its
+    first frame decodes at a reduced scale like any JPEG, and, its scans unknown, counts as
+    decoded whole against the coefficient bound."""
+    front, back = Image.new("RGB", (160, 120), (200, 40, 10)), Image.new("RGB", (160, 120))
+    mpo = _save(front, tmp_path / "camera.mpo", save_all=True, append_images=[back])
+    monkeypatch.setattr(photos, "MAX_PHOTO_PIXELS", 5000)  # under the pixels, as decoded
+    pixels = photos.load_image(mpo, 8)
+    assert np.abs(pixels.astype(int) - (200, 40, 10)).max() <= 4  # the first frame
+    monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", 1000)
+    with pytest.raises(ImageError, match=r"160x120 px in a JPEG decoded whole"):
+        photos.load_image(mpo, 8)
