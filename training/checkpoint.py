@@ -189,15 +189,17 @@ def config_of(state: dict[str, Any]) -> TrainConfig:
 
 def parameter_count(config: TrainConfig, prior: bool) -> int:
     """The weights of the networks a run of ``config`` builds (the VAE; the learned prior when
-    ``prior``; the decoder stage's discriminator), counted on torch's meta device: shapes only,
-    so an architecture too large for memory is refused before anything is allocated."""
+    ``prior``; the decoder stage's discriminator), counted on torch's meta device or from the
+    sizes: shapes only, so an architecture too large for memory is refused before anything is
+    allocated."""
     with torch.device("meta"):
         modules: list[torch.nn.Module] = [VAE(config.model)]
         if prior:
             modules.append(CodePrior(config.model.latent_dim, config.prior))
-        if config.stage == "decoder":
-            modules.append(Discriminator(config.model.image_size, config.sharpen.disc_width))
-        return sum(p.numel() for module in modules for p in module.parameters())
+        count = sum(p.numel() for module in modules for p in module.parameters())
+    if config.stage == "decoder":
+        count += Discriminator.parameter_count(config.model.image_size, config.sharpen.disc_width)
+    return count
 
 
 def _shapes_differ(build: Any, weights: Any) -> str | None:

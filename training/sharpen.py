@@ -23,6 +23,13 @@ from torch.nn.utils.parametrizations import spectral_norm
 NEGATIVE_SLOPE = 0.2
 
 
+def _widths(image_size: int, width: int) -> list[int]:
+    """The discriminator's channels at each level: ``width``, then doubling at each halving
+    down to a 4x4 grid, at most 8 times ``width``."""
+    levels = int(math.log2(image_size // 4))
+    return [width] + [min(width * 2 ** (i + 1), 8 * width) for i in range(levels)]
+
+
 class Discriminator(nn.Module):
     """Spectral-norm convolutions down to a 4x4 grid of logits, each seeing most of the bird.
 
@@ -31,15 +38,21 @@ class Discriminator(nn.Module):
 
     def __init__(self, image_size: int, width: int = 32) -> None:
         super().__init__()
-        levels = int(math.log2(image_size // 4))
+        widths = _widths(image_size, width)
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(3, width, 3, padding=1))]
-        channels = width
-        for i in range(levels):
-            out = min(width * 2 ** (i + 1), 8 * width)
+        for channels, out in zip(widths, widths[1:]):
             layers.append(spectral_norm(nn.Conv2d(channels, out, 4, stride=2, padding=1)))
-            channels = out
         self.convs = nn.ModuleList(layers)
-        self.head = spectral_norm(nn.Conv2d(channels, 1, 3, padding=1))
+        self.head = spectral_norm(nn.Conv2d(widths[-1], 1, 3, padding=1))
+
+    @staticmethod
+    def parameter_count(image_size: int, width: int) -> int:
+        """The weights a Discriminator of these sizes holds, without building one: spectral
+        norm's set-up runs power iterations, which take 0.15 s even on the meta device."""
+        widths = _widths(image_size, width)
+        count = 3 * width * 9 + width  # the first 3x3 convolution
+        count += sum(c * out * 16 + out for c, out in zip(widths, widths[1:]))  # the 4x4 ones
+        return count + widths[-1] * 9 + 1  # the head
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = image * 2.0 - 1.0

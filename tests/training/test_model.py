@@ -344,3 +344,13 @@ def test_weights_that_do_not_fit_the_config_are_refused_before_the_model_is_buil
     with pytest.raises(checkpoint.CheckpointError, match=r"do not fit its model: \S+ is \("):
         checkpoint.build_vae(state)
     assert devices and set(devices) == {"meta"}
+
+
+@pytest.mark.parametrize("image_size, width", [(16, 1), (32, 24), (64, 48), (256, 7)])
+def test_the_discriminators_count_from_its_sizes_is_the_built_ones(image_size, width):
+    from birdvae.training.sharpen import Discriminator
+
+    built = Discriminator(image_size, width)
+    assert Discriminator.parameter_count(image_size, width) == sum(
+        p.numel() for p in built.parameters()
+    )
