@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .loop import Trainer
 
-RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile", "threads"}
+RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile_", "threads"}
 SHOWN_FLAGS = {
     "spatial_latent": "--spatial-latent/--global-latent",
-    "compile_": "--compile",
+    "compile_": "--compile/--no-compile",
     "out": "-o/--output",
     "out_alias": "--out",
 }
@@ -252,7 +252,12 @@ def _flag_names(options: set[str]) -> str:
     "--seed", type=click.IntRange(0, 2**31 - 1), help="Makes a CPU run reproducible. [default: 0]"
 )
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
-@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=None,
+    help="torch.compile the model (a resumed run may turn it on or off). [default: off]",
+)
 @click.option(
     "--resume",
     type=NamedPath(file_okay=False, path_type=Path),
@@ -429,8 +434,8 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
     if extra:
         raise UserError(
             f"--resume continues a run with the config it was started with; "
-            f"drop {_flag_names(extra)} (only --epochs, --device, --precision, --compile, "
-            "--threads may change)"
+            f"drop {_flag_names(extra)} (only --epochs, --device, --precision, "
+            "--compile/--no-compile, --threads may change)"
         )
     run_dir = options["resume"]
     check_not_a_link(run_dir)

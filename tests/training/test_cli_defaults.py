@@ -93,3 +93,13 @@ def test_each_stage_flag_set_holds_exactly_the_options_of_its_config_part():
     sharpen = {f.name for f in fields(SharpenConfig)} & options
     assert prior == PRIOR_FLAGS
     assert sharpen == DECODER_FLAGS
+
+
+def test_every_hand_kept_flag_set_names_options_the_command_has():
+    """A name in these sets that is not an option's (``compile`` for the option ``compile_``)
+    makes the rule it serves refuse or allow the wrong flag without a word."""
+    from birdvae.training.cli import ARCHITECTURE_FLAGS, RESUMABLE_FLAGS, SHOWN_FLAGS
+
+    options = {param.name for param in train_command.params}
+    for flags in (RESUMABLE_FLAGS, set(SHOWN_FLAGS), ARCHITECTURE_FLAGS):
+        assert flags <= options, flags - options
