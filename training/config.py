@@ -21,6 +21,19 @@ MAX_BLOCKS = 64  # residual blocks a level (and the learned prior's); the shippe
 MAX_PRIOR_STEPS = 64  # solver steps of the exported sampler, each a network call per bird
 MAX_VIEWS = 64  # augmented views of each photo in the prior's code bank, all held in memory
 
+# The values each setting given as text may take. A hand-edited or hostile config.json or
+# checkpoint with another is one line naming the setting when it is read, not a traceback (or a
+# silently different run: any schedule but "constant" would train as cosine) once work starts.
+ARCHITECTURES = ("resnet", "baseline")
+LIKELIHOODS = ("logistic", "coupled_logistic", "bernoulli")  # training/likelihood.py's
+STAGES = ("vae", "prior", "decoder")
+PRESETS = ("default", "baseline")
+CROPS = ("center", "squash")
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's; a setting joins any by commas
+
 CONFIG_VERSION = 2
 # Context kept around a CUB bounding box, as a fraction of its longer side on each side
 # (training/data.py crops with it). Rated blind at 32x32, photos cropped to the box itself read
@@ -85,7 +98,8 @@ class ModelConfig:
         _reject_unknown(cls, data)
         config = cls(**data)
         config.check_sizes()  # its messages say the sizes' range
-        return _checked(config)
+        return _check_choices(_checked(config), {"arch": ARCHITECTURES,
+                                                 "likelihood": LIKELIHOODS})
 
     def check_sizes(self) -> None:
         """Refuse sizes no network can have (a hand-edited or damaged config) with a line
@@ -179,6 +193,11 @@ class SharpenConfig:
         config = cls(**data)
         _check_counts(config, "sharpen", {"disc_width": (1, 1 << 16)})
         config = _checked(config)
+        for name in ("augment", "rater_augment"):
+            unknown = set(filter(None, getattr(config, name).split(","))) - set(AUGMENTATIONS)
+            if unknown:
+                raise ConfigError(f"SharpenConfig {name} holds {', '.join(sorted(unknown))}; "
+                                  f"choose among {', '.join(AUGMENTATIONS)}, joined by commas")
         if config.rater_views < 1:
             raise ConfigError(f"rater_views must be at least 1, not {config.rater_views}")
         return config
@@ -239,7 +258,12 @@ class TrainConfig:
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
         values["prior"] = PriorConfig.from_dict(values.get("prior", {}))
         values["sharpen"] = SharpenConfig.from_dict(values.get("sharpen", {}))
-        config = _checked(cls(**values))
+        config = _check_choices(_checked(cls(**values)), {
+            "stage": STAGES, "preset": PRESETS, "crop": CROPS, "schedule": SCHEDULES,
+            "device": DEVICES, "precision": PRECISIONS,
+        })  # fmt: skip
+        if not 0 <= config.ema_decay < 1:  # 0: no average; 1 would never move from the start
+            raise ConfigError(f"ema_decay must be from 0 to below 1, not {config.ema_decay}")
         for name in ("epochs", "batch_size", "grid_size", "max_bad_steps"):
             if getattr(config, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(config, name)}")
@@ -320,6 +344,16 @@ def _checked(config: Any) -> Any:
     return config
 
 
+def _check_choices(config: Any, choices: dict[str, tuple[str, ...]]) -> Any:
+    """``config`` once each named text setting holds one of its values."""
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(f"{type(config).__name__} {name} must be one of "
+                              f"{', '.join(allowed)}, not {value!r}")  # fmt: skip
+    return config
+
+
 def _is_number(value: Any, kind: type) -> bool:
     """A finite int (a count, at least 0) or float (an int is one too); never a bool."""
     if type(value) is int:
@@ -372,8 +406,6 @@ def preset(name: str) -> TrainConfig:
         )
     raise ConfigError(f"unknown preset {name!r} (choose default or baseline)")
 
-
-STAGES = ("vae", "prior", "decoder")
 
 
 def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:

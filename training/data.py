@@ -61,7 +61,8 @@ class Splits:
     kind: str  # "cub", "folder", or several joined by "+"
     skipped: int  # unreadable files left out
     # The species of each image (its folder), as indices into ``classes``: what the benchmarks'
-    # species classifier learns. Training the VAE never reads them.
+    # species classifier and the decoder stage's species net (``--perceptual-weight``,
+    # ``--projected-weight``) learn. The VAE and prior stages never read them.
     train_labels: np.ndarray  # int64 [N]
     val_labels: np.ndarray  # int64 [M]
     classes: list[str]

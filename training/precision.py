@@ -14,9 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from .config import PRECISIONS, ConfigError
 
 
 def cpu_has_native_bf16() -> bool:

@@ -242,6 +242,46 @@ def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
             config_of({"config": {**data, **changes}})
 
 
+@pytest.mark.parametrize(("section", "name", "value", "says"), [
+    (None, "schedule", "linear", "TrainConfig schedule must be one of cosine, constant, not "
+                                 "'linear'"),
+    (None, "precision", "fp16", "TrainConfig precision must be one of auto, fp32, bf16"),
+    (None, "device", "tpu", "TrainConfig device must be one of auto, cpu, cuda"),
+    (None, "crop", "zoom", "TrainConfig crop must be one of center, squash"),
+    (None, "stage", "vq", "TrainConfig stage must be one of vae, prior, decoder"),
+    (None, "preset", "huge", "TrainConfig preset must be one of default, baseline"),
+    (None, "ema_decay", 5.0, "ema_decay must be from 0 to below 1, not 5.0"),
+    ("model", "arch", "unet", "ModelConfig arch must be one of resnet, baseline"),
+    ("model", "likelihood", "gaussian", "ModelConfig likelihood must be one of logistic"),
+    ("sharpen", "augment", "color,blur", "SharpenConfig augment holds blur; choose among color"),
+    ("sharpen", "rater_augment", "noise", "SharpenConfig rater_augment holds noise"),
+])  # fmt: skip
+def test_a_config_setting_outside_its_choices_is_refused_by_name(section, name, value, says):
+    """Each would otherwise be a traceback once work starts (an unknown augmentation at the
+    decoder stage's first step), or a different run without a word (any schedule but
+    "constant" trained as cosine)."""
+    from birdvae.training.checkpoint import CheckpointError, config_of
+
+    data = TrainConfig().to_dict()
+    (data[section] if section else data)[name] = value
+    with pytest.raises(CheckpointError, match=re.escape(says)):
+        config_of({"config": data})
+
+
+def test_augmentations_may_be_any_of_their_names_or_none():
+    from birdvae.training.config import SharpenConfig
+
+    for kinds in ("", "cutout", "translation,color", "color,translation,cutout"):
+        assert SharpenConfig.from_dict({"augment": kinds}).augment == kinds
+
+
+def test_the_config_names_every_likelihood_the_model_can_make():
+    from birdvae.training.config import LIKELIHOODS
+    from birdvae.training.likelihood import LIKELIHOODS as MADE
+
+    assert sorted(LIKELIHOODS) == sorted(MADE)
+
+
 @pytest.mark.parametrize("part", [None, "model", "prior", "sharpen"])
 def test_a_config_part_that_is_not_a_mapping_is_named(part):
     from birdvae.training.checkpoint import CheckpointError, config_of
