@@ -31,6 +31,7 @@ from .evaluate import reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError
 from .prior import P_MEAN, P_STD, CodePrior, Sampler
+from .runfolder import LAST
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
 RATER_SHA = "rater_sha256"  # checkpoint key: the rater a stage's loss or data came from
@@ -260,12 +261,16 @@ class DecoderTrainer(Trainer):
 
     def _anchor(self, init: dict[str, Any]) -> torch.nn.Module:
         """The init checkpoint's VAE, frozen: what prior draws' pictures are held to. A resume
-        takes it from last.pt, which saves it; a last.pt without one takes it from --init."""
+        takes it from last.pt, which saves it (like ``start_state``, never from --init, which
+        may have been trained on since)."""
         if not self.resuming:
             return frozen_vae(init, self.device)
-        if "anchor" in init:
-            return frozen_vae({"config": init["config"], "model": init["anchor"]}, self.device)
-        return frozen_vae(load_init(self.config.init), self.device)
+        if "anchor" not in init:
+            raise checkpoint.CheckpointError(
+                f"{self.run_dir / LAST} cannot be resumed: it holds no anchor (the decoder its "
+                "prior draws are held to); start the stage again from its --init"
+            )
+        return frozen_vae({"config": init["config"], "model": init["anchor"]}, self.device)
 
     def _build_discriminators(self) -> None:
         """The discriminator, and the species net with its projected heads when a term uses

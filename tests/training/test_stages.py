@@ -490,6 +490,9 @@ def test_a_decoder_stage_resumes_to_the_same_weights(vae_checkpoint, tmp_path, r
     half.fit(on_step=lambda t: t.request_stop() if t.step == stop_at else None)
     state = checkpoint.load(tmp_path / "b" / LAST)
     assert state["step"] == stop_at
+    without_anchor = {key: value for key, value in state.items() if key != "anchor"}
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be resumed: it holds no anchor"):
+        DecoderTrainer(config(), tmp_path / "b", without_anchor, log=_quiet)
     resumed = config()
     (tmp_path / "p").rename(tmp_path / "p.moved")  # a resume needs nothing but its run folder
     DecoderTrainer(resumed, tmp_path / "b", state, log=_quiet).fit()
