@@ -11,12 +11,9 @@ commands that read photos, and ``info`` never loads onnxruntime.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
-import re
 import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +23,8 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import durable, images
-from .command import FiniteRange, Group, NamedPath, echo, version_option
+from . import separate as separate_files
+from .command import FiniteRange, Group, NamedPath, echo, version_option, with_progress
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
@@ -44,7 +42,6 @@ MAX_PNG_PIXELS = 100_000_000
 PROGRESS_FROM = 1024
 TILE_PIXELS = 128  # the default scale makes each bird about this wide
 MAX_OUTLINE_DEPTH = 3  # info indents groups this deep; deeper ones are shown as JSON
-BIRD_FILE = re.compile(r"bird_\d+\.png")  # what --separate writes
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -136,21 +133,6 @@ def _check_replaceable(path: Path, force: bool) -> None:
             f"{path} exists and bird-gen did not write it; give another -o/--output, or "
             "--force to replace it"
         )
-
-
-def _check_output_folder(folder: Path) -> None:
-    """Refuse a --separate folder the birds could not be written to, before the model runs:
-    a link to nothing, or a folder (or the nearest one above it, where it is still to be
-    made) that is not a writable folder."""
-    if folder.is_symlink() and not folder.exists():
-        raise UserError(f"{folder} is a link to nothing; give a folder")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"{folder}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"{folder}: the folder {existing} is not writable")
 
 
 def _open_model(model: str, threads: int | None = None) -> BirdVAE:
@@ -281,7 +263,7 @@ def main(
     if separate is not None:
         if ctx.get_parameter_source("output") is ParameterSource.COMMANDLINE:
             raise click.UsageError("give either -o/--output or --separate, not both")
-        _check_output_folder(separate)
+        separate_files.check_folder(separate)
     else:
         if n > MAX_FIGURE:
             raise UserError(
@@ -295,7 +277,12 @@ def main(
         seed=seed, temperature=temperature, prior=prior, noise=noise, batch=batch, best_of=best_of
     )
     if separate is not None:
-        _sample_separate(vae, settings, n, separate, scale or 1, force)
+        side = vae.image_size * (scale or 1)
+        _check_pixels(side, side)
+        kept = separate_files.write_birds(vae.draw(n, settings), n, separate, scale or 1, force)
+        echo(f"wrote {n} birds to {separate}/ ({settings})")
+        if kept:
+            echo(f"note: {separate}/ still holds {kept} older birds besides these")
     else:
         _sample_grid(vae, settings, n, output, _default_scale(scale, vae), force)
 
@@ -310,152 +297,14 @@ def _sample_grid(
     durable.sweep_temporaries(output.parent, {output.name})
     batches = vae.draw(n, settings)
     if n * settings.best_of >= PROGRESS_FROM:
-        batches = _with_progress(batches, n, "drawing birds")
+        batches = with_progress(batches, n, "drawing birds")
     _save_figure(images.grid(_collect_uint8(batches), scale), output, force)
     echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
-
-
-def _sample_separate(
-    vae: BirdVAE, settings: Sampling, n: int, folder: Path, scale: int, force: bool
-) -> None:
-    """n birds as folder/bird_NNNNN.png, one batch in memory at a time."""
-    side = vae.image_size * scale
-    _check_pixels(side, side)
-    _older_birds(folder, force)  # refused before any work
-    batches = vae.draw(n, settings)
-    first = next(batches)  # a model that cannot run fails here, before the folder is made
-    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
-    names: set[str] = set()
-    try:
-        with _writing_into(folder):
-            older = _older_birds(folder, force)  # again: another run may have written meanwhile
-            _write_separate(itertools.chain([first], batches), n, folder, scale, names, force)
-    except BaseException:
-        for parent in made:  # only the ones this run made, and only while they hold nothing
-            with contextlib.suppress(OSError):
-                parent.rmdir()
-        if names:  # stopped or failed part way: what is on disk, and how to finish
-            echo(f"note: {len(names)} of the {n} birds were written to {folder}/ (each whole); "
-                 "the same command with --force draws them all again", err=True)  # fmt: skip
-        raise
-    echo(f"wrote {n} birds to {folder}/ ({settings})")
-    kept = len(older - names)
-    if kept:
-        echo(f"note: {folder}/ still holds {kept} older birds besides these")
-
-
-def _with_progress(batches: Iterator[np.ndarray], n: int, label: str) -> Iterator[np.ndarray]:
-    """``batches`` passed through, a progress bar on stderr counting their birds."""
-    with click.progressbar(length=n, label=label, file=sys.stderr) as bar:
-        for batch in batches:
-            yield batch
-            bar.update(len(batch))
 
 
 def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
     """All batches as one uint8 [N, S, S, 3] array: a quarter of the float images' memory."""
     return np.concatenate([images.to_uint8_hwc(batch) for batch in batches])
-
-
-class _BirdFiles:
-    """The names --separate writes, as a container for ``durable.sweep_temporaries``."""
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and BIRD_FILE.fullmatch(name) is not None
-
-
-def _older_birds(folder: Path, force: bool) -> set[str]:
-    """The birds ``folder`` already holds, after sweeping what killed runs left there; refused
-    unless ``force``, so two runs' birds are never mixed unnoticed."""
-    if not folder.is_dir():
-        return set()
-    durable.sweep_temporaries(folder, _BirdFiles())
-    entries = [entry for entry in folder.iterdir() if entry.name in _BirdFiles()]
-    if entries and not force:
-        raise UserError(
-            f"{folder} already holds {len(entries)} birds of an earlier run; give --force to write "
-            "over them, or another folder"
-        )
-    for entry in entries:  # --force writes over birds, never through a link or over a folder
-        _check_bird_target(entry, force=True)
-    return {entry.name for entry in entries}
-
-
-@contextlib.contextmanager
-def _writing_into(folder: Path) -> Iterator[None]:
-    """Hold ``folder`` while this run writes its birds: two runs at once would each find it
-    empty of older birds and write over each other's. Where flock does not exist (Windows,
-    which cannot open a folder either) nothing is held."""
-    if durable.fcntl is None:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        if not durable.lock(fd):
-            raise UserError(
-                f"another bird-gen is writing birds into {folder}; wait for it, or give "
-                "another folder"
-            )
-        yield
-    finally:
-        os.close(fd)
-
-
-def _write_separate(
-    batches: Iterator[np.ndarray], n: int, folder: Path, scale: int, names: set[str], force: bool
-) -> None:
-    """Write each bird as ``folder/bird_NNNNN.png``, adding each name to ``names`` once the
-    bird is on disk, so a run stopped part way can say what it left: a stop that lands after
-    a bird's rename but before its write returns counts that bird too (its file is new), and
-    a name refused just before its rename (a file put there meanwhile) does not."""
-    digits = max(5, len(str(n - 1)))
-    for batch in _with_progress(batches, n, "writing birds"):
-        for tile in images.to_uint8_hwc(batch):
-            target = folder / f"bird_{len(names):0{digits}d}.png"
-            _write_bird(images.upscale(tile, scale), target, force, names)
-
-
-def _write_bird(pixels: np.ndarray, target: Path, force: bool, names: set[str]) -> None:
-    """One bird of ``_write_separate``, its name added to ``names`` once a new file is at
-    ``target`` after the name passed its last check."""
-    before = _identity(target)  # an older bird's, with --force
-    checked = False
-
-    def check() -> None:
-        nonlocal checked
-        _check_bird_target(target, force)
-        checked = True  # from here on a new file at the name is this bird
-
-    try:
-        images.save_png(pixels, target, before_replace=check)
-    finally:
-        if checked and _identity(target) not in (None, before):
-            names.add(target.name)
-
-
-def _check_bird_target(target: Path, force: bool) -> None:
-    """Refuse to write a bird at ``target`` when a link or anything but a file is there, even
-    with --force (a bird is never written through a link, out of the folder), or, without
-    --force, any file. Made for the folder's birds before any work and for each bird's name
-    just before its rename, since a file may be put there meanwhile."""
-    if target.is_symlink() or (target.exists() and not target.is_file()):
-        kind = "a link" if target.is_symlink() else "not a file"
-        raise UserError(f"{target} is {kind}, not a bird of an earlier run; move it or choose "
-                        "another folder")  # fmt: skip
-    if target.exists() and not force:
-        raise UserError(f"{target} appeared while the birds were written; give --force to "
-                        "write over it, or another folder")  # fmt: skip
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file at ``path`` (device and inode), None where there is none: a rename puts a
-    new one there."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def _photo_figure(

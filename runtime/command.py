@@ -19,7 +19,8 @@ import signal
 import sys
 import traceback
 import warnings
-from typing import Any, NoReturn
+from collections.abc import Iterator, Sized
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -182,3 +183,14 @@ class Command(OneLineErrors, click.Command):
 
 class Group(OneLineErrors, click.Group):
     """A click group whose errors, its commands' included, follow this module's rule."""
+
+
+Batch = TypeVar("Batch", bound=Sized)
+
+
+def with_progress(batches: Iterator[Batch], n: int, label: str) -> Iterator[Batch]:
+    """``batches`` passed through, a progress bar on stderr counting the n items they hold."""
+    with click.progressbar(length=n, label=label, file=sys.stderr) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
