@@ -11,9 +11,9 @@ from birdvae.runtime.errors import UserError
 TRAIN_MODULES = ("torch", "torchvision", "tqdm")
 
 
-def needs_train_extra(command: str) -> str:
-    """The package is installed from its source folder (README), so that is where the extra
-    comes from too."""
+def train_extra_hint(command: str) -> str:
+    """The line that tells a user how to install what ``command`` needs. The package is
+    installed from its source folder (README), so that is where the extra comes from too."""
     return (
         f"{command} needs the training extra: in the bird-vae folder, pip install '.[train]' "
         "(torch, torchvision, onnx, onnxscript, tqdm)"
@@ -24,4 +24,4 @@ def require_train_extra(command: str, modules: tuple[str, ...] = TRAIN_MODULES) 
     """One ``error:`` line with the install line (exit 2), not an ImportError's traceback, on
     a partial install."""
     if any(importlib.util.find_spec(name) is None for name in modules):
-        raise UserError(needs_train_extra(command))
+        raise UserError(train_extra_hint(command))

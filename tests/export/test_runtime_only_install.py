@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from birdvae.training.extra import needs_train_extra
+from birdvae.training.extra import train_extra_hint
 
 # MODULE = None in sys.modules: `import MODULE` fails and find_spec(MODULE) finds nothing, as on
 # an install without the train extra, or with only part of it.
@@ -34,7 +34,7 @@ def test_export_without_part_of_the_train_extra_one_line_and_exit_2(tmp_path, mo
     checkpoint.touch()
     result = run_without(module, "export", "main", str(checkpoint))
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: " + needs_train_extra("vae-export")
+    assert result.stderr.strip() == "error: " + train_extra_hint("vae-export")
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == [checkpoint]
 
@@ -44,5 +44,5 @@ def test_training_without_part_of_the_train_extra_one_line_and_exit_2(tmp_path, 
     result = run_without(module, "training", "train_main", "--data", str(tmp_path), "-o",
                          str(tmp_path / "run"))  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: " + needs_train_extra("vae-train")
+    assert result.stderr.strip() == "error: " + train_extra_hint("vae-train")
     assert list(tmp_path.iterdir()) == []
