@@ -127,6 +127,10 @@ def test_sample_fills_one_array_with_what_sample_batches_gives(vae):
     ("call", "message"),
     [
         (lambda v: v.sample(-1, seed=0, best_of=2), "n must be a whole number >= 0, got -1"),
+        (lambda v: v.sample(2, batch=0), "batch must be a whole number >= 1, got 0"),
+        (lambda v: v.sample(2, prior="uniform"), "unknown prior 'uniform'"),
+        (lambda v: v.sample(2, temperature=-1.0), "temperature must be 0 to 10, got -1.0"),
+        (lambda v: v.sample(2, seed=-1), "seed must be a whole number >= 0, got -1"),
         (lambda v: v.sample("3", seed=0, best_of=2), "n must be a whole number, got '3'"),
         (lambda v: v.sample(None, seed=0), "n must be a whole number, got None"),
         (lambda v: v.sample(True, seed=0), "n must be a whole number, got True"),

@@ -50,3 +50,33 @@ def tiny_config(data: Path, **changes) -> TrainConfig:
     for key, value in changes.items():
         setattr(config, key, value)
     return config
+
+
+def quiet(_: str) -> None:
+    """A training log that prints nothing."""
+
+
+@pytest.fixture(scope="module")
+def vae_checkpoint(tmp_path_factory) -> Path:
+    """A tiny VAE trained for one epoch: what the later stages start from."""
+    from birdvae.training.loop import Trainer
+
+    root = tmp_path_factory.mktemp("stages")
+    write_images(root / "birds" / "a", 24, seed=1)
+    write_images(root / "birds" / "b", 24, seed=2)
+    Trainer(tiny_config(root / "birds", epochs=1), root / "vae", log=quiet).fit()
+    return root / "vae" / "best.pt"
+
+
+def tiny_stage(vae_checkpoint: Path, stage: str, **changes) -> TrainConfig:
+    """A later stage's config over ``vae_checkpoint``, sized to take seconds."""
+    from birdvae.training import checkpoint
+    from birdvae.training.config import PriorConfig, stage_config
+
+    init = checkpoint.config_of(checkpoint.load(vae_checkpoint))
+    config = stage_config(init, stage, str(vae_checkpoint))
+    config.prior = PriorConfig(width=32, blocks=2, steps=4, views=2)
+    config.batch_size, config.warmup_steps = 8, 2
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config

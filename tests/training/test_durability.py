@@ -26,15 +26,12 @@ from birdvae.training.data import load_splits
 from birdvae.training.loop import Trainer
 from birdvae.training.runfolder import BEST, LAST, METRICS
 
-from .conftest import tiny_config, write_images
+from .conftest import quiet, tiny_config, write_images
 
 
 class Killed(BaseException):
     """Stands in for a kill: nothing after the injected point runs."""
 
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def assert_consistent(run: Path) -> dict:
@@ -62,7 +59,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_images(data / "a", 24, seed=1)
     write_images(data / "b", 24, seed=2)
     run = root / "run"
-    Trainer(tiny_config(data), run, log=_quiet).fit()
+    Trainer(tiny_config(data), run, log=quiet).fit()
     assert checkpoint.load(run / BEST)["epoch"] == 2, "the fixture must improve at epoch 2"
     return data, run
 
@@ -73,7 +70,7 @@ def test_a_crash_at_each_write_of_an_epoch_end_is_replayed_on_resume(
 ):
     data, reference = straight
     run = tmp_path / "run"
-    trainer = Trainer(tiny_config(data), run, log=_quiet)
+    trainer = Trainer(tiny_config(data), run, log=quiet)
     real_replace, calls = os.replace, []
     # writes: config.json, then per epoch last.pt, best.pt, metrics.jsonl and two grids
     kill_at = 1 + 5 + point + 1
@@ -90,7 +87,7 @@ def test_a_crash_at_each_write_of_an_epoch_end_is_replayed_on_resume(
     assert calls[-1] == [LAST, BEST, METRICS, "recon_0002.png", "samples_0002.png"][point]
     monkeypatch.setattr(os, "replace", real_replace)
 
-    resumed = Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=_quiet)
+    resumed = Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet)
     resumed.fit()
     state = assert_consistent(run)
     assert state["epoch"] == 2
@@ -185,7 +182,7 @@ def test_resume_without_optimizer_state_is_one_line(straight, tmp_path):
 def test_stale_temporaries_are_swept_and_live_ones_kept(straight, tmp_path):
     data, _ = straight
     run = tmp_path / "run"
-    Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()
+    Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()
     stale = run / ".last.pt.bvae-abcd0123.tmp"
     stale.write_bytes(b"half a checkpoint")
     stale_grid = run / "grids" / ".recon_0002.png.bvae-1a2b3c4d.tmp"
@@ -196,7 +193,7 @@ def test_stale_temporaries_are_swept_and_live_ones_kept(straight, tmp_path):
     foreign.write_bytes(b"not ours")
     fd = durable.hold(live)
     try:
-        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=_quiet)
+        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet)
     finally:
         os.close(fd)
     assert not stale.exists() and not stale_grid.exists()
@@ -359,9 +356,9 @@ def test_sigkill_at_a_write_point_then_resume(straight, tmp_path, kill_at, when)
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     if not (run / LAST).exists():  # killed before the first commit: a fresh start is the resume
-        Trainer(tiny_config(data), run, log=_quiet).fit()
+        Trainer(tiny_config(data), run, log=quiet).fit()
     else:
-        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=_quiet).fit()
+        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet).fit()
     state = assert_consistent(run)
     assert state["epoch"] == 2
     want = [r["val_bpd"] for r in runfolder.read_metrics(reference / METRICS)]
@@ -414,11 +411,11 @@ def test_a_run_folder_another_vae_train_holds_is_refused(tmp_path):
     held = durable.hold(run)  # what the running vae-train holds
     try:
         with pytest.raises(TrainingError, match="another vae-train is running"):
-            Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()
+            Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()
         assert not (run / LAST).exists() and not (run / runfolder.CONFIG).exists()
     finally:
         os.close(held)
-    Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()  # free again: it trains
+    Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()  # free again: it trains
     assert (run / LAST).exists()
 
 
@@ -428,10 +425,10 @@ def test_a_resume_on_changed_photos_is_refused(tmp_path):
     write_images(data / "a", 24, seed=1)
     write_images(data / "b", 24, seed=2)
     run = tmp_path / "run"
-    Trainer(tiny_config(data, epochs=1), run, log=_quiet).fit()
+    Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()
     write_images(data / "c", 4, seed=3)  # photos added after the run started
     with pytest.raises(UserError, match="photos in its data folders have changed"):
-        Trainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=_quiet)
+        Trainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=quiet)
 
 
 def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):
@@ -451,7 +448,7 @@ def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(os, "open", no_folders)
-    Trainer(tiny_config(data, epochs=1), tmp_path / "run", log=_quiet).fit()
+    Trainer(tiny_config(data, epochs=1), tmp_path / "run", log=quiet).fit()
     assert (tmp_path / "run" / LAST).exists()
 
 

@@ -21,18 +21,14 @@ from birdvae.training.cli import eval_command, next_steps, train_command
 from birdvae.training.loop import Trainer
 from birdvae.training.runfolder import LAST
 
-from .conftest import tiny_config
-
-
-def _quiet(_: str) -> None:
-    pass
+from .conftest import quiet, tiny_config
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path, precision: str):
     torch.manual_seed(0)
     config = tiny_config(image_folder, kl_warmup_epochs=0, precision=precision)
-    trainer = Trainer(config, tmp_path / "run", log=_quiet)
+    trainer = Trainer(config, tmp_path / "run", log=quiet)
     assert trainer.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
     batch = trainer.train_images[:16]
     trainer.config.flip = False
@@ -64,7 +60,7 @@ def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):
     in over as many epochs, and a coupled run trains."""
     config = tiny_config(image_folder, kl_warmup_epochs=2, kl_weight=0.5, coupling_warmup_epochs=1)
     config.model.likelihood = "coupled_logistic"
-    trainer = Trainer(config, tmp_path / "run", log=_quiet)
+    trainer = Trainer(config, tmp_path / "run", log=quiet)
     per_epoch = trainer.steps_per_epoch
     seen = {}
     for step in (0, per_epoch - 1, 2 * per_epoch - 1, 3 * per_epoch):
@@ -86,19 +82,19 @@ def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):
 def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
     image_folder: Path, tmp_path: Path
 ):
-    straight = Trainer(tiny_config(image_folder), tmp_path / "straight", log=_quiet)
+    straight = Trainer(tiny_config(image_folder), tmp_path / "straight", log=quiet)
     straight.fit()
 
     def stop_mid_second_epoch(trainer: Trainer) -> None:
         if trainer.epoch == 1 and trainer.batch_in_epoch == 2:
             trainer.request_stop()
 
-    stopped = Trainer(tiny_config(image_folder), tmp_path / "stopped", log=_quiet)
+    stopped = Trainer(tiny_config(image_folder), tmp_path / "stopped", log=quiet)
     stopped.fit(on_step=stop_mid_second_epoch)
     state = checkpoint.load(tmp_path / "stopped" / LAST)
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 2)
 
-    resumed = Trainer(checkpoint.config_of(state), tmp_path / "stopped", state, log=_quiet)
+    resumed = Trainer(checkpoint.config_of(state), tmp_path / "stopped", state, log=quiet)
     resumed.fit()
     assert resumed.step == straight.step
     for name, tensor in straight.model.state_dict().items():
@@ -115,7 +111,7 @@ def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
     ``ema_n`` the weight average's ramp starts again, as it did for those checkpoints.)"""
     runs = {}
     for name in ("with", "without"):
-        first = Trainer(tiny_config(image_folder, epochs=1), tmp_path / name, log=_quiet)
+        first = Trainer(tiny_config(image_folder, epochs=1), tmp_path / name, log=quiet)
         first.fit()
         if name == "without":
             state = torch.load(tmp_path / name / LAST, weights_only=True)
@@ -124,7 +120,7 @@ def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
             checkpoint.save_atomic(state, tmp_path / name / LAST)
         state = checkpoint.load(tmp_path / name / LAST)
         assert set(checkpoint.ADDED_KEYS) <= set(state)
-        runs[name] = Trainer(tiny_config(image_folder), tmp_path / name, state, log=_quiet)
+        runs[name] = Trainer(tiny_config(image_folder), tmp_path / name, state, log=quiet)
         runs[name].fit()
     assert runs["with"].step == runs["without"].step
     for key, tensor in runs["with"].model.state_dict().items():
@@ -226,7 +222,7 @@ def test_eval_mistakes_and_overflowing_scores_are_one_line(image_folder, tmp_pat
     """vae-eval scored a checkpoint whose weights overflow as NaN and printed it as JSON no
     strict parser reads, with exit 0; an empty --data scored the current folder; a pipe was
     "does not exist"; --iw-samples took any K."""
-    Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=_quiet).fit()
+    Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=quiet).fit()
     best = tmp_path / "run" / "best.pt"
     state = torch.load(best, weights_only=True)
     for weights in (state["model"], state["ema"]):
@@ -304,7 +300,7 @@ def test_a_diverged_run_on_few_photos_stops_with_one_line(
 
     monkeypatch.setattr(Trainer, "train_step", diverging)
     config = tiny_config(image_folder, epochs=4, max_bad_steps=max_bad)
-    trainer = Trainer(config, tmp_path / "run", log=_quiet)
+    trainer = Trainer(config, tmp_path / "run", log=quiet)
     assert trainer.steps_per_epoch == 5
     with pytest.raises(loop.TrainingError, match=message):
         trainer.fit()
@@ -482,7 +478,7 @@ def test_a_stop_while_a_finished_run_closes_ends_it_at_once_with_status_0(image_
 
 def test_grids_are_drawn_without_autograd(image_folder, tmp_path):
     """Drawing the epoch's grids builds no autograd graph (memory and time a step never uses)."""
-    trainer = Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=_quiet)
+    trainer = Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=quiet)
     drawn = trainer._grid_images
     seen = []
 
@@ -578,7 +574,7 @@ def test_a_validation_score_that_is_not_finite_ends_the_run_and_saves_nothing_of
         Trainer, "_validate",
         lambda self: {**validate(self), "val_bpd": math.nan} if self.epoch == 2 else validate(self),
     )  # fmt: skip
-    trainer = Trainer(tiny_config(image_folder, epochs=2), tmp_path / "run", log=_quiet)
+    trainer = Trainer(tiny_config(image_folder, epochs=2), tmp_path / "run", log=quiet)
     with pytest.raises(loop.TrainingError, match=r"epoch 2's validation val_bpd is nan.*best\.pt "
                                                  r"holds epoch 1"):  # fmt: skip
         trainer.fit()
@@ -617,7 +613,7 @@ def test_a_world_size_left_in_the_shell_is_one_line(image_folder, tmp_path, monk
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(loop.TrainingError, match="WORLD_SIZE is 2 but RANK, LOCAL_RANK"):
-        Trainer(tiny_config(image_folder), tmp_path / "run", log=_quiet)
+        Trainer(tiny_config(image_folder), tmp_path / "run", log=quiet)
     assert not (tmp_path / "run").exists()
 
 

@@ -13,8 +13,7 @@ from birdvae.training.loop import TrainingError
 from birdvae.training.runfolder import LAST
 from birdvae.training.stages import DecoderTrainer
 
-from .conftest import write_images
-from .test_stages import _quiet, _stage, vae_checkpoint  # noqa: F401 (a fixture)
+from .conftest import quiet, tiny_stage, write_images
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +54,15 @@ def test_the_species_net_learns_to_tell_the_species_apart_then_freezes():
 
 
 def test_the_decoder_stage_learns_with_the_distance_and_resumes_its_features(
-    vae_checkpoint, tmp_path  # noqa: F811 (a fixture)
+    vae_checkpoint, tmp_path
 ):
     torch.manual_seed(0)
-    config = _stage(vae_checkpoint, "decoder", epochs=2)
+    config = tiny_stage(vae_checkpoint, "decoder", epochs=2)
     config.sharpen.perceptual_weight, config.sharpen.perceptual_epochs = 0.5, 1
     config.sharpen.projected_weight, config.sharpen.gan_start = 1.0, 2
-    off = DecoderTrainer(_stage(vae_checkpoint, "decoder"), tmp_path / "off", log=_quiet)
+    off = DecoderTrainer(tiny_stage(vae_checkpoint, "decoder"), tmp_path / "off", log=quiet)
     assert off.species_net is None and off.projected is None
-    half = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    half = DecoderTrainer(config, tmp_path / "d", log=quiet)
     trained = {k: v.clone() for k, v in half.species_net.state_dict().items()}
     heads = [p.clone() for p in half.projected.parameters()]
     stop_at = half.steps_per_epoch + 1
@@ -73,7 +72,7 @@ def test_the_decoder_stage_learns_with_the_distance_and_resumes_its_features(
     assert any(not torch.equal(a, b) for a, b in zip(heads, half.projected.parameters()))
     state = checkpoint.load(tmp_path / "d" / LAST)
     assert all(torch.equal(state["species_net"][k], v) for k, v in trained.items())
-    resumed = DecoderTrainer(config, tmp_path / "d", state, log=_quiet)
+    resumed = DecoderTrainer(config, tmp_path / "d", state, log=quiet)
     # The resumed run compares in the features it started with, not in a new net's.
     assert all(torch.equal(resumed.species_net.state_dict()[k], v) for k, v in trained.items())
     saved_heads = state["projected"]
@@ -83,24 +82,24 @@ def test_the_decoder_stage_learns_with_the_distance_and_resumes_its_features(
 
 
 def test_the_projected_discriminator_alone_trains_without_the_distance(
-    vae_checkpoint, tmp_path  # noqa: F811 (a fixture)
+    vae_checkpoint, tmp_path
 ):
-    config = _stage(vae_checkpoint, "decoder", epochs=1)
+    config = tiny_stage(vae_checkpoint, "decoder", epochs=1)
     config.sharpen.perceptual_epochs = 1
     config.sharpen.projected_weight, config.sharpen.gan_start = 1.0, 0
-    trainer = DecoderTrainer(config, tmp_path / "p", log=_quiet)
+    trainer = DecoderTrainer(config, tmp_path / "p", log=quiet)
     heads = [p.clone() for p in trainer.projected.parameters()]
     metrics = trainer.fit()
     assert "train_perceptual" not in metrics
     assert any(not torch.equal(a, b) for a, b in zip(heads, trainer.projected.parameters()))
 
 
-def test_one_species_is_a_clear_error(vae_checkpoint, tmp_path):  # noqa: F811
+def test_one_species_is_a_clear_error(vae_checkpoint, tmp_path):
     write_images(tmp_path / "flat", 24, seed=3)
-    config = _stage(vae_checkpoint, "decoder", epochs=1, data=[str(tmp_path / "flat")])
+    config = tiny_stage(vae_checkpoint, "decoder", epochs=1, data=[str(tmp_path / "flat")])
     config.sharpen.perceptual_weight = 1.0
     with pytest.raises(TrainingError, match="two or more species"):
-        DecoderTrainer(config, tmp_path / "d", log=_quiet)
+        DecoderTrainer(config, tmp_path / "d", log=quiet)
     result = CliRunner().invoke(
         train_command,
         ["--stage", "vae", "--data", str(tmp_path / "flat"), "--perceptual-weight", "1",

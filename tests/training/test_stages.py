@@ -19,40 +19,18 @@ from birdvae.training.prior import CodePrior, Sampler
 from birdvae.training.runfolder import LAST, METRICS
 from birdvae.training.stages import DecoderTrainer, PriorTrainer
 
-from .conftest import tiny_config
+from .conftest import quiet, tiny_config, tiny_stage
 
 pytestmark = pytest.mark.slow
 
 
-def _quiet(_: str) -> None:
-    pass
 
-
-@pytest.fixture(scope="module")
-def vae_checkpoint(tmp_path_factory) -> Path:
-    from .conftest import write_images
-
-    root = tmp_path_factory.mktemp("stages")
-    write_images(root / "birds" / "a", 24, seed=1)
-    write_images(root / "birds" / "b", 24, seed=2)
-    Trainer(tiny_config(root / "birds", epochs=1), root / "vae", log=_quiet).fit()
-    return root / "vae" / "best.pt"
-
-
-def _stage(vae_checkpoint: Path, stage: str, **changes) -> TrainConfig:
-    init = checkpoint.config_of(checkpoint.load(vae_checkpoint))
-    config = stage_config(init, stage, str(vae_checkpoint))
-    config.prior = PriorConfig(width=32, blocks=2, steps=4, views=2)
-    config.batch_size, config.warmup_steps = 8, 2
-    for key, value in changes.items():
-        setattr(config, key, value)
-    return config
 
 
 def test_the_prior_learns_the_codes_and_leaves_the_vae_alone(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
-    config = _stage(vae_checkpoint, "prior", epochs=6, lr=3e-3)
-    trainer = PriorTrainer(config, tmp_path / "prior", log=_quiet)
+    config = tiny_stage(vae_checkpoint, "prior", epochs=6, lr=3e-3)
+    trainer = PriorTrainer(config, tmp_path / "prior", log=quiet)
     assert len(trainer.train_set) == 2 * len(trainer.train_images)  # two views of each photo
     trainer.fit()
     losses = [r["val_prior_loss"] for r in runfolder.read_metrics(tmp_path / "prior" / METRICS)]
@@ -67,15 +45,15 @@ def test_the_prior_learns_the_codes_and_leaves_the_vae_alone(vae_checkpoint, tmp
 
 
 def test_a_prior_run_resumes_to_the_same_weights(vae_checkpoint, tmp_path):
-    whole = PriorTrainer(_stage(vae_checkpoint, "prior", epochs=2), tmp_path / "a", log=_quiet)
+    whole = PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=2), tmp_path / "a", log=quiet)
     whole.fit()
-    half = PriorTrainer(_stage(vae_checkpoint, "prior", epochs=2), tmp_path / "b", log=_quiet)
+    half = PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=2), tmp_path / "b", log=quiet)
     stop_at = half.steps_per_epoch + 2  # mid-way through the second epoch
     half.fit(on_step=lambda t: t.request_stop() if t.step == stop_at else None)
     assert checkpoint.load(tmp_path / "b" / LAST)["step"] == stop_at
     resumed = PriorTrainer(
-        _stage(vae_checkpoint, "prior", epochs=2), tmp_path / "b",
-        checkpoint.load(tmp_path / "b" / LAST), log=_quiet,
+        tiny_stage(vae_checkpoint, "prior", epochs=2), tmp_path / "b",
+        checkpoint.load(tmp_path / "b" / LAST), log=quiet,
     )  # fmt: skip
     resumed.fit()
     a = checkpoint.load(tmp_path / "a" / LAST)["prior"]
@@ -173,11 +151,12 @@ def test_views_are_the_photo_its_mirror_then_reproducible_shifts():
 
 def test_the_decoder_stage_moves_only_the_decoder_and_carries_the_prior(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
-    prior_run = PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet)
+    prior_config = tiny_stage(vae_checkpoint, "prior", epochs=1)
+    prior_run = PriorTrainer(prior_config, tmp_path / "p", log=quiet)
     prior_run.fit()
-    config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
+    config = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
     config.sharpen.gan_start = 3
-    trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    trainer = DecoderTrainer(config, tmp_path / "d", log=quiet)
     assert trainer.fixed_prior_z is not None
     drawn: list[torch.Tensor] = []
     sample = trainer.prior_sampler
@@ -207,9 +186,9 @@ def test_the_decoder_stage_validates_a_vae_of_a_continuous_likelihood(vae_checkp
     write_images(tmp_path / "birds" / "a", 16, seed=3)
     config = tiny_config(tmp_path / "birds", epochs=1)
     config.model.likelihood = "bernoulli"
-    Trainer(config, tmp_path / "vae", log=_quiet).fit()
-    stage = _stage(tmp_path / "vae" / "best.pt", "decoder", epochs=1)
-    metrics = DecoderTrainer(stage, tmp_path / "d", log=_quiet).fit()
+    Trainer(config, tmp_path / "vae", log=quiet).fit()
+    stage = tiny_stage(tmp_path / "vae" / "best.pt", "decoder", epochs=1)
+    metrics = DecoderTrainer(stage, tmp_path / "d", log=quiet).fit()
     assert math.isfinite(metrics["val_bpd"]) and math.isfinite(metrics["val_psnr"])
 
 
@@ -218,10 +197,10 @@ def test_a_decoder_stage_says_when_it_cannot_do_what_the_recipe_asks(vae_checkpo
     than the adversarial term waits, it has no adversarial term: each said nothing."""
     import warnings
 
-    config = _stage(vae_checkpoint, "decoder", epochs=1)
+    config = tiny_stage(vae_checkpoint, "decoder", epochs=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        DecoderTrainer(config, tmp_path / "d", log=_quiet)
+        DecoderTrainer(config, tmp_path / "d", log=quiet)
     said = [str(w.message) for w in caught]
     assert any("holds no learned prior, so this decoder stage trains on photos alone" in m
                for m in said), said  # fmt: skip
@@ -231,18 +210,18 @@ def test_a_decoder_stage_says_when_it_cannot_do_what_the_recipe_asks(vae_checkpo
     config.sharpen.gan_start = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        DecoderTrainer(config, tmp_path / "asked", log=_quiet)
+        DecoderTrainer(config, tmp_path / "asked", log=quiet)
     assert [str(w.message) for w in caught] == []  # asked for neither: nothing to say
 
 
 def test_the_anchor_holds_prior_codes_to_the_init_decoder(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
-    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
-    config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
+    config = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
     config.sharpen.anchor_weight = 0.0
-    assert DecoderTrainer(config, tmp_path / "off", log=_quiet).anchor is None
+    assert DecoderTrainer(config, tmp_path / "off", log=quiet).anchor is None
     config.sharpen.anchor_weight = 1.0
-    trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    trainer = DecoderTrainer(config, tmp_path / "d", log=quiet)
     assert trainer.anchor is not None
     assert not any(p.requires_grad for p in trainer.anchor.parameters())
     start = [p.clone() for p in trainer.anchor.decoder.parameters()]
@@ -255,14 +234,14 @@ def test_the_anchor_holds_prior_codes_to_the_init_decoder(vae_checkpoint, tmp_pa
 
 
 def test_the_rater_term_needs_a_learned_prior_and_reaches_the_loss(vae_checkpoint, tmp_path):
-    without = _stage(vae_checkpoint, "decoder", epochs=1)
+    without = tiny_stage(vae_checkpoint, "decoder", epochs=1)
     without.sharpen.rater_weight = 0.5
     with pytest.raises(TrainingError, match="learned prior"):
-        DecoderTrainer(without, tmp_path / "x", log=_quiet)
-    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
-    config = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+        DecoderTrainer(without, tmp_path / "x", log=quiet)
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
+    config = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
     config.sharpen.rater_weight = 0.5
-    trainer = DecoderTrainer(config, tmp_path / "d", log=_quiet)
+    trainer = DecoderTrainer(config, tmp_path / "d", log=quiet)
     assert trainer.rater is not None
     assert 0 < trainer.fit()["train_rater_hinge"] <= 1.3  # the hinge below the target
     saved = checkpoint.config_of(checkpoint.load(tmp_path / "d" / "best.pt"))
@@ -274,21 +253,21 @@ def test_the_vae_before_the_rater_term_is_carried_through_later_stages(vae_check
     rater's term: that stage stores its init's weights, and every later stage carries them."""
     from birdvae.training.checkpoint import JUDGE
 
-    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
-    plain = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
-    DecoderTrainer(plain, tmp_path / "plain", log=_quiet).fit()
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
+    plain = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    DecoderTrainer(plain, tmp_path / "plain", log=quiet).fit()
     assert JUDGE not in checkpoint.load(tmp_path / "plain" / "best.pt")
-    rated = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    rated = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
     rated.sharpen.rater_weight = 0.5
-    DecoderTrainer(rated, tmp_path / "rated", log=_quiet).fit()
+    DecoderTrainer(rated, tmp_path / "rated", log=quiet).fit()
     before = checkpoint.vae_weights(checkpoint.load(tmp_path / "p" / "best.pt"))
     judge = checkpoint.load(tmp_path / "rated" / "best.pt")[JUDGE]
     assert all(torch.equal(judge[name], before[name]) for name in before)
-    after = _stage(tmp_path / "rated" / "best.pt", "decoder", epochs=1)
+    after = tiny_stage(tmp_path / "rated" / "best.pt", "decoder", epochs=1)
     after.sharpen.rater_weight = 0.0
-    DecoderTrainer(after, tmp_path / "after", log=_quiet).fit()
-    PriorTrainer(_stage(tmp_path / "after" / "best.pt", "prior", epochs=1), tmp_path / "p2",
-                 log=_quiet).fit()  # fmt: skip
+    DecoderTrainer(after, tmp_path / "after", log=quiet).fit()
+    PriorTrainer(tiny_stage(tmp_path / "after" / "best.pt", "prior", epochs=1), tmp_path / "p2",
+                 log=quiet).fit()  # fmt: skip
     for run in ("after", "p2"):
         carried = checkpoint.load(tmp_path / run / "best.pt")[JUDGE]
         assert all(torch.equal(carried[name], before[name]) for name in before), run
@@ -312,7 +291,7 @@ def test_the_anchor_scale_and_disc_width_reach_the_stage_and_its_saved_config(
     vae_checkpoint, tmp_path, monkeypatch
 ):
     torch.manual_seed(0)
-    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
     widths = []
     real_discriminator = sharpen.Discriminator
     monkeypatch.setattr(
@@ -405,9 +384,9 @@ def test_a_decoder_stage_refuses_compile_from_python_too_yet_a_saved_one_still_r
 ):
     """The rule is the stage's, so a Trainer built in Python hears it before any work; a
     checkpoint whose saved config asks to compile a decoder stage is still read (exported)."""
-    config = _stage(vae_checkpoint, "decoder", compile=True)
+    config = tiny_stage(vae_checkpoint, "decoder", compile=True)
     with pytest.raises(TrainingError, match=r"the decoder stage is not compiled.*drop --compile"):
-        DecoderTrainer(config, tmp_path / "run", log=_quiet)
+        DecoderTrainer(config, tmp_path / "run", log=quiet)
     assert not (tmp_path / "run").exists()
     state = checkpoint.load(vae_checkpoint)
     state["config"] = config.to_dict()
@@ -418,7 +397,7 @@ def test_the_decoder_stage_refuses_several_processes(vae_checkpoint, tmp_path):
     """Its discriminator is not shared between processes, so torchrun would train one per
     process against the decoder's averaged gradients: refused, in one line, before any work."""
     prior = tmp_path / "prior"
-    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), prior, log=_quiet).fit()
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), prior, log=quiet).fit()
     args = ["--stage", "decoder", "--init", str(prior / "best.pt"), "-o", str(tmp_path / "d")]
     launch = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost",
               "MASTER_PORT": "29500"}  # fmt: skip
@@ -453,7 +432,7 @@ def test_an_init_checkpoint_whose_weights_do_not_fit_is_one_line(vae_checkpoint,
     assert "do not fit" in result.output and "Traceback" not in result.output
 
 
-def test_a_prior_stage_resumes_quietly_and_rewrites_only_a_grid_a_kill_cut_off(
+def test_a_prior_stage_resumesquietly_and_rewrites_only_a_grid_a_kill_cut_off(
     vae_checkpoint, tmp_path
 ):
     run = tmp_path / "prior"
@@ -476,26 +455,26 @@ def test_a_decoder_stage_resumes_to_the_same_weights(vae_checkpoint, tmp_path, r
     saved, so a resumed stage takes the same crops, shifts and colours as an unbroken one. The
     frozen VAE, the anchor and the carried prior come from last.pt: the --init checkpoint may
     be gone by then."""
-    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
 
     def config() -> TrainConfig:
-        decoder = _stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
+        decoder = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=2)
         decoder.sharpen.gan_start = 1
         decoder.sharpen.rater_weight = rater_weight
         return decoder
 
-    DecoderTrainer(config(), tmp_path / "a", log=_quiet).fit()
-    half = DecoderTrainer(config(), tmp_path / "b", log=_quiet)
+    DecoderTrainer(config(), tmp_path / "a", log=quiet).fit()
+    half = DecoderTrainer(config(), tmp_path / "b", log=quiet)
     stop_at = half.steps_per_epoch + 1
     half.fit(on_step=lambda t: t.request_stop() if t.step == stop_at else None)
     state = checkpoint.load(tmp_path / "b" / LAST)
     assert state["step"] == stop_at
     without_anchor = {key: value for key, value in state.items() if key != "anchor"}
     with pytest.raises(checkpoint.CheckpointError, match="cannot be resumed: it holds no anchor"):
-        DecoderTrainer(config(), tmp_path / "b", without_anchor, log=_quiet)
+        DecoderTrainer(config(), tmp_path / "b", without_anchor, log=quiet)
     resumed = config()
     (tmp_path / "p").rename(tmp_path / "p.moved")  # a resume needs nothing but its run folder
-    DecoderTrainer(resumed, tmp_path / "b", state, log=_quiet).fit()
+    DecoderTrainer(resumed, tmp_path / "b", state, log=quiet).fit()
     a, b = (checkpoint.load(tmp_path / run / LAST) for run in ("a", "b"))
     for key in ("discriminator", "model"):
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
@@ -510,25 +489,25 @@ def test_a_stage_resumes_only_under_the_rater_it_followed(vae_checkpoint, tmp_pa
     from birdvae.runtime import selection
     from birdvae.training.stages import RATER_SHA
 
-    PriorTrainer(_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=_quiet).fit()
-    config = _stage(tmp_path / "p" / "best.pt", stage, epochs=2)
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
+    config = tiny_stage(tmp_path / "p" / "best.pt", stage, epochs=2)
     trainer_class = {"decoder": DecoderTrainer, "prior": PriorTrainer}[stage]
     if stage == "decoder":
         config.sharpen.rater_weight = 0.5
     else:
         config.prior.keep = 0.5
-    half = trainer_class(config, tmp_path / "run", log=_quiet)
+    half = trainer_class(config, tmp_path / "run", log=quiet)
     half.fit(on_step=lambda t: t.request_stop() if t.step == 1 else None)
     state = checkpoint.load(tmp_path / "run" / LAST)
     assert state[RATER_SHA] == selection.RATER_SHA256
-    trainer_class(config, tmp_path / "run", dict(state), log=_quiet)  # its own rater: resumes
+    trainer_class(config, tmp_path / "run", dict(state), log=quiet)  # its own rater: resumes
     for followed in ("0" * 64, None):  # another rater; a checkpoint from before the record
         if followed is None:
             del state[RATER_SHA]
         else:
             state[RATER_SHA] = followed
         with pytest.raises(checkpoint.CheckpointError, match=r"cannot be resumed: .*followed"):
-            trainer_class(config, tmp_path / "run", state, log=_quiet)
+            trainer_class(config, tmp_path / "run", state, log=quiet)
 
 
 def test_a_prior_run_resumes_without_its_init_checkpoint(vae_checkpoint, tmp_path):
@@ -538,12 +517,12 @@ def test_a_prior_run_resumes_without_its_init_checkpoint(vae_checkpoint, tmp_pat
 
     init = tmp_path / "vae.pt"
     shutil.copyfile(vae_checkpoint, init)
-    half = PriorTrainer(_stage(init, "prior", epochs=2), tmp_path / "b", log=_quiet)
+    half = PriorTrainer(tiny_stage(init, "prior", epochs=2), tmp_path / "b", log=quiet)
     half.fit(on_step=lambda t: t.request_stop() if t.step == 2 else None)
     state = checkpoint.load(tmp_path / "b" / LAST)
-    config = _stage(init, "prior", epochs=2)
+    config = tiny_stage(init, "prior", epochs=2)
     init.unlink()  # the run's config still names it
-    PriorTrainer(config, tmp_path / "b", state, log=_quiet).fit()
+    PriorTrainer(config, tmp_path / "b", state, log=quiet).fit()
     assert checkpoint.load(tmp_path / "b" / LAST)["epoch"] == 2
 
 
