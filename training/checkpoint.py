@@ -4,10 +4,9 @@ every member's zip CRC (torch.load does not check them, so a bit-rotted file wou
 garbage or NaN weights) and every floating-point weight finite.
 
 A checkpoint holds ``config`` (TrainConfig as a dict), ``model`` and ``ema`` state dicts,
-``optimizer``, ``scheduler``, ``epoch`` (epochs completed), ``step``, ``best_val_bpd`` (the
+``optimizer``, ``scheduler``, ``epoch`` (epochs completed), ``step``, ``best_score`` (the
 best validation score so far, by the stage's measure: bits/dim for the VAE, the held-out loss
-for the prior, minus the epoch for the decoder stage, whose newest weights are its best; the
-name is the first stage's, kept so every checkpoint reads alike),
+for the prior, minus the epoch for the decoder stage, whose newest weights are its best),
 ``rng`` (torch CPU and CUDA generator states), ``metrics`` (the last epoch's figures) and
 ``format`` (this module's version). ``best_epoch`` says which epoch's weights ``best.pt``
 holds; with ``metrics`` it lets a resume replay what a crash cut off (``runfolder.py``).
@@ -37,7 +36,7 @@ from .sharpen import Discriminator
 CHECKPOINT_FORMAT = 1
 MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
-RESUME_KEYS = ("optimizer", "scheduler", "step", "best_val_bpd", "rng")
+RESUME_KEYS = ("optimizer", "scheduler", "step", "best_score", "rng")
 WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator", "d_optimizer")
 # The VAE as it was before any stage learned the rater's term (stages.judge_weights), which a
 # ``vae-export --best-of`` selector judges draws by.
@@ -56,6 +55,9 @@ ADDED_KEYS: dict[str, Any] = {
     "metrics": {},
     "data_sha256": None,  # the photos were not fingerprinted, so a resume cannot check them
 }
+# Keys that checkpoints of format 1 once held under other names: the best score was
+# ``best_val_bpd``, the VAE stage's measure, whatever the stage scored by.
+RENAMED_KEYS = {"best_val_bpd": "best_score"}
 
 
 class CheckpointError(UserError, ValueError):
@@ -148,7 +150,10 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
 
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     """``state`` with every key in ADDED_KEYS, those it lacks (or holds as None) at the value
-    their absence meant."""
+    their absence meant, and keys since renamed under their names now."""
+    for old, new in RENAMED_KEYS.items():
+        if old in state and new not in state:
+            state[new] = state.pop(old)
     for key, default in ADDED_KEYS.items():
         if state.get(key) is None:
             state[key] = copy.copy(default)

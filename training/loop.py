@@ -667,7 +667,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "partial": dict(self.partial),
             "step": self.step,
-            "best_val_bpd": self.best_score,
+            "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "metrics": getattr(self, "metrics", {}),
             "rng": rng,
@@ -710,7 +710,7 @@ class Trainer:
         if self.partial and not {"n", "seconds", "items", "skipped"} <= set(self.partial):
             raise ValueError("its unfinished epoch's sums are incomplete")
         self.step = int(state["step"])
-        self.best_score = float(state["best_val_bpd"])
+        self.best_score = float(state["best_score"])
         best_epoch = state["best_epoch"]
         self.best_epoch = None if best_epoch is None else int(best_epoch)
         self.metrics = dict(state["metrics"])

@@ -43,7 +43,7 @@ def assert_consistent(run: Path) -> dict:
     best_line = min(records, key=lambda r: r["val_bpd"])
     best = checkpoint.load(run / BEST)
     assert best["epoch"] == best_line["epoch"] == state["best_epoch"]
-    assert best["best_val_bpd"] == best_line["val_bpd"]
+    assert best["best_score"] == best_line["val_bpd"]
     for epoch in range(1, state["epoch"] + 1):
         for kind in ("recon", "samples"):
             assert (run / "grids" / f"{kind}_{epoch:04d}.png").is_file()

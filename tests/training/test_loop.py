@@ -107,7 +107,8 @@ def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
     image_folder: Path, tmp_path: Path
 ):
     """checkpoint.upgrade gives each key checkpoints gained within their format the value its
-    absence meant: a run carried on from such a checkpoint trains the same weights. (Without
+    absence meant, and each renamed key its name now: a run carried on from such a checkpoint
+    trains the same weights. (Without
     ``ema_n`` the weight average's ramp starts again, as it did for those checkpoints.)"""
     runs = {}
     for name in ("with", "without"):
@@ -117,9 +118,13 @@ def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
             state = torch.load(tmp_path / name / LAST, weights_only=True)
             for key in set(checkpoint.ADDED_KEYS) - {"ema", "ema_n"}:
                 state.pop(key, None)
+            for old, new in checkpoint.RENAMED_KEYS.items():
+                state[old] = state.pop(new)
             checkpoint.save_atomic(state, tmp_path / name / LAST)
         state = checkpoint.load(tmp_path / name / LAST)
         assert set(checkpoint.ADDED_KEYS) <= set(state)
+        assert set(checkpoint.RENAMED_KEYS.values()) <= set(state)
+        assert not set(checkpoint.RENAMED_KEYS) & set(state)
         runs[name] = Trainer(tiny_config(image_folder), tmp_path / name, state, log=quiet)
         runs[name].fit()
     assert runs["with"].step == runs["without"].step
