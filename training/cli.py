@@ -275,6 +275,7 @@ def train_command(ctx: click.Context, **options) -> None:
     with durable.signals_deferred():  # a stop inside torch's C start-up would be swallowed
         import torch
 
+        from . import runfolder
         from .config import TrainConfig
         from .loop import processes
         from .stages import trainer_class
@@ -297,7 +298,8 @@ def train_command(ctx: click.Context, **options) -> None:
             "the decoder stage runs in one process: under torchrun each process would train "
             "a discriminator of its own; run it without torchrun"
         )
-    with _one_cache_for_this_run(run_dir):
+    writes_cache = os.environ.get("RANK", "0") == "0"  # rank 0 under torchrun
+    with runfolder.one_cache_for_this_run(run_dir, writer=writes_cache):
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
     if resume_state is not None and trainer.epoch >= config.epochs:
         _answer_a_finished_run(trainer, run_dir, config.epochs)
@@ -381,47 +383,6 @@ def _stops_mean_done() -> Iterator[None]:
 
 
 _COMMAND_PROCESS = False  # set by train_main: this process is vae-train itself
-
-
-@contextlib.contextmanager
-def _one_cache_for_this_run(run_dir: Path) -> Iterator[None]:
-    """The run folder's image cache as the run is set up: a run refused once its photos are
-    decoded (a flag its --init cannot serve, a batch larger than the data, a resume whose photos
-    changed), or whose cache cannot be written, removes the cache and folders it made, and
-    what was there before stays; a run that goes on with a cache it wrote anew (its photos
-    touched since) removes the ones it replaces, each a full copy of the decoded photos. Only
-    the process that writes the cache (rank 0 under torchrun) touches it."""
-    from .runfolder import CACHE, is_cache_file
-
-    run_dir = Path(run_dir).absolute()
-    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
-    cache = run_dir / CACHE
-    if not cache.is_dir():
-        made.insert(0, cache)
-    writer = os.environ.get("RANK", "0") == "0"
-
-    def caches() -> set[Path]:
-        if not cache.is_dir():
-            return set()
-        return {entry for entry in cache.iterdir() if is_cache_file(entry)}
-
-    def remove(entries: set[Path]) -> None:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                entry.unlink()
-
-    before = caches()
-    try:
-        yield
-    except (UserError, OSError):  # OSError: a full disk or a folder that cannot be written
-        if writer:
-            remove(caches() - before)
-            for folder in made:  # deepest first; a folder that holds anything stays
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-        raise
-    if writer and caches() - before:
-        remove(before)
 
 
 def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], TrainConfig]:

@@ -10,8 +10,10 @@ resume trains it again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,41 @@ def _add_metrics_line(path: Path, record: dict[str, Any], completed: int) -> boo
         return False
     durable.write_bytes_atomic(path, text.encode())
     return True
+
+
+@contextlib.contextmanager
+def one_cache_for_this_run(run_dir: Path, writer: bool) -> Iterator[None]:
+    """The run folder's image cache as the run is set up: a run refused once its photos are
+    decoded (a flag its --init cannot serve, a batch larger than the data, a resume whose photos
+    changed), or whose cache cannot be written, removes the cache and folders it made, and
+    what was there before stays; a run that goes on with a cache it wrote anew (its photos
+    touched since) removes the ones it replaces, each a full copy of the decoded photos. Only
+    the process that writes the cache (``writer``: rank 0 under torchrun) touches it."""
+    run_dir = Path(run_dir).absolute()
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    cache = run_dir / CACHE
+    if not cache.is_dir():
+        made.insert(0, cache)
+
+    def caches() -> set[Path]:
+        if not cache.is_dir():
+            return set()
+        return {entry for entry in cache.iterdir() if is_cache_file(entry)}
+
+    def remove(entries: set[Path]) -> None:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+    before = caches()
+    try:
+        yield
+    except (UserError, OSError):  # OSError: a full disk or a folder that cannot be written
+        if writer:
+            remove(caches() - before)
+            for folder in made:  # deepest first; a folder that holds anything stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+    if writer and caches() - before:
+        remove(before)
