@@ -83,9 +83,18 @@ function replaceable(folder) {
   return existsSync(join(folder, MARKER)) || readdirSync(folder).length === 0;
 }
 
-const { values } = parseArgs({
-  options: { out: { type: 'string', default: join(WEB, 'dist') }, model: { type: 'string', multiple: true } },
-});
+const OPTIONS = {
+  out: { type: 'string', default: join(WEB, 'dist') },
+  model: { type: 'string', multiple: true },
+};
+let values;
+try {
+  ({ values } = parseArgs({ options: OPTIONS }));
+} catch (error) {
+  // node's own words up to their first full stop: "Unknown option '--modle'", not a stack.
+  console.error(`build: ${error.message.split('. ')[0]} (options: --out DIR, --model NAME=FOLDER)`);
+  process.exit(2);
+}
 const out = resolve(values.out);
 if (!replaceable(out))
   fail(`${out} exists and was not built by this script; remove it or give another --out`);

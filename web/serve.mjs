@@ -23,13 +23,19 @@ const TYPES = {
   '.npz': 'application/octet-stream',
 };
 
-const { values } = parseArgs({
-  options: {
-    dir: { type: 'string', default: join(WEB, 'dist') },
-    port: { type: 'string', default: '8000' },
-    host: { type: 'string', default: '127.0.0.1' },
-  },
-});
+const OPTIONS = {
+  dir: { type: 'string', default: join(WEB, 'dist') },
+  port: { type: 'string', default: '8000' },
+  host: { type: 'string', default: '127.0.0.1' },
+};
+let values;
+try {
+  ({ values } = parseArgs({ options: OPTIONS }));
+} catch (error) {
+  // node's own words up to their first full stop: "Unknown option '--prot'", not a stack.
+  console.error(`serve: ${error.message.split('. ')[0]} (options: --dir DIR, --port N, --host ADDRESS)`);
+  process.exit(2);
+}
 const port = Number(values.port);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
   console.error(`serve: --port must be a whole number from 0 to 65535, got ${values.port}`);
