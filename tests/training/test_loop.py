@@ -205,6 +205,7 @@ def test_baseline_eval_reports_fitted_gaussian_bits(image_folder, tmp_path):
         "--batch-size", "8", "--image-size", "32",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "train BCE " in result.output  # its loss is not the bits/dim validation reports
     scored = CliRunner().invoke(eval_command, [str(run / "best.pt")])
     assert scored.exit_code == 0, scored.output
     assert "discretized Gaussian" in scored.output and "bits/dim" in scored.output
