@@ -96,3 +96,26 @@ def peak_gflops(size: int = PEAK_SIZE, tries: int = PEAK_TRIES) -> float:
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def main() -> None:
+    """Print the MFLOP per bird (or photo) of each graph of the shipped models, or of the ONNX
+    files given: ``python benchmarks/flops.py [GRAPH.onnx ...]`` (needs onnx: the train extra)."""
+    import sys
+
+    from birdvae.runtime.format import DECODER_FILE, ENCODER_FILE
+    from birdvae.runtime.model import SHIPPED_MODELS, shipped_model_dir
+
+    paths = [Path(arg) for arg in sys.argv[1:]] or [
+        shipped_model_dir(name) / file
+        for name in SHIPPED_MODELS
+        for file in (DECODER_FILE, ENCODER_FILE)
+    ]
+    print("| graph | precision | MFLOP per image |\n|---|---|---|")
+    for path in paths:
+        flops, precision = graph_flops(path)
+        print(f"| {path} | {precision} | {flops / 1e6:,.1f} |")
+
+
+if __name__ == "__main__":
+    main()

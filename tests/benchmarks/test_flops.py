@@ -62,3 +62,12 @@ def test_the_edge_guides_figures_are_the_shipped_graphs_counts(model):
         count, precision = flops.graph_flops(folder / graph)
         assert round(count / 1e6, 1) == want, graph
         assert precision == "int8"
+
+
+def test_the_script_prints_a_row_for_each_graph_it_is_given(tmp_path, monkeypatch, capsys):
+    node, inputs, weights, want = CASES["conv"]
+    path = _graph(node, inputs, weights, "c", tmp_path)
+    monkeypatch.setattr("sys.argv", ["flops.py", str(path), str(path)])
+    flops.main()
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2:] == [f"| {path} | fp32 | {want / 1e6:,.1f} |"] * 2
