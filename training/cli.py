@@ -351,6 +351,9 @@ def next_steps(stage: str, run_dir: Path) -> list[str]:
     if stage in following:
         why, command = following[stage]
         lines += [f"next ({why}): {command}", f"  or export it as it is: {export}"]
+        if stage == "prior":  # the recipe's small second prior is this stage too
+            lines.append(f"  or, if it is a guide, give it to the export of the model it guides: "
+                         f"vae-export CHECKPOINT --prior-guide {best}")  # fmt: skip
     else:
         lines.append(f"next: {export}")
     return lines

@@ -196,6 +196,8 @@ def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
                                       "&&", "bird-gen", "-m", f"{run}-model"])):  # fmt: skip
         command = next_steps(stage, run)[1].split(": ", 1)[1]
         assert shlex.split(command) == words, stage
+    guide = next_steps("prior", run)[-1].split(": ", 1)[1]
+    assert shlex.split(guide) == ["vae-export", "CHECKPOINT", "--prior-guide", str(run / "best.pt")]
 
 
 def test_baseline_eval_reports_fitted_gaussian_bits(image_folder, tmp_path):
