@@ -182,12 +182,21 @@ def _decoding(path: Path) -> Iterator[None]:
     except IsADirectoryError as exc:
         raise ImageError(f"{path} is a folder; give the photos in it ({path}/*.jpg, say)") from exc
     except UnidentifiedImageError as exc:  # no reader took it: another format, or a damaged one
+        if _is_empty(path):
+            raise ImageError(f"{path} is empty (0 bytes): not a photo") from exc
         raise ImageError(
             f"{path}: not a photo in a format bird-vae reads ({', '.join(PHOTO_FORMATS)}), or a "
             "damaged one; convert it to PNG or JPEG (HEIC, AVIF, ICO, JPEG 2000 are not read)"
         ) from exc
     except Exception as exc:
         raise ImageError(f"{path}: cannot read it as an image ({first_line(exc)})") from exc
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -414,6 +414,9 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
             f"{run_dir} has no {LAST}: the run stopped before its first epoch ended, so there is "
             f"nothing to resume; start it again with the same command and -o {run_dir}"
         )
+    if run_dir.is_dir() and not (run_dir / LAST).exists():
+        raise UserError(f"{run_dir} is not a vae-train run folder (it has no {LAST}); give the "
+                        "folder a run's -o named")  # fmt: skip
     state = checkpoint.load(run_dir / LAST)
     config = override(checkpoint.config_of(state), epochs=options["epochs"],
                       device=options["device"], precision=options["precision"],

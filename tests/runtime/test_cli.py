@@ -377,6 +377,8 @@ BAD_INPUTS = {
         "No such option"),
     "unknown-command": ("paint -o {out}/b.png", None,
         "No such command 'paint'"),
+    "count-as-command": ("64", None,
+        "no command '64'; to draw 64 birds give bird-gen --n 64"),
     "sampling-option-before-command": ("--n 3 info", None,
         "options before 'info' are for sampling"),
     "model-missing": ("--model {out}/no_model -o {out}/b.png", None,

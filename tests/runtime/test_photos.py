@@ -257,3 +257,10 @@ def test_a_cameras_mpo_is_bounded_and_decoded_as_the_jpeg_it_starts_with(tmp_pat
     monkeypatch.setattr(photos, "MAX_COEFFICIENT_BYTES", 1000)
     with pytest.raises(ImageError, match=r"160x120 px in a JPEG decoded whole"):
         photos.load_image(mpo, 8)
+
+
+def test_an_empty_file_is_named_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"photo\.jpg is empty \(0 bytes\): not a photo"):
+        photos.load_image(path, 8)

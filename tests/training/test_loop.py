@@ -609,6 +609,7 @@ def test_run_folders_that_cannot_serve_are_refused_before_any_photo_is_read(
         ("--data", str(image_folder), "-o", str(tmp_path / "link")): "is a symbolic link",
         ("--data", str(image_folder), "-o", str(tmp_path / "file" / "run")): "file is not a folder",
         ("--resume", str(real)): "has best.pt but no last.pt",
+        ("--resume", str(tmp_path)): "is not a vae-train run folder (it has no last.pt)",
     }
     for args, message in cases.items():
         result = CliRunner().invoke(train_command, list(args))
