@@ -296,7 +296,10 @@ class DecoderTrainer(Trainer):
         self.fixed_prior_z, self.prior_sampler = None, None
         if self.carried_prior is None:
             cfg = config.sharpen
-            if (cfg.prior_share > 0 or cfg.anchor_weight > 0) and not self.resuming:
+            # With --rater-weight the stage cannot run at all (_build_rater says why): a warning
+            # first would only be noise before that error.
+            quiet = self.resuming or cfg.rater_weight > 0
+            if (cfg.prior_share > 0 or cfg.anchor_weight > 0) and not quiet:
                 warnings.warn(
                     f"--init {config.init} holds no learned prior, so this decoder stage trains "
                     "on photos alone, without prior draws (--prior-share) or the anchor "
