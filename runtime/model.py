@@ -639,14 +639,15 @@ def _as_float_batch(
         array = np.asarray(array)
     except (ValueError, TypeError):  # rows of different lengths
         raise ArgumentError(f"{name} must be an array [{expected}]; its rows differ") from None
+    if one and array.shape == row_shape:
+        array = array[None]
+    # The shape first: a list of numbers of the wrong shape is not pixels to divide by 255.
+    if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape:
+        raise ArgumentError(f"{name} must have shape [{expected}], got {list(array.shape)}")
     if array.dtype.kind != "f":
         pixels = len(row_shape) == 3 and array.dtype.kind in "ui"
         hint = " (pixels 0-255: divide by 255; BirdVAE.load_photos reads files)" if pixels else ""
         raise ArgumentError(f"{name} must hold floating-point numbers, not {array.dtype}{hint}")
-    if one and array.shape == row_shape:
-        array = array[None]
-    if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape:
-        raise ArgumentError(f"{name} must have shape [{expected}], got {list(array.shape)}")
     if one and len(array) != 1:
         row = ", ".join(map(str, row_shape))
         raise ArgumentError(f"{name} must be one image, [{row}], not {len(array)}")
