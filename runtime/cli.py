@@ -279,7 +279,9 @@ def main(
     if separate is not None:
         side = vae.image_size * (scale or 1)
         _check_pixels(side, side)
-        kept = separate_files.write_birds(vae.draw(n, settings), n, separate, scale or 1, force)
+        kept = separate_files.write_birds(
+            lambda: vae.draw(n, settings), n, separate, scale or 1, force
+        )
         echo(f"wrote {n} birds to {separate}/ ({settings})")
         if kept:
             echo(f"note: {separate}/ still holds {kept} older birds besides these")

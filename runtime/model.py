@@ -643,7 +643,10 @@ def _as_float_batch(
         array = array[None]
     # The shape first: a list of numbers of the wrong shape is not pixels to divide by 255.
     if array.ndim != len(row_shape) + 1 or array.shape[1:] != row_shape:
-        raise ArgumentError(f"{name} must have shape [{expected}], got {list(array.shape)}")
+        photo = len(row_shape) == 3 and array.dtype.kind in "ui" and array.ndim in (3, 4)
+        hint = " (a photo's pixels: BirdVAE.load_photos reads files as the model sees them)"
+        raise ArgumentError(f"{name} must have shape [{expected}], got {list(array.shape)}"
+                            f"{hint if photo else ''}")  # fmt: skip
     if array.dtype.kind != "f":
         pixels = len(row_shape) == 3 and array.dtype.kind in "ui"
         hint = " (pixels 0-255: divide by 255; BirdVAE.load_photos reads files)" if pixels else ""

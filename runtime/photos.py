@@ -193,10 +193,12 @@ def _decoding(path: Path) -> Iterator[None]:
 
 
 def _is_empty(path: Path) -> bool:
+    """Whether ``path`` is a regular file of no bytes: a pipe's size is 0 whatever it holds."""
     try:
-        return os.path.getsize(path) == 0
+        info = os.stat(path)
     except OSError:
         return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == 0
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +41,14 @@ def check_folder(folder: Path) -> None:
 
 
 def write_birds(
-    batches: Iterator[np.ndarray], n: int, folder: Path, scale: int, force: bool
+    draw: Callable[[], Iterator[np.ndarray]], n: int, folder: Path, scale: int, force: bool
 ) -> int:
-    """The n birds ``batches`` draws, as folder/bird_NNNNN.png, one batch in memory at a time.
-    Returns how many older birds the folder still holds besides them."""
+    """The n birds ``draw()`` yields in batches, as folder/bird_NNNNN.png, one batch in memory
+    at a time. ``draw`` is called only once the folder's older birds passed their check, since
+    starting it opens the model's graphs. Returns how many older birds the folder still holds
+    besides them."""
     _older_birds(folder, force)  # refused before any work
+    batches = draw()
     first = next(batches)  # a model that cannot run fails here, before the folder is made
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)

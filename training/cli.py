@@ -276,7 +276,6 @@ def train_command(ctx: click.Context, **options) -> None:
         import torch
 
         from . import runfolder
-        from .config import TrainConfig
         from .loop import processes
         from .stages import trainer_class
 
@@ -292,7 +291,6 @@ def train_command(ctx: click.Context, **options) -> None:
         run_dir, resume_state = _new_run(options), None
         config = _new_config(options, given)
         _check_outside_data(run_dir, config.data)
-    config = TrainConfig.from_dict(config.to_dict())  # every setting checked, as a file's are
     if config.stage == "decoder" and processes() > 1:
         raise UserError(
             "the decoder stage runs in one process: under torchrun each process would train "
@@ -335,8 +333,9 @@ def _answer_a_finished_run(trainer: Trainer, run_dir: Path, epochs: int) -> None
 
 
 def next_steps(stage: str, run_dir: Path) -> list[str]:
-    """What to run after a finished stage, as commands to paste: the recipe's next stage (a
-    later stage takes its --init run's data) and the export that makes a model bird-gen runs."""
+    """What to run after a finished stage, as commands to paste (CHECKPOINT where the user
+    names one): the recipe's next stage (a later stage takes its --init run's data), the export
+    that makes a model bird-gen runs and, after a prior stage, how a guide prior is used."""
     best = shlex.quote(str(run_dir / "best.pt"))
     model = shlex.quote(f"{run_dir}-model")
     export = f"vae-export {best} -o {model} && bird-gen -m {model}"
@@ -414,9 +413,9 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
             f"{run_dir} has no {LAST}: the run stopped before its first epoch ended, so there is "
             f"nothing to resume; start it again with the same command and -o {run_dir}"
         )
-    if run_dir.is_dir() and not (run_dir / LAST).exists():
-        raise UserError(f"{run_dir} is not a vae-train run folder (it has no {LAST}); give the "
-                        "folder a run's -o named")  # fmt: skip
+    if not (run_dir / LAST).is_file():
+        raise UserError(f"{run_dir} is not a vae-train run folder (it has no {LAST}); give "
+                        "--resume the folder that a run's -o named")  # fmt: skip
     state = checkpoint.load(run_dir / LAST)
     config = override(checkpoint.config_of(state), epochs=options["epochs"],
                       device=options["device"], precision=options["precision"],

@@ -407,7 +407,6 @@ def preset(name: str) -> TrainConfig:
     raise ConfigError(f"unknown preset {name!r} (choose default or baseline)")
 
 
-
 def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
     """The config a later stage starts from: the init run's model and data, the stage's own
     optimisation defaults, and this machine's device and precision (a VAE trained on a GPU box

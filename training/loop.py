@@ -146,7 +146,9 @@ class Trainer:
                 f"the {config.stage} stage is not compiled: {self.not_compiled_because}; "
                 "drop --compile"
             )
-        self.config = config
+        # Every setting checked as a file's are, so that a run made through the Python API
+        # writes no checkpoint that config_of would then refuse to resume or export.
+        self.config = TrainConfig.from_dict(config.to_dict())
         self.run_dir = Path(run_dir)
         self._start_process(resume_state, log)
         # The run folder is made only once the data has loaded: a data error leaves nothing.
@@ -290,7 +292,8 @@ class Trainer:
 
     def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
         """What the progress bar shows of a step."""
-        return {"bpd": f"{stats['bpd']:.3f}", "kl": f"{stats['kl_bpd']:.3f}"}
+        loss = "bpd" if self.model.likelihood.is_discrete else "bce"  # as _log_line says why
+        return {loss: f"{stats['bpd']:.3f}", "kl": f"{stats['kl_bpd']:.3f}"}
 
     def _log_line(self, metrics: dict[str, Any]) -> str:
         # BCE is no likelihood over 8-bit pixels: its training loss in bits is not the bits/dim

@@ -231,6 +231,12 @@ class DecoderTrainer(Trainer):
     def _build(self) -> None:
         config = self.config
         init = start_state(self)
+        if config.sharpen.rater_weight > 0 and not (init.get("prior_ema") or init.get("prior")):
+            # Before anything is built or trained (the species net takes minutes).
+            raise TrainingError(
+                "--rater-weight raises the rater's score of learned-prior draws: --init needs "
+                "a checkpoint with a learned prior (from --stage prior or a decoder stage)"
+            )
         self.model = frozen_vae(init, self.device)
         for parameter in self.model.decoder.parameters():
             parameter.requires_grad_(True)
@@ -296,10 +302,7 @@ class DecoderTrainer(Trainer):
         self.fixed_prior_z, self.prior_sampler = None, None
         if self.carried_prior is None:
             cfg = config.sharpen
-            # With --rater-weight the stage cannot run at all (_build_rater says why): a warning
-            # first would only be noise before that error.
-            quiet = self.resuming or cfg.rater_weight > 0
-            if (cfg.prior_share > 0 or cfg.anchor_weight > 0) and not quiet:
+            if (cfg.prior_share > 0 or cfg.anchor_weight > 0) and not self.resuming:
                 warnings.warn(
                     f"--init {config.init} holds no learned prior, so this decoder stage trains "
                     "on photos alone, without prior draws (--prior-share) or the anchor "
@@ -319,11 +322,6 @@ class DecoderTrainer(Trainer):
         """The shipped rater, frozen, when ``--rater-weight`` asks for its term."""
         if self.config.sharpen.rater_weight <= 0:
             return None
-        if self.prior_sampler is None:
-            raise TrainingError(
-                "--rater-weight raises the rater's score of learned-prior draws: --init needs "
-                "a checkpoint with a learned prior (from --stage prior or a decoder stage)"
-            )
         self._rater_generator = torch.Generator().manual_seed(self.config.seed + Stream.RATER_VIEWS)
         return rater.shipped_rater(self.device)
 

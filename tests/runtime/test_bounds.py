@@ -93,6 +93,21 @@ def test_separate_refuses_a_folder_of_older_birds_unless_forced(cli, tiny_model,
     assert len(list(folder.iterdir())) == 12
 
 
+def test_older_birds_are_refused_before_the_model_starts_drawing(cli, tiny_model, out, monkeypatch):
+    """Drawing opens the sampler's graphs (and the rater's, with --best-of): a folder that will
+    be refused is refused first, whatever the model holds."""
+    from birdvae.runtime.model import BirdVAE
+
+    folder = out / "birds"
+    assert cli("--n", 1, "--separate", folder, "--model", tiny_model).exit_code == 0
+
+    def no_drawing(*_):
+        raise AssertionError("drew birds for a folder it refuses")
+
+    monkeypatch.setattr(BirdVAE, "draw", no_drawing)
+    one_error(cli("--n", 2, "--separate", folder, "--model", tiny_model), "1 birds", "--force")
+
+
 @pytest.mark.parametrize("kind", ["link", "folder"])
 def test_force_never_writes_through_a_link_or_over_a_folder(cli, tiny_model, out, kind):
     """--force writes over an earlier run's birds; a bird's name that is a link to another file

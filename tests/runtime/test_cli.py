@@ -379,6 +379,8 @@ BAD_INPUTS = {
         "No such command 'paint'"),
     "count-as-command": ("64", None,
         "no command '64'; to draw 64 birds give bird-gen --n 64"),
+    "count-as-command-after-n": ("--n 3 64", None,
+        "No such command '64'"),
     "sampling-option-before-command": ("--n 3 info", None,
         "options before 'info' are for sampling"),
     "model-missing": ("--model {out}/no_model -o {out}/b.png", None,

@@ -259,8 +259,19 @@ def test_a_cameras_mpo_is_bounded_and_decoded_as_the_jpeg_it_starts_with(tmp_pat
         photos.load_image(mpo, 8)
 
 
-def test_an_empty_file_is_named_as_empty(tmp_path: Path) -> None:
+def test_an_empty_file_is_named_as_empty_and_a_pipe_is_not(tmp_path: Path) -> None:
+    """A pipe's size reads 0 whatever it holds: text piped in is not a photo, not empty."""
+    import os
+
     path = tmp_path / "photo.jpg"
     path.write_bytes(b"")
     with pytest.raises(ImageError, match=r"photo\.jpg is empty \(0 bytes\): not a photo"):
         photos.load_image(path, 8)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"some notes, not a photo")
+    os.close(write_end)
+    try:
+        with pytest.raises(ImageError, match="not a photo in a format bird-vae reads"):
+            photos.load_image(f"/dev/fd/{read_end}", 8)
+    finally:
+        os.close(read_end)

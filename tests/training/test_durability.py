@@ -33,7 +33,6 @@ class Killed(BaseException):
     """Stands in for a kill: nothing after the injected point runs."""
 
 
-
 def assert_consistent(run: Path) -> dict:
     """The invariants a crash must never break; returns last.pt's state."""
     state = checkpoint.load(run / LAST)

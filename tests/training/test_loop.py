@@ -610,10 +610,21 @@ def test_run_folders_that_cannot_serve_are_refused_before_any_photo_is_read(
         ("--data", str(image_folder), "-o", str(tmp_path / "file" / "run")): "file is not a folder",
         ("--resume", str(real)): "has best.pt but no last.pt",
         ("--resume", str(tmp_path)): "is not a vae-train run folder (it has no last.pt)",
+        ("--resume", str(tmp_path / "typo")): "typo is not a vae-train run folder",
     }
     for args, message in cases.items():
         result = CliRunner().invoke(train_command, list(args))
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def test_a_run_made_in_python_is_checked_as_a_config_file_is(image_folder, tmp_path):
+    """A setting config_of would refuse is refused before the run starts: otherwise the run
+    trains and writes checkpoints that cannot be resumed or exported."""
+    from birdvae.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="schedule must be one of cosine, constant"):
+        Trainer(tiny_config(image_folder, schedule="linear"), tmp_path / "run", log=quiet)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_world_size_left_in_the_shell_is_one_line(image_folder, tmp_path, monkeypatch):

@@ -24,9 +24,6 @@ from .conftest import quiet, tiny_config, tiny_stage
 pytestmark = pytest.mark.slow
 
 
-
-
-
 def test_the_prior_learns_the_codes_and_leaves_the_vae_alone(vae_checkpoint, tmp_path):
     torch.manual_seed(0)
     config = tiny_stage(vae_checkpoint, "prior", epochs=6, lr=3e-3)
@@ -437,7 +434,7 @@ def test_an_init_checkpoint_whose_weights_do_not_fit_is_one_line(vae_checkpoint,
     assert "do not fit" in result.output and "Traceback" not in result.output
 
 
-def test_a_prior_stage_resumesquietly_and_rewrites_only_a_grid_a_kill_cut_off(
+def test_a_prior_stage_resumes_quietly_and_rewrites_only_a_grid_a_kill_cut_off(
     vae_checkpoint, tmp_path
 ):
     run = tmp_path / "prior"
