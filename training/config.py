@@ -404,7 +404,7 @@ def preset(name: str) -> TrainConfig:
             flip=False,
             shift=0,
         )
-    raise ConfigError(f"unknown preset {name!r} (choose default or baseline)")
+    raise ConfigError(f"unknown preset {name!r} (choose {' or '.join(PRESETS)})")
 
 
 def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
