@@ -45,6 +45,20 @@ MAX_OUTLINE_DEPTH = 3  # info indents groups this deep; deeper ones are shown as
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class BirdGenGroup(Group):
+    """``bird-gen``: sampling options first, then the commands."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        """A number where a command's name goes is most likely a count of birds: say how."""
+        counted = ctx.get_parameter_source("n") is ParameterSource.COMMANDLINE
+        if args and args[0].isdecimal() and not counted and self.get_command(ctx, args[0]) is None:
+            raise click.UsageError(
+                f"no command {args[0]!r}; to draw {args[0]} birds give {ctx.info_name} "
+                f"--n {args[0]}", ctx
+            )
+        return super().resolve_command(ctx, args)
+
+
 _model_option = click.option(
     "--model",
     "-m",
@@ -156,7 +170,9 @@ def _check_pixels(height: int, width: int) -> None:
         )
 
 
-@click.group("bird-gen", cls=Group, invoke_without_command=True, context_settings=CONTEXT)
+@click.group(
+    "bird-gen", cls=BirdGenGroup, invoke_without_command=True, context_settings=CONTEXT
+)
 @click.option(
     "-n",
     "--n",

@@ -184,16 +184,6 @@ class Command(OneLineErrors, click.Command):
 class Group(OneLineErrors, click.Group):
     """A click group whose errors, its commands' included, follow this module's rule."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        """A number where a command's name goes is most likely a count of birds: say how."""
-        counted = ctx.get_parameter_source("n") is click.core.ParameterSource.COMMANDLINE
-        if args and args[0].isdecimal() and not counted and self.get_command(ctx, args[0]) is None:
-            raise click.UsageError(
-                f"no command {args[0]!r}; to draw {args[0]} birds give {ctx.info_name} "
-                f"--n {args[0]}", ctx
-            )
-        return super().resolve_command(ctx, args)
-
 
 Batch = TypeVar("Batch", bound=Sized)
 

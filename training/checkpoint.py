@@ -177,11 +177,8 @@ def config_of(state: dict[str, Any]) -> TrainConfig:
         config = TrainConfig.from_dict(state["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
-    has_prior = config.stage == "prior" or any(
-        isinstance(state.get(key), dict) and state[key] for key in ("prior", "prior_ema")
-    )
     try:
-        parameters = parameter_count(config, has_prior)
+        parameters = parameter_count(config, config.stage == "prior" or carries_prior(state))
     except (ValueError, RuntimeError) as exc:  # sizes no module accepts
         raise CheckpointError(f"checkpoint describes an invalid model: {exc}") from exc
     if parameters > MAX_PARAMETERS:
@@ -259,6 +256,11 @@ def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:
             f"checkpoint weights do not fit its model: {first_line(exc)}"
         ) from exc
     return model.eval()
+
+
+def carries_prior(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint holds a learned prior's weights (a prior or later stage's)."""
+    return any(isinstance(state.get(key), dict) and state[key] for key in ("prior", "prior_ema"))
 
 
 def learned_prior(state: dict[str, Any]) -> CodePrior | None:

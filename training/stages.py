@@ -231,7 +231,7 @@ class DecoderTrainer(Trainer):
     def _build(self) -> None:
         config = self.config
         init = start_state(self)
-        if config.sharpen.rater_weight > 0 and not (init.get("prior_ema") or init.get("prior")):
+        if config.sharpen.rater_weight > 0 and not checkpoint.carries_prior(init):
             # Before anything is built or trained (the species net takes minutes).
             raise TrainingError(
                 "--rater-weight raises the rater's score of learned-prior draws: --init needs "
