@@ -22,13 +22,14 @@ from birdvae.training import checkpoint
 from birdvae.training.config import override, preset
 from birdvae.training.loop import Trainer
 from birdvae.training.runfolder import BEST, METRICS
+from birdvae.training.vae_stage import VAETrainer
 
 
 def train_for(name: str, data: str, minutes: float, folder: Path) -> Path:
     """Train preset ``name`` until ``minutes`` of wall clock have passed; return its run folder."""
     config = override(preset(name), data=data, epochs=10_000)
     run = folder / name
-    trainer = Trainer(config, run, log=lambda _: None)
+    trainer = VAETrainer(config, run, log=lambda _: None)
     deadline = time.perf_counter() + minutes * 60
 
     def stop_at_deadline(t: Trainer) -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--image-size 32] [--threads 2] [--steps 20]
 
-Times the whole ``Trainer.train_step`` (forward, backward, optimiser and EMA) and, apart, one
+Times the whole ``VAETrainer.train_step`` (forward, backward, optimiser and EMA) and, apart, one
 update of the EMA both ways: tensor by tensor as ``AveragedModel(avg_fn=...)`` does it (one read
 of the step count per tensor: on a GPU, one host-device sync each) and as ``vae-train`` does it
 (``exponential_average``: the same arithmetic over all tensors at once, one read per step and
@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from birdvae.training.averaging import exponential_average
 from birdvae.training.config import TrainConfig
-from birdvae.training.loop import Trainer
+from birdvae.training.vae_stage import VAETrainer
 
 
 def per_tensor_rule(decay: float) -> Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]:
@@ -67,7 +67,7 @@ def main() -> None:
             Image.fromarray(pixels).save(data / f"{i:03d}.png")
         config = TrainConfig(data=[str(data)], epochs=1, device="cpu")  # CPU timings
         config.model.image_size = args.image_size
-        trainer = Trainer(config, Path(folder) / "run", log=lambda _: None)
+        trainer = VAETrainer(config, Path(folder) / "run", log=lambda _: None)
         batch = trainer.train_images[: config.batch_size]
         step_ms = mean_ms(lambda: trainer.train_step(batch), args.steps)
 

@@ -233,7 +233,7 @@ class TrainConfig:
     # reconstructions, at some cost in bits/dim (always reported for the true ELBO, beta = 1).
     kl_weight: float = 1.0
     # A coupled likelihood's colour coupling is off this many epochs, then ramps in over as many
-    # (see Trainer.coupling_weight); no effect on other likelihoods.
+    # (see VAETrainer.coupling_weight); no effect on other likelihoods.
     coupling_warmup_epochs: int = 10
     free_bits: float = 0.0  # nats per latent dimension, averaged over the batch
     flip: bool = True

@@ -1,9 +1,12 @@
-"""The training loop: AdamW, warm-up + cosine, clipping, EMA, KL warm-up and free bits.
+"""The training loop every stage shares: warm-up + cosine, clipping, weight averages,
+skipped non-finite steps, validation, grids and checkpoints at each epoch's end.
 
-One ``Trainer`` runs on a CPU, a GPU or (under ``torchrun``) several GPUs with
-DistributedDataParallel; rank 0 alone logs, draws grids and writes checkpoints. Stopping
-(Ctrl-C, SIGTERM) saves ``last.pt`` at the current step, and ``resume`` continues from it
-exactly: same data order, same random numbers, same weights as a run that never stopped.
+A stage (vae_stage.py, stages.py) is a ``Trainer`` subclass that builds its networks and
+defines its step, its validation and its grids. A run goes on a CPU, a GPU or (under
+``torchrun``) several GPUs with DistributedDataParallel; rank 0 alone logs, draws grids and
+writes checkpoints. Stopping (Ctrl-C, SIGTERM) saves ``last.pt`` at the current step, and
+``resume`` continues from it exactly: same data order, same random numbers, same weights as a
+run that never stopped.
 """
 
 from __future__ import annotations
@@ -31,12 +34,10 @@ from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
 from .augment import random_shift
-from .averaging import exponential_average
 from .config import RANK_STRIDE, TrainConfig
 from .data import Splits, images_digest, load_splits
-from .evaluate import evaluate, fit_gaussian_sigma, reconstruction_grid
-from .likelihood import bits_per_dim, to_unit
-from .model import VAE, count_parameters, kl_per_dim
+from .evaluate import evaluate, fit_gaussian_sigma
+from .model import VAE, count_parameters
 from .precision import resolve_precision
 from .runfolder import BEST, CONFIG, LAST
 
@@ -250,30 +251,56 @@ class Trainer:
             )
         return module
 
-    # --- what a stage changes ----------------------------------------------------------------
-    # The VAE stage is this class; the later stages (stages.py) override these.
+    # --- what a stage defines ----------------------------------------------------------------
+    # Each stage (vae_stage.py, stages.py) is a subclass that fills these in.
 
-    score_key: str | None = "val_bpd"  # lower is better; None: every epoch is the best so far
+    score_key: str | None = None  # lower is better; None: every epoch is the best so far
     item_name = "img"  # what the train set holds, for the log line
+
+    def _build(self) -> None:
+        """The networks: ``model`` (the VAE the checkpoints hold), ``ema`` (its weight average,
+        or None) and ``optimizer`` (scheduled by ``_schedule``), plus whatever else the stage
+        trains."""
+        raise NotImplementedError
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float] | None:
+        """One optimiser step on a batch of ``_train_set``; its figures, or None when it was
+        skipped as non-finite (``optimizer_step`` says which)."""
+        raise NotImplementedError
+
+    def _validate(self) -> dict[str, float]:
+        """The held-out figures of an epoch's end, keyed ``val_*``, ``score_key`` among them:
+        here the VAE's bits/dim and PSNR, which every stage holds."""
+        model = self.eval_model
+        images = self.held_out
+        sigma = None
+        if not model.likelihood.is_discrete:
+            # 128 photos (400k sub-pixels) pin one scale down; the final figures use 512.
+            sigma = fit_gaussian_sigma(model, self.train_images, self.device, limit=128)
+        scores = evaluate(model, images, self.device, sigma=sigma, seed=self.config.seed)
+        self._trained_module().train()
+        return scores.as_dict("val_")
+
+    def _grid_kinds(self) -> tuple[str, ...]:
+        """The grids each epoch writes (``grids/KIND_EPOCH.png``), as ``_grid_images`` names
+        them: a resume after a kill checks for exactly these."""
+        raise NotImplementedError
+
+    def _grid_images(self) -> dict[str, torch.Tensor]:
+        """The pictures of ``_grid_kinds``, each a batch in [0, 1]."""
+        raise NotImplementedError
+
+    def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
+        """What the progress bar shows of a step."""
+        raise NotImplementedError
+
+    def _log_line(self, metrics: dict[str, Any]) -> str:
+        """An epoch's figures as its log line says them."""
+        raise NotImplementedError
 
     def _schedule_figures(self) -> dict[str, float]:
         """Loss weights that change over the run, for the metrics line."""
-        figures = {"kl_weight": self.kl_weight()}
-        if self.model.likelihood.has_coupling:
-            figures["coupling_weight"] = self.coupling_weight()
-        return figures
-
-    def _build(self) -> None:
-        """The networks, their weight average and ``optimizer`` (scheduled by ``_schedule``)."""
-        config = self.config
-        # Channels-last suits oneDNN on the CPU (1.3x in float32) as much as cuDNN on a GPU.
-        self.model = VAE(config.model).to(self.device, memory_format=torch.channels_last)
-        self.ema = (
-            exponential_average(self.model, config.ema_decay) if config.ema_decay > 0 else None
-        )
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        return {}
 
     def _schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         config = self.config
@@ -289,21 +316,6 @@ class Trainer:
     def _train_set(self) -> torch.Tensor:
         """What an epoch walks through in shuffled batches: the training photos here."""
         return self.train_images
-
-    def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
-        """What the progress bar shows of a step."""
-        loss = "bpd" if self.model.likelihood.is_discrete else "bce"  # as _log_line says why
-        return {loss: f"{stats['bpd']:.3f}", "kl": f"{stats['kl_bpd']:.3f}"}
-
-    def _log_line(self, metrics: dict[str, Any]) -> str:
-        # BCE is no likelihood over 8-bit pixels: its training loss in bits is not the bits/dim
-        # validation reports (a Gaussian's with a fitted scale), so it is named for what it is.
-        train = "train" if self.model.likelihood.is_discrete else "train BCE"
-        return (
-            f"{train} {metrics['train_bpd']:.3f}  val {metrics['val_bpd']:.3f} bits/dim (recon "
-            f"{metrics['val_recon_bpd']:.3f}, kl {metrics['val_kl_bpd']:.3f})  psnr "
-            f"{metrics['val_psnr']:.2f} dB"
-        )
 
     def _extra_state(self) -> dict[str, Any]:
         """A stage's own checkpoint entries, beside the common ones."""
@@ -341,24 +353,6 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------------------
 
-    def kl_weight(self) -> float:
-        """The KL term's weight: ramped from 0 over the warm-up, then ``config.kl_weight``."""
-        final = self.config.kl_weight
-        warmup = self.config.kl_warmup_epochs * self.steps_per_epoch
-        return final if warmup <= 0 else final * min(1.0, (self.step + 1) / warmup)
-
-    def coupling_weight(self) -> float:
-        """How much of a coupled likelihood's colour coupling the training loss uses.
-
-        Coupled from the first step, a decoder learns to predict green and blue from red before
-        the code is any use, then leaves red's location (all the photo's brightness) to a wide
-        logistic and the code almost unused: reconstructions stall near 13 dB. So the coupling is
-        off for ``coupling_warmup_epochs``, while the code learns the photo, and ramps in over as
-        many again. Validation always scores the full coupling.
-        """
-        warmup = self.config.coupling_warmup_epochs * self.steps_per_epoch
-        return 1.0 if warmup <= 0 else min(1.0, max(0.0, (self.step + 1 - warmup) / warmup))
-
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """Random horizontal flips and shifts of each uint8 image in the batch.
 
@@ -371,30 +365,6 @@ class Trainer:
         if self.config.shift > 0:
             x = random_shift(x, self.config.shift)
         return x
-
-    def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
-        """One optimiser step on a uint8 batch; None when it was skipped as non-finite."""
-        x = self._augment(x)
-        unit = to_unit(x).contiguous(memory_format=torch.channels_last)
-        with self.autocast:
-            params, mean, logvar = self.trainable(unit)
-        recon = self.model.likelihood.nll(params, x, self.coupling_weight())  # nats per image
-        kl_dims = kl_per_dim(mean, logvar)
-        kl = kl_dims.sum(1)
-        kl_term = kl_dims.mean(0).clamp(min=self.config.free_bits).sum()
-        dims = x[0].numel()
-        loss = (recon.mean() + self.kl_weight() * kl_term) / dims  # nats per sub-pixel
-        grad_norm = self.optimizer_step(loss, self.model, self.ema)
-        if grad_norm is None:
-            return None
-        size = self.config.model.image_size
-        recon_mean, kl_mean = recon.detach().mean().item(), kl.detach().mean().item()
-        return {
-            "bpd": bits_per_dim(recon_mean + kl_mean, size),
-            "recon_bpd": bits_per_dim(recon_mean, size),
-            "kl_bpd": bits_per_dim(kl_mean, size),
-            "grad_norm": grad_norm,
-        }
 
     def optimizer_step(
         self,
@@ -606,31 +576,6 @@ class Trainer:
             f"{what}: the run diverged; start again with a lower --lr (or lower loss weights)"
             + kept
         )
-
-    def _validate(self) -> dict[str, float]:
-        model = self.eval_model
-        images = self.held_out
-        sigma = None
-        if not model.likelihood.is_discrete:
-            # 128 photos (400k sub-pixels) pin one scale down; the final figures use 512.
-            sigma = fit_gaussian_sigma(model, self.train_images, self.device, limit=128)
-        scores = evaluate(model, images, self.device, sigma=sigma, seed=self.config.seed)
-        self._trained_module().train()
-        return scores.as_dict("val_")
-
-    def _grid_kinds(self) -> tuple[str, ...]:
-        """The grids each epoch writes (``grids/KIND_EPOCH.png``), as ``_grid_images`` names
-        them: a resume after a kill checks for exactly these."""
-        return ("recon", "samples")
-
-    def _grid_images(self) -> dict[str, torch.Tensor]:
-        """Reconstructions of the first validation photos and decodes of fixed codes."""
-        model = self.eval_model.eval()
-        source = self.held_out
-        return {
-            "recon": reconstruction_grid(model, source[:32]),
-            "samples": model.decode_image(self.fixed_z.to(self.device)),
-        }
 
     @torch.no_grad()
     def _write_grids(self) -> None:

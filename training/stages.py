@@ -32,6 +32,7 @@ from .likelihood import to_unit
 from .loop import Trainer, TrainingError
 from .prior import P_MEAN, P_STD, CodePrior, Sampler
 from .runfolder import LAST
+from .vae_stage import VAETrainer
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
 RATER_SHA = "rater_sha256"  # checkpoint key: the rater a stage's loss or data came from
@@ -559,7 +560,7 @@ class DecoderTrainer(Trainer):
 def trainer_class(stage: str) -> type[Trainer]:
     """The Trainer that runs ``stage``."""
     classes: dict[str, type[Trainer]] = {
-        "vae": Trainer,
+        "vae": VAETrainer,
         "prior": PriorTrainer,
         "decoder": DecoderTrainer,
     }

@@ -59,12 +59,12 @@ def quiet(_: str) -> None:
 @pytest.fixture(scope="module")
 def vae_checkpoint(tmp_path_factory) -> Path:
     """A tiny VAE trained for one epoch: what the later stages start from."""
-    from birdvae.training.loop import Trainer
+    from birdvae.training.vae_stage import VAETrainer
 
     root = tmp_path_factory.mktemp("stages")
     write_images(root / "birds" / "a", 24, seed=1)
     write_images(root / "birds" / "b", 24, seed=2)
-    Trainer(tiny_config(root / "birds", epochs=1), root / "vae", log=quiet).fit()
+    VAETrainer(tiny_config(root / "birds", epochs=1), root / "vae", log=quiet).fit()
     return root / "vae" / "best.pt"
 
 

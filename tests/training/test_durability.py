@@ -23,8 +23,8 @@ from birdvae.training import checkpoint, runfolder
 from birdvae.training.cli import train_command
 from birdvae.training.config import TrainConfig
 from birdvae.training.data import load_splits
-from birdvae.training.loop import Trainer
 from birdvae.training.runfolder import BEST, LAST, METRICS
+from birdvae.training.vae_stage import VAETrainer
 
 from .conftest import quiet, tiny_config, write_images
 
@@ -58,7 +58,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_images(data / "a", 24, seed=1)
     write_images(data / "b", 24, seed=2)
     run = root / "run"
-    Trainer(tiny_config(data), run, log=quiet).fit()
+    VAETrainer(tiny_config(data), run, log=quiet).fit()
     assert checkpoint.load(run / BEST)["epoch"] == 2, "the fixture must improve at epoch 2"
     return data, run
 
@@ -69,7 +69,7 @@ def test_a_crash_at_each_write_of_an_epoch_end_is_replayed_on_resume(
 ):
     data, reference = straight
     run = tmp_path / "run"
-    trainer = Trainer(tiny_config(data), run, log=quiet)
+    trainer = VAETrainer(tiny_config(data), run, log=quiet)
     real_replace, calls = os.replace, []
     # writes: config.json, then per epoch last.pt, best.pt, metrics.jsonl and two grids
     kill_at = 1 + 5 + point + 1
@@ -86,7 +86,7 @@ def test_a_crash_at_each_write_of_an_epoch_end_is_replayed_on_resume(
     assert calls[-1] == [LAST, BEST, METRICS, "recon_0002.png", "samples_0002.png"][point]
     monkeypatch.setattr(os, "replace", real_replace)
 
-    resumed = Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet)
+    resumed = VAETrainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet)
     resumed.fit()
     state = assert_consistent(run)
     assert state["epoch"] == 2
@@ -181,7 +181,7 @@ def test_resume_without_optimizer_state_is_one_line(straight, tmp_path):
 def test_stale_temporaries_are_swept_and_live_ones_kept(straight, tmp_path):
     data, _ = straight
     run = tmp_path / "run"
-    Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()
+    VAETrainer(tiny_config(data, epochs=1), run, log=quiet).fit()
     stale = run / ".last.pt.bvae-abcd0123.tmp"
     stale.write_bytes(b"half a checkpoint")
     stale_grid = run / "grids" / ".recon_0002.png.bvae-1a2b3c4d.tmp"
@@ -192,7 +192,7 @@ def test_stale_temporaries_are_swept_and_live_ones_kept(straight, tmp_path):
     foreign.write_bytes(b"not ours")
     fd = durable.hold(live)
     try:
-        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet)
+        VAETrainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet)
     finally:
         os.close(fd)
     assert not stale.exists() and not stale_grid.exists()
@@ -318,7 +318,7 @@ KILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from birdvae.training.config import TrainConfig
-    from birdvae.training.loop import Trainer
+    from birdvae.training.vae_stage import VAETrainer
 
     config, run, kill_at, when = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     real_replace, calls = os.replace, []
@@ -332,7 +332,7 @@ KILL_SCRIPT = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
 
     os.replace = replace
-    Trainer(TrainConfig.load(config), run, log=lambda _: None).fit()
+    VAETrainer(TrainConfig.load(config), run, log=lambda _: None).fit()
     """
 )
 
@@ -355,9 +355,9 @@ def test_sigkill_at_a_write_point_then_resume(straight, tmp_path, kill_at, when)
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     if not (run / LAST).exists():  # killed before the first commit: a fresh start is the resume
-        Trainer(tiny_config(data), run, log=quiet).fit()
+        VAETrainer(tiny_config(data), run, log=quiet).fit()
     else:
-        Trainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet).fit()
+        VAETrainer(tiny_config(data), run, checkpoint.load(run / LAST), log=quiet).fit()
     state = assert_consistent(run)
     assert state["epoch"] == 2
     want = [r["val_bpd"] for r in runfolder.read_metrics(reference / METRICS)]
@@ -410,11 +410,11 @@ def test_a_run_folder_another_vae_train_holds_is_refused(tmp_path):
     held = durable.hold(run)  # what the running vae-train holds
     try:
         with pytest.raises(TrainingError, match="another vae-train is running"):
-            Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()
+            VAETrainer(tiny_config(data, epochs=1), run, log=quiet).fit()
         assert not (run / LAST).exists() and not (run / runfolder.CONFIG).exists()
     finally:
         os.close(held)
-    Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()  # free again: it trains
+    VAETrainer(tiny_config(data, epochs=1), run, log=quiet).fit()  # free again: it trains
     assert (run / LAST).exists()
 
 
@@ -424,10 +424,10 @@ def test_a_resume_on_changed_photos_is_refused(tmp_path):
     write_images(data / "a", 24, seed=1)
     write_images(data / "b", 24, seed=2)
     run = tmp_path / "run"
-    Trainer(tiny_config(data, epochs=1), run, log=quiet).fit()
+    VAETrainer(tiny_config(data, epochs=1), run, log=quiet).fit()
     write_images(data / "c", 4, seed=3)  # photos added after the run started
     with pytest.raises(UserError, match="photos in its data folders have changed"):
-        Trainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=quiet)
+        VAETrainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=quiet)
 
 
 def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):
@@ -447,7 +447,7 @@ def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(os, "open", no_folders)
-    Trainer(tiny_config(data, epochs=1), tmp_path / "run", log=quiet).fit()
+    VAETrainer(tiny_config(data, epochs=1), tmp_path / "run", log=quiet).fit()
     assert (tmp_path / "run" / LAST).exists()
 
 

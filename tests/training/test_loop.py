@@ -17,9 +17,11 @@ from click.testing import CliRunner
 from torch.optim.swa_utils import AveragedModel
 
 from birdvae.training import checkpoint, loop, precision
+from birdvae.training.averaging import exponential_average
 from birdvae.training.cli import eval_command, next_steps, train_command
 from birdvae.training.loop import Trainer
 from birdvae.training.runfolder import LAST
+from birdvae.training.vae_stage import VAETrainer
 
 from .conftest import quiet, tiny_config
 
@@ -28,7 +30,7 @@ from .conftest import quiet, tiny_config
 def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path, precision: str):
     torch.manual_seed(0)
     config = tiny_config(image_folder, kl_warmup_epochs=0, precision=precision)
-    trainer = Trainer(config, tmp_path / "run", log=quiet)
+    trainer = VAETrainer(config, tmp_path / "run", log=quiet)
     assert trainer.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
     batch = trainer.train_images[:16]
     trainer.config.flip = False
@@ -60,7 +62,7 @@ def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):
     in over as many epochs, and a coupled run trains."""
     config = tiny_config(image_folder, kl_warmup_epochs=2, kl_weight=0.5, coupling_warmup_epochs=1)
     config.model.likelihood = "coupled_logistic"
-    trainer = Trainer(config, tmp_path / "run", log=quiet)
+    trainer = VAETrainer(config, tmp_path / "run", log=quiet)
     per_epoch = trainer.steps_per_epoch
     seen = {}
     for step in (0, per_epoch - 1, 2 * per_epoch - 1, 3 * per_epoch):
@@ -82,19 +84,19 @@ def test_kl_and_coupling_schedules(image_folder: Path, tmp_path: Path):
 def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
     image_folder: Path, tmp_path: Path
 ):
-    straight = Trainer(tiny_config(image_folder), tmp_path / "straight", log=quiet)
+    straight = VAETrainer(tiny_config(image_folder), tmp_path / "straight", log=quiet)
     straight.fit()
 
     def stop_mid_second_epoch(trainer: Trainer) -> None:
         if trainer.epoch == 1 and trainer.batch_in_epoch == 2:
             trainer.request_stop()
 
-    stopped = Trainer(tiny_config(image_folder), tmp_path / "stopped", log=quiet)
+    stopped = VAETrainer(tiny_config(image_folder), tmp_path / "stopped", log=quiet)
     stopped.fit(on_step=stop_mid_second_epoch)
     state = checkpoint.load(tmp_path / "stopped" / LAST)
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 2)
 
-    resumed = Trainer(checkpoint.config_of(state), tmp_path / "stopped", state, log=quiet)
+    resumed = VAETrainer(checkpoint.config_of(state), tmp_path / "stopped", state, log=quiet)
     resumed.fit()
     assert resumed.step == straight.step
     for name, tensor in straight.model.state_dict().items():
@@ -112,7 +114,7 @@ def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
     ``ema_n`` the weight average's ramp starts again, as it did for those checkpoints.)"""
     runs = {}
     for name in ("with", "without"):
-        first = Trainer(tiny_config(image_folder, epochs=1), tmp_path / name, log=quiet)
+        first = VAETrainer(tiny_config(image_folder, epochs=1), tmp_path / name, log=quiet)
         first.fit()
         if name == "without":
             state = torch.load(tmp_path / name / LAST, weights_only=True)
@@ -125,7 +127,7 @@ def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
         assert set(checkpoint.ADDED_KEYS) <= set(state)
         assert set(checkpoint.RENAMED_KEYS.values()) <= set(state)
         assert not set(checkpoint.RENAMED_KEYS) & set(state)
-        runs[name] = Trainer(tiny_config(image_folder), tmp_path / name, state, log=quiet)
+        runs[name] = VAETrainer(tiny_config(image_folder), tmp_path / name, state, log=quiet)
         runs[name].fit()
     assert runs["with"].step == runs["without"].step
     for key, tensor in runs["with"].model.state_dict().items():
@@ -230,7 +232,7 @@ def test_eval_mistakes_and_overflowing_scores_are_one_line(image_folder, tmp_pat
     """vae-eval scored a checkpoint whose weights overflow as NaN and printed it as JSON no
     strict parser reads, with exit 0; an empty --data scored the current folder; a pipe was
     "does not exist"; --iw-samples took any K."""
-    Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=quiet).fit()
+    VAETrainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=quiet).fit()
     best = tmp_path / "run" / "best.pt"
     state = torch.load(best, weights_only=True)
     for weights in (state["model"], state["ema"]):
@@ -300,15 +302,15 @@ def test_a_diverged_run_on_few_photos_stops_with_one_line(
 ):
     """An epoch of 5 steps cannot hold max_bad_steps in a row, so the count runs across
     epochs, and an epoch whose every step was skipped (nothing to log) ends the run."""
-    real, calls = Trainer.train_step, []
+    real, calls = VAETrainer.train_step, []
 
     def diverging(self, batch):
         calls.append(1)
         return real(self, batch) if len(calls) <= good_steps else None
 
-    monkeypatch.setattr(Trainer, "train_step", diverging)
+    monkeypatch.setattr(VAETrainer, "train_step", diverging)
     config = tiny_config(image_folder, epochs=4, max_bad_steps=max_bad)
-    trainer = Trainer(config, tmp_path / "run", log=quiet)
+    trainer = VAETrainer(config, tmp_path / "run", log=quiet)
     assert trainer.steps_per_epoch == 5
     with pytest.raises(loop.TrainingError, match=message):
         trainer.fit()
@@ -370,7 +372,7 @@ def test_the_weight_average_follows_its_ramped_rule_for_weights_and_integer_buff
         return average + (current - average) * (1.0 - rate)
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    ours = loop.exponential_average(model, decay=0.5)
+    ours = exponential_average(model, decay=0.5)
     reference = AveragedModel(model, avg_fn=rule, use_buffers=True)
     weight = model[0].weight
     expected = weight.detach().clone()
@@ -486,7 +488,7 @@ def test_a_stop_while_a_finished_run_closes_ends_it_at_once_with_status_0(image_
 
 def test_grids_are_drawn_without_autograd(image_folder, tmp_path):
     """Drawing the epoch's grids builds no autograd graph (memory and time a step never uses)."""
-    trainer = Trainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=quiet)
+    trainer = VAETrainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=quiet)
     drawn = trainer._grid_images
     seen = []
 
@@ -577,12 +579,12 @@ def test_a_validation_score_that_is_not_finite_ends_the_run_and_saves_nothing_of
 ):
     """The last epoch diverged: 'val nan bits/dim', exit 0, no best.pt, metrics.jsonl holding
     bare NaN (no JSON), and the hint named a best.pt that did not exist."""
-    validate = Trainer._validate
+    validate = VAETrainer._validate
     monkeypatch.setattr(
-        Trainer, "_validate",
+        VAETrainer, "_validate",
         lambda self: {**validate(self), "val_bpd": math.nan} if self.epoch == 2 else validate(self),
     )  # fmt: skip
-    trainer = Trainer(tiny_config(image_folder, epochs=2), tmp_path / "run", log=quiet)
+    trainer = VAETrainer(tiny_config(image_folder, epochs=2), tmp_path / "run", log=quiet)
     with pytest.raises(loop.TrainingError, match=r"epoch 2's validation val_bpd is nan.*best\.pt "
                                                  r"holds epoch 1"):  # fmt: skip
         trainer.fit()
@@ -623,7 +625,7 @@ def test_a_run_made_in_python_is_checked_as_a_config_file_is(image_folder, tmp_p
     from birdvae.training.config import ConfigError
 
     with pytest.raises(ConfigError, match="schedule must be one of cosine, constant"):
-        Trainer(tiny_config(image_folder, schedule="linear"), tmp_path / "run", log=quiet)
+        VAETrainer(tiny_config(image_folder, schedule="linear"), tmp_path / "run", log=quiet)
     assert not (tmp_path / "run").exists()
 
 
@@ -633,7 +635,7 @@ def test_a_world_size_left_in_the_shell_is_one_line(image_folder, tmp_path, monk
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(loop.TrainingError, match="WORLD_SIZE is 2 but RANK, LOCAL_RANK"):
-        Trainer(tiny_config(image_folder), tmp_path / "run", log=quiet)
+        VAETrainer(tiny_config(image_folder), tmp_path / "run", log=quiet)
     assert not (tmp_path / "run").exists()
 
 
@@ -683,9 +685,25 @@ def test_a_stop_inside_torchs_import_still_stops_the_command(image_folder, tmp_p
 
 def test_a_run_with_no_photos_held_out_says_what_validation_scores(image_folder, tmp_path):
     lines: list[str] = []
-    Trainer(tiny_config(image_folder, epochs=1, val_fraction=0.0), tmp_path / "run",
+    VAETrainer(tiny_config(image_folder, epochs=1, val_fraction=0.0), tmp_path / "run",
             log=lines.append).fit()  # fmt: skip
     assert "0 val images (none held out: validation scores training images)" in lines[0]
     held: list[str] = []
-    Trainer(tiny_config(image_folder, epochs=1), tmp_path / "held", log=held.append).fit()
+    VAETrainer(tiny_config(image_folder, epochs=1), tmp_path / "held", log=held.append).fit()
     assert "none held out" not in held[0]
+
+
+def test_every_stage_defines_what_the_loop_leaves_to_it():
+    """The loop (``Trainer``) leaves a stage's networks, step and grids to its subclass; a stage
+    that forgot one would fail only when a run reached it, maybe at its first epoch's end."""
+    from birdvae.training.config import STAGES
+    from birdvae.training.stages import trainer_class
+
+    left_to_stages = ("_build", "train_step", "_grid_kinds", "_grid_images", "_postfix",
+                      "_log_line")  # fmt: skip
+    classes = {stage: trainer_class(stage) for stage in STAGES}
+    assert classes["vae"] is VAETrainer
+    for stage, cls in classes.items():
+        assert issubclass(cls, Trainer) and cls is not Trainer
+        missing = [hook for hook in left_to_stages if getattr(cls, hook) is getattr(Trainer, hook)]
+        assert not missing, f"the {stage} stage does not define {missing}"

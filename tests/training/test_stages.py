@@ -14,10 +14,11 @@ from birdvae.training import checkpoint, codes, runfolder, sharpen
 from birdvae.training.checkpoint import learned_prior
 from birdvae.training.cli import train_command
 from birdvae.training.config import PriorConfig, TrainConfig, stage_config
-from birdvae.training.loop import Trainer, TrainingError
+from birdvae.training.loop import TrainingError
 from birdvae.training.prior import CodePrior, Sampler
 from birdvae.training.runfolder import LAST, METRICS
 from birdvae.training.stages import DecoderTrainer, PriorTrainer
+from birdvae.training.vae_stage import VAETrainer
 
 from .conftest import quiet, tiny_config, tiny_stage
 
@@ -183,7 +184,7 @@ def test_the_decoder_stage_validates_a_vae_of_a_continuous_likelihood(vae_checkp
     write_images(tmp_path / "birds" / "a", 16, seed=3)
     config = tiny_config(tmp_path / "birds", epochs=1)
     config.model.likelihood = "bernoulli"
-    Trainer(config, tmp_path / "vae", log=quiet).fit()
+    VAETrainer(config, tmp_path / "vae", log=quiet).fit()
     stage = tiny_stage(tmp_path / "vae" / "best.pt", "decoder", epochs=1)
     metrics = DecoderTrainer(stage, tmp_path / "d", log=quiet).fit()
     assert math.isfinite(metrics["val_bpd"]) and math.isfinite(metrics["val_psnr"])
