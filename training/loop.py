@@ -11,6 +11,7 @@ run that never stopped.
 
 from __future__ import annotations
 
+import abc
 import gc
 import math
 import os
@@ -129,8 +130,10 @@ def processes() -> int:
     return _Distributed().world
 
 
-class Trainer:
-    """Builds everything a run needs from a config and a run folder, then ``fit``s."""
+class Trainer(abc.ABC):
+    """The loop every stage shares: build a stage's subclass (``vae_stage.VAETrainer``,
+    ``stages.PriorTrainer`` or ``stages.DecoderTrainer``; ``stages.trainer_class(stage)``) from a
+    config and a run folder, then ``fit`` it."""
 
     # Why this stage's steps cannot be compiled; None: they can.
     not_compiled_because: str | None = None
@@ -257,12 +260,14 @@ class Trainer:
     score_key: str | None = None  # lower is better; None: every epoch is the best so far
     item_name = "img"  # what the train set holds, for the log line
 
+    @abc.abstractmethod
     def _build(self) -> None:
         """The networks: ``model`` (the VAE the checkpoints hold), ``ema`` (its weight average,
         or None) and ``optimizer`` (scheduled by ``_schedule``), plus whatever else the stage
         trains."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def train_step(self, batch: torch.Tensor) -> dict[str, float] | None:
         """One optimiser step on a batch of ``_train_set``; its figures, or None when it was
         skipped as non-finite (``optimizer_step`` says which)."""
@@ -281,19 +286,23 @@ class Trainer:
         self._trained_module().train()
         return scores.as_dict("val_")
 
+    @abc.abstractmethod
     def _grid_kinds(self) -> tuple[str, ...]:
         """The grids each epoch writes (``grids/KIND_EPOCH.png``), as ``_grid_images`` names
         them: a resume after a kill checks for exactly these."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _grid_images(self) -> dict[str, torch.Tensor]:
         """The pictures of ``_grid_kinds``, each a batch in [0, 1]."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _postfix(self, stats: dict[str, float]) -> dict[str, str]:
         """What the progress bar shows of a step."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _log_line(self, metrics: dict[str, Any]) -> str:
         """An epoch's figures as its log line says them."""
         raise NotImplementedError
@@ -314,15 +323,15 @@ class Trainer:
         return self.model
 
     def _train_set(self) -> torch.Tensor:
-        """What an epoch walks through in shuffled batches: the training photos here."""
+        """What an epoch walks through in shuffled batches: by default the training photos."""
         return self.train_images
 
     def _extra_state(self) -> dict[str, Any]:
         """A stage's own checkpoint entries, beside the common ones."""
         return {}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+    def _load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 (none by default)
+        """Restores what ``_extra_state`` saved."""
 
     @property
     def held_out(self) -> torch.Tensor:

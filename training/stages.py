@@ -5,6 +5,8 @@
 - ``DecoderTrainer`` (``--stage decoder``, sharpen.py) fine-tunes the decoder against a
   discriminator.
 
+``trainer_class`` maps ``--stage`` to its class, the VAE stage's (vae_stage.py) among them.
+
 Freezing the encoder keeps every code valid across stages: the prior learned on its codes
 stays the prior of the sharpened decoder. Each stage starts from an earlier stage's
 checkpoint (``config.init``) and writes checkpoints that hold everything export needs: the VAE
@@ -150,9 +152,6 @@ class PriorTrainer(Trainer):
 
     def _train_set(self) -> torch.Tensor:
         return self.bank
-
-    def _schedule_figures(self) -> dict[str, float]:
-        return {}
 
     def train_step(self, rows: torch.Tensor) -> dict[str, float] | None:
         with self.autocast:

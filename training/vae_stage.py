@@ -1,5 +1,6 @@
 """The VAE stage (``--stage vae``, the default): encoder and decoder trained together on the
-photos' likelihood, with the KL term warmed up and floored by free bits.
+photos' likelihood, with the KL term warmed up and floored by free bits, and a coupled
+likelihood's colour coupling ramped in.
 
 Every later stage (stages.py) starts from its checkpoint and keeps its encoder frozen.
 """

@@ -707,3 +707,11 @@ def test_every_stage_defines_what_the_loop_leaves_to_it():
         assert issubclass(cls, Trainer) and cls is not Trainer
         missing = [hook for hook in left_to_stages if getattr(cls, hook) is getattr(Trainer, hook)]
         assert not missing, f"the {stage} stage does not define {missing}"
+        # None keeps every epoch as the best: a stage says so, never inherits it by omission.
+        assert "score_key" in vars(cls), f"the {stage} stage does not say how epochs are scored"
+
+
+def test_the_loop_alone_is_refused_before_it_reads_or_writes(image_folder, tmp_path):
+    with pytest.raises(TypeError, match="abstract"):
+        Trainer(tiny_config(image_folder), tmp_path / "run", log=quiet)  # type: ignore[abstract]
+    assert not (tmp_path / "run").exists()
