@@ -694,8 +694,9 @@ def test_a_run_with_no_photos_held_out_says_what_validation_scores(image_folder,
 
 
 def test_every_stage_defines_what_the_loop_leaves_to_it():
-    """The loop (``Trainer``) leaves a stage's networks, step and grids to its subclass; a stage
-    that forgot one would fail only when a run reached it, maybe at its first epoch's end."""
+    """Every ``--stage`` maps to a subclass of the loop that writes its own networks, step and
+    grids (abc would refuse one without them only once it is built) and states how its epochs
+    are scored (the base's None would make every epoch the best, silently)."""
     from birdvae.training.config import STAGES
     from birdvae.training.stages import trainer_class
 
