@@ -45,7 +45,8 @@ EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
     "-o",
     "--output",
     type=NamedPath(file_okay=False, path_type=Path),
-    help="Model folder to write. [default: 'model' beside the checkpoint]",
+    help="Model folder to write, made with any missing parent folders (removed again if the "
+    "export fails). [default: 'model' beside the checkpoint]",
 )
 @click.option("--out", "out_alias", type=NamedPath(file_okay=False, path_type=Path), hidden=True)
 @click.option(

@@ -74,7 +74,8 @@ def _flag_names(options: set[str]) -> str:
     "--output",
     "out",
     type=NamedPath(file_okay=False, path_type=Path),
-    help="Run folder: checkpoints, metrics.jsonl, config.json, grids/.",
+    help="Run folder, made with any missing parent folders: checkpoints, metrics.jsonl, "
+    "config.json, grids/.",
 )
 @click.option("--out", "out_alias", type=NamedPath(file_okay=False, path_type=Path), hidden=True)
 @click.option(

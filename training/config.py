@@ -224,6 +224,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     schedule: str = "cosine"  # "cosine" (after linear warm-up) or "constant"
+    # The cosine ends at this share of the peak rate rather than 0, so the last epochs still learn.
+    lr_floor: float = 0.02
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     grad_clip: float = 1.0  # on the gradient of nats per sub-pixel
@@ -269,6 +271,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(config, name)}")
         if config.lr <= 0:
             raise ConfigError(f"lr must be above 0, not {config.lr}")
+        if not 0 <= config.lr_floor <= 1:
+            raise ConfigError(f"lr_floor must be from 0 to 1, not {config.lr_floor}")
         if config.box_margin > 1:
             raise ConfigError(f"box_margin must be at most 1, not {config.box_margin}")
         return config

@@ -59,14 +59,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Linear warm-up, then cosine decay to 2% of the peak (or constant)."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, floor: float) -> float:
+    """Linear warm-up, then cosine decay to ``floor`` times the peak (or constant)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class _Distributed:
@@ -315,7 +315,9 @@ class Trainer(abc.ABC):
         config = self.config
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda step: lr_factor(step, self.total_steps, config.warmup_steps, config.schedule),
+            lambda step: lr_factor(
+                step, self.total_steps, config.warmup_steps, config.schedule, config.lr_floor
+            ),
         )
 
     def _trained_module(self) -> torch.nn.Module:

@@ -19,7 +19,12 @@ from torch import nn
 
 from .augment import private_seed, random_shift
 
+# The species net's own recipe, fixed rather than configured: it is a means (feature maps that
+# tell species apart), judged only by the decoder stage it serves, and trained for
+# SharpenConfig.perceptual_epochs.
 BATCH = 64
+LR = 2e-3  # the one-cycle schedule's peak
+WEIGHT_DECAY = 5e-4
 
 
 class SpeciesNet(nn.Module):
@@ -97,10 +102,10 @@ def _train(
     log: Callable[[str], None],
 ) -> SpeciesNet:
     net = SpeciesNet(classes).to(images.device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     batch_size = min(BATCH, len(images))
     steps = max(1, epochs * (len(images) // batch_size))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=steps)
     net.train()
     step, correct, seen = 0, 0, 0
     while step < steps:

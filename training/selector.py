@@ -25,6 +25,8 @@ SELECTOR_WIDTH = 128
 # 0.78 from 32k to 256k draws, and wider or deeper MLPs did not make up for fewer.
 SELECTOR_DRAWS = 262144
 SELECTOR_EPOCHS = 20
+SELECTOR_LR = 2e-3
+SELECTOR_WEIGHT_DECAY = 1e-4
 HELD_OUT = 0.1
 CHUNK = 512
 
@@ -100,7 +102,9 @@ def train_selector(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         selector = selector_mlp(noise.shape[1])
-    optimizer = torch.optim.AdamW(selector.parameters(), lr=2e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(
+        selector.parameters(), lr=SELECTOR_LR, weight_decay=SELECTOR_WEIGHT_DECAY
+    )
     for _ in range(SELECTOR_EPOCHS):
         order = torch.randperm(split, generator=generator)
         for start in range(0, split, CHUNK):

@@ -21,6 +21,11 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 NEGATIVE_SLOPE = 0.2
+# DiffAugment's published settings (Zhao et al. 2020): shifts of up to an eighth of the size,
+# cutout of half of it. Kept as published: they were tuned for a few hundred to a few thousand
+# photos, as here.
+TRANSLATION_RATIO = 0.125
+CUTOUT_RATIO = 0.5
 
 
 def _widths(image_size: int, width: int) -> list[int]:
@@ -110,9 +115,9 @@ def diff_augment(images: torch.Tensor, kinds: str, generator: torch.Generator | 
             mean = x.mean(dim=[1, 2, 3], keepdim=True)
             x = (x - mean) * (rand(n, 1, 1, 1) + 0.5) + mean
         elif kind == "translation":
-            x = _translate(x, rand(2, n), ratio=0.125)
+            x = _translate(x, rand(2, n), ratio=TRANSLATION_RATIO)
         elif kind == "cutout":
-            x = _cutout(x, rand(2, n), ratio=0.5)
+            x = _cutout(x, rand(2, n), ratio=CUTOUT_RATIO)
         else:
             raise ValueError(f"unknown augmentation {kind!r} (choose color, translation, cutout)")
     return x

@@ -26,6 +26,16 @@ from birdvae.training.vae_stage import VAETrainer
 from .conftest import quiet, tiny_config
 
 
+@pytest.mark.parametrize("floor", [0.0, 0.02, 0.5])
+def test_the_schedule_warms_up_then_decays_to_the_configs_floor(floor: float):
+    factors = [loop.lr_factor(step, 100, 10, "cosine", floor) for step in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # never rises after warm-up
+    assert factors[100] == pytest.approx(floor)
+    assert loop.lr_factor(100, 100, 10, "constant", floor) == 1.0
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_few_steps_lower_the_loss(image_folder: Path, tmp_path: Path, precision: str):
     torch.manual_seed(0)

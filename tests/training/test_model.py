@@ -251,6 +251,8 @@ def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
     (None, "stage", "vq", "TrainConfig stage must be one of vae, prior, decoder"),
     (None, "preset", "huge", "TrainConfig preset must be one of default, baseline"),
     (None, "ema_decay", 5.0, "ema_decay must be from 0 to below 1, not 5.0"),
+    (None, "lr_floor", 1.5, "lr_floor must be from 0 to 1, not 1.5"),
+    (None, "lr_floor", -0.1, "lr_floor must be from 0 to 1, not -0.1"),
     ("model", "arch", "unet", "ModelConfig arch must be one of resnet, baseline"),
     ("model", "likelihood", "gaussian", "ModelConfig likelihood must be one of logistic"),
     ("sharpen", "augment", "color,blur", "SharpenConfig augment holds blur; choose among color"),
