@@ -53,7 +53,8 @@ ARCHITECTURE_FLAGS = {
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
 DECODER_FLAGS = {"gan_weight", "disc_width", "prior_share", "anchor_weight", "anchor_scale",
-                 "perceptual_weight", "projected_weight", "rater_weight"}
+                 "perceptual_weight", "projected_weight", "rater_weight", "prior_guide",
+                 "guidance"}
 
 
 def _flag_names(options: set[str]) -> str:
@@ -153,6 +154,18 @@ def _flag_names(options: set[str]) -> str:
     type=FiniteRange(min=0),
     help="Decoder stage: a term that raises the shipped rater's score of learned-prior draws "
     "(0: off; needs an --init with a learned prior). [default: 0]",
+)
+@click.option(
+    "--prior-guide",
+    type=NamedPath(exists=True, dir_okay=False, path_type=Path),
+    help="Decoder stage: a --stage prior run's best.pt (over the same VAE) that autoguides the "
+    "learned-prior draws, as vae-export --prior-guide guides bird-gen's; give the guide the "
+    "export will be given.",
+)
+@click.option(
+    "--guidance",
+    type=FiniteRange(min=1),
+    help="Decoder stage: the --prior-guide's weight (1: none); give the export's. [default: 2]",
 )
 @click.option(
     "--projected-weight",
@@ -541,7 +554,7 @@ def _stage_config(options: dict, given: set[str]):
             f"the data folder {moved[0]}, which --init {init}'s run trained on, is not here; "
             "give the photos with --data"
         )
-    return override(
+    config = override(
         config, data=data, epochs=options["epochs"], batch_size=options["batch_size"],
         lr=options["lr"], device=options["device"], seed=options["seed"],
         precision=options["precision"], compile=options["compile_"],
@@ -553,7 +566,12 @@ def _stage_config(options: dict, given: set[str]):
         sharpen_perceptual_weight=options["perceptual_weight"],
         sharpen_projected_weight=options["projected_weight"],
         sharpen_rater_weight=options["rater_weight"],
+        sharpen_prior_guide=options["prior_guide"] and _absolute([options["prior_guide"]])[0],
+        sharpen_guidance=options["guidance"],
     )  # fmt: skip
+    if "guidance" in given and not config.sharpen.prior_guide:
+        raise UserError("--guidance weighs a guide's draws: give --prior-guide too")
+    return config
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})

@@ -183,6 +183,11 @@ class SharpenConfig:
     rater_target: float = 1.3
     rater_views: int = 2  # random views each picture is rated under, averaged
     rater_augment: str = "color,translation"  # what those views change (DiffAugment's names)
+    # A --stage prior run over the same VAE whose prior autoguides the learned-prior draws among
+    # the fakes, at weight ``guidance``, as vae-export --prior-guide guides bird-gen's draws: the
+    # decoder then learns the codes it will be given. "": the plain sampler.
+    prior_guide: str = ""
+    guidance: float = 2.0  # with a prior_guide; 1: none
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SharpenConfig:
@@ -193,6 +198,8 @@ class SharpenConfig:
         config = cls(**data)
         _check_counts(config, "sharpen", {"disc_width": (1, 1 << 16)})
         config = _checked(config)
+        if config.guidance < 1:
+            raise ConfigError(f"SharpenConfig guidance must be at least 1, not {config.guidance}")
         for name in ("augment", "rater_augment"):
             unknown = set(filter(None, getattr(config, name).split(","))) - set(AUGMENTATIONS)
             if unknown:

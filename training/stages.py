@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from birdvae.runtime import selection
+from birdvae.runtime.format import sha256_of
 
 from . import checkpoint, codes, perceptual, rater, sharpen
 from .averaging import exponential_average
@@ -32,12 +33,13 @@ from .config import Stream
 from .evaluate import reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError
-from .prior import P_MEAN, P_STD, CodePrior, Sampler
+from .prior import P_MEAN, P_STD, CodePrior, GuideError, Sampler
 from .runfolder import LAST
 from .vae_stage import VAETrainer
 
 VAL_LEVELS = 8  # noise levels the validation loss is averaged over (quantiles of training's)
 RATER_SHA = "rater_sha256"  # checkpoint key: the rater a stage's loss or data came from
+GUIDE_SHA = "guide_sha256"  # checkpoint key: the --prior-guide file a decoder stage drew with
 # The rater every checkpoint written before RATER_SHA existed followed (models/rater32's card).
 FIRST_RATER_SHA256 = "628a549dcbc869f617ee93e424f850b409ac4c5fa569ac744c81065d277c47f3"
 
@@ -231,12 +233,15 @@ class DecoderTrainer(Trainer):
     def _build(self) -> None:
         config = self.config
         init = start_state(self)
-        if config.sharpen.rater_weight > 0 and not checkpoint.carries_prior(init):
-            # Before anything is built or trained (the species net takes minutes).
-            raise TrainingError(
-                "--rater-weight raises the rater's score of learned-prior draws: --init needs "
-                "a checkpoint with a learned prior (from --stage prior or a decoder stage)"
-            )
+        # Before anything is built or trained (the species net takes minutes).
+        for flag, asked in (("--rater-weight", config.sharpen.rater_weight > 0),
+                            ("--prior-guide", bool(config.sharpen.prior_guide))):  # fmt: skip
+            if asked and not checkpoint.carries_prior(init):
+                raise TrainingError(
+                    f"{flag} works on the learned prior's draws: --init needs a checkpoint "
+                    "with a learned prior (from --stage prior or a decoder stage)"
+                )
+        self.guide, self.guide_sha256 = self._guide()
         self.model = frozen_vae(init, self.device)
         for parameter in self.model.decoder.parameters():
             parameter.requires_grad_(True)
@@ -312,11 +317,33 @@ class DecoderTrainer(Trainer):
         self.carried_prior.to(self.device).eval()
         # The prior is frozen here, so its sampler (the solver's constants) is built once,
         # not at every step.
-        self.prior_sampler = Sampler(self.carried_prior)
+        try:
+            self.prior_sampler = Sampler(self.carried_prior, self.guide, config.sharpen.guidance)
+        except GuideError as exc:
+            raise TrainingError(f"--prior-guide {config.sharpen.prior_guide}: {exc}") from None
         generator = torch.Generator().manual_seed(config.seed + Stream.PRIOR_GRID)
         noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
         with torch.no_grad():
             self.fixed_prior_z = self.prior_sampler(noise.to(self.device))
+
+    def _guide(self) -> tuple[CodePrior | None, str | None]:
+        """The --prior-guide checkpoint's prior, frozen, and the file's sha256; or Nones. A
+        resume reads the file again (and _load_extra_state refuses one other than the run drew
+        with, as it refuses another rater)."""
+        path = self.config.sharpen.prior_guide
+        if not path:
+            return None, None
+        try:
+            state = checkpoint.load(path)
+            guide = learned_prior(state)
+        except checkpoint.CheckpointError as exc:
+            raise TrainingError(f"--prior-guide: {exc}") from None
+        if guide is None:
+            raise TrainingError(f"--prior-guide {path}: that checkpoint has no learned prior")
+        guide.to(self.device)
+        for parameter in guide.parameters():
+            parameter.requires_grad_(False)
+        return guide, sha256_of(path)
 
     def _build_rater(self) -> rater.Rater | None:
         """The shipped rater, frozen, when ``--rater-weight`` asks for its term."""
@@ -533,6 +560,8 @@ class DecoderTrainer(Trainer):
             state[JUDGE] = self.judging_vae
         if self.carried_prior is not None:
             state["prior_ema"] = self.carried_prior.state_dict()
+        if self.guide_sha256 is not None:
+            state[GUIDE_SHA] = self.guide_sha256
         if self.anchor is not None:
             state["anchor"] = self.anchor.state_dict()
         if self.species_net is not None:
@@ -544,6 +573,12 @@ class DecoderTrainer(Trainer):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         if self.rater is not None:
             check_same_rater(state)
+        if self.guide_sha256 is not None and state.get(GUIDE_SHA) != self.guide_sha256:
+            raise TrainingError(
+                f"--prior-guide {self.config.sharpen.prior_guide} is not the guide this run "
+                f"drew with (sha256 {state.get(GUIDE_SHA)}); resume it where that file is the "
+                "guide it followed"
+            )
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         if "augment_rng" in state:  # checkpoints of older versions restart it from the seed

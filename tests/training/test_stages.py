@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from birdvae.runtime.format import sha256_of
 from birdvae.training import checkpoint, codes, runfolder, sharpen
 from birdvae.training.checkpoint import learned_prior
 from birdvae.training.cli import train_command
@@ -251,6 +252,60 @@ def test_the_rater_term_needs_a_learned_prior_and_reaches_the_loss(vae_checkpoin
     assert saved.sharpen.rater_weight == 0.5
 
 
+def test_the_decoder_stage_draws_its_prior_fakes_as_the_guide_steers_them(
+    vae_checkpoint, tmp_path
+):
+    """With --prior-guide the fakes' prior draws are the autoguided sampler's, bird-gen's codes
+    once the export is guided alike; a resume reads the guide again and refuses another."""
+    from birdvae.training.stages import GUIDE_SHA
+
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
+    guide_config = tiny_stage(vae_checkpoint, "prior", epochs=1)
+    guide_config.prior = PriorConfig(width=16, blocks=1, steps=4, views=2)
+    PriorTrainer(guide_config, tmp_path / "g", log=quiet).fit()
+
+    def config(guide: Path | None, guidance: float = 3.0) -> TrainConfig:
+        decoder = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+        decoder.sharpen.prior_guide = str(guide or "")
+        decoder.sharpen.guidance = guidance
+        return decoder
+
+    plain = DecoderTrainer(config(None), tmp_path / "plain", log=quiet)
+    guided = DecoderTrainer(config(tmp_path / "g" / "best.pt"), tmp_path / "guided", log=quiet)
+    prior = learned_prior(checkpoint.load(tmp_path / "p" / "best.pt"))
+    guide = learned_prior(checkpoint.load(tmp_path / "g" / "best.pt"))
+    noise = torch.randn(5, prior.latent_dim)
+    with torch.no_grad():
+        assert torch.allclose(guided.prior_sampler(noise), Sampler(prior, guide, 3.0)(noise))
+        assert torch.allclose(plain.prior_sampler(noise), Sampler(prior)(noise))
+    assert not torch.allclose(guided.fixed_prior_z, plain.fixed_prior_z, atol=1e-3)
+
+    guided.fit(on_step=lambda t: t.request_stop() if t.step == 1 else None)
+    state = checkpoint.load(tmp_path / "guided" / LAST)
+    assert state[GUIDE_SHA] == sha256_of(tmp_path / "g" / "best.pt")
+    DecoderTrainer(config(tmp_path / "g" / "best.pt"), tmp_path / "guided", dict(state), log=quiet)
+    state[GUIDE_SHA] = "0" * 64  # drew with another guide than the file there now
+    with pytest.raises(checkpoint.CheckpointError, match="not the guide this run drew with"):
+        DecoderTrainer(config(tmp_path / "g" / "best.pt"), tmp_path / "guided", state, log=quiet)
+
+
+def test_a_guide_that_cannot_guide_is_refused_before_the_stage_starts(vae_checkpoint, tmp_path):
+    PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
+    other = tiny_stage(vae_checkpoint, "prior", epochs=1, seed=5)  # other views: other codes
+    PriorTrainer(other, tmp_path / "other", log=quiet).fit()
+    for guide, says in ((vae_checkpoint, "has no learned prior"),
+                        (tmp_path / "other" / "best.pt", "standardised on other codes"),
+                        (tmp_path / "none.pt", "does not exist")):  # fmt: skip
+        config = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+        config.sharpen.prior_guide = str(guide)
+        with pytest.raises(TrainingError, match=f"--prior-guide.*{says}"):
+            DecoderTrainer(config, tmp_path / "run", log=quiet)
+    without_prior = tiny_stage(vae_checkpoint, "decoder", epochs=1)
+    without_prior.sharpen.prior_guide = str(tmp_path / "p" / "best.pt")
+    with pytest.raises(TrainingError, match="--prior-guide works on the learned prior's draws"):
+        DecoderTrainer(without_prior, tmp_path / "run", log=quiet)
+
+
 def test_the_vae_before_the_rater_term_is_carried_through_later_stages(vae_checkpoint, tmp_path):
     """vae-export's selector judges draws by the VAE as it was before any stage learned the
     rater's term: that stage stores its init's weights, and every later stage carries them."""
@@ -290,7 +345,7 @@ def test_the_low_pass_l1_sees_layout_and_colour_not_detail():
     assert float(sharpen.low_pass_l1(outline, flat, 2)) > 0.1
 
 
-def test_the_anchor_scale_and_disc_width_reach_the_stage_and_its_saved_config(
+def test_the_decoder_stage_flags_reach_the_stage_and_its_saved_config(
     vae_checkpoint, tmp_path, monkeypatch
 ):
     torch.manual_seed(0)
@@ -310,13 +365,16 @@ def test_the_anchor_scale_and_disc_width_reach_the_stage_and_its_saved_config(
         lambda a, b, factor=2: factors.append(factor) or real_low_pass(a, b, factor),
     )
     args = ["--stage", "decoder", "--init", str(tmp_path / "p" / "best.pt"), "--epochs", "1",
-            "--anchor-scale", "4", "--disc-width", "16", "-o", str(tmp_path / "d")]  # fmt: skip
+            "--anchor-scale", "4", "--disc-width", "16", "-o", str(tmp_path / "d"),
+            "--prior-guide", str(tmp_path / "p" / "best.pt"), "--guidance", "3"]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
     assert factors and set(factors) == {4}
     assert widths == [16]
     saved = checkpoint.config_of(checkpoint.load(tmp_path / "d" / "last.pt"))
     assert saved.sharpen.anchor_scale == 4 and saved.sharpen.disc_width == 16
+    assert saved.sharpen.prior_guide == str(tmp_path / "p" / "best.pt")
+    assert saved.sharpen.guidance == 3.0
 
 
 def test_diff_augment_is_the_same_transform_for_the_same_seed():
@@ -370,6 +428,8 @@ def test_a_later_stage_whose_init_data_moved_says_so(vae_checkpoint, tmp_path):
         (["--stage", "prior", "--init", "{ckpt}", "--disc-width", "32"], "only for --stage"),
         (["--stage", "decoder", "--init", "{ckpt}", "--disc-width", "4"], "not in the range"),
         (["--stage", "decoder", "--init", "{ckpt}", "--compile"], "drop --compile"),
+        (["--stage", "decoder", "--init", "{ckpt}", "--guidance", "3"], "give --prior-guide"),
+        (["--stage", "prior", "--init", "{ckpt}", "--guidance", "3"], "only for --stage"),
         (["--stage", "prior", "--init", "{missing}"], "does not exist"),
         (["--stage", "prior", "--init", "{ckpt}", "--prior-width", "2000000"], "parameters"),
     ],
