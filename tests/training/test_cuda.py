@@ -3,9 +3,9 @@
 Skipped without a CUDA GPU (CI has none). The tests run the real command lines in a subprocess,
 so what is checked is what ``vae-train`` and ``vae-export`` do on a GPU box: bf16 autocast,
 channels-last, ``--compile`` and ``--resume``; the prior stage; the decoder stage past the start
-of its adversarial term, with the perceptual and projected terms on; a GPU-trained checkpoint
-exported on the CPU with its parity proven; NCCL DDP where there are two GPUs; and random
-draws that do not depend on the device.
+of its adversarial term, with the perceptual and projected terms on and its prior draws
+autoguided; a GPU-trained checkpoint exported on the CPU with its parity proven; NCCL DDP where
+there are two GPUs; and random draws that do not depend on the device.
 """
 
 from __future__ import annotations
@@ -77,20 +77,24 @@ def test_a_compiled_bf16_run_trains_and_resumes_on_the_gpu(vae_run: Path):
 def test_the_prior_and_decoder_stages_run_on_the_gpu_and_export_with_parity(
     vae_run: Path, birds: Path, tmp_path: Path
 ):
-    prior, decoder, model = tmp_path / "prior", tmp_path / "decoder", tmp_path / "model"
-    _run("--data", birds, "-o", prior, "--stage", "prior", "--init", vae_run / "best.pt",
-         "--epochs", "2", "--prior-width", "64", "--prior-blocks", "2",
-         "--device", DEVICE)  # fmt: skip
+    prior, guide = tmp_path / "prior", tmp_path / "guide"
+    decoder, model = tmp_path / "decoder", tmp_path / "model"
+    for run, width in ((prior, "64"), (guide, "32")):
+        _run("--data", birds, "-o", run, "--stage", "prior", "--init", vae_run / "best.pt",
+             "--epochs", "2", "--prior-width", width, "--prior-blocks", "2",
+             "--device", DEVICE)  # fmt: skip
     # 72 photos in batches of 8 for 25 epochs: 225 steps, past the adversarial term's start (200).
     _run("--data", birds, "-o", decoder, "--stage", "decoder", "--init", prior / "best.pt",
          "--epochs", "25", "--batch-size", "8", "--perceptual-weight", "0.1",
-         "--projected-weight", "0.1", "--device", DEVICE)  # fmt: skip
+         "--projected-weight", "0.1", "--prior-guide", guide / "best.pt", "--guidance", "2",
+         "--device", DEVICE)  # fmt: skip
     last = _metrics(decoder)[-1]
     assert last["epoch"] == 25 and last["gan_on"] == 1.0
     assert all(torch.isfinite(torch.tensor(last[key])) for key in ("train_g_loss", "val_bpd"))
-    _run(decoder / "best.pt", "-o", model, code=EXPORT)
+    _run(decoder / "best.pt", "-o", model, "--prior-guide", guide / "best.pt", code=EXPORT)
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["default_prior"] == "learned"
+    assert manifest["priors"]["learned"]["source"]["autoguidance"]["weight"] == 2.0
     assert manifest["source"]["parity"]["max_abs_diff"]["decoder.image"] <= 1e-4
 
 
