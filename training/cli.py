@@ -325,7 +325,8 @@ def train_command(ctx: click.Context, **options) -> None:
     with _stops_mean_done():
         trainer.close()
         if trainer.ddp.main:
-            click.echo("\n".join(next_steps(config.stage, run_dir)))
+            guide = config.sharpen.prior_guide if config.sharpen.guidance != 1 else ""
+            click.echo("\n".join(next_steps(config.stage, run_dir, guide, config.sharpen.guidance)))
 
 
 def _answer_a_finished_run(trainer: Trainer, run_dir: Path, epochs: int) -> None:
@@ -346,13 +347,15 @@ def _answer_a_finished_run(trainer: Trainer, run_dir: Path, epochs: int) -> None
         trainer.close()
 
 
-def next_steps(stage: str, run_dir: Path) -> list[str]:
+def next_steps(stage: str, run_dir: Path, guide: str = "", guidance: float = 1.0) -> list[str]:
     """What to run after a finished stage, as commands to paste (CHECKPOINT where the user
     names one): the recipe's next stage (a later stage takes its --init run's data), the export
-    that makes a model bird-gen runs and, after a prior stage, how a guide prior is used."""
+    that makes a model bird-gen runs (guided as the stage's draws were, with a ``guide``) and,
+    after a prior stage, how a guide prior is used."""
     best = shlex.quote(str(run_dir / "best.pt"))
     model = shlex.quote(f"{run_dir}-model")
-    export = f"vae-export {best} -o {model} && bird-gen -m {model}"
+    guided = f" --prior-guide {shlex.quote(guide)} --guidance {guidance:g}" if guide else ""
+    export = f"vae-export {best}{guided} -o {model} && bird-gen -m {model}"
     following = {
         "vae": ("a learned prior, for birds that look like birds",
                 f"vae-train --stage prior --init {best} -o {shlex.quote(f'{run_dir}-prior')}"),

@@ -18,6 +18,7 @@ checkpoints keep the raw ``prior`` too, to resume from).
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from .config import Stream
 from .evaluate import reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError
-from .prior import P_MEAN, P_STD, CodePrior, GuideError, Sampler
+from .prior import P_MEAN, P_STD, CodePrior, GuideError, Sampler, check_guide
 from .runfolder import LAST
 from .vae_stage import VAETrainer
 
@@ -241,7 +242,7 @@ class DecoderTrainer(Trainer):
                     f"{flag} works on the learned prior's draws: --init needs a checkpoint "
                     "with a learned prior (from --stage prior or a decoder stage)"
                 )
-        self.guide, self.guide_sha256 = self._guide()
+        self.guide, self.guide_sha256 = self._guide(init)
         self.model = frozen_vae(init, self.device)
         for parameter in self.model.decoder.parameters():
             parameter.requires_grad_(True)
@@ -317,33 +318,59 @@ class DecoderTrainer(Trainer):
         self.carried_prior.to(self.device).eval()
         # The prior is frozen here, so its sampler (the solver's constants) is built once,
         # not at every step.
-        try:
-            self.prior_sampler = Sampler(self.carried_prior, self.guide, config.sharpen.guidance)
-        except GuideError as exc:
-            raise TrainingError(f"--prior-guide {config.sharpen.prior_guide}: {exc}") from None
+        self.prior_sampler = Sampler(self.carried_prior, self.guide, config.sharpen.guidance)
         generator = torch.Generator().manual_seed(config.seed + Stream.PRIOR_GRID)
         noise = torch.randn(config.grid_size, config.model.latent_dim, generator=generator)
         with torch.no_grad():
             self.fixed_prior_z = self.prior_sampler(noise.to(self.device))
 
-    def _guide(self) -> tuple[CodePrior | None, str | None]:
-        """The --prior-guide checkpoint's prior, frozen, and the file's sha256; or Nones. A
-        resume reads the file again (and _load_extra_state refuses one other than the run drew
-        with, as it refuses another rater)."""
-        path = self.config.sharpen.prior_guide
-        if not path:
+    def _guide(self, init: dict[str, Any]) -> tuple[CodePrior | None, str | None]:
+        """The --prior-guide checkpoint's prior, frozen, and the file's sha256, checked against
+        the prior it would guide before anything trains; Nones without one (or at guidance 1).
+
+        The guide is an input the run reads, as its photos are: a resume, and a later stage
+        that keeps its --init run's settings, read the same file again, and either refuses a
+        file other than the one that run drew with (``GUIDE_SHA`` in its checkpoint)."""
+        cfg = self.config.sharpen
+        if not cfg.prior_guide or cfg.guidance == 1:
             return None, None
+        path = cfg.prior_guide
+        whose = "this run" if self.resuming else "--init's run"
+        kept = checkpoint.config_of(init).sharpen.prior_guide == path  # not given anew
+        if kept and not Path(path).is_file():
+            raise TrainingError(
+                f"the guide {path}, which {whose} drew with, is not there: put it back"
+                + ("" if self.resuming else ", or give --prior-guide (or --guidance 1: none)")
+            )
         try:
-            state = checkpoint.load(path)
-            guide = learned_prior(state)
+            state = checkpoint.load(Path(path))
+            # Building a prior draws initial weights: the run's own random stream is left as
+            # it was, so a guided stage trains as an unguided one would but for its draws.
+            with torch.random.fork_rng(devices=[]):
+                guide, prior = learned_prior(state), learned_prior(init)
         except checkpoint.CheckpointError as exc:
             raise TrainingError(f"--prior-guide: {exc}") from None
         if guide is None:
             raise TrainingError(f"--prior-guide {path}: that checkpoint has no learned prior")
+        digest = sha256_of(Path(path))
+        if kept and init.get(GUIDE_SHA) not in (None, digest):
+            raise TrainingError(
+                f"--prior-guide {path} is not the guide {whose} drew with (its sha256 was "
+                f"{init[GUIDE_SHA]}): put that file back"
+            )
+        try:
+            check_guide(prior, guide, cfg.guidance)
+        except GuideError as exc:
+            raise TrainingError(f"--prior-guide {path}: {exc}") from None
+        if _same_weights(guide, prior):
+            raise TrainingError(
+                f"--prior-guide {path} holds the prior it would guide, and a prior guiding "
+                "itself is the prior alone; give the short guide run's best.pt"
+            )
         guide.to(self.device)
         for parameter in guide.parameters():
             parameter.requires_grad_(False)
-        return guide, sha256_of(path)
+        return guide, digest
 
     def _build_rater(self) -> rater.Rater | None:
         """The shipped rater, frozen, when ``--rater-weight`` asks for its term."""
@@ -573,12 +600,6 @@ class DecoderTrainer(Trainer):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         if self.rater is not None:
             check_same_rater(state)
-        if self.guide_sha256 is not None and state.get(GUIDE_SHA) != self.guide_sha256:
-            raise TrainingError(
-                f"--prior-guide {self.config.sharpen.prior_guide} is not the guide this run "
-                f"drew with (sha256 {state.get(GUIDE_SHA)}); resume it where that file is the "
-                "guide it followed"
-            )
         self.discriminator.load_state_dict(state["discriminator"])
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         if "augment_rng" in state:  # checkpoints of older versions restart it from the seed
@@ -589,6 +610,13 @@ class DecoderTrainer(Trainer):
             self.species_net.load_state_dict(state["species_net"])
         if self.projected is not None:
             self.projected.load_state_dict(state["projected"])
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    first, second = a.state_dict(), b.state_dict()
+    return first.keys() == second.keys() and all(
+        first[k].shape == second[k].shape and torch.equal(first[k], second[k]) for k in first
+    )
 
 
 def trainer_class(stage: str) -> type[Trainer]:

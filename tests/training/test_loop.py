@@ -210,6 +210,9 @@ def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
         assert shlex.split(command) == words, stage
     guide = next_steps("prior", run)[-1].split(": ", 1)[1]
     assert shlex.split(guide) == ["vae-export", "CHECKPOINT", "--prior-guide", str(run / "best.pt")]
+    guided = next_steps("decoder", run, "/g's/best.pt", 3.5)[1].split(": ", 1)[1]
+    assert shlex.split(guided)[:6] == ["vae-export", str(run / "best.pt"), "--prior-guide",
+                                       "/g's/best.pt", "--guidance", "3.5"]  # fmt: skip
 
 
 def test_baseline_eval_reports_fitted_gaussian_bits(image_folder, tmp_path):

@@ -283,13 +283,32 @@ def test_the_decoder_stage_draws_its_prior_fakes_as_the_guide_steers_them(
     guided.fit(on_step=lambda t: t.request_stop() if t.step == 1 else None)
     state = checkpoint.load(tmp_path / "guided" / LAST)
     assert state[GUIDE_SHA] == sha256_of(tmp_path / "g" / "best.pt")
-    DecoderTrainer(config(tmp_path / "g" / "best.pt"), tmp_path / "guided", dict(state), log=quiet)
+    resumed = DecoderTrainer(
+        config(tmp_path / "g" / "best.pt"), tmp_path / "guided", dict(state), log=quiet
+    )
+    assert resumed.prior_sampler.guide is not None
     state[GUIDE_SHA] = "0" * 64  # drew with another guide than the file there now
-    with pytest.raises(checkpoint.CheckpointError, match="not the guide this run drew with"):
+    with pytest.raises(TrainingError, match="not the guide this run drew with"):
         DecoderTrainer(config(tmp_path / "g" / "best.pt"), tmp_path / "guided", state, log=quiet)
 
+    # A later stage from the guided run keeps its guide, and needs that very file.
+    later = tiny_stage(tmp_path / "guided" / LAST, "decoder", epochs=1)
+    assert later.sharpen.prior_guide == str(tmp_path / "g" / "best.pt")
+    assert DecoderTrainer(later, tmp_path / "later", log=quiet).prior_sampler.guide is not None
+    (tmp_path / "g").rename(tmp_path / "g.moved")
+    with pytest.raises(TrainingError, match="which --init's run drew with, is not there"):
+        DecoderTrainer(later, tmp_path / "later2", log=quiet)
+    later.sharpen.guidance = 1.0  # no guide: nothing to read
+    assert DecoderTrainer(later, tmp_path / "later3", log=quiet).prior_sampler.guide is None
 
-def test_a_guide_that_cannot_guide_is_refused_before_the_stage_starts(vae_checkpoint, tmp_path):
+
+def test_a_guide_that_cannot_guide_is_refused_before_the_stage_starts(
+    vae_checkpoint, tmp_path, monkeypatch
+):
+    """Before anything trains: the species net of --perceptual-weight takes minutes."""
+    from birdvae.training import perceptual
+
+    monkeypatch.setattr(perceptual, "train_species_net", lambda *a, **k: pytest.fail("trained"))
     PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
     other = tiny_stage(vae_checkpoint, "prior", epochs=1, seed=5)  # other views: other codes
     PriorTrainer(other, tmp_path / "other", log=quiet).fit()
@@ -298,8 +317,13 @@ def test_a_guide_that_cannot_guide_is_refused_before_the_stage_starts(vae_checkp
                         (tmp_path / "none.pt", "does not exist")):  # fmt: skip
         config = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
         config.sharpen.prior_guide = str(guide)
+        config.sharpen.perceptual_weight = 0.1
         with pytest.raises(TrainingError, match=f"--prior-guide.*{says}"):
             DecoderTrainer(config, tmp_path / "run", log=quiet)
+    itself = tiny_stage(tmp_path / "p" / "best.pt", "decoder", epochs=1)
+    itself.sharpen.prior_guide = str(tmp_path / "p" / "best.pt")
+    with pytest.raises(TrainingError, match="a prior guiding itself is the prior alone"):
+        DecoderTrainer(itself, tmp_path / "run", log=quiet)
     without_prior = tiny_stage(vae_checkpoint, "decoder", epochs=1)
     without_prior.sharpen.prior_guide = str(tmp_path / "p" / "best.pt")
     with pytest.raises(TrainingError, match="--prior-guide works on the learned prior's draws"):
@@ -350,6 +374,9 @@ def test_the_decoder_stage_flags_reach_the_stage_and_its_saved_config(
 ):
     torch.manual_seed(0)
     PriorTrainer(tiny_stage(vae_checkpoint, "prior", epochs=1), tmp_path / "p", log=quiet).fit()
+    guide = tiny_stage(vae_checkpoint, "prior", epochs=1)
+    guide.prior = PriorConfig(width=16, blocks=1, steps=4, views=2)
+    PriorTrainer(guide, tmp_path / "g", log=quiet).fit()
     widths = []
     real_discriminator = sharpen.Discriminator
     monkeypatch.setattr(
@@ -366,14 +393,14 @@ def test_the_decoder_stage_flags_reach_the_stage_and_its_saved_config(
     )
     args = ["--stage", "decoder", "--init", str(tmp_path / "p" / "best.pt"), "--epochs", "1",
             "--anchor-scale", "4", "--disc-width", "16", "-o", str(tmp_path / "d"),
-            "--prior-guide", str(tmp_path / "p" / "best.pt"), "--guidance", "3"]  # fmt: skip
+            "--prior-guide", str(tmp_path / "g" / "best.pt"), "--guidance", "3"]  # fmt: skip
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 0, result.output
     assert factors and set(factors) == {4}
     assert widths == [16]
     saved = checkpoint.config_of(checkpoint.load(tmp_path / "d" / "last.pt"))
     assert saved.sharpen.anchor_scale == 4 and saved.sharpen.disc_width == 16
-    assert saved.sharpen.prior_guide == str(tmp_path / "p" / "best.pt")
+    assert saved.sharpen.prior_guide == str(tmp_path / "g" / "best.pt")
     assert saved.sharpen.guidance == 3.0
 
 
