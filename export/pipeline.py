@@ -323,11 +323,14 @@ def _load_guide(
     one it guides (a prior guiding itself is the prior alone, at more sampling time)."""
     if options.guide is None:
         return None
-    import torch
-
     from birdvae.runtime.format import sha256_of
-    from birdvae.training.checkpoint import CheckpointError, learned_prior, load, vae_weights
-    from birdvae.training.prior import GuideError, check_guide
+    from birdvae.training.checkpoint import (
+        CheckpointError,
+        check_guide_checkpoint,
+        learned_prior,
+        load,
+    )
+    from birdvae.training.prior import GuideError
 
     if learned is None:
         raise UserError("--prior-guide: the checkpoint has no learned prior to guide")
@@ -344,24 +347,8 @@ def _load_guide(
     guide = learned_prior(guide_state)
     if guide is None:
         raise UserError(f"--prior-guide {options.guide}: that checkpoint has no learned prior")
-
-    def encoder(weights: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in weights.items() if k.startswith("encoder.")}
-
-    ours = encoder(vae_weights(state))
-    theirs = encoder(vae_weights(guide_state))
-    same = ours.keys() == theirs.keys() and all(
-        ours[k].shape == theirs[k].shape
-        and torch.allclose(ours[k].float(), theirs[k].float(), atol=1e-5)
-        for k in ours
-    )
-    if not same:
-        raise UserError(
-            f"--prior-guide {options.guide}: its codes come from another encoder; train the "
-            "guide with --stage prior --init the VAE checkpoint the learned prior started from"
-        )
     try:
-        check_guide(learned, guide, options.guidance)
+        check_guide_checkpoint(guide_state, guide, state, learned, options.guidance)
     except GuideError as exc:
         raise UserError(f"--prior-guide {options.guide}: {exc}") from exc
     cfg = guide.cfg

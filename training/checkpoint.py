@@ -30,7 +30,7 @@ from birdvae.runtime.errors import UserError, first_line
 
 from .config import TrainConfig
 from .model import VAE
-from .prior import CodePrior
+from .prior import CodePrior, GuideError, check_guide
 from .sharpen import Discriminator
 
 CHECKPOINT_FORMAT = 1
@@ -238,6 +238,42 @@ def vae_weights(state: dict[str, Any], ema: bool = True) -> dict[str, Any]:
     """The VAE weights a checkpoint's users read: its weight average when asked for and
     present (what evaluation, samples, export and later stages use), else the raw weights."""
     return state["ema"] if ema and state.get("ema") else state["model"]
+
+
+def check_guide_checkpoint(
+    guide_state: dict[str, Any],
+    guide: CodePrior,
+    state: dict[str, Any],
+    prior: CodePrior,
+    guidance: float,
+) -> None:
+    """Raise GuideError unless ``guide`` (from ``guide_state``) can autoguide ``prior``, the
+    learned prior ``state`` carries: over the same encoder's codes, fitting check_guide, and
+    not the prior itself, which would only be the prior at more sampling time."""
+    ours, theirs = (
+        {k: v for k, v in vae_weights(s).items() if k.startswith("encoder.")}
+        for s in (state, guide_state)
+    )
+    if not same_weights(ours, theirs, atol=1e-5):
+        raise GuideError(
+            "its codes come from another encoder; train the guide with --stage prior --init "
+            "the VAE checkpoint the learned prior started from"
+        )
+    if same_weights(guide.state_dict(), prior.state_dict()):
+        raise GuideError(
+            "it holds the prior it would guide, and a prior guiding itself is the prior alone; "
+            "give the short guide run's best.pt"
+        )
+    check_guide(prior, guide, guidance)
+
+
+def same_weights(first: dict[str, Any], second: dict[str, Any], atol: float = 0.0) -> bool:
+    """Whether two state dicts hold the same tensors (within ``atol``)."""
+    return first.keys() == second.keys() and all(
+        first[k].shape == second[k].shape
+        and torch.allclose(first[k].float(), second[k].float(), rtol=0.0, atol=atol)
+        for k in first
+    )
 
 
 def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:

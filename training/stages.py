@@ -34,7 +34,7 @@ from .config import Stream
 from .evaluate import reconstruction_grid
 from .likelihood import to_unit
 from .loop import Trainer, TrainingError
-from .prior import P_MEAN, P_STD, CodePrior, GuideError, Sampler, check_guide
+from .prior import P_MEAN, P_STD, CodePrior, GuideError, Sampler
 from .runfolder import LAST
 from .vae_stage import VAETrainer
 
@@ -359,14 +359,9 @@ class DecoderTrainer(Trainer):
                 f"{init[GUIDE_SHA]}): put that file back"
             )
         try:
-            check_guide(prior, guide, cfg.guidance)
+            checkpoint.check_guide_checkpoint(state, guide, init, prior, cfg.guidance)
         except GuideError as exc:
             raise TrainingError(f"--prior-guide {path}: {exc}") from None
-        if _same_weights(guide, prior):
-            raise TrainingError(
-                f"--prior-guide {path} holds the prior it would guide, and a prior guiding "
-                "itself is the prior alone; give the short guide run's best.pt"
-            )
         guide.to(self.device)
         for parameter in guide.parameters():
             parameter.requires_grad_(False)
@@ -610,13 +605,6 @@ class DecoderTrainer(Trainer):
             self.species_net.load_state_dict(state["species_net"])
         if self.projected is not None:
             self.projected.load_state_dict(state["projected"])
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    first, second = a.state_dict(), b.state_dict()
-    return first.keys() == second.keys() and all(
-        first[k].shape == second[k].shape and torch.equal(first[k], second[k]) for k in first
-    )
 
 
 def trainer_class(stage: str) -> type[Trainer]:

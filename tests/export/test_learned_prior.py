@@ -260,6 +260,21 @@ def test_guide_flags_that_cannot_work_are_refused(
     assert not (tmp_path / "m").exists()
 
 
+
+def test_a_guide_holding_the_very_prior_it_would_guide_is_refused(
+    prior_checkpoint, export_cli, make_checkpoint, tmp_path
+):
+    """A later stage's checkpoint carries its prior stage's prior: another file, the same
+    prior, which guiding itself would only slow down."""
+    checkpoint, prior = prior_checkpoint
+    config = TrainConfig(model=ModelConfig(**TINY), prior=SMALL, stage="decoder")
+    later = make_checkpoint(tmp_path / "later.pt", TINY, config=config.to_dict(),
+                            prior_ema=prior.state_dict(), epoch=7)  # fmt: skip
+    result = export_cli(later, "-o", tmp_path / "m", "--prior-guide", checkpoint)
+    assert result.exit_code == 2 and "a prior guiding itself is the prior alone" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
 def _int8_sampler_export(export_cli, checkpoint, bird_folder, out, *flags):
     result = export_cli(checkpoint, "-o", out, "--int8", *flags, "--prior-data", bird_folder)
     assert result.exit_code == 0, result.stderr
