@@ -329,7 +329,7 @@ class DecoderTrainer(Trainer):
         the prior it would guide before anything trains; Nones without one (or at guidance 1).
 
         The guide is an input the run reads, as its photos are: a resume, and a later stage
-        that keeps its --init run's settings, read the same file again, and either refuses a
+        that keeps its --init run's settings, read the same file again, and each refuses a
         file other than the one that run drew with (``GUIDE_SHA`` in its checkpoint)."""
         cfg = self.config.sharpen
         if not cfg.prior_guide or cfg.guidance == 1:
