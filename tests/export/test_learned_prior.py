@@ -260,7 +260,6 @@ def test_guide_flags_that_cannot_work_are_refused(
     assert not (tmp_path / "m").exists()
 
 
-
 def test_a_guide_holding_the_very_prior_it_would_guide_is_refused(
     prior_checkpoint, export_cli, make_checkpoint, tmp_path
 ):
