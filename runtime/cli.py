@@ -24,7 +24,15 @@ from click.core import ParameterSource
 
 from . import durable, images
 from . import separate as separate_files
-from .command import FiniteRange, Group, NamedPath, echo, version_option, with_progress
+from .command import (
+    FiniteRange,
+    Group,
+    NamedPath,
+    counted,
+    echo,
+    version_option,
+    with_progress,
+)
 from .errors import UserError
 from .format import MANIFEST_FILE, MAX_NOISE, MAX_TEMPERATURE, PRIOR_NAMES
 from .model import DEFAULT_BATCH, DEFAULT_MODEL, BirdVAE, Sampling, shadowed_folder
@@ -298,9 +306,9 @@ def main(
         kept = separate_files.write_birds(
             lambda: vae.draw(n, settings), n, separate, scale or 1, force
         )
-        echo(f"wrote {n} birds to {separate}/ ({settings})")
+        echo(f"wrote {counted(n, 'bird')} to {separate}/ ({settings})")
         if kept:
-            echo(f"note: {separate}/ still holds {kept} older birds besides these")
+            echo(f"note: {separate}/ still holds {counted(kept, 'older bird')} besides these")
     else:
         _sample_grid(vae, settings, n, output, _default_scale(scale, vae), force)
 
@@ -317,7 +325,8 @@ def _sample_grid(
     if n * settings.best_of >= PROGRESS_FROM:
         batches = with_progress(batches, n, "drawing birds")
     _save_figure(images.grid(_collect_uint8(batches), scale), output, force)
-    echo(f"wrote {output}: {n} birds, {rows}x{cols} grid, {width}x{height} px ({settings})")
+    size = f"{rows}x{cols} grid, {width}x{height} px"
+    echo(f"wrote {output}: {counted(n, 'bird')}, {size} ({settings})")
 
 
 def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:

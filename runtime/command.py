@@ -40,8 +40,21 @@ def printable(text: str) -> str:
 
 def echo(text: str, err: bool = False) -> None:
     """Print a line that may hold paths: a file name can hold escape sequences, and bytes that
-    are not UTF-8 (Python's surrogates), which a strict stdout could not even encode."""
-    click.echo(printable(text), err=err)
+    are not UTF-8 (Python's surrogates), which a strict stdout could not even encode. A
+    failed write names the stream: "No space left on device" alone would blame the output file
+    that was written whole."""
+    try:
+        click.echo(printable(text), err=err)
+    except BrokenPipeError:  # the reader has gone (``| head``): the caller's ending applies
+        raise
+    except OSError as exc:
+        stream = "standard error" if err else "standard output"
+        raise OSError(exc.errno, exc.strerror or str(exc), stream) from exc
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` of ``noun``, its plural an ``s`` added: "1 bird", "64 birds"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def one_line(text: str) -> str:

@@ -40,7 +40,7 @@ def check_between(value: float, name: str, high: float) -> float:
     value = float(value)
     if not 0 <= value <= high:
         raise ArgumentError(f"{name} must be 0 to {high:g}, got {value}")
-    return value
+    return value + 0.0  # -0.0 as 0.0, which a settings line would print as "-0"
 
 
 def check_whole(value: int, name: str, low: int, high: int | None = None) -> int:

@@ -473,7 +473,9 @@ class BirdVAE:
         return np.concatenate(means), np.concatenate(logvars)
 
     def decode(self, z: np.ndarray, *, batch: int = DEFAULT_BATCH) -> np.ndarray:
-        """The image for each code, float32 [N, 3, S, S] in [0, 1]."""
+        """The image for each code, float32 [N, 3, S, S] in [0, 1]. At most MAX_RESULT_VALUES
+        numbers are returned at once: a few codes ask for many pixels."""
+        self._check_images_for(z, "z", "fewer codes at a time")
         z = _as_float_batch(z, (self.latent_dim,), "z")
         if z.size and np.abs(z).max() > MAX_CODE:
             raise ArgumentError(f"z holds values beyond +-{MAX_CODE:g}, far outside any prior's")
@@ -484,15 +486,15 @@ class BirdVAE:
         prior's draws, its encoder's means), whose failings are the model's, not the caller's."""
         session = self._session(DECODER_FILE)
         shape = (3, self.image_size, self.image_size)
-        images = [np.empty((0, *shape), np.float32)]  # none asked for: none returned
+        images = np.empty((len(z), *shape), np.float32)  # filled batch by batch: no second copy
         for start in range(0, len(z), batch):
             chunk = z[start : start + batch]
             (image,) = run_graph(
                 session, DECODER_FILE, list(DECODER_OUTPUTS[:1]), DECODER_INPUT, chunk
             )
             _check_output(image, (len(chunk), *shape), f"{DECODER_FILE} image")
-            images.append(image)
-        return np.concatenate(images)
+            images[start : start + len(chunk)] = image
+        return images
 
     def _decode_drawn(self, z: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
         """One batch of codes decoded, each pixel drawn from the decoder's distribution at
@@ -518,6 +520,12 @@ class BirdVAE:
                 f"the decoder in {self._path} has no pixel scales ({self._manifest.likelihood} "
                 "likelihood, or exported without them), so it can only show the mean: use noise 0"
             )
+
+    def _check_images_for(self, rows: Any, name: str, instead: str) -> None:
+        """Refuse before any copy or work a call whose ``rows`` (an array or a list, one image
+        each) would return more than MAX_RESULT_VALUES numbers; their shape is checked later."""
+        count = len(rows) if hasattr(rows, "__len__") else 1
+        _check_result((count, 3, self.image_size, self.image_size), name, instead)
 
     def _check_batch(self, batch: int, best_of: int = 1) -> int:
         """``batch``, refused unless a whole number whose arrays hold at most MAX_BATCH_VALUES
@@ -555,7 +563,9 @@ class BirdVAE:
         return from_uint8_hwc(pixels)
 
     def reconstruct(self, images: np.ndarray, *, batch: int = DEFAULT_BATCH) -> np.ndarray:
-        """Each image decoded from its posterior mean: what the model keeps of a photo."""
+        """Each image decoded from its posterior mean: what the model keeps of a photo. At most
+        MAX_RESULT_VALUES numbers are returned at once."""
+        self._check_images_for(images, "images", "fewer images at a time")
         mean, _ = self.encode(images, batch=batch)  # the encoder's codes: not checked as input
         return self._decode(mean, self._check_batch(batch))
 

@@ -27,6 +27,11 @@ from .errors import UserError, first_line
 # Pixels decoded at most (a JPEG counts at the reduced scale it is decoded at): 32 megapixels,
 # a large camera's photo, take at most 0.6 GB on the way to RGB (PIL's own limit is 179).
 MAX_PHOTO_PIXELS = 1 << 25
+# Pixels on a side at most. PIL keeps a pointer and an allocation for every row of every copy of
+# an image, so rows cost memory beyond their pixels: a 1-pixel-wide PNG of 32 megapixels took
+# 1.6 GB where a square one takes 0.56 GB. A side's bound, not a row's, because the EXIF
+# orientation may turn a wide photo upright; a panorama of 60,000 px stays under it.
+MAX_PHOTO_SIDE = 1 << 16
 # A progressive JPEG, or a baseline one that sends its colour components in separate scans, is
 # decoded from a buffer of every DCT coefficient of the whole image (2 bytes a sample, at each
 # component's own resolution) whatever scale it is decoded at: a 6 MB file of 40000x40000 px
@@ -75,6 +80,11 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
                 raise ImageError(
                     f"{path}: {width}x{height} px is more than the {MAX_PHOTO_PIXELS >> 20} "
                     "megapixels a photo may have; make it smaller first"
+                )
+            if max(width, height) > MAX_PHOTO_SIDE:
+                raise ImageError(
+                    f"{path}: {width}x{height} px is longer than the {MAX_PHOTO_SIDE:,} px a "
+                    "photo's side may have; crop it to the bird first"
                 )
             image.load()
             image = ImageOps.exif_transpose(image)

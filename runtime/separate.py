@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import durable, images
-from .command import echo, with_progress
+from .command import counted, echo, with_progress
 from .errors import UserError
 
 BIRD_FILE = re.compile(r"bird_\d+\.png")  # what --separate writes
@@ -82,13 +82,13 @@ def _older_birds(folder: Path, force: bool) -> set[str]:
         return set()
     durable.sweep_temporaries(folder, _BirdFiles())
     entries = [entry for entry in folder.iterdir() if entry.name in _BirdFiles()]
+    for entry in entries:  # never written over or through, --force or not
+        _check_bird_target(entry, force=True)
     if entries and not force:
         raise UserError(
-            f"{folder} already holds {len(entries)} birds of an earlier run; give --force to write "
-            "over them, or another folder"
+            f"{folder} already holds {counted(len(entries), 'bird')} of an earlier run; give "
+            "--force to write over them, or another folder"
         )
-    for entry in entries:  # --force writes over birds, never through a link or over a folder
-        _check_bird_target(entry, force=True)
     return {entry.name for entry in entries}
 
 
@@ -145,8 +145,9 @@ def _write_bird(pixels: np.ndarray, target: Path, force: bool, names: set[str]) 
 
 
 def _check_bird_target(target: Path, force: bool) -> None:
-    """Refuse to write a bird at ``target`` when a link or anything but a file is there, even
-    with --force (a bird is never written through a link, out of the folder), or, without
+    """Refuse to write a bird at ``target`` when a link, anything but a file, or a file
+    bird-gen did not write is there, even with --force (a bird is never written through a link,
+    out of the folder, nor over a file of the user's that only has a bird's name), or, without
     --force, any file. Made for the folder's birds before any work and for each bird's name
     just before its rename, since a file may be put there meanwhile."""
     if target.is_symlink() or (target.exists() and not target.is_file()):
@@ -156,6 +157,9 @@ def _check_bird_target(target: Path, force: bool) -> None:
     if target.exists() and not force:
         raise UserError(f"{target} appeared while the birds were written; give --force to "
                         "write over it, or another folder")  # fmt: skip
+    if target.exists() and not images.written_by_bird_gen(target):
+        raise UserError(f"{target} has a bird's name but bird-gen did not write it; move it or "
+                        "choose another folder")  # fmt: skip
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

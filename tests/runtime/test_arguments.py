@@ -15,7 +15,7 @@ from birdvae.runtime import BirdVAE
 from birdvae.runtime import model as model_module
 from birdvae.runtime.errors import ArgumentError
 from birdvae.runtime.format import ModelFormatError
-from birdvae.runtime.model import Sampling
+from birdvae.runtime.model import MAX_RESULT_VALUES, Sampling
 
 SIZE, LATENT = 16, 8  # the tiny model's
 
@@ -100,6 +100,15 @@ def test_results_too_large_to_return_at_once_are_refused_before_any_work(vae, mo
         vae.sample(10**12, seed=0)
     with pytest.raises(ArgumentError, match=r"steps 10000000 asks for .* use fewer steps"):
         vae.interpolate(_photos(1)[0], _photos(1)[0], steps=10**7)
+    assert vae.decode(np.zeros((2, vae.latent_dim), np.float32)).shape == (2, 3, SIZE, SIZE)
+    monkeypatch.setattr(BirdVAE, "_decode", no_work)
+    rows = MAX_RESULT_VALUES // (3 * SIZE * SIZE) + 1  # one image more than is returned at once
+    codes = np.broadcast_to(np.float32(0), (rows, vae.latent_dim))  # no memory of its own
+    with pytest.raises(ArgumentError, match=rf"z {rows} asks for 1\.0 GiB .* fewer codes"):
+        vae.decode(codes)
+    images = np.broadcast_to(np.float32(0.5), (rows, 3, SIZE, SIZE))
+    with pytest.raises(ArgumentError, match=rf"images {rows} asks for .* fewer images"):
+        vae.reconstruct(images)
 
 
 def test_photo_files_load_as_the_model_sees_them(tiny_model):

@@ -105,7 +105,21 @@ def test_older_birds_are_refused_before_the_model_starts_drawing(cli, tiny_model
         raise AssertionError("drew birds for a folder it refuses")
 
     monkeypatch.setattr(BirdVAE, "draw", no_drawing)
-    one_error(cli("--n", 2, "--separate", folder, "--model", tiny_model), "1 birds", "--force")
+    one_error(cli("--n", 2, "--separate", folder, "--model", tiny_model), "1 bird of", "--force")
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_users_file_at_a_birds_name_is_never_written_over(cli, tiny_model, out, force):
+    """Only a PNG bird-gen wrote counts as an earlier run's bird: a file of the user's that
+    merely has a bird's name is refused, --force or not, before anything is written."""
+    folder = out / "birds"
+    folder.mkdir()
+    mine = folder / "bird_00000.png"
+    mine.write_bytes(b"my own picture")
+    args = ("--n", 2, "--separate", folder, "--model", tiny_model, "--threads", 1)
+    one_error(cli(*args, *(["--force"] if force else [])), "bird_00000.png has a bird's name",
+              "bird-gen did not write it")  # fmt: skip
+    assert mine.read_bytes() == b"my own picture" and list(folder.iterdir()) == [mine]
 
 
 @pytest.mark.parametrize("kind", ["link", "folder"])

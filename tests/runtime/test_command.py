@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import click
 import pytest
@@ -125,6 +126,21 @@ def test_an_os_error_without_a_file_name_still_says_what() -> None:
     result = invoke(_command(_raise(OSError(28, "No space left on device"))))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == ["error: [Errno 28] No space left on device"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_standard_output_is_named_as_what_failed(tmp_path: Path) -> None:
+    """The PNG is written whole before its line is printed; an error naming no stream read as
+    if the picture had failed."""
+    out = tmp_path / "birds.png"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-c", "from birdvae.runtime.entry import main; main()", "--n", "2",
+             "-o", str(out)],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2 and out.stat().st_size > 0
+    assert result.stderr.splitlines() == ["error: standard output: No space left on device"]
 
 
 def test_a_librarys_reason_is_its_first_line_bounded() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from birdvae.runtime import photos
 from birdvae.runtime.photos import ImageError
@@ -183,6 +183,22 @@ def test_a_jpeg_beyond_pils_own_limit_decodes_at_a_reduced_scale(
     png = _save(Image.new("RGB", (160, 120), colour), tmp_path / "scan.png")
     with pytest.raises(ImageError, match=r"scan\.png: more than .* make it smaller first"):
         photos.load_image(png, 8)
+
+
+@pytest.mark.parametrize("size", [(1, (1 << 16) + 1), ((1 << 16) + 1, 1)])
+def test_a_photo_longer_than_a_side_may_be_is_refused_before_decoding(
+    tmp_path: Path, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PIL pays for every row of every copy, so a thin photo within MAX_PHOTO_PIXELS took three
+    times a square one's memory; either side is bounded, since EXIF may turn a photo upright."""
+    path = _save(Image.new("RGB", size, (10, 200, 40)), tmp_path / "thin.png")
+
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError, match=r"thin\.png: .* longer than the 65,536 px .* crop it"):
+        photos.load_image(path, 8)
 
 
 def _separate_scans_jpeg(path: Path, width: int, height: int) -> Path:

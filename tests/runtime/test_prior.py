@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,13 @@ def test_mixture_matches_its_weights_means_and_covariances() -> None:
 def test_bad_temperature_is_refused(temperature: float) -> None:
     with pytest.raises(ValueError, match="temperature"):
         StandardNormal(2).sample(1, Draws(0), temperature)
+
+
+def test_negative_zero_temperature_reads_as_zero() -> None:
+    """-0 is a temperature of 0, and a settings line should not print it as "-0"."""
+    from birdvae.runtime.prior import check_temperature
+
+    assert math.copysign(1.0, check_temperature(-0.0)) == 1.0
 
 
 def _save(path: Path, **arrays: np.ndarray) -> Path:
