@@ -6,7 +6,9 @@ priors over the latent code: ``prior.onnx``, a learned sampler (noise in, codes 
 its sha256 and size, so a model is checked before onnxruntime ever sees it, and it may name only
 the files below: a model folder is read by name, never by a path it supplies, and never through
 a symbolic link. Every size a manifest states is bounded (``MAX_*``), so a hostile folder cannot
-make the runtime allocate or read without limit. This module uses only the standard library:
+make the runtime read without limit or allocate for what it states. What a graph computes is not
+bounded before it runs (a few bytes can ask for hours of arithmetic), but a run stops at Ctrl-C
+or SIGTERM (``graphs.py``). This module uses only the standard library:
 reading a manifest must cost nothing at start-up.
 """
 

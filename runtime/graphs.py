@@ -8,8 +8,9 @@ never load it.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,13 @@ LOG_FATAL_ONLY = 4  # onnxruntime's own error lines would repeat, in colour, wha
 # codes were wrong (every one of 64 birds another bird), while the unfused pair is exact
 # integer arithmetic on every CPU tried. On x86 both give the same bytes at the same speed.
 UNSAFE_FUSIONS = ["DynamicQuantizeMatMulFusion"]
+# Constant folding runs a graph's constant-only nodes while the session opens, a C call that
+# nothing stops: a hostile decoder of 54 KB (a ConstantOfShape [4096, 4096] multiplied by itself
+# 2,000 times) held bird-gen past Ctrl-C and SIGTERM until it was killed. Without it that work
+# happens in a run, which a stop ends (``run_graph``). The exporter folds its graphs itself:
+# the shipped ones give the same bytes at the same speed, and open in half the time.
+NOT_WHILE_OPENING = ["ConstantFolding"]
+STOP_GRACE_S = 2.0  # how long a stopped run may take to leave the node it is in
 
 
 def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession:
@@ -52,7 +60,7 @@ def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession
             model,
             sess_options=options,
             providers=["CPUExecutionProvider"],
-            disabled_optimizers=UNSAFE_FUSIONS,
+            disabled_optimizers=UNSAFE_FUSIONS + NOT_WHILE_OPENING,
         )
     except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) subclass Exception
         raise ModelFormatError(
@@ -108,7 +116,7 @@ def run_graph(
     outputs of any type (strings, sequences), and every caller computes with them as numbers
     (a NaN would become a black pixel or a bird the rater cannot rank, blamed on the wrong file)."""
     try:
-        values = session.run(outputs, {input_name: chunk})
+        values = _stoppable_run(session, outputs, {input_name: chunk})
     except MemoryError:  # the machine's, not the graph's
         raise
     except Exception as exc:  # the input was checked, so a failure here is the graph's fault
@@ -128,3 +136,35 @@ def run_graph(
                 f"{file} output {name!r} holds NaN or infinity for a batch of {len(chunk)}"
             )
     return values
+
+
+def _stoppable_run(session: InferenceSession, outputs: list[str], feed: dict[str, Any]) -> Any:
+    """``session.run``, stopped at its next node by a Ctrl-C or SIGTERM. Python runs signal
+    handlers in the main thread between its own steps, never inside a C call, so from the main
+    thread the run goes to a thread of its own while this one waits where a handler can raise;
+    onnxruntime's terminate flag then ends the run, a hostile graph's endless one included."""
+    if threading.current_thread() is not threading.main_thread():
+        return session.run(outputs, feed)  # no signal reaches this thread
+    import onnxruntime
+
+    options = onnxruntime.RunOptions()
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(session.run(outputs, feed, options))
+        except BaseException as exc:  # re-raised in the caller's thread, as if it ran there
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="onnxruntime run", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except BaseException:  # a stop: onnxruntime's error for it is nobody's news
+        options.terminate = True
+        worker.join(STOP_GRACE_S)
+        raise
+    if failure:
+        raise failure[0]
+    return result[0]

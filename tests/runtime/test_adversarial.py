@@ -12,7 +12,11 @@ import json
 import math
 import os
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import time
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -247,6 +251,70 @@ def test_bird_gen_refuses_a_prior_that_loops_too_long_in_one_line(
     result = cli("--model", model_copy, "--prior", "learned", "--n", 2, "-o", out)
     one_error(result, SAMPLER_FILE, "Loop", "at most 1000")
     assert not out.exists()
+
+
+def _busy_decoder(side: int, products: int) -> bytes:
+    """A decoder of the format's signature (zeros) that first squares a [side, side] matrix of
+    ones ``products`` times over: work made from a few bytes, constant all through, which
+    onnxruntime's constant folding would do while the session opens."""
+    one = onnx_bytes.attribute("value", onnx_bytes.tensor("one", [1], struct.pack("<f", 1.0)),
+                               onnx_bytes.ATTRIBUTE_TENSOR)  # fmt: skip
+    keep = onnx_bytes.attribute("keepdims", 0, onnx_bytes.ATTRIBUTE_INT)
+    nodes = [onnx_bytes.node("ConstantOfShape", ["side"], ["m0"], one)]
+    nodes += [onnx_bytes.node("MatMul", [f"m{i}", f"m{i}"], [f"m{i + 1}"]) for i in range(products)]
+    nodes += [
+        onnx_bytes.node("ReduceSum", [f"m{products}"], ["total"], keep),
+        onnx_bytes.node("Mul", ["total", "zero"], ["nothing"]),
+        onnx_bytes.node("MatMul", ["z", "weights"], ["flat"]),
+        onnx_bytes.node("Add", ["flat", "nothing"], ["sum"]),
+        onnx_bytes.node("Reshape", ["sum", "shape"], ["image"]),
+    ]
+    pixels = 3 * SIZE * SIZE
+    initializers = [
+        onnx_bytes.tensor("side", [2], struct.pack("<2q", side, side), dtype=onnx_bytes.INT64),
+        onnx_bytes.tensor("zero", [], struct.pack("<f", 0.0)),
+        onnx_bytes.tensor("weights", [LATENT, pixels], bytes(4 * LATENT * pixels)),
+        onnx_bytes.tensor("shape", [4], struct.pack("<4q", -1, 3, SIZE, SIZE),
+                          dtype=onnx_bytes.INT64),
+    ]  # fmt: skip
+    main = onnx_bytes.graph(nodes, [onnx_bytes.value_info("z", ["N", LATENT])],
+                            [onnx_bytes.value_info("image", ["N", 3, SIZE, SIZE])], initializers)
+    return onnx_bytes.model(main)
+
+
+def test_a_busy_decoder_still_draws_what_it_draws(model_copy, refresh_manifest):
+    """The decoder above is of the format: small, it runs and gives its zeros."""
+    _replace_graph(model_copy, DECODER_FILE, _busy_decoder(8, 3), refresh_manifest)
+    birds = BirdVAE(model_copy, threads=1).decode(np.ones((2, LATENT), np.float32))
+    assert birds.shape == (2, 3, SIZE, SIZE) and not birds.any()
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_a_graph_busy_for_ever_is_stopped_at_once(how, model_copy, refresh_manifest, tmp_path):
+    """A hostile decoder of a few kilobytes kept bird-gen busy past Ctrl-C and SIGTERM (hours
+    of constant work done while its session opened): the stop now ends it within seconds, as
+    at any other moment, and nothing is written."""
+    _replace_graph(model_copy, DECODER_FILE, _busy_decoder(2048, 5000), refresh_manifest)
+    out = tmp_path / "birds.png"
+    argv = [sys.executable, "-c", "from birdvae.runtime.entry import main; main()",
+            "--model", str(model_copy), "--prior", "standard", "--n", "1", "--threads", "1",
+            "-o", str(out)]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3.0)  # started, and deep in the decoder's work
+        assert child.poll() is None, child.communicate()
+        stopped = time.monotonic()
+        child.send_signal(getattr(signal, how))
+        _, stderr = child.communicate(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        child.kill()
+        child.wait()
+    status, line = {"SIGINT": (130, "error: interrupted"),
+                    "SIGTERM": (143, "error: terminated (SIGTERM)")}[how]  # fmt: skip
+    assert child.returncode == status and line in stderr.splitlines(), stderr
+    assert took < 10, f"took {took:.1f} s to stop"
+    assert "Traceback" not in stderr and not out.exists()
 
 
 # --- manifests --------------------------------------------------------------------------------
