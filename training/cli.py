@@ -27,6 +27,7 @@ from birdvae.runtime.command import (
     version_option,
 )
 from birdvae.runtime.errors import UserError
+from birdvae.runtime.model import usable_cpus
 
 from .config import MAX_BLOCKS, MAX_PRIOR_STEPS
 from .extra import require_train_extra
@@ -294,6 +295,7 @@ def train_command(ctx: click.Context, **options) -> None:
         from .stages import trainer_class
 
     if options["threads"]:
+        _check_threads(options["threads"])
         torch.set_num_threads(options["threads"])
     given = {
         name for name in options
@@ -404,11 +406,20 @@ def _stops_mean_done() -> Iterator[None]:
 _COMMAND_PROCESS = False  # set by train_main: this process is vae-train itself
 
 
+def _check_threads(threads: int) -> None:
+    """Refuse more threads than this process's CPUs, as bird-gen does: torch starts them all
+    at once, and a million ran the system out of threads (or out of Python's int64)."""
+    cpus = usable_cpus()
+    if threads > cpus:
+        raise UserError(f"--threads {threads} is more than the {cpus} CPUs this process may "
+                        "use; more would only wait on each other")  # fmt: skip
+
+
 def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], TrainConfig]:
     """The run folder, its last checkpoint and its config with what --resume may change."""
     from . import checkpoint
     from .config import override
-    from .runfolder import BEST, CONFIG, LAST, check_not_a_link
+    from .runfolder import BEST, CONFIG, LAST, check_not_a_link, check_resume_folder
 
     extra = given - RESUMABLE_FLAGS
     if extra:
@@ -437,6 +448,7 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
     config = override(checkpoint.config_of(state), epochs=options["epochs"],
                       device=options["device"], precision=options["precision"],
                       compile=options["compile_"])  # fmt: skip
+    check_resume_folder(run_dir, config)
     return run_dir, state, config
 
 
@@ -457,9 +469,9 @@ def _new_run(options: dict) -> Path:
 def _check_outside_data(run_dir: Path, data: Sequence[str]) -> None:
     """Refuse a run folder inside a data folder: its sample grids are PNGs, and the next load of
     that folder (a resume, a later stage) would take them for photos."""
-    run = Path(run_dir).resolve()  # through links, as the data folders are compared
+    run = _resolved(Path(run_dir), "-o/--output")  # through links, as the data is compared
     for source in data:
-        root = Path(source).expanduser().resolve()
+        root = _resolved(Path(source).expanduser(), "--data")
         if run == root or root in run.parents:
             raise UserError(
                 f"-o/--output {run_dir} is inside the data folder {source}: the run's grids "
@@ -467,14 +479,24 @@ def _check_outside_data(run_dir: Path, data: Sequence[str]) -> None:
             )
 
 
+def _resolved(path: Path, flag: str) -> Path:
+    """``path`` through its links, or a UserError when they go round in a loop."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.13 raises OSError(ELOOP), older RuntimeError
+        raise UserError(f"{flag} {path}: a loop of symbolic links; give the folder itself") from exc
+
+
 def _new_config(options: dict, given: set[str]) -> TrainConfig:
     """A new run's config: its stage's defaults, then the command line; an impossible
     architecture is refused here, before any data is read."""
     from .checkpoint import MAX_PARAMETERS, parameter_count
+    from .config import TrainConfig
 
     config = _vae_config(options, given) if options["stage"] == "vae" else _stage_config(
         options, given
     )
+    config = TrainConfig.from_dict(config.to_dict())  # every bound a config.json is held to
     config.model.check_sizes()
     parameters = parameter_count(config, prior=config.stage == "prior")
     if parameters > MAX_PARAMETERS:

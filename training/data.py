@@ -84,10 +84,12 @@ def load_splits(
     cache_dir: str | os.PathLike | None = None,
     update_cache: bool = True,
     box_margin: float = BOX_MARGIN,
+    avoid: Sequence[Path] = (),
 ) -> Splits:
     """Train and validation images from one source or several, at ``image_size``, through the
     disk cache (read only, never written, with ``update_cache`` False); a CUB photo is cropped
-    to its bounding box with ``box_margin`` around it."""
+    to its bounding box with ``box_margin`` around it. A linked folder inside a source that
+    reaches a folder of ``avoid`` (a run's own, whose grids are PNGs) is not walked."""
     if crop not in ("center", "squash"):
         raise DataError(f"unknown crop {crop!r} (choose center or squash)")
     if not 0.0 <= box_margin <= 1.0:
@@ -98,6 +100,8 @@ def load_splits(
         sources = [sources]
     if not sources:
         raise DataError("no data source given")
+    for source in sources:  # every resolve() below follows links, and a loop of them raises
+        _check_no_link_loop(Path(source).expanduser())
     _check_disjoint([Path(source).expanduser() for source in sources])
     items: list[_Item] = []
     kinds: list[str] = []
@@ -106,7 +110,7 @@ def load_splits(
     for source in sources:
         root = Path(source).expanduser()
         others = [other for other in every if other != root.resolve()]
-        found, kind = _list_source(root, val_fraction, others)
+        found, kind = _list_source(root, val_fraction, others, avoid)
         items += found
         kinds.append(kind)
         roots.append(root)
@@ -121,6 +125,12 @@ def load_splits(
 
     splits = _decode_all(items, image_size, crop, kind, box_margin)
     if len(splits.train) == 0 and len(splits.val) > 0:
+        if all(kind == "cub" for kind in kinds):  # CUB's own split, whatever --val-fraction says
+            raise DataError(
+                f"CUB's train_test_split.txt puts all {len(splits.val)} photos in "
+                f"{', '.join(map(str, roots))} in its test half; mark some 1 (training) or "
+                "add a folder of photos"
+            )
         raise DataError(
             f"--val-fraction {val_fraction} put all {len(splits.val)} images in validation; "
             "lower it or add photos"
@@ -134,6 +144,15 @@ def load_splits(
             classes=np.array(splits.classes),
         )  # fmt: skip
     return splits
+
+
+def _check_no_link_loop(root: Path) -> None:
+    """Refuse a data folder whose path is a loop of symbolic links (links inside it that loop
+    are skipped as the folder is walked)."""
+    try:
+        root.resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.13 raises OSError(ELOOP), older RuntimeError
+        raise DataError(f"{root}: a loop of symbolic links; give the folder itself") from exc
 
 
 def _check_disjoint(roots: Sequence[Path]) -> None:
@@ -173,7 +192,7 @@ def images_digest(splits: Splits) -> str:
 
 
 def _list_source(
-    root: Path, val_fraction: float, others: Sequence[Path] = ()
+    root: Path, val_fraction: float, others: Sequence[Path] = (), avoid: Sequence[Path] = ()
 ) -> tuple[list[_Item], str]:
     """The images of one source, each with its side of the split, and the source's kind;
     ``others`` are the other sources, which a linked folder in this one must not reach."""
@@ -185,7 +204,7 @@ def _list_source(
     if cub_root is not None:
         items, kind = read_cub_layout(cub_root), "cub"
     else:
-        items, kind = split_folder(root, val_fraction, others), "folder"
+        items, kind = split_folder(root, val_fraction, others, avoid), "folder"
     if not items:
         raise DataError(
             f"no images found in {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -312,14 +331,16 @@ def _photo_inside(resolved: Path, folder: Path) -> bool:
     return not resolved.exists() or resolved.is_file()
 
 
-def split_folder(root: Path, val_fraction: float, others: Sequence[Path] = ()) -> list[_Item]:
+def split_folder(
+    root: Path, val_fraction: float, others: Sequence[Path] = (), avoid: Sequence[Path] = ()
+) -> list[_Item]:
     """Every image under ``root``; per sub-folder, the files whose path hashes lowest are val.
 
     Hashing the relative path (not shuffling) keeps each file's side of the split fixed when
     other files come and go.
     """
     groups: dict[Path, list[Path]] = defaultdict(list)
-    for path in sorted(_files_under(root, others)):
+    for path in sorted(_files_under(root, others, avoid)):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             groups[path.parent].append(path)
     held: dict[Path, int] = {}
@@ -345,10 +366,10 @@ def split_folder(root: Path, val_fraction: float, others: Sequence[Path] = ()) -
     return items
 
 
-def _reaches(target: Path, refused: Sequence[Path]) -> bool:
-    """Whether ``target`` is one of ``refused``, inside one, or holds the first (the root)."""
+def _reaches(target: Path, refused: Sequence[Path], held: Sequence[Path]) -> bool:
+    """Whether ``target`` is one of ``refused``, inside one, or holds one of ``held``."""
     inside = any(target == folder or folder in target.parents for folder in refused)
-    return inside or target in refused[0].parents
+    return inside or any(target in folder.parents for folder in held)
 
 
 def _holds_photos(folder: Path, look_at: int = 10_000) -> bool:
@@ -363,17 +384,23 @@ def _unit_hash(relative: Path) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def _files_under(root: Path, others: Sequence[Path] = ()) -> Iterator[Path]:
+def _files_under(
+    root: Path, others: Sequence[Path] = (), avoid: Sequence[Path] = ()
+) -> Iterator[Path]:
     """The regular files under ``root``, walked with a list rather than recursion, so that no
     depth of folders overflows Python's stack. Links are followed (a folder of links to species
     folders or photos is a data set), each real folder entered once (a loop of links ends),
     except a linked folder inside ``root`` (its real path is walked, and names its species),
-    one holding ``root`` (the disk above the data set), and one inside ``others`` (another
-    source's photos, on both sides of two splits). Hidden files and folders (a name starting
-    with a dot: thumbnails, copies a file manager keeps) are not photos of the data set.
+    one holding ``root`` (the disk above the data set), one inside ``others`` (another
+    source's photos, on both sides of two splits), and one inside or holding a folder of
+    ``avoid`` (a run's folder: its grids would be read as photos, and a resume refused).
+    Hidden files and folders (a name starting with a dot: thumbnails, copies a file manager
+    keeps) are not photos of the data set.
     Folders that cannot be read are counted in one warning."""
     real_root = root.resolve()
-    refused = [real_root, *(Path(other).resolve() for other in others)]
+    avoided = [Path(folder).resolve() for folder in avoid]
+    refused = [real_root, *(Path(other).resolve() for other in others), *avoided]
+    held = [real_root, *avoided]
     folders, unreadable, entered = [root], [], set()
     while folders:
         folder = folders.pop()
@@ -391,7 +418,7 @@ def _files_under(root: Path, others: Sequence[Path] = ()) -> Iterator[Path]:
                 continue
             try:
                 if entry.is_dir():
-                    if entry.is_symlink() and _reaches(Path(entry.path).resolve(), refused):
+                    if entry.is_symlink() and _reaches(Path(entry.path).resolve(), refused, held):
                         continue
                     folders.append(Path(entry.path))
                 elif entry.is_file():

@@ -354,7 +354,7 @@ class Trainer(abc.ABC):
             return load_splits(
                 self.config.data, self.config.model.image_size, self.config.crop,
                 self.config.val_fraction, self.run_dir / runfolder.CACHE,
-                box_margin=self.config.box_margin,
+                box_margin=self.config.box_margin, avoid=[self.run_dir],
             )  # fmt: skip
 
         # Rank 0 decodes and caches; the others then read the cache.
@@ -646,8 +646,11 @@ class Trainer(abc.ABC):
         try:
             self._load_state(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            # A KeyError's own text is the bare key ('param_groups'): say what it means.
+            missing = isinstance(exc, KeyError) and exc.args
+            reason = f"it lacks {exc.args[0]!r}" if missing else first_line(exc)
             raise checkpoint.CheckpointError(
-                f"{self.run_dir / LAST} cannot be resumed: {first_line(exc)}"
+                f"{self.run_dir / LAST} cannot be resumed: {reason}"
             ) from exc
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -661,7 +664,7 @@ class Trainer(abc.ABC):
         if self.ema is not None and state["ema"] is not None:
             self.ema.module.load_state_dict(state["ema"])
             self.ema.n_averaged.fill_(int(state["ema_n"]))
-        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.load_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])

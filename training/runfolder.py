@@ -66,6 +66,79 @@ def check_new_run_folder(run_dir: Path) -> None:
         )
 
 
+# What --resume may change in a run's config; every other field must be the folder's own.
+RESUMABLE_FIELDS = frozenset({"epochs", "device", "precision", "compile"})
+
+
+def check_resume_folder(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to resume in ``run_dir`` unless everything there is this run's own: the resume
+    rewrites ``config.json``, ``best.pt`` and ``metrics.jsonl`` whole, so a user's file of one
+    of those names, or another run's (a ``last.pt`` copied in from elsewhere), would be lost.
+    ``config`` is the one in ``last.pt``."""
+    records = (LAST, BEST, METRICS)  # checked below, by what they hold
+    entries = sorted(run_dir.iterdir())
+    foreign = [e for e in entries if e.name not in records and not _left_by_a_run(e)]
+    for name in (BEST, METRICS):
+        entry = run_dir / name
+        if entry.is_symlink() or (entry.exists() and not entry.is_file()):
+            foreign.append(entry)
+    if foreign:
+        shown = ", ".join(entry.name for entry in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise UserError(
+            f"refusing to resume in {run_dir}: it holds {shown}{more}, which vae-train did not "
+            "write; move them out of the folder"
+        )
+    mine = _comparable(config)
+    if (run_dir / CONFIG).exists() and _comparable(TrainConfig.load(run_dir / CONFIG)) != mine:
+        raise UserError(
+            f"refusing to resume in {run_dir}: its {LAST} is another run's than its {CONFIG} "
+            "(copied in from another folder?); resume the folder the run wrote"
+        )
+    if (run_dir / BEST).exists():
+        try:
+            best = checkpoint.config_of(checkpoint.load(run_dir / BEST))
+        except checkpoint.CheckpointError as exc:
+            raise UserError(
+                f"refusing to resume in {run_dir}: its {BEST} is not this run's checkpoint "
+                f"({exc}); move it out of the folder"
+            ) from exc
+        if _comparable(best) != mine:
+            raise UserError(
+                f"refusing to resume in {run_dir}: its {BEST} is another run's than its {LAST}; "
+                "move it out of the folder"
+            )
+    if not _holds_only_records(run_dir / METRICS):
+        raise UserError(
+            f"refusing to resume in {run_dir}: its {METRICS} holds lines vae-train did not "
+            "write; move it out of the folder"
+        )
+
+
+def _comparable(config: TrainConfig) -> dict[str, Any]:
+    """A config's fields but those --resume may change."""
+    values = config.to_dict()
+    return {key: value for key, value in values.items() if key not in RESUMABLE_FIELDS}
+
+
+def _holds_only_records(path: Path) -> bool:
+    """Whether ``path`` is absent, or holds only metrics lines (JSON objects with an epoch)."""
+    if not path.exists():
+        return True
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            return False
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            return False
+    return True
+
+
 def is_cache_file(entry: Path) -> bool:
     """Whether ``entry`` is an image cache a run wrote (not a temporary, a link or a folder)."""
     named = CACHE_FILE_PATTERN.fullmatch(entry.name)

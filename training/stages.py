@@ -596,7 +596,7 @@ class DecoderTrainer(Trainer):
         if self.rater is not None:
             check_same_rater(state)
         self.discriminator.load_state_dict(state["discriminator"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        checkpoint.load_optimizer_state(self.d_optimizer, state["d_optimizer"])
         if "augment_rng" in state:  # checkpoints of older versions restart it from the seed
             self._augment_generator.set_state(state["augment_rng"])
         if self.rater is not None and "rater_rng" in state:

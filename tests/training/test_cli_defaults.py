@@ -103,3 +103,40 @@ def test_every_hand_kept_flag_set_names_options_the_command_has():
     options = {param.name for param in train_command.params}
     for flags in (RESUMABLE_FLAGS, set(SHOWN_FLAGS), ARCHITECTURE_FLAGS):
         assert flags <= options, flags - options
+
+
+def test_sizes_past_any_bound_are_one_line_before_any_work(tmp_path, monkeypatch, vae_checkpoint):
+    """Each of these was a traceback: torch.set_num_threads overflowing an int64, and a prior
+    width the command line set past the bound a config.json is held to."""
+    from click.testing import CliRunner
+
+    from birdvae.training import cli
+
+    monkeypatch.setattr(cli, "usable_cpus", lambda: 2)
+    huge = str(10**20)
+    for args, message in (
+        (["--data", str(tmp_path), "-o", str(tmp_path / "a"), "--threads", huge],
+         f"--threads {huge} is more than the 2 CPUs"),
+        (["--data", str(tmp_path), "-o", str(tmp_path / "b"), "--threads", "3"],
+         "--threads 3 is more than the 2 CPUs"),
+        (["--stage", "prior", "--init", str(vae_checkpoint), "-o", str(tmp_path / "c"),
+          "--prior-width", huge], "prior width must be a whole number from 1 to 65536"),
+    ):  # fmt: skip
+        result = CliRunner().invoke(cli.train_command, args)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_data_folder_that_is_a_loop_of_links_is_one_line(tmp_path):
+    """Path.resolve raised RuntimeError ("Symlink loop") from vae-train, vae-eval and
+    vae-export --prior-data alike."""
+    from click.testing import CliRunner
+
+    from birdvae.training.cli import train_command
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for args in (["--data", str(tmp_path / "a"), "-o", str(tmp_path / "run")],
+                 ["--data", str(tmp_path), "-o", str(tmp_path / "a" / "run")]):  # fmt: skip
+        result = CliRunner().invoke(train_command, args)
+        assert result.exit_code == 2 and "a loop of symbolic links" in result.output, result.output

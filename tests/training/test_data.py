@@ -95,6 +95,14 @@ def test_cub_layout_uses_its_split_and_crops_to_the_box(tmp_path: Path):
     assert (centre[:, 0] > 200).all() and (centre[:, 2] < 60).all()  # the bird, not the sky
 
 
+def test_a_cub_split_with_no_training_photos_says_so(tmp_path: Path):
+    """It said "--val-fraction 0.0 put all 4 images in validation", a flag CUB's split ignores."""
+    cub = _fake_cub(tmp_path) / "CUB_200_2011"
+    (cub / "train_test_split.txt").write_text("".join(f"{i} 0\n" for i in range(1, 5)))
+    with pytest.raises(DataError, match=r"train_test_split\.txt puts all 4 photos .* test half"):
+        load_splits(tmp_path, 16, val_fraction=0.0)
+
+
 def test_names_that_are_not_utf8_are_data_not_tracebacks(tmp_path: Path):
     """A photo's or species folder's name in another encoding (an old archive, unpacked) is
     split like any other; an index of CUB's that is not UTF-8 is one DataError naming it."""

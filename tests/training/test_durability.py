@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -147,7 +148,20 @@ HOSTILE_EDITS = {  # what a hand-edited or crafted last.pt holds -> what the one
         lambda s: s["model"].pop(next(iter(s["model"]))),
         "cannot be resumed: Error(s) in loading state_dict for VAE: Missing key(s)",
     ),
-}
+    # 4 bytes on disk that the finite check computed over as 3e9 numbers (21 GB)
+    "an expanded tensor": (lambda s: s["model"].update(junk=torch.zeros(1).expand(10**9)),
+                           "1000000000 elements over 4 bytes"),
+    "a sparse tensor": (lambda s: s["model"].update(junk=torch.eye(3).to_sparse()), "sparse"),
+    "a meta tensor": (lambda s: s["model"].update(junk=torch.empty(3, device="meta")), "meta"),
+    "float8": (lambda s: s["model"].update(junk=torch.zeros(2, dtype=torch.float8_e4m3fn)),
+               "a tensor of torch.float8_e4m3fn"),
+    "an optimizer without its groups": (lambda s: s["optimizer"].pop("param_groups"),
+                                        "cannot be resumed: it lacks 'param_groups'"),
+    "a moment of another shape": (  # loaded as it was, the run failed in its first step
+        lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.zeros(5)),
+        "optimizer's exp_avg of a weight has shape [5]",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("edit", HOSTILE_EDITS, ids=HOSTILE_EDITS)
@@ -163,6 +177,40 @@ def test_a_crafted_checkpoint_is_one_line_on_resume(straight, tmp_path, edit):
     result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def _another_runs_last(run: Path) -> None:
+    state = checkpoint.load(run / LAST)
+    state["config"]["seed"] += 1  # another run's: the same data, another seed
+    torch.save(state, run / LAST)
+
+
+FOREIGN_IN_A_RUN = {
+    "notes beside it": (lambda run: (run / "notes.txt").write_text("mine"), "notes.txt"),
+    "a file as best.pt": (lambda run: (run / BEST).write_text("mine"), "best.pt is not this run"),
+    "notes as metrics": (lambda run: (run / METRICS).write_text("notes\n"), "metrics.jsonl holds"),
+    "a config of another tool": (lambda run: (run / "config.json").write_text('{"my": 1}'),
+                                 "config.json"),
+    "a picture among the grids": (lambda run: (run / "grids" / "mine.png").write_bytes(b"x"),
+                                  "grids"),
+    "another run's last.pt": (_another_runs_last, "last.pt is another run's"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("edit", FOREIGN_IN_A_RUN, ids=FOREIGN_IN_A_RUN)
+def test_a_resume_never_writes_over_what_the_run_did_not_write(straight, tmp_path, edit):
+    """A resume rewrites config.json, best.pt and metrics.jsonl whole; it went on over a
+    user's files of those names, and over another run's records under a last.pt copied in."""
+    change, message = FOREIGN_IN_A_RUN[edit]
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    (run / BEST).unlink()  # so that the resume would write best.pt
+    (run / METRICS).write_text((straight[1] / METRICS).read_text().splitlines()[0] + "\n")
+    change(run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 2 and "refusing to resume" in result.output, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_resume_without_optimizer_state_is_one_line(straight, tmp_path):
@@ -428,6 +476,20 @@ def test_a_resume_on_changed_photos_is_refused(tmp_path):
     write_images(data / "c", 4, seed=3)  # photos added after the run started
     with pytest.raises(UserError, match="photos in its data folders have changed"):
         VAETrainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=quiet)
+
+
+def test_a_data_folder_linking_to_the_runs_folder_does_not_read_the_runs_grids(tmp_path):
+    """A link in the data folder to the folder holding the run: the run's own grids were then
+    read as photos by the resume, which refused the run for ever ("photos have changed")."""
+    data, runs = tmp_path / "birds", tmp_path / "runs"
+    write_images(data / "a", 24, seed=1)
+    write_images(data / "b", 24, seed=2)
+    (data / "out").symlink_to(runs, target_is_directory=True)
+    run = runs / "run"
+    VAETrainer(tiny_config(data, epochs=1), run, log=quiet).fit()
+    assert list((run / "grids").glob("*.png"))  # what the resume would have read
+    resumed = VAETrainer(tiny_config(data, epochs=2), run, checkpoint.load(run / LAST), log=quiet)
+    assert resumed.fit()["epoch"] == 2
 
 
 def test_without_flock_a_run_trains_unlocked(tmp_path, monkeypatch):

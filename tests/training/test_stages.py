@@ -458,7 +458,7 @@ def test_a_later_stage_whose_init_data_moved_says_so(vae_checkpoint, tmp_path):
         (["--stage", "decoder", "--init", "{ckpt}", "--guidance", "3"], "give --prior-guide"),
         (["--stage", "prior", "--init", "{ckpt}", "--guidance", "3"], "only for --stage"),
         (["--stage", "prior", "--init", "{missing}"], "does not exist"),
-        (["--stage", "prior", "--init", "{ckpt}", "--prior-width", "2000000"], "parameters"),
+        (["--stage", "prior", "--init", "{ckpt}", "--prior-width", "60000"], "parameters"),
     ],
 )
 def test_stage_mistakes_are_one_line(vae_checkpoint, tmp_path, args, message):
