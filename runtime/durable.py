@@ -310,6 +310,25 @@ def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Threads a stop left inside native code (an onnxruntime run still in its current node): an
+# interpreter that ends under one aborts the process ("terminate called without an active
+# exception", status -6), so the command ends with os._exit instead (``end_process``).
+_LEFT_RUNNING: list[threading.Thread] = []
+
+
+def leave_running(thread: threading.Thread) -> None:
+    """Note ``thread`` as one a stop had to leave inside native code."""
+    _LEFT_RUNNING.append(thread)
+
+
+def end_process(status: int) -> None:
+    """End the process with ``status`` at once, its output flushed, when a thread is still
+    inside native code (``leave_running``); otherwise return, for the usual ending."""
+    if any(thread.is_alive() for thread in _LEFT_RUNNING):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ UNSAFE_FUSIONS = ["DynamicQuantizeMatMulFusion"]
 # happens in a run, which a stop ends (``run_graph``). The exporter folds its graphs itself:
 # the shipped ones give the same bytes at the same speed, and open in half the time.
 NOT_WHILE_OPENING = ["ConstantFolding"]
-STOP_GRACE_S = 2.0  # how long a stopped run may take to leave the node it is in
+STOP_GRACE_S = 2.0  # how long a stopped run may take to leave the node it is in, at most
 
 
 def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession:
@@ -160,10 +160,13 @@ def _stoppable_run(session: InferenceSession, outputs: list[str], feed: dict[str
     worker = threading.Thread(target=run, name="onnxruntime run", daemon=True)
     worker.start()
     try:
-        worker.join()
+        while worker.is_alive():  # in short waits: a wait without one ignores Ctrl-C on Windows
+            worker.join(0.1)
     except BaseException:  # a stop: onnxruntime's error for it is nobody's news
         options.terminate = True
         worker.join(STOP_GRACE_S)
+        if worker.is_alive():  # one node longer than that: the command ends without waiting
+            durable.leave_running(worker)
         raise
     if failure:
         raise failure[0]

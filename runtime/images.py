@@ -159,6 +159,15 @@ def encode_png(pixels: np.ndarray) -> bytes:
     ])  # fmt: skip
 
 
+def is_png(path: str | Path) -> bool:
+    """Whether ``path`` is a file that starts as a PNG does."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    except OSError:
+        return False
+
+
 def written_by_bird_gen(path: str | Path) -> bool:
     """Whether ``path`` is a PNG this package wrote (its Software chunk right after the
     header), which a command may replace without being asked: never a file of the user's."""

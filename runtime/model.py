@@ -524,7 +524,10 @@ class BirdVAE:
     def _check_images_for(self, rows: Any, name: str, instead: str) -> None:
         """Refuse before any copy or work a call whose ``rows`` (an array or a list, one image
         each) would return more than MAX_RESULT_VALUES numbers; their shape is checked later."""
-        count = len(rows) if hasattr(rows, "__len__") else 1
+        try:
+            count = len(rows)
+        except TypeError:  # a number, a 0-d array: refused by its shape later
+            count = 1
         _check_result((count, 3, self.image_size, self.image_size), name, instead)
 
     def _check_batch(self, batch: int, best_of: int = 1) -> int:

@@ -145,11 +145,12 @@ def _write_bird(pixels: np.ndarray, target: Path, force: bool, names: set[str]) 
 
 
 def _check_bird_target(target: Path, force: bool) -> None:
-    """Refuse to write a bird at ``target`` when a link, anything but a file, or a file
-    bird-gen did not write is there, even with --force (a bird is never written through a link,
-    out of the folder, nor over a file of the user's that only has a bird's name), or, without
-    --force, any file. Made for the folder's birds before any work and for each bird's name
-    just before its rename, since a file may be put there meanwhile."""
+    """Refuse to write a bird at ``target`` when a link, anything but a file, or a file that is
+    no PNG is there, even with --force (a bird is never written through a link, out of the
+    folder, nor over a user's notes that only have a bird's name; a PNG may be a bird of a
+    bird-gen from before its PNGs were marked), or, without --force, any file. Made for the
+    folder's birds before any work and for each bird's name just before its rename, since a
+    file may be put there meanwhile."""
     if target.is_symlink() or (target.exists() and not target.is_file()):
         kind = "a link" if target.is_symlink() else "not a file"
         raise UserError(f"{target} is {kind}, not a bird of an earlier run; move it or choose "
@@ -157,9 +158,9 @@ def _check_bird_target(target: Path, force: bool) -> None:
     if target.exists() and not force:
         raise UserError(f"{target} appeared while the birds were written; give --force to "
                         "write over it, or another folder")  # fmt: skip
-    if target.exists() and not images.written_by_bird_gen(target):
-        raise UserError(f"{target} has a bird's name but bird-gen did not write it; move it or "
-                        "choose another folder")  # fmt: skip
+    if target.exists() and not images.is_png(target):
+        raise UserError(f"{target} has a bird's name but is not a PNG bird-gen wrote; move it "
+                        "or choose another folder")  # fmt: skip
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -115,7 +115,7 @@ def _odd_tensor(value: Any) -> str | None:
         return None
     if value.layout != torch.strided or value.is_nested or value.is_quantized:
         return "a sparse, nested or quantized tensor"
-    if value.is_meta or value.device.type != "cpu":
+    if value.is_meta:
         return "a tensor with no values (on the meta device)"
     if value.dtype not in TENSOR_DTYPES:
         return f"a tensor of {value.dtype}"
@@ -205,9 +205,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]
     indices = [index for group in saved["param_groups"] for index in group["params"]]
     if len(indices) != len(weights):
         raise ValueError(f"its optimizer holds {len(indices)} weights, the run {len(weights)}")
+    moments = saved["state"]
+    if not isinstance(moments, dict) or not all(isinstance(m, dict) for m in moments.values()):
+        raise ValueError("its optimizer's state is not a table of each weight's moments")
     for index, weight in zip(indices, weights):
-        for name, value in saved["state"].get(index, {}).items():
-            if isinstance(value, torch.Tensor) and value.dim() and value.shape != weight.shape:
+        for name, value in moments.get(index, {}).items():
+            if name == "step":  # Adam's count, one number
+                continue
+            if isinstance(value, torch.Tensor) and value.shape != weight.shape:
                 shapes = f"{list(value.shape)}, the weight {list(weight.shape)}"
                 raise ValueError(f"its optimizer's {name} of a weight has shape {shapes}")
     optimizer.load_state_dict(saved)

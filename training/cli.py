@@ -419,6 +419,7 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
     """The run folder, its last checkpoint and its config with what --resume may change."""
     from . import checkpoint
     from .config import override
+    from .loop import is_main_process
     from .runfolder import BEST, CONFIG, LAST, check_not_a_link, check_resume_folder
 
     extra = given - RESUMABLE_FLAGS
@@ -448,7 +449,8 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
     config = override(checkpoint.config_of(state), epochs=options["epochs"],
                       device=options["device"], precision=options["precision"],
                       compile=options["compile_"])  # fmt: skip
-    check_resume_folder(run_dir, config)
+    if is_main_process():  # what rank 0 writes; the others would race its sweep
+        check_resume_folder(run_dir, config)
     return run_dir, state, config
 
 

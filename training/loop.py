@@ -124,6 +124,11 @@ class _Distributed:
             dist.destroy_process_group()
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of the run (the one without torchrun is)."""
+    return _Distributed().main
+
+
 def processes() -> int:
     """How many processes torchrun started for this run (1 without torchrun); TrainingError
     for variables it could not have set."""

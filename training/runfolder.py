@@ -66,6 +66,9 @@ def check_new_run_folder(run_dir: Path) -> None:
         )
 
 
+# The temporaries of the run's records before they carried durable's tag (.last.pt.1a2b3c4d.tmp):
+# a run killed under that version left them, and only that version would sweep them.
+_OLD_TEMPORARY = re.compile(r"\.(last\.pt|best\.pt|metrics\.jsonl|config\.json)\.[a-z0-9_]{8}\.tmp")
 # What --resume may change in a run's config; every other field must be the folder's own.
 RESUMABLE_FIELDS = frozenset({"epochs", "device", "precision", "compile"})
 
@@ -77,7 +80,11 @@ def check_resume_folder(run_dir: Path, config: TrainConfig) -> None:
     ``config`` is the one in ``last.pt``."""
     records = (LAST, BEST, METRICS)  # checked below, by what they hold
     entries = sorted(run_dir.iterdir())
-    foreign = [e for e in entries if e.name not in records and not _left_by_a_run(e)]
+    foreign = [e for e in entries if e.name not in records and not _left_by_a_run(e)
+               and not _OLD_TEMPORARY.fullmatch(e.name)
+               and (e.exists() or e.is_symlink())]  # fmt: skip
+    # (the last line: a live run's temporary renamed meanwhile is gone, not foreign; that run's
+    # lock refuses this resume later with its own message)
     for name in (BEST, METRICS):
         entry = run_dir / name
         if entry.is_symlink() or (entry.exists() and not entry.is_file()):
@@ -122,21 +129,26 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
 
 
 def _holds_only_records(path: Path) -> bool:
-    """Whether ``path`` is absent, or holds only metrics lines (JSON objects with an epoch)."""
+    """Whether ``path`` is absent, or holds only metrics lines (JSON objects with an epoch) but
+    for a last one cut short by a crash (runs of an earlier version appended their lines)."""
     if not path.exists():
         return True
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
         return False
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            return False
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-            return False
-    return True
+    if len(lines) > 1:
+        lines = lines[:-1] if not _is_record(lines[-1]) else lines
+    return all(map(_is_record, lines))
+
+
+def _is_record(line: str) -> bool:
+    """Whether ``line`` is one metrics line: a JSON object with an integer epoch."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("epoch"), int)
 
 
 def is_cache_file(entry: Path) -> bool:

@@ -101,6 +101,8 @@ def test_results_too_large_to_return_at_once_are_refused_before_any_work(vae, mo
     with pytest.raises(ArgumentError, match=r"steps 10000000 asks for .* use fewer steps"):
         vae.interpolate(_photos(1)[0], _photos(1)[0], steps=10**7)
     assert vae.decode(np.zeros((2, vae.latent_dim), np.float32)).shape == (2, 3, SIZE, SIZE)
+    with pytest.raises(ArgumentError, match=r"z must have shape \[N, 8\], got \[\]"):
+        vae.decode(np.float32(0))  # no len(): counted as one, then refused by its shape
     monkeypatch.setattr(BirdVAE, "_decode", no_work)
     rows = MAX_RESULT_VALUES // (3 * SIZE * SIZE) + 1  # one image more than is returned at once
     codes = np.broadcast_to(np.float32(0), (rows, vae.latent_dim))  # no memory of its own

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from birdvae.runtime import images
 from birdvae.runtime.format import MANIFEST_FILE
 
 from .conftest import TINY_MODEL, one_error
@@ -110,16 +111,30 @@ def test_older_birds_are_refused_before_the_model_starts_drawing(cli, tiny_model
 
 @pytest.mark.parametrize("force", [False, True])
 def test_a_users_file_at_a_birds_name_is_never_written_over(cli, tiny_model, out, force):
-    """Only a PNG bird-gen wrote counts as an earlier run's bird: a file of the user's that
-    merely has a bird's name is refused, --force or not, before anything is written."""
+    """A file of the user's that merely has a bird's name is refused, --force or not, before
+    anything is written; a PNG there counts as an earlier run's bird (see below)."""
     folder = out / "birds"
     folder.mkdir()
     mine = folder / "bird_00000.png"
     mine.write_bytes(b"my own picture")
     args = ("--n", 2, "--separate", folder, "--model", tiny_model, "--threads", 1)
     one_error(cli(*args, *(["--force"] if force else [])), "bird_00000.png has a bird's name",
-              "bird-gen did not write it")  # fmt: skip
+              "is not a PNG bird-gen wrote")  # fmt: skip
     assert mine.read_bytes() == b"my own picture" and list(folder.iterdir()) == [mine]
+
+
+def test_force_replaces_the_unmarked_birds_of_an_earlier_bird_gen(cli, tiny_model, out):
+    """bird-gen has marked its PNGs (a Software chunk) only since 2026-12-06: a folder of
+    birds from before holds PNGs without the mark, which --force replaces as before."""
+    from PIL import Image
+
+    folder = out / "birds"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "bird_00000.png")  # no Software chunk
+    args = ("--n", 2, "--separate", folder, "--model", tiny_model, "--threads", 1)
+    one_error(cli(*args), "1 bird of an earlier run", "--force")
+    assert cli(*args, "--force").exit_code == 0
+    assert images.written_by_bird_gen(folder / "bird_00000.png")
 
 
 @pytest.mark.parametrize("kind", ["link", "folder"])

@@ -161,6 +161,9 @@ HOSTILE_EDITS = {  # what a hand-edited or crafted last.pt holds -> what the one
         lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.zeros(5)),
         "optimizer's exp_avg of a weight has shape [5]",
     ),
+    "a moment of one number": (lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.ones(())),
+                               "optimizer's exp_avg of a weight has shape []"),
+    "moments not a table": (lambda s: s["optimizer"].update(state=[1]), "not a table"),
 }  # fmt: skip
 
 
@@ -211,6 +214,18 @@ def test_a_resume_never_writes_over_what_the_run_did_not_write(straight, tmp_pat
     assert result.exit_code == 2 and "refusing to resume" in result.output, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_resume_takes_what_an_earlier_version_left_for_the_runs_own(straight, tmp_path):
+    """A run killed under an earlier version left temporaries without durable's tag and could
+    leave its last metrics line cut short (it appended them): both are the run's."""
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    (run / ".last.pt.1a2b3c4d.tmp").write_bytes(b"half a checkpoint")
+    with open(run / METRICS, "a") as metrics:
+        metrics.write('{"epoch": 3, "val_b')
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in runfolder.read_metrics(run / METRICS)] == [1, 2, 3]
 
 
 def test_resume_without_optimizer_state_is_one_line(straight, tmp_path):
