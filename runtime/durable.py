@@ -310,21 +310,22 @@ def sweep_temporaries(folder: Path, names: Container[str]) -> list[Path]:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# Threads a stop left inside native code (an onnxruntime run still in its current node): an
-# interpreter that ends under one aborts the process ("terminate called without an active
-# exception", status -6), so the command ends with os._exit instead (``end_process``).
-_LEFT_RUNNING: list[threading.Thread] = []
+# Threads whose native work a stop cut short (an onnxruntime run told to end at its next node,
+# ended since or still in a long node): an interpreter that ended after one aborted the process
+# now and then ("terminate called without an active exception", status -6, in CI), so the
+# command then ends with os._exit once its line is out and its cleanup done (``end_process``).
+_STOPPED_IN_NATIVE_CODE: list[threading.Thread] = []
 
 
-def leave_running(thread: threading.Thread) -> None:
-    """Note ``thread`` as one a stop had to leave inside native code."""
-    _LEFT_RUNNING.append(thread)
+def stopped_in_native_code(thread: threading.Thread) -> None:
+    """Note ``thread`` as one whose native work a stop cut short."""
+    _STOPPED_IN_NATIVE_CODE.append(thread)
 
 
 def end_process(status: int) -> None:
-    """End the process with ``status`` at once, its output flushed, when a thread is still
-    inside native code (``leave_running``); otherwise return, for the usual ending."""
-    if any(thread.is_alive() for thread in _LEFT_RUNNING):
+    """End the process with ``status`` at once, its output flushed, when a stop cut native
+    work short (``stopped_in_native_code``); otherwise return, for the usual ending."""
+    if _STOPPED_IN_NATIVE_CODE:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

@@ -165,9 +165,8 @@ def _stoppable_run(session: InferenceSession, outputs: list[str], feed: dict[str
             worker.join(0.1)
     except BaseException:  # a stop: onnxruntime's error for it is nobody's news
         options.terminate = True
-        worker.join(STOP_GRACE_S)
-        if worker.is_alive():  # one node longer than that: the command ends without waiting
-            durable.leave_running(worker)
+        worker.join(STOP_GRACE_S)  # one node longer than that: the command ends without it
+        durable.stopped_in_native_code(worker)
         raise
     if failure:
         raise failure[0]
