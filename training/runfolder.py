@@ -57,13 +57,16 @@ def check_new_run_folder(run_dir: Path) -> None:
             "or choose another -o/--output"
         )
     foreign = [entry for entry in sorted(run_dir.iterdir()) if not _left_by_a_run(entry)]
+    _refuse_foreign(foreign, f"refusing to train into {run_dir}", "choose another -o/--output")
+
+
+def _refuse_foreign(foreign: list[Path], refusing: str, advice: str) -> None:
+    """One line naming the first few of ``foreign``, files vae-train did not write, if any."""
     if foreign:
         shown = ", ".join(entry.name for entry in foreign[:3])
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise UserError(
-            f"refusing to train into {run_dir}: it holds {shown}{more}, which vae-train did not "
-            "write; choose another -o/--output"
-        )
+        raise UserError(f"{refusing}: it holds {shown}{more}, which vae-train did not write; "
+                        f"{advice}")  # fmt: skip
 
 
 # The temporaries of the run's records before they carried durable's tag (.last.pt.1a2b3c4d.tmp):
@@ -89,13 +92,7 @@ def check_resume_folder(run_dir: Path, config: TrainConfig) -> None:
         entry = run_dir / name
         if entry.is_symlink() or (entry.exists() and not entry.is_file()):
             foreign.append(entry)
-    if foreign:
-        shown = ", ".join(entry.name for entry in foreign[:3])
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise UserError(
-            f"refusing to resume in {run_dir}: it holds {shown}{more}, which vae-train did not "
-            "write; move them out of the folder"
-        )
+    _refuse_foreign(foreign, f"refusing to resume in {run_dir}", "move them out of the folder")
     mine = _comparable(config)
     if (run_dir / CONFIG).exists() and _comparable(TrainConfig.load(run_dir / CONFIG)) != mine:
         raise UserError(
