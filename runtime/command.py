@@ -121,7 +121,7 @@ def run_as_program(command: click.Command, prog_name: str) -> NoReturn:
     with the command's own status and line, not killed by the signal with neither."""
     try:
         command(prog_name=prog_name)
-    except SystemExit as done:  # the command's line is out: end now if a stop left a thread
+    except SystemExit as done:  # its line is out: end now if a stop cut native work short
         code = done.code
         durable.end_process(0 if code is None else code if isinstance(code, int) else 1)
         raise
