@@ -23,7 +23,13 @@ from pathlib import Path
 
 from birdvae.runtime import durable
 from birdvae.runtime.errors import UserError
-from birdvae.runtime.format import MANIFEST_FILE, MODEL_FILES, Manifest, ModelFormatError
+from birdvae.runtime.format import (
+    MANIFEST_FILE,
+    MODEL_FILES,
+    Manifest,
+    ModelFormatError,
+    read_verified,
+)
 
 FOLDER_FILES = frozenset({MANIFEST_FILE, *MODEL_FILES})  # what a model folder may hold
 
@@ -46,7 +52,9 @@ class DestinationError(UserError, ValueError):
 
 def check_replaceable(destination: Path) -> None:
     """Refuse unless ``destination`` is absent, an empty folder, or a model folder of ours:
-    a valid manifest and nothing but the files an export writes."""
+    a valid manifest and nothing but the files it lists, each as it was written. A file of a
+    model's name that the manifest does not list, or whose bytes changed, is the user's (a
+    prior copied in, a checkpoint saved there), and replacing the folder would delete it."""
     if destination.is_symlink():
         raise DestinationError(f"{destination} is a symbolic link; give the folder itself")
     above = next(p for p in destination.parents if p.exists() or p == p.parent)
@@ -73,11 +81,28 @@ def check_replaceable(destination: Path) -> None:
             "write; move them out or choose another -o"
         )
     try:
-        Manifest.load(destination)
+        manifest = Manifest.load(destination)
     except ModelFormatError as exc:
         raise DestinationError(
             f"refusing to replace {destination}: it is not a bird-vae model folder ({exc})"
         ) from exc
+    graphs = [entry.name for entry in entries if entry.name != MANIFEST_FILE]
+    not_as_written = [name for name in graphs if not _as_listed(destination, manifest, name)]
+    if not_as_written:
+        raise DestinationError(
+            f"refusing to replace {destination}: {', '.join(not_as_written)} is not as its "
+            "manifest lists it (added or changed since vae-export wrote the folder); move it "
+            "out or choose another -o"
+        )
+
+
+def _as_listed(folder: Path, manifest: Manifest, name: str) -> bool:
+    """Whether ``name`` in ``folder`` is listed by ``manifest`` with its very size and hash."""
+    try:
+        read_verified(folder, manifest, name)
+    except ModelFormatError:
+        return False
+    return True
 
 
 def _is_our_file(entry: Path, names: frozenset[str]) -> bool:

@@ -97,6 +97,10 @@ def carried_selection(folder: Path, k: int, dim: int, sampler: dict[str, Any]) -
     facts = source.get("best_of")
     if learned is None or not facts:
         raise UserError(f"--selector-from: {folder}'s sampler has no best-of selector")
+    if not isinstance(facts, dict):  # provenance the runtime never reads, so never checked
+        kind = type(facts).__name__
+        raise UserError(f"--selector-from: {folder}'s manifest records its best-of selector "
+                        f"as {kind}, not an object; export that folder again")  # fmt: skip
     if facts.get("k") != k or manifest.latent_dim != dim:
         raise UserError(
             f"--selector-from: {folder}'s selector chooses among {facts.get('k')} candidates "

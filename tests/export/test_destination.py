@@ -72,6 +72,28 @@ def test_a_model_folder_with_the_users_notes_is_not_replaced(export_cli, resnet_
     assert hidden(tmp_path) == []
 
 
+def test_a_model_file_the_manifest_does_not_list_as_it_is_is_not_deleted(
+    export_cli, resnet_checkpoint, old_model, tmp_path
+):
+    """A model folder's names were all it took: a prior copied in beside an older manifest, or
+    the very checkpoint being exported saved there under a model's name, was deleted with the
+    folder it replaced. So was a listed file the user changed."""
+    from birdvae.runtime.format import MODEL_FILES
+
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    unlisted = sorted(set(MODEL_FILES) - set(Manifest.load(out).files))[0]
+    saved = out / unlisted
+    shutil.copyfile(resnet_checkpoint, saved)
+    one_error(export_cli(saved, "-o", out), f"{unlisted} is not as its manifest lists it")
+    assert saved.read_bytes() == Path(resnet_checkpoint).read_bytes()
+    saved.unlink()
+    changed = out / sorted(Manifest.load(out).files)[0]
+    changed.write_bytes(changed.read_bytes() + b"mine")
+    one_error(export_cli(resnet_checkpoint, "-o", out), f"{changed.name} is not as its manifest")
+    assert changed.read_bytes().endswith(b"mine") and hidden(tmp_path) == []
+
+
 def test_a_name_its_staging_folder_cannot_take_is_refused_first(
     export_cli, resnet_checkpoint, tmp_path
 ):

@@ -4,6 +4,7 @@ manifest defaulting to it, and the runtime sampling through it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -457,7 +458,13 @@ def test_selector_from_a_folder_that_cannot_give_one_is_one_line(
     manifest = Manifest.load(external)
     manifest.files[SAMPLER_FILE] = FileEntry.of(external / SAMPLER_FILE)
     manifest.save(external)
+    listed = tmp_path / "listed"  # its record of the selector a list: AttributeError's traceback
+    shutil.copytree(chosen, listed)
+    data = json.loads((listed / "manifest.json").read_text())
+    data["priors"]["learned"]["source"]["best_of"] = [1, 2]
+    (listed / "manifest.json").write_text(json.dumps(data))
     cases = [
+        (("--best-of", 2), listed, "records its best-of selector as list, not an object"),
         ((), plain, "needs --best-of"),
         (("--best-of", 2), external, "in another file"),
         (("--best-of", 2), plain, "has no best-of selector"),
