@@ -372,6 +372,18 @@ def test_hostile_photos_are_refused_and_leave_the_page_as_it_was(browser, server
         choose_photo(browser, tmp_path / name)
         assert (error(browser) or "").startswith(message), (name, error(browser))
         assert (digest(canvas(browser, "recon")), text(browser, "photo-caption")) == before
+        # said beside the photo too: the error line above the grid is out of view down here
+        assert photo_status(browser) == error(browser), name
+    choose_photo(browser, BIRD_PHOTO)
+    assert error(browser) is None and photo_status(browser) is None
+
+
+def photo_status(browser) -> str | None:
+    """The photo's own status line, or None while it is hidden."""
+    return browser.evaluate(
+        "(() => { const line = document.getElementById('photo-status');"
+        " return line.hidden ? null : line.textContent })()"
+    )
 
 
 def test_a_photo_shown_is_redone_by_another_model_after_its_file_is_gone(

@@ -38,6 +38,7 @@ const ui = {
   drop: $('drop'),
   recon: $('recon'),
   caption: $('photo-caption'),
+  photoStatus: $('photo-status'),
 };
 
 let current = null; // the model whose birds the canvas shows
@@ -101,8 +102,9 @@ function showError(error) {
 }
 
 // `message` in the status line while `task` runs; then the line describes the canvas again.
-// The page gets a frame to show the message first (the models run on its thread), or a tenth
-// of a second where no frames come (a hidden tab).
+// The page gets a frame to show the message first (preparing a photo and the tiles runs on
+// its thread; the models run in onnxruntime's worker), or a tenth of a second where no frames
+// come (a hidden tab).
 async function inProgress(message, task) {
   ui.status.textContent = message;
   await Promise.race([
@@ -286,11 +288,26 @@ async function start() {
 function choosePhoto(files) {
   if (files.length !== 1) {
     const why = files.length ? 'drop one photo at a time' : 'what was dropped is no photo file';
-    return act(async () => {
+    return photoAction('', async () => {
       throw new PhotoError(why);
     });
   }
-  return act(() => reconstruct(files[0]));
+  return photoAction(`Reconstructing ${files[0].name}…`, () => reconstruct(files[0]));
+}
+
+// A photo's action, its progress and failure also said beside the photo: the page's status
+// and error lines sit above the grid of birds, out of view once the user has scrolled down to
+// the photo, where a refused photo looked like nothing happening. `message` shows at once,
+// while the action may still wait for one under way (a long draw).
+async function photoAction(message, task) {
+  ui.photoStatus.classList.remove('failed');
+  ui.photoStatus.textContent = message;
+  ui.photoStatus.hidden = !message;
+  await act(task);
+  const failed = !ui.error.hidden;
+  ui.photoStatus.classList.toggle('failed', failed);
+  ui.photoStatus.textContent = failed ? ui.error.textContent : '';
+  ui.photoStatus.hidden = !failed;
 }
 
 // The form's settings drawn, unless the canvas shows them already: Enter in a field both
