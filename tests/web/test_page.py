@@ -465,6 +465,10 @@ def test_onnxruntime_runs_in_a_worker_so_the_page_answers_while_it_draws(browser
         "  const now = performance.now(); longest = Math.max(longest, now - last); last = now;"
         " }, 5);"
         " const start = performance.now();"
+        " const status = document.getElementById('status');"
+        " window.progress = [];"
+        " new MutationObserver(() => window.progress.push(status.textContent))"
+        "  .observe(status, { childList: true, characterData: true, subtree: true });"
         " for (const [id, value] of [['best-of', '4'], ['count', '256']]) {"
         "  const field = document.getElementById(id); field.value = value;"
         "  field.dispatchEvent(new Event('change', { bubbles: true }));"
@@ -476,6 +480,8 @@ def test_onnxruntime_runs_in_a_worker_so_the_page_answers_while_it_draws(browser
     )
     assert error(browser) is None
     assert text(browser, "status").startswith("256 birds from birds32")
+    progress = [line for line in browser.evaluate("window.progress") if " of 256" in line]
+    assert progress == [f"Drawing 256 birds, best of 4… {done} of 256" for done in (64, 128, 192)]
     MEASURED["256 birds, best of 4: the page's thread held at most"] = (
         f"{timed['longest']:.0f} ms at a time in a draw of {timed['total'] / 1000:.1f} s"
     )

@@ -167,7 +167,11 @@ function showBirds(model, images, n) {
 async function drawBirds(model, settings, before = async () => {}) {
   const start = performance.now();
   const best = settings.bestOf > 1 ? `, best of ${settings.bestOf}` : '';
-  const images = await inProgress(`Drawing ${settings.n} birds${best}…`, () => model.sample(settings));
+  const drawing = `Drawing ${settings.n} birds${best}…`;
+  const drawn = (done) => {
+    if (done < settings.n) ui.status.textContent = `${drawing} ${done} of ${settings.n}`;
+  };
+  const images = await inProgress(drawing, () => model.sample(settings, drawn));
   await before();
   showBirds(model, images, settings.n);
   timings.grids = (timings.grids ?? 0) + 1;

@@ -372,8 +372,9 @@ export class Model {
 
   // n new birds as BirdVAE.sample draws them: codes from the prior at `temperature`, then the
   // decoder's mean (noise 0) or its pixels drawn at `noise`; with `bestOf` k, k birds for each
-  // one returned, the one the rater rates highest kept (selection.js).
-  async sample({ n, seed, prior, temperature, noise, bestOf = 1 }) {
+  // one returned, the one the rater rates highest kept (selection.js). `drawn(done)` is told
+  // after each batch, for a progress line.
+  async sample({ n, seed, prior, temperature, noise, bestOf = 1 }, drawn = () => {}) {
     checkTemperature(temperature);
     checkNoise(noise);
     if (!Number.isInteger(bestOf) || bestOf < 1 || bestOf > selection.MAX_BEST_OF) {
@@ -400,6 +401,7 @@ export class Model {
       const images = noise === 0 ? await this.decode(z) : await this.decodeDrawn(z, noise, streams.pixels);
       const scores = bestOf > 1 ? await this.rate(images, count * bestOf) : null;
       out.set(selection.chooseBest(images, scores, bestOf, this.size), start * length);
+      drawn(start + count);
     }
     return out;
   }
