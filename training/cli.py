@@ -471,22 +471,17 @@ def _new_run(options: dict) -> Path:
 def _check_outside_data(run_dir: Path, data: Sequence[str]) -> None:
     """Refuse a run folder inside a data folder: its sample grids are PNGs, and the next load of
     that folder (a resume, a later stage) would take them for photos."""
-    run = _resolved(Path(run_dir), "-o/--output")  # through links, as the data is compared
+    from .data import resolved
+
+    # Through links, as the data folders are compared.
+    run = resolved(Path(run_dir), f"-o/--output {run_dir}")
     for source in data:
-        root = _resolved(Path(source).expanduser(), "--data")
+        root = resolved(Path(source).expanduser(), f"--data {source}")
         if run == root or root in run.parents:
             raise UserError(
                 f"-o/--output {run_dir} is inside the data folder {source}: the run's grids "
                 "would be read as photos; write the run somewhere else"
             )
-
-
-def _resolved(path: Path, flag: str) -> Path:
-    """``path`` through its links, or a UserError when they go round in a loop."""
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError) as exc:  # Python 3.13 raises OSError(ELOOP), older RuntimeError
-        raise UserError(f"{flag} {path}: a loop of symbolic links; give the folder itself") from exc
 
 
 def _new_config(options: dict, given: set[str]) -> TrainConfig:

@@ -101,7 +101,7 @@ def load_splits(
     if not sources:
         raise DataError("no data source given")
     for source in sources:  # every resolve() below follows links, and a loop of them raises
-        _check_no_link_loop(Path(source).expanduser())
+        resolved(Path(source).expanduser(), str(Path(source).expanduser()))
     _check_disjoint([Path(source).expanduser() for source in sources])
     items: list[_Item] = []
     kinds: list[str] = []
@@ -146,13 +146,13 @@ def load_splits(
     return splits
 
 
-def _check_no_link_loop(root: Path) -> None:
-    """Refuse a data folder whose path is a loop of symbolic links (links inside it that loop
-    are skipped as the folder is walked)."""
+def resolved(path: Path, named: str) -> Path:
+    """``path`` through its links, refused (DataError, saying ``named``) when they go round in
+    a loop (links inside a data folder that loop are skipped as the folder is walked)."""
     try:
-        root.resolve()
+        return path.resolve()
     except (RuntimeError, OSError) as exc:  # Python 3.13 raises OSError(ELOOP), older RuntimeError
-        raise DataError(f"{root}: a loop of symbolic links; give the folder itself") from exc
+        raise DataError(f"{named}: a loop of symbolic links; give the folder itself") from exc
 
 
 def _check_disjoint(roots: Sequence[Path]) -> None:
