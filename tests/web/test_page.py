@@ -527,7 +527,7 @@ def test_a_damaged_model_is_refused_and_the_page_keeps_its_birds(browser, server
     assert browser.evaluate("window.birdvae.settings().model") == "birds32"
     assert digest(canvas(browser)) == before
     set_field(browser, "seed", -1)
-    assert error(browser) == 'the seed must be a whole number from 0 to 9007199254740991, got "-1"'
+    assert error(browser) == 'the seed must be a whole number from 0 to 9007199254740991: got "-1"'
     assert digest(canvas(browser)) == before
     set_field(browser, "seed", 0)
     assert error(browser) is None
@@ -606,3 +606,87 @@ def test_best_of_keeps_one_of_each_k_of_the_seeds_birds(browser, server):
     ]
     assert all(any(row) for row in chosen), chosen
     assert any(not row[0] for row in chosen)  # not simply the first of each four
+
+
+# A draw of 256 birds at best of 16, started without waiting for it; `stop` runs once the status
+# line first counts birds drawn (after the first of four batches).
+LONG_DRAW = """new Promise((resolve) => {
+  const status = document.getElementById('status');
+  window.progress = [];
+  const watch = new MutationObserver(() => {
+    window.progress.push(status.textContent);
+    if (status.textContent.endsWith(' of 256')) { watch.disconnect(); %s; }
+  });
+  watch.observe(status, { childList: true, characterData: true, subtree: true });
+  document.getElementById('best-of').value = '16';
+  const count = document.getElementById('count');
+  count.value = '256';
+  count.dispatchEvent(new Event('change', { bubbles: true }));  // one draw, of both fields
+  window.birdvae.idle().then(() => resolve(window.progress));
+})"""
+
+
+@pytest.mark.parametrize(
+    "stop",
+    [
+        "document.getElementById('stop').click()",
+        "document.dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape' }))",
+    ],
+    ids=["button", "escape"],
+)
+def test_a_long_draw_stops_at_the_next_step_and_leaves_the_page_as_it_was(browser, server, stop):
+    """A draw of 256 birds at best of 16 took minutes on a slow machine, with nothing to stop it
+    but closing the tab."""
+    open_page(browser, server)
+    before = digest(canvas(browser)), browser.evaluate("window.birdvae.settings()")
+    assert browser.evaluate("document.getElementById('stop').disabled")  # nothing to stop yet
+    progress = browser.evaluate(LONG_DRAW % stop)
+    counted = [line for line in progress if " of 256" in line]
+    assert counted == ["Drawing 256 birds, best of 16… 64 of 256"], progress  # no second batch
+    assert error(browser) is None
+    stopped = "Stopped; the grid is as it was: 64 birds from birds32"
+    assert text(browser, "status").startswith(stopped)
+    assert (digest(canvas(browser)), browser.evaluate("window.birdvae.settings()")) == before
+    assert browser.evaluate("document.getElementById('stop').disabled")
+    set_field(browser, "count", 64)  # the page draws again
+    assert error(browser) is None
+    assert browser.evaluate("window.birdvae.settings().bestOf") == 16
+
+
+def test_a_number_field_says_what_is_wrong_with_what_was_typed(browser, server):
+    """A number field hands a page "" for what is no number, and the page said `got ""`."""
+    open_page(browser, server)
+    act(browser, "const seed = document.getElementById('seed'); seed.focus(); seed.value = ''")
+    browser.call("Input.insertText", {"text": "1e"})  # typed: no number yet
+    act(
+        browser,
+        "document.getElementById('seed').dispatchEvent(new Event('change', { bubbles: true }))",
+    )
+    assert error(browser) == (
+        "the seed must be a whole number from 0 to 9007199254740991: what was typed is not a number"
+    )
+    set_field(browser, "count", "")
+    assert error(browser) == (
+        "the number of birds must be a whole number from 1 to 256: the field is empty"
+    )
+
+
+def test_what_is_no_photo_file_is_named_for_what_it_is(browser, server, tmp_path):
+    """A phone's HEIC photo, and a link dragged from another page, were both "cannot read it"."""
+    open_page(browser, server)
+    heic = tmp_path / "phone.heic"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    choose_photo(browser, heic)
+    assert error(browser) == (
+        "phone.heic: a HEIC photo (as phones take), which browsers do not decode; "
+        "save it as JPEG and drop that"
+    )
+    act(
+        browser,
+        "const data = new DataTransfer(); data.setData('text/uri-list', 'https://example.org/b.jpg');"
+        "document.dispatchEvent(new DragEvent('drop', { dataTransfer: data, cancelable: true }))",
+    )
+    assert error(browser) == (
+        "what was dropped is text or a link, not a file: save the photo, then drop the file"
+    )
+    assert photo_status(browser) == error(browser)

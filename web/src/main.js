@@ -31,6 +31,7 @@ const ui = {
   bestOf: $('best-of'),
   draw: $('draw'),
   newBirds: $('new-birds'),
+  stop: $('stop'),
   status: $('status'),
   error: $('error'),
   birds: $('birds'),
@@ -76,6 +77,7 @@ function stale(event) {
 }
 
 // A user's action: its failure is shown, and the selects go back to what the canvas shows.
+// A draw the user stopped is no failure: the status line says so and the page is as it was.
 function act(task) {
   return serial(task).then(
     () => showError(null),
@@ -86,7 +88,13 @@ function act(task) {
       } else {
         ui.model.selectedIndex = -1; // no model loaded: choosing any, the same one too, retries
       }
-      showError(error);
+      const stopped = error instanceof DOMException && error.name === 'AbortError';
+      showError(stopped ? null : error);
+      if (stopped) {
+        ui.status.textContent = described
+          ? `Stopped; the grid is as it was: ${described}`
+          : 'Stopped before any birds were drawn: choose a model to draw them';
+      }
     },
   );
 }
@@ -126,7 +134,13 @@ function number(input, what, { whole = false, min = 0, max = Infinity } = {}) {
   const valid = whole ? Number.isSafeInteger(value) : Number.isFinite(value);
   if (!valid || value < min || value > max) {
     const range = `${whole ? 'a whole number' : 'a number'} from ${min} to ${max}`;
-    throw new RangeError(`${what} must be ${range}, got "${input.value}"`);
+    // A number field hands over "" for what is no number ("12a"): say that, not `got ""`.
+    const got = input.validity?.badInput
+      ? 'what was typed is not a number'
+      : input.value.trim() === ''
+        ? 'the field is empty'
+        : `got "${input.value}"`;
+    throw new RangeError(`${what} must be ${range}: ${got}`);
   }
   return value;
 }
@@ -171,7 +185,9 @@ async function drawBirds(model, settings, before = async () => {}) {
   const drawn = (done) => {
     if (done < settings.n) ui.status.textContent = `${drawing} ${done} of ${settings.n}`;
   };
-  const images = await inProgress(drawing, () => model.sample(settings, drawn));
+  const images = await inProgress(drawing, () =>
+    stoppable((signal) => model.sample(settings, drawn, signal)),
+  );
   await before();
   showBirds(model, images, settings.n);
   timings.grids = (timings.grids ?? 0) + 1;
@@ -184,6 +200,28 @@ async function drawBirds(model, settings, before = async () => {}) {
   const ms = Math.round(performance.now() - start);
   described = `${n} birds from ${model.name}: seed ${seed}, ${prior} prior, temperature ${temperature}, pixel noise ${noise}${best} (${ms} ms)`;
   ui.status.textContent = described;
+}
+
+// `task(signal)` with the Stop button (and Escape) able to abort `signal` while it runs: a draw of
+// 256 birds at best of 16 takes minutes on a slow machine. The Stop button sits outside the
+// fieldset that every action disables, so it is the one control that answers during a draw.
+let stopper = null;
+
+async function stoppable(task) {
+  stopper = new AbortController();
+  ui.stop.disabled = false;
+  try {
+    return await task(stopper.signal);
+  } finally {
+    stopper = null;
+    ui.stop.disabled = true;
+  }
+}
+
+function stop() {
+  if (!stopper || stopper.signal.aborted) return;
+  stopper.abort();
+  ui.status.textContent = 'Stopping…';
 }
 
 // Another model: loaded, and its first grid drawn with its own defaults, before anything shows.
@@ -289,9 +327,15 @@ async function start() {
   await switchModel(names[0]);
 }
 
-function choosePhoto(files) {
+// `files` chosen or dropped; `types` the dropped data's types, for what was dropped instead of a
+// file (text or a link dragged from a page, whose photo would have to be saved first).
+function choosePhoto(files, types = []) {
   if (files.length !== 1) {
-    const why = files.length ? 'drop one photo at a time' : 'what was dropped is no photo file';
+    const why = files.length
+      ? 'drop one photo at a time'
+      : [...types].some((type) => type === 'text/uri-list' || type === 'text/plain')
+        ? 'what was dropped is text or a link, not a file: save the photo, then drop the file'
+        : 'what was dropped is no photo file';
     return photoAction('', async () => {
       throw new PhotoError(why);
     });
@@ -338,6 +382,10 @@ ui.newBirds.addEventListener('click', (event) => {
     drawBirds(requireModel(), { ...readSettings(), seed: shown ? (shown.seed + 1) % (MAX_SEED + 1) : 0 }),
   );
 });
+ui.stop.addEventListener('click', stop);
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape') stop();
+});
 ui.model.addEventListener('change', () => act(() => switchModel(ui.model.value)));
 ui.prior.addEventListener('change', () => {
   act(() => {
@@ -360,7 +408,7 @@ document.addEventListener('dragleave', () => ui.drop.classList.remove('over'));
 document.addEventListener('drop', (event) => {
   event.preventDefault();
   ui.drop.classList.remove('over');
-  choosePhoto(event.dataTransfer.files);
+  choosePhoto(event.dataTransfer.files, event.dataTransfer.types);
 });
 
 const ready = serial(start);

@@ -373,8 +373,9 @@ export class Model {
   // n new birds as BirdVAE.sample draws them: codes from the prior at `temperature`, then the
   // decoder's mean (noise 0) or its pixels drawn at `noise`; with `bestOf` k, k birds for each
   // one returned, the one the rater rates highest kept (selection.js). `drawn(done)` is told
-  // after each batch, for a progress line.
-  async sample({ n, seed, prior, temperature, noise, bestOf = 1 }, drawn = () => {}) {
+  // after each batch, for a progress line. `signal` aborting stops the draw at the next step
+  // (a run of the prior, the decoder or the rater is not cut short), with its AbortError.
+  async sample({ n, seed, prior, temperature, noise, bestOf = 1 }, drawn = () => {}, signal = null) {
     checkTemperature(temperature);
     checkNoise(noise);
     if (!Number.isInteger(bestOf) || bestOf < 1 || bestOf > selection.MAX_BEST_OF) {
@@ -395,11 +396,18 @@ export class Model {
     const source = await this.prior(prior);
     const length = 3 * this.size * this.size;
     const out = new Float32Array(n * length);
+    const step = async (work) => {
+      signal?.throwIfAborted();
+      return work();
+    };
     for (let start = 0; start < n; start += BATCH) {
       const count = Math.min(BATCH, n - start);
-      const z = await source.sample(count * bestOf, streams, temperature);
-      const images = noise === 0 ? await this.decode(z) : await this.decodeDrawn(z, noise, streams.pixels);
-      const scores = bestOf > 1 ? await this.rate(images, count * bestOf) : null;
+      const z = await step(() => source.sample(count * bestOf, streams, temperature));
+      const images = await step(() =>
+        noise === 0 ? this.decode(z) : this.decodeDrawn(z, noise, streams.pixels),
+      );
+      const scores = bestOf > 1 ? await step(() => this.rate(images, count * bestOf)) : null;
+      signal?.throwIfAborted();
       out.set(selection.chooseBest(images, scores, bestOf, this.size), start * length);
       drawn(start + count);
     }

@@ -53,6 +53,12 @@ function isAvif(b) {
   return brands.includes('avif') || brands.includes('avis');
 }
 
+// A HEIF file (HEIC, as iPhones save photos): an ISO file whose brand is HEIF's and not AVIF.
+function isHeif(b) {
+  const brands = ['heic', 'heix', 'heim', 'heis', 'hevc', 'hevx', 'mif1', 'msf1'];
+  return ascii(b, 4, 8) === 'ftyp' && brands.includes(ascii(b, 8, 12)) && !isAvif(b);
+}
+
 const isRestart = (marker) => marker >= 0xd0 && marker <= 0xd7;
 
 // Whether a JPEG reaches its end-of-image marker: its segments walked by their lengths, each
@@ -100,6 +106,11 @@ function pngIsWhole(bytes) {
 export async function checkFormat(file, name) {
   const head = await readBytes(file.slice(0, HEAD_BYTES), name);
   const format = FORMATS.find(({ test }) => test(head));
+  if (!format && isHeif(head)) {
+    throw new PhotoError(
+      `${name}: a HEIC photo (as phones take), which browsers do not decode; save it as JPEG and drop that`,
+    );
+  }
   if (!format) {
     throw new PhotoError(
       `${name}: cannot read it as an image (the page reads JPEG, PNG, WebP, GIF, BMP and AVIF photos)`,
