@@ -38,10 +38,12 @@ CHECKPOINT_FORMAT = 1
 MAX_PARAMETERS = 1 << 28  # a gigabyte of float32 weights, four with Adam's state and gradients
 REQUIRED_KEYS = ("format", "config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "step", "best_score", "rng")
-WEIGHT_KEYS = ("model", "ema", "optimizer", "prior", "prior_ema", "discriminator", "d_optimizer")
 # The VAE as it was before any stage learned the rater's term (stages.judge_weights), which a
 # ``vae-export --best-of`` selector judges draws by.
 JUDGE = "judge"
+WEIGHT_KEYS = (
+    "model", "ema", "optimizer", "prior", "prior_ema", "discriminator", "d_optimizer", JUDGE,
+)  # fmt: skip
 # Keys that checkpoints of every stage gained within format 1, each with what its absence meant:
 # ``upgrade`` fills them in, so the loop, the run folder and export read ``state[key]`` and older
 # checkpoints resume as they ran. A stage's own keys keep their defaults beside the code that

@@ -114,17 +114,20 @@ def test_a_bit_rotted_checkpoint_is_refused_in_one_line(straight, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_non_finite_weights_are_refused(straight, tmp_path):
+@pytest.mark.parametrize("key", ["ema", checkpoint.JUDGE])
+def test_non_finite_weights_are_refused(straight, tmp_path, key):
+    """The judge too: export builds the decoder a selector judges by from it."""
     _, reference = straight
     state = checkpoint.load(reference / LAST)
-    name = next(iter(state["ema"]))
-    state["ema"][name] = torch.full_like(state["ema"][name], float("nan"))
+    state[key] = {name: value.clone() for name, value in state["ema"].items()}
+    name = next(iter(state[key]))
+    state[key][name] = torch.full_like(state[key][name], float("nan"))
     torch.save(state, tmp_path / "nan.pt")
-    with pytest.raises(checkpoint.CheckpointError, match="non-finite"):
+    with pytest.raises(checkpoint.CheckpointError, match=f"non-finite .*{key} weights"):
         checkpoint.load(tmp_path / "nan.pt")
 
 
-@pytest.mark.parametrize("key", ["prior", "model", "ema", "d_optimizer"])
+@pytest.mark.parametrize("key", ["prior", "model", "ema", "d_optimizer", checkpoint.JUDGE])
 def test_weights_that_are_not_a_state_dict_are_refused(straight, tmp_path, key):
     """A tensor where a network's weights belong (bool() of it is ambiguous) is one error."""
     _, reference = straight
