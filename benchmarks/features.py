@@ -58,7 +58,7 @@ class Classifier(nn.Module):
         return self.body(x * 2.0 - 1.0)
 
 
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flips, shifts of up to an eighth, and brightness/contrast jitter of float images."""
     n, _, size, _ = x.shape
     flip = torch.rand(n, generator=generator) < 0.5
@@ -91,7 +91,7 @@ def train(
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - BATCH + 1, BATCH):
             index = order[start : start + BATCH]
-            x = _augment(images[index], generator).contiguous(memory_format=torch.channels_last)
+            x = augment(images[index], generator).contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model(x), targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

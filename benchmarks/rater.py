@@ -3,15 +3,15 @@
     python benchmarks/rater.py runs/sheetsA runs/sheetsB ... [--out runs/rater32/rater.onnx]
     python benchmarks/rater.py runs/sheets* --check       # held-out agreement only, no file
 
-Choosing the best of several draws needs a score of what a person calls a bird. Rules written
-by hand (edges in the middle, a plain border: ``figure_ground`` in earlier versions) agree with
-raters only weakly, so this learns the score from the raters themselves: every cell of every
-rated sheet (``benchmarks/rating.py``) is cut back out of the sheet and paired with its rating,
-and a small CNN learns to predict the rating. The picture it sees is the one the rater saw:
-each sheet shows 32x32 pictures at 112 px (nearest neighbour) and a cell cut out is averaged
-back to 32x32, so the graph applies that same fixed blur (a 32x32 matrix each side) before its
-convolutions. Three networks of different seeds are averaged, over each picture and its mirror
-image, so that a choice among draws does not hang on one network's quirks.
+Choosing the best of several draws needs a score of what a person calls a bird. Rules written by
+hand (edges in the middle, a plain border: ``figure_ground`` below, the baseline ``--check``
+prints) agree with raters only weakly, so this learns the score from the raters themselves:
+every cell of every rated sheet (``benchmarks/rating.py``) is cut back out of the sheet and
+paired with its rating, and a small CNN learns to predict the rating. The picture it sees is the
+one the rater saw: each sheet shows 32x32 pictures at 112 px (nearest neighbour) and a cell cut
+out is averaged back to 32x32, so the graph applies that same fixed blur (a 32x32 matrix each
+side) before its convolutions. Three networks of different seeds are averaged, over each picture
+and its mirror image, so that a choice among draws does not hang on one network's quirks.
 
 ``--check`` holds out a fifth of the distinct pictures at a time (a picture rated on several
 sheets stays on one side) and prints how well the held-out predictions rank pictures of one
@@ -34,10 +34,12 @@ from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from features import _augment
+from features import augment
 from rating import rated_sheets
 
-from birdvae.export.onnx import export_graph
+from birdvae.export.onnx import export_graph, graph_metadata
+from birdvae.export.parity import ort_session
+from birdvae.runtime.format import DEFAULT_OPSET
 from birdvae.runtime.selection import RATER_INPUT, RATER_OUTPUT, RATER_SIZE
 from birdvae.training.rater import SHEET_TILE as TILE
 from birdvae.training.rater import Rater, network
@@ -86,7 +88,7 @@ def train(pictures: np.ndarray, ratings: np.ndarray, seed: int, epochs: int = EP
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order) - BATCH + 1, BATCH):
             rows = order[start : start + BATCH]
-            loss = (net(_augment(images[rows], generator)).squeeze(1) - targets[rows]).square()
+            loss = (net(augment(images[rows], generator)).squeeze(1) - targets[rows]).square()
             optimizer.zero_grad()
             loss.mean().backward()
             optimizer.step()
@@ -183,10 +185,12 @@ def main() -> None:
     started = time.perf_counter()
     rater = Rater([train(pictures, ratings, seed) for seed in range(SEEDS)]).eval()
     example = torch.rand(2, 3, RATER_SIZE, RATER_SIZE)
-    metadata = {"birdvae.graph": "rater", "birdvae.rated_cells": str(len(pictures))}
+    metadata = graph_metadata(graph="rater", rated_cells=str(len(pictures)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shapes = {RATER_INPUT: [3, RATER_SIZE, RATER_SIZE], RATER_OUTPUT: []}
-    export_graph(rater, example, [RATER_INPUT], [RATER_OUTPUT], shapes, args.out, 17, metadata)
+    export_graph(
+        rater, example, [RATER_INPUT], [RATER_OUTPUT], shapes, args.out, DEFAULT_OPSET, metadata
+    )
     print(
         f"wrote {args.out} ({time.perf_counter() - started:.0f} s); parity against PyTorch "
         f"over 5 of the cells: largest difference {parity(rater, args.out, pictures[:5]):.1e}"
@@ -196,11 +200,10 @@ def main() -> None:
 
 
 def parity(rater: nn.Module, path: Path, pictures: np.ndarray) -> float:
-    """The largest difference between the graph's ratings (onnxruntime) and the module's."""
-    import onnxruntime
-
+    """The largest difference between the graph's ratings (onnxruntime, opened as bird-gen
+    opens it) and the module's."""
     images = pictures.astype(np.float32) / 255.0
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort_session(path)
     (graph,) = session.run([RATER_OUTPUT], {RATER_INPUT: images})
     with torch.no_grad():
         module = rater(torch.from_numpy(images)).numpy()

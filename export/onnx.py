@@ -112,11 +112,14 @@ def package_version() -> str:
         return "unknown"
 
 
+METADATA_PREFIX = "birdvae."  # the graphs' own metadata keys; for people, the runtime reads none
+
+
 def graph_metadata(**facts: str) -> dict[str, str]:
     """The metadata every graph of ours carries (the format's and the package's versions), then
-    ``facts``, each key under ``birdvae.``."""
+    ``facts``, each key under METADATA_PREFIX."""
     base = {"format_version": str(FORMAT_VERSION), "package_version": package_version()}
-    return {f"birdvae.{key}": value for key, value in {**base, **facts}.items()}
+    return {f"{METADATA_PREFIX}{key}": value for key, value in {**base, **facts}.items()}
 
 
 def ir_version_for(opset: int) -> int:
@@ -158,12 +161,12 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
     """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` into ``folder``; check both."""
     cfg = model.cfg
     folded = fold_batchnorm(model)
-    metadata = graph_metadata(
-        arch=cfg.arch,
-        image_size=str(cfg.image_size),
-        latent_dim=str(cfg.latent_dim),
-        likelihood=model.likelihood.name,
-    )
+    facts = {
+        "arch": cfg.arch,
+        "image_size": str(cfg.image_size),
+        "latent_dim": str(cfg.latent_dim),
+        "likelihood": model.likelihood.name,
+    }
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(EXAMPLE_BATCH, 3, cfg.image_size, cfg.image_size, generator=generator)
     z = torch.randn(EXAMPLE_BATCH, cfg.latent_dim, generator=generator)
@@ -171,14 +174,14 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
         EncoderGraph(folded), image, [ENCODER_INPUT], list(ENCODER_OUTPUTS),
         {ENCODER_INPUT: [3, cfg.image_size, cfg.image_size],
          **{name: [cfg.latent_dim] for name in ENCODER_OUTPUTS}},
-        Path(folder) / ENCODER_FILE, opset, {**metadata, "birdvae.graph": "encoder"},
+        Path(folder) / ENCODER_FILE, opset, graph_metadata(graph="encoder", **facts),
     )  # fmt: skip
     image_shape = [3, cfg.image_size, cfg.image_size]
     outputs = decoder_outputs(model)
     decoder = export_graph(
         DecoderGraph(folded), z, [DECODER_INPUT], outputs,
         {DECODER_INPUT: [cfg.latent_dim], **{name: image_shape for name in outputs}},
-        Path(folder) / DECODER_FILE, opset, {**metadata, "birdvae.graph": "decoder"},
+        Path(folder) / DECODER_FILE, opset, graph_metadata(graph="decoder", **facts),
     )  # fmt: skip
     return encoder, decoder
 
@@ -197,7 +200,7 @@ def export_graph(
 
     ``shapes`` gives each input's and output's dimensions after the batch dimension.
     """
-    graph = metadata.get("birdvae.graph", path.stem)
+    graph = metadata.get(f"{METADATA_PREFIX}graph", path.stem)
     with exporter_failures(graph):
         proto = trace(module.eval(), example, list(input_names), list(output_names), opset)
         proto = onnxscript.optimizer.optimize(proto)

@@ -15,7 +15,20 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from birdvae.runtime.errors import UserError
-from birdvae.runtime.format import DEFAULT_OPSET, MAX_LATENT_DIM, MAX_PRIOR_VALUES, PriorInfo
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    DEFAULT_OPSET,
+    ENCODER_FILE,
+    MAX_LATENT_DIM,
+    MAX_PRIOR_VALUES,
+    MIXTURE_FILE,
+    PRIOR_KINDS,
+    FileEntry,
+    Manifest,
+    PriorInfo,
+    sha256_of,
+    verify_model_dir,
+)
 from birdvae.runtime.selection import RATER_SHA256, load_rater
 
 if TYPE_CHECKING:  # torch and the training code load only when an export runs (cli.py)
@@ -83,7 +96,6 @@ class _Plan:
 def _prepare(options: ExportOptions) -> _Plan:
     """Load the checkpoint, its priors, the guide and the photos, and refuse every flag that
     does not fit them, before the staging folder exists."""
-    from birdvae.runtime.format import sha256_of
     from birdvae.training.checkpoint import learned_prior, load_model
 
     checkpoint, ema = options.checkpoint, options.ema
@@ -232,14 +244,6 @@ def _write_manifest(
 ) -> None:
     """The manifest over the graphs and priors already in ``folder``, then the whole folder
     verified as bird-gen will read it, before the staging folder becomes the model."""
-    from birdvae.runtime.format import (
-        DECODER_FILE,
-        ENCODER_FILE,
-        FileEntry,
-        Manifest,
-        verify_model_dir,
-    )
-
     from .onnx import ir_version_for
 
     names = [ENCODER_FILE, DECODER_FILE] + [info.file for info in priors.values()]
@@ -323,7 +327,6 @@ def _load_guide(
     one it guides (a prior guiding itself is the prior alone, at more sampling time)."""
     if options.guide is None:
         return None
-    from birdvae.runtime.format import sha256_of
     from birdvae.training.checkpoint import (
         CheckpointError,
         check_guide_checkpoint,
@@ -425,7 +428,7 @@ def _export_learned(
     selection: Selection | None = None,
 ) -> PriorInfo:
     """Write ``prior.onnx`` from the checkpoint's learned prior and prove its parity."""
-    from birdvae.runtime.format import PRIOR_KINDS
+    from birdvae.training.prior import solver_label
 
     from .parity import SAMPLER_TOL, check_sampler_parity, format_table, verdict
     from .sampler import export_sampler
@@ -439,7 +442,7 @@ def _export_learned(
     cfg = prior.cfg
     source = {
         "model": "EDM denoiser MLP", "width": cfg.width, "blocks": cfg.blocks,
-        "sampler": f"DPM-Solver++(2M), {cfg.steps} steps",
+        "sampler": solver_label(cfg.steps),
         "parity_max_abs_diff": max(row.max_abs_diff for row in rows),
         "parity_tolerance_relative": SAMPLER_TOL,
     }  # fmt: skip
@@ -454,8 +457,6 @@ def _export_learned(
 
 def _fit_prior(folder: Path, splits: Splits, components: int, seed: int) -> PriorInfo:
     """Fit the mixture to the training split's posterior means and write ``prior.npz``."""
-    from birdvae.runtime.format import ENCODER_FILE, MIXTURE_FILE, PRIOR_KINDS
-
     from .onnx import ExportError
     from .parity import encode_means, ort_session
     from .prior import fit_gaussian_mixture, held_out_fit

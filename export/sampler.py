@@ -28,7 +28,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from birdvae.runtime.format import SAMPLER_FILE, SAMPLER_INPUT, SAMPLER_OUTPUT
-from birdvae.training.prior import CodePrior, Sampler
+from birdvae.training.prior import CodePrior, Sampler, solver_label
 from birdvae.training.selector import Selection
 
 from .onnx import (
@@ -70,14 +70,13 @@ def export_sampler(
     dim = prior.latent_dim
     module = sampler_module(prior, guide, guidance, selection)
     sampler = _solver(module)
-    metadata = graph_metadata(
-        latent_dim=str(dim), graph="prior", sampler=f"DPM-Solver++(2M), {sampler.steps} steps"
-    )
+    facts = {"latent_dim": str(dim), "graph": "prior", "sampler": solver_label(sampler.steps)}
     if sampler.guide is not None:
-        metadata["birdvae.autoguidance"] = str(guidance)
-    noise_dim = sampler_noise_dim(dim, selection)
+        facts["autoguidance"] = str(guidance)
     if selection is not None:
-        metadata["birdvae.best_of"] = str(selection.k)
+        facts["best_of"] = str(selection.k)
+    metadata = graph_metadata(**facts)
+    noise_dim = sampler_noise_dim(dim, selection)
     with exporter_failures("prior"):
         proto = sampler_graph(module, noise_dim, opset)
     proto = finalize(proto, opset, metadata)

@@ -196,6 +196,11 @@ def check_guide(prior: CodePrior, guide: CodePrior, guidance: float) -> None:
         )
 
 
+def solver_label(steps: int) -> str:
+    """How the sampler is named in an exported model's manifest and graph metadata."""
+    return f"DPM-Solver++(2M), {steps} steps"
+
+
 class Sampler(nn.Module):
     """DPM-Solver++(2M) over a CodePrior's fixed noise levels: noise [N, D] -> codes [N, D].
 
