@@ -5,9 +5,8 @@
 
 import { readFileSync } from "node:fs";
 import { GUTTER, grid, gridShape, psnr, row } from "../../web/src/figure.js";
+import * as format from "../../web/src/manifest.js";
 import {
-  MAX_NOISE,
-  MAX_TEMPERATURE,
   defaultTemperature,
   parseManifest,
   priorNames,
@@ -22,6 +21,7 @@ import {
   StandardNormal,
 } from "../../web/src/priors.js";
 import { Xoshiro128, draws } from "../../web/src/random.js";
+import * as selection from "../../web/src/selection.js";
 import { chooseBest, toRaterSize } from "../../web/src/selection.js";
 
 // A stand-in for random.js's streams: hands out the given uniforms and normals in order.
@@ -162,8 +162,13 @@ const cases = {
     };
   },
 
-  bounds() {
-    return { MAX_TEMPERATURE, MAX_NOISE };
+  // The page's copies of the format's and the rater's constants (web/src cannot import Python).
+  constants() {
+    const shared = Object.entries({ ...format, ...selection }).filter(
+      ([name, value]) =>
+        /^[A-Z][A-Z0-9_]*$/.test(name) && typeof value !== "function",
+    );
+    return Object.fromEntries(shared);
   },
 
   manifests(variants) {

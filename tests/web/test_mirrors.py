@@ -287,10 +287,26 @@ def _python_reads(data: dict) -> Manifest | None:
     return manifest if min(settings) >= 0 else None
 
 
-def test_the_page_bounds_temperature_and_noise_as_the_runtime_does(mirror):
-    from birdvae.runtime.format import MAX_NOISE, MAX_TEMPERATURE
+# The page's own bounds where a browser wants tighter ones than bird-gen (docs/WEB.md).
+BROWSER_BOUNDS = {"MAX_RATER_BYTES"}
 
-    assert mirror("bounds", {}) == {"MAX_TEMPERATURE": MAX_TEMPERATURE, "MAX_NOISE": MAX_NOISE}
+
+def test_the_page_copies_the_formats_names_and_bounds_as_the_runtime_has_them(mirror):
+    """web/src cannot import runtime/format.py: each constant it copies must be the same, or a
+    renamed output or a new format version would show only as a page that fails to draw."""
+    from birdvae.runtime import format, selection
+
+    page = mirror("constants", {})
+    expected = {
+        name: getattr(format, name, getattr(selection, name, None))
+        for name in page
+        if name not in BROWSER_BOUNDS
+    }
+    expected["DECODER_IMAGE"] = format.DECODER_OUTPUTS[0]
+    as_json = json.loads(json.dumps(expected))  # tuples as the page's arrays
+    assert {name: page[name] for name in as_json} == as_json
+    assert {"ENCODER_OUTPUTS", "PRIOR_KINDS", "READABLE_VERSIONS", "RATER_SHA256"} <= set(page)
+    assert set(page) >= BROWSER_BOUNDS  # a bound renamed away would silently leave this list
 
 
 def test_manifests_are_accepted_and_refused_as_the_runtime_does(mirror):

@@ -8,9 +8,9 @@
 export const MANIFEST_FILE = 'manifest.json';
 export const ENCODER_FILE = 'encoder.onnx';
 export const DECODER_FILE = 'decoder.onnx';
-const MIXTURE_FILE = 'prior.npz';
+export const MIXTURE_FILE = 'prior.npz';
 export const SAMPLER_FILE = 'prior.onnx';
-const MODEL_FILES = [ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, MIXTURE_FILE];
+export const MODEL_FILES = [ENCODER_FILE, DECODER_FILE, SAMPLER_FILE, MIXTURE_FILE];
 
 // Graph signatures (runtime/format.py).
 export const ENCODER_INPUT = 'image';
@@ -21,20 +21,20 @@ export const DECODER_NOISE_OUTPUTS = ['location', 'scale', 'coupling'];
 export const SAMPLER_INPUT = 'noise';
 export const SAMPLER_OUTPUT = 'z';
 
-const PRIOR_KINDS = { learned: ['sampler', SAMPLER_FILE], fitted: ['gaussian-mixture', MIXTURE_FILE] };
+export const PRIOR_KINDS = { learned: ['sampler', SAMPLER_FILE], fitted: ['gaussian-mixture', MIXTURE_FILE] };
 export const PRIOR_NAMES = [...Object.keys(PRIOR_KINDS), 'standard']; // runtime/format.py's order
-const READABLE_VERSIONS = [1, 2];
+export const READABLE_VERSIONS = [1, 2];
 
 // Bounds for the browser, far above the shipped models (8 MB in all, 64x64, 256 numbers a code).
 export const MAX_MANIFEST_BYTES = 1 << 20;
 const MAX_FILE_BYTES = 64 << 20;
-const MAX_IMAGE_SIZE = 256;
-const MAX_JSON_DEPTH = 32; // runtime/format.py's
+export const MAX_IMAGE_SIZE = 256;
+export const MAX_JSON_DEPTH = 32; // runtime/format.py's
 const MAX_LATENT_DIM = 4096;
 const MAX_COMPONENTS = 1024;
 // components x latent_dim x latent_dim of a mixture's factors (runtime/format.py's
 // MAX_PRIOR_VALUES): the arrays prior.npz may then hold are bounded before one is inflated.
-const MAX_PRIOR_VALUES = 1 << 24;
+export const MAX_PRIOR_VALUES = 1 << 24;
 
 // A prior's temperature and the pixel noise, at most (runtime/format.py's MAX_TEMPERATURE and
 // MAX_NOISE): at 10 a draw sits ten standard deviations out, and more overflows float32.
