@@ -93,3 +93,22 @@ def test_the_fitted_rater_is_a_graph_the_runtime_opens_and_agrees_at_any_batch(r
     check_signature(session, path, RATER_INPUT, (3, 32, 32), (RATER_OUTPUT,))
     for batch in (1, 5, 20):  # traced at 2: no size may be frozen into the graph
         assert rater.parity(model, path, pictures[:batch]) < 1e-4
+
+
+def test_cells_are_cut_where_the_shared_rating_tool_draws_them():
+    """The rating tool lives outside this repository (benchmarks/rating.py): if its grid moved,
+    the rater would quietly learn from misaligned cells."""
+    import ast
+
+    from rating import TOOL
+
+    if not TOOL.is_file():
+        pytest.skip(f"the shared rating tool is not at {TOOL}")
+    grid = {}
+    for node in ast.parse(TOOL.read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
+            names = [target.id for target in node.targets[0].elts]
+            grid.update(zip(names, ast.literal_eval(node.value)))
+    assert {name: grid.get(name) for name in ("TILE", "GAP", "MARGIN", "COLS")} == {
+        "TILE": rater.TILE, "GAP": rater.GAP, "MARGIN": rater.MARGIN, "COLS": COLS,
+    }  # fmt: skip
