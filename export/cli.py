@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from birdvae.runtime import durable
+from birdvae.runtime import signals
 from birdvae.runtime.command import (
     Command,
     FiniteRange,
@@ -170,7 +170,7 @@ def main(
         raise click.UsageError("--selector-from needs --best-of K, the K of that model's selector")
     output = one_output(output, out_alias)
 
-    with durable.signals_deferred():  # a stop inside torch's C start-up would be swallowed
+    with signals.signals_deferred():  # a stop inside torch's C start-up would be swallowed
         import onnx
         import torch  # noqa: F401  (loaded here, where a stop waits for it)
 

@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from birdvae.runtime import durable
+from birdvae.runtime import durable, signals
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     MANIFEST_FILE,
@@ -224,7 +224,7 @@ def _keep_modes(folder: Path, destination: Path) -> None:
 def _swap(folder: Path, destination: Path) -> None:
     """Rename ``folder`` onto ``destination``, moving an old model aside only for the swap."""
     parent = destination.parent
-    with durable.signals_deferred():
+    with signals.signals_deferred():
         if not destination.exists():
             os.chmod(folder, 0o777 & ~_umask())  # as mkdir would have made it
             os.replace(folder, destination)

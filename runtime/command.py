@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import durable
+from . import signals
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UserError
 
 TRACEBACK_VARIABLE = "BIRDVAE_TRACEBACK"
@@ -90,7 +90,7 @@ class OneLineErrors:
         given = sys.argv[1:] if args is None else list(args)
         if not {"-h", "--help"} & set(given):  # help reads no path
             _check_working_folder()
-        with warnings.catch_warnings(), durable.exit_on_sigterm():
+        with warnings.catch_warnings(), signals.exit_on_sigterm():
             warnings.showwarning = _warn_in_one_line
             try:
                 status = super().main(args, prog_name or self.name, **extra)  # type: ignore[misc]
@@ -123,10 +123,10 @@ def run_as_program(command: click.Command, prog_name: str) -> NoReturn:
         command(prog_name=prog_name)
     except SystemExit as done:  # its line is out: end now if a stop cut native work short
         code = done.code
-        durable.end_process(0 if code is None else code if isinstance(code, int) else 1)
+        signals.end_process(0 if code is None else code if isinstance(code, int) else 1)
         raise
     finally:
-        for signum in durable.STOP_SIGNALS:
+        for signum in signals.STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
     raise AssertionError("a command's main ends the process")  # pragma: no cover
 

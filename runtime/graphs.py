@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import durable
+from . import signals
 from .errors import caused_by_bug, first_line
 from .format import BATCH_DIM, DECODER_NOISE_OUTPUTS, ModelFormatError
 from .onnxfile import check_graph_bytes
@@ -44,7 +44,7 @@ def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession
     graph optimisations but UNSAFE_FUSIONS (the convolutions run 3x faster with them);
     ``threads`` 0 lets onnxruntime use one per physical core."""
     check_graph_bytes(model, str(path))
-    with durable.signals_deferred():  # a stop inside onnxruntime's C start-up is a traceback
+    with signals.signals_deferred():  # a stop inside onnxruntime's C start-up is a traceback
         import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -166,7 +166,7 @@ def _stoppable_run(session: InferenceSession, outputs: list[str], feed: dict[str
     except BaseException:  # a stop: onnxruntime's error for it is nobody's news
         options.terminate = True
         worker.join(STOP_GRACE_S)  # one node longer than that: the command ends without it
-        durable.stopped_in_native_code(worker)
+        signals.stopped_in_native_code(worker)
         raise
     if failure:
         raise failure[0]

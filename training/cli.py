@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from birdvae.runtime import durable
+from birdvae.runtime import signals
 from birdvae.runtime.command import (
     Command,
     FiniteRange,
@@ -287,7 +287,7 @@ def train_command(ctx: click.Context, **options) -> None:
     torchrun --nproc-per-node N --no-python vae-train --data ... -o ...
     """
     require_train_extra("vae-train")
-    with durable.signals_deferred():  # a stop inside torch's C start-up would be swallowed
+    with signals.signals_deferred():  # a stop inside torch's C start-up would be swallowed
         import torch
 
         from . import runfolder
@@ -387,7 +387,7 @@ def _stops_mean_done() -> Iterator[None]:
     When the block ends, vae-train's own process (``train_main``) ignores stops from then on,
     swapped in for ``done`` in one step: what is left is the interpreter's teardown (a second or
     more with torch), in which Python's handlers no longer run, and the handlers around this
-    block leave an ignored signal ignored (``durable.signal_handlers``). In another program's
+    block leave an ignored signal ignored (``signals.signal_handlers``). In another program's
     process (a test calling the command) the handlers before are put back."""
 
     def done(_: int) -> None:
@@ -396,10 +396,10 @@ def _stops_mean_done() -> Iterator[None]:
                 stream.flush()
         os._exit(0)
 
-    with durable.signal_handlers(done, *durable.STOP_SIGNALS):
+    with signals.signal_handlers(done, *signals.STOP_SIGNALS):
         yield
         if _COMMAND_PROCESS and threading.current_thread() is threading.main_thread():
-            for signum in durable.STOP_SIGNALS:
+            for signum in signals.STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
 
 
@@ -620,7 +620,7 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
                  device: str, as_json: bool) -> None:  # fmt: skip
     """Score a checkpoint: negative ELBO in bits/dim, IW bound, reconstruction PSNR."""
     require_train_extra("vae-eval")
-    with durable.signals_deferred():  # a stop inside torch's C start-up would be swallowed
+    with signals.signals_deferred():  # a stop inside torch's C start-up would be swallowed
         from . import checkpoint
         from .data import load_splits
         from .evaluate import evaluate, fit_gaussian_sigma

@@ -30,7 +30,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from birdvae.runtime import durable
+from birdvae.runtime import durable, signals
 from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
@@ -455,7 +455,7 @@ class Trainer(abc.ABC):
             self.log(f"resuming {self._place()}")
         last_metrics: dict[str, Any] = {}
         # Ctrl-C and SIGTERM finish the current step, save last.pt and return.
-        with durable.signal_handlers(self.request_stop, *durable.STOP_SIGNALS):
+        with signals.signal_handlers(self.request_stop, *signals.STOP_SIGNALS):
             while self.epoch < config.epochs and not self._stop_requested:
                 finished = self._run_epoch(on_step)
                 if not finished:

@@ -269,7 +269,7 @@ def test_a_kill_at_each_write_point_of_an_export(
         assert "Traceback" not in killed.stderr
         assert not [name for name in hidden(tmp_path) if "model" in name], hidden(tmp_path)
         # A stop while the graphs are written leaves the old model; one during the swap waits
-        # for it to end (durable.signals_deferred), so the new model is in place whole.
+        # for it to end (signals.signals_deferred), so the new model is in place whole.
         left = Manifest.load(out).source["checkpoint_sha256"]
         assert left == (old if target == "save" else sha256_of(checkpoint)), (target, kill_at)
     if out.exists():

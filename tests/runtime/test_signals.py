@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birdvae.runtime import durable, images
+from birdvae.runtime import durable, images, signals
 
 # bird-gen in a child process that signals itself at the Nth time it reaches one write step:
 # a temporary created and locked (still empty), the rename into place (before or after).
@@ -172,13 +172,13 @@ def test_handlers_are_put_back_after_a_block_unless_it_chose_to_ignore_the_signa
     before = signal.getsignal(signal.SIGUSR1)
     seen = []
     try:
-        with durable.signal_handlers(seen.append, signal.SIGUSR1):
-            with durable.signal_handlers(seen.append, signal.SIGUSR1):
+        with signals.signal_handlers(seen.append, signal.SIGUSR1):
+            with signals.signal_handlers(seen.append, signal.SIGUSR1):
                 os.kill(os.getpid(), signal.SIGUSR1)
             os.kill(os.getpid(), signal.SIGUSR1)
         assert seen == [signal.SIGUSR1] * 2 and signal.getsignal(signal.SIGUSR1) is before
-        with durable.signal_handlers(seen.append, signal.SIGUSR1):  # noqa: SIM117 (Python 3.9)
-            with durable.signal_handlers(seen.append, signal.SIGUSR1):
+        with signals.signal_handlers(seen.append, signal.SIGUSR1):  # noqa: SIM117 (Python 3.9)
+            with signals.signal_handlers(seen.append, signal.SIGUSR1):
                 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
     finally:
