@@ -149,6 +149,7 @@ def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
 
 def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, tmp_path):
     run = tmp_path / "run"
+    # --out: -o's hidden old name, which scripts written before the rename still pass
     args = ["--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "8",
             "--latent-dim", "16", "--seed", "3", "--decoder-width", "8",
             "--decoder-max-width", "24", "--box-margin", "0"]  # fmt: skip
@@ -164,7 +165,7 @@ def test_train_cli_writes_the_run_folder_and_resume_carries_it_on(image_folder, 
         f"--init {best} -o {run}-prior\n" in result.output
     )
     assert f"  or export it as it is: vae-export {best} -o {run}-model" in result.output
-    stage = ["--data", str(image_folder), "--out", str(tmp_path / "p"), "--stage", "prior",
+    stage = ["--data", str(image_folder), "-o", str(tmp_path / "p"), "--stage", "prior",
              "--init", str(run / "best.pt"), "--box-margin", "0.3"]  # fmt: skip
     refused = CliRunner().invoke(train_command, stage)
     assert refused.exit_code == 2 and "--box-margin: --stage prior keeps" in refused.output
@@ -218,7 +219,7 @@ def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
 def test_baseline_eval_reports_fitted_gaussian_bits(image_folder, tmp_path):
     run = tmp_path / "base"
     result = CliRunner().invoke(train_command, [
-        "--data", str(image_folder), "--out", str(run), "--preset", "baseline", "--epochs", "1",
+        "--data", str(image_folder), "-o", str(run), "--preset", "baseline", "--epochs", "1",
         "--batch-size", "8", "--image-size", "32",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -269,22 +270,22 @@ def test_eval_mistakes_and_overflowing_scores_are_one_line(image_folder, tmp_pat
 
 
 def test_user_mistakes_exit_2_with_one_line(tmp_path):
-    missing = CliRunner().invoke(train_command, ["--data", str(tmp_path / "nope"), "--out",
+    missing = CliRunner().invoke(train_command, ["--data", str(tmp_path / "nope"), "-o",
                                                  str(tmp_path / "run")])  # fmt: skip
     assert missing.exit_code == 2 and "does not exist" in missing.output
-    empty = CliRunner().invoke(train_command, ["--data", "", "--out", str(tmp_path / "run")])
+    empty = CliRunner().invoke(train_command, ["--data", "", "-o", str(tmp_path / "run")])
     assert empty.exit_code == 2 and "an empty name" in empty.output
     assert not (tmp_path / "run" / LAST).exists()
-    fixed = CliRunner().invoke(train_command, ["--data", str(tmp_path), "--out",
+    fixed = CliRunner().invoke(train_command, ["--data", str(tmp_path), "-o",
                                                str(tmp_path / "run"), "--preset", "baseline",
                                                "--decoder-width", "64"])  # fmt: skip
     assert fixed.exit_code == 2 and "--decoder-width: the baseline's architecture" in fixed.output
-    capped = CliRunner().invoke(train_command, ["--data", str(tmp_path), "--out",
+    capped = CliRunner().invoke(train_command, ["--data", str(tmp_path), "-o",
                                                 str(tmp_path / "run"), "--preset", "baseline",
                                                 "--decoder-max-width", "64"])  # fmt: skip
     assert capped.exit_code == 2 and "--decoder-max-width: the baseline's" in capped.output
     assert not (tmp_path / "run" / LAST).exists()
-    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    base = ["--data", str(tmp_path), "-o", str(tmp_path / "run")]
     code = CliRunner().invoke(train_command, [*base, "--preset", "baseline", "--global-latent"])
     assert code.exit_code == 2 and "--spatial-latent/--global-latent: the baseline's" in code.output
     grid = CliRunner().invoke(train_command, [*base, "--spatial-latent", "--latent-dim", "100"])
@@ -300,7 +301,7 @@ def test_user_mistakes_exit_2_with_one_line(tmp_path):
 def test_an_architecture_too_large_is_refused_before_it_is_built(tmp_path, flags, message):
     """Checked on torch's meta device, which allocates nothing: built for real, the first
     asked torch for 16 TB (a traceback) and the second filled memory for minutes."""
-    args = ["--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags]
+    args = ["--data", str(tmp_path), "-o", str(tmp_path / "run"), *flags]
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -362,7 +363,7 @@ def test_two_process_gloo_ddp_run(image_folder, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
         "--master-port", "29533", "-m", "birdvae.training",
-        "--data", str(image_folder), "--out", str(run), "--epochs", "1", "--batch-size", "4",
+        "--data", str(image_folder), "-o", str(run), "--epochs", "1", "--batch-size", "4",
         "--latent-dim", "16", "--device", "cpu",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -409,7 +410,7 @@ def test_the_weight_average_follows_its_ramped_rule_for_weights_and_integer_buff
 def _train_process(start: list[str], data: Path, run: Path, epochs: int) -> subprocess.Popen:
     """``vae-train`` of a tiny model in a process of its own (``start``: how Python runs it),
     its output piped."""
-    command = [sys.executable, *start, "--data", str(data), "--out", str(run),
+    command = [sys.executable, *start, "--data", str(data), "-o", str(run),
                "--epochs", str(epochs), "--batch-size", "8", "--latent-dim", "16",
                "--decoder-width", "8", "--decoder-max-width", "16", "--threads", "1"]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
