@@ -41,8 +41,8 @@ STOP_GRACE_S = 2.0  # how long a stopped run may take to leave the node it is in
 
 def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession:
     """A CPU session for the graph ``model`` (the bytes read from ``path``), with onnxruntime's
-    graph optimisations but UNSAFE_FUSIONS (the convolutions run 3x faster with them);
-    ``threads`` 0 lets onnxruntime use one per physical core."""
+    graph optimisations (the convolutions run 3x faster with them) but UNSAFE_FUSIONS and
+    NOT_WHILE_OPENING; ``threads`` 0 lets onnxruntime use one per physical core."""
     check_graph_bytes(model, str(path))
     with signals.signals_deferred():  # a stop inside onnxruntime's C start-up is a traceback
         import onnxruntime

@@ -373,6 +373,6 @@ def learned_prior(state: dict[str, Any]) -> CodePrior | None:
         prior.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(
-            f"the checkpoint's learned prior does not fit its config: {exc}"
+            f"the checkpoint's learned prior does not fit its config: {first_line(exc)}"
         ) from exc
     return prior.eval()
