@@ -78,7 +78,7 @@ def check_replaceable(destination: Path) -> None:
         shown = ", ".join(foreign[:3]) + more
         raise DestinationError(
             f"refusing to replace {destination}: it holds {shown}, which vae-export did not "
-            "write; move them out or choose another -o"
+            f"write; move {'it' if len(foreign) == 1 else 'them'} out or choose another -o"
         )
     try:
         manifest = Manifest.load(destination)

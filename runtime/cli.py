@@ -235,7 +235,8 @@ def _check_pixels(height: int, width: int) -> None:
     show_default=True,
     help="Draw K birds for each one shown and keep the one the shipped rater (a network that "
     "predicts a blind rater's score) rates highest, at K times the work. For models whose "
-    "sampler does not choose already: on top of birds32's own choice raters rated it lower.",
+    "sampler does not choose already: birds32's does, and its decoder learned from the rater, "
+    "whose choice among such a decoder's draws raters rated lower.",
 )
 @_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(
@@ -472,6 +473,9 @@ def info(model: str) -> None:
             what = f"learned sampler from {manifest.priors[name].noise_dim} noise numbers"
         temperature = vae.default_temperature(name)
         facts.append(("priors" if i == 0 else "", f"{name}: {what}, temperature {temperature:g}"))
+        # how the prior was made: for a learned one its guidance and built-in choice of draws
+        source = manifest.priors[name].source if name in manifest.priors else {}
+        facts += [("", f"  {line}") for line in _outline(source)]
     default = manifest.default_prior
     facts.append(
         (
@@ -480,8 +484,9 @@ def info(model: str) -> None:
             f"pixel noise {vae.default_noise():g}",
         )
     )
-    for i, line in enumerate(_outline(manifest.source)):
-        facts.append(("source" if i == 0 else "", line))
+    # The checkpoint exported: its epochs and scores are those of the last stage it went through.
+    facts.append(("source", "the checkpoint exported, as its last training stage left it"))
+    facts += [("", line) for line in _outline(manifest.source)]
     sizes = {name: entry.bytes for name, entry in manifest.files.items()}  # verified above
     sizes[MANIFEST_FILE] = (vae.path / MANIFEST_FILE).lstat().st_size
     for i, (name, size) in enumerate(sizes.items()):

@@ -29,7 +29,7 @@ from birdvae.runtime.command import (
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.model import usable_cpus
 
-from .config import MAX_BLOCKS, MAX_PRIOR_STEPS
+from .config import MAX_BLOCKS, MAX_PRIOR_STEPS, PriorConfig
 from .extra import require_train_extra
 
 if TYPE_CHECKING:
@@ -328,7 +328,12 @@ def train_command(ctx: click.Context, **options) -> None:
         trainer.close()
         if trainer.ddp.main:
             guide = config.sharpen.prior_guide if config.sharpen.guidance != 1 else ""
-            click.echo("\n".join(next_steps(config.stage, run_dir, guide, config.sharpen.guidance)))
+            prior, default = config.prior, PriorConfig()
+            small = prior.width < default.width or prior.blocks < default.blocks
+            click.echo("\n".join(next_steps(
+                config.stage, run_dir, guide, config.sharpen.guidance,
+                guide_sized=small, rater_term=config.sharpen.rater_weight > 0,
+            )))  # fmt: skip
 
 
 def _answer_a_finished_run(trainer: Trainer, run_dir: Path, epochs: int) -> None:
@@ -349,29 +354,48 @@ def _answer_a_finished_run(trainer: Trainer, run_dir: Path, epochs: int) -> None
         trainer.close()
 
 
-def next_steps(stage: str, run_dir: Path, guide: str = "", guidance: float = 1.0) -> list[str]:
+def next_steps(
+    stage: str,
+    run_dir: Path,
+    guide: str = "",
+    guidance: float = 1.0,
+    *,
+    guide_sized: bool = False,
+    rater_term: bool = False,
+) -> list[str]:
     """What to run after a finished stage, as commands to paste (CHECKPOINT where the user
     names one): the recipe's next stage (a later stage takes its --init run's data), the export
     that makes a model bird-gen runs (guided as the stage's draws were, with a ``guide``) and,
-    after a prior stage, how a guide prior is used."""
+    after a prior stage, how a guide prior is used: first, for a prior smaller than the
+    default (``guide_sized``, as the recipe's guide is). After a decoder stage the recipe's
+    rater's term comes next, unless the stage had it (``rater_term``)."""
     best = shlex.quote(str(run_dir / "best.pt"))
     model = shlex.quote(f"{run_dir}-model")
     guided = f" --prior-guide {shlex.quote(guide)} --guidance {guidance:g}" if guide else ""
     export = f"vae-export {best}{guided} -o {model} && bird-gen -m {model}"
+    as_guide = f"vae-export CHECKPOINT --prior-guide {best}"
     following = {
         "vae": ("a learned prior, for birds that look like birds",
                 f"vae-train --stage prior --init {best} -o {shlex.quote(f'{run_dir}-prior')}"),
         "prior": ("a sharper decoder for the prior's birds",
                   f"vae-train --stage decoder --init {best} -o "
                   f"{shlex.quote(f'{run_dir}-decoder')}"),
+        "decoder": ("the rater's term, for birds people recognise more often",
+                    f"vae-train --stage decoder --init {best} --epochs 6 --anchor-scale 4 "
+                    f"--rater-weight 0.1 -o {shlex.quote(f'{run_dir}-rated')}"),
     }  # fmt: skip
     lines = [f"done: {run_dir / 'best.pt'} holds the run's best weights"]
-    if stage in following:
+    if stage == "prior" and guide_sized:
+        why, command = following[stage]
+        lines += [f"next (a prior this small is likely a guide): give it to the export of the "
+                  f"model it guides: {as_guide}",
+                  f"  or, if it is the model's own prior ({why}): {command}"]  # fmt: skip
+    elif stage in following and not (stage == "decoder" and rater_term):
         why, command = following[stage]
         lines += [f"next ({why}): {command}", f"  or export it as it is: {export}"]
         if stage == "prior":  # the recipe's small second prior is this stage too
             lines.append(f"  or, if it is a guide, give it to the export of the model it guides: "
-                         f"vae-export CHECKPOINT --prior-guide {best}")  # fmt: skip
+                         f"{as_guide}")  # fmt: skip
     else:
         lines.append(f"next: {export}")
     return lines

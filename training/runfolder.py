@@ -19,6 +19,7 @@ from typing import Any
 
 from birdvae.runtime import durable
 from birdvae.runtime.errors import UserError
+from birdvae.runtime.format import ModelFormatError, verify_model_dir
 
 from . import checkpoint
 from .config import TrainConfig
@@ -61,12 +62,13 @@ def check_new_run_folder(run_dir: Path) -> None:
 
 
 def _refuse_foreign(foreign: list[Path], refusing: str, advice: str) -> None:
-    """One line naming the first few of ``foreign``, files vae-train did not write, if any."""
+    """One line naming the first few of ``foreign``, files vae-train did not write, if any;
+    ``{it}`` in ``advice`` says "it" or "them" by their number."""
     if foreign:
         shown = ", ".join(entry.name for entry in foreign[:3])
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise UserError(f"{refusing}: it holds {shown}{more}, which vae-train did not write; "
-                        f"{advice}")  # fmt: skip
+                        f"{advice.format(it='it' if len(foreign) == 1 else 'them')}")  # fmt: skip
 
 
 # The temporaries of the run's records before they carried durable's tag (.last.pt.1a2b3c4d.tmp):
@@ -84,7 +86,7 @@ def check_resume_folder(run_dir: Path, config: TrainConfig) -> None:
     records = (LAST, BEST, METRICS)  # checked below, by what they hold
     entries = sorted(run_dir.iterdir())
     foreign = [e for e in entries if e.name not in records and not _left_by_a_run(e)
-               and not _OLD_TEMPORARY.fullmatch(e.name)
+               and not _OLD_TEMPORARY.fullmatch(e.name) and not _is_model_folder(e)
                and (e.exists() or e.is_symlink())]  # fmt: skip
     # (the last line: a live run's temporary renamed meanwhile is gone, not foreign; that run's
     # lock refuses this resume later with its own message)
@@ -92,7 +94,7 @@ def check_resume_folder(run_dir: Path, config: TrainConfig) -> None:
         entry = run_dir / name
         if entry.is_symlink() or (entry.exists() and not entry.is_file()):
             foreign.append(entry)
-    _refuse_foreign(foreign, f"refusing to resume in {run_dir}", "move them out of the folder")
+    _refuse_foreign(foreign, f"refusing to resume in {run_dir}", "move {it} out of the folder")
     mine = _comparable(config)
     if (run_dir / CONFIG).exists() and _comparable(TrainConfig.load(run_dir / CONFIG)) != mine:
         raise UserError(
@@ -159,6 +161,18 @@ def check_not_a_link(run_dir: Path) -> None:
     taken without following links, so that the lock and the files are in one place."""
     if run_dir.is_symlink():
         raise UserError(f"{run_dir} is a symbolic link; give the run folder itself")
+
+
+def _is_model_folder(entry: Path) -> bool:
+    """Whether ``entry`` is a whole model folder (vae-export writes one into the run folder
+    unless told otherwise, ``model/``): a resume writes nothing inside it, so it may stay."""
+    if entry.is_symlink() or not entry.is_dir():
+        return False
+    try:
+        verify_model_dir(entry)
+    except (ModelFormatError, OSError):
+        return False
+    return True
 
 
 def _left_by_a_run(entry: Path) -> bool:

@@ -258,6 +258,24 @@ def test_info_lays_out_the_models_history_to_read_not_as_json(cli) -> None:
     assert not [line for line in lines if ": {" in line]
 
 
+def test_info_says_how_each_prior_was_made_and_whose_epochs_it_shows(cli) -> None:
+    """The card's sampler facts (guidance, the built-in choice among draws) were in the manifest
+    but not in info, and the source's epochs read as the whole model's training."""
+    from birdvae.runtime.model import BirdVAE
+
+    learned = BirdVAE.load("birds32").manifest.priors["learned"].source
+    result = cli("info", "--model", "birds32")
+    _ok(result)
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("priors       learned:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("             fitted:"))
+    block = "\n".join(lines[start:end])
+    assert "weight: " + str(learned["autoguidance"]["weight"]) in block
+    assert f"best_of: k={learned['best_of']['k']}," in block
+    source = next(line for line in lines if line.startswith("source "))
+    assert source.endswith("the checkpoint exported, as its last training stage left it")
+
+
 def test_info_outline_shows_deep_groups_as_json_past_its_depth():
     from birdvae.runtime.cli import MAX_OUTLINE_DEPTH, _outline
 

@@ -200,6 +200,9 @@ FOREIGN_IN_A_RUN = {
     "a picture among the grids": (lambda run: (run / "grids" / "mine.png").write_bytes(b"x"),
                                   "grids"),
     "another run's last.pt": (_another_runs_last, "last.pt is another run's"),
+    "a folder named as a model that is none": (
+        lambda run: ((run / "model").mkdir(), (run / "model" / "notes.txt").write_text("mine")),
+        "it holds model, which vae-train did not write; move it out"),
 }  # fmt: skip
 
 
@@ -217,6 +220,20 @@ def test_a_resume_never_writes_over_what_the_run_did_not_write(straight, tmp_pat
     assert result.exit_code == 2 and "refusing to resume" in result.output, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_resume_leaves_a_model_exported_into_the_run_folder_alone(straight, tmp_path):
+    """vae-export writes model/ into the checkpoint's folder unless told otherwise, and the
+    resume then refused the folder: a resume writes nothing inside a model folder."""
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "tiny_model", run / "model")
+    before = {p: p.read_bytes() for p in (run / "model").rglob("*")}
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in (run / "model").rglob("*")} == before
+    (run / "model" / "decoder.onnx").write_bytes(b"changed")  # no longer the model it lists
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "4"])
+    assert result.exit_code == 2 and "it holds model, which vae-train" in result.output
 
 
 def test_a_resume_takes_what_an_earlier_version_left_for_the_runs_own(straight, tmp_path):

@@ -205,13 +205,21 @@ def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
                                   "-o", f"{run}-prior"]),
                          ("prior", ["vae-train", "--stage", "decoder", "--init",
                                     str(run / "best.pt"), "-o", f"{run}-decoder"]),
-                         ("decoder", ["vae-export", str(run / "best.pt"), "-o", f"{run}-model",
-                                      "&&", "bird-gen", "-m", f"{run}-model"])):  # fmt: skip
+                         ("decoder", ["vae-train", "--stage", "decoder", "--init",
+                                      str(run / "best.pt"), "--epochs", "6", "--anchor-scale", "4",
+                                      "--rater-weight", "0.1", "-o", f"{run}-rated"])):  # fmt: skip
         command = next_steps(stage, run)[1].split(": ", 1)[1]
         assert shlex.split(command) == words, stage
+    export = ["vae-export", str(run / "best.pt"), "-o", f"{run}-model", "&&", "bird-gen", "-m",
+              f"{run}-model"]  # fmt: skip
+    rated = next_steps("decoder", run, rater_term=True)
+    assert len(rated) == 2 and shlex.split(rated[1].split(": ", 1)[1]) == export
     guide = next_steps("prior", run)[-1].split(": ", 1)[1]
-    assert shlex.split(guide) == ["vae-export", "CHECKPOINT", "--prior-guide", str(run / "best.pt")]
-    guided = next_steps("decoder", run, "/g's/best.pt", 3.5)[1].split(": ", 1)[1]
+    as_guide = ["vae-export", "CHECKPOINT", "--prior-guide", str(run / "best.pt")]
+    assert shlex.split(guide) == as_guide
+    small = next_steps("prior", run, guide_sized=True)  # the guide's line first
+    assert shlex.split(small[1].split(": ")[-1]) == as_guide and "decoder" in small[2]
+    guided = next_steps("decoder", run, "/g's/best.pt", 3.5, rater_term=True)[1].split(": ", 1)[1]
     assert shlex.split(guided)[:6] == ["vae-export", str(run / "best.pt"), "--prior-guide",
                                        "/g's/best.pt", "--guidance", "3.5"]  # fmt: skip
 
