@@ -690,3 +690,25 @@ def test_what_is_no_photo_file_is_named_for_what_it_is(browser, server, tmp_path
         "what was dropped is text or a link, not a file: save the photo, then drop the file"
     )
     assert photo_status(browser) == error(browser)
+
+
+def test_a_model_switch_stopped_keeps_the_model_and_the_grid_it_had(browser, server):
+    """Another model's first grid is drawn with the page's count and best of: a stop there must
+    leave the page on the model it had, the select too, as a failed switch does."""
+    open_page(browser, server)
+    set_field(browser, "best-of", 4)
+    set_field(browser, "count", 256)
+    before = digest(canvas(browser)), browser.evaluate("window.birdvae.settings()")
+    script = LONG_DRAW.split("  document.getElementById('best-of')")[0] + (
+        "  const model = document.getElementById('model'); model.value = 'birds64';"
+        "  model.dispatchEvent(new Event('change', { bubbles: true }));"
+        "  window.birdvae.idle().then(() => resolve(window.progress));"
+        "})"
+    )
+    progress = browser.evaluate(script % "document.getElementById('stop').click()")
+    assert "Drawing 256 birds, best of 4… 64 of 256" in progress, progress
+    assert error(browser) is None
+    stopped = "Stopped; the grid is as it was: 256 birds from birds32"
+    assert text(browser, "status").startswith(stopped)
+    assert (digest(canvas(browser)), browser.evaluate("window.birdvae.settings()")) == before
+    assert browser.evaluate("document.getElementById('model').value") == "birds32"
