@@ -47,7 +47,8 @@ WEIGHT_KEYS = (
 # Keys that checkpoints of every stage gained within format 1, each with what its absence meant:
 # ``upgrade`` fills them in, so the loop, the run folder and export read ``state[key]`` and older
 # checkpoints resume as they ran. A stage's own keys keep their defaults beside the code that
-# reads them (stages.py: the rater a stage followed, its augmentation's random state).
+# reads them (prior_stage.py, decoder_stage.py: the rater a stage followed, its augmentation's
+# random state).
 ADDED_KEYS: dict[str, Any] = {
     "ema": None,  # no weight average kept
     "ema_n": 0,

@@ -1,10 +1,10 @@
 """The training loop every stage shares: warm-up + cosine, clipping, weight averages,
 skipped non-finite steps, validation, grids and checkpoints at each epoch's end.
 
-A stage (vae_stage.py, stages.py) is a ``Trainer`` subclass that builds its networks and
-defines its step, its validation and its grids. A run goes on a CPU, a GPU or (under
-``torchrun``) several GPUs with DistributedDataParallel; rank 0 alone logs, draws grids and
-writes checkpoints. Stopping (Ctrl-C, SIGTERM) saves ``last.pt`` at the current step, and
+A stage (vae_stage.py, prior_stage.py, decoder_stage.py) is a ``Trainer`` subclass that builds
+its networks and defines its step, its validation and its grids. A run goes on a CPU, a GPU or
+(under ``torchrun``) several GPUs with DistributedDataParallel; rank 0 alone logs, draws grids
+and writes checkpoints. Stopping (Ctrl-C, SIGTERM) saves ``last.pt`` at the current step, and
 ``resume`` continues from it exactly: same data order, same random numbers, same weights as a
 run that never stopped.
 """
@@ -137,8 +137,8 @@ def processes() -> int:
 
 class Trainer(abc.ABC):
     """The loop every stage shares: build a stage's subclass (``vae_stage.VAETrainer``,
-    ``stages.PriorTrainer`` or ``stages.DecoderTrainer``; ``stages.trainer_class(stage)``) from a
-    config and a run folder, then ``fit`` it."""
+    ``prior_stage.PriorTrainer`` or ``decoder_stage.DecoderTrainer``, as
+    ``stages.trainer_class(stage)`` picks) from a config and a run folder, then ``fit`` it."""
 
     # Why this stage's steps cannot be compiled; None: they can.
     not_compiled_because: str | None = None
@@ -260,7 +260,7 @@ class Trainer(abc.ABC):
         return module
 
     # --- what a stage defines ----------------------------------------------------------------
-    # Each stage (vae_stage.py, stages.py) is a subclass that fills these in.
+    # Each stage (vae_stage.py, prior_stage.py, decoder_stage.py) is a subclass that fills these in.
 
     score_key: str | None = None  # lower is better; None: every epoch is the best so far
     item_name = "img"  # what the train set holds, for the log line

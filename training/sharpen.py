@@ -1,5 +1,5 @@
 """What sharpens the decoder: a patch discriminator, differentiable augmentation and the losses
-of the decoder stage (stages.DecoderTrainer).
+of the decoder stage (decoder_stage.DecoderTrainer).
 
 A decoder trained on a pixel-wise likelihood alone outputs the mean of every bird a code could
 be: a smudge. Against a discriminator it has to draw one of them, with edges and feathers. The

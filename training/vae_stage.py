@@ -2,7 +2,8 @@
 photos' likelihood, with the KL term warmed up and floored by free bits, and a coupled
 likelihood's colour coupling ramped in.
 
-Every later stage (stages.py) starts from its checkpoint and keeps its encoder frozen.
+Every later stage (prior_stage.py, decoder_stage.py) starts from its checkpoint and keeps its
+encoder frozen.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from birdvae.training import checkpoint, perceptual
 from birdvae.training.cli import train_command
+from birdvae.training.decoder_stage import DecoderTrainer
 from birdvae.training.loop import TrainingError
 from birdvae.training.runfolder import LAST
-from birdvae.training.stages import DecoderTrainer
 
 from .conftest import quiet, tiny_stage, write_images
 

@@ -15,10 +15,11 @@ from birdvae.training import checkpoint, codes, runfolder, sharpen
 from birdvae.training.checkpoint import learned_prior
 from birdvae.training.cli import train_command
 from birdvae.training.config import PriorConfig, TrainConfig, stage_config
+from birdvae.training.decoder_stage import DecoderTrainer
 from birdvae.training.loop import TrainingError
 from birdvae.training.prior import CodePrior, Sampler
+from birdvae.training.prior_stage import PriorTrainer
 from birdvae.training.runfolder import LAST, METRICS
-from birdvae.training.stages import DecoderTrainer, PriorTrainer
 from birdvae.training.vae_stage import VAETrainer
 
 from .conftest import quiet, tiny_config, tiny_stage
@@ -619,7 +620,7 @@ def test_a_prior_run_resumes_without_its_init_checkpoint(vae_checkpoint, tmp_pat
 def test_the_prior_can_learn_only_the_clearest_photos():
     """--prior-keep: the share of photos the rater rates highest, in their order."""
     from birdvae.runtime.selection import load_rater
-    from birdvae.training.stages import _clearest
+    from birdvae.training.prior_stage import _clearest
 
     generator = torch.Generator().manual_seed(0)
     photos = torch.randint(0, 256, (10, 3, 16, 16), generator=generator, dtype=torch.uint8)
