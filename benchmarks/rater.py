@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from features import augment
 from rating import rated_sheets
 
-from birdvae.export.onnx import export_graph, graph_metadata
+from birdvae.export.onnx import METADATA_PREFIX, export_graph
 from birdvae.export.parity import ort_session
 from birdvae.runtime.format import DEFAULT_OPSET
 from birdvae.runtime.selection import RATER_INPUT, RATER_OUTPUT, RATER_SIZE
@@ -185,7 +185,9 @@ def main() -> None:
     started = time.perf_counter()
     rater = Rater([train(pictures, ratings, seed) for seed in range(SEEDS)]).eval()
     example = torch.rand(2, 3, RATER_SIZE, RATER_SIZE)
-    metadata = graph_metadata(graph="rater", rated_cells=str(len(pictures)))
+    # Only these two keys, as the pinned rater.onnx carries (graph_metadata would add versions).
+    metadata = {f"{METADATA_PREFIX}graph": "rater",
+                f"{METADATA_PREFIX}rated_cells": str(len(pictures))}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shapes = {RATER_INPUT: [3, RATER_SIZE, RATER_SIZE], RATER_OUTPUT: []}
     export_graph(

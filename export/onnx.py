@@ -117,7 +117,8 @@ METADATA_PREFIX = "birdvae."  # the graphs' own metadata keys; for people, the r
 
 def graph_metadata(**facts: str) -> dict[str, str]:
     """The metadata every graph of ours carries (the format's and the package's versions), then
-    ``facts``, each key under METADATA_PREFIX."""
+    ``facts`` in their order (the same order gives the same bytes), each key under
+    METADATA_PREFIX."""
     base = {"format_version": str(FORMAT_VERSION), "package_version": package_version()}
     return {f"{METADATA_PREFIX}{key}": value for key, value in {**base, **facts}.items()}
 
@@ -174,14 +175,14 @@ def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
         EncoderGraph(folded), image, [ENCODER_INPUT], list(ENCODER_OUTPUTS),
         {ENCODER_INPUT: [3, cfg.image_size, cfg.image_size],
          **{name: [cfg.latent_dim] for name in ENCODER_OUTPUTS}},
-        Path(folder) / ENCODER_FILE, opset, graph_metadata(graph="encoder", **facts),
+        Path(folder) / ENCODER_FILE, opset, graph_metadata(**facts, graph="encoder"),
     )  # fmt: skip
     image_shape = [3, cfg.image_size, cfg.image_size]
     outputs = decoder_outputs(model)
     decoder = export_graph(
         DecoderGraph(folded), z, [DECODER_INPUT], outputs,
         {DECODER_INPUT: [cfg.latent_dim], **{name: image_shape for name in outputs}},
-        Path(folder) / DECODER_FILE, opset, graph_metadata(graph="decoder", **facts),
+        Path(folder) / DECODER_FILE, opset, graph_metadata(**facts, graph="decoder"),
     )  # fmt: skip
     return encoder, decoder
 

@@ -236,7 +236,7 @@ def _check_pixels(height: int, width: int) -> None:
     help="Draw K birds for each one shown and keep the one the shipped rater (a network that "
     "predicts a blind rater's score) rates highest, at K times the work. For models whose "
     "sampler does not choose already: birds32's does, and its decoder learned from the rater, "
-    "whose choice among such a decoder's draws raters rated lower.",
+    "whose choice among such a decoder's draws raters rated no higher.",
 )
 @_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(

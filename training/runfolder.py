@@ -27,6 +27,7 @@ from .data import CACHE_FILE_PATTERN
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 GRIDS, CACHE = "grids", "cache"
+_RUN_NAMES = frozenset({LAST, BEST, METRICS, CONFIG, GRIDS, CACHE})  # what a run writes into
 # Fields every version of config.json a run writes has (version 1 had no config_version).
 RUN_CONFIG_KEYS = frozenset({"model", "data", "epochs", "batch_size", "lr", "seed"})
 # What a run writes before its first epoch ends, inside grids/ (grid_file names them) and cache/
@@ -166,10 +167,10 @@ def check_not_a_link(run_dir: Path) -> None:
 def _is_model_folder(entry: Path) -> bool:
     """Whether ``entry`` is a whole model folder (vae-export writes one into the run folder
     unless told otherwise, ``model/``): a resume writes nothing inside it, so it may stay."""
-    if entry.is_symlink() or not entry.is_dir():
+    if entry.name in _RUN_NAMES or entry.is_symlink() or not entry.is_dir():
         return False
     try:
-        verify_model_dir(entry)
+        verify_model_dir(entry, check_hashes=False)  # its files as listed, none read whole
     except (ModelFormatError, OSError):
         return False
     return True

@@ -43,6 +43,7 @@ from birdvae.training.checkpoint import load_model  # noqa: E402
 
 pytestmark = pytest.mark.torch
 ARCHS = ["resnet", "baseline"]
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "birds32"
 
 
 def dims(value: onnx.ValueInfoProto) -> list:
@@ -113,6 +114,11 @@ def test_graphs_have_the_contract_signatures(exported, arch):
         assert meta["birdvae.format_version"] == str(FORMAT_VERSION)
         assert meta["birdvae.arch"] == cfg.arch
         assert meta["birdvae.package_version"]
+        # in the shipped graphs' order, so a re-export of their checkpoint gives their bytes
+        # (int8 quantization adds keys of its own, such as onnx.infer)
+        shipped = onnx.load(SHIPPED / name, load_external_data=False).metadata_props
+        ours = [p.key for p in shipped if p.key.startswith("birdvae.")]
+        assert [p.key for p in proto.metadata_props] == ours
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -191,6 +191,10 @@ def _another_runs_last(run: Path) -> None:
     torch.save(state, run / LAST)
 
 
+def _model_folder_at(path: Path) -> None:
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "tiny_model", path)
+
+
 FOREIGN_IN_A_RUN = {
     "notes beside it": (lambda run: (run / "notes.txt").write_text("mine"), "notes.txt"),
     "a file as best.pt": (lambda run: (run / BEST).write_text("mine"), "best.pt is not this run"),
@@ -200,6 +204,12 @@ FOREIGN_IN_A_RUN = {
     "a picture among the grids": (lambda run: (run / "grids" / "mine.png").write_bytes(b"x"),
                                   "grids"),
     "another run's last.pt": (_another_runs_last, "last.pt is another run's"),
+    "a model folder as config.json": (lambda run: ((run / "config.json").unlink(),
+                                                   _model_folder_at(run / "config.json")),
+                                      "it holds config.json, which vae-train did not write"),
+    "a model folder as grids": (lambda run: (shutil.rmtree(run / "grids"),
+                                             _model_folder_at(run / "grids")),
+                                "it holds grids, which vae-train did not write"),
     "a folder named as a model that is none": (
         lambda run: ((run / "model").mkdir(), (run / "model" / "notes.txt").write_text("mine")),
         "it holds model, which vae-train did not write; move it out"),

@@ -648,9 +648,12 @@ def test_a_long_draw_stops_at_the_next_step_and_leaves_the_page_as_it_was(browse
     assert text(browser, "status").startswith(stopped)
     assert (digest(canvas(browser)), browser.evaluate("window.birdvae.settings()")) == before
     assert browser.evaluate("document.getElementById('stop').disabled")
-    set_field(browser, "count", 64)  # the page draws again
+    # the form shows the grid's settings again: Draw would only start the long draw once more
+    fields = "['count', 'best-of'].map((id) => document.getElementById(id).value)"
+    assert browser.evaluate(fields) == ["64", "1"]
+    set_field(browser, "best-of", 2)  # the page draws again
     assert error(browser) is None
-    assert browser.evaluate("window.birdvae.settings().bestOf") == 16
+    assert browser.evaluate("window.birdvae.settings().bestOf") == 2
 
 
 def test_a_number_field_says_what_is_wrong_with_what_was_typed(browser, server):
@@ -678,7 +681,7 @@ def test_what_is_no_photo_file_is_named_for_what_it_is(browser, server, tmp_path
     heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
     choose_photo(browser, heic)
     assert error(browser) == (
-        "phone.heic: a HEIC photo (as phones take), which browsers do not decode; "
+        "phone.heic: a HEIC photo (as phones take), which this page does not read; "
         "save it as JPEG and drop that"
     )
     act(
@@ -712,3 +715,30 @@ def test_a_model_switch_stopped_keeps_the_model_and_the_grid_it_had(browser, ser
     assert text(browser, "status").startswith(stopped)
     assert (digest(canvas(browser)), browser.evaluate("window.birdvae.settings()")) == before
     assert browser.evaluate("document.getElementById('model').value") == "birds32"
+
+
+def test_a_stop_during_the_first_grid_says_so_and_the_model_can_be_chosen_again(browser, server):
+    """The first grid is drawn before any action: a Stop there read "Something went wrong"."""
+    stop_once_enabled = (
+        "document.addEventListener('DOMContentLoaded', () => {"
+        " const stop = document.getElementById('stop');"
+        " const watch = new MutationObserver(() => {"
+        "  if (!stop.disabled) { watch.disconnect(); stop.click(); }"
+        " });"
+        " watch.observe(stop, { attributes: true });"
+        "});"
+    )
+    script = browser.call("Page.addScriptToEvaluateOnNewDocument", {"source": stop_once_enabled})
+    try:
+        browser.navigate(server)
+        outcome = browser.evaluate("window.birdvae.ready.then(() => 'drawn', () => 'stopped')")
+    finally:
+        forget = {"identifier": script["identifier"]}
+        browser.call("Page.removeScriptToEvaluateOnNewDocument", forget)
+    assert outcome == "stopped"
+    assert error(browser) is None
+    said = "Stopped before any birds were drawn: choose a model to draw them"
+    assert text(browser, "status") == said
+    set_field(browser, "model", "birds32")
+    assert error(browser) is None
+    assert browser.evaluate("window.birdvae.settings().model") == "birds32"

@@ -88,15 +88,22 @@ function act(task) {
       } else {
         ui.model.selectedIndex = -1; // no model loaded: choosing any, the same one too, retries
       }
-      const stopped = error instanceof DOMException && error.name === 'AbortError';
-      showError(stopped ? null : error);
-      if (stopped) {
-        ui.status.textContent = described
-          ? `Stopped; the grid is as it was: ${described}`
-          : 'Stopped before any birds were drawn: choose a model to draw them';
-      }
+      if (isStop(error)) sayStopped();
+      else showError(error);
     },
   );
+}
+
+const isStop = (error) => error instanceof DOMException && error.name === 'AbortError';
+
+// A stopped draw: the form shows the settings of the grid again (the stopped draw's count and
+// best of would only start it once more) and the status line says what happened.
+function sayStopped() {
+  showError(null);
+  if (current) fillForm(current, shown);
+  ui.status.textContent = described
+    ? `Stopped; the grid is as it was: ${described}`
+    : 'Stopped before any birds were drawn: choose a model to draw them';
 }
 
 function showError(error) {
@@ -414,7 +421,8 @@ document.addEventListener('drop', (event) => {
 const ready = serial(start);
 ready.catch((error) => {
   ui.model.selectedIndex = -1; // choosing the model again retries it
-  showError(error);
+  if (isStop(error)) sayStopped();
+  else showError(error);
 });
 
 window.birdvae = {

@@ -44,19 +44,26 @@ function ascii(bytes, start, end) {
   return String.fromCharCode(...bytes.subarray(start, end));
 }
 
-// An ISO file whose ftyp box names AVIF as its brand or among its compatible ones.
-function isAvif(b) {
-  if (ascii(b, 4, 8) !== 'ftyp') return false;
+// The brands an ISO file's ftyp box names: its own, then its compatible ones; none if no ftyp.
+function brandsOf(b) {
+  if (ascii(b, 4, 8) !== 'ftyp') return [];
   const end = Math.min(b.length, new DataView(b.buffer, b.byteOffset).getUint32(0));
   const brands = [ascii(b, 8, 12)];
   for (let at = 16; at + 4 <= end; at += 4) brands.push(ascii(b, at, at + 4));
+  return brands;
+}
+
+// An ISO file whose ftyp box names AVIF as its brand or among its compatible ones.
+function isAvif(b) {
+  const brands = brandsOf(b);
   return brands.includes('avif') || brands.includes('avis');
 }
 
-// A HEIF file (HEIC, as iPhones save photos): an ISO file whose brand is HEIF's and not AVIF.
-function isHeif(b) {
-  const brands = ['heic', 'heix', 'heim', 'heis', 'hevc', 'hevx', 'mif1', 'msf1'];
-  return ascii(b, 4, 8) === 'ftyp' && brands.includes(ascii(b, 8, 12)) && !isAvif(b);
+// An HEVC-coded HEIF file (HEIC, as iPhones save photos): an ISO file that names one of HEIC's
+// brands, as its own or among its compatible ones (a plain mif1 HEIF may hold other codings).
+function isHeic(b) {
+  const heic = ['heic', 'heix', 'heim', 'heis', 'hevc', 'hevx'];
+  return brandsOf(b).some((brand) => heic.includes(brand));
 }
 
 const isRestart = (marker) => marker >= 0xd0 && marker <= 0xd7;
@@ -106,9 +113,9 @@ function pngIsWhole(bytes) {
 export async function checkFormat(file, name) {
   const head = await readBytes(file.slice(0, HEAD_BYTES), name);
   const format = FORMATS.find(({ test }) => test(head));
-  if (!format && isHeif(head)) {
+  if (!format && isHeic(head)) {
     throw new PhotoError(
-      `${name}: a HEIC photo (as phones take), which browsers do not decode; save it as JPEG and drop that`,
+      `${name}: a HEIC photo (as phones take), which this page does not read; save it as JPEG and drop that`,
     );
   }
   if (!format) {
