@@ -88,13 +88,16 @@ function act(task) {
       } else {
         ui.model.selectedIndex = -1; // no model loaded: choosing any, the same one too, retries
       }
-      if (isStop(error)) sayStopped();
-      else showError(error);
+      showFailure(error);
     },
   );
 }
 
-const isStop = (error) => error instanceof DOMException && error.name === 'AbortError';
+// A failed action's error, or a stopped draw's word that it stopped.
+function showFailure(error) {
+  if (error instanceof DOMException && error.name === 'AbortError') sayStopped();
+  else showError(error);
+}
 
 // A stopped draw: the form shows the settings of the grid again (the stopped draw's count and
 // best of would only start it once more) and the status line says what happened.
@@ -421,8 +424,7 @@ document.addEventListener('drop', (event) => {
 const ready = serial(start);
 ready.catch((error) => {
   ui.model.selectedIndex = -1; // choosing the model again retries it
-  if (isStop(error)) sayStopped();
-  else showError(error);
+  showFailure(error);
 });
 
 window.birdvae = {
