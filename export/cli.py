@@ -19,6 +19,7 @@ from birdvae.runtime.command import (
     Command,
     FiniteRange,
     NamedPath,
+    echo,
     one_output,
     run_as_program,
     version_option,
@@ -204,7 +205,7 @@ def main(
             raise
         # onnx's and numpy's writers name no file: a full disk is named by the model's folder.
         raise OSError(exc.errno, f"writing the model: {exc.strerror}", str(destination)) from None
-    click.echo(f"wrote {destination}")
+    echo(f"wrote {destination}")
 
 
 def _checked_destination(destination: Path) -> Path:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
+from birdvae.runtime.command import echo, echo_lines
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import (
     DECODER_FILE,
@@ -69,7 +68,7 @@ def export(options: ExportOptions) -> None:
     from .destination import check_replaceable, staging, sweep
 
     for line in sweep(options.destination):
-        click.echo(f"note: {line}", err=True)
+        echo(f"note: {line}", err=True)
     check_replaceable(options.destination)
     plan = _prepare(options)
     with staging(options.destination) as folder:
@@ -122,7 +121,7 @@ def _prepare(options: ExportOptions) -> _Plan:
     # A prior-stage checkpoint holds its init's VAE as it froze it (that run's weight average,
     # if it had one) and no average of its own: nothing to note.
     if ema and not used_ema and config.stage != "prior":
-        click.echo("note: the checkpoint has no weight average; exporting its raw weights",
+        echo("note: the checkpoint has no weight average; exporting its raw weights",
                    err=True)  # fmt: skip
     splits, data = _real_images(checkpoint, config, options.prior_data)
     if options.int8 and splits is None:
@@ -165,7 +164,7 @@ def _write(plan: _Plan, options: ExportOptions, folder: Path) -> None:
             folder, splits.train, splits.val, opset,
             require_speedup=not options.int8_even_if_slower,
         )  # fmt: skip
-        click.echo(format_figures(source["int8"]))
+        echo_lines(format_figures(source["int8"]))
     _write_manifest(folder, plan.model, options, priors, plan.default, source)
 
 
@@ -212,7 +211,7 @@ def _source_facts(
     if batches:
         facts["batches_into_next_epoch"] = batches
         epoch = facts["epochs"]
-        click.echo(f"note: the checkpoint was saved {batches} batches into epoch {epoch + 1}; "
+        echo(f"note: the checkpoint was saved {batches} batches into epoch {epoch + 1}; "
                    f"its figures are epoch {epoch}'s", err=True)  # fmt: skip
     return facts | {
         "val_bpd": _float_or_none(state["metrics"].get("val_bpd")),
@@ -292,7 +291,7 @@ def _parity(model: VAE, folder: Path, splits: Splits | None) -> dict[str, Any]:
 
     images = None if splits is None else splits.val if len(splits.val) else splits.train
     rows = check_parity(model, folder, images)
-    click.echo(format_table(rows))
+    echo_lines(format_table(rows))
     verdict(rows)
     return {
         "max_abs_diff": max_diffs(rows),
@@ -380,7 +379,7 @@ def _judging_decoder(state: dict[str, Any], model: VAE) -> Judge:
     if JUDGE not in state:
         return Judge(model.eval().decode_image, "decoder")
     judge = build_vae({"config": state["config"], "model": state[JUDGE]}, ema=False)
-    click.echo("best of: the prior's birds are judged as the decoder before the rater's term "
+    echo("best of: the prior's birds are judged as the decoder before the rater's term "
                "drew them (carried in the checkpoint)")  # fmt: skip
     return Judge(judge.decode_image, "decoder before the rater's term")
 
@@ -401,7 +400,7 @@ def _selection(
 
     guide_prior, guidance = _guide_args(guide)
     sampler = sampler_module(prior, guide_prior, guidance)
-    click.echo(f"best of {k}: rating {SELECTOR_DRAWS} of the prior's birds to train its selector")
+    echo(f"best of {k}: rating {SELECTOR_DRAWS} of the prior's birds to train its selector")
     rate = load_rater()
     noise, scores = scored_draws(sampler, judge.decode, rate, prior.latent_dim,
                                  SELECTOR_DRAWS, seed=0, temperature=temperature)  # fmt: skip
@@ -410,7 +409,7 @@ def _selection(
     selection.facts["judged_by"] = judge.name
     selection.facts["rater_sha256"] = RATER_SHA256  # load_rater refuses any other file
     facts = selection.facts
-    click.echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
+    echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
                f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")
     return selection
 
@@ -437,7 +436,7 @@ def _export_learned(
     guide_prior, guidance = _guide_args(guide)
     export_sampler(prior, folder, opset, guide_prior, guidance, selection)
     rows = check_sampler_parity(prior, folder, guide_prior, guidance, selection=selection)
-    click.echo(format_table(rows))
+    echo_lines(format_table(rows))
     verdict(rows)
     cfg = prior.cfg
     source = {
@@ -468,7 +467,7 @@ def _fit_prior(folder: Path, splits: Splits, components: int, seed: int) -> Prio
     except ValueError as exc:
         raise ExportError(f"fitting the prior failed: {exc}") from exc
     mixture.save(folder / MIXTURE_FILE)
-    click.echo(f"prior: {components}-component Gaussian mixture fitted to the posterior means "
+    echo(f"prior: {components}-component Gaussian mixture fitted to the posterior means "
                f"of {len(latents)} training images")  # fmt: skip
     figures = {
         "train_images": len(latents),
@@ -500,7 +499,7 @@ def _real_images(
             sources = [Path(d) for d in config.data]
         else:
             missing = next(d for d in config.data if not Path(d).is_dir())
-            click.echo(
+            echo(
                 f"note: the checkpoint's data ({missing}) is not here, so parity is checked on "
                 "random images; --prior-data DIR checks it on photos",
                 err=True,
@@ -514,7 +513,7 @@ def _real_images(
         box_margin=config.box_margin,
     )  # fmt: skip
     names = ", ".join(str(p) for p in sources)
-    click.echo(f"images: {names} ({len(splits.train)} train, {len(splits.val)} val)")
+    echo(f"images: {names} ({len(splits.train)} train, {len(splits.val)} val)")
     return splits, describe(sources, splits)
 
 

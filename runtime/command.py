@@ -40,16 +40,45 @@ def printable(text: str) -> str:
 
 def echo(text: str, err: bool = False) -> None:
     """Print a line that may hold paths: a file name can hold escape sequences, and bytes that
-    are not UTF-8 (Python's surrogates), which a strict stdout could not even encode. A
-    failed write names the stream: "No space left on device" alone would blame the output file
-    that was written whole."""
+    are not UTF-8 (Python's surrogates), which a strict stdout could not even encode.
+
+    A line that cannot be written never stops the work: a training run's log piped into
+    ``head``, or redirected to a full disk, must not cost the run. Standard output is then
+    pointed at the null device for the rest of the command; a reader that has gone (a broken
+    pipe) is the reader's choice and ends nothing, any other failure is a warning now and the
+    command's error once its work is done (``OneLineErrors``), naming the stream: "No space
+    left on device" alone would blame the output file that was written whole. A line that
+    standard error cannot take is dropped: there is nowhere left to tell anyone."""
     try:
         click.echo(printable(text), err=err)
-    except BrokenPipeError:  # the reader has gone (``| head``): the caller's ending applies
-        raise
     except OSError as exc:
-        stream = "standard error" if err else "standard output"
-        raise OSError(exc.errno, exc.strerror or str(exc), stream) from exc
+        if not err:
+            _lose_standard_output(exc)
+
+
+def echo_lines(text: str) -> None:
+    """Print the command's own multi-line text (a table, a list of next steps) line by line,
+    each as ``echo`` prints a line."""
+    for line in text.split("\n"):
+        echo(line)
+
+
+_LOST_OUTPUT: list[OSError] = []  # why standard output failed, in this command
+
+
+def _lose_standard_output(exc: OSError) -> None:
+    """Point file descriptor 1 at the null device, so later lines (and Python's flush of what
+    is buffered, at exit) go nowhere instead of failing again; note why, unless the reader went."""
+    with contextlib.suppress(OSError, ValueError):  # a stream with no descriptor (a test's)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    if isinstance(exc, BrokenPipeError) or _LOST_OUTPUT:
+        return
+    _LOST_OUTPUT.append(exc)
+    with contextlib.suppress(OSError):
+        click.echo(f"warning: standard output: {exc.strerror or exc}; the work goes on, "
+                   "its lines are dropped", err=True)  # fmt: skip
 
 
 def counted(n: int, noun: str) -> str:
@@ -90,10 +119,14 @@ class OneLineErrors:
         given = sys.argv[1:] if args is None else list(args)
         if not {"-h", "--help"} & set(given):  # help reads no path
             _check_working_folder()
+        _LOST_OUTPUT.clear()
         with warnings.catch_warnings(), signals.exit_on_sigterm():
             warnings.showwarning = _warn_in_one_line
             try:
                 status = super().main(args, prog_name or self.name, **extra)  # type: ignore[misc]
+                if _LOST_OUTPUT:  # the work is done; what the user asked to see was not shown
+                    exc = _LOST_OUTPUT[0]
+                    fail(f"standard output: {exc.strerror or exc}")
             except click.Abort:
                 fail("interrupted", EXIT_INTERRUPTED)
             except click.ClickException as exc:

@@ -22,6 +22,8 @@ from birdvae.runtime.command import (
     Command,
     FiniteRange,
     NamedPath,
+    echo,
+    echo_lines,
     one_output,
     run_as_program,
     version_option,
@@ -330,7 +332,7 @@ def train_command(ctx: click.Context, **options) -> None:
             guide = config.sharpen.prior_guide if config.sharpen.guidance != 1 else ""
             prior, default = config.prior, PriorConfig()
             small = prior.width < default.width or prior.blocks < default.blocks
-            click.echo("\n".join(next_steps(
+            echo_lines("\n".join(next_steps(
                 config.stage, run_dir, guide, config.sharpen.guidance,
                 guide_sized=small, rater_term=config.sharpen.rater_weight > 0,
             )))  # fmt: skip
@@ -346,7 +348,7 @@ def _answer_a_finished_run(trainer: Trainer, run_dir: Path, epochs: int) -> None
             f"{epochs}; pass --epochs N with N > {trainer.epoch} to carry it on"
         )
     if not trainer.recovered:
-        click.echo(
+        echo(
             f"{run_dir} is finished: it has trained its {trainer.epoch} epochs; "
             f"pass --epochs N with N > {trainer.epoch} to carry it on"
         )
@@ -671,21 +673,21 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
             "overflow (a diverged run); score an earlier checkpoint"
         )
     if as_json:
-        click.echo(json.dumps({"checkpoint": str(ckpt), "split": split, "images": len(images),
+        echo(json.dumps({"checkpoint": str(ckpt), "split": split, "images": len(images),
                                **scores.as_dict()}))  # fmt: skip
         return
-    click.echo(f"{ckpt}: {len(images)} {split} images of {', '.join(sources)}")
+    echo(f"{ckpt}: {len(images)} {split} images of {', '.join(sources)}")
     if sigma is not None:
-        click.echo(
+        echo(
             f"note: the {config.model.likelihood} loss is no likelihood over 8-bit pixels; its "
             f"output is scored as the mean of a discretized Gaussian with sigma = {sigma:.4f} "
             "(fitted on training images)"
         )
-    click.echo(f"  negative ELBO  {scores.bpd:.4f} bits/dim  (recon {scores.recon_bpd:.4f}, "
+    echo(f"  negative ELBO  {scores.bpd:.4f} bits/dim  (recon {scores.recon_bpd:.4f}, "
                f"KL {scores.kl_bpd:.4f})")  # fmt: skip
     if scores.iw_bpd is not None:
-        click.echo(f"  IW bound (K={iw_samples})  {scores.iw_bpd:.4f} bits/dim")
-    click.echo(f"  PSNR           {scores.psnr:.2f} dB")
+        echo(f"  IW bound (K={iw_samples})  {scores.iw_bpd:.4f} bits/dim")
+    echo(f"  PSNR           {scores.psnr:.2f} dB")
 
 
 def train_main() -> None:

@@ -31,6 +31,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from birdvae.runtime import durable, signals
+from birdvae.runtime.command import echo
 from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
@@ -202,7 +203,7 @@ class Trainer(abc.ABC):
         self.ddp = _Distributed()
         self.device = resolve_device(config.device, self.ddp.local_rank)
         self.ddp.start(self.device)
-        self.log = (log or (lambda line: print(line, flush=True))) if self.ddp.main else _quiet
+        self.log = (log or echo) if self.ddp.main else _quiet
         self._stop_requested = False
         # The signal that stopped the run, if one did: the command exits 128 + it, so a script
         # that goes on to export never mistakes a stopped run for a finished one.

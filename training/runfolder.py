@@ -130,15 +130,18 @@ def _comparable(config: TrainConfig) -> dict[str, Any]:
 
 def _holds_only_records(path: Path) -> bool:
     """Whether ``path`` is absent, or holds only metrics lines (JSON objects with an epoch) but
-    for a last one cut short by a crash (runs of an earlier version appended their lines)."""
+    for a last one cut short by a crash (runs of an earlier version appended their lines). A
+    line cut short has no newline, and follows records: a whole line of a user's after them,
+    or a file of one line alone, is the user's."""
     if not path.exists():
         return True
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        text = path.read_text(errors="replace")
     except OSError:
         return False
-    if len(lines) > 1:
-        lines = lines[:-1] if not _is_record(lines[-1]) else lines
+    lines = text.splitlines()
+    if len(lines) > 1 and not text.endswith("\n") and not _is_record(lines[-1]):
+        lines = lines[:-1]
     return all(map(_is_record, lines))
 
 

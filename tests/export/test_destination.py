@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -59,6 +60,30 @@ def test_a_web_app_folder_with_a_manifest_is_not_replaced(export_cli, resnet_che
     (app / "index.html").unlink()  # a lone manifest of another kind is no model either
     one_error(export_cli(resnet_checkpoint, "-o", app), "not a bird-vae model folder")
     assert json.loads((app / MANIFEST_FILE).read_text())["name"] == "My PWA"
+
+
+def test_an_export_whose_log_cannot_be_written_still_writes_the_model(
+    export_cli, resnet_checkpoint, tmp_path
+):
+    """Its lines failing (standard output on a full disk) cost the lines, never the export:
+    the model is written whole and the error names the stream (it threw the model away as if
+    writing it had failed)."""
+    import click
+
+    real = click.echo
+
+    def full_stdout(message=None, file=None, nl=True, err=False, color=None):
+        if not err:
+            raise OSError(28, "No space left on device")
+        return real(message, file, nl, err, color)
+
+    out = tmp_path / "model"
+    with mock.patch("click.echo", full_stdout):
+        result = export_cli(resnet_checkpoint, "-o", out)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == "error: standard output: No space left on device"
+    verify_model_dir(out)
+    assert hidden(tmp_path) == []
 
 
 def test_a_model_folder_with_the_users_notes_is_not_replaced(export_cli, resnet_checkpoint,

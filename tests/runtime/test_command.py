@@ -3,16 +3,18 @@ a bug keeps its traceback, a warning is one ``warning:`` line."""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import click
 import pytest
 
 from birdvae.runtime import cli as bird_gen
-from birdvae.runtime.command import Command, one_line, printable
+from birdvae.runtime.command import Command, echo, one_line, printable
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import ModelFormatError
 
@@ -140,7 +142,42 @@ def test_a_full_standard_output_is_named_as_what_failed(tmp_path: Path) -> None:
             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
         )  # fmt: skip
     assert result.returncode == 2 and out.stat().st_size > 0
-    assert result.stderr.splitlines() == ["error: standard output: No space left on device"]
+    assert result.stderr.splitlines() == [
+        "warning: standard output: No space left on device; the work goes on, its lines are "
+        "dropped",
+        "error: standard output: No space left on device",
+    ]
+
+
+def test_a_reader_that_has_gone_ends_nothing(tmp_path: Path) -> None:
+    """``bird-gen ... | head -1``: the reader closing its end is its own choice, not a failure
+    (the command ended with status 1 and no word, its picture written)."""
+    out = tmp_path / "birds.png"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from birdvae.runtime.entry import main; main()", "--n", "2",
+         "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    child.stdout.close()  # gone before the command's first line
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    assert err == "" and out.stat().st_size > 0
+
+
+def test_lines_that_cannot_be_written_never_stop_the_work() -> None:
+    """Each line after a failed one is tried again (and dropped); the command's own work goes
+    on to its end, and only then does the failure become its error."""
+    done = []
+
+    def action() -> None:
+        with mock.patch("click.echo", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+            echo("first")
+            echo("second")
+        done.append(True)
+
+    result = invoke(_command(action))
+    assert done == [True] and result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == "error: standard output: No space left on device"
 
 
 def test_a_librarys_reason_is_its_first_line_bounded() -> None:

@@ -424,6 +424,34 @@ def _train_process(start: list[str], data: Path, run: Path, epochs: int) -> subp
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def test_a_run_whose_log_reader_has_gone_trains_to_the_end(image_folder, tmp_path):
+    """``vae-train ... | head -1``: the reader goes, and the run must not go with it (it ended
+    with status 1 and no word at its first log line)."""
+    run = tmp_path / "run"
+    worker = _train_process(["-m", "birdvae.training"], image_folder, run, epochs=2)
+    worker.stdout.close()  # gone before the first line
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    assert "warning" not in err and "error" not in err
+    assert (run / "best.pt").is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_run_whose_log_cannot_be_written_trains_to_the_end_then_says_so(image_folder, tmp_path):
+    """A log redirected to a full disk costs the log, never the run: it trains to its end, then
+    names standard output as what failed (it ended at the first line, blaming no stream)."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "birdvae.training", "--data", str(image_folder), "-o",
+               str(run), "--epochs", "2", *TINY_RUN, "--threads", "1"]  # fmt: skip
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "warning: standard output: No space left on device" in done.stderr
+    assert done.stderr.splitlines()[-1] == "error: standard output: No space left on device"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_a_stopped_run_exits_128_plus_the_signal_with_last_pt_saved(image_folder, tmp_path):
     """SIGTERM mid-run: the step finishes, last.pt is saved, and the exit status says the run
     did not finish, so ``vae-train ... && vae-export ...`` never exports half a run."""
