@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def check_replaceable(destination: Path) -> None:
     above = next(p for p in destination.parents if p.exists() or p == p.parent)
     if not above.is_dir():  # mkdir would fail after the whole export, naming no reason
         raise DestinationError(f"{destination}: {above} is a file, not a folder")
+    _check_takes_folders(destination, above)
     longest = durable.longest_name(destination.parent) - len(".partial") + len(".tmp")
     if len(os.fsencode(destination.name)) > longest:  # its staging folder's name adds to it
         raise DestinationError(
@@ -187,6 +189,21 @@ def staging(destination: Path) -> Iterator[Path]:
         raise
     finally:
         os.close(fd)
+
+
+def _check_takes_folders(destination: Path, above: Path) -> None:
+    """Refuse a destination whose nearest folder takes no new folder (read-only, or a kernel
+    file system such as /proc, whose permission bits let root pass): found by making and
+    removing an empty hidden folder there, so it fails before the photos load, not after the
+    whole export with the staging folder's hidden name. A stop waits for its removal."""
+    with signals.signals_deferred():
+        try:
+            probe = tempfile.mkdtemp(prefix=f".{durable.TAG}", suffix=".probe", dir=above)
+        except OSError as exc:
+            raise DestinationError(
+                f"{destination}: {above} does not take new folders ({exc.strerror or exc})"
+            ) from None
+        os.rmdir(probe)
 
 
 def _made(folder: Path) -> Path:

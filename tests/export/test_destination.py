@@ -128,6 +128,14 @@ def test_a_name_its_staging_folder_cannot_take_is_refused_first(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_takes_no_new_folder_is_refused_first(export_cli, resnet_checkpoint):
+    """-o /proc/model (root may write there by its permission bits) failed after the whole
+    export, naming the hidden staging folder."""
+    one_error(export_cli(resnet_checkpoint, "-o", "/proc/bvae-model"),
+              "/proc does not take new folders")  # fmt: skip
+
+
 def test_a_destination_under_a_file_is_refused_first(export_cli, resnet_checkpoint, tmp_path):
     """-o notes.txt/model failed after the whole export with "File exists"."""
     (tmp_path / "notes.txt").write_text("mine")
