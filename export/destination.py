@@ -18,7 +18,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,12 +60,12 @@ def check_replaceable(destination: Path) -> None:
     above = next(p for p in destination.parents if p.exists() or p == p.parent)
     if not above.is_dir():  # mkdir would fail after the whole export, naming no reason
         raise DestinationError(f"{destination}: {above} is a file, not a folder")
-    _check_takes_folders(destination, above)
     longest = durable.longest_name(destination.parent) - len(".partial") + len(".tmp")
     if len(os.fsencode(destination.name)) > longest:  # its staging folder's name adds to it
         raise DestinationError(
             f"{destination}: the folder name is too long (at most {longest} bytes here)"
         )
+    _check_takes_folders(destination, above)
     if not destination.exists():
         return
     if not destination.is_dir():
@@ -193,17 +192,25 @@ def staging(destination: Path) -> Iterator[Path]:
 
 def _check_takes_folders(destination: Path, above: Path) -> None:
     """Refuse a destination whose nearest folder takes no new folder (read-only, or a kernel
-    file system such as /proc, whose permission bits let root pass): found by making and
-    removing an empty hidden folder there, so it fails before the photos load, not after the
-    whole export with the staging folder's hidden name. A stop waits for its removal."""
+    file system such as /proc, whose permission bits let root pass), before the photos load,
+    not after the whole export with the staging folder's hidden name. Found by making and
+    removing an empty folder where the export will make one: a staging folder's name beside the
+    destination (so the next export's sweep removes it if a kill came between), else the first
+    missing folder on the way to it, which the export makes anyway. A stop waits for the
+    removal."""
+    if above == destination.parent:
+        probe = above / _hidden_name(destination, "partial")
+    else:
+        probe = next(p for p in [destination, *destination.parents] if p.parent == above)
     with signals.signals_deferred():
         try:
-            probe = tempfile.mkdtemp(prefix=f".{durable.TAG}", suffix=".probe", dir=above)
+            probe.mkdir(mode=0o700)
         except OSError as exc:
             raise DestinationError(
                 f"{destination}: {above} does not take new folders ({exc.strerror or exc})"
             ) from None
-        os.rmdir(probe)
+        with contextlib.suppress(OSError):  # another export's sweep may have taken it
+            probe.rmdir()
 
 
 def _made(folder: Path) -> Path:

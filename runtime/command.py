@@ -66,19 +66,42 @@ def echo_lines(text: str) -> None:
 _LOST_OUTPUT: list[OSError] = []  # why standard output failed, in this command
 
 
+def status_of_done_work() -> int:
+    """The status of a command whose work is done: 0, or 2 after its ``error:`` line when a
+    line failed on standard output (a reader that went aside), a stop after the work included."""
+    if not _LOST_OUTPUT:
+        return 0
+    exc = _LOST_OUTPUT[0]
+    _to_stderr(f"error: standard output: {one_line(exc.strerror or str(exc))}")
+    return EXIT_USAGE
+
+
 def _lose_standard_output(exc: OSError) -> None:
-    """Point file descriptor 1 at the null device, so later lines (and Python's flush of what
-    is buffered, at exit) go nowhere instead of failing again; note why, unless the reader went."""
-    with contextlib.suppress(OSError, ValueError):  # a stream with no descriptor (a test's)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
+    """Note why standard output failed, unless the reader went, and in the command's own
+    process point file descriptor 1 at the null device, so later lines (and Python's flush of
+    what is buffered, at exit) go nowhere instead of failing again. Elsewhere (a test runner's
+    capture, a program using the trainer) the descriptor is not ours to move: each later line
+    fails and is dropped."""
+    if sys.stdout is sys.__stdout__:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if sys.stdout.fileno() == 1:
+                null = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(null, 1)
+                finally:
+                    os.close(null)
     if isinstance(exc, BrokenPipeError) or _LOST_OUTPUT:
         return
     _LOST_OUTPUT.append(exc)
+    _to_stderr(f"warning: standard output: {exc.strerror or exc}; the work goes on, "
+               "its lines are dropped")  # fmt: skip
+
+
+def _to_stderr(line: str) -> None:
+    """One line on standard error, dropped if it cannot be written: there is nowhere left to
+    say so, and a failed word must not stop the work or change the exit status."""
     with contextlib.suppress(OSError):
-        click.echo(f"warning: standard output: {exc.strerror or exc}; the work goes on, "
-                   "its lines are dropped", err=True)  # fmt: skip
+        click.echo(line, err=True)
 
 
 def counted(n: int, noun: str) -> str:
@@ -92,7 +115,7 @@ def one_line(text: str) -> str:
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"error: {one_line(message)}", err=True)
+    _to_stderr(f"error: {one_line(message)}")
     sys.exit(status)
 
 
@@ -103,7 +126,7 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def _warn_in_one_line(message: Warning | str, *_: Any, **__: Any) -> None:
-    click.echo(f"warning: {one_line(str(message))}", err=True)
+    _to_stderr(f"warning: {one_line(str(message))}")
 
 
 class OneLineErrors:
@@ -125,8 +148,7 @@ class OneLineErrors:
             try:
                 status = super().main(args, prog_name or self.name, **extra)  # type: ignore[misc]
                 if _LOST_OUTPUT:  # the work is done; what the user asked to see was not shown
-                    exc = _LOST_OUTPUT[0]
-                    fail(f"standard output: {exc.strerror or exc}")
+                    sys.exit(status_of_done_work())
             except click.Abort:
                 fail("interrupted", EXIT_INTERRUPTED)
             except click.ClickException as exc:

@@ -65,7 +65,8 @@ def exit_on_sigterm() -> Iterator[None]:
     up as they do for Ctrl-C, instead of the process vanishing mid-write."""
 
     def terminate(_: int) -> None:
-        print("error: terminated (SIGTERM)", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # standard error gone: the stop goes on regardless
+            print("error: terminated (SIGTERM)", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_SIGTERM)
 
     with signal_handlers(terminate, signal.SIGTERM):

@@ -26,6 +26,7 @@ from birdvae.runtime.command import (
     echo_lines,
     one_output,
     run_as_program,
+    status_of_done_work,
     version_option,
 )
 from birdvae.runtime.errors import UserError
@@ -405,7 +406,8 @@ def next_steps(
 
 @contextlib.contextmanager
 def _stops_mean_done() -> Iterator[None]:
-    """Within the block, Ctrl-C and SIGTERM end the process at once with status 0. A finished
+    """Within the block, Ctrl-C and SIGTERM end the process at once with status 0 (2 when its
+    log could not be written: ``status_of_done_work``). A finished
     run is on disk whole, so a stop in what is left (closing the process group) must not turn
     its 0 into 130 or 143, which would stop ``vae-train ... && vae-export``; nor may that close,
     hung on a dead torchrun peer, become impossible to stop.
@@ -420,7 +422,7 @@ def _stops_mean_done() -> Iterator[None]:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        os._exit(0)
+        os._exit(status_of_done_work())
 
     with signals.signal_handlers(done, *signals.STOP_SIGNALS):
         yield

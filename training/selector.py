@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from birdvae.runtime.command import echo
 from birdvae.runtime.selection import Rate
 
 SELECTOR_WIDTH = 128
@@ -66,8 +67,7 @@ def scored_draws(
             done = start + len(chunk)
             if not on_terminal and done * 10 // draws > tenths:
                 tenths = done * 10 // draws
-                print(_progress_line(done, draws, time.perf_counter() - started),
-                      file=sys.stderr, flush=True)  # fmt: skip
+                echo(_progress_line(done, draws, time.perf_counter() - started), err=True)
     return noise, np.concatenate(scores).astype(np.float32)
 
 

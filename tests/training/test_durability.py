@@ -199,8 +199,8 @@ FOREIGN_IN_A_RUN = {
     "notes beside it": (lambda run: (run / "notes.txt").write_text("mine"), "notes.txt"),
     "a file as best.pt": (lambda run: (run / BEST).write_text("mine"), "best.pt is not this run"),
     "notes as metrics": (lambda run: (run / METRICS).write_text("notes\n"), "metrics.jsonl holds"),
-    "a note after the records": (lambda run: (run / METRICS).open("a").write("my note\n"),
-                                 "metrics.jsonl holds"),
+    "a note after the records": (lambda run: (run / METRICS).write_text(
+        (run / METRICS).read_text() + "my note\n"), "metrics.jsonl holds"),
     "a config of another tool": (lambda run: (run / "config.json").write_text('{"my": 1}'),
                                  "config.json"),
     "a picture among the grids": (lambda run: (run / "grids" / "mine.png").write_bytes(b"x"),
