@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import selection
-from .errors import ArgumentError, check_whole
+from .errors import ArgumentError, check_whole, first_line
 from .format import (
     DECODER_FILE,
     DECODER_INPUT,
@@ -144,9 +144,23 @@ def usable_cpus() -> int:
 def resolve_model(name_or_path: PathLike) -> Path:
     """A shipped model's name (``birds32``) or else a model folder's path. A name wins over a
     folder of the same name in the working directory: ``./birds32`` reaches that one."""
-    if isinstance(name_or_path, str) and name_or_path in SHIPPED_MODELS:
+    name_or_path = path_argument(name_or_path, "the model's name or path")
+    if name_or_path in SHIPPED_MODELS:
         return shipped_model_dir(name_or_path)
     return Path(name_or_path)
+
+
+def path_argument(value: Any, what: str) -> str:
+    """A path argument as text: str, bytes (the file system's encoding) or os.PathLike, refused
+    (ArgumentError naming ``what``) when it is anything else, or holds a NUL, which no file
+    name can."""
+    try:
+        text = os.fsdecode(value)
+    except TypeError:
+        raise ArgumentError(f"{what} must be a path, not {type(value).__name__}") from None
+    if "\0" in text:
+        raise ArgumentError(f"{what} holds a NUL character, which no file name can")
+    return text
 
 
 def shadowed_folder(name_or_path: PathLike) -> Path | None:
@@ -180,13 +194,15 @@ class BirdVAE:
                 f"threads {threads} is more than the {usable_cpus()} CPUs this process may use; "
                 "more would only wait on each other (0: one per physical core)"
             )
-        if model_dir is not None and not os.fspath(model_dir):
-            raise ArgumentError("the model folder's path is empty (None: the default model)")
+        if model_dir is not None:
+            model_dir = path_argument(model_dir, "the model folder")
+            if not model_dir:
+                raise ArgumentError("the model folder's path is empty (None: the default model)")
         # Absolute now: graphs are opened on first use, after the caller may have changed the
         # working directory.
         self._path = Path(model_dir).absolute() if model_dir is not None else shipped_model_dir()
-        name = os.fspath(model_dir) if model_dir is not None else ""
-        if not self._path.exists() and isinstance(name, str) and os.sep not in name:
+        name = model_dir or ""
+        if not self._path.exists() and os.sep not in name:
             hint = (f"for the shipped model of that name use BirdVAE.load({name!r})"
                     if name in SHIPPED_MODELS else
                     f"the shipped models are {', '.join(SHIPPED_MODELS)}")  # fmt: skip
@@ -203,7 +219,7 @@ class BirdVAE:
     @classmethod
     def load(cls, name_or_path: PathLike = DEFAULT_MODEL, *, threads: int | None = None) -> BirdVAE:
         """Open a shipped model by name (``birds32``, ``birds64``) or any model folder by path."""
-        if not os.fspath(name_or_path):
+        if not path_argument(name_or_path, "the model's name or path"):
             raise ArgumentError("the model's name or path is empty")
         return cls(resolve_model(name_or_path), threads=threads)
 
@@ -528,6 +544,8 @@ class BirdVAE:
             count = len(rows)
         except TypeError:  # a number, a 0-d array: refused by its shape later
             count = 1
+        if getattr(rows, "ndim", 2) < 2:  # a flat array: refused by its shape, not its size
+            count = 1
         _check_result((count, 3, self.image_size, self.image_size), name, instead)
 
     def _check_batch(self, batch: int, best_of: int = 1) -> int:
@@ -556,8 +574,21 @@ class BirdVAE:
         from .images import from_uint8_hwc
         from .photos import load_image
 
-        one = isinstance(paths, (str, bytes, os.PathLike))
-        paths = [os.fsdecode(paths)] if one else list(paths)  # type: ignore[arg-type]
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            paths = [paths]
+        elif hasattr(paths, "getpixel"):  # a PIL image: its pixels, not a file
+            raise ArgumentError(
+                "paths must be photo files' paths, not an image in memory: save it to a file, "
+                f"or give its pixels to encode as floats [N, 3, {self.image_size}, "
+                f"{self.image_size}] in [0, 1]"
+            )
+        try:
+            paths = list(paths)  # type: ignore[arg-type]
+        except TypeError:
+            raise ArgumentError(
+                f"paths must be a path or a list of paths, not {type(paths).__name__}"
+            ) from None
+        paths = [path_argument(path, f"paths[{i}]") for i, path in enumerate(paths)]
         shape = (len(paths), 3, self.image_size, self.image_size)
         _check_result(shape, "photos", "fewer paths at a time")
         pixels = np.empty((len(paths), self.image_size, self.image_size, 3), np.uint8)
@@ -650,8 +681,12 @@ def _as_float_batch(
     expected = ", ".join(["1" if one else "N", *map(str, row_shape)])
     try:
         array = np.asarray(array)
-    except (ValueError, TypeError):  # rows of different lengths
-        raise ArgumentError(f"{name} must be an array [{expected}]; its rows differ") from None
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # numpy's words for rows of different lengths; else what it cannot convert and why
+        # (a bfloat16 or GPU tensor, one that requires grad)
+        reason = "its rows differ" if "inhomogeneous" in str(exc) else (
+            f"numpy cannot make it one ({first_line(exc)})")  # fmt: skip
+        raise ArgumentError(f"{name} must be an array [{expected}]; {reason}") from None
     if one and array.shape == row_shape:
         array = array[None]
     # The shape first: a list of numbers of the wrong shape is not pixels to divide by 255.

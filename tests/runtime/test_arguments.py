@@ -256,3 +256,47 @@ def test_an_open_graph_runs_while_another_is_being_opened(tiny_model, monkeypatc
     finally:
         release.set()
         encoder.join()
+
+
+class _NoNumpy:
+    """What a bfloat16 or GPU tensor is to numpy: an object whose conversion fails."""
+
+    def __array__(self, *_, **__):
+        raise TypeError("Got unsupported ScalarType BFloat16")
+
+
+def test_an_array_numpy_cannot_make_names_numpys_reason(vae):
+    """A bfloat16 tensor was told "its rows differ", and one requiring grad escaped as
+    torch's RuntimeError."""
+    with pytest.raises(ArgumentError, match=r"^images must be an array .*BFloat16"):
+        vae.encode(_NoNumpy())
+    with pytest.raises(ArgumentError, match="its rows differ"):
+        vae.encode(BAD_IMAGES["ragged"][0])
+
+
+def test_a_flat_array_is_refused_by_its_shape_not_its_size(vae):
+    """Codes flattened by mistake were refused as asking for gigabytes."""
+    with pytest.raises(ArgumentError, match=r"z must have shape \[N, 8\], got \[800000\]"):
+        vae.decode(np.zeros(LATENT * 100_000, np.float32))
+    with pytest.raises(ArgumentError, match=r"images must have shape .*got \[3000000\]"):
+        vae.reconstruct(np.zeros(3_000_000, np.float32))
+
+
+def test_paths_of_every_kind_python_has_are_taken_and_the_rest_refused(vae, tiny_model):
+    from PIL import Image
+
+    photo = Path(__file__).parents[1] / "fixtures" / "birds"
+    first = sorted(photo.iterdir())[0]
+    as_bytes = vae.load_photos([bytes(first)])  # one bytes path worked, a list of them did not
+    assert np.array_equal(as_bytes, vae.load_photos(first))
+    assert BirdVAE(bytes(tiny_model), threads=1).path == tiny_model
+    for paths, message in [
+        (None, "paths must be a path or a list of paths, not NoneType"),
+        ([None], r"paths\[0\] must be a path, not NoneType"),
+        (Image.new("RGB", (4, 4)), "not an image in memory"),
+        ("a\0b.png", "holds a NUL character"),
+    ]:
+        with pytest.raises(ArgumentError, match=message):
+            vae.load_photos(paths)
+    with pytest.raises(ArgumentError, match="the model folder must be a path, not int"):
+        BirdVAE(5)
