@@ -122,7 +122,7 @@ def _prepare(options: ExportOptions) -> _Plan:
     # if it had one) and no average of its own: nothing to note.
     if ema and not used_ema and config.stage != "prior":
         echo("note: the checkpoint has no weight average; exporting its raw weights",
-                   err=True)  # fmt: skip
+             err=True)  # fmt: skip
     splits, data = _real_images(checkpoint, config, options.prior_data)
     if options.int8 and splits is None:
         raise UserError("--int8 calibrates on real images: pass --prior-data DIR")
@@ -212,7 +212,7 @@ def _source_facts(
         facts["batches_into_next_epoch"] = batches
         epoch = facts["epochs"]
         echo(f"note: the checkpoint was saved {batches} batches into epoch {epoch + 1}; "
-                   f"its figures are epoch {epoch}'s", err=True)  # fmt: skip
+             f"its figures are epoch {epoch}'s", err=True)  # fmt: skip
     return facts | {
         "val_bpd": _float_or_none(state["metrics"].get("val_bpd")),
         "weights": weights,
@@ -380,7 +380,7 @@ def _judging_decoder(state: dict[str, Any], model: VAE) -> Judge:
         return Judge(model.eval().decode_image, "decoder")
     judge = build_vae({"config": state["config"], "model": state[JUDGE]}, ema=False)
     echo("best of: the prior's birds are judged as the decoder before the rater's term "
-               "drew them (carried in the checkpoint)")  # fmt: skip
+         "drew them (carried in the checkpoint)")  # fmt: skip
     return Judge(judge.decode_image, "decoder before the rater's term")
 
 
@@ -410,7 +410,7 @@ def _selection(
     selection.facts["rater_sha256"] = RATER_SHA256  # load_rater refuses any other file
     facts = selection.facts
     echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
-               f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")
+         f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")
     return selection
 
 
@@ -468,7 +468,7 @@ def _fit_prior(folder: Path, splits: Splits, components: int, seed: int) -> Prio
         raise ExportError(f"fitting the prior failed: {exc}") from exc
     mixture.save(folder / MIXTURE_FILE)
     echo(f"prior: {components}-component Gaussian mixture fitted to the posterior means "
-               f"of {len(latents)} training images")  # fmt: skip
+         f"of {len(latents)} training images")  # fmt: skip
     figures = {
         "train_images": len(latents),
         "iterations": mixture.iterations,

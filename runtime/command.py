@@ -43,8 +43,8 @@ def echo(text: str, err: bool = False) -> None:
     are not UTF-8 (Python's surrogates), which a strict stdout could not even encode.
 
     A line that cannot be written never stops the work: a training run's log piped into
-    ``head``, or redirected to a full disk, must not cost the run. Standard output is then
-    pointed at the null device for the rest of the command; a reader that has gone (a broken
+    ``head``, or redirected to a full disk, must not cost the run. Later lines are dropped
+    (``_lose_standard_output``); a reader that has gone (a broken
     pipe) is the reader's choice and ends nothing, any other failure is a warning now and the
     command's error once its work is done (``OneLineErrors``), naming the stream: "No space
     left on device" alone would blame the output file that was written whole. A line that

@@ -219,9 +219,10 @@ class BirdVAE:
     @classmethod
     def load(cls, name_or_path: PathLike = DEFAULT_MODEL, *, threads: int | None = None) -> BirdVAE:
         """Open a shipped model by name (``birds32``, ``birds64``) or any model folder by path."""
-        if not path_argument(name_or_path, "the model's name or path"):
+        text = path_argument(name_or_path, "the model's name or path")
+        if not text:
             raise ArgumentError("the model's name or path is empty")
-        return cls(resolve_model(name_or_path), threads=threads)
+        return cls(resolve_model(text), threads=threads)
 
     def __getstate__(self) -> dict[str, Any]:
         """What a copy or another process needs: the folder, its manifest and the threads; the

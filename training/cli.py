@@ -676,7 +676,7 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
         )
     if as_json:
         echo(json.dumps({"checkpoint": str(ckpt), "split": split, "images": len(images),
-                               **scores.as_dict()}))  # fmt: skip
+                         **scores.as_dict()}))  # fmt: skip
         return
     echo(f"{ckpt}: {len(images)} {split} images of {', '.join(sources)}")
     if sigma is not None:
@@ -686,7 +686,7 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
             "(fitted on training images)"
         )
     echo(f"  negative ELBO  {scores.bpd:.4f} bits/dim  (recon {scores.recon_bpd:.4f}, "
-               f"KL {scores.kl_bpd:.4f})")  # fmt: skip
+         f"KL {scores.kl_bpd:.4f})")  # fmt: skip
     if scores.iw_bpd is not None:
         echo(f"  IW bound (K={iw_samples})  {scores.iw_bpd:.4f} bits/dim")
     echo(f"  PSNR           {scores.psnr:.2f} dB")
