@@ -470,6 +470,9 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
             f"{run_dir} has no {LAST}: the run stopped before its first epoch ended, so there is "
             f"nothing to resume; start it again with the same command and -o {run_dir}"
         )
+    if (run_dir / LAST).exists() and not (run_dir / LAST).is_file():
+        raise UserError(f"{run_dir / LAST} is not a file (a folder, a pipe or a device): it is "
+                        "no checkpoint of a run")  # fmt: skip
     if not (run_dir / LAST).is_file():
         raise UserError(f"{run_dir} is not a vae-train run folder (it has no {LAST}); give "
                         "--resume the folder that a run's -o named")  # fmt: skip

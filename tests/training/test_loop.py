@@ -656,7 +656,11 @@ def test_run_folders_that_cannot_serve_are_refused_before_any_photo_is_read(
     (tmp_path / "file").write_text("")
     (real / "best.pt").write_bytes(b"")
     (real / "config.json").write_text("{}")
+    piped = tmp_path / "piped"
+    piped.mkdir()
+    os.mkfifo(piped / "last.pt")  # was "it has no last.pt", which it has
     cases = {
+        ("--resume", str(piped)): "last.pt is not a file (a folder, a pipe or a device)",
         ("--resume", str(tmp_path / "link")): "is a symbolic link; give the run folder itself",
         ("--data", str(image_folder), "-o", str(tmp_path / "link")): "is a symbolic link",
         ("--data", str(image_folder), "-o", str(tmp_path / "file" / "run")): "file is not a folder",
