@@ -44,16 +44,18 @@ def echo(text: str, err: bool = False) -> None:
 
     A line that cannot be written never stops the work: a training run's log piped into
     ``head``, or redirected to a full disk, must not cost the run. Later lines are dropped
-    (``_lose_standard_output``); a reader that has gone (a broken
-    pipe) is the reader's choice and ends nothing, any other failure is a warning now and the
-    command's error once its work is done (``OneLineErrors``), naming the stream: "No space
-    left on device" alone would blame the output file that was written whole. A line that
-    standard error cannot take is dropped: there is nowhere left to tell anyone."""
+    (``_lose_standard_output``); a reader that has gone (a broken pipe) is the reader's choice
+    and ends nothing, any other failure is a warning now and the command's error once its work
+    is done (``status_of_done_work``), naming the stream: "No space left on device" alone would
+    blame the output file that was written whole. A line that standard error cannot take is
+    dropped (``_to_stderr``)."""
+    if err:
+        _to_stderr(printable(text))
+        return
     try:
-        click.echo(printable(text), err=err)
+        click.echo(printable(text))
     except OSError as exc:
-        if not err:
-            _lose_standard_output(exc)
+        _lose_standard_output(exc)
 
 
 def echo_lines(text: str) -> None:
@@ -68,11 +70,11 @@ _LOST_OUTPUT: list[OSError] = []  # why standard output failed, in this command
 
 def status_of_done_work() -> int:
     """The status of a command whose work is done: 0, or 2 after its ``error:`` line when a
-    line failed on standard output (a reader that went aside), a stop after the work included."""
+    line failed on standard output for another reason than a reader that has gone; so too for
+    a stop after the work."""
     if not _LOST_OUTPUT:
         return 0
-    exc = _LOST_OUTPUT[0]
-    _to_stderr(f"error: standard output: {one_line(exc.strerror or str(exc))}")
+    _to_stderr(f"error: standard output: {_reason(_LOST_OUTPUT[0])}")
     return EXIT_USAGE
 
 
@@ -93,8 +95,12 @@ def _lose_standard_output(exc: OSError) -> None:
     if isinstance(exc, BrokenPipeError) or _LOST_OUTPUT:
         return
     _LOST_OUTPUT.append(exc)
-    _to_stderr(f"warning: standard output: {exc.strerror or exc}; the work goes on, "
-               "its lines are dropped")  # fmt: skip
+    _to_stderr(f"warning: standard output: {_reason(exc)}; the work goes on, its lines are "
+               "dropped")  # fmt: skip
+
+
+def _reason(exc: OSError) -> str:
+    return one_line(exc.strerror or str(exc))
 
 
 def _to_stderr(line: str) -> None:
