@@ -146,10 +146,16 @@ def _iw_nll(
 
 @torch.no_grad()
 def reconstruction_grid(model: VAE, images: torch.Tensor, columns: int = 8) -> torch.Tensor:
-    """Rows alternate originals and their reconstructions (posterior mean): [N, 3, S, S]."""
+    """Rows of ``columns`` alternate originals and their reconstructions (posterior mean). A
+    short last row is filled with black tiles, so each reconstruction stays under its photo
+    when the grid is laid out ``columns`` wide."""
     model.eval()
     unit = to_unit(images)
     recon = model.decode_image(model.encoder(unit)[0])
+    blank = (-len(unit)) % columns
+    if blank:
+        fill = unit.new_zeros(blank, *unit.shape[1:])
+        unit, recon = torch.cat([unit, fill]), torch.cat([recon, fill])
     rows = []
     for start in range(0, len(unit), columns):
         rows += [unit[start : start + columns], recon[start : start + columns]]

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from birdvae.training.evaluate import SIGMA_RANGE, fit_gaussian_sigma
+from birdvae.training.evaluate import SIGMA_RANGE, fit_gaussian_sigma, reconstruction_grid
+from birdvae.training.likelihood import to_unit
 
 
 class _KnownMean:
@@ -46,3 +47,29 @@ def test_fitted_sigma_stops_at_the_ends_of_its_range():
     assert fit_gaussian_sigma(_KnownMean(grey), extremes, torch.device("cpu")) == pytest.approx(
         SIGMA_RANGE[1]
     )
+
+
+class _Inverting:
+    """Stands in for a VAE that reconstructs each photo as its negative."""
+
+    def eval(self) -> None:
+        pass
+
+    def encoder(self, unit: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return unit, None
+
+    def decode_image(self, z: torch.Tensor) -> torch.Tensor:
+        return 1 - z
+
+
+def test_each_reconstruction_sits_under_its_photo_when_the_last_row_is_short():
+    photos = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    grid = reconstruction_grid(_Inverting(), photos, columns=8)
+    unit = to_unit(photos)
+    assert grid.shape == (32, 3, 4, 4)  # two rows of 8 photos, each with its row of 8 below
+    for i in range(10):
+        row, column = divmod(i, 8)
+        assert torch.equal(grid[16 * row + column], unit[i])
+        assert torch.equal(grid[16 * row + 8 + column], 1 - unit[i])
+    for blank in [*range(18, 24), *range(26, 32)]:
+        assert not grid[blank].any()
