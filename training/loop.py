@@ -237,9 +237,10 @@ class Trainer(abc.ABC):
         self.train_set = self._train_set()
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.ddp.world)
         if self.steps_per_epoch == 0:
+            most = len(self.train_set) // self.ddp.world
             raise TrainingError(
-                f"{len(self.train_set)} training items are fewer than one batch of "
-                f"{config.batch_size} per process; lower --batch-size"
+                f"{len(self.train_set)} training {self.train_set_name} are fewer than one batch of "
+                f"{config.batch_size} per process; give more photos or --batch-size {most} or less"
             )
         self.sampler = DistributedSampler(
             range(len(self.train_set)),
@@ -265,6 +266,7 @@ class Trainer(abc.ABC):
 
     score_key: str | None = None  # lower is better; None: every epoch is the best so far
     item_name = "img"  # what the train set holds, for the log line
+    train_set_name = "photos"  # the same, for messages
 
     @abc.abstractmethod
     def _build(self) -> None:

@@ -43,6 +43,7 @@ class PriorTrainer(Trainer):
 
     score_key = "val_prior_loss"
     item_name = "code"
+    train_set_name = "codes (views of the photos)"
 
     def _build(self) -> None:
         config = self.config

@@ -770,3 +770,21 @@ def test_the_loop_alone_is_refused_before_it_reads_or_writes(image_folder, tmp_p
     with pytest.raises(TypeError, match="abstract"):
         Trainer(tiny_config(image_folder), tmp_path / "run", log=quiet)  # type: ignore[abstract]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_smaller_than_one_batch_says_which_batch_size_would_fit(image_folder, tmp_path):
+    run = tmp_path / "run"
+    args = ["--data", str(image_folder), "-o", str(run), "--epochs", "1", "--latent-dim", "16",
+            "--decoder-width", "8", "--decoder-max-width", "16", "--batch-size", "64"]  # fmt: skip
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    count = int(line.split()[1])
+    assert 0 < count < 48
+    assert line == (
+        f"error: {count} training photos are fewer than one batch of 64 per process; "
+        f"give more photos or --batch-size {count} or less"
+    )
+    # The suggestion works as given, and the refused run left nothing in its way.
+    fits = CliRunner().invoke(train_command, [*args[:-1], str(count)])
+    assert fits.exit_code == 0, fits.output
