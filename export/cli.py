@@ -31,9 +31,10 @@ from birdvae.runtime.format import (
     PRIOR_NAMES,
 )
 from birdvae.runtime.selection import MAX_BEST_OF
+from birdvae.training.config import DEFAULT_GUIDANCE
 from birdvae.training.extra import TRAIN_MODULES, require_train_extra
 
-from .pipeline import DEFAULT_GUIDANCE, ExportOptions, export
+from .pipeline import ExportOptions, export
 
 EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
 
@@ -122,7 +123,7 @@ EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
 @click.option(
     "--guidance",
     type=FiniteRange(min=1),
-    help="Autoguidance weight (1: none). [default: 2 with --prior-guide]",
+    help=f"Autoguidance weight (1: none). [default: {DEFAULT_GUIDANCE:g} with --prior-guide]",
 )
 @click.option(
     "--best-of",

@@ -8,6 +8,7 @@ staging folder is made; inside it the graphs, priors and manifest are written an
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from birdvae.runtime.format import (
     verify_model_dir,
 )
 from birdvae.runtime.selection import RATER_SHA256, load_rater
+from birdvae.training.config import DEFAULT_GUIDANCE
 
 if TYPE_CHECKING:  # torch and the training code load only when an export runs (cli.py)
     from birdvae.training.config import TrainConfig
@@ -36,9 +38,6 @@ if TYPE_CHECKING:  # torch and the training code load only when an export runs (
     from birdvae.training.model import VAE
     from birdvae.training.prior import CodePrior
     from birdvae.training.selector import Selection
-
-DEFAULT_GUIDANCE = 2.0  # with a guide; rated blind against 1 (docs/BENCHMARKS.md)
-
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -475,6 +474,15 @@ def _fit_prior(folder: Path, splits: Splits, components: int, seed: int) -> Prio
         "converged": mixture.converged,
         **held_out_fit(mixture, encode_means(encoder, splits.val)),
     }
+    fitted, standard = (figures.get(f"val_nats_per_dim_{k}") for k in ("fitted", "standard"))
+    if fitted is not None and standard is not None and fitted < standard:
+        warnings.warn(
+            f"the {components}-component mixture describes the held-out photos' codes worse "
+            f"than N(0, I) does ({fitted} against {standard} nats per dimension): it learned "
+            f"the {len(latents)} training codes by heart; give fewer --prior-components or "
+            "more photos",
+            stacklevel=2,
+        )
     kind, file = PRIOR_KINDS["fitted"]
     return PriorInfo(kind=kind, file=file, components=components, source=figures)
 

@@ -32,7 +32,7 @@ from birdvae.runtime.command import (
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.model import usable_cpus
 
-from .config import MAX_BLOCKS, MAX_PRIOR_STEPS, PriorConfig
+from .config import DEFAULT_GUIDANCE, MAX_BLOCKS, MAX_PRIOR_STEPS, PriorConfig
 from .extra import require_train_extra
 
 if TYPE_CHECKING:
@@ -169,7 +169,8 @@ def _flag_names(options: set[str]) -> str:
 @click.option(
     "--guidance",
     type=FiniteRange(min=1),
-    help="Decoder stage: the --prior-guide's weight (1: none); give the export's. [default: 2]",
+    help="Decoder stage: the --prior-guide's weight (1: none); give the export's. "
+    f"[default: {DEFAULT_GUIDANCE:g}]",
 )
 @click.option(
     "--projected-weight",

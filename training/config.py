@@ -17,6 +17,10 @@ from typing import Any
 from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import MAX_IMAGE_SIZE
 
+# The autoguidance weight when a guide prior is given (vae-export --prior-guide, and the decoder
+# stage's own --prior-guide): over one checkpoint, raters called 3.5's birds birds more often than
+# 2's (+0.19 [+0.06, +0.31] of 2, 12 sheets), and 5 or 7 no more (docs/BENCHMARKS.md).
+DEFAULT_GUIDANCE = 3.5
 MAX_BLOCKS = 64  # residual blocks a level (and the learned prior's); the shipped models have 1
 MAX_PRIOR_STEPS = 64  # solver steps of the exported sampler, each a network call per bird
 MAX_VIEWS = 64  # augmented views of each photo in the prior's code bank, all held in memory
@@ -187,7 +191,7 @@ class SharpenConfig:
     # the fakes, at weight ``guidance``, as vae-export --prior-guide guides bird-gen's draws: the
     # decoder then learns the codes it will be given. "": the plain sampler.
     prior_guide: str = ""
-    guidance: float = 2.0  # with a prior_guide; 1: none
+    guidance: float = DEFAULT_GUIDANCE  # with a prior_guide; 1: none
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SharpenConfig:

@@ -399,3 +399,23 @@ def test_a_checkpoint_saved_part_way_through_an_epoch_says_so(export_cli, make_c
     result = export_cli(whole, "-o", run_dir / "whole")
     assert result.exit_code == 0 and "batches into" not in result.stderr, result.stderr
     assert "batches_into_next_epoch" not in verify_model_dir(run_dir / "whole").source
+
+
+def test_a_mixture_that_learned_its_photos_by_heart_is_a_warning(
+    export_cli, resnet_checkpoint, bird_folder, tmp_path
+):
+    """As many components as there are training codes fit each code alone: the held-out codes
+    fare worse than under N(0, I), which the manifest recorded and nothing said."""
+    out = tmp_path / "model"
+    result = export_cli(resnet_checkpoint, "-o", out, "--prior-data", bird_folder,
+                        "--prior-components", 20)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    figures = verify_model_dir(out).priors["fitted"].source
+    fitted, standard = figures["val_nats_per_dim_fitted"], figures["val_nats_per_dim_standard"]
+    assert fitted < standard
+    assert result.stderr.splitlines() == [
+        f"warning: the 20-component mixture describes the held-out photos' codes worse than "
+        f"N(0, I) does ({fitted} against {standard} nats per dimension): it learned the "
+        f"{figures['train_images']} training codes by heart; give fewer --prior-components or "
+        "more photos"
+    ]

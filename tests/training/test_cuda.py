@@ -94,7 +94,7 @@ def test_the_prior_and_decoder_stages_run_on_the_gpu_and_export_with_parity(
     _run(decoder / "best.pt", "-o", model, "--prior-guide", guide / "best.pt", code=EXPORT)
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["default_prior"] == "learned"
-    assert manifest["priors"]["learned"]["source"]["autoguidance"]["weight"] == 2.0
+    assert manifest["priors"]["learned"]["source"]["autoguidance"]["weight"] == 3.5
     assert manifest["source"]["parity"]["max_abs_diff"]["decoder.image"] <= 1e-4
 
 
