@@ -10,6 +10,7 @@ traceback.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import click
@@ -26,6 +27,7 @@ from birdvae.runtime.command import (
 )
 from birdvae.runtime.format import (
     DEFAULT_OPSET,
+    MANIFEST_FILE,
     MAX_NOISE,
     MAX_TEMPERATURE,
     PRIOR_NAMES,
@@ -182,6 +184,7 @@ def main(
             param_hint="'--opset'",
         )
     destination = _checked_destination(output or checkpoint.parent / "model")
+    replacing = (destination / MANIFEST_FILE).is_file()  # an earlier export: it goes, say so
     options = ExportOptions(
         checkpoint=checkpoint,
         destination=destination,
@@ -206,7 +209,8 @@ def main(
             raise
         # onnx's and numpy's writers name no file: a full disk is named by the model's folder.
         raise OSError(exc.errno, f"writing the model: {exc.strerror}", str(destination)) from None
-    echo(f"wrote {destination}")
+    echo(f"wrote {destination}" + (", replacing the model that was there" if replacing else ""))
+    echo(f"next: bird-gen -m {shlex.quote(str(destination))} --n 64 -o birds.png")
 
 
 def _checked_destination(destination: Path) -> Path:

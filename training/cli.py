@@ -336,7 +336,7 @@ def train_command(ctx: click.Context, **options) -> None:
             small = prior.width < default.width or prior.blocks < default.blocks
             echo_lines("\n".join(next_steps(
                 config.stage, run_dir, guide, config.sharpen.guidance,
-                guide_sized=small, rater_term=config.sharpen.rater_weight > 0,
+                guide_sized=small, rater_term=config.sharpen.rater_weight > 0, data=config.data,
             )))  # fmt: skip
 
 
@@ -366,13 +366,16 @@ def next_steps(
     *,
     guide_sized: bool = False,
     rater_term: bool = False,
+    data: Sequence[str] = (),
 ) -> list[str]:
     """What to run after a finished stage, as commands to paste (CHECKPOINT where the user
     names one): the recipe's next stage (a later stage takes its --init run's data), the export
     that makes a model bird-gen runs (guided as the stage's draws were, with a ``guide``) and,
     after a prior stage, how a guide prior is used: first, for a prior smaller than the
     default (``guide_sized``, as the recipe's guide is). After a decoder stage the recipe's
-    rater's term comes next, unless the stage had it (``rater_term``)."""
+    rater's term comes next, unless the stage had it (``rater_term``); after that, the end of
+    the recipe, its whole export too, with the run's ``data`` for int8 calibration and the
+    mixture, and GUIDE where no guide is known."""
     best = shlex.quote(str(run_dir / "best.pt"))
     model = shlex.quote(f"{run_dir}-model")
     guided = f" --prior-guide {shlex.quote(guide)} --guidance {guidance:g}" if guide else ""
@@ -388,7 +391,8 @@ def next_steps(
                     f"vae-train --stage decoder --init {best} --epochs 6 --anchor-scale 4 "
                     f"--rater-weight 0.1 -o {shlex.quote(f'{run_dir}-rated')}"),
     }  # fmt: skip
-    lines = [f"done: {run_dir / 'best.pt'} holds the run's best weights"]
+    lines = [f"done: {run_dir / 'best.pt'} holds the run's best weights, "
+             f"{run_dir / 'grids'} its pictures of each epoch"]
     if stage == "prior" and guide_sized:
         why, command = following[stage]
         lines += [f"next (a prior this small is likely a guide): give it to the export of the "
@@ -402,6 +406,15 @@ def next_steps(
                          f"{as_guide}")  # fmt: skip
     else:
         lines.append(f"next: {export}")
+        if stage == "decoder" and data:
+            given = "".join(f" --prior-data {shlex.quote(str(folder))}" for folder in data)
+            by = "as this stage's draws were" if guide else "by GUIDE, the guide run's best.pt"
+            guide_flags = guided or f" --prior-guide GUIDE --guidance {DEFAULT_GUIDANCE:g}"
+            lines.append(
+                f"  or the recipe's (int8, autoguided {by}, choosing among 8 draws; minutes): "
+                f"vae-export {best} -o {model} --int8{given} --prior-components 10{guide_flags} "
+                f"--best-of 8 && bird-gen -m {model}"
+            )
     return lines
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -245,11 +246,17 @@ def test_failed_parity_leaves_the_old_model_and_no_partial_folder(
 def test_a_successful_export_replaces_the_old_model(export_cli, make_checkpoint, tiny_kwargs,
                                                     run_dir):  # fmt: skip
     path = make_checkpoint(run_dir / "last.pt", tiny_kwargs)
-    assert export_cli(path).exit_code == 0
+    first = export_cli(path)
+    model = run_dir / "model"
+    assert first.exit_code == 0
+    assert first.stdout.splitlines()[-2:] == [
+        f"wrote {model}", f"next: bird-gen -m {shlex.quote(str(model))} --n 64 -o birds.png"
+    ]  # fmt: skip
     old = json.loads((run_dir / "model" / MANIFEST_FILE).read_text())
     make_checkpoint(path, tiny_kwargs, seed=1)
     result = export_cli(path, "--no-ema", "--temperature", 0.5, "--noise", 0.4)
     assert result.exit_code == 0, result.stderr
+    assert f"wrote {model}, replacing the model that was there\n" in result.stdout
     new = verify_model_dir(run_dir / "model")
     assert new.source["checkpoint_sha256"] != old["source"]["checkpoint_sha256"]
     assert new.default_temperature == 0.5 and new.source["weights"] == "model"

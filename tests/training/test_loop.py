@@ -222,6 +222,19 @@ def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
     guided = next_steps("decoder", run, "/g's/best.pt", 3.5, rater_term=True)[1].split(": ", 1)[1]
     assert shlex.split(guided)[:6] == ["vae-export", str(run / "best.pt"), "--prior-guide",
                                        "/g's/best.pt", "--guidance", "3.5"]  # fmt: skip
+    # After the recipe's last stage, its whole export too, with the run's data folders.
+    data = ["/birds/cub 200", "/birds/more"]
+    recipe = ["vae-export", str(run / "best.pt"), "-o", f"{run}-model", "--int8", "--prior-data",
+              data[0], "--prior-data", data[1], "--prior-components", "10", "--prior-guide",
+              "GUIDE", "--guidance", "3.5", "--best-of", "8", "&&", "bird-gen", "-m",
+              f"{run}-model"]  # fmt: skip
+    last = next_steps("decoder", run, rater_term=True, data=data)
+    assert len(last) == 3 and shlex.split(last[2].split(": ", 1)[1]) == recipe
+    assert "by GUIDE, the guide run's best.pt" in last[2]
+    known = next_steps("decoder", run, "/g's/best.pt", 2.5, rater_term=True, data=data)[2]
+    assert shlex.split(known.split(": ", 1)[1])[11:15] == [
+        "--prior-guide", "/g's/best.pt", "--guidance", "2.5"
+    ]  # fmt: skip
 
 
 def test_baseline_eval_reports_fitted_gaussian_bits(image_folder, tmp_path):
