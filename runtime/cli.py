@@ -53,8 +53,35 @@ MAX_OUTLINE_DEPTH = 3  # info indents groups this deep; deeper ones are shown as
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+# Options a command takes after its name or, as in ``bird-gen -m birds64 recon x.jpg``, before
+# it: the model and its threads are what every use of bird-gen names first.
+SHARED_OPTIONS = ("model", "threads")
+
+
+class BirdGenCommand(click.Command):
+    """A command of ``bird-gen``'s, whose shared options (``SHARED_OPTIONS``) given before its
+    name arrive as its defaults (``main`` passes them down); given on both sides, refused."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        parent = ctx.parent
+        for param in self.params:
+            if param.name in SHARED_OPTIONS and parent is not None and all(
+                c.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+                for c in (ctx, parent)
+            ):
+                raise click.UsageError(
+                    f"{param.opts[-1]} is given before '{ctx.info_name}' and after it; "
+                    "give it once",
+                    ctx,
+                )
+        return rest
+
+
 class BirdGenGroup(Group):
     """``bird-gen``: sampling options first, then the commands."""
+
+    command_class = BirdGenCommand
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         """A number where a command's name goes is most likely a count of birds: say how."""
@@ -270,20 +297,11 @@ def main(
     """Sample new birds from a bird VAE into one grid PNG (or one PNG each with --separate).
 
     The options below are for sampling. The commands reconstruct photos (recon), morph one
-    photo into another (interp) and describe a model (info); each has its own --help.
+    photo into another (interp) and describe a model (info); each has its own --help. -m and
+    --threads may also come before a command's name.
     """
     if ctx.invoked_subcommand is not None:
-        given = [
-            param.opts[-1]
-            for param in ctx.command.params
-            if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
-        ]
-        if given:
-            command = ctx.invoked_subcommand
-            raise click.UsageError(
-                f"options before '{command}' are for sampling ({', '.join(given)}); "
-                f"give {command}'s options after its name"
-            )
+        _pass_down(ctx, ctx.invoked_subcommand)
         return
     if separate is not None:
         if ctx.get_parameter_source("output") is ParameterSource.COMMANDLINE:
@@ -355,6 +373,25 @@ def _photo_figure(
     _check_pixels(*images.figure_size(*shape, vae.image_size, scale))
     durable.sweep_temporaries(output.parent, {output.name})
     return vae, scale, np.stack([load_image(path, vae.image_size) for path in photos])
+
+
+def _pass_down(ctx: click.Context, name: str) -> None:
+    """Give command ``name`` the shared options given before it as its defaults; refuse the
+    sampling options there, which it does not take."""
+    command = ctx.command.get_command(ctx, name) if isinstance(ctx.command, click.Group) else None
+    takes = {param.name for param in command.params} if command is not None else set()
+    given = [
+        param
+        for param in ctx.command.params
+        if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    ]
+    refused = [p.opts[-1] for p in given if p.name not in SHARED_OPTIONS or p.name not in takes]
+    if refused:
+        raise click.UsageError(
+            f"options before '{name}' are for sampling ({', '.join(refused)}); "
+            f"give {name}'s options after its name"
+        )
+    ctx.default_map = {name: {p.name: ctx.params[p.name] for p in given if p.name}}
 
 
 @main.command()

@@ -188,6 +188,12 @@ def test_recon_writes_pairs_and_prints_psnr(cli, tiny_model: Path, birds: list[P
     assert "3 originals and reconstructions" in lines[-1]
     one = cli("recon", birds[0], "-o", out / "one.png", "--model", tiny_model, "--threads", 1)
     assert "1 original and its reconstruction," in one.stdout
+    # The model and threads may come before the command's name, as they do for sampling.
+    before = cli("--model", tiny_model, "--threads", 1, "recon", birds[0], "-o", out / "b.png")
+    _ok(before)
+    np.testing.assert_array_equal(_png(out / "b.png"), _png(out / "one.png"))
+    _ok(cli("recon", birds[0], "-o", out / "shipped.png", "--threads", 1))  # the default model
+    assert not np.array_equal(_png(out / "b.png"), _png(out / "shipped.png"))
 
 
 def test_paths_are_printed_escaped(cli, tiny_model: Path, birds: list[Path], out: Path) -> None:
@@ -400,7 +406,11 @@ BAD_INPUTS = {
     "count-as-command-after-n": ("--n 3 64", None,
         "No such command '64'"),
     "sampling-option-before-command": ("--n 3 info", None,
-        "options before 'info' are for sampling"),
+        "options before 'info' are for sampling (--n); give info's options after its name"),
+    "threads-before-a-command-without-them": ("--threads 1 info", None,
+        "options before 'info' are for sampling (--threads)"),
+    "model-before-and-after-a-command": ("-m birds32 info -m birds64", None,
+        "-m is given before 'info' and after it; give it once"),
     "model-missing": ("--model {out}/no_model -o {out}/b.png", None,
         "no_model does not exist"),
     "manifest-hash-mismatch": ("-o {out}/b.png", _damage_hash,
