@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import pytest
 from PIL import Image
 
 BIRDS = Path(__file__).resolve().parent / "fixtures" / "birds"
+
+# A shell that is not interactive starts a background job (`pytest &`, `nohup pytest &`) with
+# Ctrl-C ignored, and every command the tests start would inherit that: the tests of how a
+# command stops on Ctrl-C would wait for a stop that never comes. Python's own handler, as in a
+# terminal, gives those commands the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
