@@ -32,7 +32,7 @@ from birdvae.runtime.format import (
 from birdvae.runtime.selection import RATER_SHA256, load_rater
 from birdvae.training.config import DEFAULT_GUIDANCE
 
-if TYPE_CHECKING:  # torch and the training code load only when an export runs (cli.py)
+if TYPE_CHECKING:  # torch and the training code that needs it load only when an export runs
     from birdvae.training.config import TrainConfig
     from birdvae.training.data import Splits
     from birdvae.training.model import VAE
@@ -476,11 +476,17 @@ def _fit_prior(folder: Path, splits: Splits, components: int, seed: int) -> Prio
     }
     fitted, standard = (figures.get(f"val_nats_per_dim_{k}") for k in ("fitted", "standard"))
     if fitted is not None and standard is not None and fitted < standard:
+        why = (
+            f"{len(latents)} training codes are too few for a full covariance over "
+            f"{latents.shape[1]} numbers; give more photos"
+            if components == 1
+            else f"it learned the {len(latents)} training codes by heart; give fewer "
+            "--prior-components or more photos"
+        )
         warnings.warn(
-            f"the {components}-component mixture describes the held-out photos' codes worse "
-            f"than N(0, I) does ({fitted} against {standard} nats per dimension): it learned "
-            f"the {len(latents)} training codes by heart; give fewer --prior-components or "
-            "more photos",
+            f"the fitted mixture ({components} component{'s' if components > 1 else ''}) "
+            f"describes the held-out photos' codes worse than N(0, I) does ({fitted} against "
+            f"{standard} nats per dimension): {why}",
             stacklevel=2,
         )
     kind, file = PRIOR_KINDS["fitted"]

@@ -408,21 +408,30 @@ def test_a_checkpoint_saved_part_way_through_an_epoch_says_so(export_cli, make_c
     assert "batches_into_next_epoch" not in verify_model_dir(run_dir / "whole").source
 
 
-def test_a_mixture_that_learned_its_photos_by_heart_is_a_warning(
-    export_cli, resnet_checkpoint, bird_folder, tmp_path
+@pytest.mark.parametrize("components", [1, 20])
+def test_a_mixture_worse_than_the_standard_prior_is_a_warning(
+    export_cli, resnet_checkpoint, bird_folder, tmp_path, components
 ):
-    """As many components as there are training codes fit each code alone: the held-out codes
-    fare worse than under N(0, I), which the manifest recorded and nothing said."""
+    """The fixture's 21 training codes are too few for one full covariance over 16 numbers, and
+    20 components fit each code alone: either way the held-out codes fare worse than under
+    N(0, I), which the manifest recorded and nothing said."""
     out = tmp_path / "model"
     result = export_cli(resnet_checkpoint, "-o", out, "--prior-data", bird_folder,
-                        "--prior-components", 20)  # fmt: skip
+                        "--prior-components", components)  # fmt: skip
     assert result.exit_code == 0, result.stderr
     figures = verify_model_dir(out).priors["fitted"].source
     fitted, standard = figures["val_nats_per_dim_fitted"], figures["val_nats_per_dim_standard"]
     assert fitted < standard
+    count = figures["train_images"]
+    why = {
+        1: f"{count} training codes are too few for a full covariance over 16 numbers; give "
+           "more photos",
+        20: f"it learned the {count} training codes by heart; give fewer --prior-components "
+            "or more photos",
+    }[components]  # fmt: skip
+    plural = "s" if components > 1 else ""
     assert result.stderr.splitlines() == [
-        f"warning: the 20-component mixture describes the held-out photos' codes worse than "
-        f"N(0, I) does ({fitted} against {standard} nats per dimension): it learned the "
-        f"{figures['train_images']} training codes by heart; give fewer --prior-components or "
-        "more photos"
+        f"warning: the fitted mixture ({components} component{plural}) describes the held-out "
+        f"photos' codes worse than N(0, I) does ({fitted} against {standard} nats per "
+        f"dimension): {why}"
     ]
