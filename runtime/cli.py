@@ -297,8 +297,8 @@ def main(
     """Sample new birds from a bird VAE into one grid PNG (or one PNG each with --separate).
 
     The options below are for sampling. The commands reconstruct photos (recon), morph one
-    photo into another (interp) and describe a model (info); each has its own --help. -m and
-    --threads may also come before a command's name.
+    photo into another (interp) and describe a model (info); each has its own --help. -m may
+    also come before a command's name, and --threads before recon's or interp's.
     """
     if ctx.invoked_subcommand is not None:
         _pass_down(ctx, ctx.invoked_subcommand)
@@ -378,17 +378,21 @@ def _photo_figure(
 def _pass_down(ctx: click.Context, name: str) -> None:
     """Give command ``name`` the shared options given before it as its defaults; refuse the
     sampling options there, which it does not take."""
-    command = ctx.command.get_command(ctx, name) if isinstance(ctx.command, click.Group) else None
+    assert isinstance(ctx.command, click.Group)
+    command = ctx.command.get_command(ctx, name)
     takes = {param.name for param in command.params} if command is not None else set()
     given = [
         param
         for param in ctx.command.params
         if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
     ]
-    refused = [p.opts[-1] for p in given if p.name not in SHARED_OPTIONS or p.name not in takes]
-    if refused:
+    untaken = [p.opts[-1] for p in given if p.name in SHARED_OPTIONS and p.name not in takes]
+    if untaken:
+        raise click.UsageError(f"{name} takes no {', '.join(untaken)}")
+    sampling = [p.opts[-1] for p in given if p.name not in SHARED_OPTIONS]
+    if sampling:
         raise click.UsageError(
-            f"options before '{name}' are for sampling ({', '.join(refused)}); "
+            f"options before '{name}' are for sampling ({', '.join(sampling)}); "
             f"give {name}'s options after its name"
         )
     ctx.default_map = {name: {p.name: ctx.params[p.name] for p in given if p.name}}

@@ -194,6 +194,8 @@ def test_recon_writes_pairs_and_prints_psnr(cli, tiny_model: Path, birds: list[P
     np.testing.assert_array_equal(_png(out / "b.png"), _png(out / "one.png"))
     _ok(cli("recon", birds[0], "-o", out / "shipped.png", "--threads", 1))  # the default model
     assert not np.array_equal(_png(out / "b.png"), _png(out / "shipped.png"))
+    many = cli("-m", tiny_model, "--threads", 100_000, "recon", birds[0], "-o", out / "t.png")
+    assert many.exit_code == 2 and "threads 100000 is more than the" in many.stderr
 
 
 def test_paths_are_printed_escaped(cli, tiny_model: Path, birds: list[Path], out: Path) -> None:
@@ -408,7 +410,7 @@ BAD_INPUTS = {
     "sampling-option-before-command": ("--n 3 info", None,
         "options before 'info' are for sampling (--n); give info's options after its name"),
     "threads-before-a-command-without-them": ("--threads 1 info", None,
-        "options before 'info' are for sampling (--threads)"),
+        "info takes no --threads"),
     "model-before-and-after-a-command": ("-m birds32 info -m birds64", None,
         "-m is given before 'info' and after it; give it once"),
     "model-missing": ("--model {out}/no_model -o {out}/b.png", None,
