@@ -391,8 +391,10 @@ def next_steps(
                     f"vae-train --stage decoder --init {best} --epochs 6 --anchor-scale 4 "
                     f"--rater-weight 0.1 -o {shlex.quote(f'{run_dir}-rated')}"),
     }  # fmt: skip
+    from .runfolder import GRIDS
+
     lines = [f"done: {run_dir / 'best.pt'} holds the run's best weights, "
-             f"{run_dir / 'grids'} its pictures of each epoch"]
+             f"{run_dir / GRIDS} its pictures of each epoch"]
     if stage == "prior" and guide_sized:
         why, command = following[stage]
         lines += [f"next (a prior this small is likely a guide): give it to the export of the "
@@ -404,11 +406,22 @@ def next_steps(
         if stage == "prior":  # the recipe's small second prior is this stage too
             lines.append(f"  or, if it is a guide, give it to the export of the model it guides: "
                          f"{as_guide}")  # fmt: skip
+        if stage == "vae":  # the recipe's guide is trained from the VAE too
+            guide_run = shlex.quote(f"{run_dir}-guide")
+            lines.insert(2, (
+                "  and the prior's guide (a smaller, shorter prior; vae-export --prior-guide "
+                f"firms up the prior's birds with it): vae-train --stage prior --init {best} "
+                f"--prior-width 256 --prior-blocks 2 --epochs 15 -o {guide_run}"
+            ))  # fmt: skip
     else:
         lines.append(f"next: {export}")
         if stage == "decoder" and data:
             given = "".join(f" --prior-data {shlex.quote(str(folder))}" for folder in data)
-            by = "as this stage's draws were" if guide else "by GUIDE, the guide run's best.pt"
+            by = (
+                "as this stage's draws were"
+                if guide
+                else "by GUIDE, the best.pt of the guide run named after the VAE stage"
+            )
             guide_flags = guided or f" --prior-guide GUIDE --guidance {DEFAULT_GUIDANCE:g}"
             lines.append(
                 f"  or the recipe's (int8, autoguided {by}, choosing among 8 draws; minutes): "

@@ -438,7 +438,13 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
                         ema_decay=0.999, grad_clip=0.0, schedule="cosine", compile=False),
     }[stage]  # fmt: skip
     machine = dict(device=TrainConfig.device, precision=TrainConfig.precision)  # the defaults
-    return replace(init, stage=stage, init=init_path, **defaults, **machine)
+    # From a run of another stage, the stage's own section starts at today's defaults: the
+    # init's holds the defaults of the day it trained (an older run's autoguidance weight, say).
+    # The prior section a decoder stage starts from stays: it describes the carried prior.
+    own: dict[str, Any] = {}
+    if init.stage != stage:
+        own = {"prior": PriorConfig()} if stage == "prior" else {"sharpen": SharpenConfig()}
+    return replace(init, stage=stage, init=init_path, **defaults, **machine, **own)
 
 
 def override(config: TrainConfig, **changes: Any) -> TrainConfig:

@@ -19,6 +19,7 @@ from .model import VAE, kl_per_dim
 
 SIGMA_RANGE = (0.005, 0.5)
 SIGMA_STEPS = 16  # per round of the search; two rounds resolve sigma to about 2%
+GRID_COLUMNS = 8  # pictures a row in a run's grids/
 
 
 @dataclass
@@ -145,7 +146,9 @@ def _iw_nll(
 
 
 @torch.no_grad()
-def reconstruction_grid(model: VAE, images: torch.Tensor, columns: int = 8) -> torch.Tensor:
+def reconstruction_grid(
+    model: VAE, images: torch.Tensor, columns: int = GRID_COLUMNS
+) -> torch.Tensor:
     """Rows of ``columns`` alternate originals and their reconstructions (posterior mean). A
     short last row is filled with black tiles, so each reconstruction stays under its photo
     when the grid is laid out ``columns`` wide."""
@@ -154,8 +157,8 @@ def reconstruction_grid(model: VAE, images: torch.Tensor, columns: int = 8) -> t
     recon = model.decode_image(model.encoder(unit)[0])
     blank = (-len(unit)) % columns
     if blank:
-        fill = unit.new_zeros(blank, *unit.shape[1:])
-        unit, recon = torch.cat([unit, fill]), torch.cat([recon, fill])
+        unit = torch.cat([unit, unit.new_zeros(blank, *unit.shape[1:])])
+        recon = torch.cat([recon, recon.new_zeros(blank, *recon.shape[1:])])
     rows = []
     for start in range(0, len(unit), columns):
         rows += [unit[start : start + columns], recon[start : start + columns]]

@@ -38,7 +38,7 @@ from . import checkpoint, runfolder
 from .augment import random_shift
 from .config import RANK_STRIDE, TrainConfig
 from .data import Splits, images_digest, load_splits
-from .evaluate import evaluate, fit_gaussian_sigma
+from .evaluate import GRID_COLUMNS, evaluate, fit_gaussian_sigma
 from .model import VAE, count_parameters
 from .precision import resolve_precision
 from .runfolder import BEST, CONFIG, LAST
@@ -238,9 +238,10 @@ class Trainer(abc.ABC):
         self.steps_per_epoch = len(self.train_set) // (config.batch_size * self.ddp.world)
         if self.steps_per_epoch == 0:
             most = len(self.train_set) // self.ddp.world
+            fits = f"--batch-size {most} or less" if most else "fewer processes"
             raise TrainingError(
                 f"{len(self.train_set)} training {self.train_set_name} are fewer than one batch of "
-                f"{config.batch_size} per process; give more photos or --batch-size {most} or less"
+                f"{config.batch_size} per process; give more photos or {fits}"
             )
         self.sampler = DistributedSampler(
             range(len(self.train_set)),
@@ -603,7 +604,7 @@ class Trainer(abc.ABC):
             durable.write_atomic(
                 runfolder.grid_file(self.run_dir, name, self.epoch),
                 lambda handle, pixels=pixels: save_image(
-                    pixels, handle, format="png", nrow=8, padding=2
+                    pixels, handle, format="png", nrow=GRID_COLUMNS, padding=2
                 ),
             )
         self._trained_module().train()

@@ -79,6 +79,26 @@ def test_a_later_stage_runs_on_this_machine_not_the_init_runs():
         assert later.model == trained.model and later.lr != 0.5
 
 
+def test_a_stage_takes_todays_defaults_for_its_own_settings_from_a_run_of_another_stage():
+    """Every checkpoint holds its whole config, so a prior run trained when the autoguidance
+    weight defaulted to 2 handed that 2 to the decoder stage started from it."""
+    from dataclasses import replace
+
+    from birdvae.training.config import DEFAULT_GUIDANCE, PriorConfig, SharpenConfig, stage_config
+
+    old_sharpen = replace(SharpenConfig(), guidance=2.0, disc_width=8)
+    prior_run = replace(TrainConfig(), stage="prior", sharpen=old_sharpen,
+                        prior=replace(PriorConfig(), width=256))  # fmt: skip
+    decoder = stage_config(prior_run, "decoder", "prior.pt")
+    assert decoder.sharpen == SharpenConfig() and decoder.sharpen.guidance == DEFAULT_GUIDANCE
+    assert decoder.prior.width == 256  # the carried prior's own description
+    vae_run = replace(TrainConfig(), prior=replace(PriorConfig(), views=2))
+    assert stage_config(vae_run, "prior", "vae.pt").prior == PriorConfig()
+    # A run of the same stage is carried on with its settings.
+    decoder_run = replace(prior_run, stage="decoder")
+    assert stage_config(decoder_run, "decoder", "decoder.pt").sharpen == old_sharpen
+
+
 def test_each_stage_flag_set_holds_exactly_the_options_of_its_config_part():
     """The hand-kept sets that say which flags belong to the prior and decoder stages name
     every option named after a field of PriorConfig (as prior_<field>) or SharpenConfig, and

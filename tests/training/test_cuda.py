@@ -86,10 +86,11 @@ def test_the_prior_and_decoder_stages_run_on_the_gpu_and_export_with_parity(
     # 72 photos in batches of 8 for 25 epochs: 225 steps, past the adversarial term's start (200).
     _run("--data", birds, "-o", decoder, "--stage", "decoder", "--init", prior / "best.pt",
          "--epochs", "25", "--batch-size", "8", "--perceptual-weight", "0.1",
-         "--projected-weight", "0.1", "--prior-guide", guide / "best.pt", "--guidance", "2",
-         "--device", DEVICE)  # fmt: skip
+         "--projected-weight", "0.1", "--prior-guide", guide / "best.pt", "--device",
+         DEVICE)  # fmt: skip
     last = _metrics(decoder)[-1]
     assert last["epoch"] == 25 and last["gan_on"] == 1.0
+    assert json.loads((decoder / "config.json").read_text())["sharpen"]["guidance"] == 3.5
     assert all(torch.isfinite(torch.tensor(last[key])) for key in ("train_g_loss", "val_bpd"))
     _run(decoder / "best.pt", "-o", model, "--prior-guide", guide / "best.pt", code=EXPORT)
     manifest = json.loads((model / "manifest.json").read_text())

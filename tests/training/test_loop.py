@@ -210,6 +210,12 @@ def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
                                       "--rater-weight", "0.1", "-o", f"{run}-rated"])):  # fmt: skip
         command = next_steps(stage, run)[1].split(": ", 1)[1]
         assert shlex.split(command) == words, stage
+    # After the VAE, the recipe's guide too: the GUIDE the recipe's export names at the end.
+    guide_run = next_steps("vae", run)[2].split(": ", 1)[1]
+    assert shlex.split(guide_run) == ["vae-train", "--stage", "prior", "--init",
+                                      str(run / "best.pt"), "--prior-width", "256",
+                                      "--prior-blocks", "2", "--epochs", "15", "-o",
+                                      f"{run}-guide"]  # fmt: skip
     export = ["vae-export", str(run / "best.pt"), "-o", f"{run}-model", "&&", "bird-gen", "-m",
               f"{run}-model"]  # fmt: skip
     rated = next_steps("decoder", run, rater_term=True)
@@ -230,7 +236,7 @@ def test_the_next_steps_are_commands_a_shell_runs_as_printed(tmp_path):
               f"{run}-model"]  # fmt: skip
     last = next_steps("decoder", run, rater_term=True, data=data)
     assert len(last) == 3 and shlex.split(last[2].split(": ", 1)[1]) == recipe
-    assert "by GUIDE, the guide run's best.pt" in last[2]
+    assert "by GUIDE, the best.pt of the guide run named after the VAE stage" in last[2]
     known = next_steps("decoder", run, "/g's/best.pt", 2.5, rater_term=True, data=data)[2]
     assert shlex.split(known.split(": ", 1)[1])[11:15] == [
         "--prior-guide", "/g's/best.pt", "--guidance", "2.5"
