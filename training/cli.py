@@ -391,7 +391,7 @@ def next_steps(
                     f"vae-train --stage decoder --init {best} --epochs 6 --anchor-scale 4 "
                     f"--rater-weight 0.1 -o {shlex.quote(f'{run_dir}-rated')}"),
     }  # fmt: skip
-    from .runfolder import GRIDS
+    from .runfolder import GRIDS  # here: it loads torch, which the CLI's start-up does not
 
     lines = [f"done: {run_dir / 'best.pt'} holds the run's best weights, "
              f"{run_dir / GRIDS} its pictures of each epoch"]
