@@ -434,10 +434,10 @@ def next_steps(
 @contextlib.contextmanager
 def _stops_mean_done() -> Iterator[None]:
     """Within the block, Ctrl-C and SIGTERM end the process at once with status 0 (2 when its
-    log could not be written: ``status_of_done_work``). A finished
-    run is on disk whole, so a stop in what is left (closing the process group) must not turn
-    its 0 into 130 or 143, which would stop ``vae-train ... && vae-export``; nor may that close,
-    hung on a dead torchrun peer, become impossible to stop.
+    log could not be written: ``status_of_done_work``). A finished run is on disk whole, so a
+    stop in what is left (closing the process group) must not turn its 0 into 130 or 143, which
+    would stop ``vae-train ... && vae-export``; nor may that close, hung on a dead torchrun
+    peer, become impossible to stop.
 
     When the block ends, vae-train's own process (``train_main``) ignores stops from then on,
     swapped in for ``done`` in one step: what is left is the interpreter's teardown (a second or
