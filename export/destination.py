@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import secrets
 import shutil
 import stat
 from collections.abc import Iterator
@@ -44,6 +42,9 @@ def int8_candidate(graph: Path) -> Path:
 STAGING_FILES = FOLDER_FILES | {
     int8_candidate(Path(name)).name for name in MODEL_FILES if name.endswith(".onnx")
 }
+# ... and, while a graph is quantized, onnxruntime's working files (quantize.py puts them here,
+# not in /tmp, so that a kill leaves none behind where no sweep would look).
+QUANTIZER_FOLDER = "quantizer-work"
 
 
 class DestinationError(UserError, ValueError):
@@ -112,9 +113,16 @@ def _is_our_file(entry: Path, names: frozenset[str]) -> bool:
 
 def _only_ours(folder: Path, names: frozenset[str]) -> bool:
     try:
-        return all(_is_our_file(entry, names) for entry in folder.iterdir())
+        return all(_is_our_file(entry, names) or _is_quantizer_folder(entry)
+                   for entry in folder.iterdir())  # fmt: skip
     except OSError:
         return False
+
+
+def _is_quantizer_folder(entry: Path) -> bool:
+    """The quantizer's working folder inside a staging folder; what it holds is onnxruntime's
+    temporaries (their names are its own), made there after the folder was locked as ours."""
+    return entry.name == QUANTIZER_FOLDER and entry.is_dir() and not entry.is_symlink()
 
 
 def sweep(destination: Path) -> list[str]:
@@ -125,19 +133,18 @@ def sweep(destination: Path) -> list[str]:
     parent = destination.parent
     if not parent.is_dir():
         return []
-    pattern = re.compile(
-        re.escape(f".{destination.name}.{durable.TAG}") + r"[0-9a-f]{8}\.(partial|old)"
-    )
     partial, old, claimed = [], [], []
     try:
         for entry in parent.iterdir():
-            match = pattern.fullmatch(entry.name)
-            if match is None or entry.is_symlink() or not entry.is_dir():
+            match = durable.STAGING_PATTERN.fullmatch(entry.name)
+            if match is None or match["name"] != destination.name:
+                continue
+            if entry.is_symlink() or not entry.is_dir():
                 continue
             fd = durable.claim(entry)  # held until it is removed or renamed back
             if fd is not None:
                 claimed.append(fd)
-                (partial if match[1] == "partial" else old).append(entry)
+                (partial if match["kind"] == "partial" else old).append(entry)
         return _restore_or_remove(destination, partial, old)
     finally:
         for fd in claimed:
@@ -171,7 +178,7 @@ def staging(destination: Path) -> Iterator[Path]:
     made = [p for p in [destination.parent, *destination.parent.parents] if not p.exists()]
     destination.parent.mkdir(parents=True, exist_ok=True)
     folder, fd = durable.create_locked(
-        lambda: _made(destination.parent / _hidden_name(destination, "partial")),
+        lambda: _made(destination.parent / durable.staging_name(destination.name, "partial")),
         lambda made: os.open(made, os.O_RDONLY),
     )
     try:
@@ -199,7 +206,7 @@ def _check_takes_folders(destination: Path, above: Path) -> None:
     missing folder on the way to it, which the export makes anyway. A stop waits for the
     removal."""
     if above == destination.parent:
-        probe = above / _hidden_name(destination, "partial")
+        probe = above / durable.staging_name(destination.name, "partial")
     else:
         probe = next(p for p in [destination, *destination.parents] if p.parent == above)
     with signals.signals_deferred():
@@ -216,10 +223,6 @@ def _check_takes_folders(destination: Path, above: Path) -> None:
 def _made(folder: Path) -> Path:
     folder.mkdir(mode=0o700)  # private while written; the destination's mode is set at the swap
     return folder
-
-
-def _hidden_name(destination: Path, kind: str) -> str:
-    return f".{destination.name}.{durable.TAG}{secrets.token_hex(4)}.{kind}"
 
 
 def _fsync_file(path: Path) -> None:
@@ -260,7 +263,7 @@ def _swap(folder: Path, destination: Path) -> None:
         try:
             check_replaceable(destination)  # again: a user may have put a file there meanwhile
             _keep_modes(folder, destination)
-            old = parent / _hidden_name(destination, "old")
+            old = parent / durable.staging_name(destination.name, "old")
             os.replace(destination, old)
             try:
                 os.replace(folder, destination)

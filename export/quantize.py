@@ -30,6 +30,8 @@ import contextlib
 import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,7 +61,7 @@ from birdvae.runtime.format import (
 from birdvae.runtime.images import psnr
 from birdvae.runtime.prior import LearnedPrior
 
-from .destination import int8_candidate
+from .destination import QUANTIZER_FOLDER, int8_candidate
 from .onnx import ExportError, check_graph, io_shapes
 from .parity import encode_means, ort_session, to_unit
 from .selector import selector_nodes
@@ -310,7 +312,7 @@ def _quantized_and_checked(
     format and ``fp32``'s inputs and outputs. The quantizer raises assorted types for a graph it
     cannot handle: those are the export's errors; a programming error keeps its traceback."""
     try:
-        with _quiet_root_logger():
+        with _quiet_root_logger(), _temporaries_in(out.parent / QUANTIZER_FOLDER):
             quantize()
     except Exception as exc:
         if caused_by_bug(exc):
@@ -389,6 +391,21 @@ def _finite(value: float) -> float | None:
 
 def _tile(x: np.ndarray, n: int) -> np.ndarray:
     return x[np.arange(n) % len(x)]
+
+
+@contextlib.contextmanager
+def _temporaries_in(work: Path) -> Iterator[None]:
+    """onnxruntime's quantizer writes working copies of the graph, as large as it, to
+    tempfile's folder (/tmp), where a kill would leave them for good. Put beside ``out``, in
+    the staging folder, they go with it: removed here, or by the next export's sweep."""
+    work.mkdir()
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(work)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(work)
 
 
 @contextlib.contextmanager

@@ -85,9 +85,11 @@ def _older_birds(folder: Path, force: bool) -> set[str]:
     for entry in entries:  # never written over or through, --force or not
         _check_bird_target(entry, force=True)
     if entries and not force:
+        unmarked = sum(not images.written_by_bird_gen(entry) for entry in entries)
+        held = (f"{counted(len(entries), 'PNG')} with a bird's name ({unmarked} not marked as "
+                "bird-gen's)" if unmarked else f"{counted(len(entries), 'bird')} of an earlier run")
         raise UserError(
-            f"{folder} already holds {counted(len(entries), 'bird')} of an earlier run; give "
-            "--force to write over them, or another folder"
+            f"{folder} already holds {held}; give --force to write over them, or another folder"
         )
     return {entry.name for entry in entries}
 

@@ -32,7 +32,7 @@ _RUN_NAMES = frozenset({LAST, BEST, METRICS, CONFIG, GRIDS, CACHE})  # what a ru
 RUN_CONFIG_KEYS = frozenset({"model", "data", "epochs", "batch_size", "lr", "seed"})
 # What a run writes before its first epoch ends, inside grids/ (grid_file names them) and cache/
 # (training/data.py names those).
-_GRID_NAME = re.compile(r"[a-z]+_\d{4,}\.png")
+_GRID_NAME = re.compile(r"(recon|samples)_\d{4,}\.png")  # grid_file's names
 
 
 def grid_file(run_dir: Path, kind: str, epoch: int) -> Path:
@@ -58,7 +58,9 @@ def check_new_run_folder(run_dir: Path) -> None:
             f"{run_dir} already holds a run; continue it with --resume {run_dir} "
             "or choose another -o/--output"
         )
-    foreign = [entry for entry in sorted(run_dir.iterdir()) if not _left_by_a_run(entry)]
+    # No grid is written before the first last.pt, so a finished one here is the user's.
+    foreign = [entry for entry in sorted(run_dir.iterdir())
+               if not _left_by_a_run(entry, grids_written=False)]  # fmt: skip
     _refuse_foreign(foreign, f"refusing to train into {run_dir}", "choose another -o/--output")
 
 
@@ -86,11 +88,15 @@ def check_resume_folder(run_dir: Path, config: TrainConfig) -> None:
     ``config`` is the one in ``last.pt``."""
     records = (LAST, BEST, METRICS)  # checked below, by what they hold
     entries = sorted(run_dir.iterdir())
-    foreign = [e for e in entries if e.name not in records and not _left_by_a_run(e)
-               and not _OLD_TEMPORARY.fullmatch(e.name) and not _is_model_folder(e)
-               and (e.exists() or e.is_symlink())]  # fmt: skip
-    # (the last line: a live run's temporary renamed meanwhile is gone, not foreign; that run's
-    # lock refuses this resume later with its own message)
+
+    def ours(entry: Path) -> bool:
+        return (entry.name in records or _left_by_a_run(entry, grids_written=True)
+                or _OLD_TEMPORARY.fullmatch(entry.name) is not None
+                or _is_model_folder(entry) or _left_by_an_export(entry))  # fmt: skip
+
+    # (a live run's temporary renamed meanwhile is gone, not foreign; that run's lock refuses
+    # this resume later with its own message)
+    foreign = [e for e in entries if not ours(e) and (e.exists() or e.is_symlink())]
     for name in (BEST, METRICS):
         entry = run_dir / name
         if entry.is_symlink() or (entry.exists() and not entry.is_file()):
@@ -179,7 +185,17 @@ def _is_model_folder(entry: Path) -> bool:
     return True
 
 
-def _left_by_a_run(entry: Path) -> bool:
+def _left_by_an_export(entry: Path) -> bool:
+    """Whether ``entry`` is what a killed vae-export into the run's ``model/`` left (its
+    staging folder, or the old model renamed aside): a resume writes nothing inside it, and
+    the next export into that folder clears it away or puts the old model back."""
+    return (durable.STAGING_PATTERN.fullmatch(entry.name) is not None
+            and entry.is_dir() and not entry.is_symlink())  # fmt: skip
+
+
+def _left_by_a_run(entry: Path, grids_written: bool) -> bool:
+    """Whether ``entry`` is a run's own: its config, its cache, its grids (finished ones only
+    where ``grids_written``) or a temporary of its writes."""
     if entry.is_symlink():
         return False
     if entry.name == CONFIG and entry.is_file():
@@ -192,13 +208,15 @@ def _left_by_a_run(entry: Path) -> bool:
             return False  # a hostile file (1e400 where an int goes, nesting 10,000 deep) too
         # A run writes every field; ``{}`` or a few known keys would load as the defaults.
         return values.keys() >= RUN_CONFIG_KEYS
-    names = {GRIDS: _GRID_NAME, CACHE: CACHE_FILE_PATTERN}.get(entry.name)
-    if names is not None and entry.is_dir():
+    names = {GRIDS: _GRID_NAME if grids_written else None, CACHE: CACHE_FILE_PATTERN}
+    if entry.name in names and entry.is_dir():
+        finished = names[entry.name]
         return all(
             not inner.is_symlink()
-            and (names.fullmatch(inner.name) or durable.TMP_PATTERN.fullmatch(inner.name))
+            and ((finished is not None and finished.fullmatch(inner.name))
+                 or durable.TMP_PATTERN.fullmatch(inner.name))
             for inner in entry.iterdir()
-        )
+        )  # fmt: skip
     return durable.TMP_PATTERN.fullmatch(entry.name) is not None and entry.is_file()
 
 

@@ -250,11 +250,11 @@ def test_a_users_hidden_copy_is_never_taken_for_debris(old_model, tmp_path):
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import os, shutil, signal, sys
+    import os, shutil, signal, sys, tempfile
     import onnx
     from birdvae.export.cli import main
 
-    checkpoint, out, target, kill_at, how = sys.argv[1:6]
+    checkpoint, out, target, kill_at, how, *flags = sys.argv[1:]
     calls = []
 
     def hook(name, real):
@@ -265,18 +265,26 @@ KILL_SCRIPT = textwrap.dedent(
             return real(*args, **kwargs)
         return wrapped
 
+    class QuantizerFolder(tempfile.TemporaryDirectory):  # killed as it ends, still full
+        def __exit__(self, *exc_info):
+            return hook("quantizer", super().__exit__)(*exc_info)
+
     onnx.save_model = hook("save", onnx.save_model)
     os.replace = hook("replace", os.replace)
     shutil.rmtree = hook("rmtree", shutil.rmtree)
-    main([checkpoint, "-o", out], standalone_mode=True)
+    tempfile.TemporaryDirectory = QuantizerFolder
+    main([checkpoint, "-o", out, *flags], standalone_mode=True)
     """
 )
 
 
-def _kill_export(checkpoint: Path, out: Path, target: str, kill_at: int, how: str):
+def _kill_export(
+    checkpoint: Path, out: Path, target: str, kill_at: int, how: str, *flags: str,
+    env: dict[str, str] | None = None,
+):  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, str(checkpoint), str(out), target, str(kill_at), how],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", KILL_SCRIPT, str(checkpoint), str(out), target, str(kill_at), how,
+         *flags], capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
 
 
@@ -312,6 +320,34 @@ def test_a_kill_at_each_write_point_of_an_export(
     again = export_cli(checkpoint, "-o", out)
     assert again.exit_code == 0, again.stderr
     assert Manifest.load(out).source["checkpoint_sha256"] != old
+    assert [name for name in hidden(tmp_path) if "model" in name] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_kill_while_quantizing_leaves_nothing_outside_the_staging_folder(
+    export_cli, resnet_checkpoint, bird_folder, old_model, tmp_path, how
+):
+    """onnxruntime's quantizer writes a copy of the graph as large as it to its own temporary
+    folder, which a kill left in /tmp for good; it is made inside the staging folder, so the
+    next export's sweep removes it with the rest."""
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    temporaries = tmp_path / "tmp"
+    temporaries.mkdir()
+    env = {**os.environ, "TMPDIR": str(temporaries)}
+    flags = ("--int8", "--prior-data", str(bird_folder))
+    killed = _kill_export(resnet_checkpoint, out, "quantizer", 1, how, *flags, env=env)
+    assert killed.returncode in (-signal.SIGKILL, 128 + signal.SIGTERM), killed.stderr
+    assert "Traceback" not in killed.stderr
+    assert list(temporaries.iterdir()) == []
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old model, whole
+    left = [name for name in hidden(tmp_path) if "model" in name]
+    assert len(left) == (1 if how == "SIGKILL" else 0), left
+    again = export_cli(resnet_checkpoint, "-o", out, *flags)
+    assert again.exit_code == 0, again.stderr
+    assert ("removed 1 folder(s)" in again.stderr) == (how == "SIGKILL"), again.stderr
     assert [name for name in hidden(tmp_path) if "model" in name] == []
 
 

@@ -132,7 +132,7 @@ def test_force_replaces_the_unmarked_birds_of_an_earlier_bird_gen(cli, tiny_mode
     folder.mkdir()
     Image.new("RGB", (16, 16)).save(folder / "bird_00000.png")  # no Software chunk
     args = ("--n", 2, "--separate", folder, "--model", tiny_model, "--threads", 1)
-    one_error(cli(*args), "1 bird of an earlier run", "--force")
+    one_error(cli(*args), "1 PNG with a bird's name (1 not marked", "--force")
     assert cli(*args, "--force").exit_code == 0
     assert images.written_by_bird_gen(folder / "bird_00000.png")
 

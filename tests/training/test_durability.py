@@ -248,6 +248,33 @@ def test_a_resume_leaves_a_model_exported_into_the_run_folder_alone(straight, tm
     assert result.exit_code == 2 and "it holds model, which vae-train" in result.output
 
 
+KILLED_EXPORTS = {
+    # the writability probe, made and removed before any work
+    "the probe's empty folder": lambda run: (
+        (run / durable.staging_name("model", "partial")).mkdir()),
+    "a staging folder with half a graph": lambda run: (
+        (run / durable.staging_name("model", "partial")).mkdir(),
+        next(run.glob(".model.*.partial")).joinpath("encoder.onnx").write_bytes(b"half a graph")),
+    "the old model renamed aside, the new one not yet in": lambda run: (
+        shutil.copytree(Path(__file__).parents[1] / "fixtures" / "tiny_model",
+                        run / durable.staging_name("model", "old"))),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("left", KILLED_EXPORTS, ids=KILLED_EXPORTS)
+def test_a_resume_leaves_what_a_killed_export_left_to_the_next_export(straight, tmp_path, left):
+    """vae-export's default destination is the run's model/; a kill while it worked left its
+    staging folder there, and the resume refused it as the user's, to be moved out by hand. A
+    resume writes nothing inside it, and the next export into model/ clears it away."""
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    KILLED_EXPORTS[left](run)
+    before = {p: p.read_bytes() for p in run.rglob(".model.*/*")}
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in run.rglob(".model.*/*")} == before
+    assert len(list(run.glob(".model.*"))) == 1
+
+
 def test_a_resume_takes_what_an_earlier_version_left_for_the_runs_own(straight, tmp_path):
     """A run killed under an earlier version left temporaries without durable's tag and could
     leave its last metrics line cut short (it appended them): both are the run's."""
@@ -379,25 +406,40 @@ def test_a_new_run_may_restart_in_the_folder_of_one_stopped_before_its_first_epo
     (run / "config.json").write_text(TrainConfig().to_json())
     (run / "cache" / "folder-16px-0123456789abcdef.npz").write_bytes(b"decoded images")
     (run / ".config.json.bvae-0a1b2c3d.tmp").write_bytes(b"a killed write")
+    (run / "grids" / ".samples_0001.png.bvae-0a1b2c3d.tmp").write_bytes(b"a killed write")
     runfolder.check_new_run_folder(run)  # no error
-    (run / "grids" / "holiday.png").write_bytes(b"a user's picture")
-    with pytest.raises(UserError, match="grids"):
-        runfolder.check_new_run_folder(run)
 
 
-def test_the_names_a_run_writes_are_the_names_its_folder_check_knows(tmp_path):
+@pytest.mark.parametrize("picture", ["holiday.png", "samples_0001.png", "recon_0002.png"])
+def test_a_new_run_refuses_a_finished_picture_among_the_grids(image_folder, tmp_path, picture):
+    """A run writes its first grid after its first last.pt, so a folder without one holds no
+    grid of a run's: a picture named as a grid is the user's, and training went on over it."""
+    run = tmp_path / "run"
+    (run / "grids").mkdir(parents=True)
+    (run / "grids" / picture).write_bytes(b"a user's picture")
+    result = CliRunner().invoke(train_command, ["--data", str(image_folder), "-o", str(run)])
+    assert result.exit_code == 2, result.output
+    assert "it holds grids, which vae-train did not write" in result.output
+    assert (run / "grids" / picture).read_bytes() == b"a user's picture"
+
+
+def test_the_names_a_run_writes_are_the_names_its_folder_checks_know(straight, tmp_path):
     """The cache and grid names are made in one place and matched in another: a run stopped
-    before its first epoch must leave a folder a new run accepts."""
+    before its first epoch must leave a folder a new run accepts, and a run's grids must not
+    stop its resume."""
     from birdvae.training.data import cache_file_name
 
     run = tmp_path / "run"
     cache = run / runfolder.CACHE / cache_file_name("cub+folder", 64, "0123456789abcdef")
-    grid = runfolder.grid_file(run, "samples", 12345)
-    for path in (cache, grid):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"written by a run")
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"written by a run")
     assert runfolder.is_cache_file(cache)
     runfolder.check_new_run_folder(run)  # no error
+    resumed = Path(shutil.copytree(straight[1], tmp_path / "resumed"))
+    for kind in ("recon", "samples"):
+        shutil.copy(resumed / "grids" / "recon_0001.png", runfolder.grid_file(resumed, kind, 12345))
+    config = checkpoint.config_of(checkpoint.load(resumed / LAST))
+    runfolder.check_resume_folder(resumed, config)  # no error
 
 
 def test_output_is_the_flag_and_out_its_hidden_old_name(tmp_path):
