@@ -294,7 +294,7 @@ def _kill_export(
     # the decoder's write, the old model moved aside, the new one moved in, the old removed
     [("save", 2), ("replace", 1), ("replace", 2), ("rmtree", 1)],
 )
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_a_kill_at_each_write_point_of_an_export(
     export_cli, make_checkpoint, tiny_kwargs, old_model, tmp_path, target, kill_at, how
 ):
@@ -306,7 +306,7 @@ def test_a_kill_at_each_write_point_of_an_export(
     if how == "SIGKILL":
         assert killed.returncode == -signal.SIGKILL, killed.stderr
     else:  # cleaned up and left with the conventional status; never a traceback
-        assert killed.returncode == 128 + signal.SIGTERM, killed.stderr
+        assert killed.returncode == 128 + getattr(signal, how), killed.stderr
         assert "Traceback" not in killed.stderr
         assert not [name for name in hidden(tmp_path) if "model" in name], hidden(tmp_path)
         # A stop while the graphs are written leaves the old model; one during the swap waits

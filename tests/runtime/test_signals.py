@@ -75,15 +75,27 @@ def _check_ended(done: subprocess.CompletedProcess, how: str) -> None:
         assert "Traceback" not in done.stderr
 
 
+# Each command that writes one figure with -o: the sampled grid, reconstructions, a morph.
+FIGURES = {
+    "sample": lambda birds: ("--n", 9, "--seed", 4),
+    "recon": lambda birds: ("recon", *birds[:2]),
+    "interp": lambda birds: ("interp", *birds[:2], "--steps", 4),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("point", POINTS)
-def test_a_grid_killed_at_each_write_point(cli, tiny_model, tmp_path, point, how):
-    common = ("--n", 9, "--seed", 4, "--model", tiny_model, "--threads", 1)
+@pytest.mark.parametrize("figure", FIGURES)
+def test_a_figure_killed_at_each_write_point(
+    cli, tiny_model, birds, tmp_path, figure, point, how
+):
+    common = (*FIGURES[figure](birds), "--model", tiny_model, "--threads", 1)
     reference = tmp_path / "reference.png"
     assert cli(*common, "-o", reference).exit_code == 0
     out = tmp_path / "out"
     out.mkdir()
+    (out / "notes.txt").write_text("mine")
     target = out / "birds.png"
     previous = images.encode_png(np.full((4, 4, 3), 9, np.uint8))  # an earlier run's figure
     target.write_bytes(previous)
@@ -100,19 +112,24 @@ def test_a_grid_killed_at_each_write_point(cli, tiny_model, tmp_path, point, how
     again = cli(*common, "-o", target)
     assert again.exit_code == 0, again.stderr
     assert target.read_bytes() == reference.read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == ["birds.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["birds.png", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-@pytest.mark.parametrize("point", ["rename-before", "rename-after"])
+@pytest.mark.parametrize("point", POINTS)
 def test_separate_birds_killed_midway(cli, tiny_model, tmp_path, point, how):
     common = ("--n", 6, "--seed", 4, "--model", tiny_model, "--threads", 1)
     reference = tmp_path / "reference"
     assert cli(*common, "--separate", reference).exit_code == 0
     folder = tmp_path / "birds"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
     done = _run_killed(point, 3, how, *common, "--separate", folder)
     _check_ended(done, how)
+    assert (folder / "notes.txt").read_text() == "mine"
+    (folder / "notes.txt").unlink()
     written = sorted(p.name for p in folder.glob("bird_*.png"))
     assert written == [f"bird_{i:05d}.png" for i in range(3 if point == "rename-after" else 2)]
     if how == "SIGTERM":  # the user is told what is on disk and how to finish
@@ -120,7 +137,7 @@ def test_separate_birds_killed_midway(cli, tiny_model, tmp_path, point, how):
         assert done.stderr.strip().splitlines()[-1].startswith(note), done.stderr
     for name in written:  # every bird on disk is whole
         assert (folder / name).read_bytes() == (reference / name).read_bytes()
-    assert len(_temporaries(folder)) == (how == "SIGKILL" and point == "rename-before")
+    assert len(_temporaries(folder)) == (how == "SIGKILL" and point != "rename-after")
     again = cli(*common, "--separate", folder, "--force")
     assert again.exit_code == 0, again.stderr
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in reference.iterdir())

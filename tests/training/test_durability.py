@@ -477,9 +477,10 @@ KILL_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kill_at", "when"),
-    # writes: config.json, cache, then per epoch last.pt, best.pt, metrics.jsonl, two grids
-    [(3, "before"), (3, "after"), (4, "after"), (5, "after"), (8, "before"), (8, "after"),
-     (9, "after"), (10, "after"), (12, "after")],
+    # writes: the photo cache, config.json, then per epoch last.pt, best.pt, metrics, two grids
+    [(1, "before"), (1, "after"), (2, "before"), (2, "after"), (3, "before"), (3, "after"),
+     (4, "after"), (5, "after"), (8, "before"), (8, "after"), (9, "after"), (10, "after"),
+     (12, "after")],
 )  # fmt: skip
 def test_sigkill_at_a_write_point_then_resume(straight, tmp_path, kill_at, when):
     data, reference = straight
