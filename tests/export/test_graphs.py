@@ -149,6 +149,47 @@ def test_parity_holds_and_catches_a_changed_model(exported):
         verdict(check_parity(model, folder, None))
 
 
+class ChangedOutputs:
+    """An onnxruntime session whose outputs pass through ``change`` on the way out."""
+
+    def __init__(self, session: ort.InferenceSession, change) -> None:
+        self.session, self.change = session, change
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+    def run(self, names, feeds):
+        return [self.change(value) for value in self.session.run(names, feeds)]
+
+
+PARITY_FAULTS = {  # the decoder's outputs changed; images are held to 1e-5 (docs/FORMAT.md)
+    "3e-5": (lambda value: value + 3e-5, "parity check failed"),
+    "3e-6": (lambda value: value + 3e-6, None),
+    "NaN": (lambda value: np.full_like(value, np.nan), "parity check failed"),
+    "one row for the batch": (lambda value: value[:1], "parity check failed"),
+}
+
+
+@pytest.mark.parametrize("fault", PARITY_FAULTS, ids=PARITY_FAULTS)
+def test_parity_fails_a_graph_off_by_more_than_its_tolerance(exported, monkeypatch, fault):
+    """The check is what lets a model ship: onnxruntime outputs a little off, NaN, or of the
+    wrong batch (a batch size frozen into the graph) must fail it, and rounding must not."""
+    from birdvae.export import parity
+
+    checkpoint, folder, _ = exported["baseline"]
+    model = load_model(checkpoint)[0]
+    change, message = PARITY_FAULTS[fault]
+    real = parity.ort_session
+    monkeypatch.setattr(parity, "ort_session", lambda path: (
+        ChangedOutputs(real(path), change) if path.name == DECODER_FILE else real(path)))
+    rows = check_parity(model, folder, None)
+    if message is None:
+        verdict(rows)
+    else:
+        with pytest.raises(ExportError, match=message):
+            verdict(rows)
+
+
 def test_the_parity_table_shows_each_outputs_worst_check_and_every_check_on_a_failure():
     checks = (("encoder", "mean", "real images", 1e-8), ("decoder", "image", "random z", 1e-8),
               ("decoder", "image", "encoded z", 2e-8))  # fmt: skip

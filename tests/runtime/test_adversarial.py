@@ -30,6 +30,7 @@ from birdvae.runtime.format import (
     DECODER_FILE,
     ENCODER_FILE,
     MANIFEST_FILE,
+    MAX_PRIOR_VALUES,
     MIXTURE_FILE,
     SAMPLER_FILE,
     FileEntry,
@@ -51,6 +52,9 @@ def _write_manifest(folder: Path, data: object) -> None:
 
 def _manifest_data() -> dict:
     return json.loads((TINY_MODEL / MANIFEST_FILE).read_text())
+
+
+_DIM = _manifest_data()["latent_dim"]
 
 
 # --- graphs that would read the user's files (ONNX external data) ----------------------------
@@ -385,6 +389,11 @@ HOSTILE_MANIFESTS = {
         _edit(priors={"fitted": {"kind": "gaussian-mixture", "file": MIXTURE_FILE,
                                  "components": 10**9}}),
         "more than the",
+    ),
+    "components-one-past-the-bound": (  # K x D x D factors: bounded by the square of D
+        _edit(priors={"fitted": {"kind": "gaussian-mixture", "file": MIXTURE_FILE,
+                                 "components": MAX_PRIOR_VALUES // _DIM**2 + 1}}),
+        "values a mixture may have",
     ),
     "priors-a-list": (_edit(priors=["fitted"]), "priors must be an object"),
     "a-key-twice": (

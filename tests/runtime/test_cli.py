@@ -552,10 +552,27 @@ def test_a_named_pipe_is_refused_as_a_photo_not_waited_on(cli, tiny_model: Path,
 
     if not hasattr(os, "mkfifo"):
         pytest.skip("no named pipes here")
+    import threading
+
     fifo = tmp_path / "bird.png"
     os.mkfifo(fifo)  # opening it would block until something writes to it
+    waited = []
+
+    def end_the_wait() -> None:  # a regression fails here instead of hanging the suite
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # only if a reader waits
+            waited.append(True)
+        except OSError:
+            pass
+
     for args in (("recon", fifo), ("interp", fifo, fifo)):
-        result = cli(*args, "-o", out / "r.png", "--model", tiny_model, "--threads", 1)
+        watchdog = threading.Timer(20, end_the_wait)
+        watchdog.start()
+        try:
+            result = cli(*args, "-o", out / "r.png", "--model", tiny_model, "--threads", 1)
+        finally:
+            watchdog.cancel()
+        assert not waited, "bird-gen opened the pipe and waited for a writer"
         assert result.exit_code == 2 and "is not a file but a pipe" in result.stderr
     assert list(out.iterdir()) == []
 
@@ -710,3 +727,18 @@ def test_a_bird_name_taken_while_separate_writes_is_not_written_over(
     if not force:
         assert taken.read_text() == "saved meanwhile"
     assert (folder / "bird_00000.png").is_file()  # the bird before it, whole
+
+
+def test_more_photos_than_one_figure_holds_are_refused_before_any_is_read(
+    cli, tiny_model, birds, tmp_path, monkeypatch
+):
+    """A recon figure is a grid of pairs; past MAX_FIGURE photos its PNG would be too large to
+    write or look at. Refused before a photo is decoded or the model opened."""
+    from birdvae.runtime import cli as bird_gen
+
+    monkeypatch.setattr(bird_gen, "MAX_FIGURE", 2)
+    out = tmp_path / "recon.png"
+    one_error(cli("recon", *birds[:3], "--model", tiny_model, "-o", out),
+              "3 photos are too many for one figure (at most 2)")  # fmt: skip
+    assert not out.exists()
+    assert cli("recon", *birds[:2], "--model", tiny_model, "-o", out).exit_code == 0

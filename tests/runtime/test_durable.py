@@ -26,6 +26,37 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
     assert private.read_bytes() == b"new" and _mode(private) == 0o600
 
 
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_synced_write_reaches_the_disk_before_its_rename_and_the_rename_after(
+    tmp_path, monkeypatch, sync
+):
+    """A kill leaves the old file or the new one either way; after a power cut only the fsyncs
+    do: the file's bytes before the rename names them, the folder's entry after it."""
+    events: list[str] = []
+    real_fsync, real_replace, real_dir = os.fsync, os.replace, durable.fsync_dir
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + ("file" if stat.S_ISREG(os.fstat(fd).st_mode) else "folder"))
+        real_fsync(fd)
+
+    def replace(source, target) -> None:
+        events.append("rename")
+        real_replace(source, target)
+
+    def fsync_dir(folder: Path) -> None:
+        events.append("fsync_dir " + ("the folder" if Path(folder) == tmp_path else str(folder)))
+        real_dir(folder)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(durable, "fsync_dir", fsync_dir)
+    durable.write_atomic(tmp_path / "out.bin", lambda handle: handle.write(b"bytes"), sync=sync)
+    assert (tmp_path / "out.bin").read_bytes() == b"bytes"
+    assert [e for e in events if e != "fsync folder"] == (
+        ["fsync file", "rename", "fsync_dir the folder"] if sync else ["rename"]
+    )
+
+
 def test_a_new_file_gets_the_umask_permissions(tmp_path):
     previous = os.umask(0o027)
     try:

@@ -30,6 +30,26 @@ def test_folder_split_is_deterministic_stratified_and_cached(image_folder: Path,
     assert {a.tobytes() for a in first.val} <= {a.tobytes() for a in grown.val}
 
 
+def test_the_split_holds_no_photo_on_both_sides_and_moves_with_its_folder(image_folder, tmp_path):
+    """Validation figures mean something only if no held-out photo is trained on, and they
+    compare across runs and machines only if the same photos are held out wherever the folder
+    lies (the split hashes each photo's path inside the folder, not on the disk)."""
+    import shutil
+
+    from birdvae.training.data import split_folder
+
+    items = split_folder(image_folder, 0.25)
+    held = {item.path.relative_to(image_folder) for item in items if item.is_val}
+    trained = {item.path.relative_to(image_folder) for item in items if not item.is_val}
+    assert held and trained and not held & trained
+    assert len(held) + len(trained) == len(items) == 48
+    moved = Path(shutil.copytree(image_folder, tmp_path / "elsewhere" / "birds"))
+    again = split_folder(moved, 0.25)
+    assert {item.path.relative_to(moved) for item in again if item.is_val} == held
+    splits = load_splits(image_folder, 16, val_fraction=0.25)
+    assert not {a.tobytes() for a in splits.val} & {a.tobytes() for a in splits.train}
+
+
 def test_bad_files_are_skipped_with_one_warning_and_odd_modes_become_rgb(tmp_path: Path):
     root = tmp_path / "mixed"
     write_images(root, 4)

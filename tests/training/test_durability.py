@@ -127,6 +127,29 @@ def test_non_finite_weights_are_refused(straight, tmp_path, key):
         checkpoint.load(tmp_path / "nan.pt")
 
 
+class RunsCode:
+    """Unpickling this runs code: a hostile checkpoint's way in."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(straight, tmp_path):
+    """torch.load unpickles: only tensors and plain values may be read from a checkpoint, or a
+    .pt given to vae-export or --init could run anything."""
+    _, reference = straight
+    state = checkpoint.load(reference / LAST)
+    marker = tmp_path / "marker"
+    state["metrics"] = {"note": RunsCode(marker)}
+    torch.save(state, tmp_path / "hostile.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="holds objects other than tensors"):
+        checkpoint.load(tmp_path / "hostile.pt")
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("key", ["prior", "model", "ema", "d_optimizer", checkpoint.JUDGE])
 def test_weights_that_are_not_a_state_dict_are_refused(straight, tmp_path, key):
     """A tensor where a network's weights belong (bool() of it is ambiguous) is one error."""

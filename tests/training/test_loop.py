@@ -107,8 +107,11 @@ def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 2)
 
     resumed = VAETrainer(checkpoint.config_of(state), tmp_path / "stopped", state, log=quiet)
+    # the best so far goes on: best.pt is replaced only by a better epoch than it holds
+    assert (resumed.best_score, resumed.best_epoch) == (state["best_score"], 1)
     resumed.fit()
     assert resumed.step == straight.step
+    assert (resumed.best_score, resumed.best_epoch) == (straight.best_score, straight.best_epoch)
     for name, tensor in straight.model.state_dict().items():
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
     for name, tensor in straight.ema.module.state_dict().items():

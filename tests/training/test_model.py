@@ -231,6 +231,11 @@ def test_random_shift_moves_each_image_and_repeats_its_edges():
     ({"config_version": "x"}, "config_version must be a whole number from 1, not 'x'"),
     ({"config_version": 0}, "config_version must be a whole number from 1, not 0"),
     ({"data": 5}, "data must be a list of text, not 5"),
+    ({"lr": float("nan")}, "TrainConfig lr must be a number, not nan"),
+    ({"kl_weight": float("inf")}, "TrainConfig kl_weight must be a number, not inf"),
+    ({"epochs": -3}, "TrainConfig epochs must be a count, not -3"),
+    ({"learning_rate": 1e-3}, "unknown TrainConfig keys: ['learning_rate']"),
+    ({"model": {"width": 32}}, "unknown ModelConfig keys: ['width']"),
 ])  # fmt: skip
 def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
     """Version 1 configs (no config_version) are upgraded before they are checked: their
@@ -251,6 +256,7 @@ def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
     (None, "stage", "vq", "TrainConfig stage must be one of vae, prior, decoder"),
     (None, "preset", "huge", "TrainConfig preset must be one of default, baseline"),
     (None, "ema_decay", 5.0, "ema_decay must be from 0 to below 1, not 5.0"),
+    (None, "ema_decay", 1.0, "ema_decay must be from 0 to below 1, not 1.0"),  # never moves
     (None, "lr_floor", 1.5, "lr_floor must be from 0 to 1, not 1.5"),
     (None, "lr_floor", -0.1, "lr_floor must be from 0 to 1, not -0.1"),
     ("model", "arch", "unet", "ModelConfig arch must be one of resnet, baseline"),
