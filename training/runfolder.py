@@ -306,8 +306,9 @@ def one_cache_for_this_run(run_dir: Path, writer: bool) -> Iterator[None]:
     decoded (a flag its --init cannot serve, a batch larger than the data, a resume whose photos
     changed), or whose cache cannot be written, removes the cache and folders it made, and
     what was there before stays; a run that goes on with a cache it wrote anew (its photos
-    touched since) removes the ones it replaces, each a full copy of the decoded photos. Only
-    the process that writes the cache (``writer``: rank 0 under torchrun) touches it."""
+    touched since) removes the ones it replaces, each a full copy of the decoded photos. A run
+    stopped while it decodes removes the folders it made that are still empty. Only the
+    process that writes the cache (``writer``: rank 0 under torchrun) touches it."""
     run_dir = Path(run_dir).absolute()
     made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
     cache = run_dir / CACHE
@@ -324,15 +325,22 @@ def one_cache_for_this_run(run_dir: Path, writer: bool) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 entry.unlink()
 
+    def remove_empty_folders() -> None:
+        for folder in made:  # deepest first; a folder that holds anything stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
     before = caches()
     try:
         yield
     except (UserError, OSError):  # OSError: a full disk or a folder that cannot be written
         if writer:
             remove(caches() - before)
-            for folder in made:  # deepest first; a folder that holds anything stays
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            remove_empty_folders()
+        raise
+    except BaseException:  # stopped (Ctrl-C, SIGTERM): a cache written whole saves the rerun
+        if writer:  # decoding the photos again, so only the folders left empty go
+            remove_empty_folders()
         raise
     if writer and caches() - before:
         remove(before)

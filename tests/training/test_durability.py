@@ -365,6 +365,23 @@ def test_a_data_error_leaves_no_run_folder(tmp_path):
     assert not run.exists()
 
 
+def test_a_run_stopped_while_it_writes_its_photo_cache_leaves_no_empty_folders(
+    image_folder, tmp_path, monkeypatch
+):
+    """The decoded photos are written once they are all decoded, a file as large as they are:
+    Ctrl-C then left the run's folders behind, empty (RUN/cache/)."""
+    import numpy as np
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", stopped)
+    run = tmp_path / "new" / "run"
+    result = CliRunner().invoke(train_command, ["--data", str(image_folder), "-o", str(run)])
+    assert result.exit_code == 130, result.output
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize(
     "case",
     ["same folder twice", "one inside another", "run inside data",
