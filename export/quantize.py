@@ -396,8 +396,8 @@ def _tile(x: np.ndarray, n: int) -> np.ndarray:
 @contextlib.contextmanager
 def _temporaries_in(work: Path) -> Iterator[None]:
     """onnxruntime's quantizer writes working copies of the graph, as large as it, to
-    tempfile's folder (/tmp), where a kill would leave them for good. Put beside ``out``, in
-    the staging folder, they go with it: removed here, or by the next export's sweep."""
+    tempfile's folder (/tmp), where a kill would leave them for good. In ``work``, inside the
+    staging folder, they go with it: removed here, or by the next export's sweep."""
     work.mkdir()
     saved = tempfile.tempdir
     tempfile.tempdir = str(work)

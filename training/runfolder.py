@@ -307,7 +307,8 @@ def one_cache_for_this_run(run_dir: Path, writer: bool) -> Iterator[None]:
     changed), or whose cache cannot be written, removes the cache and folders it made, and
     what was there before stays; a run that goes on with a cache it wrote anew (its photos
     touched since) removes the ones it replaces, each a full copy of the decoded photos. A run
-    stopped while it decodes removes the folders it made that are still empty. Only the
+    stopped while it decodes or writes the cache removes the folders it made that are still
+    empty. Only the
     process that writes the cache (``writer``: rank 0 under torchrun) touches it."""
     run_dir = Path(run_dir).absolute()
     made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
