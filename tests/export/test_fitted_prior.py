@@ -39,6 +39,19 @@ def test_em_recovers_a_known_mixture():
     np.testing.assert_allclose(fitted_covs[order], covs, atol=0.15)
 
 
+def test_the_starting_centres_take_one_of_each_cluster():
+    """k-means++ draws each next centre by the distance to the nearest centre so far: by the
+    latest one alone, it came back to the first cluster, and EM then settled on a fit that
+    draws fewer kinds of bird."""
+    from birdvae.export.prior import _kmeans_plus_plus
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(centre, 0.01, (50, 2)) for centre in (0.0, 10.0, 20.0)])
+    for seed in range(10):
+        centres = _kmeans_plus_plus(x, 3, np.random.default_rng(seed))
+        assert sorted(np.rint(centres[:, 0] / 10).astype(int)) == [0, 1, 2], (seed, centres)
+
+
 def test_one_component_is_the_regularised_sample_gaussian():
     x = np.random.default_rng(2).normal(size=(500, 5)) @ np.diag([1.0, 2.0, 0.5, 1.0, 3.0])
     fit = fit_gaussian_mixture(x, components=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from birdvae.export.onnx import (  # noqa: E402
     FORBIDDEN_OPS,
     DecoderGraph,
     ExportError,
+    check_graph,
     decoder_outputs,
     export_graph,
     exporter_failures,
@@ -147,6 +149,44 @@ def test_parity_holds_and_catches_a_changed_model(exported):
         model.decoder.body[0].bias.add_(0.01)  # the graph on disk no longer matches
     with pytest.raises(ExportError, match=r"parity check failed.*decoder"):
         verdict(check_parity(model, folder, None))
+
+
+def _identity_graph(z_dims: list, image_dims: list, op: str = "Identity") -> onnx.ModelProto:
+    """A decoder-shaped graph of one node, ``z`` in and ``image`` out, of the given dims."""
+    from onnx import TensorProto, helper
+
+    from birdvae.export.onnx import ir_version_for
+
+    graph = helper.make_graph(
+        [helper.make_node(op, ["z"], ["image"])], "g",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, z_dims)],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, image_dims)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = ir_version_for(17)
+    return model
+
+
+GRAPH_FAULTS = {
+    "as the format says": (["N", 16], ["N", 16], "Identity", None),
+    "a fixed batch": ([2, 16], [2, 16], "Identity", "'z' is [2, 16]"),
+    "a dynamic row": (["N", "D"], ["N", 16], "Identity", "'z' is ['N', 'D']"),
+    "a row of another size": (["N", 16], ["N", 8], "Identity", "'image' is ['N', 8]"),
+    "a Dropout left in": (["N", 16], ["N", 16], "Dropout", "forbidden op(s): Dropout"),
+}
+
+
+@pytest.mark.parametrize("fault", GRAPH_FAULTS, ids=GRAPH_FAULTS)
+def test_a_graph_is_checked_against_the_format_before_it_is_written(fault):
+    """A traced graph can come out with its batch frozen, a row of the wrong size or a
+    training-mode Dropout; bird-gen would refuse it or fail on the first batch of another size."""
+    z_dims, image_dims, op, message = GRAPH_FAULTS[fault]
+    proto = _identity_graph(z_dims, image_dims, op)
+    if message is None:
+        check_graph(proto, 17, {"z": [16], "image": [16]}, "decoder")
+    else:
+        with pytest.raises(ExportError, match=re.escape(message)):
+            check_graph(proto, 17, {"z": [16], "image": [16]}, "decoder")
 
 
 class ChangedOutputs:

@@ -258,10 +258,12 @@ def typed_graph(
     outputs: Sequence[tuple[str, Sequence[int]]],
     elem: int,
     fill: float = 0.0,
+    batch: int | str = "N",
 ) -> bytes:
     """A graph of the format's signature whose outputs, of the right names and shapes, hold
     values of TensorProto type ``elem`` (STRING, DOUBLE) where the format needs float32, or
-    float32 values made from ``fill`` (NaN: every output NaN)."""
+    float32 values made from ``fill`` (NaN: every output NaN); ``batch`` an int fixes the
+    batch axis the format leaves free."""
     size = math.prod(input_dims)
     nodes = [node("Flatten", [input_name], ["flat"])]
     initializers = []
@@ -278,7 +280,7 @@ def typed_graph(
             node("Cast", [f"{name}_float"], [name], attribute("to", elem, ATTRIBUTE_INT)),
         ]
     signature = (
-        [value_info(input_name, ["N", *input_dims])],
-        [typed_value_info(name, elem, ["N", *dims]) for name, dims in outputs],
+        [value_info(input_name, [batch, *input_dims])],
+        [typed_value_info(name, elem, [batch, *dims]) for name, dims in outputs],
     )
     return model(graph(nodes, *signature, initializers))

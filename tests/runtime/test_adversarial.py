@@ -129,6 +129,32 @@ def test_a_graph_whose_outputs_are_nan_is_named_in_one_error_line(
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("graph", GRAPHS, ids=GRAPHS)
+def test_a_graph_of_a_fixed_batch_size_is_one_error_line(
+    cli, graph, model_copy, refresh_manifest, birds, out
+):
+    """The format leaves the batch axis free: a graph fixed to one row loaded, then failed
+    on the first batch of another size, or worked for some --n only."""
+    file, input_name, input_dims, outputs, args = GRAPHS[graph]
+    fixed = onnx_bytes.typed_graph(input_name, input_dims, outputs, onnx_bytes.FLOAT, batch=1)
+    _replace_graph(model_copy, file, fixed, refresh_manifest)
+    args = [arg.format(bird=birds[0]) for arg in args]
+    result = cli(*args, "--model", model_copy, "-o", out / "b.png", "--scale", 1)
+    one_error(result, file, "with a dynamic batch axis N")
+    assert list(out.iterdir()) == []
+
+
+def test_a_tensor_marked_as_stored_elsewhere_is_refused_without_a_location():
+    """data_location EXTERNAL alone, with no file named, still asks onnxruntime to look for
+    the values outside the graph."""
+    elsewhere = onnx_bytes.message((1, 4), (2, onnx_bytes.FLOAT), (8, "w"), (14, 1))
+    main = onnx_bytes.graph([onnx_bytes.node("Add", ["z", "w"], ["image"])],
+                            [onnx_bytes.value_info("z", ["N", 4])],
+                            [onnx_bytes.value_info("image", ["N", 4])], [elsewhere])  # fmt: skip
+    with pytest.raises(ModelFormatError, match="keeps the values of tensor 'w' in another file"):
+        check_graph_bytes(onnx_bytes.model(main), "decoder.onnx")
+
+
 @pytest.mark.parametrize("where", ["subgraph", "initializer", "constant", "sparse"])
 def test_external_data_is_refused_wherever_the_tensor_is(where, model_copy, refresh_manifest):
     leaky = onnx_bytes.leaky_graph(

@@ -69,6 +69,26 @@ def test_coupling_follows_the_clipped_red_as_the_likelihood_sees_it() -> None:
     np.testing.assert_allclose(drawn[:, 1], 0.8 * 0.5, atol=0.01)
 
 
+@pytest.mark.parametrize("follows", ["red", "green"])
+def test_blue_follows_red_and_green_after_their_clipping(follows: str) -> None:
+    """Blue's centre moves with red's and green's deviations as 8-bit values hold them, after
+    clipping: taken before, a pixel that clips to black or white would cast its colour."""
+    location = np.zeros((50, 3, 2, 2), np.float32)
+    coupling = np.zeros_like(location)
+    if follows == "red":
+        location[:, 0] = -0.5  # red clips to 0: half a unit above its centre
+        coupling[:, 1] = 0.8
+        want = 0.8 * 0.5
+    else:
+        location[:, 1] = 1.5  # green clips to 1: half a unit below its centre
+        location[:, 2] = 0.6
+        coupling[:, 2] = 0.8
+        want = 0.6 - 0.8 * 0.5
+    scale = np.full_like(location, 1e-4)
+    drawn = draw_pixels(location, scale, coupling, 1.0, np.random.default_rng(3))
+    np.testing.assert_allclose(drawn[:, 2], want, atol=0.01)
+
+
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), 10.5, 1e30])
 def test_bad_noise_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="noise must be 0 to 10"):

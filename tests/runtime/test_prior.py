@@ -65,6 +65,21 @@ def test_mixture_matches_its_weights_means_and_covariances() -> None:
         np.testing.assert_allclose(np.cov(z[rows].T), covariance, atol=0.12 * covariance.max())
 
 
+def test_a_mixture_draws_with_its_factors_covariance_and_its_weights_normalised() -> None:
+    """A component's draws have covariance L L^T, not L^T L (a lopsided factor tells them
+    apart), and weights a file gives unnormalised ([1, 3]) pick a quarter of the draws and
+    three quarters."""
+    factor = np.array([[1.0, 0.0], [2.0, 1.0]])  # L L^T = [[1, 2], [2, 5]], L^T L = [[5, 2], ...]
+    mixture = GaussianMixture(
+        np.array([1.0, 3.0]), np.array([[-50.0, 0.0], [50.0, 0.0]]), np.stack([factor, factor])
+    )
+    np.testing.assert_allclose(mixture.weights, [0.25, 0.75])
+    z = mixture.sample(8000, Draws(1)).astype(np.float64)
+    upper = z[:, 0] > 0
+    assert abs(upper.mean() - 0.75) < 0.02
+    np.testing.assert_allclose(np.cov(z[upper].T), [[1.0, 2.0], [2.0, 5.0]], atol=0.3)
+
+
 @pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf"), 10.5, 1e30])
 def test_bad_temperature_is_refused(temperature: float) -> None:
     with pytest.raises(ValueError, match="temperature"):
