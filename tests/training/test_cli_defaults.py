@@ -4,6 +4,9 @@ so a changed config default would otherwise leave the help (and docs/CLI.md) sta
 from __future__ import annotations
 
 import re
+from typing import ClassVar
+
+import pytest
 
 from birdvae.training.cli import train_command
 from birdvae.training.config import TrainConfig
@@ -160,3 +163,76 @@ def test_a_data_folder_that_is_a_loop_of_links_is_one_line(tmp_path):
                  ["--data", str(tmp_path), "-o", str(tmp_path / "a" / "run")]):  # fmt: skip
         result = CliRunner().invoke(train_command, args)
         assert result.exit_code == 2 and "a loop of symbolic links" in result.output, result.output
+
+
+class _Finished:
+    """Stands in for a stage's trainer: records the config it is given and trains nothing."""
+
+    configs: ClassVar[list[TrainConfig]] = []
+
+    def __init__(self, config: TrainConfig, run_dir, resume_state) -> None:
+        self.config, self.epoch, self.stop_signal = config, 0, None
+        self.ddp = type("Processes", (), {"main": True})()
+        _Finished.configs.append(config)
+
+    def fit(self) -> None:
+        self.epoch = self.config.epochs
+
+    def close(self) -> None:
+        pass
+
+
+def _run_untrained(monkeypatch, args: list[str]) -> tuple[TrainConfig, str]:
+    """What vae-train makes of ``args``: the config its trainer gets, and what it prints."""
+    from click.testing import CliRunner
+
+    from birdvae.training import stages
+
+    monkeypatch.setattr(stages, "trainer_class", lambda stage: _Finished)
+    _Finished.configs.clear()
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 0, result.output
+    assert len(_Finished.configs) == 1
+    return _Finished.configs[0], result.output
+
+
+def test_every_later_stage_flag_reaches_the_config(tmp_path, monkeypatch, vae_checkpoint):
+    """Each prior- and decoder-stage flag, given a value other than its default, is the value
+    the stage trains with: one left out of the config is accepted and silently does nothing."""
+    from birdvae.training.cli import DECODER_FLAGS, PRIOR_FLAGS
+    from birdvae.training.config import PriorConfig, SharpenConfig
+
+    guide = str(vae_checkpoint)
+    values = {
+        "prior": {"prior_width": ("64", 64), "prior_blocks": ("3", 3), "prior_steps": ("7", 7),
+                  "prior_keep": ("0.5", 0.5)},
+        "decoder": {"gan_weight": ("0.3", 0.3), "disc_width": ("16", 16),
+                    "prior_share": ("0.25", 0.25), "anchor_weight": ("2.5", 2.5),
+                    "anchor_scale": ("8", 8), "perceptual_weight": ("0.2", 0.2),
+                    "projected_weight": ("0.3", 0.3), "rater_weight": ("0.1", 0.1),
+                    "prior_guide": (guide, guide), "guidance": ("3", 3.0)},
+    }  # fmt: skip
+    assert set(values["prior"]) == PRIOR_FLAGS and set(values["decoder"]) == DECODER_FLAGS
+    defaults = {"prior": PriorConfig(), "decoder": SharpenConfig()}
+    for stage, flags in values.items():
+        args = ["--stage", stage, "--init", str(vae_checkpoint), "-o", str(tmp_path / stage)]
+        for name, (text, _) in flags.items():
+            args += [f"--{name.replace('_', '-')}", text]
+        config, _ = _run_untrained(monkeypatch, args)
+        part = config.prior if stage == "prior" else config.sharpen
+        for name, (_, value) in flags.items():
+            field = name.removeprefix("prior_") if stage == "prior" else name
+            assert getattr(defaults[stage], field) != value, name  # else the test proves nothing
+            assert getattr(part, field) == value, name
+
+
+@pytest.mark.parametrize("sizes", [["--prior-width", "256"], ["--prior-blocks", "2"],
+                                   ["--prior-width", "256", "--prior-blocks", "2"], []])
+def test_a_prior_smaller_than_the_default_in_either_size_is_told_it_is_likely_a_guide(
+    tmp_path, monkeypatch, vae_checkpoint, sizes
+):
+    """The recipe's guide is narrower and shallower, but a prior made smaller in either way is
+    no model's own prior: the first command it is shown is the one that uses it as a guide."""
+    args = ["--stage", "prior", "--init", str(vae_checkpoint), "-o", str(tmp_path / "p"), *sizes]
+    _, output = _run_untrained(monkeypatch, args)
+    assert ("a prior this small is likely a guide" in output) is bool(sizes), output

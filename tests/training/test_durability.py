@@ -114,6 +114,24 @@ def test_a_bit_rotted_checkpoint_is_refused_in_one_line(straight, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_a_mid_epoch_last_pt_never_becomes_best_pt(straight, tmp_path):
+    """A stop inside epoch 3 saves last.pt with best_epoch == epoch == 2 (epochs completed), but
+    its weights are epoch 2's plus some steps, never validated: best.pt must stay epoch 2's."""
+    _, reference = straight
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    best = (run / BEST).read_bytes()
+    state = checkpoint.load(run / LAST)
+    assert state["best_epoch"] == state["epoch"] == 2
+    state["batch_in_epoch"], state["step"] = 2, state["step"] + 2
+    assert BEST not in runfolder.commit_epoch(run, state)
+    assert (run / BEST).read_bytes() == best
+    state["batch_in_epoch"] = 0  # at an epoch's end the same state is the best one
+    (run / BEST).unlink()
+    assert BEST in runfolder.commit_epoch(run, state)
+    assert checkpoint.load(run / BEST)["step"] == state["step"]
+
+
 @pytest.mark.parametrize("key", ["ema", checkpoint.JUDGE])
 def test_non_finite_weights_are_refused(straight, tmp_path, key):
     """The judge too: export builds the decoder a selector judges by from it."""

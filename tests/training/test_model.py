@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -148,6 +149,33 @@ def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
     zero = kl_per_dim(torch.zeros(2, 4), torch.zeros(2, 4))
     assert torch.allclose(zero, torch.zeros_like(zero))
     assert (kl_per_dim(torch.ones(2, 4), torch.full((2, 4), -1.0)) > 0).all()
+
+
+def test_kl_per_dim_has_the_closed_form_in_nats():
+    """KL(N(m, v) || N(0, 1)) = (m^2 + v - 1 - ln v) / 2 per dimension: a mean of 2 costs 2 nats
+    (not 1, as |m| would give), and variance 2 at mean 0 costs (1 - ln 2) / 2."""
+    mean = torch.tensor([[2.0, 0.0, -3.0, 0.5]])
+    logvar = torch.tensor([[0.0, math.log(2.0), 0.0, math.log(0.25)]])
+    expected = torch.tensor([[2.0, 0.5 * (1 - math.log(2.0)), 4.5,
+                              0.5 * (0.25 + 0.25 - 1 - math.log(0.25))]])  # fmt: skip
+    assert torch.allclose(kl_per_dim(mean, logvar), expected, atol=1e-6)
+
+
+def test_the_posterior_sample_has_the_posteriors_standard_deviation():
+    """z = mean + eps * exp(logvar / 2): logvar ln 4 must draw codes of std 2, not 4."""
+
+    class Fixed(torch.nn.Module):
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            rows = torch.zeros(4096, 16)
+            return rows + 3.0, rows + math.log(4.0)
+
+    vae = VAE(ModelConfig(image_size=16, latent_dim=16, encoder_width=8, decoder_width=8))
+    vae.encoder, vae.decoder = Fixed(), torch.nn.Identity()  # the decoder hands back the code
+    torch.manual_seed(0)
+    z, mean, _ = vae(torch.zeros(1, 3, 16, 16))
+    assert z.shape == (4096, 16) and torch.equal(mean, torch.full_like(z, 3.0))
+    assert abs(float(z.mean()) - 3.0) < 0.02
+    assert abs(float(z.std()) - 2.0) < 0.02
 
 
 def test_bits_per_dim_converts_nats():

@@ -616,18 +616,3 @@ def test_a_prior_run_resumes_without_its_init_checkpoint(vae_checkpoint, tmp_pat
     PriorTrainer(config, tmp_path / "b", state, log=quiet).fit()
     assert checkpoint.load(tmp_path / "b" / LAST)["epoch"] == 2
 
-
-def test_the_prior_can_learn_only_the_clearest_photos():
-    """--prior-keep: the share of photos the rater rates highest, in their order."""
-    from birdvae.runtime.selection import load_rater
-    from birdvae.training.prior_stage import _clearest
-
-    generator = torch.Generator().manual_seed(0)
-    photos = torch.randint(0, 256, (10, 3, 16, 16), generator=generator, dtype=torch.uint8)
-    photos[3] = 200  # a plain background...
-    photos[3, :, 5:11, 5:11] = 20  # ...with a dark shape in the middle
-    kept = _clearest(photos, 0.3)
-    scores = load_rater(threads=1)(photos.float().div(255).numpy())
-    best = sorted(torch.tensor(scores).argsort(descending=True)[:3].tolist())
-    assert len(kept) == 3 and torch.equal(kept, photos[best])
-    assert _clearest(photos, 1.0) is photos
