@@ -111,18 +111,27 @@ def _is_our_file(entry: Path, names: frozenset[str]) -> bool:
     return entry.name in names and entry.is_file() and not entry.is_symlink()
 
 
-def _only_ours(folder: Path, names: frozenset[str]) -> bool:
+def _only_ours(folder: Path, names: frozenset[str], staging: bool = False) -> bool:
+    """Whether ``folder`` holds nothing but files of ``names`` (and, in a ``staging`` folder,
+    the quantizer's working folder)."""
     try:
-        return all(_is_our_file(entry, names) or _is_quantizer_folder(entry)
+        return all(_is_our_file(entry, names) or (staging and _is_quantizer_folder(entry))
                    for entry in folder.iterdir())  # fmt: skip
     except OSError:
         return False
 
 
+# onnxruntime's quantizer makes its working folders with these prefixes (TemporaryDirectory).
+_QUANTIZER_TEMPORARIES = ("ort.", "pre.quant.")
+
+
 def _is_quantizer_folder(entry: Path) -> bool:
-    """The quantizer's working folder inside a staging folder; what it holds is onnxruntime's
-    temporaries (their names are its own), made there after the folder was locked as ours."""
-    return entry.name == QUANTIZER_FOLDER and entry.is_dir() and not entry.is_symlink()
+    """The quantizer's working folder in a staging folder, holding only onnxruntime's own
+    temporary folders (its files inside them are named by it)."""
+    if entry.name != QUANTIZER_FOLDER or not entry.is_dir() or entry.is_symlink():
+        return False
+    return all(inner.name.startswith(_QUANTIZER_TEMPORARIES) and inner.is_dir()
+               and not inner.is_symlink() for inner in entry.iterdir())  # fmt: skip
 
 
 def sweep(destination: Path) -> list[str]:
@@ -163,7 +172,7 @@ def _restore_or_remove(destination: Path, partial: list[Path], old: list[Path]) 
         done.append(f"restored {destination} from an export killed while replacing it")
     removed = 0
     for folder in partial + old:
-        if _only_ours(folder, STAGING_FILES):
+        if _only_ours(folder, STAGING_FILES, staging=folder in partial):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     if removed:

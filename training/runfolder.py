@@ -30,9 +30,9 @@ GRIDS, CACHE = "grids", "cache"
 _RUN_NAMES = frozenset({LAST, BEST, METRICS, CONFIG, GRIDS, CACHE})  # what a run writes into
 # Fields every version of config.json a run writes has (version 1 had no config_version).
 RUN_CONFIG_KEYS = frozenset({"model", "data", "epochs", "batch_size", "lr", "seed"})
-# What a run writes before its first epoch ends, inside grids/ (grid_file names them) and cache/
-# (training/data.py names those).
-_GRID_NAME = re.compile(r"(recon|samples)_\d{4,}\.png")  # grid_file's names
+# What a run writes inside grids/ after each last.pt (grid_file names them); cache/'s names are
+# training/data.py's.
+_GRID_NAME = re.compile(r"(recon|samples)_\d{4,}\.png")
 
 
 def grid_file(run_dir: Path, kind: str, epoch: int) -> Path:
@@ -42,9 +42,9 @@ def grid_file(run_dir: Path, kind: str, epoch: int) -> Path:
 
 def check_new_run_folder(run_dir: Path) -> None:
     """Refuse to start a new run in ``run_dir`` unless it is absent, empty, or what a run of
-    ours left when it was stopped before its first ``last.pt`` (``config.json``, ``cache/``,
-    ``grids/``): a run rewrites ``config.json``, ``best.pt`` and ``metrics.jsonl`` whole, so a
-    user's files of those names would be lost."""
+    ours left when it was stopped before its first ``last.pt`` (``config.json``, ``cache/``, an
+    empty ``grids/``): a run rewrites ``config.json``, ``best.pt`` and ``metrics.jsonl`` whole,
+    and its grids, so a user's files of those names would be lost."""
     check_not_a_link(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"-o/--output {run_dir} exists and is not a folder")
@@ -58,9 +58,14 @@ def check_new_run_folder(run_dir: Path) -> None:
             f"{run_dir} already holds a run; continue it with --resume {run_dir} "
             "or choose another -o/--output"
         )
-    # No grid is written before the first last.pt, so a finished one here is the user's.
     foreign = [entry for entry in sorted(run_dir.iterdir())
                if not _left_by_a_run(entry, grids_written=False)]  # fmt: skip
+    grids = run_dir / GRIDS
+    if grids in foreign and grids.is_dir() and not grids.is_symlink():
+        inside = [p for p in sorted(grids.iterdir()) if not durable.TMP_PATTERN.fullmatch(p.name)]
+        pictures = ", ".join(f"{GRIDS}/{p.name}" for p in inside[:3])
+        raise UserError(f"refusing to train into {run_dir}: it holds {pictures}, which no run "
+                        "writes before its first last.pt; choose another -o/--output")  # fmt: skip
     _refuse_foreign(foreign, f"refusing to train into {run_dir}", "choose another -o/--output")
 
 
@@ -208,9 +213,11 @@ def _left_by_a_run(entry: Path, grids_written: bool) -> bool:
             return False  # a hostile file (1e400 where an int goes, nesting 10,000 deep) too
         # A run writes every field; ``{}`` or a few known keys would load as the defaults.
         return values.keys() >= RUN_CONFIG_KEYS
-    names = {GRIDS: _GRID_NAME if grids_written else None, CACHE: CACHE_FILE_PATTERN}
-    if entry.name in names and entry.is_dir():
-        finished = names[entry.name]
+    if entry.name in (GRIDS, CACHE) and entry.is_dir():
+        if entry.name == CACHE:
+            finished: re.Pattern[str] | None = CACHE_FILE_PATTERN
+        else:  # no grid is written before the first last.pt
+            finished = _GRID_NAME if grids_written else None
         return all(
             not inner.is_symlink()
             and ((finished is not None and finished.fullmatch(inner.name))
@@ -308,8 +315,8 @@ def one_cache_for_this_run(run_dir: Path, writer: bool) -> Iterator[None]:
     what was there before stays; a run that goes on with a cache it wrote anew (its photos
     touched since) removes the ones it replaces, each a full copy of the decoded photos. A run
     stopped while it decodes or writes the cache removes the folders it made that are still
-    empty. Only the
-    process that writes the cache (``writer``: rank 0 under torchrun) touches it."""
+    empty. Only the process that writes the cache (``writer``: rank 0 under torchrun) touches
+    it."""
     run_dir = Path(run_dir).absolute()
     made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
     cache = run_dir / CACHE

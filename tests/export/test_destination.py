@@ -238,6 +238,26 @@ def test_debris_of_killed_exports_is_swept_and_a_lost_model_restored(old_model, 
     assert hidden(tmp_path) == sorted([live.name, mine.name, other.name])
 
 
+def test_a_quantizer_folder_is_swept_only_in_a_staging_folder_and_only_its_own(tmp_path):
+    """onnxruntime's working folders inside a killed export's staging folder are removed with
+    it; a user's file in a folder of that name, or that name in an old model, is never."""
+    from birdvae.export.destination import QUANTIZER_FOLDER
+
+    out = tmp_path / "model"
+    out.mkdir()  # the destination is there: no old model is put back
+    killed = tmp_path / ".model.bvae-0a1b2c3d.partial"
+    (killed / QUANTIZER_FOLDER / "ort.quant.abc123").mkdir(parents=True)
+    (killed / QUANTIZER_FOLDER / "ort.quant.abc123" / "augmented_model.onnx").write_bytes(b"x")
+    mine = tmp_path / ".model.bvae-11112222.partial"
+    (mine / QUANTIZER_FOLDER).mkdir(parents=True)
+    (mine / QUANTIZER_FOLDER / "thesis.tex").write_text("keep")
+    old = tmp_path / ".model.bvae-33334444.old"
+    (old / QUANTIZER_FOLDER / "ort.quant.def456").mkdir(parents=True)
+    assert sweep(out) == ["removed 1 folder(s) left by an interrupted export"]
+    assert hidden(tmp_path) == sorted([mine.name, old.name])
+    assert (mine / QUANTIZER_FOLDER / "thesis.tex").read_text() == "keep"
+
+
 def test_a_users_hidden_copy_is_never_taken_for_debris(old_model, tmp_path):
     out = tmp_path / "model"
     backups = [tmp_path / ".model.20240101.old", tmp_path / ".model.backup01.partial"]
@@ -341,6 +361,8 @@ def test_a_kill_while_quantizing_leaves_nothing_outside_the_staging_folder(
     killed = _kill_export(resnet_checkpoint, out, "quantizer", 1, how, *flags, env=env)
     assert killed.returncode in (-signal.SIGKILL, 128 + signal.SIGTERM), killed.stderr
     assert "Traceback" not in killed.stderr
+    # (under SIGTERM the unwinding clears the quantizer's folder wherever it is: the SIGKILL
+    # case is the one where only its place inside the staging folder keeps TMPDIR clean)
     assert list(temporaries.iterdir()) == []
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old model, whole
     left = [name for name in hidden(tmp_path) if "model" in name]

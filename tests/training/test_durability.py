@@ -316,6 +316,20 @@ def test_a_resume_leaves_what_a_killed_export_left_to_the_next_export(straight, 
     assert len(list(run.glob(".model.*"))) == 1
 
 
+@pytest.mark.parametrize("kind", ["file", "link"])
+def test_a_file_or_link_named_as_an_exports_folder_is_not_taken_for_one(straight, tmp_path, kind):
+    """Only a folder is what a killed export leaves; a file or a link of that name is the
+    user's, which the resume would leave beside records it rewrites without a word."""
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    named = run / durable.staging_name("model", "partial")
+    if kind == "file":
+        named.write_text("mine")
+    else:
+        named.symlink_to(tmp_path)
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 2 and named.name in result.output, result.output
+
+
 def test_a_resume_takes_what_an_earlier_version_left_for_the_runs_own(straight, tmp_path):
     """A run killed under an earlier version left temporaries without durable's tag and could
     leave its last metrics line cut short (it appended them): both are the run's."""
@@ -477,7 +491,8 @@ def test_a_new_run_refuses_a_finished_picture_among_the_grids(image_folder, tmp_
     (run / "grids" / picture).write_bytes(b"a user's picture")
     result = CliRunner().invoke(train_command, ["--data", str(image_folder), "-o", str(run)])
     assert result.exit_code == 2, result.output
-    assert "it holds grids, which vae-train did not write" in result.output
+    assert f"it holds grids/{picture}, which no run writes before its first last.pt" in (
+        result.output), result.output
     assert (run / "grids" / picture).read_bytes() == b"a user's picture"
 
 
