@@ -30,10 +30,17 @@ except ImportError:  # Windows: no flock, so no proof that a writer is dead
     fcntl = None  # type: ignore[assignment]
 
 TAG = "bvae-"  # in every temporary's and staging folder's name, before 8 random hex digits
-TMP_PATTERN = re.compile(r"\.(?P<name>.+)\." + TAG + r"[0-9a-f]{8}\.tmp")
+
+
+def _hidden_names(kinds: str) -> re.Pattern[str]:
+    """The names ``_hidden_name`` gives, for the kinds ``kinds`` (a regex alternation)."""
+    return re.compile(r"\.(?P<name>.+)\." + TAG + r"[0-9a-f]{8}\.(?P<kind>" + kinds + ")")
+
+
+TMP_PATTERN = _hidden_names("tmp")
 # vae-export's folders beside a model it is writing or replacing (export/destination.py); a
 # run folder holding a killed export's must not be taken for the user's (training/runfolder.py).
-STAGING_PATTERN = re.compile(r"\.(?P<name>.+)\." + TAG + r"[0-9a-f]{8}\.(?P<kind>partial|old)")
+STAGING_PATTERN = _hidden_names("partial|old")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -203,15 +210,19 @@ def link_target(path: Path) -> Path:
     return target
 
 
+def _hidden_name(name: str, kind: str) -> str:
+    return f".{name}.{TAG}{os.urandom(4).hex()}.{kind}"
+
+
 def temporary_name(name: str) -> str:
     """The hidden temporary a file called ``name`` is written through."""
-    return f".{name}.{TAG}{os.urandom(4).hex()}.tmp"
+    return _hidden_name(name, "tmp")
 
 
 def staging_name(name: str, kind: str) -> str:
     """The hidden folder beside ``name`` that a model is built in (``partial``) or an old one
     is renamed to while it is replaced (``old``)."""
-    return f".{name}.{TAG}{os.urandom(4).hex()}.{kind}"
+    return _hidden_name(name, kind)
 
 
 def longest_name(folder: Path) -> int:

@@ -191,9 +191,9 @@ def _is_model_folder(entry: Path) -> bool:
 
 
 def _left_by_an_export(entry: Path) -> bool:
-    """Whether ``entry`` is what a killed vae-export into the run's ``model/`` left (its
-    staging folder, or the old model renamed aside): a resume writes nothing inside it, and
-    the next export into that folder clears it away or puts the old model back."""
+    """Whether ``entry`` is what a killed vae-export into a folder of the run (``model/`` by
+    default) left: its staging folder, or the old model renamed aside. A resume writes nothing
+    inside it, and the next export into that folder clears it away or puts the old model back."""
     return (durable.STAGING_PATTERN.fullmatch(entry.name) is not None
             and entry.is_dir() and not entry.is_symlink())  # fmt: skip
 
