@@ -158,10 +158,59 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
+class ChannelGroups(nn.Module):
+    """A layer cut by output channel into ``groups`` equal layers whose outputs are concatenated:
+    the same function, written as one graph node a group.
+
+    A layer's output shares one int8 range under static quantization. The decoder's last
+    convolution makes each pixel's location (0 to 1) and its log-scale (about -7 to -1) at
+    once, so in one range the birds kept about 34 of 256 levels a channel; the encoder's head
+    makes the mean and the log-variance. Cut by parameter, each gets a range of its own."""
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, groups: int) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(_output_group(layer, index, groups) for index in range(groups))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(x) for part in self.parts], dim=1)
+
+
+def _output_group(layer: nn.Conv2d | nn.Linear, index: int, groups: int) -> nn.Module:
+    """A copy of ``layer`` that makes only its ``index``-th of ``groups`` runs of outputs."""
+    part = copy.deepcopy(layer)
+    size = layer.weight.shape[0] // groups
+    rows = slice(index * size, (index + 1) * size)
+    part.weight = nn.Parameter(layer.weight.detach()[rows].clone())
+    if layer.bias is not None:
+        part.bias = nn.Parameter(layer.bias.detach()[rows].clone())
+    if isinstance(part, nn.Linear):
+        part.out_features = size
+    else:
+        part.out_channels = size
+    return part
+
+
+def split_heads(model: VAE) -> VAE:
+    """``model`` (an export copy, changed in place) with the encoder's head cut into mean and
+    log-variance and the decoder's last convolution into one layer per likelihood parameter
+    (ChannelGroups). The decoder's pixel shuffle reads four convolution channels an image
+    channel, parameter by parameter, so each parameter is one run of channels."""
+    encoder, decoder = model.encoder, model.decoder
+    if isinstance(getattr(encoder, "head", None), (nn.Conv2d, nn.Linear)):
+        encoder.head = ChannelGroups(encoder.head, 2)
+    groups = model.likelihood.params_per_channel
+    head = getattr(decoder, "head", None)
+    if groups > 1 and isinstance(head, nn.Conv2d):
+        split = ChannelGroups(head, groups)
+        decoder.body = nn.Sequential(*(split if layer is head else layer for layer in decoder.body))
+        decoder.head = split
+    return model
+
+
 def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
     """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` into ``folder``; check both."""
     cfg = model.cfg
-    folded = fold_batchnorm(model)
+    folded = split_heads(fold_batchnorm(model))
     facts = {
         "arch": cfg.arch,
         "image_size": str(cfg.image_size),

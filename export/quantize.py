@@ -77,9 +77,10 @@ MIN_SPEEDUP = 1.1  # int8 replaces fp32 only when at least this much faster
 # shows no difference (the shipped models' graphs: 34-41 dB).
 MIN_INT8_PSNR_DB = 30.0
 SAMPLER_DRAWS = 256
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 SETTINGS = {
     "format": "QDQ",
-    "activations": "uint8, per tensor, min-max calibrated",
+    "activations": "uint8, per tensor, min-max calibrated; float after the last weighted layers",
     "weights": "int8, per channel, reduce_range (7-bit)",
     "sampler": "dynamic: int8 weights per channel, reduce_range; uint8 activations per run",
 }
@@ -282,12 +283,39 @@ def format_figures(figures: dict[str, Any]) -> str:
 def quantize_graph(
     fp32: Path, out: Path, input_name: str, calibration: np.ndarray, opset: int
 ) -> None:
-    """Write the static-QDQ int8 version of ``fp32`` to ``out`` and check it keeps the format."""
+    """Write the static-QDQ int8 version of ``fp32`` to ``out`` and check it keeps the format.
+    What follows the last weighted layers (output_tail) stays float."""
     reader = _Batches(input_name, calibration.astype(np.float32))
+    tail = output_tail(onnx.load_model(fp32).graph)
     _quantized_and_checked(fp32, out, opset, lambda: quantize_static(
         fp32, out, reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=tail,
     ))  # fmt: skip
+
+
+def output_tail(graph: onnx.GraphProto) -> list[str]:
+    """The names of the nodes between the graph's last weighted layers (WEIGHTED_OPS) and its
+    outputs: concatenations, slices, clips, an exponential, each as cheap as a copy.
+
+    Quantized, each would round what it passes on to 256 levels of its own output's range once
+    more (a decoder's pixel locations and log-scales, concatenated, share one range), and nothing
+    after them gains speed from integers. The weighted layers themselves stay int8, each with
+    its own output range (export.onnx.split_heads makes one layer a likelihood parameter)."""
+    made_by = {output: node for node in graph.node for output in node.output}
+    tail: dict[str, None] = {}  # node names in the order found: the same graph, the same list
+    waiting = [output.name for output in graph.output]
+    seen: set[str] = set()
+    while waiting:
+        tensor = waiting.pop()
+        node = made_by.get(tensor)
+        if tensor in seen or node is None or node.op_type in WEIGHTED_OPS:
+            continue
+        seen.add(tensor)
+        if not node.name:
+            raise ExportError(f"a {node.op_type} node before the graph's outputs has no name")
+        tail[node.name] = None
+        waiting += list(node.input)
+    return list(tail)
 
 
 def quantize_sampler(fp32: Path, out: Path, opset: int) -> None:
