@@ -295,7 +295,6 @@ def train_command(ctx: click.Context, **options) -> None:
         import torch
 
         from . import runfolder
-        from .loop import processes
         from .stages import trainer_class
 
     if options["threads"]:
@@ -311,11 +310,6 @@ def train_command(ctx: click.Context, **options) -> None:
         run_dir, resume_state = _new_run(options), None
         config = _new_config(options, given)
         _check_outside_data(run_dir, config.data)
-    if config.stage == "decoder" and processes() > 1:
-        raise UserError(
-            "the decoder stage runs in one process: under torchrun each process would train "
-            "a discriminator of its own; run it without torchrun"
-        )
     writes_cache = os.environ.get("RANK", "0") == "0"  # rank 0 under torchrun
     with runfolder.one_cache_for_this_run(run_dir, writer=writes_cache):
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)

@@ -22,6 +22,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -128,12 +129,6 @@ class _Distributed:
 def is_main_process() -> bool:
     """Whether this process is rank 0 of the run (the one without torchrun is)."""
     return _Distributed().main
-
-
-def processes() -> int:
-    """How many processes torchrun started for this run (1 without torchrun); TrainingError
-    for variables it could not have set."""
-    return _Distributed().world
 
 
 class Trainer(abc.ABC):
@@ -564,11 +559,17 @@ class Trainer(abc.ABC):
             "epoch_seconds": sums["seconds"],
             "skipped_steps": int(sums["skipped"]),
         }
+        score = math.nan  # rank 0 validates; the others learn below whether it went wrong
         if self.ddp.main:
             metrics.update(self._validate())
             score = metrics[self.score_key] if self.score_key else -float(self.epoch)
-            if not math.isfinite(score):  # nothing of this epoch is saved: last.pt stays before it
-                raise self._diverged(f"epoch {self.epoch}'s validation {self.score_key} is {score}")
+        # Every process stops on a score that is not a number, or the others would wait at the
+        # barrier below for a rank 0 that has left. Nothing of this epoch is saved: last.pt
+        # stays before it.
+        if self.ddp.any(self.ddp.main and not math.isfinite(score), self.device):
+            shown = score if self.ddp.main else "not a number on rank 0"
+            raise self._diverged(f"epoch {self.epoch}'s validation {self.score_key} is {shown}")
+        if self.ddp.main:
             improved = score < self.best_score
             if improved:
                 self.best_score = score
@@ -692,6 +693,18 @@ class Trainer(abc.ABC):
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        if self.ddp.rank:
+            # The checkpoint holds rank 0's streams alone (rank 0 writes it): the other ranks
+            # start streams of their own, apart from one another and from every earlier one,
+            # rather than all drawing rank 0's flips, shifts and noise from here on.
+            torch.manual_seed(resumed_rank_seed(self.config.seed, self.ddp.rank, self.step))
+
+
+def resumed_rank_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of rank ``rank``'s stream in a run resumed at ``step``: one number per
+    (seed, rank, step), mixed by numpy's SeedSequence so that no two of them, and none of the
+    run's other streams (seed + a small offset), come out alike."""
+    return int(np.random.SeedSequence((seed, rank, step)).generate_state(1, np.uint64)[0])
 
 
 def _quiet(_: str) -> None:

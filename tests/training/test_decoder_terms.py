@@ -95,3 +95,19 @@ def test_the_perceptual_distance_of_any_pictures_is_at_most_4_a_stage():
     with torch.no_grad():
         far = float(perceptual.distance(net, torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)))
     assert 0 < far <= 4 * len(net.channels)
+
+
+def test_the_decoder_stage_refuses_several_processes_from_python_too(
+    vae_checkpoint: Path, tmp_path: Path, monkeypatch
+):
+    """Only vae-train refused the decoder stage under torchrun; built from Python, each process
+    would have trained a discriminator of its own and rank 0's alone been saved."""
+    from birdvae.training import loop
+
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0"),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(loop._Distributed, "start", lambda self, device: None)
+    monkeypatch.setattr(loop._Distributed, "barrier", lambda self: None)
+    with pytest.raises(loop.TrainingError, match="the decoder stage runs in one process"):
+        DecoderTrainer(tiny_stage(vae_checkpoint, "decoder"), tmp_path / "run", log=quiet)

@@ -118,6 +118,68 @@ def test_stop_and_resume_give_the_same_weights_as_an_uninterrupted_run(
         assert torch.equal(tensor, resumed.ema.module.state_dict()[name]), name
 
 
+def test_every_rank_of_a_resumed_run_draws_its_own_random_numbers(
+    image_folder: Path, tmp_path: Path, monkeypatch
+):
+    """The checkpoint holds rank 0's random state alone; restored on every rank, all of a
+    resumed distributed run's ranks drew the same flips, shifts and noise. Rank 0 goes on from
+    its saved state (a resume is exact there); each other rank starts a stream of its own."""
+    config = tiny_config(image_folder, epochs=1)
+    VAETrainer(config, tmp_path / "run", log=quiet).fit()
+    state = checkpoint.load(tmp_path / "run" / LAST)
+    streams = {}
+    # Each rank of a run of three, as it builds its trainer, without a process group to join.
+    for name, value in (("WORLD_SIZE", "3"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"),
+                        ("MASTER_PORT", "29500")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(loop._Distributed, "start", lambda self, device: None)
+    monkeypatch.setattr(loop._Distributed, "barrier", lambda self: None)
+    monkeypatch.setattr(loop._Distributed, "any", lambda self, flag, device: flag)
+    monkeypatch.setattr(loop, "DistributedDataParallel", lambda module, **_: module)
+    for rank in (0, 1, 2):
+        monkeypatch.setenv("RANK", str(rank))
+        torch.manual_seed(12345)
+        VAETrainer(checkpoint.config_of(state), tmp_path / "run", state, log=quiet)
+        streams[rank] = torch.rand(8)
+        torch.set_rng_state(state["rng"]["cpu"])
+        assert torch.equal(streams[rank], torch.rand(8)) is (rank == 0), rank
+    assert not torch.equal(streams[1], streams[2])
+    torch.manual_seed(loop.resumed_rank_seed(config.seed, 1, state["step"]))
+    assert torch.equal(streams[1], torch.rand(8))
+
+
+class _OtherRanks:
+    """A process group as one rank sees it, recording what it asks the others."""
+
+    def __init__(self, rank: int, others_say: bool) -> None:
+        self.rank, self.main, self.enabled, self.world = rank, rank == 0, True, 2
+        self.others_say, self.asked = others_say, []
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        self.asked.append(flag)
+        return flag or self.others_say
+
+    def barrier(self) -> None:
+        raise AssertionError("this rank would wait at the barrier for a rank 0 that has left")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_validation_score_that_is_not_a_number_stops_every_rank(
+    image_folder: Path, tmp_path: Path, monkeypatch, rank: int
+):
+    """Rank 0 alone validates; on a NaN score it raised alone, and the other ranks waited at
+    the epoch's barrier until the process group timed out (10 to 30 minutes). Now rank 0 tells
+    them, and every rank ends with the diverged run's message."""
+    trainer = VAETrainer(tiny_config(image_folder, epochs=1), tmp_path / "run", log=quiet)
+    monkeypatch.setattr(trainer, "_validate", lambda: {trainer.score_key: math.nan})
+    trainer.ddp = _OtherRanks(rank, others_say=rank != 0)
+    trainer._run_epoch(None)
+    with pytest.raises(loop.TrainingError, match=r"validation .* is (nan|not a number)"):
+        trainer._end_epoch()
+    assert trainer.ddp.asked[-1] is (rank == 0)  # the last question: did validation fail?
+    assert not (tmp_path / "run" / LAST).exists()
+
+
 def test_a_checkpoint_without_the_keys_added_since_resumes_as_one_with_them(
     image_folder: Path, tmp_path: Path
 ):
