@@ -56,7 +56,8 @@ def load_image(path: str | Path, size: int, region: Region | None = None) -> np.
     """A photo as the model sees it: uint8 [size, size, 3].
 
     ``region`` picks the part to keep from the upright photo's size; None keeps the centre
-    square and lets a JPEG decode at a reduced scale (much faster, the same result at S).
+    square and lets a JPEG decode at a reduced scale (much faster; at S pixels a side
+    the result is about 30 dB PSNR from a whole decode's, the differences at edges).
     """
     path = Path(path)
     _check_kind(path)

@@ -22,8 +22,10 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 NEGATIVE_SLOPE = 0.2
 # DiffAugment's published settings (Zhao et al. 2020): shifts of up to an eighth of the size,
-# cutout of half of it. Kept as published: they were tuned for a few hundred to a few thousand
-# photos, as here.
+# cutout of half of it, tuned for a few hundred to a few thousand photos, as here. Its colour
+# jitter is published for pixels in [-1, 1]; applied here to [0, 1], the brightness shift
+# (+-0.5) is twice as strong for the range, and shifts and cutout fill with black, not grey.
+# The shipped models were trained so; nothing here has compared the two.
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
