@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birdvae.export.prior import REG_COVAR, fit_gaussian_mixture, held_out_fit
+from birdvae.export.prior import (
+    REG_COVAR,
+    TOL,
+    FittedMixture,
+    fit_gaussian_mixture,
+    held_out_fit,
+)
 from birdvae.runtime.format import PRIOR_ARRAYS
 from birdvae.runtime.prior import GaussianMixture as RuntimeMixture
 
@@ -65,6 +71,40 @@ def test_one_component_is_the_regularised_sample_gaussian():
     np.testing.assert_allclose(fit.log_prob(x), direct, rtol=1e-10)
 
 
+def test_the_density_weighs_each_component():
+    """log_prob is log sum_k w_k N(x | mean_k, cov_k): without the weights, the held-out
+    figures the export reports and EM's responsibilities would treat a rare component as
+    common."""
+    mixture = FittedMixture(np.array([0.9, 0.1]), np.array([[0.0], [0.0]]),
+                            np.array([[[1.0]], [[3.0]]]))  # fmt: skip
+    x = np.array([[0.0], [2.0]])
+    normal = [np.exp(-0.5 * (x[:, 0] / s) ** 2) / (s * np.sqrt(2 * np.pi)) for s in (1.0, 3.0)]
+    np.testing.assert_allclose(mixture.log_prob(x), np.log(0.9 * normal[0] + 0.1 * normal[1]))
+
+
+def test_em_stops_once_the_mean_log_likelihood_moves_less_than_tol_per_dimension():
+    """TOL is in nats per latent dimension: the fit stops at the first iteration whose mean
+    log-likelihood moved less than TOL times D from the one before, and not before it."""
+    x = np.random.default_rng(0).normal(size=(400, 2))
+    fit = fit_gaussian_mixture(x, components=3)
+    assert fit.converged and 3 < fit.iterations < 300  # overlapping components: slow
+    ll = {n: fit_gaussian_mixture(x, components=3, max_iter=n).log_prob(x).mean()
+          for n in (fit.iterations - 2, fit.iterations - 1)}  # fmt: skip
+    ll[fit.iterations] = fit.log_prob(x).mean()
+    last, before = fit.iterations, fit.iterations - 1
+    assert abs(ll[last] - ll[before]) < TOL * 2 <= abs(ll[before] - ll[before - 1])
+
+
+def test_a_component_left_without_codes_stays_finite():
+    """Codes of two distinct values and three components: k-means++ repeats a centre and EM
+    leaves one component empty, which must not turn the prior into NaN."""
+    x = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 5, axis=0)
+    fit = fit_gaussian_mixture(x, components=3)
+    for name in ("weights", "means", "cholesky"):
+        assert np.isfinite(getattr(fit, name)).all(), name
+    np.testing.assert_allclose(np.sort(fit.weights)[1:], [0.5, 0.5])
+
+
 def test_collapsed_dimensions_stay_invertible():
     x = np.random.default_rng(3).normal(size=(200, 3))
     x[:, 2] = 0.25  # a latent dimension the encoder never uses
@@ -103,6 +143,7 @@ def test_held_out_fit_beats_the_standard_prior_on_mixture_data():
     [
         (np.zeros((10,)), 1, "2-D"),
         (np.zeros((3, 2)), 4, "too few"),
+        (np.zeros((1, 2)), 1, "too few"),  # one code has no spread to fit
         (np.full((10, 2), np.nan), 1, "NaN"),
         (np.zeros((10, 2)), 0, "at least one"),
     ],

@@ -189,6 +189,50 @@ def test_a_graph_is_checked_against_the_format_before_it_is_written(fault):
             check_graph(proto, 17, {"z": [16], "image": [16]}, "decoder")
 
 
+def _another_domain(proto):
+    proto.opset_import.add(domain="com.microsoft", version=1)
+
+
+def _another_ir_version(proto):
+    proto.ir_version += 1
+
+
+def _float64_image(proto):
+    proto.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+
+
+HEADER_FAULTS = {  # what a graph of the right names and shapes can still get wrong
+    "an opset of another domain": (_another_domain, "imports opsets {'ai.onnx': 17, 'com.mi"),
+    "another IR version": (_another_ir_version, "the decoder graph has IR version 9"),
+    "a float64 output": (_float64_image, "decoder 'image' is ['N', 16] of type 11"),
+}
+
+
+@pytest.mark.parametrize("fault", HEADER_FAULTS, ids=HEADER_FAULTS)
+def test_a_graph_the_runtimes_oldest_onnxruntime_cannot_read_is_refused(fault):
+    """The format promises opset 17 of the default domain alone, IR version 8 and float32
+    values: onnxruntime 1.15 reads no newer IR, another domain's ops (com.microsoft) are no
+    part of the format, and bird-gen refuses a float64 image as a broken model."""
+    change, message = HEADER_FAULTS[fault]
+    proto = _identity_graph(["N", 16], ["N", 16])
+    change(proto)
+    with pytest.raises(ExportError, match=re.escape(message)):
+        check_graph(proto, 17, {"z": [16], "image": [16]}, "decoder")
+
+
+def test_a_frozen_batch_is_left_frozen_for_the_check_to_refuse():
+    """name_batch_dims renames a symbolic batch (unk__0) to N but must not relabel a batch an
+    exporter froze at 2: the graph would then claim a batch it cannot run."""
+    from birdvae.export.onnx import name_batch_dims
+
+    proto = _identity_graph(["unk__0", 16], [2, 16])
+    name_batch_dims(proto)
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param == "N"
+    with pytest.raises(ExportError, match=re.escape("'image' is [2, 16]")):
+        check_graph(proto, 17, {"z": [16], "image": [16]}, "decoder")
+
+
 class ChangedOutputs:
     """An onnxruntime session whose outputs pass through ``change`` on the way out."""
 

@@ -81,7 +81,11 @@ def test_the_sampler_graph_is_one_loop_over_one_step(tmp_path, opset, steps):
             parameter.add_(torch.randn_like(parameter) * 0.2)
         guide.mean.copy_(prior.mean)
     path = export_sampler(prior.eval(), tmp_path, opset, guide.eval(), 2.0)
-    graph = onnx.load_model(path).graph
+    proto = onnx.load_model(path)
+    graph = proto.graph
+    meta = {p.key: p.value for p in proto.metadata_props}  # the key facts, as for every graph
+    assert (meta["birdvae.graph"], meta["birdvae.latent_dim"]) == ("prior", "16")
+    assert meta["birdvae.autoguidance"] == "2.0"
     loops = [node for node in graph.node if node.op_type == "Loop"]
     assert len(loops) == 1 and not any(n.op_type in ("Gemm", "MatMul") for n in graph.node)
     trips = next(t for t in graph.initializer if t.name == loops[0].input[0])

@@ -144,6 +144,20 @@ def test_a_graph_of_a_fixed_batch_size_is_one_error_line(
     assert list(out.iterdir()) == []
 
 
+def test_an_encoder_whose_second_output_has_another_name_is_refused_by_its_outputs(
+    cli, model_copy, refresh_manifest, birds, out
+):
+    """Every output the format names is checked, not only the first: an encoder of outputs
+    mean and log_var is refused as such, before any photo is encoded."""
+    outputs = [("mean", [LATENT]), ("log_var", [LATENT])]
+    renamed = onnx_bytes.typed_graph("image", [3, SIZE, SIZE], outputs, elem=onnx_bytes.FLOAT)
+    _replace_graph(model_copy, ENCODER_FILE, renamed, refresh_manifest)
+    result = cli("recon", birds[0], "--model", model_copy, "-o", out / "r.png")
+    one_error(result, "encoder.onnx has outputs ['mean', 'log_var'], the format needs "
+              "['mean', 'logvar'] first")  # fmt: skip
+    assert list(out.iterdir()) == []
+
+
 def test_a_tensor_marked_as_stored_elsewhere_is_refused_without_a_location():
     """data_location EXTERNAL alone, with no file named, still asks onnxruntime to look for
     the values outside the graph."""
@@ -163,6 +177,90 @@ def test_external_data_is_refused_wherever_the_tensor_is(where, model_copy, refr
     _replace_graph(model_copy, DECODER_FILE, leaky, refresh_manifest)
     with pytest.raises(ModelFormatError, match=r"keeps the values of tensor '\w+' in another file"):
         BirdVAE(model_copy).decode(np.zeros((1, LATENT), np.float32))
+
+
+def _hidden_external_tensor(where: str) -> bytes:
+    """A decoder-shaped model whose one tensor stored in another file sits in a place of the
+    ONNX message other than a graph's initializers, If branch or Constant node."""
+    b = onnx_bytes
+    secret = b.tensor("secret", [4], external="/etc/hostname")
+    signature = [b.value_info("z", ["N", 4])], [b.value_info("image", ["N", 4])]
+    extra: list[tuple[int, bytes]] = []
+    nodes = [b.node("Identity", ["z"], ["image"])]
+    sparse: list[bytes] = []
+    if where == "function":  # a Constant in a local function's body
+        constant = b.node("Constant", [], ["w"], b.attribute("value", secret, b.ATTRIBUTE_TENSOR))
+        extra.append((25, b.message((1, "leak"), (5, "w"), (7, constant), (10, "local"))))
+    elif where in ("training-initialization", "training-algorithm"):  # ModelProto.training_info
+        held = b.graph([], [], [], [secret])
+        extra.append((20, b.message((1 if where == "training-initialization" else 2, held))))
+    elif where == "attribute-tensors":  # AttributeProto.tensors (type TENSORS)
+        nodes = [b.node("Identity", ["z"], ["image"], b.message((1, "t"), (10, secret), (20, 9)))]
+    elif where == "attribute-graphs":  # AttributeProto.graphs (type GRAPHS)
+        held = b.graph([], [], [], [secret])
+        nodes = [b.node("Identity", ["z"], ["image"], b.message((1, "g"), (11, held), (20, 10)))]
+    elif where == "sparse-attribute":  # a Constant's sparse_value
+        values = b.tensor("secret", [1], external="/etc/hostname")
+        indices = b.tensor("at", [1], struct.pack("<q", 0), dtype=b.INT64)
+        value = b.message((1, "sparse_value"), (22, b.message((1, values), (2, indices), (3, 4))),
+                          (20, 11))  # fmt: skip
+        nodes.append(b.node("Constant", [], ["w"], value))
+    elif where == "sparse-indices":  # the indices of a sparse initializer, not its values
+        values = b.tensor("w", [1], struct.pack("<f", 1.0))
+        indices = b.tensor("secret", [1], dtype=b.INT64, external="/etc/hostname")
+        sparse.append(b.message((1, values), (2, indices), (3, 4)))
+    else:
+        raise ValueError(where)
+    return b.model(b.graph(nodes, *signature, [], sparse), *extra)
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["function", "training-initialization", "training-algorithm", "attribute-tensors",
+     "attribute-graphs", "sparse-attribute", "sparse-indices"],
+)  # fmt: skip
+def test_external_data_is_refused_in_every_place_onnx_keeps_a_tensor(where):
+    """A tensor stored elsewhere in a local function, a training graph, an attribute's list of
+    tensors or graphs, or any part of a sparse tensor would still have onnxruntime (or a later
+    version of it) read a file of the user's; the check walks every place a tensor can be."""
+    with pytest.raises(ModelFormatError, match="keeps the values of tensor 'secret' in another"):
+        check_graph_bytes(_hidden_external_tensor(where), "decoder.onnx")
+
+
+def _nested_ifs(depth: int) -> bytes:
+    """A model whose graph holds an If whose branch holds an If ... ``depth`` graphs deep."""
+    b = onnx_bytes
+    inner = b.graph([b.node("Identity", ["z"], ["image"])], [], [])
+    for _ in range(depth - 1):
+        branch = b.attribute("then_branch", inner, b.ATTRIBUTE_GRAPH)
+        inner = b.graph([b.node("If", ["c"], ["image"], branch)], [], [])
+    return b.model(inner)
+
+
+def test_graphs_nested_deeper_than_the_bound_are_refused():
+    """The walk of a hostile file is bounded in depth, as its message says (an export nests 5
+    messages deep): 30 graphs nested in If branches put the innermost 89 messages deep, 20
+    put it 59 deep."""
+    check_graph_bytes(_nested_ifs(20), "decoder.onnx")
+    with pytest.raises(ModelFormatError, match="not a well-formed ONNX file: messages nest deeper"):
+        check_graph_bytes(_nested_ifs(30), "decoder.onnx")
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [(onnx_bytes.model(onnx_bytes.graph([], [], []))[:-3], "field 7 runs past the end"),
+     (b"\x08\x08\x00\x01", "field number 0 at byte 3"),
+     (b"\x08\x08\x3b\x08\x01\x3c", "wire type 3 (groups or invalid) in field 7"),
+     (b"\x08" + b"\xff" * 10 + b"\x01", "a number longer than 10 bytes"),
+     (b"\x08\x08\x39\x00\x00", "field 7 is cut short")],
+    ids=["cut-short", "field-0", "group", "long-varint", "fixed-cut-short"],
+)  # fmt: skip
+def test_bytes_no_onnx_writer_makes_are_refused_as_not_well_formed(data, fragment):
+    """A file cut short or holding what protobuf writers never emit is refused by the check
+    itself, named, rather than read some other way than onnxruntime would read it."""
+    with pytest.raises(ModelFormatError) as refused:
+        check_graph_bytes(data, "decoder.onnx")
+    assert str(refused.value).startswith(f"decoder.onnx is not a well-formed ONNX file: {fragment}")
 
 
 # --- graphs that would run without end (a Loop's trip count) ---------------------------------
@@ -219,12 +317,38 @@ def test_a_scan_is_refused_however_few_its_rows():
         check_graph_bytes(data, "prior.onnx")
 
 
-@pytest.mark.parametrize("where", ["graph", "branch"])
-@pytest.mark.parametrize("op", ["RandomNormalLike", "Bernoulli", "RandomUniform"])
+def test_a_sequence_map_is_refused():
+    """A SequenceMap, like a Scan, runs its body once per element of a sequence made at run
+    time: no constant bounds it, so it could hold bird-gen for ever."""
+    body = onnx_bytes.graph(
+        [onnx_bytes.node("Identity", ["x"], ["y"])],
+        [onnx_bytes.value_info("x", [4])],
+        [onnx_bytes.value_info("y", [4])],
+    )
+    mapped = onnx_bytes.node(
+        "SequenceMap", ["s"], ["t"], onnx_bytes.attribute("body", body, onnx_bytes.ATTRIBUTE_GRAPH)
+    )
+    main = onnx_bytes.graph([onnx_bytes.node("SplitToSequence", ["z"], ["s"]), mapped,
+                             onnx_bytes.node("ConcatFromSequence", ["t"], ["image"])],
+                            [onnx_bytes.value_info("z", ["N", 4])],
+                            [onnx_bytes.value_info("image", ["N", 4])])  # fmt: skip
+    with pytest.raises(ModelFormatError, match=r"decoder\.onnx holds a SequenceMap, which runs"):
+        check_graph_bytes(onnx_bytes.model(main), "decoder.onnx")
+
+
+@pytest.mark.parametrize("where", ["graph", "branch", "domain"])
+@pytest.mark.parametrize(
+    "op",
+    ["RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+     "Bernoulli"],
+)  # fmt: skip
 def test_a_graph_that_draws_its_own_random_numbers_is_refused(op, where):
     """The runtime draws every random number, so a seed means the same birds on every run; a
-    graph with a random op of its own (even in a branch) would break that without a word."""
+    graph with a random op of its own (even in a branch, or in the default domain named
+    "ai.onnx", which onnxruntime runs as the default one) would break that without a word."""
     noisy = onnx_bytes.node(op, ["z"], ["r"])
+    if where == "domain":
+        noisy += onnx_bytes.field(7, "ai.onnx")
     add = onnx_bytes.node("Add", ["z", "r"], ["image"])
     if where == "branch":
         branch = onnx_bytes.graph([noisy, add], [], [onnx_bytes.value_info("image", ["N", 4])])
@@ -539,6 +663,39 @@ def _hidden_members(extra: int) -> bytes:
     return bytes(data)
 
 
+def _valid_npz(compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    return _npz({n: _npy(a) for n, a in _valid_arrays().items()}, compression)
+
+
+def _encrypted(data: bytes) -> bytes:
+    """``data`` with every member marked encrypted (flag bit 0), in its local header and in the
+    directory: zipfile then wants a password, and says so in an error of its own."""
+    out = bytearray(data)
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = out.find(signature)
+        while start != -1:
+            out[start + flags_at] |= 1
+            start = out.find(signature, start + 1)
+    return bytes(out)
+
+
+def _long_header() -> bytes:
+    """The three arrays, weights behind a .npy header of 5,000 bytes (numpy's are 128)."""
+    weights = _npy(np.ones(2, np.float32))
+    text = repr({"descr": "<f4", "fortran_order": False, "shape": (2,)}).encode()
+    text += b" " * (4999 - len(text)) + b"\n"
+    long = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + weights[-8:]
+    return _npz({**{n: _npy(a) for n, a in _valid_arrays().items()}, "weights": long})
+
+
+def _flipped_data() -> bytes:
+    """The three arrays stored, the last byte of cholesky's data changed: its CRC disagrees."""
+    data = bytearray(_valid_npz(zipfile.ZIP_STORED))
+    at = data.find(b"PK\x01\x02") - 1  # the last byte before the directory: cholesky's last
+    data[at] ^= 0x40
+    return bytes(data)
+
+
 HOSTILE_PRIORS = {
     "random-bytes": (np.random.default_rng(0).bytes(4096), "not a zip archive"),
     "header-claims-11-tib": (
@@ -566,6 +723,10 @@ HOSTILE_PRIORS = {
               "cholesky": _npy(_valid_arrays()["cholesky"])}),
         "declares",
     ),
+    "encrypted-members": (_encrypted(_valid_npz()), "not a plain .npy array"),
+    "bzip2-members": (_valid_npz(zipfile.ZIP_BZIP2), "compressed in a way numpy never writes"),
+    "header-of-5000-bytes": (_long_header(), "weights.npy has a 5000-byte header (at most 4096)"),
+    "data-that-fails-its-crc": (_flipped_data(), "its zip archive is damaged"),
 }  # fmt: skip
 
 

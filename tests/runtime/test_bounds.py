@@ -152,3 +152,42 @@ def test_force_never_writes_through_a_link_or_over_a_folder(cli, tiny_model, out
     one_error(cli(*args), "bird_0000", "not a bird of an earlier run")
     assert victim.read_text() == "not a bird"
     assert sorted(p.name for p in folder.iterdir()) == [f"bird_0000{int(kind == 'folder')}.png"]
+
+
+def test_a_file_that_only_begins_with_a_birds_name_is_no_bird(cli, tiny_model, out):
+    """An editor's backup (bird_00000.png~) or the user's notes on a bird (bird_00000.png.txt)
+    are not birds: the folder is not refused for them and they are left as they are."""
+    folder = out / "birds"
+    folder.mkdir()
+    mine = [folder / "bird_00000.png~", folder / "bird_00001.png.txt"]
+    for path in mine:
+        path.write_text("the user's")
+    result = cli("--n", 2, "--separate", folder, "--model", tiny_model, "--threads", 1)
+    assert result.exit_code == 0, result.stderr
+    assert all(path.read_text() == "the user's" for path in mine)
+    assert len(list(folder.glob("bird_*.png"))) == 2
+
+
+def test_a_bird_that_failed_to_replace_an_older_one_is_not_counted(
+    cli, tiny_model, out, monkeypatch
+):
+    """With --force over an earlier run's birds, a bird whose rename failed leaves the older
+    bird at its name: the note must not count that older file as one of this run's birds."""
+    import os
+
+    folder = out / "birds"
+    args = ("--separate", folder, "--model", tiny_model, "--threads", 1)
+    assert cli("--n", 3, "--seed", 1, *args).exit_code == 0
+    older = (folder / "bird_00001.png").read_bytes()
+    real_replace = os.replace
+
+    def replace(source, target):
+        if Path(target).name == "bird_00001.png":
+            raise OSError(28, "No space left on device", str(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = cli("--n", 3, "--seed", 2, *args, "--force")
+    assert result.exit_code == 2 and "No space left on device" in result.stderr, result.stderr
+    assert "note: 1 of the 3 birds were written" in result.stderr, result.stderr
+    assert (folder / "bird_00001.png").read_bytes() == older

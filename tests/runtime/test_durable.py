@@ -231,3 +231,43 @@ def test_separate_birds_that_cannot_be_written_leave_no_folder_made_for_them(
     result = CliRunner().invoke(main, ["-m", str(tiny_model), "--n", "3", "--separate", str(out)])
     assert result.exit_code == 2 and "No space left on device" in result.output, result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_folder_itself_is_synced_after_the_rename(tmp_path, monkeypatch):
+    """After a power cut the new name is only on disk if the folder's own entry was fsynced:
+    fsync_dir must reach the folder, not just open it."""
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append((info.st_dev, info.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    durable.write_bytes_atomic(tmp_path / "out.bin", b"bytes")
+    folder, written = os.stat(tmp_path), os.stat(tmp_path / "out.bin")
+    assert synced == [(written.st_dev, written.st_ino), (folder.st_dev, folder.st_ino)]
+
+
+def test_a_socket_is_refused_not_replaced_by_a_file(tmp_path):
+    """A server's socket renamed over by a PNG would cut it off from its clients for good."""
+    import socket
+
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no Unix sockets")
+    path = tmp_path / "birds.png"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        with pytest.raises(UserError, match="is a socket, not a file"):
+            durable.write_bytes_atomic(path, b"new")
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["birds.png"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="no /dev/null")
+def test_a_device_is_refused_before_anything_is_written():
+    """``-o /dev/null`` run as root would otherwise replace the system's /dev/null by a PNG;
+    only the check is run here, so a failing test cannot do that."""
+    with pytest.raises(UserError, match="/dev/null is a character device, not a file"):
+        durable.check_not_special(Path("/dev/null"))

@@ -80,10 +80,48 @@ def test_a_mixture_draws_with_its_factors_covariance_and_its_weights_normalised(
     np.testing.assert_allclose(np.cov(z[upper].T), [[1.0, 2.0], [2.0, 5.0]], atol=0.3)
 
 
+def _learned():
+    from birdvae.runtime.prior import LearnedPrior
+
+    return LearnedPrior(lambda noise: noise, noise_dim=2)
+
+
+@pytest.mark.parametrize("prior", [StandardNormal(2), _mixture(2), _learned()],
+                         ids=["standard", "mixture", "learned"])  # fmt: skip
 @pytest.mark.parametrize("temperature", [-0.1, float("nan"), float("inf"), 10.5, 1e30])
-def test_bad_temperature_is_refused(temperature: float) -> None:
+def test_bad_temperature_is_refused(prior, temperature: float) -> None:
+    """Every prior BirdVAE.prior hands out checks its temperature: a negative one would mirror
+    the draws and a NaN make NaN codes, blamed on the decoder."""
     with pytest.raises(ValueError, match="temperature"):
-        StandardNormal(2).sample(1, Draws(0), temperature)
+        prior.sample(1, Draws(0), temperature)
+
+
+def test_a_uniform_past_the_rounded_down_last_weight_picks_the_last_component() -> None:
+    """Ten weights of 0.1 sum to 1 - 2**-53 in floating point; a uniform draw of that value
+    (numpy's largest) is past every cumulative weight and must not pick a component K."""
+    mixture = GaussianMixture(np.full(10, 0.1), np.arange(10.0)[:, None], np.ones((10, 1, 1)))
+    draws = Draws(0)
+    draws.picks = type("Largest", (), {"random": lambda self, n: np.full(n, 1 - 2**-53)})()
+    z = mixture.sample(2, draws, temperature=0.0)
+    np.testing.assert_array_equal(z, [[9.0], [9.0]])
+
+
+def test_what_a_mixture_hands_out_cannot_change_its_birds() -> None:
+    """BirdVAE.prior gives the mixture itself: writing into its arrays must fail, not change
+    every later bird of the model."""
+    mixture = _mixture(2)
+    for name in ("weights", "means", "cholesky"):
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(mixture, name)[0] = 0.0
+
+
+def test_codes_made_ahead_by_one_learned_prior_are_never_another_ones() -> None:
+    from birdvae.runtime.prior import LearnedPrior
+
+    first, second = LearnedPrior(lambda noise: noise, 2), LearnedPrior(lambda n: n * 0 + 7, 2)
+    draws = Draws(5)
+    first.sample(1, draws)
+    np.testing.assert_array_equal(second.sample(2, draws), np.full((2, 2), 7, np.float32))
 
 
 def test_negative_zero_temperature_reads_as_zero() -> None:
@@ -107,6 +145,18 @@ def test_load_reads_a_valid_file(tmp_path: Path) -> None:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(m, name), err_msg=name)
 
 
+def test_load_reads_arrays_stored_in_fortran_order(tmp_path: Path) -> None:
+    """numpy stores a transposed or Fortran-ordered array as it lies in memory, with
+    fortran_order in its header: read back in C order, each factor would be its transpose
+    (upper-triangular, refused) and the means scrambled."""
+    m = _mixture(3)
+    path = _save(tmp_path / "p.npz", weights=m.weights, means=np.asfortranarray(m.means),
+                 cholesky=np.asfortranarray(m.cholesky))  # fmt: skip
+    loaded = GaussianMixture.load(path.read_bytes(), latent_dim=3, components=2)
+    np.testing.assert_array_equal(loaded.means, m.means)
+    np.testing.assert_array_equal(loaded.cholesky, m.cholesky)
+
+
 def _arrays(d: int = 3, **changes: np.ndarray) -> dict[str, np.ndarray]:
     """Valid prior arrays for 2 components of dimension d, with some replaced."""
     arrays = {
@@ -126,6 +176,8 @@ BAD_FILES = {
     "zero-diagonal": (_arrays(cholesky=np.zeros((2, 3, 3))), "positive diagonal"),
     "negative-weight": (_arrays(weights=-np.ones(2)), "weights"),
     "nan": (_arrays(weights=np.array([1.0, np.nan])), "NaN"),
+    "nan-mean": (_arrays(means=np.array([[0.0, np.nan, 0.0], [0.0, 0.0, 0.0]])), "NaN"),
+    "zero-weights": (_arrays(weights=np.zeros(2)), "positive sum"),
     "pickled": (_arrays(weights=np.array([{"a": 1}, 2], dtype=object)), "not a valid prior"),
 }
 

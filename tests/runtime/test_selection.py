@@ -36,6 +36,19 @@ def test_the_rater_reads_any_size_as_its_32x32_picture(bird_photos):
     assert rate(np.zeros((0, 3, 32, 32), np.float32)).shape == (0,)
 
 
+def test_more_pictures_than_one_rater_batch_are_each_rated(bird_photos):
+    """The rater runs in batches of RATER_BATCH pictures: --best-of 16 of 64 birds gives it
+    1024, and every one must get its own rating, the same as rated alone."""
+    from birdvae.runtime.selection import RATER_BATCH
+
+    rate = load_rater(threads=1)
+    photos = bird_photos(32)
+    many = np.concatenate([np.full((RATER_BATCH, 3, 32, 32), 0.5, np.float32), photos])
+    ratings = rate(many)
+    assert ratings.shape == (RATER_BATCH + 3,)
+    np.testing.assert_allclose(ratings[RATER_BATCH:], rate(photos), atol=1e-5)
+
+
 def test_a_damaged_rater_is_refused_in_one_line(monkeypatch):
     monkeypatch.setattr("birdvae.runtime.selection.RATER_SHA256", "0" * 64)
     with pytest.raises(ModelFormatError, match=r"is damaged .* reinstall bird-vae"):

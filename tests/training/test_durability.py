@@ -4,6 +4,7 @@ training files. Each case is checked on disk, then by resuming."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -232,6 +233,19 @@ def _another_runs_last(run: Path) -> None:
     torch.save(state, run / LAST)
 
 
+def _another_runs_best(run: Path) -> None:
+    state = checkpoint.load(run / LAST)
+    state["config"]["seed"] += 1
+    torch.save(state, run / BEST)
+
+
+def _best_linked_outside(run: Path) -> None:
+    """best.pt a link to a copy of the run's own checkpoint kept outside it: a resume would
+    write the new best through the link, over the user's copy."""
+    shutil.copy(run / LAST, run.parent / "kept.pt")
+    (run / BEST).symlink_to(run.parent / "kept.pt")
+
+
 def _model_folder_at(path: Path) -> None:
     shutil.copytree(Path(__file__).parents[1] / "fixtures" / "tiny_model", path)
 
@@ -247,6 +261,10 @@ FOREIGN_IN_A_RUN = {
     "a picture among the grids": (lambda run: (run / "grids" / "mine.png").write_bytes(b"x"),
                                   "grids"),
     "another run's last.pt": (_another_runs_last, "last.pt is another run's"),
+    "another run's best.pt": (_another_runs_best, "its best.pt is another run's than its last"),
+    "a link as best.pt": (_best_linked_outside, "it holds best.pt, which vae-train did not"),
+    "a note of one line as metrics": (lambda run: (run / METRICS).write_text("my note"),
+                                      "metrics.jsonl holds"),
     "a model folder as config.json": (lambda run: ((run / "config.json").unlink(),
                                                    _model_folder_at(run / "config.json")),
                                       "it holds config.json, which vae-train did not write"),
@@ -273,6 +291,20 @@ def test_a_resume_never_writes_over_what_the_run_did_not_write(straight, tmp_pat
     assert result.exit_code == 2 and "refusing to resume" in result.output, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_metrics_lines_past_the_committed_epoch_are_dropped(tmp_path):
+    """An earlier version appended an epoch's line before its last.pt; killed between the two,
+    it left a line for an epoch the resume trains again, whose new line must replace it."""
+    lines = [{"epoch": 1, "val_bpd": 5.0}, {"epoch": 2, "val_bpd": 9.9}]
+    (tmp_path / METRICS).write_text("".join(f"{json.dumps(line)}\n" for line in lines))
+    state = {"epoch": 1, "best_epoch": 0, "batch_in_epoch": 0, "metrics": lines[0]}
+    assert runfolder.bring_up_to_date(tmp_path, state) == [METRICS]
+    assert runfolder.read_metrics(tmp_path / METRICS) == lines[:1]
+    again = {"epoch": 2, "best_epoch": 0, "batch_in_epoch": 0,
+             "metrics": {"epoch": 2, "val_bpd": 4.0}}  # fmt: skip
+    runfolder.bring_up_to_date(tmp_path, again)
+    assert runfolder.read_metrics(tmp_path / METRICS) == [lines[0], again["metrics"]]
 
 
 def test_a_resume_leaves_a_model_exported_into_the_run_folder_alone(straight, tmp_path):

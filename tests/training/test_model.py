@@ -253,6 +253,77 @@ def test_random_shift_moves_each_image_and_repeats_its_edges():
     assert torch.equal(random_shift(x, 0), x)
 
 
+def test_augmentation_draws_leave_the_callers_random_streams_as_they_were():
+    """A block under private_seed draws from its own seed and puts torch's global stream back:
+    the training step after it draws what it would have drawn, so a resumed run is the same."""
+    from birdvae.training.augment import private_seed
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    with private_seed(5):
+        inside = torch.rand(2)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(1)
+    with private_seed(5):
+        assert torch.equal(torch.rand(2), inside)  # its own seed, not the caller's
+
+
+def _tiny_vae() -> VAE:
+    torch.manual_seed(0)
+    return VAE(ModelConfig(image_size=16, latent_dim=16, encoder_width=8, encoder_max_width=16,
+                           decoder_width=8, decoder_max_width=16))  # fmt: skip
+
+
+def test_the_code_bank_holds_each_photos_posterior_mean_then_log_variance():
+    """The later stages read row [:, 0] as the mean and [:, 1] as the log-variance: swapped, the
+    prior would learn log-variances as codes."""
+    from birdvae.training.codes import encode_bank
+    from birdvae.training.likelihood import to_unit
+
+    vae = _tiny_vae()
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    bank = encode_bank(vae, images)
+    with torch.no_grad():
+        mean, logvar = vae.eval().encoder(to_unit(images))
+    assert bank.shape == (3, 2, 16) and bank.dtype == torch.float32
+    torch.testing.assert_close(bank[:, 0], mean)
+    torch.testing.assert_close(bank[:, 1], logvar)
+
+
+def test_a_draw_from_the_bank_has_the_posteriors_spread():
+    """z = mean + eps * exp(logvar / 2): the standard deviation is exp(logvar / 2), not
+    exp(logvar), or the prior learns from codes spread four times too wide at logvar 2.8."""
+    from birdvae.training.codes import draw
+
+    bank = torch.stack([torch.full((20000, 2), 3.0), torch.full((20000, 2), 2.8)], dim=1)
+    z = draw(bank, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z.mean(0), torch.full((2,), 3.0), atol=0.1, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.full((2,), math.exp(1.4)), atol=0.1, rtol=0)
+
+
+def test_a_gpu_computes_bfloat16_natively_from_ampere_on(monkeypatch):
+    """Compute capability 8 (A100, RTX 30xx) and later run --precision auto in bf16."""
+    from birdvae.training import precision
+
+    for capability, native in (((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _, c=capability: c)
+        assert precision.gpu_has_native_bf16(torch.device("cuda")) == native, capability
+
+
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_a_cpu_with_either_bfloat16_flag_computes_it_natively(monkeypatch, tmp_path, flag):
+    """Sapphire Rapids lists amx_bf16, some AMD chips avx512_bf16 only: either one is native."""
+    from birdvae.training import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {flag}\n")
+    monkeypatch.setattr(precision, "Path", lambda _: cpuinfo)
+    assert precision.cpu_has_native_bf16()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not precision.cpu_has_native_bf16()
+
+
 @pytest.mark.parametrize(("changes", "says"), [
     ({"model": "abc"}, "ModelConfig must be a mapping of settings, not str"),
     ({"model": None}, "ModelConfig must be a mapping of settings, not NoneType"),
