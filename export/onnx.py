@@ -176,7 +176,10 @@ class ChannelGroups(nn.Module):
 
 
 def _output_group(layer: nn.Conv2d | nn.Linear, index: int, groups: int) -> nn.Module:
-    """A copy of ``layer`` that makes only its ``index``-th of ``groups`` runs of outputs."""
+    """A copy of ``layer`` that makes only its ``index``-th of ``groups`` runs of outputs (its
+    weight's first axis: a Linear's or a plain Conv2d's, not a ConvTranspose's)."""
+    if not isinstance(layer, nn.Linear) and not (type(layer) is nn.Conv2d and layer.groups == 1):
+        raise TypeError(f"cannot cut a {type(layer).__name__} by output channel")
     part = copy.deepcopy(layer)
     size = layer.weight.shape[0] // groups
     rows = slice(index * size, (index + 1) * size)
@@ -191,10 +194,12 @@ def _output_group(layer: nn.Conv2d | nn.Linear, index: int, groups: int) -> nn.M
 
 
 def split_heads(model: VAE) -> VAE:
-    """``model`` (an export copy, changed in place) with the encoder's head cut into mean and
-    log-variance and the decoder's last convolution into one layer per likelihood parameter
-    (ChannelGroups). The decoder's pixel shuffle reads four convolution channels an image
-    channel, parameter by parameter, so each parameter is one run of channels."""
+    """``model`` (an export copy, changed in place) with the ResNet encoder's head cut into mean
+    and log-variance and the ResNet decoder's last convolution into one layer per likelihood
+    parameter (ChannelGroups). The decoder's pixel shuffle reads four convolution channels an
+    image channel, parameter by parameter, so each parameter is one run of channels. The blog's
+    baseline has separate mean and log-variance layers already, and its decoder ends in a
+    ConvTranspose, whose int8 version onnxruntime does not run faster: it is left as it is."""
     encoder, decoder = model.encoder, model.decoder
     if isinstance(getattr(encoder, "head", None), (nn.Conv2d, nn.Linear)):
         encoder.head = ChannelGroups(encoder.head, 2)
@@ -207,10 +212,16 @@ def split_heads(model: VAE) -> VAE:
     return model
 
 
-def export_model(model: VAE, folder: Path, opset: int) -> tuple[Path, Path]:
-    """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` into ``folder``; check both."""
+def export_model(
+    model: VAE, folder: Path, opset: int, split_heads_for_int8: bool = False
+) -> tuple[Path, Path]:
+    """Write ``encoder.onnx`` and ``decoder.onnx`` for ``model`` into ``folder``; check both.
+    With ``split_heads_for_int8`` their output layers are cut by parameter (split_heads): the
+    same function, a few percent slower in float, so only for graphs that will be quantized."""
     cfg = model.cfg
-    folded = split_heads(fold_batchnorm(model))
+    folded = fold_batchnorm(model)
+    if split_heads_for_int8:
+        folded = split_heads(folded)
     facts = {
         "arch": cfg.arch,
         "image_size": str(cfg.image_size),

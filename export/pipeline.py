@@ -146,7 +146,7 @@ def _write(plan: _Plan, options: ExportOptions, folder: Path) -> None:
     from .quantize import format_figures, quantize_model
 
     opset, splits, source = options.opset, plan.splits, plan.source
-    export_model(plan.model, folder, opset)
+    export_model(plan.model, folder, opset, split_heads_for_int8=options.int8)
     source["parity"] = _parity(plan.model, folder, splits)
     priors: dict[str, PriorInfo] = {}
     if plan.learned is not None:

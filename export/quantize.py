@@ -295,26 +295,39 @@ def quantize_graph(
 
 def output_tail(graph: onnx.GraphProto) -> list[str]:
     """The names of the nodes between the graph's last weighted layers (WEIGHTED_OPS) and its
-    outputs: concatenations, slices, clips, an exponential, each as cheap as a copy.
+    outputs, each of whose results goes only to the outputs or to others of them: the
+    concatenations, slices, clips and exponential after the output layers, each as cheap as a
+    copy.
 
     Quantized, each would round what it passes on to 256 levels of its own output's range once
     more (a decoder's pixel locations and log-scales, concatenated, share one range), and nothing
     after them gains speed from integers. The weighted layers themselves stay int8, each with
-    its own output range (export.onnx.split_heads makes one layer a likelihood parameter)."""
+    its own output range (export.onnx.split_heads makes one layer a likelihood parameter). A node
+    whose result also feeds the network's body (a skip connection) is not the tail's."""
     made_by = {output: node for node in graph.node for output in node.output}
-    tail: dict[str, None] = {}  # node names in the order found: the same graph, the same list
-    waiting = [output.name for output in graph.output]
-    seen: set[str] = set()
+    used_by: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            used_by.setdefault(name, []).append(node)
+    outputs = {output.name for output in graph.output}
+    tail: dict[str, onnx.NodeProto] = {}  # by name, in the order found: the same list each time
+    waiting = list(outputs)
     while waiting:
-        tensor = waiting.pop()
-        node = made_by.get(tensor)
-        if tensor in seen or node is None or node.op_type in WEIGHTED_OPS:
+        node = made_by.get(waiting.pop())
+        if node is None or node.op_type in WEIGHTED_OPS or node.name in tail:
             continue
-        seen.add(tensor)
         if not node.name:
             raise ExportError(f"a {node.op_type} node before the graph's outputs has no name")
-        tail[node.name] = None
+        tail[node.name] = node
         waiting += list(node.input)
+    changed = True
+    while changed:  # drop what also feeds a node outside the tail, until nothing does
+        changed = False
+        for name, node in list(tail.items()):
+            users = [user for output in node.output for user in used_by.get(output, [])]
+            if any(user.name not in tail for user in users):
+                del tail[name]
+                changed = True
     return list(tail)
 
 

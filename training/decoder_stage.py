@@ -44,12 +44,9 @@ class DecoderTrainer(Trainer):
         "torch.compile's backward does not allow"
     )
 
+    one_process_because = "under torchrun each process would train a discriminator of its own"
+
     def _build(self) -> None:
-        if self.ddp.enabled:  # from the Python API as from vae-train
-            raise TrainingError(
-                "the decoder stage runs in one process: under torchrun each process would train "
-                "a discriminator of its own; run it without torchrun"
-            )
         config = self.config
         init = start_state(self)
         # Before anything is built or trained (the species net takes minutes).

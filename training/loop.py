@@ -138,6 +138,8 @@ class Trainer(abc.ABC):
 
     # Why this stage's steps cannot be compiled; None: they can.
     not_compiled_because: str | None = None
+    # Why this stage cannot run under torchrun; None: it can.
+    one_process_because: str | None = None
 
     def __init__(
         self,
@@ -150,6 +152,11 @@ class Trainer(abc.ABC):
             raise TrainingError(
                 f"the {config.stage} stage is not compiled: {self.not_compiled_because}; "
                 "drop --compile"
+            )
+        if self.one_process_because and _Distributed().enabled:  # before any process waits
+            raise TrainingError(
+                f"the {config.stage} stage runs in one process: {self.one_process_because}; "
+                "run it without torchrun"
             )
         # Every setting checked as a file's are, so that a run made through the Python API
         # writes no checkpoint that config_of would then refuse to resume or export.
@@ -588,9 +595,9 @@ class Trainer(abc.ABC):
 
     def _diverged(self, what: str) -> TrainingError:
         """The error that ends a diverged run, with what the run folder still holds."""
-        kept = (
+        kept = (  # rank 0's to say: it alone writes best.pt and knows what it holds
             f"; {self.run_dir / BEST} holds epoch {self.best_epoch}, the best before"
-            if self.best_epoch is not None
+            if self.best_epoch is not None and self.ddp.main
             else ""
         )
         return TrainingError(

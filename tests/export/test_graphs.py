@@ -446,3 +446,89 @@ def test_parity_opens_graphs_the_way_the_runtime_does(tmp_path: Path) -> None:
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.raises(ModelFormatError, match="external data"):
         ort_session(path)
+
+
+@pytest.mark.parametrize("likelihood", ["logistic", "coupled_logistic", "bernoulli"])
+@pytest.mark.parametrize("spatial", [False, True])
+def test_heads_cut_by_parameter_compute_the_same_function(likelihood, spatial):
+    """split_heads cuts the output layers so int8 gives each parameter its own range; the cut
+    model must be the model, for every likelihood and both shapes of code, and each of the
+    decoder's parts must make one parameter's channels (a wrong grouping still runs)."""
+    from birdvae.export.onnx import ChannelGroups, split_heads
+    from birdvae.training.config import ModelConfig
+    from birdvae.training.model import VAE
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(image_size=16, latent_dim=32, encoder_width=8, decoder_width=8,
+                            encoder_max_width=16, decoder_max_width=16, likelihood=likelihood,
+                            spatial_latent=spatial)).eval()  # fmt: skip
+    cut = split_heads(fold_batchnorm(model))
+    groups = model.likelihood.params_per_channel
+    assert isinstance(cut.encoder.head, ChannelGroups) and len(cut.encoder.head.parts) == 2
+    assert isinstance(cut.decoder.head, ChannelGroups) is (groups > 1)
+    assert cut.decoder.head in list(cut.decoder.body)  # the layer the decoder runs
+    image = torch.rand(3, 3, 16, 16)
+    z = torch.randn(3, 32)
+    with torch.no_grad():
+        for ours, theirs in zip(cut.encoder(image), model.encoder(image)):
+            assert torch.allclose(ours, theirs, atol=1e-6)
+        params = model.decoder(z)
+        assert torch.allclose(cut.decoder(z), params, atol=1e-6)
+        if groups > 1:
+            seen = []
+            hook = cut.decoder.head.register_forward_hook(lambda m, args, out: seen.append(args))
+            cut.decoder(z)
+            hook.remove()
+            (features,) = seen[0]
+            for index, part in enumerate(cut.decoder.head.parts):
+                shuffled = torch.nn.functional.pixel_shuffle(part(features), 2)
+                assert torch.allclose(shuffled, params[:, 3 * index : 3 * index + 3], atol=1e-6)
+
+
+def test_the_baseline_decoder_is_left_whole_and_a_transposed_layer_is_never_cut():
+    """The blog's decoder ends in a ConvTranspose, whose weight's first axis is its inputs: cut
+    there, it would make a wrong function that still runs."""
+    from birdvae.export.onnx import ChannelGroups, split_heads
+    from birdvae.training.config import ModelConfig
+    from birdvae.training.model import VAE
+
+    model = VAE(ModelConfig(arch="baseline", image_size=32, latent_dim=16)).eval()
+    cut = split_heads(fold_batchnorm(model))
+    assert not any(isinstance(m, ChannelGroups) for m in cut.modules())
+    with pytest.raises(TypeError, match="cannot cut a ConvTranspose2d"):
+        ChannelGroups(torch.nn.ConvTranspose2d(4, 6, 3), 2)
+
+
+def _graph(nodes, outputs=("y",)):
+    value = onnx.helper.make_tensor_value_info
+    return onnx.helper.make_graph(nodes, "g", [value("x", onnx.TensorProto.FLOAT, None)],
+                                  [value(name, onnx.TensorProto.FLOAT, None) for name in outputs])
+
+
+def test_the_float_tail_is_what_follows_the_last_weighted_layers_and_nothing_it_feeds_back():
+    """output_tail names the nodes that stay float under int8: after the last weighted layers,
+    never a node whose result the network's body also uses (a skip connection), nothing for an
+    output a weighted layer makes itself, and a nameless node there is an export error, not a
+    node silently quantized."""
+    from birdvae.export.onnx import ExportError
+    from birdvae.export.quantize import output_tail
+
+    node = onnx.helper.make_node
+    skip = _graph([
+        node("Conv", ["x", "w"], ["a"], name="first"), node("Relu", ["a"], ["r"], name="relu"),
+        node("Conv", ["r", "w"], ["b"], name="second"), node("Add", ["b", "r"], ["s"], name="add"),
+        node("Clip", ["s"], ["y"], name="clip"),
+    ])  # fmt: skip
+    assert output_tail(skip) == ["clip", "add"]
+    straight = _graph([node("Gemm", ["x", "w"], ["y"], name="head")])
+    assert output_tail(straight) == []
+    heads = _graph([
+        node("Conv", ["x", "w"], ["a"], name="location"),
+        node("Conv", ["x", "v"], ["b"], name="scale"),
+        node("Concat", ["a", "b"], ["c"], name="concat", axis=1),
+        node("Slice", ["c", "s", "e"], ["y"], name="slice"), node("Exp", ["c"], ["z"], name="exp"),
+    ], outputs=("y", "z"))  # fmt: skip
+    assert sorted(output_tail(heads)) == ["concat", "exp", "slice"]
+    nameless = _graph([node("Conv", ["x", "w"], ["a"], name="head"), node("Clip", ["a"], ["y"])])
+    with pytest.raises(ExportError, match="a Clip node before the graph's outputs has no name"):
+        output_tail(nameless)

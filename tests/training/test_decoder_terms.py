@@ -101,13 +101,18 @@ def test_the_decoder_stage_refuses_several_processes_from_python_too(
     vae_checkpoint: Path, tmp_path: Path, monkeypatch
 ):
     """Only vae-train refused the decoder stage under torchrun; built from Python, each process
-    would have trained a discriminator of its own and rank 0's alone been saved."""
+    would have trained a discriminator of its own and rank 0's alone been saved. Refused before
+    the process group starts: rank 0 alone there would wait for the others for ever."""
     from birdvae.training import loop
 
     for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0"),
                         ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):  # fmt: skip
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(loop._Distributed, "start", lambda self, device: None)
-    monkeypatch.setattr(loop._Distributed, "barrier", lambda self: None)
+
+    def join(self, device):
+        raise AssertionError("the process group started: rank 0 would wait here for rank 1")
+
+    monkeypatch.setattr(loop._Distributed, "start", join)
     with pytest.raises(loop.TrainingError, match="the decoder stage runs in one process"):
         DecoderTrainer(tiny_stage(vae_checkpoint, "decoder"), tmp_path / "run", log=quiet)
+    assert not (tmp_path / "run").exists()
