@@ -52,6 +52,14 @@ def tiny_config(data: Path, **changes) -> TrainConfig:
     return config
 
 
+def as_launched_by_torchrun(monkeypatch: pytest.MonkeyPatch, world: int, rank: int = 0) -> None:
+    """The variables torchrun sets for process ``rank`` of ``world``; a test that builds a
+    trainer with them also stubs the process group, which no other process would join."""
+    for name, value in (("WORLD_SIZE", world), ("RANK", rank), ("LOCAL_RANK", 0),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", 29500)):  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+
+
 def quiet(_: str) -> None:
     """A training log that prints nothing."""
 

@@ -12,7 +12,7 @@ import torch
 from birdvae.training import perceptual, sharpen
 from birdvae.training.decoder_stage import DecoderTrainer
 
-from .conftest import quiet, tiny_stage
+from .conftest import as_launched_by_torchrun, quiet, tiny_stage
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,7 @@ def test_the_decoder_stage_refuses_several_processes_from_python_too(
     the process group starts: rank 0 alone there would wait for the others for ever."""
     from birdvae.training import loop
 
-    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0"),
-                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):  # fmt: skip
-        monkeypatch.setenv(name, value)
+    as_launched_by_torchrun(monkeypatch, world=2)
 
     def join(self, device):
         raise AssertionError("the process group started: rank 0 would wait here for rank 1")

@@ -23,7 +23,7 @@ from birdvae.training.loop import Trainer
 from birdvae.training.runfolder import LAST
 from birdvae.training.vae_stage import VAETrainer
 
-from .conftest import quiet, tiny_config
+from .conftest import as_launched_by_torchrun, quiet, tiny_config
 
 
 @pytest.mark.parametrize("floor", [0.0, 0.02, 0.5])
@@ -129,15 +129,12 @@ def test_every_rank_of_a_resumed_run_draws_its_own_random_numbers(
     state = checkpoint.load(tmp_path / "run" / LAST)
     streams = {}
     # Each rank of a run of three, as it builds its trainer, without a process group to join.
-    for name, value in (("WORLD_SIZE", "3"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"),
-                        ("MASTER_PORT", "29500")):  # fmt: skip
-        monkeypatch.setenv(name, value)
     monkeypatch.setattr(loop._Distributed, "start", lambda self, device: None)
     monkeypatch.setattr(loop._Distributed, "barrier", lambda self: None)
     monkeypatch.setattr(loop._Distributed, "any", lambda self, flag, device: flag)
     monkeypatch.setattr(loop, "DistributedDataParallel", lambda module, **_: module)
     for rank in (0, 1, 2):
-        monkeypatch.setenv("RANK", str(rank))
+        as_launched_by_torchrun(monkeypatch, world=3, rank=rank)
         torch.manual_seed(12345)
         VAETrainer(checkpoint.config_of(state), tmp_path / "run", state, log=quiet)
         streams[rank] = torch.rand(8)
