@@ -127,7 +127,10 @@ def logistic_bin_log_prob(
     minus = inv_scale * (centred - BIN / 2)
     log_cdf_plus = plus - F.softplus(plus)  # log sigmoid(plus): the 0 bin takes (-inf, ..]
     log_sf_minus = -F.softplus(minus)  # log(1 - sigmoid(minus)): the 255 bin takes [.., inf)
-    cdf_delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    # sigmoid(plus) - sigmoid(minus) is also sigmoid(-minus) - sigmoid(-plus): taken on the side
+    # nearer 0, float32 never subtracts two numbers close to 1 for a pixel far above the loc.
+    side = torch.where(centred > 0, -1.0, 1.0)
+    cdf_delta = side * (torch.sigmoid(side * plus) - torch.sigmoid(side * minus))
     mid = inv_scale * centred
     # Where the bin's mass underflows, use the density at its centre times its width.
     log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid) + math.log(BIN)

@@ -34,6 +34,21 @@ def test_discretized_logistic_prefers_the_right_value():
     assert near < far
 
 
+def test_discretized_logistic_keeps_float32_precision_in_both_tails():
+    """A pixel far above the loc has a bin mass that is the difference of two sigmoids near 1;
+    taken that way in float32 it loses about three digits. Both tails must match float64."""
+    from birdvae.training.likelihood import logistic_bin_log_prob
+
+    values = torch.arange(1, 255, dtype=torch.uint8).view(-1, 1)
+    for loc, log_scale in [(0.5, -3.0), (0.2, -2.5), (0.8, -2.5)]:
+        loc_t = torch.full((254, 1), loc)
+        got = logistic_bin_log_prob(loc_t, torch.full((254, 1), log_scale), values)
+        want = logistic_bin_log_prob(
+            loc_t.double(), torch.full((254, 1), log_scale, dtype=torch.float64), values
+        )
+        torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=0)
+
+
 def _coupled_params(n: int, coupling: tuple[float, float, float]) -> torch.Tensor:
     raw = torch.atanh(torch.tensor(coupling))
     row = torch.cat([torch.tensor([0.4, 0.5, 0.6, -3.0, -4.0, -3.5]), raw])
