@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from birdvae.runtime import images
-from birdvae.runtime.model import BirdVAE
+from birdvae.runtime.model import BirdVAE, shipped_model_dir
 from birdvae.runtime.photos import load_image
 
 from .conftest import FIXTURES, LEARNED_TEMPERATURE, MEASURED, LearnedModel
@@ -111,6 +111,14 @@ def tiles_of(figure: np.ndarray, size: int, count: int) -> np.ndarray:
     ])  # fmt: skip
 
 
+# onnxruntime's WASM and x86 builds run an int8 decoder's integer kernels differently: one may
+# round an activation to the next 8-bit step, which later layers carry on (docs/EDGE.md), so a
+# few sub-pixels may sit a few levels apart; benchmarks/edge_check.py allows 4 across CPUs. A
+# fault in the page (channel order, scale, layout) moves most sub-pixels, not a few.
+INT8_LEVELS = 4
+INT8_SHARE_BEYOND_ONE = 1e-3
+
+
 def levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b.astype(np.int16))
 
@@ -186,7 +194,12 @@ def test_canvas_holds_onnxruntime_pythons_pixels(browser, server, name):
         f"max {difference.max()} level of 255 from bird-gen's bytes "
         f"({(difference > 0).mean():.3%} of sub-pixels differ), {exact:.2f} from 255 x its floats"
     )
-    assert difference.max() <= 1, f"{(difference > 1).sum()} sub-pixels differ by more than 1/255"
+    manifest = json.loads((shipped_model_dir(name) / "manifest.json").read_text())
+    assert manifest["source"]["int8"]["decoder"]["used"], "the bound below is for int8 decoders"
+    beyond_one = (difference > 1).mean()
+    assert difference.max() <= INT8_LEVELS and beyond_one <= INT8_SHARE_BEYOND_ONE, (
+        f"{(difference > 1).sum()} sub-pixels differ by more than 1/255, at most {difference.max()}"
+    )
 
 
 def test_a_seed_draws_the_same_birds_after_a_reload(browser, server):
