@@ -45,8 +45,8 @@ import numpy as np
 import onnx
 from flops import PEAK_SIZE, PEAK_TRIES, graph_flops, peak_gflops  # beside this script
 
-from birdvae.export.quantize import cpu_name
 from birdvae.runtime import BirdVAE
+from birdvae.runtime.cpus import cpu_name
 from birdvae.runtime.format import DECODER_FILE, ModelFormatError, sha256_of
 from birdvae.runtime.model import shipped_model_dir
 

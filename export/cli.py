@@ -2,9 +2,9 @@
 
 Everything is written into a hidden folder beside the destination and renamed into place only
 after every check has passed: a failed or killed export leaves the old model, and only a folder
-that is a model of ours is ever replaced (``destination.py``). torch and the export modules are
-imported inside the command, so a runtime-only install gets one clear line instead of a
-traceback.
+that is a model of ours is ever replaced (``destination.py``). torch, onnx and the modules that
+need them are imported inside the command, so a runtime-only install gets one clear line instead
+of a traceback.
 """
 
 from __future__ import annotations

@@ -19,16 +19,16 @@ from birdvae.runtime.format import (
     DECODER_FILE,
     DEFAULT_OPSET,
     ENCODER_FILE,
-    MAX_LATENT_DIM,
-    MAX_PRIOR_VALUES,
     MIXTURE_FILE,
     PRIOR_KINDS,
     FileEntry,
     Manifest,
+    ModelFormatError,
     PriorInfo,
+    max_prior_size,
     sha256_of,
-    verify_model_dir,
 )
+from birdvae.runtime.model import BirdVAE
 from birdvae.runtime.selection import RATER_SHA256, load_rater
 from birdvae.training.config import DEFAULT_GUIDANCE
 
@@ -178,16 +178,18 @@ def _check_flags_fit(options: ExportOptions, model: VAE, has_learned: bool) -> N
     if options.best_of > 1 and not has_learned:
         raise UserError("--best-of chooses among a learned prior's draws: the checkpoint has none")
     latent_dim = model.cfg.latent_dim
-    if options.prior_data and options.components * latent_dim**2 > MAX_PRIOR_VALUES:
+    most_components = max_prior_size("fitted", latent_dim)
+    if options.prior_data and options.components > most_components:
         raise UserError(
             f"--prior-components {options.components}: a mixture over {latent_dim} "
-            f"dimensions may have at most {MAX_PRIOR_VALUES // latent_dim**2} "
-            "components (bird-gen refuses larger ones)"
+            f"dimensions may have at most {most_components} components (bird-gen refuses "
+            "larger ones)"
         )
-    if options.best_of * latent_dim > MAX_LATENT_DIM:
+    most_noise = max_prior_size("learned", latent_dim)
+    if options.best_of * latent_dim > most_noise:
         raise UserError(
             f"--best-of {options.best_of} needs {options.best_of} x {latent_dim} "
-            f"noise numbers a bird, more than the format's {MAX_LATENT_DIM}; lower it"
+            f"noise numbers a bird, more than the format's {most_noise}; lower it"
         )
 
 
@@ -242,7 +244,7 @@ def _write_manifest(
 ) -> None:
     """The manifest over the graphs and priors already in ``folder``, then the whole folder
     verified as bird-gen will read it, before the staging folder becomes the model."""
-    from .onnx import ir_version_for
+    from .onnx import ExportError, ir_version_for
 
     names = [ENCODER_FILE, DECODER_FILE] + [info.file for info in priors.values()]
     Manifest(
@@ -258,7 +260,11 @@ def _write_manifest(
         default_noise=options.noise,
         source=source,
     ).save(folder)
-    verify_model_dir(folder)
+    try:
+        with BirdVAE(folder, threads=1) as vae:  # as bird-gen will read it, graphs opened
+            vae.verify(open_graphs=True)
+    except ModelFormatError as exc:  # export's own output: a bug here, not the user's mistake
+        raise ExportError(f"the new model would be refused by bird-gen: {exc}") from exc
 
 
 def _default_prior(options: ExportOptions, has_learned: bool) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -48,6 +47,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from birdvae.runtime.cpus import cpu_name
 from birdvae.runtime.errors import caused_by_bug
 from birdvae.runtime.format import (
     DECODER_FILE,
@@ -414,15 +414,6 @@ def _sampler_noise(session: ort.InferenceSession, n: int) -> np.ndarray:
     """Fixed standard-normal noise of the width the sampler takes: its draws are compared."""
     width = session.get_inputs()[0].shape[1]
     return np.random.default_rng(0).standard_normal((n, width)).astype(np.float32)
-
-
-def cpu_name() -> str:
-    """The CPU the latencies were taken on: its model name where Linux tells it."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
-    return platform.machine() or "unknown"
 
 
 def _finite(value: float) -> float | None:

@@ -303,6 +303,39 @@ def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+@dataclass(frozen=True)
+class GraphSignature:
+    """What one graph must take and give: one input ``input``, float32 [N, *row_shape] with a
+    dynamic N, and outputs that start with ``outputs`` (more may follow)."""
+
+    input: str
+    row_shape: tuple[int, ...]
+    outputs: tuple[str, ...]
+
+
+def graph_signature(manifest: Manifest, file: str) -> GraphSignature:
+    """The signature ``file`` must have in a folder with this manifest: what the runtime checks
+    when it opens the graph, and what export checks a new model folder against."""
+    size = manifest.image_size
+    if file == ENCODER_FILE:
+        return GraphSignature(ENCODER_INPUT, (3, size, size), ENCODER_OUTPUTS)
+    if file == DECODER_FILE:
+        # A manifest that defaults to pixel noise needs the decoder's distribution, not its mean.
+        noise = DECODER_NOISE_OUTPUTS if manifest.default_noise > 0 else ()
+        return GraphSignature(DECODER_INPUT, (manifest.latent_dim,), DECODER_OUTPUTS + noise)
+    if file == SAMPLER_FILE:
+        noise_dim = manifest.priors["learned"].noise_dim
+        return GraphSignature(SAMPLER_INPUT, (noise_dim,), (SAMPLER_OUTPUT,))
+    raise ValueError(f"{file!r} is not a graph of the format")
+
+
+def max_prior_size(name: str, latent_dim: int) -> int:
+    """The largest ``components`` (prior "fitted") or ``noise_dim`` (prior "learned") a prior
+    over codes of ``latent_dim`` numbers may have: a mixture's factors hold components x D x D
+    numbers, a sampler's noise as many as a code may."""
+    return MAX_PRIOR_VALUES // (latent_dim * latent_dim) if name == "fitted" else MAX_LATENT_DIM
+
+
 def _check_prior(name: str, info: PriorInfo, latent_dim: int) -> None:
     if name not in PRIOR_KINDS:
         raise ModelFormatError(
@@ -318,13 +351,13 @@ def _check_prior(name: str, info: PriorInfo, latent_dim: int) -> None:
     size = getattr(info, field_name)
     if type(size) is not int or size < 1:
         raise ModelFormatError(f"manifest prior {name!r} needs a positive {field_name}")
-    if name == "fitted" and size * latent_dim * latent_dim > MAX_PRIOR_VALUES:
+    if name == "fitted" and size > max_prior_size(name, latent_dim):
         raise ModelFormatError(
             f"manifest prior 'fitted' has {short_number(size)} components of "
             f"{latent_dim}x{latent_dim} factors, more than the {MAX_PRIOR_VALUES} values a "
             "mixture may have"
         )
-    if name == "learned" and size > MAX_LATENT_DIM:
+    if name == "learned" and size > max_prior_size(name, latent_dim):
         raise ModelFormatError(f"manifest prior 'learned' noise_dim must be 1 to {MAX_LATENT_DIM}")
 
 

@@ -16,7 +16,14 @@ import numpy as np
 
 from . import signals
 from .errors import caused_by_bug, first_line
-from .format import BATCH_DIM, DECODER_NOISE_OUTPUTS, ModelFormatError
+from .format import (
+    BATCH_DIM,
+    DECODER_FILE,
+    DECODER_NOISE_OUTPUTS,
+    Manifest,
+    ModelFormatError,
+    graph_signature,
+)
 from .onnxfile import check_graph_bytes
 
 if TYPE_CHECKING:
@@ -67,6 +74,20 @@ def open_session(model: bytes, path: Path, threads: int = 0) -> InferenceSession
         raise ModelFormatError(
             f"{path} cannot be loaded by onnxruntime: {first_line(exc)}"
         ) from exc
+
+
+def check_model_graph(
+    session: InferenceSession, folder: Path, manifest: Manifest, file: str
+) -> None:
+    """Refuse graph ``file`` of a model folder unless it has the signature the format requires
+    of it under ``manifest`` (``format.graph_signature``)."""
+    if file == DECODER_FILE and manifest.default_noise > 0 and not outputs_pixel_noise(session):
+        raise ModelFormatError(
+            f"manifest in {folder} defaults to pixel noise, but {file} does not output "
+            f"{', '.join(DECODER_NOISE_OUTPUTS)}"
+        )
+    signature = graph_signature(manifest, file)
+    check_signature(session, folder / file, signature.input, signature.row_shape, signature.outputs)
 
 
 def check_signature(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import selection
+from .cpus import check_threads
 from .errors import ArgumentError, check_whole, first_line
 from .format import (
     DECODER_FILE,
@@ -44,7 +45,7 @@ from .format import (
     short_number,
     verify_model_dir,
 )
-from .graphs import check_signature, open_session, outputs_pixel_noise, run_graph
+from .graphs import check_model_graph, open_session, outputs_pixel_noise, run_graph
 from .pixels import check_noise, draw_pixels
 from .prior import (
     Draws,
@@ -134,13 +135,6 @@ def real_folder(resource: Traversable) -> Path:
     return folder
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def resolve_model(name_or_path: PathLike) -> Path:
     """A shipped model's name (``birds32``) or else a model folder's path. A name wins over a
     folder of the same name in the working directory: ``./birds32`` reaches that one."""
@@ -189,11 +183,7 @@ class BirdVAE:
 
     def __init__(self, model_dir: PathLike | None = None, *, threads: int | None = None) -> None:
         threads = 0 if threads is None else check_whole(threads, "threads", 0)
-        if threads > usable_cpus():
-            raise ArgumentError(
-                f"threads {threads} is more than the {usable_cpus()} CPUs this process may use; "
-                "more would only wait on each other (0: one per physical core)"
-            )
+        check_threads(threads, "threads", " (0: one per physical core)")
         if model_dir is not None:
             model_dir = path_argument(model_dir, "the model folder")
             if not model_dir:
@@ -269,10 +259,16 @@ class BirdVAE:
     def latent_dim(self) -> int:
         return self._manifest.latent_dim
 
-    def verify(self) -> None:
-        """Check every file's sha256 now (otherwise each is checked when first read)."""
+    def verify(self, *, open_graphs: bool = False) -> None:
+        """Check every file's sha256 now (otherwise each is checked when first read); with
+        ``open_graphs``, also open every graph in onnxruntime and check its signature, as
+        sampling and reconstructing would."""
         for name in self._manifest.files:
             read_verified(self._path, self._manifest, name)
+        if open_graphs:
+            for name in (ENCODER_FILE, DECODER_FILE, SAMPLER_FILE):
+                if name in self._manifest.files:
+                    self._session(name)
 
     # Priors ------------------------------------------------------------------------------------
 
@@ -624,22 +620,9 @@ class BirdVAE:
 
     def _open(self, file: str) -> InferenceSession:
         """Read, check and open one graph (under ``_opening``)."""
-        if file == ENCODER_FILE:
-            signature = (ENCODER_INPUT, (3, self.image_size, self.image_size), ENCODER_OUTPUTS)
-        elif file == SAMPLER_FILE:
-            noise_dim = self._manifest.priors["learned"].noise_dim
-            signature = (SAMPLER_INPUT, (noise_dim,), (SAMPLER_OUTPUT,))
-        else:
-            signature = (DECODER_INPUT, (self.latent_dim,), DECODER_OUTPUTS[:1])
         model = read_verified(self._path, self._manifest, file)
         session = open_session(model, self._path / file, self._threads)
-        check_signature(session, self._path / file, *signature)
-        needs_noise = file == DECODER_FILE and self._manifest.default_noise > 0
-        if needs_noise and not outputs_pixel_noise(session):
-            raise ModelFormatError(
-                f"manifest in {self._path} defaults to pixel noise, but {file} does not "
-                f"output {', '.join(DECODER_NOISE_OUTPUTS)}"
-            )
+        check_model_graph(session, self._path, self._manifest, file)
         self._sessions[file] = session
         return session
 

@@ -23,6 +23,7 @@ from .format import (
     MIXTURE_FILE,
     PRIOR_ARRAYS,
     ModelFormatError,
+    max_prior_size,
 )
 from .npz import ArchiveError, ArrayHeader, read_npz
 
@@ -106,7 +107,7 @@ class GaussianMixture:
 
         def check(headers: dict[str, ArrayHeader]) -> None:
             k = components
-            if k * latent_dim * latent_dim > MAX_PRIOR_VALUES:
+            if k > max_prior_size("fitted", latent_dim):
                 raise ModelFormatError(
                     f"{path} has {k} components of {latent_dim}x{latent_dim} factors, more than "
                     f"the {MAX_PRIOR_VALUES} values a mixture may have"

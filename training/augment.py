@@ -19,6 +19,19 @@ def private_seed(seed: int) -> Iterator[None]:
         yield
 
 
+def flip_and_shift(
+    x: torch.Tensor, shift: int, *, flip: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The views of photos every stage trains on: each image [N, C, H, W] mirrored left to
+    right with probability 1/2, then shifted by up to ``shift`` pixels (``random_shift``). The
+    mirrorings are drawn on the CPU from ``generator`` (None: torch's global stream), the
+    shifts from the global stream."""
+    if flip:
+        mirrored = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(mirrored.to(x.device)[:, None, None, None], x.flip(3), x)
+    return random_shift(x, shift) if shift > 0 else x
+
+
 def random_shift(x: torch.Tensor, limit: int) -> torch.Tensor:
     """Shift each image [N, C, H, W] by its own random (dy, dx) in [-limit, limit], repeating
     the edge pixels into the space it leaves."""

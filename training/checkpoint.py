@@ -41,8 +41,14 @@ RESUME_KEYS = ("optimizer", "scheduler", "step", "best_score", "rng")
 # The VAE as it was before any stage learned the rater's term (stages.judge_weights), which a
 # ``vae-export --best-of`` selector judges draws by.
 JUDGE = "judge"
+PRIOR_EMA = "prior_ema"  # the learned prior's weight average, what export samples with
+# The decoder stage's own networks: the decoder it holds prior draws to, and its perceptual
+# term's species net and projected heads (decoder_stage.py).
+ANCHOR, SPECIES_NET, PROJECTED = "anchor", "species_net", "projected"
+# Every key that holds a network's (or an optimiser's) state, checked when a checkpoint is read.
 WEIGHT_KEYS = (
-    "model", "ema", "optimizer", "prior", "prior_ema", "discriminator", "d_optimizer", JUDGE,
+    "model", "ema", "optimizer", "prior", PRIOR_EMA, "discriminator", "d_optimizer", JUDGE,
+    ANCHOR, SPECIES_NET, PROJECTED,
 )  # fmt: skip
 # Keys that checkpoints of every stage gained within format 1, each with what its absence meant:
 # ``upgrade`` fills them in, so the loop, the run folder and export read ``state[key]`` and older
@@ -357,12 +363,12 @@ def build_vae(state: dict[str, Any], ema: bool = True) -> VAE:
 
 def carries_prior(state: dict[str, Any]) -> bool:
     """Whether a checkpoint holds a learned prior's weights (a prior or later stage's)."""
-    return any(isinstance(state.get(key), dict) and state[key] for key in ("prior", "prior_ema"))
+    return any(isinstance(state.get(key), dict) and state[key] for key in ("prior", PRIOR_EMA))
 
 
 def learned_prior(state: dict[str, Any]) -> CodePrior | None:
     """The learned prior a checkpoint carries (its weight average), in eval mode, or None."""
-    weights = state.get("prior_ema") or state.get("prior")
+    weights = state.get(PRIOR_EMA) or state.get("prior")
     if weights is None:
         return None
     config = config_of(state)

@@ -1,4 +1,5 @@
-"""``vae-train`` and ``vae-eval``. Only click and the standard library are imported up front, so a
+"""``vae-train`` and ``vae-eval``. Only click, the standard library and modules that import
+nothing more (the runtime's errors and CPUs, the training config) load up front, so a
 runtime-only install answers with an install hint instead of an ImportError."""
 
 from __future__ import annotations
@@ -29,17 +30,31 @@ from birdvae.runtime.command import (
     status_of_done_work,
     version_option,
 )
+from birdvae.runtime.cpus import check_threads
 from birdvae.runtime.errors import UserError
-from birdvae.runtime.model import usable_cpus
 
-from .config import DEFAULT_GUIDANCE, MAX_BLOCKS, MAX_PRIOR_STEPS, PriorConfig
+from .config import (
+    DEFAULT_GUIDANCE,
+    DEVICES,
+    LIKELIHOODS,
+    MAX_BLOCKS,
+    MAX_PRIOR_STEPS,
+    PRECISIONS,
+    PRESETS,
+    RESUMABLE_FIELDS,
+    STAGES,
+    PriorConfig,
+)
 from .extra import require_train_extra
 
 if TYPE_CHECKING:
     from .config import TrainConfig
     from .loop import Trainer
 
-RESUMABLE_FLAGS = {"resume", "epochs", "device", "precision", "compile_", "threads"}
+# The option (its click parameter name) that sets each config field --resume may change;
+# --threads is the process's, not the run's, so it may change too.
+RESUMED_OPTIONS = {field: "compile_" if field == "compile" else field for field in RESUMABLE_FIELDS}
+RESUMABLE_FLAGS = {"resume", "threads", *RESUMED_OPTIONS.values()}
 SHOWN_FLAGS = {
     "spatial_latent": "--spatial-latent/--global-latent",
     "compile_": "--compile/--no-compile",
@@ -85,7 +100,7 @@ def _flag_names(options: set[str]) -> str:
 @click.option("--out", "out_alias", type=NamedPath(file_okay=False, path_type=Path), hidden=True)
 @click.option(
     "--stage",
-    type=click.Choice(["vae", "prior", "decoder"]),
+    type=click.Choice(STAGES),
     default="vae",
     show_default=True,
     help="vae: encoder and decoder; prior: the learned prior on the frozen encoder's codes; "
@@ -180,7 +195,7 @@ def _flag_names(options: set[str]) -> str:
 )
 @click.option(
     "--preset",
-    type=click.Choice(["default", "baseline"]),
+    type=click.Choice(PRESETS),
     default="default",
     show_default=True,
     help="baseline = the blog post's VAE, the yardstick.",
@@ -232,7 +247,7 @@ def _flag_names(options: set[str]) -> str:
 )
 @click.option(
     "--likelihood",
-    type=click.Choice(["logistic", "coupled_logistic", "bernoulli"]),
+    type=click.Choice(LIKELIHOODS),
     help="Decoder likelihood over 8-bit pixels. [default: logistic; baseline: bernoulli]",
 )
 @click.option(
@@ -260,10 +275,10 @@ def _flag_names(options: set[str]) -> str:
 @click.option(
     "--free-bits", type=FiniteRange(min=0), help="Nats per latent dim kept free. [default: 0]"
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
+@click.option("--device", type=click.Choice(DEVICES), help="[default: auto]")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
+    type=click.Choice(PRECISIONS),
     help="Forward pass in bfloat16 autocast or float32; auto picks bf16 where the GPU or CPU "
     "does it natively. [default: auto]",
 )
@@ -458,10 +473,7 @@ _COMMAND_PROCESS = False  # set by train_main: this process is vae-train itself
 def _check_threads(threads: int) -> None:
     """Refuse more threads than this process's CPUs, as bird-gen does: torch starts them all
     at once, and a million ran the system out of threads (or out of Python's int64)."""
-    cpus = usable_cpus()
-    if threads > cpus:
-        raise UserError(f"--threads {threads} is more than the {cpus} CPUs this process may "
-                        "use; more would only wait on each other")  # fmt: skip
+    check_threads(threads, "--threads")
 
 
 def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], TrainConfig]:
@@ -475,8 +487,8 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
     if extra:
         raise UserError(
             f"--resume continues a run with the config it was started with; "
-            f"drop {_flag_names(extra)} (only --epochs, --device, --precision, "
-            "--compile/--no-compile, --threads may change)"
+            f"drop {_flag_names(extra)} (only {_flag_names(RESUMABLE_FLAGS - {'resume'})} "
+            "may change)"
         )
     run_dir = options["resume"]
     check_not_a_link(run_dir)
@@ -498,9 +510,8 @@ def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], 
         raise UserError(f"{run_dir} is not a vae-train run folder (it has no {LAST}); give "
                         "--resume the folder that a run's -o named")  # fmt: skip
     state = checkpoint.load(run_dir / LAST)
-    config = override(checkpoint.config_of(state), epochs=options["epochs"],
-                      device=options["device"], precision=options["precision"],
-                      compile=options["compile_"])  # fmt: skip
+    changes = {field: options[option] for field, option in RESUMED_OPTIONS.items()}
+    config = override(checkpoint.config_of(state), **changes)
     if is_main_process():  # what rank 0 writes; the others would race its sweep
         check_resume_folder(run_dir, config)
     return run_dir, state, config
@@ -665,7 +676,7 @@ def _stage_config(options: dict, given: set[str]):
     help="Also report the importance-weighted bound with K samples.",
 )
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Score the EMA weights.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--device", type=click.Choice(DEVICES), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @version_option()
 def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int, ema: bool,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .augment import private_seed, random_shift
+from .augment import flip_and_shift, private_seed
 from .likelihood import to_unit
 from .model import VAE
 
@@ -33,9 +33,7 @@ def each_view(images: torch.Tensor, count: int, shift: int, seed: int) -> Iterat
     state = int(torch.randint(2**31, (1,), generator=generator))
     for _ in range(count - 2):
         with private_seed(state):
-            flip = (torch.rand(len(images)) < 0.5).to(images.device)
-            view = torch.where(flip[:, None, None, None], images.flip(3), images)
-            view = random_shift(view, shift) if shift > 0 else view
+            view = flip_and_shift(images, shift)
             state = int(torch.randint(2**31, (1,)))  # where the next view's draws start
         yield view
 

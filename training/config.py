@@ -37,6 +37,9 @@ SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's; a setting joins any by commas
+# What `vae-train --resume` may change in a run's config: how long and where it runs, never what
+# it trains. Every other field must be the run folder's own.
+RESUMABLE_FIELDS = ("epochs", "device", "precision", "compile")
 
 CONFIG_VERSION = 2
 # Context kept around a CUB bounding box, as a fraction of its longer side on each side

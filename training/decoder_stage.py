@@ -15,7 +15,7 @@ from birdvae.runtime.format import sha256_of
 
 from . import checkpoint, perceptual, rater, sharpen
 from .averaging import exponential_average
-from .checkpoint import JUDGE, learned_prior
+from .checkpoint import ANCHOR, JUDGE, PRIOR_EMA, PROJECTED, SPECIES_NET, learned_prior
 from .config import Stream
 from .evaluate import reconstruction_grid
 from .likelihood import to_unit
@@ -92,12 +92,12 @@ class DecoderTrainer(Trainer):
         may have been trained on since)."""
         if not self.resuming:
             return frozen_vae(init, self.device)
-        if "anchor" not in init:
+        if ANCHOR not in init:
             raise checkpoint.CheckpointError(
                 f"{self.run_dir / LAST} cannot be resumed: it holds no anchor (the decoder its "
                 "prior draws are held to); start the stage again from its --init"
             )
-        return frozen_vae({"config": init["config"], "model": init["anchor"]}, self.device)
+        return frozen_vae({"config": init["config"], "model": init[ANCHOR]}, self.device)
 
     def _build_discriminators(self) -> None:
         """The discriminator, and the species net with its projected heads when a term uses
@@ -396,15 +396,15 @@ class DecoderTrainer(Trainer):
         if self.judging_vae is not None:
             state[JUDGE] = self.judging_vae
         if self.carried_prior is not None:
-            state["prior_ema"] = self.carried_prior.state_dict()
+            state[PRIOR_EMA] = self.carried_prior.state_dict()
         if self.guide_sha256 is not None:
             state[GUIDE_SHA] = self.guide_sha256
         if self.anchor is not None:
-            state["anchor"] = self.anchor.state_dict()
+            state[ANCHOR] = self.anchor.state_dict()
         if self.species_net is not None:
-            state["species_net"] = self.species_net.state_dict()
+            state[SPECIES_NET] = self.species_net.state_dict()
         if self.projected is not None:
-            state["projected"] = self.projected.state_dict()
+            state[PROJECTED] = self.projected.state_dict()
         return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
@@ -417,6 +417,6 @@ class DecoderTrainer(Trainer):
         if self.rater is not None and "rater_rng" in state:
             self._rater_generator.set_state(state["rater_rng"])
         if self.species_net is not None:
-            self.species_net.load_state_dict(state["species_net"])
+            self.species_net.load_state_dict(state[SPECIES_NET])
         if self.projected is not None:
-            self.projected.load_state_dict(state["projected"])
+            self.projected.load_state_dict(state[PROJECTED])

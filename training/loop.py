@@ -36,7 +36,7 @@ from birdvae.runtime.command import echo
 from birdvae.runtime.errors import UserError, first_line
 
 from . import checkpoint, runfolder
-from .augment import random_shift
+from .augment import flip_and_shift
 from .config import RANK_STRIDE, TrainConfig
 from .data import Splits, images_digest, load_splits
 from .evaluate import GRID_COLUMNS, evaluate, fit_gaussian_sigma
@@ -381,12 +381,7 @@ class Trainer(abc.ABC):
         A few thousand photos are memorised after ~80 epochs; shifting each image by up to
         ``config.shift`` pixels (edges repeated) shows the model new ones every epoch.
         """
-        if self.config.flip:
-            flip = torch.rand(len(x), device="cpu") < 0.5
-            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
-        if self.config.shift > 0:
-            x = random_shift(x, self.config.shift)
-        return x
+        return flip_and_shift(x, self.config.shift, flip=self.config.flip)
 
     def optimizer_step(
         self,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import private_seed, random_shift
+from .augment import flip_and_shift, private_seed
 
 # The species net's own recipe, fixed rather than configured: it is a means (feature maps that
 # tell species apart), judged only by the decoder stage it serves, and trained for
@@ -132,6 +132,4 @@ def _train(
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random flips, then the VAE's own shifts of up to an eighth of the size."""
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return random_shift(x, max(1, x.shape[-1] // 8))
+    return flip_and_shift(x, max(1, x.shape[-1] // 8), generator=generator)

@@ -13,7 +13,7 @@ from birdvae.runtime import selection
 
 from . import codes
 from .averaging import exponential_average
-from .checkpoint import JUDGE
+from .checkpoint import JUDGE, PRIOR_EMA
 from .config import Stream
 from .loop import Trainer
 from .prior import P_MEAN, P_STD, CodePrior
@@ -135,7 +135,7 @@ class PriorTrainer(Trainer):
     def _extra_state(self) -> dict[str, Any]:
         state = {
             "prior": self.prior.state_dict(),
-            "prior_ema": self.prior_ema.module.state_dict(),
+            PRIOR_EMA: self.prior_ema.module.state_dict(),
             "prior_ema_n": int(self.prior_ema.n_averaged),
         }
         if self.judging_vae is not None:
@@ -148,5 +148,5 @@ class PriorTrainer(Trainer):
         if self.config.prior.keep < 1:
             check_same_rater(state)
         self.prior.load_state_dict(state["prior"])
-        self.prior_ema.module.load_state_dict(state["prior_ema"])
+        self.prior_ema.module.load_state_dict(state[PRIOR_EMA])
         self.prior_ema.n_averaged.fill_(int(state["prior_ema_n"]))

@@ -22,7 +22,7 @@ from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import ModelFormatError, verify_model_dir
 
 from . import checkpoint
-from .config import TrainConfig
+from .config import RESUMABLE_FIELDS, TrainConfig
 from .data import CACHE_FILE_PATTERN
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
@@ -82,8 +82,6 @@ def _refuse_foreign(foreign: list[Path], refusing: str, advice: str) -> None:
 # The temporaries of the run's records before they carried durable's tag (.last.pt.1a2b3c4d.tmp):
 # a run killed under that version left them, and only that version would sweep them.
 _OLD_TEMPORARY = re.compile(r"\.(last\.pt|best\.pt|metrics\.jsonl|config\.json)\.[a-z0-9_]{8}\.tmp")
-# What --resume may change in a run's config; every other field must be the folder's own.
-RESUMABLE_FIELDS = frozenset({"epochs", "device", "precision", "compile"})
 
 
 def check_resume_folder(run_dir: Path, config: TrainConfig) -> None:
@@ -158,11 +156,17 @@ def _holds_only_records(path: Path) -> bool:
 
 def _is_record(line: str) -> bool:
     """Whether ``line`` is one metrics line: a JSON object with an integer epoch."""
+    return _record(line) is not None
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """The metrics record ``line`` holds, or None if it holds none (a line cut short by a
+    crash, or a hand-edited one nested past what JSON's reader recurses into)."""
     try:
         record = json.loads(line)
     except (json.JSONDecodeError, RecursionError):
-        return False
-    return isinstance(record, dict) and isinstance(record.get("epoch"), int)
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
 
 
 def is_cache_file(entry: Path) -> bool:
@@ -279,15 +283,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl``; a line cut short by a crash is left out."""
     if not path.is_file():
         return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
-            records.append(record)
-    return records
+    lines = path.read_text(errors="replace").splitlines()
+    return [record for record in map(_record, lines) if record is not None]
 
 
 def _add_metrics_line(path: Path, record: dict[str, Any], completed: int) -> bool:

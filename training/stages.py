@@ -34,7 +34,8 @@ FIRST_RATER_SHA256 = "628a549dcbc869f617ee93e424f850b409ac4c5fa569ac744c81065d27
 
 
 def load_init(path: str) -> dict[str, Any]:
-    """The checkpoint a stage starts from; it must hold a VAE of the same config family."""
+    """The checkpoint a stage starts from, read with checkpoint.load's checks; what the stage
+    needs of it (a prior, a judge) each stage checks itself."""
     if not path:
         raise TrainingError("this stage starts from a trained checkpoint: pass --init CKPT")
     return checkpoint.load(path)

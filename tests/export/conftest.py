@@ -50,6 +50,7 @@ def save_checkpoint(path: Path, model_kwargs: dict, seed: int = 0, **overrides: 
     """A checkpoint in training/checkpoint.py's format for a perturbed fresh model."""
     import torch
 
+    from birdvae.training.checkpoint import CHECKPOINT_FORMAT
     from birdvae.training.config import ModelConfig, TrainConfig
     from birdvae.training.model import VAE
 
@@ -64,8 +65,8 @@ def save_checkpoint(path: Path, model_kwargs: dict, seed: int = 0, **overrides: 
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     weights = model.state_dict()
-    state = {"format": 1, "config": config.to_dict(), "model": weights, "ema": weights,
-             "epoch": 3, "metrics": {"val_bpd": 5.25}}  # fmt: skip
+    state = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": weights,
+             "ema": weights, "epoch": 3, "metrics": {"val_bpd": 5.25}}  # fmt: skip
     state.update(overrides)
     torch.save(state, path)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,22 @@ def test_failed_parity_leaves_the_old_model_and_no_partial_folder(
     fresh = tmp_path / "new" / "deeper" / "model"
     assert export_cli(resnet_checkpoint, "-o", fresh).exit_code == 1
     assert not (tmp_path / "new").exists()  # the parents it made are gone too
+
+
+def test_a_folder_bird_gen_would_refuse_is_never_published(
+    export_cli, resnet_checkpoint, tmp_path, monkeypatch
+):
+    from birdvae.runtime import format, graphs
+
+    def drifted(manifest, file):  # the runtime's contract moved; export's graphs did not
+        signature = format.graph_signature(manifest, file)
+        return replace(signature, input="latent") if file == DECODER_FILE else signature
+
+    monkeypatch.setattr(graphs, "graph_signature", drifted)
+    out = tmp_path / "models" / "birds"
+    result = export_cli(resnet_checkpoint, "-o", out)
+    assert_one_error_line(result, 1, "decoder.onnx takes inputs ['z']")
+    assert not (tmp_path / "models").exists()
 
 
 def test_a_successful_export_replaces_the_old_model(export_cli, make_checkpoint, tiny_kwargs,

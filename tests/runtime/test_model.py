@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from birdvae.runtime import BirdVAE
+from birdvae.runtime.cpus import usable_cpus
 from birdvae.runtime.errors import ArgumentError
 from birdvae.runtime.format import (
     DECODER_FILE,
@@ -28,7 +29,6 @@ from birdvae.runtime.model import (
     resolve_model,
     shipped_model_dir,
     slerp,
-    usable_cpus,
 )
 
 
@@ -243,6 +243,20 @@ def test_wrong_input_names_are_refused(wrong_names_model: Path) -> None:
     vae.encode(np.zeros((1, 3, 16, 16), np.float32))  # and so is the encoder
     with pytest.raises(ModelFormatError, match=r"takes inputs \['latent'\].*'z'"):
         vae.sample(1)
+
+
+def test_verify_opens_every_graph_only_when_asked(wrong_names_model: Path) -> None:
+    vae = BirdVAE(wrong_names_model, threads=1)
+    vae.verify()  # hashes only: the decoder's wrong input name is not seen
+    assert not vae._sessions
+    with pytest.raises(ModelFormatError, match=r"decoder\.onnx takes inputs \['latent'\]"):
+        vae.verify(open_graphs=True)  # what vae-export checks a new folder with
+
+
+def test_verify_opens_the_graphs_of_a_sound_model(model_copy: Path) -> None:
+    vae = BirdVAE(model_copy, threads=1)
+    vae.verify(open_graphs=True)
+    assert set(vae._sessions) == {ENCODER_FILE, DECODER_FILE, SAMPLER_FILE}
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,11 @@ def test_every_hand_kept_flag_set_names_options_the_command_has():
     options = {param.name for param in train_command.params}
     for flags in (RESUMABLE_FLAGS, set(SHOWN_FLAGS), ARCHITECTURE_FLAGS):
         assert flags <= options, flags - options
+    from dataclasses import fields
+
+    from birdvae.training.config import RESUMABLE_FIELDS, TrainConfig
+
+    assert set(RESUMABLE_FIELDS) <= {field.name for field in fields(TrainConfig)}
 
 
 def test_sizes_past_any_bound_are_one_line_before_any_work(tmp_path, monkeypatch, vae_checkpoint):
@@ -135,7 +140,7 @@ def test_sizes_past_any_bound_are_one_line_before_any_work(tmp_path, monkeypatch
 
     from birdvae.training import cli
 
-    monkeypatch.setattr(cli, "usable_cpus", lambda: 2)
+    monkeypatch.setattr("birdvae.runtime.cpus.usable_cpus", lambda: 2)
     huge = str(10**20)
     for args, message in (
         (["--data", str(tmp_path), "-o", str(tmp_path / "a"), "--threads", huge],

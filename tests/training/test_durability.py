@@ -133,9 +133,12 @@ def test_a_mid_epoch_last_pt_never_becomes_best_pt(straight, tmp_path):
     assert checkpoint.load(run / BEST)["step"] == state["step"]
 
 
-@pytest.mark.parametrize("key", ["ema", checkpoint.JUDGE])
+@pytest.mark.parametrize(
+    "key", ["ema", checkpoint.JUDGE, checkpoint.ANCHOR, checkpoint.SPECIES_NET]
+)
 def test_non_finite_weights_are_refused(straight, tmp_path, key):
-    """The judge too: export builds the decoder a selector judges by from it."""
+    """The judge too (export builds the decoder a selector judges by from it), and a decoder
+    stage's own networks, which a resumed stage trains on."""
     _, reference = straight
     state = checkpoint.load(reference / LAST)
     state[key] = {name: value.clone() for name, value in state["ema"].items()}
@@ -305,6 +308,16 @@ def test_metrics_lines_past_the_committed_epoch_are_dropped(tmp_path):
              "metrics": {"epoch": 2, "val_bpd": 4.0}}  # fmt: skip
     runfolder.bring_up_to_date(tmp_path, again)
     assert runfolder.read_metrics(tmp_path / METRICS) == [lines[0], again["metrics"]]
+
+
+def test_metrics_lines_that_are_no_records_are_left_out(tmp_path):
+    """A line cut short by a crash, another object, or one nested past what JSON's reader
+    recurses into (which raised RecursionError): each is no epoch's record."""
+    good = {"epoch": 1, "val_bpd": 5.0}
+    nested = "[" * 100_000 + "]" * 100_000
+    text = f'{json.dumps(good)}\n{nested}\n{{"epoch": "2"}}\n[1]\n{{"epoch": 3, "val'
+    (tmp_path / METRICS).write_text(text)
+    assert runfolder.read_metrics(tmp_path / METRICS) == [good]
 
 
 def test_a_resume_leaves_a_model_exported_into_the_run_folder_alone(straight, tmp_path):
