@@ -89,9 +89,10 @@ def shipped_rater(device: torch.device | str = "cpu") -> Rater:
     }
     count = sum(1 for name in weights if name.startswith("networks.") and name.endswith(".bias"))
     with private_seed(0):  # network() seeds torch; the caller's streams stay as they were
-        rater = Rater([network(seed) for seed in range(count // 5)])
+        biases = sum(1 for name, _ in network(0).named_parameters() if name.endswith(".bias"))
+        rater = Rater([network(seed) for seed in range(count // biases)])
     missing = [name for name in rater.state_dict() if name not in weights]
-    if count == 0 or count % 5 or missing:
+    if count == 0 or count % biases or missing:
         raise ModelFormatError(f"{path} does not hold the rater's networks (missing {missing[:3]})")
     try:
         rater.load_state_dict({name: weights[name] for name in rater.state_dict()})
