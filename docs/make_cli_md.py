@@ -43,6 +43,14 @@ def _commands() -> list[tuple[str, click.Command]]:
     ]
 
 
+def _markdown(help_text: str) -> str:
+    """A command's help as Markdown: a paragraph click keeps as written (``\\b``) is code."""
+    paragraphs = help_text.split("\n\n")
+    return "\n\n".join(
+        f"```\n{p[2:]}\n```" if p.startswith("\b\n") else p for p in paragraphs
+    )
+
+
 def _section(name: str, command: click.Command, parent: click.Context | None, level: int) -> str:
     ctx = click.Context(
         command, info_name=name.split()[-1], parent=parent, **command.context_settings
@@ -50,7 +58,7 @@ def _section(name: str, command: click.Command, parent: click.Context | None, le
     usage = " ".join([ctx.command_path, *command.collect_usage_pieces(ctx)])
     lines = [f"{'#' * level} `{name}`", "", f"```\n{usage}\n```", ""]
     if command.help:
-        lines += [inspect.cleandoc(command.help).split("\f")[0].strip(), ""]
+        lines += [_markdown(inspect.cleandoc(command.help).split("\f")[0].strip()), ""]
     records = [p.get_help_record(ctx) for p in command.get_params(ctx)]
     for flags, text in (r for r in records if r is not None):
         text = " ".join(text.split())

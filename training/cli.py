@@ -51,10 +51,9 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .loop import Trainer
 
-# The option (its click parameter name) that sets each config field --resume may change;
-# --threads is the process's, not the run's, so it may change too.
+# The option (its click parameter name) that sets each config field --resume may change.
 RESUMED_OPTIONS = {field: "compile_" if field == "compile" else field for field in RESUMABLE_FIELDS}
-RESUMABLE_FLAGS = {"resume", "threads", *RESUMED_OPTIONS.values()}
+RESUMABLE_FLAGS = {"resume", *RESUMED_OPTIONS.values()}
 SHOWN_FLAGS = {
     "spatial_latent": "--spatial-latent/--global-latent",
     "compile_": "--compile/--no-compile",
@@ -275,7 +274,11 @@ def _flag_names(options: set[str]) -> str:
 @click.option(
     "--free-bits", type=FiniteRange(min=0), help="Nats per latent dim kept free. [default: 0]"
 )
-@click.option("--device", type=click.Choice(DEVICES), help="[default: auto]")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    help="Where to train; auto picks a CUDA GPU when there is one. [default: auto]",
+)
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -285,7 +288,12 @@ def _flag_names(options: set[str]) -> str:
 @click.option(
     "--seed", type=click.IntRange(0, 2**31 - 1), help="Makes a CPU run reproducible. [default: 0]"
 )
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for torch; kept with the run, so --resume uses it again. [default: "
+    "torch's, one per core]",
+)
 @click.option(
     "--compile/--no-compile",
     "compile_",
@@ -303,6 +311,8 @@ def train_command(ctx: click.Context, **options) -> None:
     """Train the bird VAE and write checkpoints (last.pt, best.pt) into the run folder.
 
     Under torchrun it trains on several GPUs:
+
+    \b
     torchrun --nproc-per-node N --no-python vae-train --data ... -o ...
     """
     require_train_extra("vae-train")
@@ -314,7 +324,6 @@ def train_command(ctx: click.Context, **options) -> None:
 
     if options["threads"]:
         _check_threads(options["threads"])
-        torch.set_num_threads(options["threads"])
     given = {
         name for name in options
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
@@ -325,6 +334,10 @@ def train_command(ctx: click.Context, **options) -> None:
         run_dir, resume_state = _new_run(options), None
         config = _new_config(options, given)
         _check_outside_data(run_dir, config.data)
+    if config.threads:
+        if "threads" not in given:  # a resumed run's own, perhaps from a larger machine
+            _check_threads(config.threads, run_dir)
+        torch.set_num_threads(config.threads)
     writes_cache = os.environ.get("RANK", "0") == "0"  # rank 0 under torchrun
     with runfolder.one_cache_for_this_run(run_dir, writer=writes_cache):
         trainer = trainer_class(config.stage)(config, run_dir, resume_state)
@@ -470,10 +483,15 @@ def _stops_mean_done() -> Iterator[None]:
 _COMMAND_PROCESS = False  # set by train_main: this process is vae-train itself
 
 
-def _check_threads(threads: int) -> None:
+def _check_threads(threads: int, resumed: Path | None = None) -> None:
     """Refuse more threads than this process's CPUs, as bird-gen does: torch starts them all
-    at once, and a million ran the system out of threads (or out of Python's int64)."""
-    check_threads(threads, "--threads")
+    at once, and a million ran the system out of threads (or out of Python's int64). A resumed
+    run's own setting (``resumed``, its folder) is named as such."""
+    if resumed is None:
+        check_threads(threads, "--threads")
+    else:
+        hint = f"; pass --threads N to resume {resumed} with fewer"
+        check_threads(threads, "the run's own --threads", hint)
 
 
 def _resumed_run(options: dict, given: set[str]) -> tuple[Path, dict[str, Any], TrainConfig]:
@@ -522,11 +540,16 @@ def _new_run(options: dict) -> Path:
     from . import runfolder
 
     run_dir = one_output(options["out"], options["out_alias"])
-    if run_dir is None or not (options["data"] or options["init"]):
-        raise UserError(
-            "-o/--output and --data (or --init for a later stage) are required "
-            "(or --resume RUN_DIR)"
-        )
+    later = options["stage"] != "vae"
+    missing = [flag for flag, absent in (
+        ("-o/--output", run_dir is None),
+        ("--init, the earlier stage's best.pt," if later else "--data",
+         not (options["init"] if later else options["data"] or options["init"])),
+    ) if absent]  # fmt: skip
+    if missing:
+        what = f"--stage {options['stage']}" if later else "a new run"
+        needs = " and ".join(missing).rstrip(",")
+        raise UserError(f"{what} needs {needs}; --resume RUN_DIR continues a run instead")
     runfolder.check_new_run_folder(run_dir)
     return run_dir
 
@@ -551,11 +574,12 @@ def _new_config(options: dict, given: set[str]) -> TrainConfig:
     """A new run's config: its stage's defaults, then the command line; an impossible
     architecture is refused here, before any data is read."""
     from .checkpoint import MAX_PARAMETERS, parameter_count
-    from .config import TrainConfig
+    from .config import TrainConfig, override
 
     config = _vae_config(options, given) if options["stage"] == "vae" else _stage_config(
         options, given
     )
+    config = override(config, threads=options["threads"])
     config = TrainConfig.from_dict(config.to_dict())  # every bound a config.json is held to
     config.model.check_sizes()
     parameters = parameter_count(config, prior=config.stage == "prior")
@@ -667,7 +691,13 @@ def _stage_config(options: dict, given: set[str]):
     multiple=True,
     help="Data set to score; may be given again [default: the ones the run trained on].",
 )
-@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["val", "train"]),
+    default="val",
+    show_default=True,
+    help="The photos to score: the run's held-out ones, or those it trained on.",
+)
 @click.option(
     "--iw-samples",
     type=click.IntRange(min=0, max=MAX_IW_SAMPLES),
@@ -676,7 +706,13 @@ def _stage_config(options: dict, given: set[str]):
     help="Also report the importance-weighted bound with K samples.",
 )
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Score the EMA weights.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where to score; auto picks a CUDA GPU when there is one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @version_option()
 def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int, ema: bool,

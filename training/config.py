@@ -39,7 +39,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's; a setting joins any by commas
 # What `vae-train --resume` may change in a run's config: how long and where it runs, never what
 # it trains. Every other field must be the run folder's own.
-RESUMABLE_FIELDS = ("epochs", "device", "precision", "compile")
+RESUMABLE_FIELDS = ("epochs", "device", "precision", "compile", "threads")
 
 CONFIG_VERSION = 2
 # Context kept around a CUB bounding box, as a fraction of its longer side on each side
@@ -259,6 +259,9 @@ class TrainConfig:
     # "auto": bfloat16 autocast where the hardware does bf16 natively, else float32 (precision.py)
     precision: str = "auto"
     compile: bool = False
+    # torch's CPU threads (0: its default, one per core). Kept with the run, so a resume
+    # computes as the run did (a sum over other threads rounds otherwise) unless told otherwise.
+    threads: int = 0
     max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
     grid_size: int = 64  # birds in each PNG grid
     config_version: int = CONFIG_VERSION

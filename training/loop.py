@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -253,6 +254,14 @@ class Trainer(abc.ABC):
             seed=config.seed,
             drop_last=True,
         )
+        warmup, total = config.warmup_steps, self.total_steps
+        if total < 2 * warmup and not self.resuming:  # most of the run at less than its peak
+            warnings.warn(
+                f"the learning rate warms up over {warmup} steps and this run has {total}, so "
+                f"it {'never reaches' if total <= warmup else 'barely reaches'} its peak; give "
+                "more --epochs or a smaller --batch-size",
+                stacklevel=2,
+            )
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         """The trained module as the steps call it: compiled if asked, in DDP across processes."""

@@ -155,6 +155,30 @@ def test_sizes_past_any_bound_are_one_line_before_any_work(tmp_path, monkeypatch
         assert len(result.output.strip().splitlines()) == 1, result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "a new run needs -o/--output and --data;"),
+        (["-o", "{tmp}/run"], "a new run needs --data;"),
+        (["--data", "{tmp}"], "a new run needs -o/--output;"),
+        (["--stage", "prior", "-o", "{tmp}/run"],
+         "--stage prior needs --init, the earlier stage's best.pt;"),
+        (["--stage", "decoder", "--data", "{tmp}"],
+         "--stage decoder needs -o/--output and --init, the earlier stage's best.pt;"),
+    ],
+)  # fmt: skip
+def test_a_missing_flag_is_named_for_the_stage(tmp_path, args, message):
+    """A prior stage given -o but no --init was told -o and --data were required."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(train_command, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {message} --resume RUN_DIR continues a run instead"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_data_folder_that_is_a_loop_of_links_is_one_line(tmp_path):
     """Path.resolve raised RuntimeError ("Symlink loop") from vae-train, vae-eval and
     vae-export --prior-data alike."""

@@ -320,6 +320,44 @@ def test_metrics_lines_that_are_no_records_are_left_out(tmp_path):
     assert runfolder.read_metrics(tmp_path / METRICS) == [good]
 
 
+def _with_threads(run: Path, threads: int) -> None:
+    """The run as if started with ``--threads``: its last.pt and config.json say so."""
+    state = checkpoint.load(run / LAST)
+    state["config"]["threads"] = threads
+    torch.save(state, run / LAST)
+    (run / runfolder.CONFIG).write_text(json.dumps(state["config"]))
+
+
+def test_a_resume_keeps_the_runs_threads(straight, tmp_path, monkeypatch):
+    """A sum split over other threads rounds otherwise: a run started with --threads 1 and
+    resumed as the stop message says (--resume alone) drifted from an unbroken run."""
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    _with_threads(run, 1)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert calls == [1]
+    assert checkpoint.load(run / LAST)["config"]["threads"] == 1
+    calls.clear()
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "4",
+                                                "--threads", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert calls == [2] and checkpoint.load(run / LAST)["config"]["threads"] == 2
+
+
+def test_a_resume_on_a_smaller_machine_names_the_runs_threads(straight, tmp_path, monkeypatch):
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    _with_threads(run, 64)
+    monkeypatch.setattr("birdvae.runtime.cpus.usable_cpus", lambda: 2)
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: the run's own --threads 64 is more than the 2 CPUs this process may use; more "
+        f"would only wait on each other; pass --threads N to resume {run} with fewer"
+    ]
+
+
 def test_a_resume_leaves_a_model_exported_into_the_run_folder_alone(straight, tmp_path):
     """vae-export writes model/ into the checkpoint's folder unless told otherwise, and the
     resume then refused the folder: a resume writes nothing inside a model folder."""

@@ -513,7 +513,9 @@ def test_a_run_whose_log_reader_has_gone_trains_to_the_end(image_folder, tmp_pat
     worker.stdout.close()  # gone before the first line
     _, err = worker.communicate(timeout=300)
     assert worker.returncode == 0, err
-    assert "warning" not in err and "error" not in err
+    # A run this short never finishes its learning-rate warm-up, and is told so; nothing else.
+    said = [line for line in err.splitlines() if "warms up over" not in line]
+    assert not any("warning" in line or "error" in line for line in said), err
     assert (run / "best.pt").is_file()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -869,3 +871,21 @@ def test_a_folder_smaller_than_one_batch_says_which_batch_size_would_fit(image_f
     # The suggestion works as given, and the refused run left nothing in its way.
     fits = CliRunner().invoke(train_command, [*args[:-1], str(count)])
     assert fits.exit_code == 0, fits.output
+
+
+@pytest.mark.parametrize(("warmup", "warned"), [(40, "never reaches"), (8, "barely reaches"),
+                                                (5, None)])  # fmt: skip
+def test_a_run_shorter_than_its_warm_up_is_told(image_folder, tmp_path, warmup, warned):
+    """A tiny run (40 photos, batch 8: 5 steps an epoch, 10 in all) at the recipe's 200-step
+    warm-up trained at a fraction of its rate throughout and said nothing."""
+    config = tiny_config(image_folder, warmup_steps=warmup)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = VAETrainer(config, tmp_path / "run", log=quiet)
+    said = [str(w.message) for w in caught if "warms up" in str(w.message)]
+    assert trainer.total_steps == 10
+    if warned is None:
+        assert said == []
+    else:
+        assert said == [f"the learning rate warms up over {warmup} steps and this run has 10, so "
+                        f"it {warned} its peak; give more --epochs or a smaller --batch-size"]
