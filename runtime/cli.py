@@ -149,7 +149,10 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = (), force: bool = 
             if path.exists() and os.path.samefile(path, photo):
                 raise UserError(f"{path} is one of the photos read; give another -o/--output")
     if path.suffix.lower() != ".png":
-        raise UserError(f"{path}: the output must be a .png file")
+        # Path(".png").suffix is "": a name that is only the extension has no name before it.
+        hidden = path.name.lower() == ".png"
+        raise UserError(f"{path}: the output must be a .png file"
+                        + (" with a name before .png" if hidden else ""))  # fmt: skip
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a .png file name")
     durable.check_not_special(path)
@@ -168,10 +171,19 @@ def _check_output_file(path: Path, inputs: tuple[Path, ...] = (), force: bool = 
     return path
 
 
-def _save_figure(pixels: np.ndarray, output: Path, force: bool) -> None:
+def _save_figure(pixels: np.ndarray, output: Path, force: bool) -> str:
     """Write a figure's PNG, its output checked again just before the rename into place: the
-    user may have put a file of their own there while the figure was drawn and encoded."""
-    images.save_png(pixels, output, before_replace=lambda: _check_replaceable(output, force))
+    user may have put a file of their own there while the figure was drawn and encoded.
+    Returns what the "wrote" line adds when a file was replaced, so that a grid someone liked
+    is not replaced without a word."""
+    replaced = []
+
+    def check() -> None:
+        _check_replaceable(output, force)
+        replaced.append(output.exists())
+
+    images.save_png(pixels, output, before_replace=check)
+    return " (replacing the file that was there)" if any(replaced) else ""
 
 
 def _check_replaceable(path: Path, force: bool) -> None:
@@ -182,6 +194,17 @@ def _check_replaceable(path: Path, force: bool) -> None:
             f"{path} exists and bird-gen did not write it; give another -o/--output, or "
             "--force to replace it"
         )
+
+
+def _sampler_chooses(vae: BirdVAE, prior: str) -> int:
+    """K where the model's manifest says its learned sampler keeps the best of K draws
+    (``source.best_of.k``, written by vae-export), else 0. The source is free-form, so this
+    only ever decides a note."""
+    info = vae.manifest.priors.get(prior) if prior == "learned" else None
+    source = info.source if info is not None else None
+    best = source.get("best_of") if isinstance(source, dict) else None
+    k = best.get("k") if isinstance(best, dict) else None
+    return k if type(k) is int and k > 1 else 0
 
 
 def _open_model(model: str, threads: int | None = None) -> BirdVAE:
@@ -262,8 +285,8 @@ def _check_pixels(height: int, width: int) -> None:
     show_default=True,
     help="Draw K birds for each one shown and keep the one the shipped rater (a network that "
     "predicts a blind rater's score) rates highest, at K times the work. For models whose "
-    "sampler does not choose already: birds32's does, and its decoder learned from the rater, "
-    "whose choice among such a decoder's draws raters rated no higher.",
+    "sampler does not choose already: the shipped models' samplers keep the best of 8 draws "
+    "(a note says so), and choosing again was rated no better.",
 )
 @_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(
@@ -319,6 +342,11 @@ def main(
     settings = vae.sampling(
         seed=seed, temperature=temperature, prior=prior, noise=noise, batch=batch, best_of=best_of
     )
+    chosen = _sampler_chooses(vae, settings.prior)
+    if best_of > 1 and chosen:
+        echo(f"note: this model's sampler already keeps the best of {chosen} draws; "
+             f"--best-of {best_of} chooses again among those, at {best_of} times the work",
+             err=True)  # fmt: skip
     if separate is not None:
         side = vae.image_size * (scale or 1)
         _check_pixels(side, side)
@@ -343,9 +371,9 @@ def _sample_grid(
     batches = vae.draw(n, settings)
     if n * settings.best_of >= PROGRESS_FROM:
         batches = with_progress(batches, n, "drawing birds")
-    _save_figure(images.grid(_collect_uint8(batches), scale), output, force)
+    replaced = _save_figure(images.grid(_collect_uint8(batches), scale), output, force)
     size = f"{rows}x{cols} grid, {width}x{height} px"
-    echo(f"wrote {output}: {counted(n, 'bird')}, {size} ({settings})")
+    echo(f"wrote {output}{replaced}: {counted(n, 'bird')}, {size} ({settings})")
 
 
 def _collect_uint8(batches: Iterator[np.ndarray]) -> np.ndarray:
@@ -430,7 +458,7 @@ def recon(
     reconstructions = images.to_uint8_hwc(vae.reconstruct(images.from_uint8_hwc(originals)))
     scores = [images.psnr(a, b) for a, b in zip(originals, reconstructions)]
     pixels = images.pairs(originals, reconstructions, scale)
-    _save_figure(pixels, output, force)
+    replaced = _save_figure(pixels, output, force)
     width = max(len(str(path)) for path in photos)
     for path, score in zip(photos, scores):
         echo(f"{path!s:<{width}}  {score:6.2f} dB")
@@ -438,7 +466,7 @@ def recon(
     one = len(photos) == 1
     pairs = "original and its reconstruction" if one else "originals and reconstructions"
     echo(
-        f"wrote {output}: {len(photos)} {pairs}, "
+        f"wrote {output}{replaced}: {len(photos)} {pairs}, "
         f"{pixels.shape[1]}x{pixels.shape[0]} px"
     )
 
@@ -480,9 +508,9 @@ def interp(
     start, end = images.from_uint8_hwc(ends)
     path = images.to_uint8_hwc(vae.interpolate(start, end, steps=steps))
     pixels = images.row(np.concatenate([ends[:1], path, ends[1:]]), scale)
-    _save_figure(pixels, output, force)
+    replaced = _save_figure(pixels, output, force)
     echo(
-        f"wrote {output}: {steps} steps between {first} and {last}, "
+        f"wrote {output}{replaced}: {steps} steps between {first} and {last}, "
         f"{pixels.shape[1]}x{pixels.shape[0]} px"
     )
 

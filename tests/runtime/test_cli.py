@@ -23,8 +23,9 @@ def _png(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
-def _ok(result) -> None:
+def _ok(result):
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result
 
 
 def test_sample_writes_a_grid_of_the_documented_size(cli, tiny_model: Path, out: Path) -> None:
@@ -393,6 +394,8 @@ BAD_INPUTS = {
         "notes.txt is not a folder"),
     "output-not-png": ("-o {out}/b.jpg", None,
         "the output must be a .png file"),
+    "output-only-an-extension": ("-o {out}/.png", None,
+        ".png: the output must be a .png file with a name before .png"),
     "output-name-too-long": ("-o {out}/" + "a" * 250 + ".png", None,
         "the file name is too long"),
     "separate-and-output": ("--separate {out}/s -o {out}/b.png", None,
@@ -630,6 +633,26 @@ def test_best_of_keeps_one_bird_of_each_k_and_says_so(cli, tiny_model: Path, out
     assert plain.shape == best.shape and not np.array_equal(plain, best)
 
 
+@pytest.mark.parametrize(
+    ("best_of", "prior", "noted"),
+    [({"k": 8}, "learned", True), ({"k": 8}, "fitted", False), ({"k": "8"}, "learned", False),
+     ("eight", "learned", False), (None, "learned", False)],
+)  # fmt: skip
+def test_best_of_over_a_sampler_that_chooses_already_is_noted(
+    cli, model_copy: Path, out: Path, best_of, prior: str, noted: bool
+) -> None:
+    """vae-export records a sampler's own choice in the manifest's free-form source; read
+    only for a note, so anything else there is no note and no error."""
+    manifest = json.loads((model_copy / MANIFEST_FILE).read_text())
+    manifest["priors"]["learned"]["source"]["best_of"] = best_of
+    (model_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    result = _ok(cli("--n", 2, "--best-of", 2, "--prior", prior, "--model", model_copy,
+                     "--threads", 1, "-o", out / "b.png"))  # fmt: skip
+    note = ("note: this model's sampler already keeps the best of 8 draws; --best-of 2 chooses "
+            "again among those, at 2 times the work\n")  # fmt: skip
+    assert result.stderr == (note if noted else "")
+
+
 @pytest.mark.parametrize("command", ["sample", "recon", "interp"])
 def test_an_output_bird_gen_did_not_write_is_replaced_only_with_force(
     cli, tiny_model: Path, birds: list[Path], out: Path, command: str
@@ -645,11 +668,14 @@ def test_an_output_bird_gen_did_not_write_is_replaced_only_with_force(
     for target in (notes, photo):
         one_error(cli(*common, "-o", target), str(target), "bird-gen did not write it", "--force")
     assert notes.read_text() == "my notes" and photo.read_bytes() == kept
-    _ok(cli(*common, "-o", photo, "--force"))
+    replacing = f"wrote {photo} (replacing the file that was there): "
+    assert _ok(cli(*common, "-o", photo, "--force")).stdout.count(replacing) == 1
     drawn = _png(photo)
-    _ok(cli(*common, "-o", photo))  # now ours: a second run replaces it
-    assert np.array_equal(_png(photo), drawn)
+    again = _ok(cli(*common, "-o", photo))  # now ours: a second run replaces it, and says so
+    assert np.array_equal(_png(photo), drawn) and again.stdout.count(replacing) == 1
     assert sorted(p.name for p in out.iterdir()) == ["notes.png", "photo.png"]
+    fresh = _ok(cli(*common, "-o", out / "new.png")).stdout
+    assert f"wrote {out / 'new.png'}: " in fresh and "replacing" not in fresh
 
 
 def test_a_file_put_at_the_output_while_birds_are_drawn_is_kept(
