@@ -261,8 +261,8 @@ def _write_manifest(
         source=source,
     ).save(folder)
     try:
-        with BirdVAE(folder, threads=1) as vae:  # as bird-gen will read it, graphs opened
-            vae.verify(open_graphs=True)
+        with BirdVAE(folder, threads=1) as vae:  # read as bird-gen reads it, every file
+            vae.verify(full=True)
     except ModelFormatError as exc:  # export's own output: a bug here, not the user's mistake
         raise ExportError(f"the new model would be refused by bird-gen: {exc}") from exc
 

@@ -285,8 +285,8 @@ def _check_pixels(height: int, width: int) -> None:
     show_default=True,
     help="Draw K birds for each one shown and keep the one the shipped rater (a network that "
     "predicts a blind rater's score) rates highest, at K times the work. For models whose "
-    "sampler does not choose already: the shipped models' samplers keep the best of 8 draws "
-    "(a note says so), and choosing again was rated no better.",
+    "sampler does not choose already (a note says when it does): birds32's does, and choosing "
+    "again among its draws was rated no better.",
 )
 @_scale_option("about 128 px a bird in a grid, 1 with --separate", "bird")
 @click.option(

@@ -259,16 +259,17 @@ class BirdVAE:
     def latent_dim(self) -> int:
         return self._manifest.latent_dim
 
-    def verify(self, *, open_graphs: bool = False) -> None:
+    def verify(self, *, full: bool = False) -> None:
         """Check every file's sha256 now (otherwise each is checked when first read); with
-        ``open_graphs``, also open every graph in onnxruntime and check its signature, as
-        sampling and reconstructing would."""
+        ``full``, also read every file as sampling and reconstructing would, with their checks:
+        each graph opened in onnxruntime against its signature, each prior loaded."""
         for name in self._manifest.files:
             read_verified(self._path, self._manifest, name)
-        if open_graphs:
-            for name in (ENCODER_FILE, DECODER_FILE, SAMPLER_FILE):
-                if name in self._manifest.files:
-                    self._session(name)
+        if full:
+            for name in (ENCODER_FILE, DECODER_FILE):
+                self._session(name)
+            for prior in self.prior_names:
+                self.prior(prior)
 
     # Priors ------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ def flip_and_shift(
     mirrorings are drawn on the CPU from ``generator`` (None: torch's global stream), the
     shifts from the global stream."""
     if flip:
-        mirrored = torch.rand(len(x), generator=generator) < 0.5
+        mirrored = torch.rand(len(x), generator=generator, device="cpu") < 0.5
         x = torch.where(mirrored.to(x.device)[:, None, None, None], x.flip(3), x)
     return random_shift(x, shift) if shift > 0 else x
 

@@ -543,13 +543,13 @@ def _new_run(options: dict) -> Path:
     later = options["stage"] != "vae"
     missing = [flag for flag, absent in (
         ("-o/--output", run_dir is None),
-        ("--init, the earlier stage's best.pt," if later else "--data",
+        ("--init, the earlier stage's best.pt" if later else "--data",
          not (options["init"] if later else options["data"] or options["init"])),
     ) if absent]  # fmt: skip
     if missing:
         what = f"--stage {options['stage']}" if later else "a new run"
-        needs = " and ".join(missing).rstrip(",")
-        raise UserError(f"{what} needs {needs}; --resume RUN_DIR continues a run instead")
+        raise UserError(f"{what} needs {' and '.join(missing)}; --resume RUN_DIR continues a "
+                        "run instead")  # fmt: skip
     runfolder.check_new_run_folder(run_dir)
     return run_dir
 
@@ -643,9 +643,7 @@ def _stage_config(options: dict, given: set[str]):
     from . import checkpoint
     from .config import override, stage_config
 
-    stage, init = options["stage"], options["init"]
-    if init is None:
-        raise UserError(f"--stage {stage} starts from a trained checkpoint: pass --init CKPT")
+    stage, init = options["stage"], options["init"]  # _new_run refused a missing --init
     fixed = given & ARCHITECTURE_FLAGS
     if fixed:
         raise UserError(

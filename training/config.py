@@ -430,8 +430,8 @@ def preset(name: str) -> TrainConfig:
 
 def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
     """The config a later stage starts from: the init run's model and data, the stage's own
-    optimisation defaults, and this machine's device and precision (a VAE trained on a GPU box
-    would otherwise ask this CPU box for CUDA); a stage's own settings (prior width, loss
+    optimisation defaults, and this machine's device, precision and threads (a VAE trained on a
+    GPU box would otherwise ask this CPU box for CUDA); a stage's own settings (prior width, loss
     weights) are kept from an init run of the same stage, so that it carries that run on."""
     if stage not in STAGES[1:]:
         raise ValueError(f"unknown stage {stage!r} (choose {', '.join(STAGES)})")
@@ -443,7 +443,8 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
         "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
                         ema_decay=0.999, grad_clip=0.0, schedule="cosine", compile=False),
     }[stage]  # fmt: skip
-    machine = dict(device=TrainConfig.device, precision=TrainConfig.precision)  # the defaults
+    machine = dict(device=TrainConfig.device, precision=TrainConfig.precision,
+                   threads=TrainConfig.threads)  # the defaults
     # From a run of another stage, the stage's own section starts at today's defaults: the
     # init's holds the defaults of the day it trained (an older run's autoguidance weight, say).
     # The prior section a decoder stage starts from stays: it describes the carried prior.

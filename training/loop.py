@@ -258,7 +258,7 @@ class Trainer(abc.ABC):
         if total < 2 * warmup and not self.resuming:  # most of the run at less than its peak
             warnings.warn(
                 f"the learning rate warms up over {warmup} steps and this run has {total}, so "
-                f"it {'never reaches' if total <= warmup else 'barely reaches'} its peak; give "
+                f"it {'never reaches' if total < warmup else 'barely reaches'} its peak; give "
                 "more --epochs or a smaller --batch-size",
                 stacklevel=2,
             )

@@ -161,10 +161,11 @@ def _is_record(line: str) -> bool:
 
 def _record(line: str) -> dict[str, Any] | None:
     """The metrics record ``line`` holds, or None if it holds none (a line cut short by a
-    crash, or a hand-edited one nested past what JSON's reader recurses into)."""
+    crash, or a hand-edited one past what JSON's reader takes: nested too deep, a number of
+    more digits than Python converts)."""
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return None
     return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
 

@@ -245,18 +245,30 @@ def test_wrong_input_names_are_refused(wrong_names_model: Path) -> None:
         vae.sample(1)
 
 
-def test_verify_opens_every_graph_only_when_asked(wrong_names_model: Path) -> None:
+def test_a_full_verify_opens_every_graph_only_when_asked(wrong_names_model: Path) -> None:
     vae = BirdVAE(wrong_names_model, threads=1)
     vae.verify()  # hashes only: the decoder's wrong input name is not seen
     assert not vae._sessions
     with pytest.raises(ModelFormatError, match=r"decoder\.onnx takes inputs \['latent'\]"):
-        vae.verify(open_graphs=True)  # what vae-export checks a new folder with
+        vae.verify(full=True)  # what vae-export checks a new folder with
 
 
-def test_verify_opens_the_graphs_of_a_sound_model(model_copy: Path) -> None:
+def test_a_full_verify_reads_a_mixture_the_hashes_pass(model_copy: Path, refresh_manifest) -> None:
+    arrays = dict(np.load(model_copy / MIXTURE_FILE))
+    arrays["means"] = arrays["means"][:, :-1]  # one latent dimension short of the model's
+    np.savez(model_copy / MIXTURE_FILE, **arrays)
+    refresh_manifest(model_copy)
     vae = BirdVAE(model_copy, threads=1)
-    vae.verify(open_graphs=True)
+    vae.verify()
+    with pytest.raises(ModelFormatError, match="means has shape"):
+        vae.verify(full=True)
+
+
+def test_a_full_verify_loads_everything_of_a_sound_model(model_copy: Path) -> None:
+    vae = BirdVAE(model_copy, threads=1)
+    vae.verify(full=True)
     assert set(vae._sessions) == {ENCODER_FILE, DECODER_FILE, SAMPLER_FILE}
+    assert set(vae._priors) == set(vae.prior_names) == {"learned", "fitted", "standard"}
 
 
 @pytest.mark.parametrize(

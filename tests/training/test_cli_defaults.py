@@ -75,10 +75,10 @@ def test_a_later_stage_runs_on_this_machine_not_the_init_runs():
 
     from birdvae.training.config import stage_config
 
-    trained = replace(TrainConfig(), device="cuda", precision="bf16", lr=0.5)
+    trained = replace(TrainConfig(), device="cuda", precision="bf16", lr=0.5, threads=16)
     for stage in ("prior", "decoder"):
         later = stage_config(trained, stage, "init.pt")
-        assert (later.device, later.precision) == ("auto", "auto")
+        assert (later.device, later.precision, later.threads) == ("auto", "auto", 0)
         assert later.model == trained.model and later.lr != 0.5
 
 

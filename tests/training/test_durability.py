@@ -311,11 +311,12 @@ def test_metrics_lines_past_the_committed_epoch_are_dropped(tmp_path):
 
 
 def test_metrics_lines_that_are_no_records_are_left_out(tmp_path):
-    """A line cut short by a crash, another object, or one nested past what JSON's reader
-    recurses into (which raised RecursionError): each is no epoch's record."""
+    """A line cut short by a crash, another object, or one past what JSON's reader takes
+    (nested too deep, a number too long: RecursionError and ValueError): no epoch's record."""
     good = {"epoch": 1, "val_bpd": 5.0}
     nested = "[" * 100_000 + "]" * 100_000
-    text = f'{json.dumps(good)}\n{nested}\n{{"epoch": "2"}}\n[1]\n{{"epoch": 3, "val'
+    long = '{"epoch": ' + "9" * 5000 + "}"  # past Python's 4,300 digits: a ValueError
+    text = f'{json.dumps(good)}\n{nested}\n{long}\n{{"epoch": "2"}}\n[1]\n{{"epoch": 3, "val'
     (tmp_path / METRICS).write_text(text)
     assert runfolder.read_metrics(tmp_path / METRICS) == [good]
 
@@ -335,6 +336,7 @@ def test_a_resume_keeps_the_runs_threads(straight, tmp_path, monkeypatch):
     _with_threads(run, 1)
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr("birdvae.runtime.cpus.usable_cpus", lambda: 4)  # on any runner
     result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
     assert result.exit_code == 0, result.output
     assert calls == [1]

@@ -518,6 +518,7 @@ def test_a_run_whose_log_reader_has_gone_trains_to_the_end(image_folder, tmp_pat
     assert not any("warning" in line or "error" in line for line in said), err
     assert (run / "best.pt").is_file()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((run / "config.json").read_text())["threads"] == 1  # for its resume
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
