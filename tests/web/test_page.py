@@ -381,14 +381,22 @@ def test_hostile_photos_are_refused_and_leave_the_page_as_it_was(browser, server
         "drawing.svg": "drawing.svg: cannot read it as an image",
         "empty.png": "empty.png is empty",
     }
+    browser.clear_events()
     for name, message in cases.items():
         choose_photo(browser, tmp_path / name)
         assert (error(browser) or "").startswith(message), (name, error(browser))
         assert (digest(canvas(browser, "recon")), text(browser, "photo-caption")) == before
         # said beside the photo too: the error line above the grid is out of view down here
         assert photo_status(browser) == error(browser), name
+    # A user's mistake is said on the page; the console (a stack for each) is for bugs.
+    assert not browser.events("Runtime.consoleAPICalled")
     choose_photo(browser, BIRD_PHOTO)
     assert error(browser) is None and photo_status(browser) is None
+    # A refused photo's line went with a refused photo, not with a model that redid the last.
+    choose_photo(browser, tmp_path / "cut.jpg")
+    set_field(browser, "model", "birds64")
+    assert error(browser) is None and photo_status(browser) is None
+    assert "birds64" in text(browser, "photo-caption")
 
 
 def photo_status(browser) -> str | None:
@@ -512,6 +520,9 @@ def test_a_page_browsers_would_not_let_check_its_models_says_how_to_open_it(brow
     assert outcome == "refused"
     assert (error(browser) or "").startswith("This page must be opened over https or from")
     assert not [url for url in requested(browser) if "/models/" in url]
+    # It said "Loading the model…" for ever, beside a form of empty menus that could only fail.
+    assert text(browser, "status") == "No model can be loaded"
+    assert browser.evaluate("document.getElementById('settings').disabled") is True
 
 
 def test_serve_lets_the_browser_keep_what_has_not_changed(server):
@@ -542,8 +553,10 @@ def test_a_damaged_model_is_refused_and_the_page_keeps_its_birds(browser, server
     set_field(browser, "seed", -1)
     assert error(browser) == 'the seed must be a whole number from 0 to 9007199254740991: got "-1"'
     assert digest(canvas(browser)) == before
+    invalid = "document.getElementById('seed').getAttribute('aria-invalid')"
+    assert browser.evaluate(invalid) == "true"  # the field the error names, marked
     set_field(browser, "seed", 0)
-    assert error(browser) is None
+    assert error(browser) is None and browser.evaluate(invalid) is None
 
 
 def test_a_model_that_cannot_reconstruct_the_photo_shown_leaves_the_page_as_it_was(browser, server):
@@ -755,3 +768,45 @@ def test_a_stop_during_the_first_grid_says_so_and_the_model_can_be_chosen_again(
     set_field(browser, "model", "birds32")
     assert error(browser) is None
     assert browser.evaluate("window.birdvae.settings().model") == "birds32"
+
+
+def _press(browser, button: str, release_on: str | None = None) -> None:
+    """A mouse press on ``button`` held a tenth of a second, as a person's is, released there or
+    over ``release_on``."""
+    import time
+
+    def centre(element: str) -> tuple[float, float]:
+        return tuple(browser.evaluate(
+            f"(() => {{ const r = document.getElementById({json.dumps(element)})"
+            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        ))  # fmt: skip
+
+    x, y = centre(button)
+    mouse = {"button": "left", "clickCount": 1}
+    browser.call("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, **mouse})
+    time.sleep(0.1)
+    if release_on is not None:
+        x, y = centre(release_on)
+        browser.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+    browser.call("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x, "y": y, **mouse})
+    browser.evaluate("window.birdvae.idle().then(() => true)")
+
+
+def test_new_birds_pressed_right_after_typing_a_seed_draws_the_next_seed(browser, server):
+    """Typing a seed, then pressing New birds: the seed's change (made as the press took the
+    focus) drew at once and disabled the form before the button was released, so the click
+    was lost without a word."""
+    open_page(browser, server)
+    grids = browser.evaluate("window.birdvae.timings.grids")
+    act(browser, "const seed = document.getElementById('seed'); seed.focus(); seed.select()")
+    browser.call("Input.insertText", {"text": "9"})
+    _press(browser, "new-birds")
+    assert error(browser) is None
+    assert browser.evaluate("window.birdvae.settings().seed") == 10  # the click's, once
+    assert browser.evaluate("window.birdvae.timings.grids") == grids + 1
+    # A press that ends off the button makes no click: the change draws then.
+    act(browser, "const seed = document.getElementById('seed'); seed.focus(); seed.select()")
+    browser.call("Input.insertText", {"text": "5"})
+    _press(browser, "new-birds", release_on="status")
+    assert browser.evaluate("window.birdvae.settings().seed") == 5
+    assert browser.evaluate("window.birdvae.timings.grids") == grids + 2

@@ -115,8 +115,11 @@ function showError(error) {
   if (error instanceof ModelError) ui.error.textContent = `This model cannot be used: ${error.message}`;
   else if (error instanceof PhotoError || error instanceof RangeError || error instanceof PageError)
     ui.error.textContent = error.message;
-  else ui.error.textContent = `Something went wrong: ${error.message ?? error}`;
-  console.error(error);
+  else {
+    // Not a user's mistake, nor a model's or a photo's the page names: a bug, worth its stack.
+    ui.error.textContent = `Something went wrong: ${error.message ?? error}`;
+    console.error(error);
+  }
 }
 
 // `message` in the status line while `task` runs; then the line describes the canvas again.
@@ -142,7 +145,10 @@ async function inProgress(message, task) {
 function number(input, what, { whole = false, min = 0, max = Infinity } = {}) {
   const value = input.value.trim() === '' ? NaN : Number(input.value);
   const valid = whole ? Number.isSafeInteger(value) : Number.isFinite(value);
-  if (!valid || value < min || value > max) {
+  const ok = valid && value >= min && value <= max;
+  if (ok) input.removeAttribute('aria-invalid');
+  else input.setAttribute('aria-invalid', 'true'); // marked until a value is read from it again
+  if (!ok) {
     const range = `${whole ? 'a whole number' : 'a number'} from ${min} to ${max}`;
     // A number field hands over "" for what is no number ("12a"): say that, not `got ""`.
     const got = input.validity?.badInput
@@ -259,6 +265,15 @@ async function switchModel(name) {
     throw error;
   }
   if (shownPhoto) showReconstruction(model, file, ...shownPhoto);
+  else clearPhotoStatus(); // "no model is loaded" no longer holds
+}
+
+// The line beside the photo said why the last photo was refused: stale once a photo is shown
+// again or a model is loaded.
+function clearPhotoStatus() {
+  ui.photoStatus.classList.remove('failed');
+  ui.photoStatus.textContent = '';
+  ui.photoStatus.hidden = true;
 }
 
 async function reconstructed(model, file) {
@@ -281,6 +296,7 @@ async function reconstruct(file) {
 }
 
 function showReconstruction(model, file, original, reconstruction) {
+  clearPhotoStatus();
   show(ui.recon, row([original, reconstruction], model.size, defaultScale(model.size)));
   photo = file;
   const score = psnr(original, reconstruction).toFixed(2);
@@ -386,11 +402,13 @@ ui.form.addEventListener('submit', (event) => {
 ui.draw.addEventListener('click', (event) => {
   if (stale(event)) event.preventDefault();
 });
+// The seed after the form's: a seed just typed counts, as Draw's values do.
 ui.newBirds.addEventListener('click', (event) => {
   if (stale(event)) return;
-  act(() =>
-    drawBirds(requireModel(), { ...readSettings(), seed: shown ? (shown.seed + 1) % (MAX_SEED + 1) : 0 }),
-  );
+  act(() => {
+    const settings = readSettings();
+    return drawBirds(requireModel(), { ...settings, seed: (settings.seed + 1) % (MAX_SEED + 1) });
+  });
 });
 ui.stop.addEventListener('click', stop);
 document.addEventListener('keydown', (event) => {
@@ -403,8 +421,30 @@ ui.prior.addEventListener('change', () => {
     return drawBirds(model, { ...readSettings(), temperature: model.defaultTemperature(ui.prior.value) });
   });
 });
+// Pressing Draw or New birds right after typing in a field: the field's change (made as the press
+// takes the focus) drew at once and disabled the form before the button was released, so the
+// click was lost. While a button is pressed, the change waits: the click does the drawing, and
+// if the press ends without a click the change draws then.
+let pressing = false;
+let changeWaiting = false;
+for (const button of [ui.draw, ui.newBirds]) {
+  button.addEventListener('pointerdown', () => (pressing = true));
+  button.addEventListener('click', () => (changeWaiting = false), { capture: true });
+}
+document.addEventListener('pointerup', () => {
+  if (!pressing) return;
+  pressing = false;
+  setTimeout(() => {
+    // after the click, if the press made one
+    if (changeWaiting) act(drawSettings);
+    changeWaiting = false;
+  }, 0);
+});
 for (const input of [ui.temperature, ui.noise, ui.count, ui.seed, ui.bestOf]) {
-  input.addEventListener('change', () => act(drawSettings));
+  input.addEventListener('change', () => {
+    if (pressing) changeWaiting = true;
+    else act(drawSettings);
+  });
 }
 ui.photoFile.addEventListener('change', () => {
   if (ui.photoFile.files.length) choosePhoto(ui.photoFile.files).finally(() => (ui.photoFile.value = ''));
@@ -425,6 +465,12 @@ const ready = serial(start);
 ready.catch((error) => {
   ui.model.selectedIndex = -1; // choosing the model again retries it
   showFailure(error);
+  if (current || (error instanceof DOMException && error.name === 'AbortError')) return;
+  // No model: the status line stops saying one is loading, and with none to choose (the
+  // page cannot fetch or check its models) the form, which could only fail, stays disabled.
+  const choices = ui.model.options.length > 0;
+  ui.status.textContent = choices ? 'No model is loaded: choose one' : 'No model can be loaded';
+  ui.settings.disabled = !choices;
 });
 
 window.birdvae = {
