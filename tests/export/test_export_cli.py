@@ -13,7 +13,12 @@ import onnxruntime as ort
 import pytest
 
 from birdvae.runtime import BirdVAE
-from birdvae.runtime.format import DECODER_FILE, MANIFEST_FILE, verify_model_dir
+from birdvae.runtime.format import (
+    DECODER_FILE,
+    MANIFEST_FILE,
+    MAX_PRIOR_VALUES,
+    verify_model_dir,
+)
 
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
@@ -156,7 +161,8 @@ def test_defaults_bird_gen_would_refuse_are_refused_before_any_work(
         assert result.exit_code == 2 and "0<x<=10" in result.stderr.replace("0<=x", "0<x")
     result = export_cli(resnet_checkpoint, "-o", out, "--prior-data", bird_folder,
                         "--prior-components", 10**7)  # fmt: skip
-    assert_one_error_line(result, 2, "--prior-components 10000000", "at most")
+    most = MAX_PRIOR_VALUES // 16**2  # the checkpoint's latent size is 16
+    assert_one_error_line(result, 2, "--prior-components 10000000", f"at most {most} components")
     assert not out.exists()
 
 
@@ -479,3 +485,30 @@ def test_a_mixture_worse_than_the_standard_prior_is_a_warning(
         f"photos' codes worse than N(0, I) does ({fitted} against {standard} nats per "
         f"dimension): {why}"
     ]
+
+
+@pytest.mark.parametrize("latent_dim", [16, 2048])
+def test_flags_are_held_to_the_formats_prior_bounds_exactly(latent_dim):
+    """The bounds bird-gen holds a manifest to, inclusive: a mixture of exactly 2^24 factor
+    values and a sampler of exactly 16,384 noise numbers are exported, one more is refused."""
+    from types import SimpleNamespace
+
+    from birdvae.export.pipeline import ExportOptions, _check_flags_fit
+    from birdvae.runtime.errors import UserError
+    from birdvae.runtime.format import MAX_LATENT_DIM, MAX_PRIOR_VALUES
+
+    model = SimpleNamespace(cfg=SimpleNamespace(latent_dim=latent_dim))
+    most = MAX_PRIOR_VALUES // latent_dim**2
+
+    def check(**flags):
+        options = ExportOptions(Path("ckpt.pt"), Path("model"), prior_data=(Path("data"),), **flags)
+        _check_flags_fit(options, model, has_learned=True)
+
+    check(components=most)
+    with pytest.raises(UserError, match=f"at most {most} components"):
+        check(components=most + 1)
+    best_of = MAX_LATENT_DIM // latent_dim
+    if best_of <= 16:  # --best-of's own range; a code of 16 numbers never reaches the bound
+        check(best_of=best_of)
+        with pytest.raises(UserError, match=f"--best-of {best_of + 1} needs .* noise numbers"):
+            check(best_of=best_of + 1)

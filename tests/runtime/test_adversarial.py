@@ -30,6 +30,7 @@ from birdvae.runtime.format import (
     DECODER_FILE,
     ENCODER_FILE,
     MANIFEST_FILE,
+    MAX_LATENT_DIM,
     MAX_PRIOR_VALUES,
     MIXTURE_FILE,
     SAMPLER_FILE,
@@ -545,6 +546,11 @@ HOSTILE_MANIFESTS = {
                                  "components": MAX_PRIOR_VALUES // _DIM**2 + 1}}),
         "values a mixture may have",
     ),
+    "noise-dim-one-past-the-bound": (
+        _edit(priors={"learned": {**_manifest_data()["priors"]["learned"],
+                                  "noise_dim": MAX_LATENT_DIM + 1}}),
+        f"noise_dim must be 1 to {MAX_LATENT_DIM}",
+    ),
     "priors-a-list": (_edit(priors=["fitted"]), "priors must be an object"),
     "a-key-twice": (
         json.dumps(_manifest_data()).replace('"latent_dim"', '"latent_dim": 8, "latent_dim"', 1),
@@ -565,6 +571,19 @@ HOSTILE_MANIFESTS = {
     "no-format-version": ({k: v for k, v in _manifest_data().items() if k != "format_version"},
                           "format_version None"),
 }  # fmt: skip
+
+
+def test_priors_at_their_bounds_are_read(model_copy):
+    """The bounds are inclusive: a mixture of exactly MAX_PRIOR_VALUES factor values and a
+    sampler of MAX_LATENT_DIM noise numbers are the format's, and only the file's own shapes
+    (checked when it is read) can refuse them."""
+    data = _manifest_data()
+    data["priors"]["fitted"]["components"] = MAX_PRIOR_VALUES // _DIM**2
+    data["priors"]["learned"]["noise_dim"] = MAX_LATENT_DIM
+    _write_manifest(model_copy, data)
+    priors = Manifest.load(model_copy).priors
+    assert priors["fitted"].components == MAX_PRIOR_VALUES // _DIM**2
+    assert priors["learned"].noise_dim == MAX_LATENT_DIM
 
 
 @pytest.mark.parametrize("command", [[], ["info"]], ids=["sample", "info"])

@@ -396,6 +396,8 @@ BAD_INPUTS = {
         "the output must be a .png file"),
     "output-only-an-extension": ("-o {out}/.png", None,
         ".png: the output must be a .png file with a name before .png"),
+    "output-only-an-extension-in-capitals": ("-o {out}/.PNG", None,
+        ".PNG: the output must be a .png file with a name before .png"),
     "output-name-too-long": ("-o {out}/" + "a" * 250 + ".png", None,
         "the file name is too long"),
     "separate-and-output": ("--separate {out}/s -o {out}/b.png", None,
@@ -634,19 +636,23 @@ def test_best_of_keeps_one_bird_of_each_k_and_says_so(cli, tiny_model: Path, out
 
 
 @pytest.mark.parametrize(
-    ("best_of", "prior", "noted"),
-    [({"k": 8}, "learned", True), ({"k": 8}, "fitted", False), ({"k": "8"}, "learned", False),
-     ("eight", "learned", False), (None, "learned", False)],
+    ("best_of", "prior", "asked", "noted"),
+    [({"k": 8}, "learned", 2, True), ({"k": 8}, "learned", 1, False),
+     ({"k": 8}, "fitted", 2, False), ({"k": "8"}, "learned", 2, False),
+     ({"k": 8.0}, "learned", 2, False), ({"k": 1}, "learned", 2, False),
+     ("eight", "learned", 2, False), (None, "learned", 2, False)],
 )  # fmt: skip
 def test_best_of_over_a_sampler_that_chooses_already_is_noted(
-    cli, model_copy: Path, out: Path, best_of, prior: str, noted: bool
+    cli, model_copy: Path, out: Path, best_of, prior: str, asked: int, noted: bool
 ) -> None:
     """vae-export records a sampler's own choice in the manifest's free-form source; read
-    only for a note, so anything else there is no note and no error."""
+    only for a note, so anything else there is no note and no error. The fitted prior's
+    source is given the same record: only the learned sampler's counts."""
     manifest = json.loads((model_copy / MANIFEST_FILE).read_text())
-    manifest["priors"]["learned"]["source"]["best_of"] = best_of
+    for name in ("learned", "fitted"):
+        manifest["priors"][name]["source"]["best_of"] = best_of
     (model_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
-    result = _ok(cli("--n", 2, "--best-of", 2, "--prior", prior, "--model", model_copy,
+    result = _ok(cli("--n", 2, "--best-of", asked, "--prior", prior, "--model", model_copy,
                      "--threads", 1, "-o", out / "b.png"))  # fmt: skip
     note = ("note: this model's sampler already keeps the best of 8 draws; --best-of 2 chooses "
             "again among those, at 2 times the work\n")  # fmt: skip

@@ -189,6 +189,24 @@ def test_load_refuses_bad_files(tmp_path: Path, arrays: dict, message: str) -> N
         GaussianMixture.load(path.read_bytes(), latent_dim=3, components=2)
 
 
+@pytest.mark.parametrize(("components", "refused"), [(2, False), (3, True)])
+def test_load_bounds_a_mixture_by_its_factor_values(tmp_path, monkeypatch, components, refused):
+    """components x D x D at most MAX_PRIOR_VALUES (here 18 for D = 3): two components fit,
+    three do not, whatever a sampler's bound on noise numbers is."""
+    from birdvae.runtime import format as model_format
+
+    monkeypatch.setattr(model_format, "MAX_PRIOR_VALUES", 18)
+    monkeypatch.setattr(model_format, "MAX_LATENT_DIM", 2)  # the sampler's, not the mixture's
+    arrays = _arrays(weights=np.ones(components), means=np.zeros((components, 3)),
+                     cholesky=np.tile(np.eye(3), (components, 1, 1)))  # fmt: skip
+    data = _save(tmp_path / "p.npz", **arrays).read_bytes()
+    if refused:
+        with pytest.raises(ModelFormatError, match="3 components of 3x3 factors, more than"):
+            GaussianMixture.load(data, latent_dim=3, components=components)
+    else:
+        assert GaussianMixture.load(data, latent_dim=3, components=components).components == 2
+
+
 def test_load_refuses_a_file_that_is_not_npz(tmp_path: Path) -> None:
     path = tmp_path / "p.npz"
     path.write_bytes(b"PK\x03\x04 not really a zip")

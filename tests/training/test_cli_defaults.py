@@ -265,3 +265,16 @@ def test_a_prior_smaller_than_the_default_in_either_size_is_told_it_is_likely_a_
     args = ["--stage", "prior", "--init", str(vae_checkpoint), "-o", str(tmp_path / "p"), *sizes]
     _, output = _run_untrained(monkeypatch, args)
     assert ("a prior this small is likely a guide" in output) is bool(sizes), output
+
+
+def test_a_new_runs_threads_are_kept_in_its_config(tmp_path, monkeypatch, vae_checkpoint):
+    """What --resume reads back: a run's --threads, applied to torch and kept with the run."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    args = ["--stage", "prior", "--init", str(vae_checkpoint), "--threads", "1"]
+    config, _ = _run_untrained(monkeypatch, [*args, "-o", str(tmp_path / "a")])
+    assert config.threads == 1 and calls == [1]
+    config, _ = _run_untrained(monkeypatch, [*args[:-2], "-o", str(tmp_path / "b")])
+    assert config.threads == 0 and calls == [1]  # torch's default, left alone

@@ -134,7 +134,8 @@ def test_a_mid_epoch_last_pt_never_becomes_best_pt(straight, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "key", ["ema", checkpoint.JUDGE, checkpoint.ANCHOR, checkpoint.SPECIES_NET]
+    "key",
+    ["ema", checkpoint.JUDGE, checkpoint.ANCHOR, checkpoint.SPECIES_NET, checkpoint.PROJECTED],
 )
 def test_non_finite_weights_are_refused(straight, tmp_path, key):
     """The judge too (export builds the decoder a selector judges by from it), and a decoder

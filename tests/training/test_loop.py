@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -874,7 +875,8 @@ def test_a_folder_smaller_than_one_batch_says_which_batch_size_would_fit(image_f
     assert fits.exit_code == 0, fits.output
 
 
-@pytest.mark.parametrize(("warmup", "warned"), [(40, "never reaches"), (8, "barely reaches"),
+@pytest.mark.parametrize(("warmup", "warned"), [(40, "never reaches"), (11, "never reaches"),
+                                                (10, "barely reaches"), (8, "barely reaches"),
                                                 (5, None)])  # fmt: skip
 def test_a_run_shorter_than_its_warm_up_is_told(image_folder, tmp_path, warmup, warned):
     """A tiny run (40 photos, batch 8: 5 steps an epoch, 10 in all) at the recipe's 200-step
@@ -885,8 +887,23 @@ def test_a_run_shorter_than_its_warm_up_is_told(image_folder, tmp_path, warmup, 
         trainer = VAETrainer(config, tmp_path / "run", log=quiet)
     said = [str(w.message) for w in caught if "warms up" in str(w.message)]
     assert trainer.total_steps == 10
+    peak = max(loop.lr_factor(step, 10, warmup, "cosine", 0.0) for step in range(10))
+    assert (peak < 1.0) == (warned == "never reaches")  # the words say what the schedule does
     if warned is None:
         assert said == []
     else:
         assert said == [f"the learning rate warms up over {warmup} steps and this run has 10, so "
                         f"it {warned} its peak; give more --epochs or a smaller --batch-size"]
+
+
+def test_a_resumed_run_is_not_told_of_its_warm_up_again(image_folder, tmp_path):
+    """The warning is for the run's start; its resumes would repeat it at every stop."""
+    config = tiny_config(image_folder, warmup_steps=40, epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        VAETrainer(config, tmp_path / "run", log=quiet).fit()
+        assert any("warms up" in str(w.message) for w in caught)
+        caught.clear()
+        state = checkpoint.load(tmp_path / "run" / LAST)
+        VAETrainer(replace(config, epochs=2), tmp_path / "run", state, log=quiet)
+    assert not [w for w in caught if "warms up" in str(w.message)]

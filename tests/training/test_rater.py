@@ -42,6 +42,21 @@ def test_a_damaged_rater_file_is_refused(monkeypatch):
         rater.shipped_rater()
 
 
+def test_a_rater_file_with_a_network_part_too_many_is_refused(monkeypatch):
+    """Three networks of five biased layers each: one bias more is no whole network, and is
+    refused rather than silently left out."""
+    extra = "networks.9.0.bias"
+    import onnx
+    from onnx import numpy_helper
+
+    graph, path = rater.rater_bytes()
+    model = onnx.load_from_string(graph)
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(1, np.float32), extra))
+    monkeypatch.setattr(rater, "rater_bytes", lambda: (model.SerializeToString(), path))
+    with pytest.raises(ModelFormatError, match="does not hold the rater's networks"):
+        rater.shipped_rater()
+
+
 class _Fixed(torch.nn.Module):
     """A rater that gives every picture the same score."""
 
