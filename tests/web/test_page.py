@@ -810,3 +810,29 @@ def test_new_birds_pressed_right_after_typing_a_seed_draws_the_next_seed(browser
     _press(browser, "new-birds", release_on="status")
     assert browser.evaluate("window.birdvae.settings().seed") == 5
     assert browser.evaluate("window.birdvae.timings.grids") == grids + 2
+
+
+# A resize is laid out, and its observers told, within the frame after it: two frames on, done.
+TWO_FRAMES = (
+    "new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() => "
+    "resolve(true))))"
+)
+
+
+def test_a_grid_shown_narrower_than_drawn_is_shrunk_smoothly(browser, server):
+    """At phone width (or 256 birds) the pixelated shrink dropped whole rows and columns of
+    pixels, the white gutters among them; shown at its size, each pixel stays a crisp block."""
+    rendering = (
+        "(() => { const c = document.getElementById('birds');"
+        " return [c.clientWidth < c.width, getComputedStyle(c).imageRendering]; })()"
+    )
+    open_page(browser, server)
+    assert browser.evaluate(rendering) == [False, "pixelated"]
+    try:
+        browser.set_viewport(390, 844)
+        browser.evaluate(TWO_FRAMES)
+        assert browser.evaluate(rendering) == [True, "auto"]
+    finally:
+        browser.set_viewport(1100, 1000)
+    browser.evaluate(TWO_FRAMES)
+    assert browser.evaluate(rendering) == [False, "pixelated"]

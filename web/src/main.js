@@ -187,6 +187,14 @@ function fillForm(model, settings) {
 
 // The canvases --------------------------------------------------------------------------------
 
+// A canvas shown narrower than it is drawn (a grid of 256, a phone) is shrunk smoothly: a
+// nearest-neighbour shrink drops whole rows and columns of pixels, gutters among them.
+const shrinkWatch = new ResizeObserver((entries) => {
+  for (const { target } of entries) target.classList.toggle('shrunk', target.clientWidth < target.width);
+});
+shrinkWatch.observe(ui.birds);
+shrinkWatch.observe(ui.recon);
+
 function showBirds(model, images, n) {
   show(ui.birds, grid(toTiles(images, n, model.size), model.size, defaultScale(model.size)));
   timings.firstGrid ??= performance.now();
