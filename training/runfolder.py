@@ -149,20 +149,15 @@ def _holds_only_records(path: Path) -> bool:
     except OSError:
         return False
     lines = text.splitlines()
-    if len(lines) > 1 and not text.endswith("\n") and not _is_record(lines[-1]):
+    if len(lines) > 1 and not text.endswith("\n") and _record(lines[-1]) is None:
         lines = lines[:-1]
-    return all(map(_is_record, lines))
-
-
-def _is_record(line: str) -> bool:
-    """Whether ``line`` is one metrics line: a JSON object with an integer epoch."""
-    return _record(line) is not None
+    return all(_record(line) is not None for line in lines)
 
 
 def _record(line: str) -> dict[str, Any] | None:
-    """The metrics record ``line`` holds, or None if it holds none (a line cut short by a
-    crash, or a hand-edited one past what JSON's reader takes: nested too deep, a number of
-    more digits than Python converts)."""
+    """The metrics record ``line`` holds (a JSON object with an integer epoch), or None if it
+    holds none (a line cut short by a crash, or a hand-edited one past what JSON's reader
+    takes: nested too deep, a number of more digits than Python converts)."""
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError

@@ -145,10 +145,10 @@ async function inProgress(message, task) {
 function number(input, what, { whole = false, min = 0, max = Infinity } = {}) {
   const value = input.value.trim() === '' ? NaN : Number(input.value);
   const valid = whole ? Number.isSafeInteger(value) : Number.isFinite(value);
-  const ok = valid && value >= min && value <= max;
-  if (ok) input.removeAttribute('aria-invalid');
-  else input.setAttribute('aria-invalid', 'true'); // marked until a value is read from it again
-  if (!ok) {
+  // The field is marked invalid until a value is read from it again.
+  if (valid && value >= min && value <= max) input.removeAttribute('aria-invalid');
+  else {
+    input.setAttribute('aria-invalid', 'true');
     const range = `${whole ? 'a whole number' : 'a number'} from ${min} to ${max}`;
     // A number field hands over "" for what is no number ("12a"): say that, not `got ""`.
     const got = input.validity?.badInput
