@@ -140,7 +140,7 @@ def _flag_names(options: set[str]) -> str:
     "--disc-width",
     type=click.IntRange(min=8, max=256),
     help="Decoder stage: the patch discriminator's first layer's channels (each level down "
-    "doubles them); a wider one keeps up with a stronger --gan-weight. [default: 24]",
+    "doubles them). [default: 24]",
 )
 @click.option(
     "--prior-share",

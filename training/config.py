@@ -145,7 +145,12 @@ class PriorConfig:
         config = cls(**data)
         _check_counts(config, "prior", {"width": (1, 1 << 16), "blocks": (1, MAX_BLOCKS),
                                         "steps": (2, MAX_PRIOR_STEPS), "views": (1, MAX_VIEWS)})
-        return _checked(config)
+        config = _checked(config)
+        _check_range(config, "dropout", 0, 1, below=True)
+        _check_range(config, "keep", 0, 1, above=True)
+        _check_range(config, "sigma_min", 0, config.sigma_max, above=True, below=True)
+        _check_range(config, "rho", 0, math.inf, above=True)
+        return config
 
 
 @dataclass
@@ -214,6 +219,11 @@ class SharpenConfig:
                                   f"choose among {', '.join(AUGMENTATIONS)}, joined by commas")
         if config.rater_views < 1:
             raise ConfigError(f"rater_views must be at least 1, not {config.rater_views}")
+        _check_range(config, "disc_lr", 0, math.inf, above=True)
+        _check_range(config, "prior_share", 0, 4)  # --prior-share's range
+        if not all(beta < 1 for beta in config.adam_betas):  # 1 would never forget a gradient
+            raise ConfigError(f"SharpenConfig adam_betas must each be below 1, not "
+                              f"{list(config.adam_betas)}")  # fmt: skip
         return config
 
 
@@ -281,17 +291,15 @@ class TrainConfig:
             "stage": STAGES, "preset": PRESETS, "crop": CROPS, "schedule": SCHEDULES,
             "device": DEVICES, "precision": PRECISIONS,
         })  # fmt: skip
-        if not 0 <= config.ema_decay < 1:  # 0: no average; 1 would never move from the start
-            raise ConfigError(f"ema_decay must be from 0 to below 1, not {config.ema_decay}")
+        # ema_decay 0: no average; 1 would never move from the start.
+        _check_range(config, "ema_decay", 0, 1, below=True)
         for name in ("epochs", "batch_size", "grid_size", "max_bad_steps"):
             if getattr(config, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(config, name)}")
-        if config.lr <= 0:
-            raise ConfigError(f"lr must be above 0, not {config.lr}")
-        if not 0 <= config.lr_floor <= 1:
-            raise ConfigError(f"lr_floor must be from 0 to 1, not {config.lr_floor}")
-        if config.box_margin > 1:
-            raise ConfigError(f"box_margin must be at most 1, not {config.box_margin}")
+        _check_range(config, "lr", 0, math.inf, above=True)
+        _check_range(config, "lr_floor", 0, 1)
+        _check_range(config, "box_margin", 0, 1)
+        _check_range(config, "val_fraction", 0, 1, below=True)
         return config
 
     def to_json(self) -> str:
@@ -359,8 +367,9 @@ def _checked(config: Any) -> Any:
             ok = _is_number(value, type(default)) if type(default) in (int, float) else (
                 type(value) is type(default))  # fmt: skip
         if not ok:
-            kind = {int: "a count", float: "a number", str: "text", bool: "true or false",
-                    list: "a list of text", tuple: "a pair of numbers"}[type(default)]  # fmt: skip
+            kind = {int: "a count", float: "a number, at least 0", str: "text",
+                    bool: "true or false", list: "a list of text",
+                    tuple: "a pair of numbers"}[type(default)]  # fmt: skip
             raise ConfigError(f"{type(config).__name__} {f.name} must be {kind}, not {value!r}")
     return config
 
@@ -376,10 +385,24 @@ def _check_choices(config: Any, choices: dict[str, tuple[str, ...]]) -> Any:
 
 
 def _is_number(value: Any, kind: type) -> bool:
-    """A finite int (a count, at least 0) or float (an int is one too); never a bool."""
+    """A finite int (a count) or float (an int is one too), at least 0; never a bool. Every
+    number a config holds is a count, a rate, a weight, a share or a noise level: a negative
+    one (a negative KL weight, say) would train something else without a word."""
     if type(value) is int:
-        return value >= 0 if kind is int else True
-    return kind is float and type(value) is float and math.isfinite(value)
+        return value >= 0
+    return kind is float and type(value) is float and math.isfinite(value) and value >= 0
+
+
+def _check_range(config: Any, name: str, low: float, high: float, *,
+                 above: bool = False, below: bool = False) -> None:
+    """Refuse a number outside [low, high] by name; ``above``/``below`` leave out that end."""
+    value = getattr(config, name)
+    if (value <= low if above else value < low) or (value >= high if below else value > high):
+        bounds = [f"above {low}" if above else f"at least {low}"]
+        if math.isfinite(high):
+            bounds.append(f"below {high}" if below else f"at most {high}")
+        raise ConfigError(f"{type(config).__name__} {name} must be {' and '.join(bounds)}, "
+                          f"not {value}")  # fmt: skip
 
 
 def _check_mapping(cls: type, data: Any) -> None:

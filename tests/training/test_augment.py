@@ -24,8 +24,8 @@ def test_about_half_are_mirrored_and_the_rest_left_as_they_are(images):
 
 
 def test_without_flip_or_shift_the_images_and_the_random_streams_are_untouched(images):
-    """A config with flip off and shift 0 (``--shift 0``) trains on the photos as they are,
-    and draws nothing from torch's streams (which would move every later draw)."""
+    """A config with flip off and shift 0 (the baseline preset's) trains on the photos as
+    they are, and draws nothing from torch's streams (which would move every later draw)."""
     before = torch.get_rng_state()
     assert torch.equal(flip_and_shift(images, 0, flip=False), images)
     assert torch.equal(torch.get_rng_state(), before)
