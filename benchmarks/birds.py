@@ -75,12 +75,14 @@ def save_pngs(images: np.ndarray, folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True,
-                        help="a data set; give it again for several")
+    parser.add_argument(
+        "--data", action="append", required=True, help="a data set; give it again for several"
+    )
     parser.add_argument("--model", action="append", required=True, help="folder or shipped name")
     parser.add_argument("--checkpoint", action="append", default=[], help="per --model, in order")
-    parser.add_argument("--count", type=int, default=1024,
-                        help="birds sampled and photos reconstructed per model")
+    parser.add_argument(
+        "--count", type=int, default=1024, help="birds sampled and photos reconstructed per model"
+    )
     parser.add_argument("--seed", type=int, default=0, help="of the birds and the photos drawn")
     parser.add_argument("--save", type=Path, help="write the images for rating sheets here")
     args = parser.parse_args()
@@ -133,9 +135,11 @@ def main() -> None:
               "| copies (px) | copies (features) |")  # fmt: skip
     print("\n" + header + "\n|" + "---|" * 9)
     for row in rows:
-        print(f"| {row['set']:<34} | {row['fd']:.1f} | {row['kid']:.1f} +- {row['kid_sd']:.1f} "
-              f"| {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} "
-              f"| {row['coverage']:.3f} | {row['copies_px']:.1%} | {row['copies_feat']:.1%} |")
+        print(
+            f"| {row['set']:<34} | {row['fd']:.1f} | {row['kid']:.1f} +- {row['kid_sd']:.1f} "
+            f"| {row['precision']:.3f} | {row['recall']:.3f} | {row['density']:.3f} "
+            f"| {row['coverage']:.3f} | {row['copies_px']:.1%} | {row['copies_feat']:.1%} |"
+        )
     order = np.random.default_rng(args.seed).permutation(len(real))
     half_a, half_b = real[order[: len(real) // 2]], real[order[len(real) // 2 :]]
     print(f"\nvalidation against validation, two halves of {len(half_a)}: FD "

@@ -159,12 +159,23 @@ def _seconds(function, *args) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="also write this machine's images to an .npz")
-    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
-                        help="compare two machines' --save files instead of checking this one")
-    parser.add_argument("--write-reference", action="store_true",
-                        help="x86_64 only: store this machine's outputs as the reference")
-    parser.add_argument("--no-timing", action="store_true",
-                        help="check only, skip the timings (under an emulator they mean nothing)")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A", "B"),
+        help="compare two machines' --save files instead of checking this one",
+    )
+    parser.add_argument(
+        "--write-reference",
+        action="store_true",
+        help="x86_64 only: store this machine's outputs as the reference",
+    )
+    parser.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="check only, skip the timings (under an emulator they mean nothing)",
+    )
     args = parser.parse_args(argv)
     if args.write_reference:
         write_reference()

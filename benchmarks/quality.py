@@ -111,8 +111,12 @@ def main() -> None:
     parser.add_argument("--baseline", help="the baseline preset's exported model folder")
     parser.add_argument("--baseline-checkpoint", type=Path, help="--baseline's checkpoint")
     parser.add_argument("--samples", type=int, default=2000, help="birds sampled per SWD")
-    parser.add_argument("--iw-samples", type=int, default=64,
-                        help="importance samples per photo of the bits/dim bound")
+    parser.add_argument(
+        "--iw-samples",
+        type=int,
+        default=64,
+        help="importance samples per photo of the bits/dim bound",
+    )
     parser.add_argument("--sweep", action="store_true", help="score each prior and temperature")
     parser.add_argument(
         "--seeds", type=int, default=1, help="also score the defaults' SWD over this many seeds"

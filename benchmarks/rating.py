@@ -142,8 +142,14 @@ def main() -> None:
     parser.add_argument("--sheets", type=int, default=3)
     parser.add_argument("--n", type=int, default=20, help="pictures of each source per sheet")
     parser.add_argument("--tool", type=Path, default=TOOL, help="the shared rating_sheet.py")
-    parser.add_argument("--versus", nargs=2, action="append", default=[], metavar=("A", "B"),
-                        help="(score) the difference of two sources' means, with its interval")
+    parser.add_argument(
+        "--versus",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="(score) the difference of two sources' means, with its interval",
+    )
     args = parser.parse_intermixed_args()
     if not args.tool.is_file():
         parser.error(

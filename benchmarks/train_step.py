@@ -50,8 +50,13 @@ def mean_ms(work: Callable[[], None], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=32, choices=[32, 64],
-                        help="the recipe's image size to time")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        choices=[32, 64],
+        help="the recipe's image size to time",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch's CPU threads")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     args = parser.parse_args()

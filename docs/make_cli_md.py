@@ -46,9 +46,7 @@ def _commands() -> list[tuple[str, click.Command]]:
 def _markdown(help_text: str) -> str:
     """A command's help as Markdown: a paragraph click keeps as written (``\\b``) is code."""
     paragraphs = help_text.split("\n\n")
-    return "\n\n".join(
-        f"```\n{p[2:]}\n```" if p.startswith("\b\n") else p for p in paragraphs
-    )
+    return "\n\n".join(f"```\n{p[2:]}\n```" if p.startswith("\b\n") else p for p in paragraphs)
 
 
 def _section(name: str, command: click.Command, parent: click.Context | None, level: int) -> str:

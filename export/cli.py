@@ -41,9 +41,7 @@ from .pipeline import ExportOptions, export
 EXPORT_MODULES = (*TRAIN_MODULES, "onnx", "onnxscript")
 
 
-@click.command(
-    "vae-export", cls=Command, context_settings={"help_option_names": ["-h", "--help"]}
-)
+@click.command("vae-export", cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=NamedPath(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "-o",

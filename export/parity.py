@@ -204,8 +204,13 @@ def format_table(rows: list[ParityRow]) -> str:
     columns = f"{'max|diff|':>10} {'tol':>8}  ok"
     if not all(row.ok for row in rows):
         header = f"{'graph':<8} {'output':<9} {'input':<14} {'N':>3}  {columns}"
-        return "\n".join([title + ", each one):", header,
-                          *(_line(row, f"{row.input:<14} {row.n:>3}  ") for row in rows)])
+        return "\n".join(
+            [
+                title + ", each one):",
+                header,
+                *(_line(row, f"{row.input:<14} {row.n:>3}  ") for row in rows),
+            ]
+        )
     groups: dict[tuple[str, str], list[ParityRow]] = {}
     for row in rows:
         groups.setdefault((row.graph, row.output), []).append(row)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # torch and the training code that needs it load only when an
     from birdvae.training.prior import CodePrior
     from birdvae.training.selector import Selection
 
+
 @dataclass(frozen=True)
 class ExportOptions:
     """What one export is asked for, as the command line gave it."""
@@ -414,8 +415,10 @@ def _selection(
     selection.facts["judged_by"] = judge.name
     selection.facts["rater_sha256"] = RATER_SHA256  # load_rater refuses any other file
     facts = selection.facts
-    echo(f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
-         f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain")
+    echo(
+        f"best of {k}: held-out correlation {facts['held_out_correlation']}, "
+        f"{facts['share_of_best_of_k_gain']:.0%} of the true best of {k}'s score gain"
+    )
     return selection
 
 

@@ -66,9 +66,13 @@ class BirdGenCommand(click.Command):
         rest = super().parse_args(ctx, args)
         parent = ctx.parent
         for param in self.params:
-            if param.name in SHARED_OPTIONS and parent is not None and all(
-                c.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
-                for c in (ctx, parent)
+            if (
+                param.name in SHARED_OPTIONS
+                and parent is not None
+                and all(
+                    c.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+                    for c in (ctx, parent)
+                )
             ):
                 raise click.UsageError(
                     f"{param.opts[-1]} is given before '{ctx.info_name}' and after it; "
@@ -89,7 +93,8 @@ class BirdGenGroup(Group):
         if args and args[0].isdecimal() and not counted and self.get_command(ctx, args[0]) is None:
             raise click.UsageError(
                 f"no command {args[0]!r}; to draw {args[0]} birds give {ctx.info_name} "
-                f"--n {args[0]}", ctx
+                f"--n {args[0]}",
+                ctx,
             )
         return super().resolve_command(ctx, args)
 
@@ -228,9 +233,7 @@ def _check_pixels(height: int, width: int) -> None:
         )
 
 
-@click.group(
-    "bird-gen", cls=BirdGenGroup, invoke_without_command=True, context_settings=CONTEXT
-)
+@click.group("bird-gen", cls=BirdGenGroup, invoke_without_command=True, context_settings=CONTEXT)
 @click.option(
     "-n",
     "--n",
@@ -465,10 +468,7 @@ def recon(
     echo(f"{'mean':<{width}}  {sum(scores) / len(scores):6.2f} dB")
     one = len(photos) == 1
     pairs = "original and its reconstruction" if one else "originals and reconstructions"
-    echo(
-        f"wrote {output}{replaced}: {len(photos)} {pairs}, "
-        f"{pixels.shape[1]}x{pixels.shape[0]} px"
-    )
+    echo(f"wrote {output}{replaced}: {len(photos)} {pairs}, {pixels.shape[1]}x{pixels.shape[0]} px")
 
 
 @main.command()

@@ -86,8 +86,12 @@ def _older_birds(folder: Path, force: bool) -> set[str]:
         _check_bird_target(entry, force=True)
     if entries and not force:
         unmarked = sum(not images.written_by_bird_gen(entry) for entry in entries)
-        held = (f"{counted(len(entries), 'PNG')} with a bird's name ({unmarked} not marked as "
-                "bird-gen's)" if unmarked else f"{counted(len(entries), 'bird')} of an earlier run")
+        held = (
+            f"{counted(len(entries), 'PNG')} with a bird's name ({unmarked} not marked as "
+            "bird-gen's)"
+            if unmarked
+            else f"{counted(len(entries), 'bird')} of an earlier run"
+        )
         raise UserError(
             f"{folder} already holds {held}; give --force to write over them, or another folder"
         )

@@ -70,9 +70,18 @@ ARCHITECTURE_FLAGS = {
     "box_margin",
 }  # fmt: skip
 PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
-DECODER_FLAGS = {"gan_weight", "disc_width", "prior_share", "anchor_weight", "anchor_scale",
-                 "perceptual_weight", "projected_weight", "rater_weight", "prior_guide",
-                 "guidance"}
+DECODER_FLAGS = {
+    "gan_weight",
+    "disc_width",
+    "prior_share",
+    "anchor_weight",
+    "anchor_scale",
+    "perceptual_weight",
+    "projected_weight",
+    "rater_weight",
+    "prior_guide",
+    "guidance",
+}
 
 
 def _flag_names(options: set[str]) -> str:
@@ -268,8 +277,7 @@ def _flag_names(options: set[str]) -> str:
 @click.option(
     "--kl-weight",
     type=FiniteRange(min=0, min_open=True),
-    help="Final weight of the KL term (beta); validation bits/dim always use 1. "
-    "[default: 1]",
+    help="Final weight of the KL term (beta); validation bits/dim always use 1. [default: 1]",
 )
 @click.option(
     "--free-bits", type=FiniteRange(min=0), help="Nats per latent dim kept free. [default: 0]"
@@ -415,8 +423,10 @@ def next_steps(
     }  # fmt: skip
     from .runfolder import GRIDS  # here: it loads torch, which the CLI's start-up does not
 
-    lines = [f"done: {run_dir / 'best.pt'} holds the run's best weights, "
-             f"{run_dir / GRIDS} its pictures of each epoch"]
+    lines = [
+        f"done: {run_dir / 'best.pt'} holds the run's best weights, "
+        f"{run_dir / GRIDS} its pictures of each epoch"
+    ]
     if stage == "prior" and guide_sized:
         why, command = following[stage]
         lines += [f"next (a prior this small is likely a guide): give it to the export of the "
@@ -576,8 +586,8 @@ def _new_config(options: dict, given: set[str]) -> TrainConfig:
     from .checkpoint import MAX_PARAMETERS, parameter_count
     from .config import TrainConfig, override
 
-    config = _vae_config(options, given) if options["stage"] == "vae" else _stage_config(
-        options, given
+    config = (
+        _vae_config(options, given) if options["stage"] == "vae" else _stage_config(options, given)
     )
     config = override(config, threads=options["threads"])
     config = TrainConfig.from_dict(config.to_dict())  # every bound a config.json is held to

@@ -105,8 +105,7 @@ class ModelConfig:
         _reject_unknown(cls, data)
         config = cls(**data)
         config.check_sizes()  # its messages say the sizes' range
-        return _check_choices(_checked(config), {"arch": ARCHITECTURES,
-                                                 "likelihood": LIKELIHOODS})
+        return _check_choices(_checked(config), {"arch": ARCHITECTURES, "likelihood": LIKELIHOODS})
 
     def check_sizes(self) -> None:
         """Refuse sizes no network can have (a hand-edited or damaged config) with a line
@@ -143,8 +142,16 @@ class PriorConfig:
     def from_dict(cls, data: dict[str, Any]) -> PriorConfig:
         _reject_unknown(cls, data)
         config = cls(**data)
-        _check_counts(config, "prior", {"width": (1, 1 << 16), "blocks": (1, MAX_BLOCKS),
-                                        "steps": (2, MAX_PRIOR_STEPS), "views": (1, MAX_VIEWS)})
+        _check_counts(
+            config,
+            "prior",
+            {
+                "width": (1, 1 << 16),
+                "blocks": (1, MAX_BLOCKS),
+                "steps": (2, MAX_PRIOR_STEPS),
+                "views": (1, MAX_VIEWS),
+            },
+        )
         config = _checked(config)
         _check_range(config, "dropout", 0, 1, below=True)
         _check_range(config, "keep", 0, 1, above=True)
@@ -215,8 +222,10 @@ class SharpenConfig:
         for name in ("augment", "rater_augment"):
             unknown = set(filter(None, getattr(config, name).split(","))) - set(AUGMENTATIONS)
             if unknown:
-                raise ConfigError(f"SharpenConfig {name} holds {', '.join(sorted(unknown))}; "
-                                  f"choose among {', '.join(AUGMENTATIONS)}, joined by commas")
+                raise ConfigError(
+                    f"SharpenConfig {name} holds {', '.join(sorted(unknown))}; "
+                    f"choose among {', '.join(AUGMENTATIONS)}, joined by commas"
+                )
         if config.rater_views < 1:
             raise ConfigError(f"rater_views must be at least 1, not {config.rater_views}")
         _check_range(config, "disc_lr", 0, math.inf, above=True)
@@ -393,8 +402,9 @@ def _is_number(value: Any, kind: type) -> bool:
     return kind is float and type(value) is float and math.isfinite(value) and value >= 0
 
 
-def _check_range(config: Any, name: str, low: float, high: float, *,
-                 above: bool = False, below: bool = False) -> None:
+def _check_range(
+    config: Any, name: str, low: float, high: float, *, above: bool = False, below: bool = False
+) -> None:
     """Refuse a number outside [low, high] by name; ``above``/``below`` leave out that end."""
     value = getattr(config, name)
     if (value <= low if above else value < low) or (value >= high if below else value > high):
@@ -466,8 +476,9 @@ def stage_config(init: TrainConfig, stage: str, init_path: str) -> TrainConfig:
         "decoder": dict(epochs=40, batch_size=32, lr=2e-4, warmup_steps=100, weight_decay=0.0,
                         ema_decay=0.999, grad_clip=0.0, schedule="cosine", compile=False),
     }[stage]  # fmt: skip
-    machine = dict(device=TrainConfig.device, precision=TrainConfig.precision,
-                   threads=TrainConfig.threads)  # the defaults
+    machine = dict(
+        device=TrainConfig.device, precision=TrainConfig.precision, threads=TrainConfig.threads
+    )  # the defaults
     # From a run of another stage, the stage's own section starts at today's defaults: the
     # init's holds the defaults of the day it trained (an older run's autoguidance weight, say).
     # The prior section a decoder stage starts from stays: it describes the carried prior.

@@ -80,9 +80,7 @@ class Denoiser(nn.Module):
 
     def __init__(self, dim: int, cfg: PriorConfig) -> None:
         super().__init__()
-        self.embed = nn.Sequential(
-            FourierEmbedding(), nn.Linear(EMBED_DIM, EMBED_DIM), nn.SiLU()
-        )
+        self.embed = nn.Sequential(FourierEmbedding(), nn.Linear(EMBED_DIM, EMBED_DIM), nn.SiLU())
         self.inp = nn.Linear(dim, cfg.width)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.dropout) for _ in range(cfg.blocks))
         self.out_norm = nn.LayerNorm(cfg.width)

@@ -90,9 +90,7 @@ def selector_mlp(dim: int) -> nn.Sequential:
     )  # fmt: skip
 
 
-def train_selector(
-    noise: torch.Tensor, scores: np.ndarray, k: int, seed: int = 0
-) -> Selection:
+def train_selector(noise: torch.Tensor, scores: np.ndarray, k: int, seed: int = 0) -> Selection:
     """An MLP from a noise vector to its bird's standardised score, trained on all but the last
     HELD_OUT of the draws; its facts hold the held-out correlation and how much of the true
     best of K's score gain its choice keeps."""

@@ -264,8 +264,13 @@ def test_parity_fails_a_graph_off_by_more_than_its_tolerance(exported, monkeypat
     model = load_model(checkpoint)[0]
     change, message = PARITY_FAULTS[fault]
     real = parity.ort_session
-    monkeypatch.setattr(parity, "ort_session", lambda path: (
-        ChangedOutputs(real(path), change) if path.name == DECODER_FILE else real(path)))
+    monkeypatch.setattr(
+        parity,
+        "ort_session",
+        lambda path: (
+            ChangedOutputs(real(path), change) if path.name == DECODER_FILE else real(path)
+        ),
+    )
     rows = check_parity(model, folder, None)
     if message is None:
         verdict(rows)
@@ -501,8 +506,12 @@ def test_the_baseline_decoder_is_left_whole_and_a_transposed_layer_is_never_cut(
 
 def _graph(nodes, outputs=("y",)):
     value = onnx.helper.make_tensor_value_info
-    return onnx.helper.make_graph(nodes, "g", [value("x", onnx.TensorProto.FLOAT, None)],
-                                  [value(name, onnx.TensorProto.FLOAT, None) for name in outputs])
+    return onnx.helper.make_graph(
+        nodes,
+        "g",
+        [value("x", onnx.TensorProto.FLOAT, None)],
+        [value(name, onnx.TensorProto.FLOAT, None) for name in outputs],
+    )
 
 
 def test_the_float_tail_is_what_follows_the_last_weighted_layers_and_nothing_it_feeds_back():

@@ -432,8 +432,12 @@ def _busy_decoder(side: int, products: int) -> bytes:
         onnx_bytes.tensor("shape", [4], struct.pack("<4q", -1, 3, SIZE, SIZE),
                           dtype=onnx_bytes.INT64),
     ]  # fmt: skip
-    main = onnx_bytes.graph(nodes, [onnx_bytes.value_info("z", ["N", LATENT])],
-                            [onnx_bytes.value_info("image", ["N", 3, SIZE, SIZE])], initializers)
+    main = onnx_bytes.graph(
+        nodes,
+        [onnx_bytes.value_info("z", ["N", LATENT])],
+        [onnx_bytes.value_info("image", ["N", 3, SIZE, SIZE])],
+        initializers,
+    )
     return onnx_bytes.model(main)
 
 

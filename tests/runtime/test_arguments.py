@@ -140,8 +140,10 @@ def test_sample_fills_one_array_with_what_sample_batches_gives(vae):
         (lambda v: v.sample(-1, seed=0, best_of=2), "n must be a whole number >= 0, got -1"),
         (lambda v: v.sample(2, batch=0), "batch must be a whole number >= 1, got 0"),
         (lambda v: v.encode([[0]]), "images must have shape [N, 3, 16, 16], got [1, 1]"),
-        (lambda v: v.encode(np.zeros((16, 16, 3), np.uint8)), "got [16, 16, 3] (a photo's "
-         "pixels: BirdVAE.load_photos reads files"),
+        (
+            lambda v: v.encode(np.zeros((16, 16, 3), np.uint8)),
+            "got [16, 16, 3] (a photo's pixels: BirdVAE.load_photos reads files",
+        ),
         (lambda v: v.sample(2, prior="uniform"), "unknown prior 'uniform'"),
         (lambda v: v.sample(2, temperature=-1.0), "temperature must be 0 to 10, got -1.0"),
         (lambda v: v.sample(2, seed=-1), "seed must be a whole number >= 0, got -1"),

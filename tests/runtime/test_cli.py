@@ -362,106 +362,156 @@ def _no_prior(model: Path, refresh) -> None:
 # copied model first, and what its error line says. Every one must fail with status 2 and write
 # nothing into {out}.
 BAD_INPUTS = {
-    "n-zero": ("--n 0 -o {out}/b.png", None,
-        "0 is not in the range x>=1"),
-    "n-negative": ("--n -3 -o {out}/b.png", None,
-        "-3 is not in the range x>=1"),
-    "n-huge-without-separate": ("--n 5000 -o {out}/b.png", None,
-        "too many birds for one grid"),
-    "batch-zero": ("--batch 0 -o {out}/b.png", None,
-        "'--batch': 0 is not in the range"),
-    "best-of-too-many": ("--best-of 17 -o {out}/b.png", None,
-        "'--best-of': 17 is not in the range 1<=x<=16"),
-    "seed-negative": ("--seed -1 -o {out}/b.png", None,
-        "'--seed': -1 is not in the range"),
-    "temperature-negative": ("--temperature -1 -o {out}/b.png", None,
-        "-1.0 is not in the range 0<=x<=10.0"),
-    "temperature-nan": ("--temperature nan -o {out}/b.png", None,
-        "'nan' is not a finite number"),
-    "noise-negative": ("--noise -0.5 -o {out}/b.png", None,
-        "'--noise': -0.5 is not in the range"),
-    "noise-without-pixel-scales": ("--noise 0.5 --model {mean_only} -o {out}/b.png", None,
-        "has no pixel scales"),
-    "unknown-prior": ("--prior uniform -o {out}/b.png", None,
-        "'uniform' is not one of"),
-    "fitted-prior-missing": ("--prior fitted -o {out}/b.png", _no_prior,
-        "has no fitted prior (it has: standard)"),
-    "output-is-a-directory": ("-o {out}", None,
-        "is a directory"),
-    "output-folder-missing": ("-o {out}/missing/b.png", None,
-        "missing does not exist; make it first"),
-    "output-under-a-file": ("-o {text}/b.png", None,
-        "notes.txt is not a folder"),
-    "output-not-png": ("-o {out}/b.jpg", None,
-        "the output must be a .png file"),
-    "output-only-an-extension": ("-o {out}/.png", None,
-        ".png: the output must be a .png file with a name before .png"),
-    "output-only-an-extension-in-capitals": ("-o {out}/.PNG", None,
-        ".PNG: the output must be a .png file with a name before .png"),
-    "output-name-too-long": ("-o {out}/" + "a" * 250 + ".png", None,
-        "the file name is too long"),
-    "separate-and-output": ("--separate {out}/s -o {out}/b.png", None,
-        "give either -o/--output or --separate, not both"),
-    "separate-is-a-file": ("--n 2 --separate {text}", None,
-        "notes.txt' is a file"),
-    "unknown-option": ("--colour red -o {out}/b.png", None,
-        "No such option"),
-    "unknown-command": ("paint -o {out}/b.png", None,
-        "No such command 'paint'"),
-    "count-as-command": ("64", None,
-        "no command '64'; to draw 64 birds give bird-gen --n 64"),
-    "count-as-command-after-n": ("--n 3 64", None,
-        "No such command '64'"),
-    "sampling-option-before-command": ("--n 3 info", None,
-        "options before 'info' are for sampling (--n); give info's options after its name"),
-    "threads-before-a-command-without-them": ("--threads 1 info", None,
-        "info takes no --threads"),
-    "model-before-and-after-a-command": ("-m birds32 info -m birds64", None,
-        "-m is given before 'info' and after it; give it once"),
-    "model-missing": ("--model {out}/no_model -o {out}/b.png", None,
-        "no_model does not exist"),
-    "manifest-hash-mismatch": ("-o {out}/b.png", _damage_hash,
-        "decoder.onnx does not match its sha256"),
-    "manifest-not-json": ("-o {out}/b.png", _bad_json,
-        "manifest.json is not valid JSON"),
-    "manifest-huge-integer": ("-o {out}/b.png", _huge_integer,
-        "holds a number of 5000 digits, longer than any a model has"),
-    "info-manifest-nested-deep": ("info", _deep_source,
-        "nests its JSON more than 32 levels deep"),
-    "info-manifest-huge-integer": ("info", _huge_integer,
-        "holds a number of 5000 digits, longer than any a model has"),
-    "corrupt-onnx": ("-o {out}/b.png", _corrupt_onnx,
-        "decoder.onnx is not a well-formed ONNX file"),
-    "bad-prior-file": ("-o {out}/b.png", _bad_prior,
-        "prior.npz means has shape [2, 5], expected [2, 8]"),
-    "wrong-input-names": ("--model {wrong} -o {out}/b.png", None,
-        "takes inputs ['latent'], the format needs ['z']"),
-    "separate-wrong-input-names": ("--model {wrong} --separate {out}/s", None,
-        "takes inputs ['latent'], the format needs ['z']"),
-    "recon-unreadable-image": ("recon {text} -o {out}/r.png", None,
-        "notes.txt: not a photo in a format bird-vae reads"),
-    "recon-missing-image": ("recon {bird} {out}/missing.jpg -o {out}/r.png", None,
-        "missing.jpg: no such file"),
-    "recon-directory-as-image": ("recon {out} -o {out}/r.png", None,
-        "is a folder; give the photos in it"),
-    "recon-no-images": ("recon -o {out}/r.png", None,
-        "Missing argument 'IMAGES...'"),
-    "recon-corrupt-onnx": ("recon {bird} -o {out}/r.png", _corrupt_onnx,
-        "decoder.onnx is not a well-formed ONNX file"),
-    "recon-output-not-png": ("recon {bird} -o {out}/r.txt", None,
-        "r.txt: the output must be a .png file"),
-    "interp-steps-one": ("interp {bird} {bird} --steps 1 -o {out}/i.png", None,
-        "'--steps': 1 is not in the range 2<=x<=256"),
-    "interp-missing-image": ("interp {bird} {out}/missing.jpg -o {out}/i.png", None,
-        "missing.jpg: no such file"),
-    "interp-one-image": ("interp {bird} -o {out}/i.png", None,
-        "Missing argument 'B'"),
-    "interp-wrong-input-names": ("interp {bird} {bird} --model {wrong} -o {out}/i.png", None,
-        "takes inputs ['latent'], the format needs ['z']"),
-    "info-model-missing": ("info --model {out}/no_model", None,
-        "no_model does not exist"),
-    "info-hash-mismatch": ("info", _damage_hash,
-        "decoder.onnx does not match its sha256"),
+    "n-zero": ("--n 0 -o {out}/b.png", None, "0 is not in the range x>=1"),
+    "n-negative": ("--n -3 -o {out}/b.png", None, "-3 is not in the range x>=1"),
+    "n-huge-without-separate": ("--n 5000 -o {out}/b.png", None, "too many birds for one grid"),
+    "batch-zero": ("--batch 0 -o {out}/b.png", None, "'--batch': 0 is not in the range"),
+    "best-of-too-many": (
+        "--best-of 17 -o {out}/b.png",
+        None,
+        "'--best-of': 17 is not in the range 1<=x<=16",
+    ),
+    "seed-negative": ("--seed -1 -o {out}/b.png", None, "'--seed': -1 is not in the range"),
+    "temperature-negative": (
+        "--temperature -1 -o {out}/b.png",
+        None,
+        "-1.0 is not in the range 0<=x<=10.0",
+    ),
+    "temperature-nan": ("--temperature nan -o {out}/b.png", None, "'nan' is not a finite number"),
+    "noise-negative": ("--noise -0.5 -o {out}/b.png", None, "'--noise': -0.5 is not in the range"),
+    "noise-without-pixel-scales": (
+        "--noise 0.5 --model {mean_only} -o {out}/b.png",
+        None,
+        "has no pixel scales",
+    ),
+    "unknown-prior": ("--prior uniform -o {out}/b.png", None, "'uniform' is not one of"),
+    "fitted-prior-missing": (
+        "--prior fitted -o {out}/b.png",
+        _no_prior,
+        "has no fitted prior (it has: standard)",
+    ),
+    "output-is-a-directory": ("-o {out}", None, "is a directory"),
+    "output-folder-missing": (
+        "-o {out}/missing/b.png",
+        None,
+        "missing does not exist; make it first",
+    ),
+    "output-under-a-file": ("-o {text}/b.png", None, "notes.txt is not a folder"),
+    "output-not-png": ("-o {out}/b.jpg", None, "the output must be a .png file"),
+    "output-only-an-extension": (
+        "-o {out}/.png",
+        None,
+        ".png: the output must be a .png file with a name before .png",
+    ),
+    "output-only-an-extension-in-capitals": (
+        "-o {out}/.PNG",
+        None,
+        ".PNG: the output must be a .png file with a name before .png",
+    ),
+    "output-name-too-long": ("-o {out}/" + "a" * 250 + ".png", None, "the file name is too long"),
+    "separate-and-output": (
+        "--separate {out}/s -o {out}/b.png",
+        None,
+        "give either -o/--output or --separate, not both",
+    ),
+    "separate-is-a-file": ("--n 2 --separate {text}", None, "notes.txt' is a file"),
+    "unknown-option": ("--colour red -o {out}/b.png", None, "No such option"),
+    "unknown-command": ("paint -o {out}/b.png", None, "No such command 'paint'"),
+    "count-as-command": ("64", None, "no command '64'; to draw 64 birds give bird-gen --n 64"),
+    "count-as-command-after-n": ("--n 3 64", None, "No such command '64'"),
+    "sampling-option-before-command": (
+        "--n 3 info",
+        None,
+        "options before 'info' are for sampling (--n); give info's options after its name",
+    ),
+    "threads-before-a-command-without-them": ("--threads 1 info", None, "info takes no --threads"),
+    "model-before-and-after-a-command": (
+        "-m birds32 info -m birds64",
+        None,
+        "-m is given before 'info' and after it; give it once",
+    ),
+    "model-missing": ("--model {out}/no_model -o {out}/b.png", None, "no_model does not exist"),
+    "manifest-hash-mismatch": (
+        "-o {out}/b.png",
+        _damage_hash,
+        "decoder.onnx does not match its sha256",
+    ),
+    "manifest-not-json": ("-o {out}/b.png", _bad_json, "manifest.json is not valid JSON"),
+    "manifest-huge-integer": (
+        "-o {out}/b.png",
+        _huge_integer,
+        "holds a number of 5000 digits, longer than any a model has",
+    ),
+    "info-manifest-nested-deep": ("info", _deep_source, "nests its JSON more than 32 levels deep"),
+    "info-manifest-huge-integer": (
+        "info",
+        _huge_integer,
+        "holds a number of 5000 digits, longer than any a model has",
+    ),
+    "corrupt-onnx": (
+        "-o {out}/b.png",
+        _corrupt_onnx,
+        "decoder.onnx is not a well-formed ONNX file",
+    ),
+    "bad-prior-file": (
+        "-o {out}/b.png",
+        _bad_prior,
+        "prior.npz means has shape [2, 5], expected [2, 8]",
+    ),
+    "wrong-input-names": (
+        "--model {wrong} -o {out}/b.png",
+        None,
+        "takes inputs ['latent'], the format needs ['z']",
+    ),
+    "separate-wrong-input-names": (
+        "--model {wrong} --separate {out}/s",
+        None,
+        "takes inputs ['latent'], the format needs ['z']",
+    ),
+    "recon-unreadable-image": (
+        "recon {text} -o {out}/r.png",
+        None,
+        "notes.txt: not a photo in a format bird-vae reads",
+    ),
+    "recon-missing-image": (
+        "recon {bird} {out}/missing.jpg -o {out}/r.png",
+        None,
+        "missing.jpg: no such file",
+    ),
+    "recon-directory-as-image": (
+        "recon {out} -o {out}/r.png",
+        None,
+        "is a folder; give the photos in it",
+    ),
+    "recon-no-images": ("recon -o {out}/r.png", None, "Missing argument 'IMAGES...'"),
+    "recon-corrupt-onnx": (
+        "recon {bird} -o {out}/r.png",
+        _corrupt_onnx,
+        "decoder.onnx is not a well-formed ONNX file",
+    ),
+    "recon-output-not-png": (
+        "recon {bird} -o {out}/r.txt",
+        None,
+        "r.txt: the output must be a .png file",
+    ),
+    "interp-steps-one": (
+        "interp {bird} {bird} --steps 1 -o {out}/i.png",
+        None,
+        "'--steps': 1 is not in the range 2<=x<=256",
+    ),
+    "interp-missing-image": (
+        "interp {bird} {out}/missing.jpg -o {out}/i.png",
+        None,
+        "missing.jpg: no such file",
+    ),
+    "interp-one-image": ("interp {bird} -o {out}/i.png", None, "Missing argument 'B'"),
+    "interp-wrong-input-names": (
+        "interp {bird} {bird} --model {wrong} -o {out}/i.png",
+        None,
+        "takes inputs ['latent'], the format needs ['z']",
+    ),
+    "info-model-missing": ("info --model {out}/no_model", None, "no_model does not exist"),
+    "info-hash-mismatch": ("info", _damage_hash, "decoder.onnx does not match its sha256"),
 }
 
 
@@ -551,8 +601,9 @@ def test_a_long_grid_shows_its_progress_and_the_default_one_does_not(cli, tiny_m
     assert "drawing birds" in long.stderr
 
 
-def test_a_named_pipe_is_refused_as_a_photo_not_waited_on(cli, tiny_model: Path, out: Path,
-                                                         tmp_path: Path) -> None:
+def test_a_named_pipe_is_refused_as_a_photo_not_waited_on(
+    cli, tiny_model: Path, out: Path, tmp_path: Path
+) -> None:
     import os
 
     if not hasattr(os, "mkfifo"):
@@ -582,8 +633,9 @@ def test_a_named_pipe_is_refused_as_a_photo_not_waited_on(cli, tiny_model: Path,
     assert list(out.iterdir()) == []
 
 
-def test_a_shipped_name_says_when_it_hides_a_folder_of_that_name(cli, tiny_model: Path,
-                                                                 out: Path, monkeypatch) -> None:
+def test_a_shipped_name_says_when_it_hides_a_folder_of_that_name(
+    cli, tiny_model: Path, out: Path, monkeypatch
+) -> None:
     import shutil
 
     shutil.copytree(tiny_model, out / "birds64")
@@ -596,8 +648,9 @@ def test_a_shipped_name_says_when_it_hides_a_folder_of_that_name(cli, tiny_model
     assert "16x16" in local.stdout and local.stderr == ""
 
 
-def test_an_output_link_is_checked_swept_and_written_at_its_target(cli, tiny_model: Path,
-                                                                   out: Path) -> None:
+def test_an_output_link_is_checked_swept_and_written_at_its_target(
+    cli, tiny_model: Path, out: Path
+) -> None:
     real = out / "real"
     real.mkdir()
     dead = real / ".t.png.bvae-0000abcd.tmp"  # a killed bird-gen's, beside the target

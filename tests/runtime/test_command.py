@@ -208,6 +208,7 @@ def test_lines_that_cannot_be_written_never_stop_the_work() -> None:
 def test_a_standard_error_that_fails_too_keeps_the_errors_status() -> None:
     """With both streams on a full disk, the error line that cannot be written raised again
     inside the handler of the first, and a user's mistake (status 2) ended with status 1."""
+
     def nothing_writes(*_, **__):
         raise OSError(errno.ENOSPC, "No space left on device")
 

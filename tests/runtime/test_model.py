@@ -336,20 +336,46 @@ def _edit_manifest(folder: Path, **changes: object) -> None:
     [
         ({"default_prior": "uniform"}, "defaults to the 'uniform' prior"),
         ({"priors": {"flow": {"kind": "flow", "file": "prior.npz"}}}, "unknown prior 'flow'"),
-        ({"priors": {"fitted": {"kind": "flow", "file": "prior.npz", "components": 2}}},
-         "must be kind 'gaussian-mixture'"),
-        ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "../prior.npz",
-                                "components": 2}}}, "must be kind"),
-        ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "prior.npz"}}},
-         "positive components"),
+        (
+            {"priors": {"fitted": {"kind": "flow", "file": "prior.npz", "components": 2}}},
+            "must be kind 'gaussian-mixture'",
+        ),
+        (
+            {
+                "priors": {
+                    "fitted": {"kind": "gaussian-mixture", "file": "../prior.npz", "components": 2}
+                }
+            },
+            "must be kind",
+        ),
+        (
+            {"priors": {"fitted": {"kind": "gaussian-mixture", "file": "prior.npz"}}},
+            "positive components",
+        ),
         ({"default_temperature": -1}, "temperature"),
         ({"default_temperature": 50}, "default temperature must be 0 to 10"),
-        ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "prior.npz",
-                                "components": 2, "default_temperature": 11}}},
-         "default temperature must be 0 to 10"),
+        (
+            {
+                "priors": {
+                    "fitted": {
+                        "kind": "gaussian-mixture",
+                        "file": "prior.npz",
+                        "components": 2,
+                        "default_temperature": 11,
+                    }
+                }
+            },
+            "default temperature must be 0 to 10",
+        ),
         ({"default_noise": 10.5}, "default noise must be 0 to 10"),
-        ({"priors": {"fitted": {"kind": "gaussian-mixture", "file": "prior.npz",
-                                "components": 3}}}, "3 components"),
+        (
+            {
+                "priors": {
+                    "fitted": {"kind": "gaussian-mixture", "file": "prior.npz", "components": 3}
+                }
+            },
+            "3 components",
+        ),
     ],
 )
 def test_inconsistent_prior_settings_are_refused(model_copy: Path, changes, message) -> None:
@@ -461,8 +487,17 @@ def test_the_learned_prior_samples_through_prior_onnx(vae: BirdVAE) -> None:
 
 
 def test_a_learned_prior_of_the_wrong_width_is_refused(model_copy: Path) -> None:
-    _edit_manifest(model_copy, priors={"learned": {
-        "kind": "sampler", "file": "prior.onnx", "noise_dim": 9, "default_temperature": 1.0}})
+    _edit_manifest(
+        model_copy,
+        priors={
+            "learned": {
+                "kind": "sampler",
+                "file": "prior.onnx",
+                "noise_dim": 9,
+                "default_temperature": 1.0,
+            }
+        },
+    )
     with pytest.raises(ModelFormatError, match=r"prior\.onnx input 'noise' has shape"):
         BirdVAE(model_copy).sample(1, prior="learned")
 

@@ -245,6 +245,7 @@ def test_a_first_scan_behind_stray_bytes_is_the_one_counted(tmp_path: Path, monk
     """libjpeg skips the bytes FF 00 between segments: a one-component scan placed after them
     is its first scan (so it decodes the whole image's coefficients), whatever a parser that
     read FF 00 as a marker with a length would find after it."""
+
     def segment(marker: int, payload: bytes) -> bytes:
         return struct.pack(">HH", marker, len(payload) + 2) + payload
 

@@ -87,9 +87,7 @@ FIGURES = {
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("figure", FIGURES)
-def test_a_figure_killed_at_each_write_point(
-    cli, tiny_model, birds, tmp_path, figure, point, how
-):
+def test_a_figure_killed_at_each_write_point(cli, tiny_model, birds, tmp_path, figure, point, how):
     common = (*FIGURES[figure](birds), "--model", tiny_model, "--threads", 1)
     reference = tmp_path / "reference.png"
     assert cli(*common, "-o", reference).exit_code == 0
@@ -225,6 +223,7 @@ def test_a_stop_in_the_teardown_of_a_finished_command_is_ignored():
     """A console command ends with its own status and output when a Ctrl-C lands after its
     work (vae-export's teardown after torch takes a second); a command run without
     run_as_program shows Python's KeyboardInterrupt traceback from that teardown instead."""
+
     def run(mode: str) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-c", TEARDOWN_SCRIPT, mode]
         return subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=60)

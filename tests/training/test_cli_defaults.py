@@ -255,8 +255,15 @@ def test_every_later_stage_flag_reaches_the_config(tmp_path, monkeypatch, vae_ch
             assert getattr(part, field) == value, name
 
 
-@pytest.mark.parametrize("sizes", [["--prior-width", "256"], ["--prior-blocks", "2"],
-                                   ["--prior-width", "256", "--prior-blocks", "2"], []])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        ["--prior-width", "256"],
+        ["--prior-blocks", "2"],
+        ["--prior-width", "256", "--prior-blocks", "2"],
+        [],
+    ],
+)
 def test_a_prior_smaller_than_the_default_in_either_size_is_told_it_is_likely_a_guide(
     tmp_path, monkeypatch, vae_checkpoint, sizes
 ):

@@ -578,7 +578,8 @@ def test_a_new_run_refuses_a_finished_picture_among_the_grids(image_folder, tmp_
     result = CliRunner().invoke(train_command, ["--data", str(image_folder), "-o", str(run)])
     assert result.exit_code == 2, result.output
     assert f"it holds grids/{picture}, which no run writes before its first last.pt" in (
-        result.output), result.output
+        result.output
+    ), result.output
     assert (run / "grids" / picture).read_bytes() == b"a user's picture"
 
 

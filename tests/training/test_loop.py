@@ -555,8 +555,11 @@ def test_a_stopped_run_exits_128_plus_the_signal_with_last_pt_saved(image_folder
     assert "Traceback" not in err and "stopped: saved" in out
     state = checkpoint.load(run / LAST)
     assert 1 <= state["epoch"] < 1000
-    place = (f"after epoch {state['epoch']}/1000" if state["batch_in_epoch"] == 0 else
-             f"in epoch {state['epoch'] + 1}/1000, after batch {state['batch_in_epoch']} of ")
+    place = (
+        f"after epoch {state['epoch']}/1000"
+        if state["batch_in_epoch"] == 0
+        else f"in epoch {state['epoch'] + 1}/1000, after batch {state['batch_in_epoch']} of "
+    )
     assert f"stopped: saved {run / LAST} {place}" in out, out  # counted as the progress lines
 
 
@@ -663,9 +666,7 @@ def test_a_stop_as_the_last_epoch_ends_is_a_finished_run(image_folder, tmp_path,
     assert "stopped" not in result.output and (run / "best.pt").is_file()
 
 
-def test_a_resume_that_completes_the_last_epochs_records_is_a_finished_run(
-    image_folder, tmp_path
-):
+def test_a_resume_that_completes_the_last_epochs_records_is_a_finished_run(image_folder, tmp_path):
     """A kill while the last epoch's best.pt and metrics were written: --resume writes them and
     exits 0, and so does every later --resume of the finished run (it exited 2, so a script
     that retries until the run is done never stopped); fewer epochs than trained are refused."""
@@ -892,8 +893,10 @@ def test_a_run_shorter_than_its_warm_up_is_told(image_folder, tmp_path, warmup, 
     if warned is None:
         assert said == []
     else:
-        assert said == [f"the learning rate warms up over {warmup} steps and this run has 10, so "
-                        f"it {warned} its peak; give more --epochs or a smaller --batch-size"]
+        assert said == [
+            f"the learning rate warms up over {warmup} steps and this run has 10, so "
+            f"it {warned} its peak; give more --epochs or a smaller --batch-size"
+        ]
 
 
 def test_a_resumed_run_is_not_told_of_its_warm_up_again(image_folder, tmp_path):

@@ -434,8 +434,10 @@ def test_a_config_part_that_is_not_a_mapping_is_named(part):
         config_of({"config": data})
 
 
-@pytest.mark.parametrize("name, value", [("latent_dim", -5), ("decoder_width", 0),
-                                         ("image_size", 2.5), ("blocks_per_level", True)])
+@pytest.mark.parametrize(
+    "name, value",
+    [("latent_dim", -5), ("decoder_width", 0), ("image_size", 2.5), ("blocks_per_level", True)],
+)
 def test_a_checkpoint_config_with_impossible_sizes_is_refused_by_name(name, value):
     from birdvae.training.checkpoint import CheckpointError, config_of
 

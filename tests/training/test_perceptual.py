@@ -81,9 +81,7 @@ def test_the_decoder_stage_learns_with_the_distance_and_resumes_its_features(
     assert checkpoint.load(tmp_path / "d" / LAST)["epoch"] == 2
 
 
-def test_the_projected_discriminator_alone_trains_without_the_distance(
-    vae_checkpoint, tmp_path
-):
+def test_the_projected_discriminator_alone_trains_without_the_distance(vae_checkpoint, tmp_path):
     config = tiny_stage(vae_checkpoint, "decoder", epochs=1)
     config.sharpen.perceptual_epochs = 1
     config.sharpen.projected_weight, config.sharpen.gan_start = 1.0, 0

@@ -253,9 +253,7 @@ def test_the_rater_term_needs_a_learned_prior_and_reaches_the_loss(vae_checkpoin
     assert saved.sharpen.rater_weight == 0.5
 
 
-def test_the_decoder_stage_draws_its_prior_fakes_as_the_guide_steers_them(
-    vae_checkpoint, tmp_path
-):
+def test_the_decoder_stage_draws_its_prior_fakes_as_the_guide_steers_them(vae_checkpoint, tmp_path):
     """With --prior-guide the fakes' prior draws are the autoguided sampler's, bird-gen's codes
     once the export is guided alike; a resume reads the guide again and refuses another."""
     from birdvae.training.stages import GUIDE_SHA
@@ -437,8 +435,10 @@ def test_a_later_stage_whose_init_data_moved_says_so(vae_checkpoint, tmp_path):
     args = ["--stage", "prior", "--init", str(moved), "-o", str(tmp_path / "run")]
     result = CliRunner().invoke(train_command, args)
     assert result.exit_code == 2, result.output
-    assert (f"the data folder {tmp_path / 'photos-since-moved'}, which --init {moved}'s run "
-            "trained on, is not here; give the photos with --data") in result.output
+    assert (
+        f"the data folder {tmp_path / 'photos-since-moved'}, which --init {moved}'s run "
+        "trained on, is not here; give the photos with --data"
+    ) in result.output
     assert not (tmp_path / "run").exists()
 
 
@@ -615,4 +615,3 @@ def test_a_prior_run_resumes_without_its_init_checkpoint(vae_checkpoint, tmp_pat
     init.unlink()  # the run's config still names it
     PriorTrainer(config, tmp_path / "b", state, log=quiet).fit()
     assert checkpoint.load(tmp_path / "b" / LAST)["epoch"] == 2
-

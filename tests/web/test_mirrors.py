@@ -266,7 +266,10 @@ def _manifest_variants() -> dict[str, dict]:
         "no likelihood": {"likelihood": None},
         "an unknown key in a prior": {"priors": {"fitted": {**fitted, "url": "http://x"}}},
         "a mixture past the bound": {  # 10 components of 2048x2048: all else within bounds
-            "latent_dim": 2048, "priors": {"fitted": fitted}, "default_prior": "fitted"},
+            "latent_dim": 2048,
+            "priors": {"fitted": fitted},
+            "default_prior": "fitted",
+        },
     }
     variants = {}
     for name, change in changes.items():

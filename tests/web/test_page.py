@@ -407,9 +407,7 @@ def photo_status(browser) -> str | None:
     )
 
 
-def test_a_photo_shown_is_redone_by_another_model_after_its_file_is_gone(
-    browser, server, tmp_path
-):
+def test_a_photo_shown_is_redone_by_another_model_after_its_file_is_gone(browser, server, tmp_path):
     """The page kept the file's handle: once the file was moved, no model could be chosen."""
     photo = tmp_path / "moved.jpg"
     photo.write_bytes(BIRD_PHOTO.read_bytes())
