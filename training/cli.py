@@ -62,26 +62,37 @@ SHOWN_FLAGS = {
 }
 # The IW bound's K: 5,000 is the usual research figure (Burda et al.); each photo costs K passes.
 MAX_IW_SAMPLES = 5000
-# Fixed by a run's model and data: a later stage keeps its --init's.
-ARCHITECTURE_FLAGS = {
-    "image_size", "latent_dim", "decoder_width", "decoder_max_width", "blocks_per_level",
-    "spatial_latent",
-    "likelihood", "preset", "kl_weight", "kl_warmup_epochs", "free_bits", "val_fraction",
-    "box_margin",
+# Each option that sets a config setting: its override() key, and whose setting it is. "model":
+# fixed by a run's model and data, so a later stage keeps its --init's; "all": any stage's;
+# "prior", "decoder": that stage's alone. A new training flag is one line here.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "image_size": ("image_size", "model"), "latent_dim": ("latent_dim", "model"),
+    "decoder_width": ("decoder_width", "model"),
+    "decoder_max_width": ("decoder_max_width", "model"),
+    "blocks_per_level": ("blocks_per_level", "model"),
+    "spatial_latent": ("spatial_latent", "model"), "likelihood": ("likelihood", "model"),
+    "kl_weight": ("kl_weight", "model"), "kl_warmup_epochs": ("kl_warmup_epochs", "model"),
+    "free_bits": ("free_bits", "model"), "val_fraction": ("val_fraction", "model"),
+    "box_margin": ("box_margin", "model"),
+    "data": ("data", "all"), "epochs": ("epochs", "all"), "batch_size": ("batch_size", "all"),
+    "lr": ("lr", "all"), "device": ("device", "all"), "seed": ("seed", "all"),
+    "precision": ("precision", "all"), "compile_": ("compile", "all"),
+    "prior_width": ("prior_width", "prior"), "prior_blocks": ("prior_blocks", "prior"),
+    "prior_steps": ("prior_steps", "prior"), "prior_keep": ("prior_keep", "prior"),
+    **{name: (f"sharpen_{name}", "decoder") for name in (
+        "gan_weight", "disc_width", "prior_share", "anchor_weight", "anchor_scale",
+        "perceptual_weight", "projected_weight", "rater_weight", "prior_guide", "guidance",
+    )},
 }  # fmt: skip
-PRIOR_FLAGS = {"prior_width", "prior_blocks", "prior_steps", "prior_keep"}
-DECODER_FLAGS = {
-    "gan_weight",
-    "disc_width",
-    "prior_share",
-    "anchor_weight",
-    "anchor_scale",
-    "perceptual_weight",
-    "projected_weight",
-    "rater_weight",
-    "prior_guide",
-    "guidance",
-}
+
+
+def _flags_of(owner: str) -> set[str]:
+    return {option for option, (_, whose) in SETTINGS.items() if whose == owner}
+
+
+ARCHITECTURE_FLAGS = {"preset"} | _flags_of("model")
+PRIOR_FLAGS = _flags_of("prior")
+DECODER_FLAGS = _flags_of("decoder")
 
 
 def _flag_names(options: set[str]) -> str:
@@ -619,32 +630,31 @@ def _vae_config(options: dict, given: set[str]):
     resnet_only &= given
     if options["preset"] == "baseline" and resnet_only:
         raise UserError(f"{_flag_names(resnet_only)}: the baseline's architecture is fixed")
-    size = options["image_size"]
-    return override(
-        preset(options["preset"]),
-        data=_absolute(options["data"]),
-        epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
-        image_size=int(size) if size else None, latent_dim=options["latent_dim"],
-        decoder_width=options["decoder_width"], decoder_max_width=options["decoder_max_width"],
-        blocks_per_level=options["blocks_per_level"],
-        spatial_latent=options["spatial_latent"],
-        likelihood=options["likelihood"],
-        val_fraction=options["val_fraction"], box_margin=options["box_margin"],
-        device=options["device"],
-        seed=options["seed"], precision=options["precision"],
-        compile=options["compile_"], kl_warmup_epochs=options["kl_warmup_epochs"],
-        free_bits=options["free_bits"], kl_weight=options["kl_weight"],
-    )  # fmt: skip
+    return override(preset(options["preset"]), **_settings(options, ("model", "all")))
+
+
+def _settings(options: dict, owners: tuple[str, ...]) -> dict[str, Any]:
+    """override()'s keywords for the options of these owners (None: not given), each value as
+    the config holds it: paths absolute, sizes chosen as text made numbers."""
+    values = {}
+    for option, (key, whose) in SETTINGS.items():
+        value = options[option]
+        if whose not in owners or value is None:
+            continue
+        if option == "data":
+            value = _absolute(value) or None  # none given: the preset's, or the init run's
+        elif option == "prior_guide":
+            value = value and _absolute([value])[0]
+        elif option in ("image_size", "anchor_scale"):  # click.Choice gives text
+            value = int(value)
+        values[key] = value
+    return values
 
 
 def _absolute(paths: Sequence[str | Path]) -> list[str]:
     """Paths as the run records them: absolute, so ``--resume``, a later stage and vae-export
     find them from any working directory."""
     return [os.path.abspath(Path(p).expanduser()) for p in paths]
-
-
-def _int_or_none(value: str | None) -> int | None:
-    return None if value is None else int(value)
 
 
 def _stage_config(options: dict, given: set[str]):
@@ -664,28 +674,13 @@ def _stage_config(options: dict, given: set[str]):
     if init_config.model.arch != "resnet":
         raise UserError(f"--stage {stage} needs a model of the default architecture")
     config = stage_config(init_config, stage, _absolute([init])[0])
-    data = _absolute(options["data"]) or None
     moved = [folder for folder in config.data if not Path(folder).is_dir()]
-    if data is None and moved:  # the error would name a folder the user never gave
+    if not options["data"] and moved:  # the error would name a folder the user never gave
         raise UserError(
             f"the data folder {moved[0]}, which --init {init}'s run trained on, is not here; "
             "give the photos with --data"
         )
-    config = override(
-        config, data=data, epochs=options["epochs"], batch_size=options["batch_size"],
-        lr=options["lr"], device=options["device"], seed=options["seed"],
-        precision=options["precision"], compile=options["compile_"],
-        prior_width=options["prior_width"], prior_blocks=options["prior_blocks"],
-        prior_steps=options["prior_steps"], prior_keep=options["prior_keep"],
-        sharpen_gan_weight=options["gan_weight"], sharpen_disc_width=options["disc_width"],
-        sharpen_prior_share=options["prior_share"], sharpen_anchor_weight=options["anchor_weight"],
-        sharpen_anchor_scale=_int_or_none(options["anchor_scale"]),
-        sharpen_perceptual_weight=options["perceptual_weight"],
-        sharpen_projected_weight=options["projected_weight"],
-        sharpen_rater_weight=options["rater_weight"],
-        sharpen_prior_guide=options["prior_guide"] and _absolute([options["prior_guide"]])[0],
-        sharpen_guidance=options["guidance"],
-    )  # fmt: skip
+    config = override(config, **_settings(options, ("all", stage)))
     if "guidance" in given and not config.sharpen.prior_guide:
         raise UserError("--guidance weighs a guide's draws: give --prior-guide too")
     return config

@@ -118,6 +118,25 @@ def test_each_stage_flag_set_holds_exactly_the_options_of_its_config_part():
     assert sharpen == DECODER_FLAGS
 
 
+def test_every_option_is_a_setting_in_the_one_table_or_is_not_one():
+    """SETTINGS is where a flag meets the config: a new option missing from it would be
+    accepted and change nothing; every key it gives override() must name a config field."""
+    from dataclasses import fields
+
+    from birdvae.training.cli import SETTINGS
+    from birdvae.training.config import ModelConfig, PriorConfig, SharpenConfig
+
+    not_settings = {"out", "out_alias", "stage", "init", "preset", "resume", "threads", "version"}
+    options = {param.name for param in train_command.params}
+    assert options - not_settings == set(SETTINGS)
+    config_keys = (
+        {f.name for f in fields(TrainConfig)} | {f.name for f in fields(ModelConfig)}
+        | {f"prior_{f.name}" for f in fields(PriorConfig)}
+        | {f"sharpen_{f.name}" for f in fields(SharpenConfig)}
+    )  # fmt: skip
+    assert {key for key, _ in SETTINGS.values()} <= config_keys
+
+
 def test_every_hand_kept_flag_set_names_options_the_command_has():
     """A name in these sets that is not an option's (``compile`` for the option ``compile_``)
     makes the rule it serves refuse or allow the wrong flag without a word."""
