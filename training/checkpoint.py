@@ -93,9 +93,18 @@ def verify_crcs(path: Path) -> None:
     advice = f"use the run's {other} or another copy"
     try:
         with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+            # torch.save stores every member as it is. A compressed one is not vae-train's,
+            # and its size is unbounded by the file's: 16 MB deflated to a 6 GB tensor.
+            members = archive.infolist()
+            packed = [i.filename for i in members if i.compress_type != zipfile.ZIP_STORED]
+            bad = None if packed else archive.testzip()
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is damaged ({type(exc).__name__}); {advice}") from exc
+    if packed:
+        raise CheckpointError(
+            f"{path} holds a compressed member ({packed[0].rsplit('/', 1)[-1]!r}); "
+            "torch.save compresses none, so it is not a vae-train checkpoint"
+        )
     if bad is not None:
         raise CheckpointError(
             f"{path} is damaged: its stored {bad.rsplit('/', 1)[-1]!r} fails its CRC check "

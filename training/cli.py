@@ -34,11 +34,13 @@ from birdvae.runtime.cpus import check_threads
 from birdvae.runtime.errors import UserError
 
 from .config import (
+    ANCHOR_SCALES,
     DEFAULT_GUIDANCE,
     DEVICES,
     LIKELIHOODS,
     MAX_BLOCKS,
     MAX_PRIOR_STEPS,
+    MAX_SEED,
     PRECISIONS,
     PRESETS,
     RESUMABLE_FIELDS,
@@ -176,7 +178,7 @@ def _flag_names(options: set[str]) -> str:
 )
 @click.option(
     "--anchor-scale",
-    type=click.Choice(["2", "4", "8"]),
+    type=click.Choice([str(scale) for scale in ANCHOR_SCALES]),
     help="Decoder stage: the anchor compares pictures averaged over this many pixels a side "
     "(2: the outline too; 8: only layout and colours). [default: 2]",
 )
@@ -305,7 +307,7 @@ def _flag_names(options: set[str]) -> str:
     "does it natively. [default: auto]",
 )
 @click.option(
-    "--seed", type=click.IntRange(0, 2**31 - 1), help="Makes a CPU run reproducible. [default: 0]"
+    "--seed", type=click.IntRange(0, MAX_SEED), help="Makes a CPU run reproducible. [default: 0]"
 )
 @click.option(
     "--threads",

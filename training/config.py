@@ -36,6 +36,10 @@ CROPS = ("center", "squash")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+ANCHOR_SCALES = (2, 4, 8)  # pixels a side the decoder stage's anchor averages over
+MAX_GRID = 1024  # birds in a training grid
+MAX_SEED = 2**31 - 1  # what --seed takes
+MAX_CONFIG_BYTES = 1 << 20  # a run's config.json is about 2 KB
 AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's; a setting joins any by commas
 # What `vae-train --resume` may change in a run's config: how long and where it runs, never what
 # it trains. Every other field must be the run folder's own.
@@ -155,6 +159,7 @@ class PriorConfig:
         config = _checked(config)
         _check_range(config, "dropout", 0, 1, below=True)
         _check_range(config, "keep", 0, 1, above=True)
+        _check_range(config, "sigma_max", 0, math.inf, above=True)
         _check_range(config, "sigma_min", 0, config.sigma_max, above=True, below=True)
         _check_range(config, "rho", 0, math.inf, above=True)
         return config
@@ -226,6 +231,11 @@ class SharpenConfig:
                     f"SharpenConfig {name} holds {', '.join(sorted(unknown))}; "
                     f"choose among {', '.join(AUGMENTATIONS)}, joined by commas"
                 )
+        if config.anchor_scale not in ANCHOR_SCALES:  # 0 or 10**6 failed inside a pooling
+            scales = ", ".join(map(str, ANCHOR_SCALES))
+            raise ConfigError(
+                f"SharpenConfig anchor_scale must be one of {scales}, not {config.anchor_scale}"
+            )
         if config.rater_views < 1:
             raise ConfigError(f"rater_views must be at least 1, not {config.rater_views}")
         _check_range(config, "disc_lr", 0, math.inf, above=True)
@@ -305,6 +315,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grid_size", "max_bad_steps"):
             if getattr(config, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(config, name)}")
+        # Before anything is allocated: each epoch draws grid_size birds at once, and the
+        # seed is torch's and numpy's, which take at most 64 and 32 bits.
+        _check_counts(config, "TrainConfig", {"grid_size": (1, MAX_GRID), "seed": (0, MAX_SEED)})
         _check_range(config, "lr", 0, math.inf, above=True)
         _check_range(config, "lr_floor", 0, 1)
         _check_range(config, "box_margin", 0, 1)
@@ -317,7 +330,17 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(read_config_text(Path(path))))
+
+
+def read_config_text(path: Path) -> str:
+    """A config.json's text, refused unread when it is larger than any config (a few KB) or
+    not a plain file: an 8 GB file was read whole, and a pipe never ends."""
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than a config ({MAX_CONFIG_BYTES >> 10} KB at most)")
+    return path.read_text()
 
 
 def upgrade(values: dict[str, Any]) -> dict[str, Any]:

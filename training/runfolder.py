@@ -22,13 +22,15 @@ from birdvae.runtime.errors import UserError
 from birdvae.runtime.format import ModelFormatError, verify_model_dir
 
 from . import checkpoint
-from .config import RESUMABLE_FIELDS, TrainConfig
+from .config import RESUMABLE_FIELDS, TrainConfig, read_config_text
 from .data import CACHE_FILE_PATTERN
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.json"
 GRIDS, CACHE = "grids", "cache"
 _RUN_NAMES = frozenset({LAST, BEST, METRICS, CONFIG, GRIDS, CACHE})  # what a run writes into
 # Fields every version of config.json a run writes has (version 1 had no config_version).
+# A run writes about 1 KB a line, one line an epoch: larger is no run's, and is not read.
+MAX_METRICS_BYTES = 64 << 20
 RUN_CONFIG_KEYS = frozenset({"model", "data", "epochs", "batch_size", "lr", "seed"})
 # What a run writes inside grids/ after each last.pt (grid_file names them); cache/'s names are
 # training/data.py's.
@@ -145,6 +147,8 @@ def _holds_only_records(path: Path) -> bool:
     if not path.exists():
         return True
     try:
+        if path.stat().st_size > MAX_METRICS_BYTES:
+            return False
         text = path.read_text(errors="replace")
     except OSError:
         return False
@@ -205,7 +209,7 @@ def _left_by_a_run(entry: Path, grids_written: bool) -> bool:
         return False
     if entry.name == CONFIG and entry.is_file():
         try:
-            values = json.loads(entry.read_text())
+            values = json.loads(read_config_text(entry))
             if not isinstance(values, dict):
                 return False
             TrainConfig.from_dict(values)

@@ -357,6 +357,48 @@ def test_a_damaged_cache_is_ignored_with_a_warning_and_rewritten(image_folder, t
             assert np.array_equal(first.val, load_splits(image_folder, 16, cache_dir=cache).val)
 
 
+def _crafted(arrays: dict, case: str) -> dict:
+    """A run's cached arrays, changed as a hostile or foreign cache file would hold them."""
+    arrays = dict(arrays)
+    if case == "4 million images, deflated":
+        arrays["train"] = np.zeros((4_000_000 // 1000, 3, 16, 16), np.uint8)  # small here
+    elif case == "another size":
+        arrays["train"] = arrays["train"][:, :, :8, :8]
+    elif case == "floats":
+        arrays["train"] = arrays["train"].astype(np.float64)
+    elif case == "a count of three":
+        arrays["skipped"] = np.array([1, 2, 3])
+    elif case == "labels past the species":
+        arrays["train_labels"] = arrays["train_labels"] + len(arrays["classes"])
+    elif case == "photos not listed":
+        arrays["val"] = arrays["val"][:1]
+    elif case == "an array too many":
+        arrays["extra"] = np.zeros(1)
+    return arrays
+
+
+CRAFTED_CACHES = ["4 million images, deflated", "another size", "floats", "a count of three",
+                  "labels past the species", "photos not listed", "an array too many"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CRAFTED_CACHES)
+def test_a_crafted_cache_is_ignored_and_the_photos_decoded_again(image_folder, tmp_path, case):
+    """Each was read as it said: a 12 MB deflated cache declaring 4 million images took 23 GB
+    before the process was killed, and a count of three was a traceback. A deflated member is
+    refused before numpy reads it."""
+    cache = tmp_path / "cache"
+    first = load_splits(image_folder, 16, cache_dir=cache)
+    [cached] = cache.glob("*.npz")
+    with np.load(cached) as stored:
+        arrays = _crafted({name: stored[name] for name in stored.files}, case)
+    save = np.savez_compressed if "deflated" in case else np.savez
+    with open(cached, "wb") as handle:
+        save(handle, **arrays)
+    with pytest.warns(UserWarning, match="damaged image cache"):
+        again = load_splits(image_folder, 16, cache_dir=cache)
+    assert np.array_equal(first.train, again.train) and first.classes == again.classes
+
+
 def test_the_box_margin_sets_the_crop_and_its_own_cache(tmp_path: Path):
     """Margin 0 crops a CUB photo to its box (the red bird fills the picture); the default
     keeps blue sky around it. Each margin is cached apart, so one never reads the other's."""

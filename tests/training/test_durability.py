@@ -173,6 +173,31 @@ def test_a_checkpoint_that_would_run_code_is_refused_unrun(straight, tmp_path):
     assert not marker.exists()
 
 
+def test_a_checkpoint_with_a_compressed_member_is_refused_before_it_is_inflated(
+    straight, tmp_path, monkeypatch
+):
+    """torch reads deflated members too, and a tensor's real storage passes every check after
+    loading: 16 MB of zeros deflated this way held a 6 GB tensor that vae-export loaded. The
+    same file with every member stored as torch.save writes it loads."""
+    import zipfile
+
+    _, reference = straight
+
+    def copy_with(compression: int) -> Path:
+        copy = tmp_path / f"copy-{compression}.pt"
+        with zipfile.ZipFile(reference / LAST) as source, zipfile.ZipFile(copy, "w") as out:
+            for info in source.infolist():
+                out.writestr(info.filename, source.read(info), compress_type=compression)
+        return copy
+
+    assert checkpoint.load(copy_with(zipfile.ZIP_STORED))["epoch"] >= 1
+    inflated = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: inflated.append(a))
+    with pytest.raises(checkpoint.CheckpointError, match="holds a compressed member"):
+        checkpoint.load(copy_with(zipfile.ZIP_DEFLATED))
+    assert not inflated
+
+
 @pytest.mark.parametrize("key", ["prior", "model", "ema", "d_optimizer", checkpoint.JUDGE])
 def test_weights_that_are_not_a_state_dict_are_refused(straight, tmp_path, key):
     """A tensor where a network's weights belong (bool() of it is ambiguous) is one error."""
@@ -295,6 +320,37 @@ def test_a_resume_never_writes_over_what_the_run_did_not_write(straight, tmp_pat
     assert result.exit_code == 2 and "refusing to resume" in result.output, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_run_files_larger_than_any_run_writes_are_refused_unread(
+    straight, image_folder, tmp_path, monkeypatch
+):
+    """An 8 GB metrics.jsonl took 17.5 GB to refuse on resume, and a 4 GB config.json 9 GB in
+    a new run's folder; each is now refused from its size. Sparse files: nothing is written."""
+    from birdvae.training.config import MAX_CONFIG_BYTES
+
+    read = []
+    original = Path.read_text
+
+    def read_text(self: Path, *args, **kwargs) -> str:
+        read.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    run = Path(shutil.copytree(straight[1], tmp_path / "run"))
+    with open(run / METRICS, "r+b") as handle:
+        handle.truncate(runfolder.MAX_METRICS_BYTES + 1)
+    result = CliRunner().invoke(train_command, ["--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 2 and "metrics.jsonl holds lines" in result.output, result.output
+    assert run / METRICS not in read
+    folder = tmp_path / "new"
+    folder.mkdir()
+    with open(folder / "config.json", "wb") as handle:
+        handle.truncate(MAX_CONFIG_BYTES + 1)
+    args = ["--data", str(image_folder), "-o", str(folder)]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 2 and "config.json, which vae-train did not" in result.output
+    assert folder / "config.json" not in read
 
 
 def test_metrics_lines_past_the_committed_epoch_are_dropped(tmp_path):

@@ -390,6 +390,13 @@ def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
     ("sharpen", "prior_share", 5.0, "SharpenConfig prior_share must be at least 0 and at most 4"),
     ("sharpen", "adam_betas", [0.5, 1.0], "SharpenConfig adam_betas must each be below 1"),
     ("sharpen", "adam_betas", [-0.5, 0.9], "SharpenConfig adam_betas must be a pair of numbers"),
+    # Each of these was a traceback or a process killed for memory (a red-team review).
+    (None, "grid_size", 2_000_000, "TrainConfig grid_size must be a whole number from 1 to 1024"),
+    (None, "seed", 2**70, "TrainConfig seed must be a whole number from 0 to 2147483647"),
+    (None, "weight_decay", -1.0, "TrainConfig weight_decay must be a number, at least 0"),
+    ("prior", "sigma_max", 0.0, "PriorConfig sigma_max must be above 0, not 0.0"),
+    ("sharpen", "anchor_scale", 0, "SharpenConfig anchor_scale must be one of 2, 4, 8, not 0"),
+    ("sharpen", "anchor_scale", 10**6, "SharpenConfig anchor_scale must be one of 2, 4, 8"),
     ("model", "arch", "unet", "ModelConfig arch must be one of resnet, baseline"),
     ("model", "likelihood", "gaussian", "ModelConfig likelihood must be one of logistic"),
     ("sharpen", "augment", "color,blur", "SharpenConfig augment holds blur; choose among color"),
