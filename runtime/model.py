@@ -14,6 +14,7 @@ import copy
 import math
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from importlib.resources import files
@@ -656,6 +657,10 @@ def _check_result(shape: tuple[int, ...], name: str, instead: str) -> None:
         )
 
 
+# numpy 1.25 moved it to numpy.exceptions; 2.0 left it only there.
+_RAGGED_WARNING = getattr(getattr(np, "exceptions", np), "VisibleDeprecationWarning", Warning)
+
+
 def _as_float_batch(
     array: Any, row_shape: tuple[int, ...], name: str, one: bool = False
 ) -> np.ndarray:
@@ -665,11 +670,14 @@ def _as_float_batch(
     as [*row_shape] or [1, *row_shape]."""
     expected = ", ".join(["1" if one else "N", *map(str, row_shape)])
     try:
-        array = np.asarray(array)
-    except (ValueError, TypeError, RuntimeError) as exc:
+        with warnings.catch_warnings():  # numpy before 1.24 warns of ragged rows, then obliges
+            warnings.simplefilter("error", _RAGGED_WARNING)
+            array = np.asarray(array)
+    except (ValueError, TypeError, RuntimeError, _RAGGED_WARNING) as exc:
         # numpy's words for rows of different lengths; else what it cannot convert and why
         # (a bfloat16 or GPU tensor, one that requires grad)
-        reason = "its rows differ" if "inhomogeneous" in str(exc) else (
+        ragged = "inhomogeneous" in str(exc) or "ragged" in str(exc)
+        reason = "its rows differ" if ragged else (
             f"numpy cannot make it one ({first_line(exc)})")  # fmt: skip
         raise ArgumentError(f"{name} must be an array [{expected}]; {reason}") from None
     if one and array.shape == row_shape:

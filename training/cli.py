@@ -40,7 +40,6 @@ from .config import (
     LIKELIHOODS,
     MAX_BLOCKS,
     MAX_PRIOR_STEPS,
-    MAX_SEED,
     PRECISIONS,
     PRESETS,
     RESUMABLE_FIELDS,
@@ -307,7 +306,7 @@ def _flag_names(options: set[str]) -> str:
     "does it natively. [default: auto]",
 )
 @click.option(
-    "--seed", type=click.IntRange(0, MAX_SEED), help="Makes a CPU run reproducible. [default: 0]"
+    "--seed", type=click.IntRange(0, 2**31 - 1), help="Makes a CPU run reproducible. [default: 0]"
 )
 @click.option(
     "--threads",

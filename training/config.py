@@ -38,7 +38,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 ANCHOR_SCALES = (2, 4, 8)  # pixels a side the decoder stage's anchor averages over
 MAX_GRID = 1024  # birds in a training grid
-MAX_SEED = 2**31 - 1  # what --seed takes
+# torch's generators take 64 bits, and each of a run's streams adds a small offset to the seed
+# (--seed itself takes 31 bits; runs before 2026-12-04 took any int).
+MAX_SEED = 2**63 - 1
 MAX_CONFIG_BYTES = 1 << 20  # a run's config.json is about 2 KB
 AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's; a setting joins any by commas
 # What `vae-train --resume` may change in a run's config: how long and where it runs, never what
@@ -312,11 +314,10 @@ class TrainConfig:
         })  # fmt: skip
         # ema_decay 0: no average; 1 would never move from the start.
         _check_range(config, "ema_decay", 0, 1, below=True)
-        for name in ("epochs", "batch_size", "grid_size", "max_bad_steps"):
+        for name in ("epochs", "batch_size", "max_bad_steps"):
             if getattr(config, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(config, name)}")
-        # Before anything is allocated: each epoch draws grid_size birds at once, and the
-        # seed is torch's and numpy's, which take at most 64 and 32 bits.
+        # Before anything is allocated: each epoch draws grid_size birds at once.
         _check_counts(config, "TrainConfig", {"grid_size": (1, MAX_GRID), "seed": (0, MAX_SEED)})
         _check_range(config, "lr", 0, math.inf, above=True)
         _check_range(config, "lr_floor", 0, 1)

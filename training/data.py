@@ -119,7 +119,7 @@ def load_splits(
     key = _cache_key(roots, kind, items, image_size, crop, val_fraction, box_margin)
     cache_path = Path(cache_dir) / cache_file_name(kinds[0], image_size, key) if cache_dir else None
     if cache_path is not None and cache_path.is_file():
-        cached = _read_cache(cache_path, kind, len(items), image_size)
+        cached = _read_cache(cache_path, kind, items, image_size)
         if cached is not None:
             return cached
 
@@ -581,32 +581,29 @@ def cache_file_name(kind: str, image_size: int, key: str) -> str:
 
 # The members _save_atomic writes, each a .npy of np.savez's (stored as it is, never deflated).
 _CACHE_ARRAYS = ("train", "val", "skipped", "train_labels", "val_labels", "classes")
-_CACHE_SLACK = 16 << 20  # headers, labels' and species names' bytes beyond the images'
 
 
-def _read_cache(path: Path, kind: str, count: int, image_size: int) -> Splits | None:
-    """The arrays a previous run cached for ``count`` listed photos, or None (with a warning)
-    when the file is damaged or not what a run writes: the images are then decoded again and the
-    cache rewritten, as if it were not there. Its size is bounded by the photos' before
-    anything is read (a 12 MB deflated file declared 4 million images), and what it holds is
-    checked against them after."""
+def _read_cache(path: Path, kind: str, items: list[_Item], image_size: int) -> Splits | None:
+    """The arrays a previous run cached for ``items``, or None (with a warning) when the file is
+    damaged or not what a run writes: the photos are then decoded again and the cache rewritten,
+    as if it were not there. Every member is checked from the archive's directory and its .npy
+    header before numpy reads it (a 12 MB deflated file declared 4 million images, a 2.5 KB
+    one 286 GiB), and what it holds against the listed photos after."""
+    classes = sorted({item.label for item in items})
     try:
-        bound = count * (3 * image_size * image_size + 16) + _CACHE_SLACK
-        if path.stat().st_size > bound:
-            raise ValueError(f"{path.stat().st_size} bytes, more than {count} photos take")
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-        if sorted(i.filename for i in members) != sorted(f"{n}.npy" for n in _CACHE_ARRAYS) or any(
-            i.compress_type != zipfile.ZIP_STORED for i in members
-        ):
-            raise ValueError("not the arrays a run caches")
+            if sorted(i.filename for i in members) != sorted(f"{n}.npy" for n in _CACHE_ARRAYS):
+                raise ValueError("not the arrays a run caches")
+            for info in members:
+                _check_cached_member(archive, info)
         with np.load(path, allow_pickle=False) as cached:
             splits = Splits(
                 cached["train"], cached["val"], kind, cached["skipped"],
                 cached["train_labels"], cached["val_labels"], cached["classes"],
             )  # fmt: skip
-        _check_cached(splits, count, image_size)
-        splits.skipped, splits.classes = int(splits.skipped), [str(c) for c in splits.classes]
+        _check_cached(splits, len(items), image_size, classes)
+        splits.skipped, splits.classes = int(splits.skipped), classes
         return splits
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         warnings.warn(f"ignored the damaged image cache {path} ({exc}); decoding the images "
@@ -614,16 +611,34 @@ def _read_cache(path: Path, kind: str, count: int, image_size: int) -> Splits | 
         return None
 
 
-def _check_cached(splits: Splits, count: int, image_size: int) -> None:
+def _check_cached_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Raise ValueError unless the member is stored as it is and its .npy header declares no
+    more bytes than the member holds: numpy allocates what a header declares before reading."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{info.filename} is compressed; a run stores its arrays as they are")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
+        if reader is None:
+            raise ValueError(f"{info.filename} has a .npy header of version {version}")
+        shape, _, dtype = reader(member)
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
+        raise ValueError(f"{info.filename} declares {shape} of {dtype}, more than it holds")
+
+
+def _check_cached(splits: Splits, count: int, image_size: int, classes: list[str]) -> None:
     """Raise ValueError unless ``splits`` (as read, ``skipped`` and ``classes`` still arrays)
-    is what decoding ``count`` photos at ``image_size`` gives."""
+    has the shapes and counts decoding ``count`` photos of ``classes`` at ``image_size`` gives."""
     shape = (3, image_size, image_size)
     images = (splits.train, splits.val)
     if any(a.dtype != np.uint8 or a.ndim != 4 or a.shape[1:] != shape for a in images):
         raise ValueError("images not of the run's size")
-    skipped, classes = np.asarray(splits.skipped), np.asarray(splits.classes)
-    if skipped.shape != () or skipped.dtype.kind not in "iu" or classes.ndim != 1:
-        raise ValueError("a count or species list of another shape")
+    skipped = np.asarray(splits.skipped)
+    if skipped.shape != () or skipped.dtype.kind not in "iu":
+        raise ValueError("a count of another shape")
+    if np.asarray(splits.classes).tolist() != classes:
+        raise ValueError("another list of species")
     if len(splits.train) + len(splits.val) + int(skipped) != count:
         raise ValueError(f"not the {count} photos listed")
     for labels, pictures in ((splits.train_labels, splits.train), (splits.val_labels, splits.val)):

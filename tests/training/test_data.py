@@ -374,18 +374,24 @@ def _crafted(arrays: dict, case: str) -> dict:
         arrays["val"] = arrays["val"][:1]
     elif case == "an array too many":
         arrays["extra"] = np.zeros(1)
+    elif case == "other species":
+        arrays["classes"] = np.array([f"eagle{i}" for i in range(len(arrays["classes"]))])
     return arrays
 
 
-CRAFTED_CACHES = ["4 million images, deflated", "another size", "floats", "a count of three",
-                  "labels past the species", "photos not listed", "an array too many"]  # fmt: skip
+CRAFTED_CACHES = ["4 million images, deflated", "the run's own, deflated", "another size",
+                  "floats", "a count of three", "labels past the species", "photos not listed",
+                  "an array too many", "other species", "a header of 286 GiB"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CRAFTED_CACHES)
-def test_a_crafted_cache_is_ignored_and_the_photos_decoded_again(image_folder, tmp_path, case):
+def test_a_crafted_cache_is_ignored_and_the_photos_decoded_again(
+    image_folder, tmp_path, case, monkeypatch
+):
     """Each was read as it said: a 12 MB deflated cache declaring 4 million images took 23 GB
-    before the process was killed, and a count of three was a traceback. A deflated member is
-    refused before numpy reads it."""
+    before the process was killed, a 2.5 KB one declaring 286 GiB ran out of memory, and a
+    count of three was a traceback. A deflated member or a lying header is refused before
+    numpy reads anything."""
     cache = tmp_path / "cache"
     first = load_splits(image_folder, 16, cache_dir=cache)
     [cached] = cache.glob("*.npz")
@@ -394,9 +400,32 @@ def test_a_crafted_cache_is_ignored_and_the_photos_decoded_again(image_folder, t
     save = np.savez_compressed if "deflated" in case else np.savez
     with open(cached, "wb") as handle:
         save(handle, **arrays)
+    if case == "a header of 286 GiB":  # 2.5 KB on disk; numpy allocates what it declares
+        _declare_in_place(cached, "train.npy", (10**8, 3, 32, 32))
+    refused_unread = case in ("the run's own, deflated", "a header of 286 GiB")
+    if refused_unread:
+        monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("read before the check"))
     with pytest.warns(UserWarning, match="damaged image cache"):
         again = load_splits(image_folder, 16, cache_dir=cache)
+    monkeypatch.undo()
     assert np.array_equal(first.train, again.train) and first.classes == again.classes
+
+
+def _declare_in_place(path: Path, name: str, shape: tuple[int, ...]) -> None:
+    """Rewrite the shape a stored member's .npy header (version 1.0) declares, the header's
+    length kept, so the archive stays whole and only the declaration lies."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    data = members[name]
+    length = int.from_bytes(data[8:10], "little")
+    header = repr({"descr": "|u1", "fortran_order": False, "shape": shape}).encode()
+    assert data[6:8] == bytes([1, 0]) and len(header) < length
+    data = data[:10] + header + b" " * (length - 1 - len(header)) + b"\n" + data[10 + length :]
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, contents in members.items():
+            archive.writestr(member, data if member == name else contents)
 
 
 def test_the_box_margin_sets_the_crop_and_its_own_cache(tmp_path: Path):

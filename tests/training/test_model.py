@@ -243,6 +243,13 @@ def test_a_version_1_config_keeps_the_fields_it_did_save():
     assert config.kl_weight == 0.5 and config.model.spatial_latent is True
 
 
+def test_a_seed_past_what_the_flag_takes_still_loads():
+    """Runs before --seed was bounded could take any seed torch takes; their checkpoints
+    must still resume, start a stage and export."""
+    data = {**TrainConfig().to_dict(), "seed": 3_000_000_000}
+    assert TrainConfig.from_dict(data).seed == 3_000_000_000
+
+
 def test_a_config_from_a_newer_version_is_refused():
     newer = {**TrainConfig().to_dict(), "config_version": 99}
     with pytest.raises(ValueError, match="config_version 99 is newer"):
@@ -392,7 +399,7 @@ def test_a_damaged_config_of_any_version_is_refused_by_name(changes, says):
     ("sharpen", "adam_betas", [-0.5, 0.9], "SharpenConfig adam_betas must be a pair of numbers"),
     # Each of these was a traceback or a process killed for memory (a red-team review).
     (None, "grid_size", 2_000_000, "TrainConfig grid_size must be a whole number from 1 to 1024"),
-    (None, "seed", 2**70, "TrainConfig seed must be a whole number from 0 to 2147483647"),
+    (None, "seed", 2**70, "TrainConfig seed must be a whole number from 0 to 9223372036854775807"),
     (None, "weight_decay", -1.0, "TrainConfig weight_decay must be a number, at least 0"),
     ("prior", "sigma_max", 0.0, "PriorConfig sigma_max must be above 0, not 0.0"),
     ("sharpen", "anchor_scale", 0, "SharpenConfig anchor_scale must be one of 2, 4, 8, not 0"),
