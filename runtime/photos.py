@@ -10,6 +10,7 @@ on a broken file is an ImageError naming it.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -44,6 +45,10 @@ MAX_COEFFICIENT_BYTES = MAX_PHOTO_PIXELS * 3 * 2
 # hostile, and some forty formats no photo comes in, each a parser to trust.
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA")
 JPEG_FORMATS = ("JPEG", "MPO")
+# Bytes read from a descriptor (standard input, a shell's <(...)) at most: PIL reads a stream it
+# cannot seek whole, however long (`bird-gen recon /dev/stdin < <(yes)` took 2.7 GB before
+# memory ran out). An uncompressed 32-megapixel photo of 16-bit channels is 192 MB.
+MAX_PHOTO_BYTES = 1 << 28
 # A square crop (left, top, right, bottom) chosen from a photo's (width, height).
 Region = Callable[[tuple[int, int]], tuple[int, int, int, int]]
 
@@ -105,17 +110,34 @@ def _open(path: Path) -> Image.Image:
     """The photo opened, nothing decoded yet. PIL's own limit (179 megapixels) would refuse a
     200-megapixel phone JPEG that ``draft`` decodes at an eighth of its size; MAX_PHOTO_PIXELS,
     checked after ``draft``, is the limit here, and PIL's size check is the only one skipped."""
+    source = _read_descriptor(path) if _OPEN_DESCRIPTOR.fullmatch(str(path)) else path
     try:
-        return Image.open(path, formats=PHOTO_FORMATS)
+        return Image.open(source, formats=PHOTO_FORMATS)
     except Image.DecompressionBombError:
-        with open(path, "rb") as handle:
-            is_jpeg = handle.read(3) == b"\xff\xd8\xff"
+        if isinstance(source, io.BytesIO):
+            is_jpeg = source.getvalue()[:3] == b"\xff\xd8\xff"
+            source.seek(0)
+        else:
+            with open(path, "rb") as handle:
+                is_jpeg = handle.read(3) == b"\xff\xd8\xff"
         if not is_jpeg:
             raise ImageError(
                 f"{path}: more than the {MAX_PHOTO_PIXELS >> 20} megapixels a photo may have; "
                 "make it smaller first"
             ) from None
-        return JpegImagePlugin.JpegImageFile(str(path))
+        return JpegImagePlugin.JpegImageFile(
+            source if isinstance(source, io.BytesIO) else str(path)
+        )
+
+
+def _read_descriptor(path: Path) -> io.BytesIO:
+    """What a descriptor holds, read here and at most MAX_PHOTO_BYTES of it. PIL would read an
+    unseekable one whole, and PIL before 11.1 resolves ``/dev/fd/N`` to a name no one can open."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_PHOTO_BYTES + 1)
+    if len(data) > MAX_PHOTO_BYTES:
+        raise ImageError(f"{path}: more than the {MAX_PHOTO_BYTES >> 20} MB a photo may be")
+    return io.BytesIO(data)
 
 
 def _whole_image_coefficients(image: Image.Image) -> int:

@@ -276,6 +276,35 @@ def test_a_cameras_mpo_is_bounded_and_decoded_as_the_jpeg_it_starts_with(tmp_pat
         photos.load_image(mpo, 8)
 
 
+def test_an_endless_pipe_is_read_only_as_far_as_a_photo_may_be(monkeypatch) -> None:
+    """PIL reads a stream it cannot seek whole: `bird-gen recon /dev/stdin < <(yes)` took
+    2.7 GB before memory ran out. A descriptor is now read here, at most MAX_PHOTO_BYTES."""
+    import os
+    import threading
+
+    monkeypatch.setattr(photos, "MAX_PHOTO_BYTES", 1 << 20)
+    read_end, write_end = os.pipe()
+
+    def write_for_ever() -> None:
+        try:
+            while True:
+                os.write(write_end, b"y\n" * 4096)
+        except OSError:  # the reader closed its end
+            pass
+        finally:
+            os.close(write_end)
+
+    writer = threading.Thread(target=write_for_ever, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(ImageError, match=r"/dev/fd/\d+: more than the 1 MB a photo may be"):
+            photos.load_image(f"/dev/fd/{read_end}", 8)
+    finally:
+        os.close(read_end)
+        writer.join(5)
+    assert not writer.is_alive()
+
+
 def test_an_empty_file_is_named_as_empty_and_a_pipe_is_not(tmp_path: Path) -> None:
     """A pipe's size reads 0 whatever it holds: text piped in is not a photo, not empty."""
     import os
