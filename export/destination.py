@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import stat
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,6 +281,25 @@ def _swap(folder: Path, destination: Path) -> None:
                 os.replace(old, destination)
                 raise
             durable.fsync_dir(parent)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_old(old, destination)
         finally:
             os.close(held)
+
+
+def _remove_old(old: Path, destination: Path) -> None:
+    """Delete the replaced model: its own files by name, then the folder, which only an empty
+    folder lets go. A file a user's program wrote into the folder between the check and the
+    rename (through a handle it held there) is not deleted: the folder stays, and a warning
+    says where."""
+    for name in FOLDER_FILES:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (old / name).unlink()
+    try:
+        old.rmdir()
+    except OSError:
+        others = sorted(entry.name for entry in old.iterdir())[:3]
+        warnings.warn(
+            f"kept {old}, the model {destination} held before: it holds {', '.join(others)}, "
+            "which vae-export did not write; move what you need out of it and delete it",
+            stacklevel=2,
+        )

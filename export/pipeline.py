@@ -352,7 +352,10 @@ def _load_guide(
             f"--prior-guide {options.guide} is the checkpoint being exported, and a prior "
             "guiding itself is the prior alone; give the short guide run's best.pt"
         )
-    guide = learned_prior(guide_state)
+    try:
+        guide = learned_prior(guide_state)
+    except CheckpointError as exc:  # named, or the checkpoint being exported would be blamed
+        raise UserError(f"--prior-guide {options.guide}: {exc}") from None
     if guide is None:
         raise UserError(f"--prior-guide {options.guide}: that checkpoint has no learned prior")
     try:

@@ -134,6 +134,14 @@ def carried_selection(folder: Path, k: int, dim: int, sampler: dict[str, Any]) -
     shapes = [(tuple(weight.shape), tuple(bias.shape)) for weight, bias in layers]
     if shapes != [((out, into), (out,)) for into, out in zip(widths, widths[1:])]:
         raise UserError(f"--selector-from: {folder}'s selector is not the MLP vae-export writes")
+    # vae-export writes float32 weights; text, bfloat16 or float8 ones failed in torch with a
+    # traceback, and NaN ones would have shipped a sampler that always keeps candidate 0.
+    arrays = [array for layer in layers for array in layer]
+    if not all(a.dtype == np.float32 and np.isfinite(a).all() for a in arrays):
+        raise UserError(
+            f"--selector-from: {folder}'s selector holds weights that are not finite float32 "
+            "numbers; vae-export writes none such"
+        )
     selector = selector_mlp(dim)
     with torch.no_grad():
         for linear, (weight, bias) in zip(selector[::2], layers):

@@ -707,7 +707,9 @@ def _stage_config(options: dict, given: set[str]):
     type=click.IntRange(min=0, max=MAX_IW_SAMPLES),
     default=0,
     show_default=True,
-    help="Also report the importance-weighted bound with K samples.",
+    help="Also report the importance-weighted bound with K samples: K more decodes of every "
+    "photo (K = 5000 over 1,000 photos: about an hour on a 2-core CPU at 32x32, six at 64x64; "
+    "a bar shows how far it has come).",
 )
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Score the EMA weights.")
 @click.option(
@@ -741,7 +743,12 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
     sigma = None
     if not model.likelihood.is_discrete:
         sigma = fit_gaussian_sigma(model, splits.train, target)
-    scores = evaluate(model, images, target, iw_samples=iw_samples, sigma=sigma)
+    from tqdm import tqdm
+
+    with tqdm(total=len(images) * (1 + iw_samples), unit="picture", desc="decoding",
+              leave=False, disable=None, dynamic_ncols=True, file=sys.stderr) as bar:  # fmt: skip
+        scores = evaluate(model, images, target, iw_samples=iw_samples, sigma=sigma,
+                          on_decoded=bar.update)  # fmt: skip
     figures = {k: v for k, v in scores.as_dict().items() if isinstance(v, float)}
     broken = sorted(name for name, value in figures.items() if not math.isfinite(value))
     if broken:

@@ -7,6 +7,7 @@ output is read as the mean of a discretized Gaussian with one scale fitted on tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,8 +86,12 @@ def evaluate(
     iw_samples: int = 0,
     sigma: float | None = None,
     seed: int = 0,
+    on_decoded: Callable[[int], None] | None = None,
 ) -> Scores:
-    """Average figures over ``images`` (uint8 [N, 3, S, S]); deterministic for a seed."""
+    """Average figures over ``images`` (uint8 [N, 3, S, S]); deterministic for a seed.
+    ``on_decoded`` hears of every batch of pictures decoded, N (1 + ``iw_samples``) in all:
+    the IW bound at its largest takes hours, and a caller shows how far it has come."""
+    decoded = on_decoded or (lambda count: None)
     if not model.likelihood.is_discrete and sigma is None:
         raise ValueError("a non-discrete likelihood needs a fitted sigma (fit_gaussian_sigma)")
     model.eval()
@@ -101,6 +106,7 @@ def evaluate(
         std = torch.exp(0.5 * logvar)
         z = mean + std * torch.randn(mean.shape, generator=generator, device=device)
         recon = _recon_nll(model, model.decoder(z), x, sigma)
+        decoded(len(x))
         kl = kl_per_dim(mean, logvar).sum(1)
         mse = (model.decode_image(mean) - unit).square().flatten(1).mean(1)
         totals["recon"] += float(recon.sum())
@@ -108,7 +114,7 @@ def evaluate(
         totals["psnr"] += float(psnr_of_mse(mse.clamp(min=1e-10).float().cpu().numpy(), 1.0).sum())
         if iw_samples > 0:
             totals["iw"] += float(
-                _iw_nll(model, x, mean, logvar, iw_samples, sigma, generator).sum()
+                _iw_nll(model, x, mean, logvar, iw_samples, sigma, generator, decoded).sum()
             )
         count += len(x)
     recon_bpd = bits_per_dim(totals["recon"] / count, size)
@@ -131,6 +137,7 @@ def _iw_nll(
     samples: int,
     sigma: float | None,
     generator: torch.Generator,
+    decoded: Callable[[int], None],
 ) -> torch.Tensor:
     """-log p(x) estimated by importance weighting with q(z|x): a tighter bound than the ELBO."""
     std = torch.exp(0.5 * logvar)
@@ -139,6 +146,7 @@ def _iw_nll(
         eps = torch.randn(mean.shape, generator=generator, device=mean.device)
         z = mean + std * eps
         log_px_z = -_recon_nll(model, model.decoder(z), x, sigma)
+        decoded(len(x))
         log_pz = -0.5 * (z.square() + math.log(2 * math.pi)).sum(1)
         log_qz = -0.5 * (eps.square() + logvar + math.log(2 * math.pi)).sum(1)
         log_w.append(log_px_z + log_pz - log_qz)

@@ -179,6 +179,32 @@ def test_a_file_the_user_adds_during_the_export_is_kept(
     assert hidden(tmp_path) == []
 
 
+def test_a_file_written_into_the_old_model_during_the_swap_is_kept(
+    export_cli, resnet_checkpoint, old_model, tmp_path, monkeypatch
+):
+    """After the last check, a program holding the folder open may still write into it: the
+    old folder was deleted whole, the user's file with it (6 times in 8 races). Only the old
+    model's own files go now; the folder stays where the export warns it is."""
+    from birdvae.export import destination
+
+    out = tmp_path / "model"
+    shutil.copytree(old_model, out)
+    keep_modes = destination._keep_modes
+
+    def then_the_user_writes(folder: Path, target: Path) -> None:
+        keep_modes(folder, target)
+        (target / "notes.txt").write_text("mine")  # after check_replaceable, before the rename
+
+    monkeypatch.setattr(destination, "_keep_modes", then_the_user_writes)
+    result = export_cli(resnet_checkpoint, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    verify_model_dir(out)
+    [kept] = [tmp_path / name for name in hidden(tmp_path)]
+    assert kept.name.endswith(".old") and [p.name for p in kept.iterdir()] == ["notes.txt"]
+    assert (kept / "notes.txt").read_text() == "mine"
+    assert f"kept {kept}" in result.stderr and "notes.txt" in result.stderr
+
+
 def test_a_failed_swap_puts_the_old_model_back(export_cli, resnet_checkpoint, old_model,
                                                tmp_path, monkeypatch):  # fmt: skip
     out = tmp_path / "model"
@@ -270,8 +296,9 @@ def test_a_users_hidden_copy_is_never_taken_for_debris(old_model, tmp_path):
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import os, shutil, signal, sys, tempfile
+    import os, signal, sys, tempfile
     import onnx
+    from birdvae.export import destination
     from birdvae.export.cli import main
 
     checkpoint, out, target, kill_at, how, *flags = sys.argv[1:]
@@ -291,7 +318,7 @@ KILL_SCRIPT = textwrap.dedent(
 
     onnx.save_model = hook("save", onnx.save_model)
     os.replace = hook("replace", os.replace)
-    shutil.rmtree = hook("rmtree", shutil.rmtree)
+    destination._remove_old = hook("remove_old", destination._remove_old)
     tempfile.TemporaryDirectory = QuantizerFolder
     main([checkpoint, "-o", out, *flags], standalone_mode=True)
     """
@@ -312,7 +339,7 @@ def _kill_export(
 @pytest.mark.parametrize(
     ("target", "kill_at"),
     # the decoder's write, the old model moved aside, the new one moved in, the old removed
-    [("save", 2), ("replace", 1), ("replace", 2), ("rmtree", 1)],
+    [("save", 2), ("replace", 1), ("replace", 2), ("remove_old", 1)],
 )
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_a_kill_at_each_write_point_of_an_export(

@@ -262,6 +262,17 @@ def test_guide_flags_that_cannot_work_are_refused(
     itself.write_bytes(checkpoint.read_bytes())
     result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-guide", itself)
     assert result.exit_code == 2 and "is the checkpoint being exported" in result.stderr
+    # A guide whose prior does not fit its own config: the line named no file, so the
+    # checkpoint being exported took the blame.
+    from birdvae.training import checkpoint as checkpoints
+
+    state = checkpoints.load(checkpoint)
+    state["config"]["prior"]["width"] += 8
+    misfit = tmp_path / "misfit.pt"
+    torch.save(state, misfit)
+    result = export_cli(checkpoint, "-o", tmp_path / "m", "--prior-guide", misfit)
+    assert result.exit_code == 2 and f"--prior-guide {misfit}: " in result.stderr
+    assert "does not fit its config" in result.stderr
     assert not (tmp_path / "m").exists()
 
 
@@ -442,6 +453,7 @@ def test_selector_from_keeps_a_models_choice_without_teaching_one(
 def test_selector_from_a_folder_that_cannot_give_one_is_one_line(
     prior_checkpoint, export_cli, tmp_path
 ):
+    from birdvae.export.selector import selector_nodes
     from birdvae.runtime.format import FileEntry, Manifest
 
     checkpoint, _ = prior_checkpoint
@@ -467,7 +479,26 @@ def test_selector_from_a_folder_that_cannot_give_one_is_one_line(
     data = json.loads((listed / "manifest.json").read_text())
     data["priors"]["learned"]["source"]["best_of"] = [1, 2]
     (listed / "manifest.json").write_text(json.dumps(data))
+    # Selector weights vae-export never writes: NaN (the sampler would always keep candidate 0)
+    # and float16 (bfloat16 and text ones were a traceback in torch).
+    odd = {}
+    for kind in ("nan", "float16"):
+        folder = odd[kind] = tmp_path / kind
+        shutil.copytree(chosen, folder)
+        proto = onnx.load_model(folder / SAMPLER_FILE)
+        names = {n for node in proto.graph.node if node.name in set(selector_nodes(proto.graph))
+                 for n in node.input}  # fmt: skip
+        tensor = next(t for t in proto.graph.initializer if t.name in names and len(t.dims) == 1)
+        values = onnx.numpy_helper.to_array(tensor)
+        values = np.full_like(values, np.nan) if kind == "nan" else values.astype(np.float16)
+        tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+        onnx.save_model(proto, folder / SAMPLER_FILE)
+        manifest = Manifest.load(folder)
+        manifest.files[SAMPLER_FILE] = FileEntry.of(folder / SAMPLER_FILE)
+        manifest.save(folder)
     cases = [
+        (("--best-of", 2), odd["nan"], "not finite float32 numbers"),
+        (("--best-of", 2), odd["float16"], "not finite float32 numbers"),
         (("--best-of", 2), listed, "records its best-of selector as list, not an object"),
         ((), plain, "needs --best-of"),
         (("--best-of", 2), external, "in another file"),

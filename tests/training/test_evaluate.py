@@ -136,3 +136,15 @@ def test_the_importance_weighted_bound_is_exact_where_every_weight_is_p_of_x(sam
     assert scores.kl_bpd == pytest.approx(0.0, abs=1e-9)
     assert scores.iw_bpd == pytest.approx(bits_per_dim(nll, 8), rel=1e-5)
     assert scores.iw_bpd == pytest.approx(scores.bpd, rel=1e-5)
+
+
+@pytest.mark.parametrize("samples", [0, 3])
+def test_every_picture_decoded_is_reported_for_the_progress_bar(samples):
+    """vae-eval's bar counts pictures decoded: one a photo for the ELBO, then ``samples`` more
+    for the IW bound, in batches, so its total is reached exactly when scoring ends."""
+    vae, photos, _ = _known_vae(posterior_mean=0.0)
+    reported: list[int] = []
+    evaluate(vae, photos, torch.device("cpu"), batch_size=3, iw_samples=samples,
+             on_decoded=reported.append)  # fmt: skip
+    assert sum(reported) == len(photos) * (1 + samples)
+    assert max(reported) <= 3
