@@ -287,19 +287,27 @@ def _swap(folder: Path, destination: Path) -> None:
 
 
 def _remove_old(old: Path, destination: Path) -> None:
-    """Delete the replaced model: its own files by name, then the folder, which only an empty
-    folder lets go. A file a user's program wrote into the folder between the check and the
-    rename (through a handle it held there) is not deleted: the folder stays, and a warning
-    says where."""
-    for name in FOLDER_FILES:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            (old / name).unlink()
+    """Delete the replaced model: the files its manifest lists, each only while it is as listed
+    (size and hash), then the manifest, then the folder, which only an empty folder lets go.
+    A file a program wrote into the folder after the last check (through a handle it held
+    there), or one it rewrote, is not deleted: the folder stays, and a warning says where. The
+    new model is in place by now, so nothing here fails the export."""
     try:
+        if (old / MANIFEST_FILE).exists():  # else it was an empty folder
+            manifest = Manifest.load(old)
+            listed = [name for name in manifest.files if _as_listed(old, manifest, name)]
+            for name in [*listed, MANIFEST_FILE]:
+                with contextlib.suppress(FileNotFoundError):
+                    (old / name).unlink()
         old.rmdir()
-    except OSError:
-        others = sorted(entry.name for entry in old.iterdir())[:3]
+    except (OSError, ModelFormatError):
+        try:
+            others = ", ".join(sorted(entry.name for entry in old.iterdir())[:3])
+        except OSError:
+            others = "files"
         warnings.warn(
-            f"kept {old}, the model {destination} held before: it holds {', '.join(others)}, "
-            "which vae-export did not write; move what you need out of it and delete it",
+            f"kept {old}, the model {destination} held before: it holds {others}, which "
+            "vae-export did not write or could not delete; move what you need out of it and "
+            "delete it",
             stacklevel=2,
         )

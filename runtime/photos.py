@@ -47,7 +47,7 @@ PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA")
 JPEG_FORMATS = ("JPEG", "MPO")
 # Bytes read from a descriptor (standard input, a shell's <(...)) at most: PIL reads a stream it
 # cannot seek whole, however long (`bird-gen recon /dev/stdin < <(yes)` took 2.7 GB before
-# memory ran out). An uncompressed 32-megapixel photo of 16-bit channels is 192 MB.
+# memory ran out). An uncompressed 32-megapixel photo of 16-bit channels is 192 MiB.
 MAX_PHOTO_BYTES = 1 << 28
 # A square crop (left, top, right, bottom) chosen from a photo's (width, height).
 Region = Callable[[tuple[int, int]], tuple[int, int, int, int]]
@@ -110,7 +110,7 @@ def _open(path: Path) -> Image.Image:
     """The photo opened, nothing decoded yet. PIL's own limit (179 megapixels) would refuse a
     200-megapixel phone JPEG that ``draft`` decodes at an eighth of its size; MAX_PHOTO_PIXELS,
     checked after ``draft``, is the limit here, and PIL's size check is the only one skipped."""
-    source = _read_descriptor(path) if _OPEN_DESCRIPTOR.fullmatch(str(path)) else path
+    source = _read_descriptor(path) if _is_a_stream(path) else path
     try:
         return Image.open(source, formats=PHOTO_FORMATS)
     except Image.DecompressionBombError:
@@ -130,13 +130,19 @@ def _open(path: Path) -> Image.Image:
         )
 
 
+def _is_a_stream(path: Path) -> bool:
+    """A descriptor this process holds that is not a file (a pipe, a terminal): a file given
+    as ``< photo.jpg`` is opened by its name, as the same file given by name would be."""
+    return _OPEN_DESCRIPTOR.fullmatch(str(path)) is not None and not path.is_file()
+
+
 def _read_descriptor(path: Path) -> io.BytesIO:
     """What a descriptor holds, read here and at most MAX_PHOTO_BYTES of it. PIL would read an
     unseekable one whole, and PIL before 11.1 resolves ``/dev/fd/N`` to a name no one can open."""
     with open(path, "rb") as handle:
         data = handle.read(MAX_PHOTO_BYTES + 1)
     if len(data) > MAX_PHOTO_BYTES:
-        raise ImageError(f"{path}: more than the {MAX_PHOTO_BYTES >> 20} MB a photo may be")
+        raise ImageError(f"{path}: more than the {MAX_PHOTO_BYTES >> 20} MiB a photo may be")
     return io.BytesIO(data)
 
 

@@ -708,7 +708,8 @@ def _stage_config(options: dict, given: set[str]):
     default=0,
     show_default=True,
     help="Also report the importance-weighted bound with K samples: K more decodes of every "
-    "photo (K = 5000 over 1,000 photos: about an hour on a 2-core CPU at 32x32, six at 64x64; "
+    "photo (K = 5000 over 1,000 photos: about an hour on a 2-core CPU at 32x32, three to four "
+    "at 64x64; "
     "a bar shows how far it has come).",
 )
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Score the EMA weights.")

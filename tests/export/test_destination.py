@@ -179,12 +179,14 @@ def test_a_file_the_user_adds_during_the_export_is_kept(
     assert hidden(tmp_path) == []
 
 
+@pytest.mark.parametrize("late", ["notes.txt", "decoder.onnx", "undeletable"])
 def test_a_file_written_into_the_old_model_during_the_swap_is_kept(
-    export_cli, resnet_checkpoint, old_model, tmp_path, monkeypatch
+    export_cli, resnet_checkpoint, old_model, tmp_path, monkeypatch, late
 ):
     """After the last check, a program holding the folder open may still write into it: the
     old folder was deleted whole, the user's file with it (6 times in 8 races). Only the old
-    model's own files go now; the folder stays where the export warns it is."""
+    model's files still as its manifest lists them go now, and the folder stays, with a
+    warning, when anything else is left; a file that cannot be deleted is no failed export."""
     from birdvae.export import destination
 
     out = tmp_path / "model"
@@ -192,17 +194,21 @@ def test_a_file_written_into_the_old_model_during_the_swap_is_kept(
     keep_modes = destination._keep_modes
 
     def then_the_user_writes(folder: Path, target: Path) -> None:
-        keep_modes(folder, target)
-        (target / "notes.txt").write_text("mine")  # after check_replaceable, before the rename
+        keep_modes(folder, target)  # after check_replaceable, before the rename
+        if late != "undeletable":
+            (target / late).write_text("mine")
 
     monkeypatch.setattr(destination, "_keep_modes", then_the_user_writes)
+    if late == "undeletable":
+        monkeypatch.setattr(Path, "unlink", mock.Mock(side_effect=PermissionError(13, "denied")))
     result = export_cli(resnet_checkpoint, "-o", out)
     assert result.exit_code == 0, result.stderr
     verify_model_dir(out)
     [kept] = [tmp_path / name for name in hidden(tmp_path)]
-    assert kept.name.endswith(".old") and [p.name for p in kept.iterdir()] == ["notes.txt"]
-    assert (kept / "notes.txt").read_text() == "mine"
-    assert f"kept {kept}" in result.stderr and "notes.txt" in result.stderr
+    assert kept.name.endswith(".old") and f"kept {kept}" in result.stderr
+    if late != "undeletable":
+        assert [p.name for p in kept.iterdir()] == [late] and late in result.stderr
+        assert (kept / late).read_text() == "mine"
 
 
 def test_a_failed_swap_puts_the_old_model_back(export_cli, resnet_checkpoint, old_model,

@@ -297,12 +297,29 @@ def test_an_endless_pipe_is_read_only_as_far_as_a_photo_may_be(monkeypatch) -> N
     writer = threading.Thread(target=write_for_ever, daemon=True)
     writer.start()
     try:
-        with pytest.raises(ImageError, match=r"/dev/fd/\d+: more than the 1 MB a photo may be"):
+        with pytest.raises(ImageError, match=r"/dev/fd/\d+: more than the 1 MiB a photo may be"):
             photos.load_image(f"/dev/fd/{read_end}", 8)
     finally:
         os.close(read_end)
         writer.join(5)
     assert not writer.is_alive()
+
+
+def test_a_photo_file_given_as_a_descriptor_is_read_as_by_its_name(monkeypatch) -> None:
+    """`< photo.jpg` hands over a file, not a stream: it is opened by name, so the pipe's byte
+    bound never judges the same file otherwise than its name would."""
+    import os
+
+    from .conftest import BIRDS
+
+    monkeypatch.setattr(photos, "MAX_PHOTO_BYTES", 1)
+    fd = os.open(BIRDS[0], os.O_RDONLY)
+    try:
+        np.testing.assert_array_equal(
+            photos.load_image(f"/dev/fd/{fd}", 16), photos.load_image(BIRDS[0], 16)
+        )
+    finally:
+        os.close(fd)
 
 
 def test_an_empty_file_is_named_as_empty_and_a_pipe_is_not(tmp_path: Path) -> None:
