@@ -45,9 +45,9 @@ MAX_COEFFICIENT_BYTES = MAX_PHOTO_PIXELS * 3 * 2
 # hostile, and some forty formats no photo comes in, each a parser to trust.
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA")
 JPEG_FORMATS = ("JPEG", "MPO")
-# Bytes read from a descriptor (standard input, a shell's <(...)) at most: PIL reads a stream it
-# cannot seek whole, however long (`bird-gen recon /dev/stdin < <(yes)` took 2.7 GB before
-# memory ran out). An uncompressed 32-megapixel photo of 16-bit channels is 192 MiB.
+# Bytes read at most from a pipe given as a photo (`/dev/stdin`, a shell's <(...)): PIL reads
+# a stream it cannot seek whole, however long (`bird-gen recon /dev/stdin < <(yes)` took 2.7 GB
+# before memory ran out). An uncompressed 32-megapixel photo of 16-bit channels is 192 MiB.
 MAX_PHOTO_BYTES = 1 << 28
 # A square crop (left, top, right, bottom) chosen from a photo's (width, height).
 Region = Callable[[tuple[int, int]], tuple[int, int, int, int]]
@@ -137,8 +137,8 @@ def _is_a_stream(path: Path) -> bool:
 
 
 def _read_descriptor(path: Path) -> io.BytesIO:
-    """What a descriptor holds, read here and at most MAX_PHOTO_BYTES of it. PIL would read an
-    unseekable one whole, and PIL before 11.1 resolves ``/dev/fd/N`` to a name no one can open."""
+    """What a pipe holds, read here and at most MAX_PHOTO_BYTES of it. PIL would read it whole,
+    and PIL before 11.1 resolves ``/dev/fd/N`` to a name no one can open."""
     with open(path, "rb") as handle:
         data = handle.read(MAX_PHOTO_BYTES + 1)
     if len(data) > MAX_PHOTO_BYTES:
