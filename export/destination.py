@@ -223,6 +223,11 @@ def _check_takes_folders(destination: Path, above: Path) -> None:
         try:
             probe.mkdir(mode=0o700)
         except OSError as exc:
+            if probe.is_symlink():  # a link to nothing or to itself "exists" only as a name
+                raise DestinationError(
+                    f"{destination}: {probe} is a symbolic link that leads nowhere; remove it "
+                    "or choose another -o"
+                ) from None
             raise DestinationError(
                 f"{destination}: {above} does not take new folders ({exc.strerror or exc})"
             ) from None

@@ -136,6 +136,18 @@ def test_a_folder_that_takes_no_new_folder_is_refused_first(export_cli, resnet_c
               "/proc does not take new folders")  # fmt: skip
 
 
+@pytest.mark.parametrize("target", ["nowhere", "itself"])
+def test_a_destination_under_a_link_to_nothing_names_the_link(
+    export_cli, resnet_checkpoint, tmp_path, target
+):
+    """-o dangling/model said the folder above "does not take new folders (File exists)"."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere" if target == "nowhere" else link)
+    one_error(export_cli(resnet_checkpoint, "-o", link / "model"),
+              f"{link} is a symbolic link that leads nowhere")  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["link"]
+
+
 def test_a_destination_under_a_file_is_refused_first(export_cli, resnet_checkpoint, tmp_path):
     """-o notes.txt/model failed after the whole export with "File exists"."""
     (tmp_path / "notes.txt").write_text("mine")
