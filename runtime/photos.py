@@ -115,19 +115,17 @@ def _open(path: Path) -> Image.Image:
         return Image.open(source, formats=PHOTO_FORMATS)
     except Image.DecompressionBombError:
         if isinstance(source, io.BytesIO):
-            is_jpeg = source.getvalue()[:3] == b"\xff\xd8\xff"
+            head, again = source.getvalue()[:3], source
             source.seek(0)
         else:
             with open(path, "rb") as handle:
-                is_jpeg = handle.read(3) == b"\xff\xd8\xff"
-        if not is_jpeg:
+                head, again = handle.read(3), str(path)
+        if head != b"\xff\xd8\xff":
             raise ImageError(
                 f"{path}: more than the {MAX_PHOTO_PIXELS >> 20} megapixels a photo may have; "
                 "make it smaller first"
             ) from None
-        return JpegImagePlugin.JpegImageFile(
-            source if isinstance(source, io.BytesIO) else str(path)
-        )
+        return JpegImagePlugin.JpegImageFile(again)
 
 
 def _is_a_stream(path: Path) -> bool:

@@ -709,8 +709,7 @@ def _stage_config(options: dict, given: set[str]):
     show_default=True,
     help="Also report the importance-weighted bound with K samples: K more decodes of every "
     "photo (K = 5000 over 1,000 photos: about an hour on a 2-core CPU at 32x32, three to four "
-    "at 64x64; "
-    "a bar shows how far it has come).",
+    "at 64x64; a bar shows how far it has come).",
 )
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Score the EMA weights.")
 @click.option(
@@ -727,6 +726,8 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
     """Score a checkpoint: negative ELBO in bits/dim, IW bound, reconstruction PSNR."""
     require_train_extra("vae-eval")
     with signals.signals_deferred():  # a stop inside torch's C start-up would be swallowed
+        from tqdm import tqdm
+
         from . import checkpoint
         from .data import load_splits
         from .evaluate import evaluate, fit_gaussian_sigma
@@ -744,8 +745,6 @@ def eval_command(ckpt: Path, data: tuple[str, ...], split: str, iw_samples: int,
     sigma = None
     if not model.likelihood.is_discrete:
         sigma = fit_gaussian_sigma(model, splits.train, target)
-    from tqdm import tqdm
-
     with tqdm(total=len(images) * (1 + iw_samples), unit="picture", desc="decoding",
               leave=False, disable=None, dynamic_ncols=True, file=sys.stderr) as bar:  # fmt: skip
         scores = evaluate(model, images, target, iw_samples=iw_samples, sigma=sigma,
